@@ -1,0 +1,327 @@
+import AppServerConfig
+import AppServerSystemd
+import Foundation
+import Logging
+
+/// The master process: one thread, no event loop. It holds the listening sockets, forks the workers
+/// and keeps their number right, replaces those that die or fall silent, and turns signals into
+/// actions (Gunicorn's meanings). Its whole life is `run`: start, then loop over signals, reaping,
+/// murdering and managing until it stops.
+public final class Arbiter {
+    /// How a stop was asked for.
+    private enum Stop { case graceful, fast }
+
+    private struct Worker {
+        let pid: pid_t
+        let slot: WorkerSlot
+        let age: Int
+        let generation: Int
+        let spawned: Double
+        var abortedAt: Double?
+        var retiring = false
+        var booted: Bool { slot.booted.load(ordering: .relaxed) == 1 }
+    }
+
+    private var config: ServerConfig
+    /// Builds the configuration anew (command line over config file) for a HUP reload.
+    private let reloadConfig: () throws -> ServerConfig
+    private let logger: Logger
+    private let errorLog: LogFile
+    private var accessLog: LogFile?
+    private var listeners: [Listener] = []
+    private var workers: [pid_t: Worker] = [:]
+    private var workerCount: Int
+    private var age = 0
+    private var generation = 1
+    /// The generation and config to go back to when a reload's new app fails to boot.
+    private var previous: (generation: Int, config: ServerConfig)?
+    private var signals: SignalPipe!
+    private var stopping: (mode: Stop, deadline: Double)?
+    private var exitStatus: Int32 = 0
+    private var nextSpawnAllowed = 0.0
+
+    public init(config: ServerConfig, logger: Logger, errorLog: LogFile, accessLog: LogFile?,
+                reloadConfig: @escaping () throws -> ServerConfig) {
+        self.config = config
+        self.logger = logger
+        self.errorLog = errorLog
+        self.accessLog = accessLog
+        self.workerCount = config.workers
+        self.reloadConfig = reloadConfig
+    }
+
+    /// Runs until stopped; returns the process exit status.
+    public func run() -> Int32 {
+        do {
+            try start()
+        } catch {
+            logger.error("\(error)")
+            return 1
+        }
+        while true {
+            sleepUntilSignal()
+            for signal in signals.drain() { handle(signal) }
+            reapWorkers()
+            if let stopping {
+                if workers.isEmpty { break }
+                if MonotonicClock.seconds() >= stopping.deadline { killAll(SIGKILL) }
+                continue
+            }
+            murderWorkers()
+            manageWorkers()
+        }
+        shutdown()
+        return exitStatus
+    }
+
+    // MARK: start and stop
+
+    private func start() throws {
+        signals = SignalPipe(handling: [SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH])
+        logger.info("Starting appserver \(appServerVersion)")
+        if let pidfile = config.pidfile { try Pidfile.write(pidfile) }
+        listeners = try Listeners.open(config: config)
+        for listener in listeners {
+            logger.info("Listening at: \(listener.description) (\(getpid())) [\(listener.origin)]")
+        }
+        logger.info("Using worker: wsgi, threads: \(config.threads)")
+        manageWorkers()
+    }
+
+    private func shutdown() {
+        for listener in listeners {
+            close(listener.descriptor)
+            if let path = listener.unixPathToRemove { unlink(path) }
+        }
+        if let pidfile = config.pidfile { Pidfile.remove(pidfile) }
+        logger.info("Shutting down: Master")
+    }
+
+    private func stop(_ mode: Stop) {
+        if let stopping, stopping.mode == .fast || mode == .graceful { return }
+        let grace = mode == .graceful ? Double(config.gracefulTimeout) : 2
+        stopping = (mode, MonotonicClock.seconds() + grace)
+        // New connections wait in the backlog of sockets we still hold; workers stop accepting first.
+        killAll(mode == .graceful ? SIGTERM : SIGINT)
+    }
+
+    // MARK: signals
+
+    private func sleepUntilSignal() {
+        let timeout: Int32 = stopping == nil ? 1000 : 100
+        signals.wait(milliseconds: timeout)
+    }
+
+    private func handle(_ signal: CInt) {
+        switch signal {
+        case SIGCHLD:
+            break
+        case SIGTERM, SIGQUIT:
+            logger.info("Handling signal: \(signalName(signal))")
+            stop(.graceful)
+        case SIGINT:
+            logger.info("Handling signal: int")
+            stop(.fast)
+        case SIGHUP:
+            logger.info("Handling signal: hup")
+            reload()
+        case SIGTTIN:
+            workerCount += 1
+            logger.info("Handling signal: ttin; workers: \(workerCount)")
+        case SIGTTOU:
+            workerCount = max(1, workerCount - 1)
+            logger.info("Handling signal: ttou; workers: \(workerCount)")
+        case SIGUSR1:
+            logger.info("Handling signal: usr1; reopening log files")
+            errorLog.reopen()
+            accessLog?.reopen()
+            killAll(SIGUSR1)
+        case SIGUSR2:
+            logger.warning("Handling signal: usr2; binary upgrade is not available in this version")
+        default:
+            break
+        }
+    }
+
+    /// HUP: read the configuration again and replace the workers with ones that import the app
+    /// afresh, retiring old workers only as new ones have booted.
+    private func reload() {
+        guard stopping == nil else { return }
+        let fresh: ServerConfig
+        do {
+            fresh = try reloadConfig()
+        } catch {
+            logger.error("reload failed, keeping the running workers: \(error)")
+            return
+        }
+        if fresh.bind != config.bind { logger.warning("reload: a new bind takes effect only on restart") }
+        previous = (generation, config)
+        var kept = fresh
+        kept.bind = config.bind
+        config = kept
+        workerCount = config.workers
+        generation += 1
+        manageWorkers()
+    }
+
+    // MARK: workers
+
+    /// Collects exited workers; a worker that could not boot the app stops the server (or, during a
+    /// reload, only the reload).
+    private func reapWorkers() {
+        while true {
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid <= 0 { return }
+            guard let worker = workers.removeValue(forKey: pid) else { continue }
+            let exited = (status & 0x7f) == 0
+            let code = (status >> 8) & 0xff
+            let signal = status & 0x7f
+            if !worker.booted && exited && (code == WorkerProcess.bootErrorStatus || code == WorkerProcess.appLoadErrorStatus) {
+                bootFailed(worker, code: code)
+                continue
+            }
+            if !exited {
+                if worker.abortedAt == nil && !worker.retiring && stopping == nil {
+                    logger.error("Worker (pid:\(pid)) was sent \(signalName(signal).uppercased() == "KILL" ? "SIGKILL! Perhaps out of memory?" : "SIG\(signalName(signal).uppercased())")")
+                }
+            } else if code != 0 {
+                logger.error("Worker (pid:\(pid)) exited with code \(code)")
+            }
+            if !worker.booted && stopping == nil {
+                // It died while booting for some other reason: do not respawn in a tight loop.
+                nextSpawnAllowed = MonotonicClock.seconds() + 1
+            }
+        }
+    }
+
+    private func bootFailed(_ worker: Worker, code: Int32) {
+        if let previous, worker.generation == generation, workers.values.contains(where: { $0.generation == previous.generation }) {
+            logger.error("reload failed: the new app did not boot (see above); the running workers keep serving")
+            for other in workers.values where other.generation == generation { kill(other.pid, SIGKILL) }
+            generation = previous.generation
+            config = previous.config
+            workerCount = config.workers
+            self.previous = nil
+            return
+        }
+        guard stopping == nil else { return }
+        logger.error("Worker failed to boot: \(code == WorkerProcess.appLoadErrorStatus ? "the app could not be loaded" : "the app failed to import") (the error is above); shutting down")
+        exitStatus = code
+        stop(.fast)
+    }
+
+    /// Workers silent for longer than `timeout` get SIGABRT, and SIGKILL if that does not end them.
+    private func murderWorkers() {
+        guard config.timeout > 0 else { return }
+        let now = MonotonicClock.seconds()
+        for (pid, worker) in workers where worker.booted {
+            if let abortedAt = worker.abortedAt {
+                if now - abortedAt > 5 { kill(pid, SIGKILL) }
+                continue
+            }
+            let silent = now - Double(worker.slot.heartbeat.load(ordering: .relaxed)) / 1e9
+            if silent > Double(config.timeout) {
+                logger.critical("WORKER TIMEOUT (pid:\(pid))")
+                workers[pid]?.abortedAt = now
+                kill(pid, SIGABRT)
+            }
+        }
+    }
+
+    /// Spawns or retires workers until the current generation has `workerCount` of them; workers of
+    /// an older generation retire one by one as new ones boot.
+    private func manageWorkers() {
+        guard stopping == nil else { return }
+        let current = workers.values.filter { $0.generation == generation && !$0.retiring }
+        if current.count < workerCount {
+            if MonotonicClock.seconds() >= nextSpawnAllowed {
+                for _ in current.count..<workerCount { spawnWorker() }
+            }
+        } else if current.count > workerCount {
+            for worker in current.sorted(by: { $0.age < $1.age }).prefix(current.count - workerCount) { retire(worker.pid) }
+        }
+        let booted = current.filter(\.booted).count
+        var old = workers.values.filter { $0.generation != generation && !$0.retiring }.sorted { $0.age < $1.age }
+        while !old.isEmpty && booted + old.count > workerCount {
+            retire(old.removeFirst().pid)
+        }
+        if old.isEmpty && previous != nil && booted >= workerCount {
+            logger.info("reload done: \(booted) workers of generation \(generation) serving")
+            previous = nil
+        }
+    }
+
+    private func retire(_ pid: pid_t) {
+        workers[pid]?.retiring = true
+        kill(pid, SIGTERM)
+    }
+
+    private func spawnWorker() {
+        age += 1
+        let slot = WorkerSlot()
+        // Signals wait while the child is without its own handlers (it would otherwise write to our pipe).
+        let mask = SignalPipe.blockAll()
+        let pid = fork()
+        if pid != 0 { SignalPipe.restore(mask) }
+        if pid < 0 {
+            logger.error("fork failed: \(String(cString: strerror(errno)))")
+            nextSpawnAllowed = MonotonicClock.seconds() + 1
+            return
+        }
+        if pid == 0 {
+            signals.closeInChild()
+            SignalPipe.restore(mask)
+            logger.info("Booting worker with pid: \(getpid())")
+            WorkerProcess.run(config: config, listeners: listeners, slot: slot, logger: logger,
+                              errorLog: errorLog, accessLog: accessLog)
+        }
+        workers[pid] = Worker(pid: pid, slot: slot, age: age, generation: generation, spawned: MonotonicClock.seconds())
+    }
+
+    private func killAll(_ signal: CInt) {
+        for pid in workers.keys { kill(pid, signal) }
+    }
+}
+
+func signalName(_ signal: CInt) -> String {
+    switch signal {
+    case SIGTERM: return "term"
+    case SIGQUIT: return "quit"
+    case SIGINT: return "int"
+    case SIGHUP: return "hup"
+    case SIGKILL: return "kill"
+    case SIGABRT: return "abrt"
+    case SIGSEGV: return "segv"
+    case SIGBUS: return "bus"
+    default: return "\(signal)"
+    }
+}
+
+enum Pidfile {
+    static func write(_ path: String) throws {
+        if let text = try? String(contentsOfFile: path, encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+           pid != getpid(), kill(pid, 0) == 0 {
+            throw PidfileError(message: "Already running on PID \(pid) (or pid file '\(path)' is stale)")
+        }
+        do {
+            try "\(getpid())\n".write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            throw PidfileError(message: "cannot write the pid file '\(path)': \(error.localizedDescription)")
+        }
+    }
+
+    static func remove(_ path: String) {
+        if let text = try? String(contentsOfFile: path, encoding: .utf8), pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) == getpid() {
+            unlink(path)
+        }
+    }
+}
+
+struct PidfileError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+/// The version the binary reports (`--version`, the log).
+public let appServerVersion = "0.1.0"

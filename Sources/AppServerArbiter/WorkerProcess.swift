@@ -1,0 +1,116 @@
+import AppServerConfig
+import AppServerHTTP
+import AppServerPython
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The life of a worker process after fork: start Python and the app, serve the inherited sockets,
+/// keep the heartbeat, and stop when the arbiter (or max-requests) says so.
+enum WorkerProcess {
+    /// Exit statuses the arbiter understands (Gunicorn's): the app failed to import, or the named
+    /// callable is missing. Either one before boot makes the arbiter stop rather than respawn forever.
+    static let bootErrorStatus: Int32 = 3
+    static let appLoadErrorStatus: Int32 = 4
+
+    static func run(config: ServerConfig, listeners: [Listener], slot: WorkerSlot, logger: Logger,
+                    errorLog: LogFile, accessLog: LogFile?) -> Never {
+        let signals = SignalPipe(handling: [SIGTERM, SIGQUIT, SIGINT, SIGHUP, SIGABRT, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU, SIGWINCH])
+        let arbiter = getppid()
+
+        let runtime: PythonRuntime
+        do {
+            runtime = try PythonRuntime(config: config, logger: logger)
+        } catch {
+            logger.error("\(error.description)")
+            _exit(error.exitStatus)
+        }
+        runtime.sendWSGIErrors { errorLog.write($0) }
+        let accessWriter = accessLog.map { AccessLogWriter(format: config.accessLogformat, file: $0) }
+        let host = WSGIHost(runtime: runtime, config: config, logger: logger, accessLog: accessWriter)
+        runtime.releaseMainThread()
+        host.start()
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let eventLoop = group.next()
+        let maxRequests = config.maxRequests > 0 ? config.maxRequests + Int.random(in: 0...config.maxRequestsJitter) : 0
+        let recycling = ManagedAtomicFlag()
+        let server = HTTPServer(application: host, limits: HTTPLimits(config: config), eventLoop: eventLoop, logger: logger) { served in
+            slot.requests.store(Int64(served), ordering: .relaxed)
+            if maxRequests > 0 && served >= maxRequests && recycling.setOnce() {
+                logger.info("Autorestarting worker after current request (max requests \(maxRequests) reached).")
+                signals.raise(SIGTERM)
+            }
+        }
+        do {
+            try server.serve(listeningDescriptors: listeners.map(\.descriptor))
+        } catch {
+            logger.error("worker cannot serve the listening sockets: \(error)")
+            _exit(1)
+        }
+        // The heartbeat: now, or the last progress of the oldest request still running.
+        eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(500)) { _ in
+            let now = MonotonicClock.nanoseconds()
+            slot.heartbeat.store(min(now, host.oldestBusySince() ?? now), ordering: .relaxed)
+            if getppid() != arbiter {
+                // Never outlive the arbiter: nobody would supervise or stop this worker.
+                logger.warning("Parent changed, shutting down: \(getpid())")
+                signals.raise(SIGTERM)
+            }
+        }
+        slot.booted.store(1, ordering: .relaxed)
+
+        while true {
+            switch signals.next() {
+            case SIGTERM, SIGQUIT, SIGHUP:
+                stopGracefully(server: server, runtime: runtime, timeout: config.gracefulTimeout, logger: logger)
+            case SIGINT:
+                _exit(0)
+            case SIGABRT:
+                logger.critical("worker timed out: a request made no progress for \(config.timeout) s; exiting")
+                _exit(1)
+            case SIGUSR1:
+                errorLog.reopen()
+                accessLog?.reopen()
+            default:
+                continue
+            }
+        }
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to `timeout` seconds), then exits.
+    private static func stopGracefully(server: HTTPServer, runtime: PythonRuntime, timeout: Int, logger: Logger) -> Never {
+        logger.info("Worker exiting (pid: \(getpid()))")
+        let done = Monitor()
+        let finished = ManagedAtomicFlag()
+        server.drain().whenComplete { _ in
+            done.withLock {
+                _ = finished.setOnce()
+                done.broadcast()
+            }
+        }
+        let deadline = Monotonic.now().adding(seconds: Double(timeout))
+        done.withLock {
+            while !finished.isSet && Monotonic.now() < deadline {
+                done.wait(deadline: deadline)
+            }
+        }
+        if finished.isSet {
+            runtime.runExitFunctions()
+        } else {
+            logger.warning("graceful timeout (\(timeout) s) reached with requests still running; exiting")
+        }
+        _exit(0)
+    }
+}
+
+/// A flag set once, from any thread.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = Monitor()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    /// True for the one caller that set it.
+    func setOnce() -> Bool { lock.withLock { defer { value = true }; return !value } }
+}
+

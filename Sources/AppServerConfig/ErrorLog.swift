@@ -1,0 +1,111 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// The error log: Gunicorn's line format, `[2026-11-24 10:00:00 +0000] [PID] [LEVEL] message`, written
+/// with one write(2) a line so that the lines of several processes sharing the file never interleave.
+public final class LogFile: Sendable {
+    public let path: String
+    private let fd: Mutex<Int32>
+
+    /// `-` is stderr (or stdout for `stdout: true`).
+    public init(path: String, stdout: Bool = false) throws(ConfigError) {
+        self.path = path
+        self.fd = Mutex(try Self.open(path, stdout: stdout))
+        self.stdout = stdout
+    }
+
+    private let stdout: Bool
+
+    private static func open(_ path: String, stdout: Bool) throws(ConfigError) -> Int32 {
+        if path == "-" { return stdout ? STDOUT_FILENO : STDERR_FILENO }
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw ConfigError.invalidValue(key: "logfile", value: path, reason: String(cString: strerror(errno)))
+        }
+        return fd
+    }
+
+    /// USR1: open the file again (after logrotate moved it).
+    public func reopen() {
+        guard path != "-", let newFD = try? Self.open(path, stdout: stdout) else { return }
+        fd.withLock { current in
+            let old = current
+            current = newFD
+            Glibc.close(old)
+        }
+    }
+
+    public func write(_ line: String) {
+        var line = line
+        if !line.hasSuffix("\n") { line += "\n" }
+        fd.withLock { fd in
+            line.withUTF8 { buf in
+                var offset = 0
+                while offset < buf.count {
+                    let n = Glibc.write(fd, buf.baseAddress! + offset, buf.count - offset)
+                    if n < 0 { if errno == EINTR { continue }; return }
+                    offset += n
+                }
+            }
+        }
+    }
+}
+
+/// A swift-log handler writing Gunicorn-style lines to the error log.
+public struct ErrorLogHandler: LogHandler {
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+    private let file: LogFile
+
+    public init(file: LogFile, level: ServerConfig.LogLevel) {
+        self.file = file
+        self.logLevel = level.swiftLogLevel
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var text = "\(event.message)"
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        if !merged.isEmpty {
+            text += " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        }
+        file.write("[\(Self.timestamp())] [\(getpid())] [\(Self.name(event.level))] \(text)")
+    }
+
+    static func name(_ level: Logger.Level) -> String {
+        switch level {
+        case .trace, .debug: return "DEBUG"
+        case .info, .notice: return "INFO"
+        case .warning: return "WARNING"
+        case .error: return "ERROR"
+        case .critical: return "CRITICAL"
+        }
+    }
+
+    /// `2026-11-24 10:00:00 +0000`, local time as Gunicorn prints it.
+    public static func timestamp() -> String {
+        var now = time(nil)
+        var tm = tm()
+        localtime_r(&now, &tm)
+        var buf = [CChar](repeating: 0, count: 64)
+        let n = strftime(&buf, buf.count, "%Y-%m-%d %H:%M:%S %z", &tm)
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+extension ServerConfig.LogLevel {
+    public var swiftLogLevel: Logger.Level {
+        switch self {
+        case .debug: return .debug
+        case .info: return .info
+        case .warning: return .warning
+        case .error: return .error
+        case .critical: return .critical
+        }
+    }
+}

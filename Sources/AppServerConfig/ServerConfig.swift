@@ -1,0 +1,218 @@
+import Foundation
+
+/// Everything one run of the server is configured with. Defaults follow Gunicorn's.
+public struct ServerConfig: Equatable, Sendable {
+    /// The app, `module:callable` (`:application` when the callable is left out).
+    public var app: String? = nil
+    public var bind: [BindAddress] = [.tcp(host: "127.0.0.1", port: 8000)]
+    public var workers = 1
+    public var threads = 1
+    /// Seconds a worker may stay silent, or one request may run, before it is killed. 0 disables.
+    public var timeout = 30
+    public var gracefulTimeout = 30
+    /// Seconds an idle keep-alive connection is kept open.
+    public var keepAlive = 2
+    /// Seconds a client has to send a whole request head (slow clients cannot pin a worker).
+    public var headerTimeout = 10
+    public var maxRequests = 0
+    public var maxRequestsJitter = 0
+    public var backlog = 2048
+    public var chdir: String? = nil
+    public var pythonpath: [String] = []
+    public var env: [String: String] = [:]
+    public var virtualenv: String? = nil
+    public var accessLogfile: String? = nil
+    public var errorLogfile = "-"
+    public var logLevel = LogLevel.info
+    public var accessLogformat = ServerConfig.defaultAccessLogFormat
+    public var pidfile: String? = nil
+    public var limitRequestLine = 4094
+    public var limitRequestFields = 100
+    public var limitRequestFieldSize = 8190
+    /// Largest request body accepted, in bytes; 0 means no limit.
+    public var limitRequestBody: Int64 = 0
+
+    public static let defaultAccessLogFormat = #"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#
+
+    public enum LogLevel: String, CaseIterable, Sendable, Comparable {
+        case debug, info, warning, error, critical
+        public static func < (a: LogLevel, b: LogLevel) -> Bool {
+            allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+        }
+    }
+
+    public init() {}
+
+    /// Every setting, by its canonical name (Gunicorn's config-file name). `--max-requests` on the command
+    /// line and `max-requests` in a file name the same setting as `max_requests`.
+    public static let settingNames: [String] = [
+        "app", "bind", "workers", "threads", "timeout", "graceful_timeout", "keep_alive", "header_timeout",
+        "max_requests", "max_requests_jitter", "backlog", "chdir", "pythonpath", "env", "virtualenv",
+        "access_logfile", "error_logfile", "log_level", "access_logformat", "pid",
+        "limit_request_line", "limit_request_fields", "limit_request_field_size", "limit_request_body",
+    ]
+
+    public static func canonicalName(_ key: String) -> String {
+        key.replacingOccurrences(of: "-", with: "_")
+    }
+
+    /// Sets one setting from a config file or the command line; `source` names where it came from in errors.
+    public mutating func set(_ rawKey: String, _ value: ConfigValue, source: String) throws(ConfigError) {
+        let key = Self.canonicalName(rawKey)
+        switch key {
+        case "app": app = try value.string(key)
+        case "bind": bind = try value.strings(key).map { text throws(ConfigError) in try BindAddress(parsing: text) }
+            if bind.isEmpty { throw ConfigError.invalidValue(key: key, value: "[]", reason: "at least one address is needed") }
+        case "workers": workers = try value.integer(key, min: 1, max: 1024)
+        case "threads": threads = try value.integer(key, min: 1, max: 1024)
+        case "timeout": timeout = try value.integer(key, min: 0, max: 86_400 * 365)
+        case "graceful_timeout": gracefulTimeout = try value.integer(key, min: 0, max: 86_400)
+        case "keep_alive": keepAlive = try value.integer(key, min: 0, max: 86_400)
+        case "header_timeout": headerTimeout = try value.integer(key, min: 1, max: 86_400)
+        case "max_requests": maxRequests = try value.integer(key, min: 0, max: Int.max)
+        case "max_requests_jitter": maxRequestsJitter = try value.integer(key, min: 0, max: Int.max)
+        case "backlog": backlog = try value.integer(key, min: 1, max: 65_535)
+        case "chdir": chdir = try value.string(key)
+        case "pythonpath":
+            // Gunicorn takes a comma-separated list; a TOML array works too.
+            pythonpath = try value.strings(key).flatMap { $0.split(separator: ",").map { $0.trimmingWhitespace() } }.filter { !$0.isEmpty }
+        case "env":
+            for pair in try value.strings(key) {
+                guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
+                    throw ConfigError.invalidValue(key: key, value: pair, reason: "expected KEY=VALUE")
+                }
+                env[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
+            }
+        case "virtualenv": virtualenv = try value.string(key)
+        case "access_logfile": accessLogfile = try value.string(key)
+        case "error_logfile", "log_file": errorLogfile = try value.string(key)
+        case "log_level":
+            let text = try value.string(key).lowercased()
+            guard let level = LogLevel(rawValue: text == "warn" ? "warning" : text) else {
+                throw ConfigError.invalidValue(key: key, value: text, reason: "expected one of debug, info, warning, error, critical")
+            }
+            logLevel = level
+        case "access_logformat": accessLogformat = try value.string(key)
+        case "pid": pidfile = try value.string(key)
+        case "limit_request_line": limitRequestLine = try value.integer(key, min: 0, max: 8190)
+        case "limit_request_fields": limitRequestFields = try value.integer(key, min: 0, max: 32768)
+        case "limit_request_field_size": limitRequestFieldSize = try value.integer(key, min: 0, max: 65_536)
+        case "limit_request_body": limitRequestBody = Int64(try value.integer(key, min: 0, max: Int.max))
+        default: throw ConfigError.unknownKey(rawKey, source: source)
+        }
+    }
+
+    /// Reads a TOML config file on top of the current settings.
+    public mutating func load(file path: String) throws(ConfigError) {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError.configFile(path: path, reason: "cannot be read (\(Self.errnoText(of: error)))")
+        }
+        let entries: [(key: String, value: ConfigValue, line: Int)]
+        do {
+            entries = try TOMLReader.parse(text)
+        } catch {
+            throw ConfigError.configFile(path: path, reason: error.description)
+        }
+        for entry in entries {
+            do {
+                try set(entry.key, entry.value, source: "\(path) line \(entry.line)")
+            } catch {
+                if case .unknownKey = error { throw error }
+                throw ConfigError.configFile(path: path, reason: "line \(entry.line): \(error)")
+            }
+        }
+    }
+
+    /// Checks the settings as a whole once everything is read.
+    public func validate() throws(ConfigError) {
+        guard let app, !app.isEmpty else {
+            throw ConfigError.app("no app given: name it as MODULE:CALLABLE, for example mysite.wsgi:application")
+        }
+        _ = try AppReference(parsing: app)
+        if let chdir {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: chdir, isDirectory: &isDir), isDir.boolValue else {
+                throw ConfigError.invalidValue(key: "chdir", value: chdir, reason: "no such directory")
+            }
+        }
+        if let venv = virtualenv {
+            guard FileManager.default.fileExists(atPath: venv + "/pyvenv.cfg") else {
+                throw ConfigError.invalidValue(key: "virtualenv", value: venv, reason: "not a virtualenv (no pyvenv.cfg)")
+            }
+        }
+        if maxRequestsJitter > 0 && maxRequests == 0 {
+            throw ConfigError.invalidValue(key: "max_requests_jitter", value: "\(maxRequestsJitter)", reason: "needs max_requests")
+        }
+    }
+
+    private static func errnoText(of error: Error) -> String {
+        let ns = error as NSError
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        if ns.code == NSFileReadNoSuchFileError { return "no such file" }
+        if ns.code == NSFileReadNoPermissionError { return "permission denied" }
+        return ns.localizedDescription
+    }
+}
+
+/// `module.path:callable`, the app's address inside Python.
+public struct AppReference: Equatable, Sendable {
+    public var module: String
+    public var callable: String
+
+    public init(parsing text: String) throws(ConfigError) {
+        let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        module = String(parts[0])
+        callable = parts.count > 1 ? String(parts[1]) : "application"
+        let identifier = #/^[A-Za-z_][A-Za-z0-9_]*$/#
+        let moduleOK = !module.isEmpty && module.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { $0.wholeMatch(of: identifier) != nil }
+        let callableOK = !callable.isEmpty && callable.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { $0.wholeMatch(of: identifier) != nil }
+        guard moduleOK, callableOK else {
+            throw ConfigError.app("'\(text)' is not an app reference: expected MODULE:CALLABLE, for example mysite.wsgi:application")
+        }
+    }
+}
+
+extension ConfigValue {
+    func string(_ key: String) throws(ConfigError) -> String {
+        switch self {
+        case .string(let s): return s
+        case .integer(let i): return String(i)
+        default: throw ConfigError.invalidValue(key: key, value: "\(self.text)", reason: "expected a string")
+        }
+    }
+
+    func strings(_ key: String) throws(ConfigError) -> [String] {
+        if case .array(let items) = self { return try items.map { item throws(ConfigError) in try item.string(key) } }
+        return [try string(key)]
+    }
+
+    func integer(_ key: String, min: Int, max: Int) throws(ConfigError) -> Int {
+        let number: Int
+        switch self {
+        case .integer(let i): number = i
+        case .string(let s):
+            guard let i = Int(s.trimmingWhitespace()) else { throw ConfigError.invalidValue(key: key, value: s, reason: "expected a whole number") }
+            number = i
+        default: throw ConfigError.invalidValue(key: key, value: text, reason: "expected a whole number")
+        }
+        guard number >= min && number <= max else {
+            throw ConfigError.invalidValue(key: key, value: String(number), reason: max == Int.max ? "must be at least \(min)" : "must be from \(min) to \(max)")
+        }
+        return number
+    }
+
+    var text: String {
+        switch self {
+        case .string(let s): return s
+        case .integer(let i): return String(i)
+        case .float(let d): return String(d)
+        case .boolean(let b): return String(b)
+        case .array(let items): return "[" + items.map(\.text).joined(separator: ", ") + "]"
+        }
+    }
+}

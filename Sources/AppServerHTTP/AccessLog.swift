@@ -1,0 +1,169 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore
+
+/// One finished request, as the access log sees it.
+public struct AccessLogRecord {
+    public var request: RequestInfo
+    public var status: Int
+    public var responseBytes: Int64
+    public var responseHeaders: [(name: String, value: String)]
+    public var finished: Monotonic
+
+    public init(request: RequestInfo, status: Int, responseBytes: Int64, responseHeaders: [(name: String, value: String)], finished: Monotonic) {
+        self.request = request
+        self.status = status
+        self.responseBytes = responseBytes
+        self.responseHeaders = responseHeaders
+        self.finished = finished
+    }
+}
+
+/// Gunicorn's access log format: `%(h)s %(l)s ...` with the same atoms, parsed once.
+public struct AccessLogFormatter: Sendable {
+    enum Piece: Equatable, Sendable {
+        case literal(String)
+        case atom(String)
+        case requestHeader(String)
+        case responseHeader(String)
+        case environment(String)
+    }
+
+    let pieces: [Piece]
+    /// Whether the app's response headers must be kept for the log line.
+    public let needsResponseHeaders: Bool
+
+    public init(format: String) {
+        var pieces: [Piece] = []
+        var literal = ""
+        var rest = Substring(format)
+        while let start = rest.range(of: "%(") {
+            literal += rest[..<start.lowerBound]
+            let afterOpen = rest[start.upperBound...]
+            guard let close = afterOpen.range(of: ")s") else {
+                literal += rest[start.lowerBound...]
+                rest = ""
+                break
+            }
+            let name = String(afterOpen[..<close.lowerBound])
+            if !literal.isEmpty { pieces.append(.literal(literal)); literal = "" }
+            if name.hasPrefix("{"), let end = name.lastIndex(of: "}") {
+                let key = String(name[name.index(after: name.startIndex)..<end]).lowercased()
+                switch name[name.index(after: end)...] {
+                case "i": pieces.append(.requestHeader(key))
+                case "o": pieces.append(.responseHeader(key))
+                case "e": pieces.append(.environment(String(name[name.index(after: name.startIndex)..<end])))
+                default: pieces.append(.literal("-"))
+                }
+            } else {
+                pieces.append(.atom(name))
+            }
+            rest = afterOpen[close.upperBound...]
+        }
+        literal += rest
+        if !literal.isEmpty { pieces.append(.literal(literal.replacingOccurrences(of: "%%", with: "%"))) }
+        self.pieces = pieces
+        self.needsResponseHeaders = pieces.contains { if case .responseHeader = $0 { return true } else { return false } }
+    }
+
+    public func format(_ record: AccessLogRecord) -> String {
+        var line = ""
+        for piece in pieces {
+            switch piece {
+            case .literal(let text): line += text
+            case .atom(let name): line += atom(name, record)
+            case .requestHeader(let name): line += record.request.headers.first(name: name) ?? "-"
+            case .responseHeader(let name): line += record.responseHeaders.first { $0.name.lowercased() == name }?.value ?? "-"
+            case .environment(let name): line += getenv(name).map { String(cString: $0) } ?? "-"
+            }
+        }
+        return line
+    }
+
+    private func atom(_ name: String, _ r: AccessLogRecord) -> String {
+        let elapsed = r.finished.nanoseconds - r.request.started.nanoseconds
+        let uri = r.request.uri
+        let query = uri.firstIndex(of: "?")
+        switch name {
+        case "h": return Self.host(r.request.remoteAddress)
+        case "l": return "-"
+        case "u": return Self.basicAuthUser(r.request.headers.first(name: "authorization")) ?? "-"
+        case "t": return Self.clfTime(r.request.startedWallClock)
+        case "r": return "\(r.request.method) \(uri) HTTP/\(r.request.version.major).\(r.request.version.minor)"
+        case "m": return r.request.method
+        case "U": return String(uri[..<(query ?? uri.endIndex)])
+        case "q": return query.map { String(uri[uri.index(after: $0)...]) } ?? ""
+        case "H": return "HTTP/\(r.request.version.major).\(r.request.version.minor)"
+        case "s": return String(r.status)
+        case "B": return String(r.responseBytes)
+        case "b": return r.responseBytes > 0 ? String(r.responseBytes) : "-"
+        case "f": return r.request.headers.first(name: "referer") ?? "-"
+        case "a": return r.request.headers.first(name: "user-agent") ?? "-"
+        case "T": return String(elapsed / 1_000_000_000)
+        case "M": return String(elapsed / 1_000_000)
+        case "D": return String(elapsed / 1_000)
+        case "L": return String(format6(Double(elapsed) / 1e9))
+        case "p": return "<\(getpid())>"
+        default: return "-"
+        }
+    }
+
+    private func format6(_ value: Double) -> String {
+        let micros = Int64((value * 1_000_000).rounded())
+        let fraction = String(micros % 1_000_000)
+        return "\(micros / 1_000_000)." + String(repeating: "0", count: 6 - fraction.count) + fraction
+    }
+
+    static func host(_ address: SocketAddress?) -> String {
+        guard let address else { return "-" }
+        switch address {
+        case .unixDomainSocket: return "-"
+        default: return address.ipAddress ?? "-"
+        }
+    }
+
+    static func basicAuthUser(_ header: String?) -> String? {
+        guard let header, header.lowercased().hasPrefix("basic "),
+              let decoded = Base64.decode(String(header.dropFirst(6)).trimmingCharacters(in: " ")) else { return nil }
+        return decoded.split(separator: ":", maxSplits: 1).first.map(String.init)
+    }
+
+    /// `[10/Oct/2000:13:55:36 -0700]`, local time.
+    static func clfTime(_ wall: timespec) -> String {
+        var seconds = wall.tv_sec
+        var tm = tm()
+        localtime_r(&seconds, &tm)
+        var buffer = [CChar](repeating: 0, count: 64)
+        let n = strftime(&buffer, buffer.count, "[%d/%b/%Y:%H:%M:%S %z]", &tm)
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// Just enough base64 to read the user name of a Basic Authorization header.
+enum Base64 {
+    static func decode(_ text: String) -> String? {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        var table = [Int](repeating: -1, count: 256)
+        for (i, c) in alphabet.enumerated() { table[Int(c)] = i }
+        var bits = 0, count = 0
+        var out: [UInt8] = []
+        for c in text.utf8 where c != UInt8(ascii: "=") {
+            let v = table[Int(c)]
+            guard v >= 0 else { return nil }
+            bits = (bits << 6) | v
+            count += 6
+            if count >= 8 {
+                count -= 8
+                out.append(UInt8((bits >> count) & 0xff))
+            }
+        }
+        return String(bytes: out, encoding: .utf8)
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        String(Substring(self).trimmingCharacters(in: set))
+    }
+}

@@ -1,0 +1,363 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// The app side of the server: takes each request as it arrives (on the I/O thread) and answers it
+/// later from any thread through the exchange.
+public protocol HTTPApplication: AnyObject, Sendable {
+    func handle(_ exchange: HTTPExchange)
+}
+
+/// Notices raw bytes before the HTTP decoder sees them, so the header-read timeout starts with a
+/// request's first byte (a slow client that never finishes its head is cut off).
+final class RequestStartObserver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    weak var connection: HTTPConnectionHandler?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connection?.bytesArrived()
+        context.fireChannelRead(data)
+    }
+}
+
+/// One HTTP/1.1 connection: keep-alive, pipelining (requests queue while one is answered), body
+/// backpressure, limits, timeouts and draining. Protocol decisions only; the bytes of a response are
+/// made by `ResponseWriter` on the app's thread.
+final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        /// Between requests, waiting for the next one (the keep-alive timer runs).
+        case idle
+        /// A request is being answered. `requestDone`: its body has been read to the end.
+        case active(HTTPExchange, requestDone: Bool, responseDone: Bool)
+        /// The response went out but the app left body unread: read it and throw it away.
+        case discarding(HTTPExchange, discarded: Int)
+        case closed
+    }
+
+    private let server: HTTPServer
+    private let limits: HTTPLimits
+    private let logger: Logger
+    private var state = State.idle
+    private var context: ChannelHandlerContext!
+    /// Parts of pipelined requests that arrived while an earlier one is still answered.
+    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var bodyPaused = false
+    private var readPending = false
+    private var timer: Scheduled<Void>?
+    private var headStarted = false
+    private var closeAfterResponse = false
+    private var requestCount = 0
+
+    init(server: HTTPServer, limits: HTTPLimits, logger: Logger) {
+        self.server = server
+        self.limits = limits
+        self.logger = logger
+    }
+
+    // MARK: lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        server.register(self)
+        // A new connection has the header timeout to send its first request.
+        armTimer(seconds: limits.headerTimeout)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        cancelTimer()
+        switch state {
+        case .active(let exchange, _, _), .discarding(let exchange, _): exchange.abort()
+        default: break
+        }
+        state = .closed
+        server.unregister(self)
+        context.fireChannelInactive()
+    }
+
+    /// The server drains: close now when idle, else after the response in progress.
+    func drain() {
+        closeAfterResponse = true
+        if case .idle = state, !headStarted {
+            close()
+        }
+    }
+
+    private var isIdle: Bool {
+        if case .idle = state { return true }
+        return false
+    }
+
+    // MARK: reading
+
+    func bytesArrived() {
+        guard isIdle, !headStarted else { return }
+        headStarted = true
+        armTimer(seconds: limits.headerTimeout)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        switch state {
+        case .active(_, requestDone: true, _):
+            queued.append(part)      // pipelined: wait for the current response
+        case .closed:
+            break
+        default:
+            handle(part)
+        }
+    }
+
+    private func handle(_ part: HTTPServerRequestPart) {
+        switch (part, state) {
+        case (.head(let head), .idle):
+            startRequest(head)
+        case (.body(let buffer), .active(let exchange, false, _)):
+            if exchange.body.append(buffer) { bodyPaused = true }
+        case (.end, .active(let exchange, false, let responseDone)):
+            exchange.body.finish()
+            state = .active(exchange, requestDone: true, responseDone: responseDone)
+            if responseDone { finishExchange() }
+        case (.body(let buffer), .discarding(let exchange, let discarded)):
+            let total = discarded + buffer.readableBytes
+            if total > limits.maxBodyDiscard { close(); return }
+            state = .discarding(exchange, discarded: total)
+        case (.end, .discarding):
+            finishExchange()
+        default:
+            break
+        }
+    }
+
+    private func startRequest(_ head: HTTPRequestHead) {
+        cancelTimer()
+        headStarted = false
+        requestCount += 1
+        if let status = violatedLimit(head) {
+            writeErrorAndClose(status)
+            return
+        }
+        let contentLength = head.headers.first(name: "content-length").flatMap { Int64($0) }
+        let chunked = head.headers.contains(name: "transfer-encoding")
+        if limits.requestBody > 0, let contentLength, contentLength > limits.requestBody {
+            writeErrorAndClose(.payloadTooLarge)
+            return
+        }
+        let hasBody = chunked || (contentLength ?? 0) > 0
+        let channel = context.channel
+        let info = RequestInfo(head: head, keepAlive: head.isKeepAlive && !closeAfterResponse, hasBody: hasBody,
+                               contentLength: contentLength, remoteAddress: channel.remoteAddress, localAddress: channel.localAddress)
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        let body: RequestBodyStream
+        if hasBody {
+            let expectsContinue = head.version.minor >= 1 && head.headers.first(name: "expect")?.lowercased() == "100-continue"
+            body = RequestBodyStream(
+                highWater: limits.bodyHighWater, lowWater: limits.bodyLowWater, expectsContinue: expectsContinue,
+                resume: { eventLoop.execute { loopBound.value.resumeBodyReading() } },
+                sendContinue: { eventLoop.execute { loopBound.value.writeContinue() } })
+        } else {
+            body = .empty()
+        }
+        let exchange = HTTPExchange(request: info, body: body, limits: limits, eventLoop: eventLoop, connection: loopBound,
+                                    allocator: channel.allocator, drainFlag: server.drainFlag)
+        state = .active(exchange, requestDone: !hasBody, responseDone: false)
+        server.application.handle(exchange)
+    }
+
+    private func violatedLimit(_ head: HTTPRequestHead) -> HTTPResponseStatus? {
+        if limits.requestLine > 0 && head.method.rawValue.utf8.count + head.uri.utf8.count + 10 > limits.requestLine {
+            return .uriTooLong
+        }
+        if limits.requestFields > 0 && head.headers.count > limits.requestFields {
+            return .requestHeaderFieldsTooLarge
+        }
+        if limits.requestFieldSize > 0 {
+            for (name, value) in head.headers where name.utf8.count + value.utf8.count + 2 > limits.requestFieldSize {
+                return .requestHeaderFieldsTooLarge
+            }
+        }
+        let te = head.headers[canonicalForm: "transfer-encoding"]
+        if !te.isEmpty && (te.last?.lowercased() != "chunked") {
+            return .notImplemented
+        }
+        return nil
+    }
+
+    // MARK: backpressure on reads
+
+    func read(context: ChannelHandlerContext) {
+        if bodyPaused || !queued.isEmpty {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func resumeBodyReading() {
+        bodyPaused = false
+        resumeReadingIfPending()
+    }
+
+    private func resumeReadingIfPending() {
+        guard readPending, !bodyPaused, queued.isEmpty, let context else { return }
+        readPending = false
+        context.read()
+    }
+
+    // MARK: writing
+
+    func writeContinue() {
+        guard case .active(_, false, false) = state else { return }
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
+    }
+
+    func writeResponse(_ output: ResponseOutput, size: Int, end: Bool, close: Bool, for exchange: HTTPExchange) {
+        guard case .active(let current, let requestDone, false) = state, current === exchange else {
+            if case .file(let fd, _, _, _, _) = output { Glibc.close(fd) }
+            exchange.didWrite(size)
+            return
+        }
+        // One promise, on the last piece, gives the bytes back to the exchange's output budget.
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.whenComplete { _ in exchange.didWrite(size) }
+        switch output {
+        case .buffer(let buffer):
+            context.write(wrapOutboundOut(buffer), promise: promise)
+        case .file(let fd, let offset, let length, let header, let trailer):
+            if let header { context.write(wrapOutboundOut(header), promise: nil) }
+            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
+            let region = FileRegion(fileHandle: handle, readerIndex: Int(offset), endIndex: Int(offset + length))
+            let filePromise = context.eventLoop.makePromise(of: Void.self)
+            filePromise.futureResult.whenComplete { _ in try? handle.close() }
+            if let trailer {
+                context.write(NIOAny(IOData.fileRegion(region)), promise: filePromise)
+                context.write(wrapOutboundOut(trailer), promise: promise)
+            } else {
+                filePromise.futureResult.cascade(to: promise)
+                context.write(NIOAny(IOData.fileRegion(region)), promise: filePromise)
+            }
+        }
+        context.flush()
+        if !end { return }
+        if close || !exchange.request.keepAlive { closeAfterResponse = true }
+        server.requestFinished()
+        if requestDone {
+            state = .active(exchange, requestDone: true, responseDone: true)
+            finishExchange()
+        } else if closeAfterResponse || exchange.request.headers.contains(name: "expect")
+                    || exchange.request.contentLength.map({ $0 > Int64(limits.maxBodyDiscard) }) ?? false {
+            self.close()
+        } else {
+            // Read the rest of the body the app did not want, so that the next request can follow.
+            exchange.body.fail(.disconnected)
+            state = .discarding(exchange, discarded: 0)
+            bodyPaused = false
+            resumeReadingIfPending()
+        }
+    }
+
+    func closeAfterFailure(_ exchange: HTTPExchange) {
+        guard case .active(let current, _, _) = state, current === exchange else { return }
+        close()
+    }
+
+    private func finishExchange() {
+        if closeAfterResponse {
+            close()
+            return
+        }
+        state = .idle
+        bodyPaused = false
+        armTimer(seconds: limits.keepAlive)
+        // Requests that were pipelined behind this one go now, in order, until one is active again.
+        while let part = queued.popFirst() {
+            if case .active(_, requestDone: true, _) = state {
+                queued.prepend(part)
+                break
+            }
+            handle(part)
+        }
+        resumeReadingIfPending()
+    }
+
+    /// An error status made by the server itself, after which the connection closes.
+    func writeErrorAndClose(_ status: HTTPResponseStatus) {
+        guard let context else { return }
+        let reason = status.reasonPhrase
+        let body = "\(status.code) \(reason)\n"
+        var buffer = context.channel.allocator.buffer(capacity: 160)
+        buffer.writeString("HTTP/1.1 \(status.code) \(reason)\r\nServer: appserver\r\nDate: ")
+        buffer.writeBytes(HTTPDate.current())
+        buffer.writeString("\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        switch state {
+        case .active(let exchange, _, _): exchange.abort()
+        default: break
+        }
+        state = .closed
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let parseError = error as? HTTPParserError {
+            let responseStarted: Bool
+            switch state {
+            case .idle: responseStarted = false
+            case .active(_, _, let responseDone): responseStarted = responseDone
+            default: responseStarted = true
+            }
+            if !responseStarted, case .idle = state {
+                logger.debug("bad request from \(context.channel.remoteAddress?.description ?? "?"): \(parseError)")
+                writeErrorAndClose(parseError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest)
+                return
+            }
+        }
+        close()
+    }
+
+    private func close() {
+        guard let context else { return }
+        if case .closed = state { return }
+        switch state {
+        case .active(let exchange, _, _), .discarding(let exchange, _): exchange.abort()
+        default: break
+        }
+        state = .closed
+        cancelTimer()
+        // Writes complete in order: closing after an empty one lets a response in flight go out whole.
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: timers
+
+    private func armTimer(seconds: Int64) {
+        cancelTimer()
+        guard seconds > 0 else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: .seconds(seconds)) { loopBound.value.timerFired() }
+    }
+
+    private func cancelTimer() {
+        timer?.cancel()
+        timer = nil
+    }
+
+    private func timerFired() {
+        timer = nil
+        guard isIdle else { return }
+        if headStarted {
+            writeErrorAndClose(.requestTimeout)   // the head did not arrive in time
+        } else {
+            close()                               // an idle keep-alive connection
+        }
+    }
+}

@@ -1,0 +1,166 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// What the app sees of a request head, fixed when the head has been read.
+public struct RequestInfo: Sendable {
+    public var head: HTTPRequestHead
+    public var method: String { head.method.rawValue }
+    public var uri: String { head.uri }
+    public var version: HTTPVersion { head.version }
+    public var headers: HTTPHeaders { head.headers }
+    /// The client allows another request on this connection after this one.
+    public var keepAlive: Bool
+    public var isHead: Bool
+    public var hasBody: Bool
+    public var contentLength: Int64?
+    public var remoteAddress: SocketAddress?
+    public var localAddress: SocketAddress?
+    /// When the head was complete, for the access log's request time.
+    public var started: Monotonic
+    public var startedWallClock: timespec
+
+    public init(head: HTTPRequestHead, keepAlive: Bool, hasBody: Bool, contentLength: Int64?,
+                remoteAddress: SocketAddress?, localAddress: SocketAddress?) {
+        self.head = head
+        self.keepAlive = keepAlive
+        self.isHead = head.method == .HEAD
+        self.hasBody = hasBody
+        self.contentLength = contentLength
+        self.remoteAddress = remoteAddress
+        self.localAddress = localAddress
+        self.started = .now()
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        self.startedWallClock = ts
+    }
+}
+
+public enum ExchangeError: Error, Sendable {
+    /// The client closed the connection; nothing more can be sent.
+    case disconnected
+}
+
+/// Hosts one request for an app: handed to an app thread by the I/O thread, it carries the request
+/// head and body stream, and takes the response back to the I/O thread. Every method here may be
+/// called from any thread; the socket is only ever touched on the connection's event loop.
+public final class HTTPExchange: @unchecked Sendable {
+    public let request: RequestInfo
+    public let body: RequestBodyStream
+    public let allocator: ByteBufferAllocator
+    public let limits: HTTPLimits
+    let eventLoop: any EventLoop
+    let connection: NIOLoopBound<HTTPConnectionHandler>
+    private let drainFlag: ServerDrainFlag
+
+    private let output = Monitor()
+    private var pendingBytes = 0      // guarded by `output`
+    private var aborted = false       // guarded by `output`
+
+    init(request: RequestInfo, body: RequestBodyStream, limits: HTTPLimits, eventLoop: any EventLoop,
+         connection: NIOLoopBound<HTTPConnectionHandler>, allocator: ByteBufferAllocator, drainFlag: ServerDrainFlag) {
+        self.request = request
+        self.body = body
+        self.limits = limits
+        self.eventLoop = eventLoop
+        self.connection = connection
+        self.allocator = allocator
+        self.drainFlag = drainFlag
+    }
+
+    /// The server is stopping or recycling this worker: the response should close the connection.
+    public var serverIsDraining: Bool { drainFlag.isDraining }
+
+    public var isAborted: Bool { output.withLock { aborted } }
+
+    /// Queues bytes of the response for the socket; never blocks. `end` completes the response;
+    /// `close` closes the connection after it. Returns true when the caller should now
+    /// `waitUntilDrained()` (more than `responseHighWater` bytes are queued), without holding the GIL.
+    public func send(_ buffer: ByteBuffer, end: Bool, close: Bool) throws(ExchangeError) -> Bool {
+        let size = buffer.readableBytes
+        let mustWait = try account(size)
+        let connection = self.connection
+        eventLoop.execute {
+            connection.value.writeResponse(.buffer(buffer), size: size, end: end, close: close, for: self)
+        }
+        return mustWait
+    }
+
+    /// Queues `length` bytes of an open file from `offset`, sent with sendfile(2); `fd` becomes the
+    /// I/O thread's to close. `header` goes before it and `trailer` (the end of a chunked body) after.
+    public func sendFile(descriptor fd: CInt, offset: Int64, length: Int64, header: ByteBuffer?, trailer: ByteBuffer?,
+                         end: Bool, close: Bool) throws(ExchangeError) -> Bool {
+        let size = Int(length) + (header?.readableBytes ?? 0) + (trailer?.readableBytes ?? 0)
+        let mustWait: Bool
+        do { mustWait = try account(size) } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        let connection = self.connection
+        eventLoop.execute {
+            connection.value.writeResponse(.file(fd: fd, offset: offset, length: length, header: header, trailer: trailer),
+                                           size: size, end: end, close: close, for: self)
+        }
+        return mustWait
+    }
+
+    /// Waits until the queued response bytes drained below `responseLowWater`.
+    public func waitUntilDrained() throws(ExchangeError) {
+        try output.withLock { () throws(ExchangeError) -> Void in
+            while pendingBytes > limits.responseLowWater && !aborted {
+                output.wait()
+            }
+            if aborted { throw .disconnected }
+        }
+    }
+
+    /// Ends the exchange with no (further) response: the connection is closed. For a failure
+    /// after the head went out, or a request the app never answered.
+    public func abortConnection() {
+        let connection = self.connection
+        eventLoop.execute { connection.value.closeAfterFailure(self) }
+    }
+
+    private func account(_ size: Int) throws(ExchangeError) -> Bool {
+        try output.withLock { () throws(ExchangeError) -> Bool in
+            if aborted { throw .disconnected }
+            pendingBytes += size
+            return pendingBytes > limits.responseHighWater
+        }
+    }
+
+    // MARK: I/O thread side
+
+    func didWrite(_ size: Int) {
+        output.withLock {
+            let before = pendingBytes
+            pendingBytes -= size
+            if before > limits.responseLowWater && pendingBytes <= limits.responseLowWater { output.broadcast() }
+        }
+    }
+
+    func abort() {
+        output.withLock {
+            aborted = true
+            output.broadcast()
+        }
+        body.fail(.disconnected)
+    }
+}
+
+/// What is written for a response: bytes, or a region of a file for sendfile.
+enum ResponseOutput {
+    case buffer(ByteBuffer)
+    case file(fd: CInt, offset: Int64, length: Int64, header: ByteBuffer?, trailer: ByteBuffer?)
+}
+
+/// Set once when the worker starts draining; read by app threads for each response.
+public final class ServerDrainFlag: Sendable {
+    private let draining = Atomic<Bool>(false)
+    public init() {}
+    public var isDraining: Bool { draining.load(ordering: .relaxed) }
+    func set() { draining.store(true, ordering: .relaxed) }
+}

@@ -1,0 +1,101 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The HTTP side of one worker: serves the listening sockets it inherited from the arbiter on one
+/// event loop, hands requests to the app, and drains on request.
+public final class HTTPServer: @unchecked Sendable {
+    public let application: any HTTPApplication
+    public let drainFlag = ServerDrainFlag()
+    let limits: HTTPLimits
+    let logger: Logger
+    public let eventLoop: any EventLoop
+    // Touched on `eventLoop` only.
+    private var listeners: [any Channel] = []
+    private var connections: [ObjectIdentifier: HTTPConnectionHandler] = [:]
+    private var draining = false
+    private var drained: EventLoopPromise<Void>?
+    private var served = 0
+    /// Called on the event loop after each response, with the count so far (for max-requests).
+    private let onRequestFinished: @Sendable (Int) -> Void
+
+    public init(application: any HTTPApplication, limits: HTTPLimits, eventLoop: any EventLoop, logger: Logger,
+                onRequestFinished: @escaping @Sendable (Int) -> Void) {
+        self.application = application
+        self.limits = limits
+        self.eventLoop = eventLoop
+        self.logger = logger
+        self.onRequestFinished = onRequestFinished
+    }
+
+    /// Starts accepting on listening sockets that are already bound (the fds stay open in the arbiter).
+    public func serve(listeningDescriptors: [CInt]) throws {
+        for fd in listeningDescriptors {
+            // NIO takes ownership of what it is given: give it a duplicate.
+            let own = dup(fd)
+            guard own >= 0 else { throw IOError(errnoCode: errno, reason: "dup") }
+            let channel = try ServerBootstrap(group: eventLoop)
+                .serverChannelOption(.autoRead, value: true)
+                .serverChannelOption(.maxMessagesPerRead, value: 16)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.allowRemoteHalfClosure, value: false)
+                .childChannelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture { try self.configure(channel) }
+                }
+                .withBoundSocket(own)
+                .wait()
+            eventLoop.execute { self.listeners.append(channel) }
+        }
+    }
+
+    private func configure(_ channel: any Channel) throws {
+        let observer = RequestStartObserver()
+        let handler = HTTPConnectionHandler(server: self, limits: limits, logger: logger)
+        observer.connection = handler
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderFieldCount = limits.requestFields > 0 ? limits.requestFields + 1 : decoderLimits.maxHeaderFieldCount
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(observer)
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: decoderLimits)))
+        try sync.addHandler(handler)
+    }
+
+    func register(_ handler: HTTPConnectionHandler) {
+        connections[ObjectIdentifier(handler)] = handler
+        if draining { handler.drain() }
+    }
+
+    func unregister(_ handler: HTTPConnectionHandler) {
+        connections[ObjectIdentifier(handler)] = nil
+        if draining && connections.isEmpty { drained?.succeed() }
+    }
+
+    func requestFinished() {
+        served += 1
+        onRequestFinished(served)
+    }
+
+    /// Requests answered so far (on the event loop).
+    public var requestsServed: Int { served }
+
+    /// Stops accepting, closes idle connections, lets active ones finish their response and close.
+    /// The future completes when no connection is left.
+    public func drain() -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit {
+            if let drained = self.drained { return drained.futureResult }
+            let promise = self.eventLoop.makePromise(of: Void.self)
+            self.drained = promise
+            self.draining = true
+            self.drainFlag.set()
+            for listener in self.listeners { listener.close(promise: nil) }
+            self.listeners.removeAll()
+            for handler in self.connections.values { handler.drain() }
+            if self.connections.isEmpty { promise.succeed() }
+            return promise.futureResult
+        }
+    }
+
+    /// Connections open now (on the event loop).
+    public var connectionCount: Int { connections.count }
+}

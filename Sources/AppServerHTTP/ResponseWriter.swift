@@ -1,0 +1,244 @@
+import NIOCore
+
+/// How a response body is delimited on the wire.
+public enum ResponseFraming: Equatable, Sendable {
+    /// HEAD, 1xx, 204 and 304: whatever the app yields is not sent.
+    case noBody
+    case contentLength(Int64)
+    case chunked
+    /// HTTP/1.0 without a length: the body ends when the connection closes.
+    case closeDelimited
+}
+
+public enum ResponseHeadError: Error, Equatable {
+    case invalidStatus(String)
+    case invalidHeader(String)
+}
+
+/// Turns one response (a status line, the app's headers, body chunks) into bytes for the socket:
+/// adds `Server`, `Date` and `Connection`, picks the framing, chunk-encodes, cuts a body that
+/// overruns its Content-Length. A plain state machine without I/O, used by one app thread at a time.
+public struct ResponseWriter {
+    public let request: RequestInfo
+    public private(set) var statusCode = 0
+    public private(set) var framing = ResponseFraming.noBody
+    public private(set) var headSent = false
+    /// Body bytes the app produced and that went on the wire (after framing rules).
+    public private(set) var bodyBytesSent: Int64 = 0
+    /// The connection must close after this response (request asked for it, framing needs it,
+    /// the server is draining, or the body fell short of its Content-Length).
+    public private(set) var closeConnection: Bool
+
+    private var head: ByteBuffer
+    private var declaredLength: Int64?
+    private var hasTransferEncoding = false
+    private var hasServer = false
+    private var hasDate = false
+    private var appConnectionClose = false
+
+    public init(request: RequestInfo, allocator: ByteBufferAllocator, drain: Bool) {
+        self.request = request
+        self.closeConnection = !request.keepAlive || drain
+        self.head = allocator.buffer(capacity: 256)
+    }
+
+    /// Starts the head with the app's status line text, e.g. `200 OK`.
+    public mutating func begin(status: UnsafeRawBufferPointer) throws(ResponseHeadError) {
+        head.clear()
+        declaredLength = nil
+        hasTransferEncoding = false; hasServer = false; hasDate = false; appConnectionClose = false
+        guard status.count >= 4, let code = Self.parseStatusCode(status), status[3] == UInt8(ascii: " ") else {
+            throw .invalidStatus(String(decoding: status, as: UTF8.self))
+        }
+        guard !status.contains(where: { $0 == 13 || $0 == 10 }) else { throw .invalidStatus(String(decoding: status, as: UTF8.self)) }
+        statusCode = code
+        head.writeStaticString(request.version.minor == 0 && request.version.major == 1 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        head.writeBytes(status)
+        head.writeStaticString("\r\n")
+    }
+
+    static func parseStatusCode(_ status: UnsafeRawBufferPointer) -> Int? {
+        var code = 0
+        for i in 0..<3 {
+            let c = status[i]
+            guard c >= 48 && c <= 57 else { return nil }
+            code = code * 10 + Int(c - 48)
+        }
+        return code >= 100 ? code : nil
+    }
+
+    /// Adds one of the app's headers. Hop-by-hop headers that the server owns are checked, not copied blindly.
+    public mutating func addHeader(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) throws(ResponseHeadError) {
+        guard !name.isEmpty, name.allSatisfy(Self.isTokenByte), !value.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) else {
+            throw .invalidHeader(String(decoding: name, as: UTF8.self))
+        }
+        switch name.count {
+        case 4 where Self.equalsLowercased(name, "date"): hasDate = true
+        case 6 where Self.equalsLowercased(name, "server"): hasServer = true
+        case 10 where Self.equalsLowercased(name, "connection"):
+            // The server decides about keep-alive; the app may only ask to close.
+            if Self.containsToken(value, "close") { appConnectionClose = true }
+            return
+        case 10 where Self.equalsLowercased(name, "keep-alive"):
+            return
+        case 14 where Self.equalsLowercased(name, "content-length"):
+            guard let length = Self.parseLength(value) else { throw .invalidHeader("Content-Length") }
+            if let declared = declaredLength, declared != length { throw .invalidHeader("Content-Length") }
+            if declaredLength != nil { return }
+            declaredLength = length
+        case 17 where Self.equalsLowercased(name, "transfer-encoding"):
+            // Only chunked is ever used on the way out, and the server applies it itself.
+            hasTransferEncoding = true
+            return
+        default: break
+        }
+        head.writeBytes(name)
+        head.writeStaticString(": ")
+        head.writeBytes(value)
+        head.writeStaticString("\r\n")
+    }
+
+    /// Ends the head and picks the framing. `knownLength` is the whole body's size when the server
+    /// knows it already (a one-element body, a file), used when the app gave no Content-Length.
+    public mutating func finishHead(knownLength: Int64?) -> ByteBuffer {
+        let bodyless = request.isHead || statusCode < 200 || statusCode == 204 || statusCode == 304
+        if appConnectionClose { closeConnection = true }
+        if bodyless {
+            framing = .noBody
+            if let length = declaredLength ?? (request.isHead ? knownLength : nil), statusCode != 204, statusCode >= 200 {
+                if declaredLength == nil { writeContentLength(length) }
+            }
+        } else if let length = declaredLength {
+            framing = .contentLength(length)
+        } else if let length = knownLength {
+            framing = .contentLength(length)
+            writeContentLength(length)
+        } else if request.version.major == 1 && request.version.minor >= 1 {
+            framing = .chunked
+            head.writeStaticString("Transfer-Encoding: chunked\r\n")
+        } else {
+            framing = .closeDelimited
+            closeConnection = true
+        }
+        _ = hasTransferEncoding
+        if !hasServer { head.writeStaticString("Server: appserver\r\n") }
+        if !hasDate {
+            head.writeStaticString("Date: ")
+            head.writeBytes(HTTPDate.current())
+            head.writeStaticString("\r\n")
+        }
+        if closeConnection {
+            head.writeStaticString("Connection: close\r\n\r\n")
+        } else if request.version.minor == 0 {
+            head.writeStaticString("Connection: keep-alive\r\n\r\n")
+        } else {
+            head.writeStaticString("\r\n")
+        }
+        headSent = true
+        return head
+    }
+
+    private mutating func writeContentLength(_ length: Int64) {
+        head.writeStaticString("Content-Length: ")
+        head.writeString(String(length))
+        head.writeStaticString("\r\n")
+    }
+
+    /// The connection closes after this response whatever the request asked (a server error).
+    public mutating func requireClose() { closeConnection = true }
+
+    /// Frames one body chunk into `out`. Returns the number of body bytes accepted.
+    @discardableResult
+    public mutating func appendBody(_ bytes: UnsafeRawBufferPointer, to out: inout ByteBuffer) -> Int {
+        guard !bytes.isEmpty else { return 0 }
+        switch framing {
+        case .noBody:
+            return 0
+        case .contentLength(let length):
+            let room = Int(max(0, length - bodyBytesSent))
+            let n = min(room, bytes.count)
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[0..<n]))
+            bodyBytesSent += Int64(n)
+            return n
+        case .chunked:
+            out.writeString(String(bytes.count, radix: 16))
+            out.writeStaticString("\r\n")
+            out.writeBytes(bytes)
+            out.writeStaticString("\r\n")
+            bodyBytesSent += Int64(bytes.count)
+            return bytes.count
+        case .closeDelimited:
+            out.writeBytes(bytes)
+            bodyBytesSent += Int64(bytes.count)
+            return bytes.count
+        }
+    }
+
+    /// How many bytes of a file body to send (the rest of its Content-Length), for sendfile.
+    public mutating func reserveFileBody(_ available: Int64) -> Int64 {
+        switch framing {
+        case .noBody: return 0
+        case .contentLength(let length):
+            let n = min(available, max(0, length - bodyBytesSent))
+            bodyBytesSent += n
+            return n
+        case .chunked, .closeDelimited:
+            bodyBytesSent += available
+            return available
+        }
+    }
+
+    /// What ends the body on the wire; sets `closeConnection` when the body fell short of its length.
+    public mutating func finishBody(into out: inout ByteBuffer) {
+        switch framing {
+        case .chunked: out.writeStaticString("0\r\n\r\n")
+        case .contentLength(let length) where bodyBytesSent < length: closeConnection = true
+        case .closeDelimited: closeConnection = true
+        default: break
+        }
+    }
+
+    // MARK: byte helpers
+
+    static func isTokenByte(_ c: UInt8) -> Bool {
+        switch c {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): return true
+        default: return false
+        }
+    }
+
+    static func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
+        guard bytes.count == lower.utf8CodeUnitCount else { return false }
+        let p = lower.utf8Start
+        for i in 0..<bytes.count where bytes[i] | 0x20 != p[i] | 0x20 { return false }
+        return true
+    }
+
+    static func containsToken(_ bytes: UnsafeRawBufferPointer, _ token: StaticString) -> Bool {
+        String(decoding: bytes, as: UTF8.self).lowercased().split(separator: ",").contains { $0.trimmingCharacters(in: " \t") == "\(token)" }
+    }
+
+    static func parseLength(_ bytes: UnsafeRawBufferPointer) -> Int64? {
+        var value: Int64 = 0
+        var digits = 0
+        for c in bytes {
+            if c == 32 || c == 9 { if digits > 0 { break } else { continue } }
+            guard c >= 48 && c <= 57, digits < 18 else { return nil }
+            value = value * 10 + Int64(c - 48)
+            digits += 1
+        }
+        return digits > 0 ? value : nil
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: String) -> Substring {
+        var s = self
+        while let f = s.first, set.contains(f) { s.removeFirst() }
+        while let l = s.last, set.contains(l) { s.removeLast() }
+        return s
+    }
+}

@@ -1,0 +1,118 @@
+/// The small part of the WSGI glue that is clearer in Python than in C: the file-like wrappers.
+/// Every method here calls straight into native functions (`_read`, `_readline`, `_log`) that take
+/// the request's serial number, so a stream kept past its request reads nothing of the next one.
+let bootstrapSource = #"""
+import traceback as _traceback
+
+class RequestEntityTooLarge(ValueError):
+    """The request body is larger than limit_request_body."""
+
+class ClientDisconnected(OSError):
+    """The client went away while the app was reading the request body."""
+
+class InputStream:
+    """wsgi.input: the request body, streamed from the socket with backpressure."""
+    __slots__ = ("_serial",)
+
+    def __init__(self, serial):
+        self._serial = serial
+
+    def read(self, size=-1):
+        return _read(self._serial, -1 if size is None else size)
+
+    def readline(self, size=-1):
+        return _readline(self._serial, -1 if size is None else size)
+
+    def readlines(self, hint=-1):
+        lines, total = [], 0
+        while True:
+            line = _readline(self._serial, -1)
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = _readline(self._serial, -1)
+        if not line:
+            raise StopIteration
+        return line
+
+    def close(self):
+        pass
+
+class EmptyInput(InputStream):
+    """wsgi.input of a request without a body; one shared instance."""
+    __slots__ = ()
+
+    def __init__(self):
+        pass
+
+    def read(self, size=-1):
+        return b""
+
+    def readline(self, size=-1):
+        return b""
+
+    def readlines(self, hint=-1):
+        return []
+
+    def __next__(self):
+        raise StopIteration
+
+class ErrorStream:
+    """wsgi.errors: text written here goes to the server's error log."""
+
+    def write(self, text):
+        _log(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            _log(line)
+
+    def flush(self):
+        pass
+
+class FileWrapper:
+    """wsgi.file_wrapper: the server sends a real file with sendfile(2), anything else by iteration."""
+
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+def format_exception(exc):
+    return "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip("\n")
+
+def load_app(module_name, attribute):
+    import importlib
+    module = importlib.import_module(module_name)
+    target = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise LookupError(f"Failed to find attribute {attribute!r} in {module_name!r}.") from None
+    if not callable(target):
+        raise LookupError(f"Application object {attribute!r} in {module_name!r} is not callable.")
+    return target
+
+def run_exit_functions():
+    import atexit
+    atexit._run_exitfuncs()
+"""#

@@ -1,0 +1,240 @@
+import AppServerHTTP
+import CPython
+import CPythonShim
+import NIOCore
+
+/// The objects every WSGI environ shares, made once per worker (with the GIL held): interned keys,
+/// constant values, the `wsgi.*` helpers. `build` makes one request's environ from them.
+final class EnvironConstants: @unchecked Sendable {
+    private let keyRequestMethod = interned("REQUEST_METHOD")
+    private let keyScriptName = interned("SCRIPT_NAME")
+    private let keyPathInfo = interned("PATH_INFO")
+    private let keyQueryString = interned("QUERY_STRING")
+    private let keyRawURI = interned("RAW_URI")
+    private let keyContentType = interned("CONTENT_TYPE")
+    private let keyContentLength = interned("CONTENT_LENGTH")
+    private let keyServerName = interned("SERVER_NAME")
+    private let keyServerPort = interned("SERVER_PORT")
+    private let keyServerProtocol = interned("SERVER_PROTOCOL")
+    private let keyServerSoftware = interned("SERVER_SOFTWARE")
+    private let keyRemoteAddr = interned("REMOTE_ADDR")
+    private let keyRemotePort = interned("REMOTE_PORT")
+    private let keyVersion = interned("wsgi.version")
+    private let keyScheme = interned("wsgi.url_scheme")
+    private let keyInput = interned("wsgi.input")
+    private let keyErrors = interned("wsgi.errors")
+    private let keyMultithread = interned("wsgi.multithread")
+    private let keyMultiprocess = interned("wsgi.multiprocess")
+    private let keyRunOnce = interned("wsgi.run_once")
+    private let keyFileWrapper = interned("wsgi.file_wrapper")
+    private let keyInputTerminated = interned("wsgi.input_terminated")
+
+    private let version: PyObjectPointer
+    private let scheme = interned("http")
+    private let emptyString = interned("")
+    private let protocol11 = interned("HTTP/1.1")
+    private let protocol10 = interned("HTTP/1.0")
+    private let software = interned("appserver")
+    private let multithread: PyObjectPointer
+    private let multiprocess: PyObjectPointer
+    private let errors: PyObjectPointer
+    private let emptyInput: PyObjectPointer
+    let inputClass: PyObjectPointer
+    let fileWrapperClass: PyObjectPointer
+    let tooLargeClass: PyObjectPointer
+    let disconnectedClass: PyObjectPointer
+    private var methods: [String: PyObjectPointer] = [:]
+    /// `HTTP_*` keys by header name as the client spelled it; bounded so odd clients cannot grow it.
+    private var headerKeys: [String: PyObjectPointer?] = [:]
+    private var lastHost: (header: String, name: PyObjectPointer, port: PyObjectPointer)?
+
+    init(namespace: PyObjectPointer, multithread: Bool, multiprocess: Bool) {
+        version = appserver_tuple2(PyLong_FromLong(1), PyLong_FromLong(0))
+        self.multithread = multithread ? appserver_true() : appserver_false()
+        self.multiprocess = multiprocess ? appserver_true() : appserver_false()
+        func object(_ name: String) -> PyObjectPointer { PyDict_GetItemString(namespace, name)! }
+        errors = PyObject_CallNoArgs(object("ErrorStream"))!
+        emptyInput = PyObject_CallNoArgs(object("EmptyInput"))!
+        inputClass = object("InputStream")
+        fileWrapperClass = object("FileWrapper")
+        tooLargeClass = object("RequestEntityTooLarge")
+        disconnectedClass = object("ClientDisconnected")
+        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { methods[method] = interned(method) }
+    }
+
+    /// A new environ for one request (a new reference), or nil with a Python exception set.
+    func build(for exchange: HTTPExchange, serial: Int) -> PyObjectPointer? {
+        let request = exchange.request
+        guard let environ = PyDict_New() else { return nil }
+        func set(_ key: PyObjectPointer, _ value: PyObjectPointer) { PyDict_SetItem(environ, key, value) }
+        func setNew(_ key: PyObjectPointer, _ value: PyObjectPointer?) {
+            guard let value else { PyErr_Clear(); return }
+            PyDict_SetItem(environ, key, value)
+            Py_DecRef(value)
+        }
+        if let method = methods[request.method] { set(keyRequestMethod, method) } else { setNew(keyRequestMethod, latin1(Substring(request.method))) }
+
+        // PATH_INFO is the path's bytes after percent-decoding, read as latin-1 (PEP 3333).
+        let uri = request.uri
+        var path = Substring(uri)
+        var query = Substring("")
+        if let mark = uri.firstIndex(of: "?") {
+            path = uri[..<mark]
+            query = uri[uri.index(after: mark)...]
+        }
+        if path.hasPrefix("http://") || path.hasPrefix("https://") {
+            // An absolute-form request target: the path starts after the authority.
+            let afterScheme = path[path.index(path.firstIndex(of: ":")!, offsetBy: 3)...]
+            path = afterScheme.firstIndex(of: "/").map { afterScheme[$0...] } ?? "/"
+        }
+        if let fragment = path.firstIndex(of: "#") { path = path[..<fragment] }
+        set(keyScriptName, emptyString)
+        setNew(keyPathInfo, percentDecodedLatin1(path))
+        if query.isEmpty { set(keyQueryString, emptyString) } else { setNew(keyQueryString, latin1(query)) }
+        setNew(keyRawURI, latin1(Substring(uri)))
+        set(keyServerProtocol, request.version.minor == 0 ? protocol10 : protocol11)
+        set(keyServerSoftware, software)
+
+        for (name, value) in request.headers {
+            switch name.utf8.count {
+            case 12 where name.lowercased() == "content-type":
+                setNew(keyContentType, latin1(Substring(value)))
+                continue
+            case 14 where name.lowercased() == "content-length":
+                setNew(keyContentLength, latin1(Substring(value)))
+                continue
+            default: break
+            }
+            guard let key = headerKey(name) else { continue }
+            if let existing = PyDict_GetItem(environ, key) {
+                // A repeated header: one value, comma-separated (RFC 9110 5.3).
+                let joined = String(cString: PyUnicode_AsUTF8(existing)) + "," + value
+                setNew(key, latin1(Substring(joined)))
+            } else {
+                setNew(key, latin1(Substring(value)))
+            }
+        }
+
+        setServerName(environ, host: request.headers.first(name: "host"), local: request.localAddress)
+        switch request.remoteAddress {
+        case .some(.v4(let address)):
+            setNew(keyRemoteAddr, latin1(Substring(SocketAddress.v4(address).ipAddress ?? "")))
+            setNew(keyRemotePort, PyUnicode_FromString(String(SocketAddress.v4(address).port ?? 0)))
+        case .some(.v6(let address)):
+            setNew(keyRemoteAddr, latin1(Substring(SocketAddress.v6(address).ipAddress ?? "")))
+            setNew(keyRemotePort, PyUnicode_FromString(String(SocketAddress.v6(address).port ?? 0)))
+        default:
+            set(keyRemoteAddr, emptyString)
+            set(keyRemotePort, emptyString)
+        }
+
+        set(keyVersion, version)
+        set(keyScheme, scheme)
+        if request.hasBody {
+            let serialObject = PyLong_FromLong(serial)!
+            setNew(keyInput, PyObject_CallOneArg(inputClass, serialObject))
+            Py_DecRef(serialObject)
+        } else {
+            set(keyInput, emptyInput)
+        }
+        set(keyErrors, errors)
+        set(keyMultithread, multithread)
+        set(keyMultiprocess, multiprocess)
+        set(keyRunOnce, appserver_false())
+        set(keyFileWrapper, fileWrapperClass)
+        set(keyInputTerminated, appserver_true())
+        return environ
+    }
+
+    private func headerKey(_ name: String) -> PyObjectPointer? {
+        if let cached = headerKeys[name] { return cached }
+        // Names with '_' are dropped: HTTP_X_USER could otherwise be forged by sending X_User.
+        var key: PyObjectPointer?
+        if !name.utf8.contains(UInt8(ascii: "_")) {
+            let text = "HTTP_" + String(decoding: name.utf8.map { c -> UInt8 in
+                if c == UInt8(ascii: "-") { return UInt8(ascii: "_") }
+                if c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z") { return c - 32 }
+                return c
+            }, as: UTF8.self)
+            key = interned(text)
+        }
+        if headerKeys.count < 512 { headerKeys[name] = key }
+        return key
+    }
+
+    private func setServerName(_ environ: PyObjectPointer, host: String?, local: SocketAddress?) {
+        if let host, let last = lastHost, last.header == host {
+            PyDict_SetItem(environ, keyServerName, last.name)
+            PyDict_SetItem(environ, keyServerPort, last.port)
+            return
+        }
+        var name: Substring
+        var port: String
+        if let host, !host.isEmpty {
+            if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
+                name = host[...close]
+                let rest = host[host.index(after: close)...]
+                port = rest.hasPrefix(":") ? String(rest.dropFirst()) : "80"
+            } else if let colon = host.lastIndex(of: ":") {
+                name = host[..<colon]
+                port = String(host[host.index(after: colon)...])
+            } else {
+                name = Substring(host)
+                port = "80"
+            }
+        } else {
+            name = Substring(local?.ipAddress ?? "localhost")
+            port = String(local?.port ?? 80)
+        }
+        guard let nameObject = latin1(name), let portObject = latin1(Substring(port)) else { PyErr_Clear(); return }
+        PyDict_SetItem(environ, keyServerName, nameObject)
+        PyDict_SetItem(environ, keyServerPort, portObject)
+        if let host {
+            if let last = lastHost { Py_DecRef(last.name); Py_DecRef(last.port) }
+            lastHost = (host, nameObject, portObject)
+        } else {
+            Py_DecRef(nameObject)
+            Py_DecRef(portObject)
+        }
+    }
+}
+
+private func interned(_ text: String) -> PyObjectPointer {
+    PyUnicode_InternFromString(text)!
+}
+
+/// A str of the text's UTF-8 bytes read as latin-1 (WSGI's "bytes as str" rule); a new reference.
+func latin1(_ text: Substring) -> PyObjectPointer? {
+    var text = text
+    return text.withUTF8 { bytes in
+        PyUnicode_DecodeLatin1(UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), bytes.count, nil)
+    }
+}
+
+func percentDecodedLatin1(_ path: Substring) -> PyObjectPointer? {
+    guard path.utf8.contains(UInt8(ascii: "%")) else { return latin1(path) }
+    var out: [UInt8] = []
+    out.reserveCapacity(path.utf8.count)
+    let bytes = Array(path.utf8)
+    var i = 0
+    func hex(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+    while i < bytes.count {
+        if bytes[i] == UInt8(ascii: "%"), i + 2 < bytes.count, let high = hex(bytes[i + 1]), let low = hex(bytes[i + 2]) {
+            out.append(high << 4 | low)
+            i += 3
+        } else {
+            out.append(bytes[i])
+            i += 1
+        }
+    }
+    return out.withUnsafeBufferPointer { buffer in
+        PyUnicode_DecodeLatin1(UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), buffer.count, nil)
+    }
+}

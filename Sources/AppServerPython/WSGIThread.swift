@@ -1,0 +1,347 @@
+import AppServerHTTP
+import CPython
+import CPythonShim
+import Logging
+import NIOCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The state of the request an app thread is running.
+final class ActiveRequest {
+    let exchange: HTTPExchange
+    let serial: Int
+    var writer: ResponseWriter
+    var startResponseCalled = false
+    var ended = false
+    var disconnected = false
+    var logHeaders: [(name: String, value: String)] = []
+
+    init(exchange: HTTPExchange, serial: Int) {
+        self.exchange = exchange
+        self.serial = serial
+        self.writer = ResponseWriter(request: exchange.request, allocator: exchange.allocator, drain: exchange.serverIsDraining)
+    }
+}
+
+/// One Python thread of a worker, running one request at a time from start to end: the environ,
+/// the app call, the body iteration, `close()`, the access log line.
+final class WSGIThread: @unchecked Sendable {
+    unowned let host: WSGIHost
+    let index: Int
+    private(set) var request: ActiveRequest?
+    private var serial = 0
+    /// When the running request last made progress (monotonic ns); 0 while idle or waiting for I/O.
+    let busySince = Atomic<Int64>(0)
+
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// The app thread running on the calling thread, if any.
+    static var current: WSGIThread? {
+        pthread_getspecific(key).map { Unmanaged<WSGIThread>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    init(host: WSGIHost, index: Int) {
+        self.host = host
+        self.index = index
+    }
+
+    func start() {
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let status = pthread_create(&thread, nil, { context in
+            let me = Unmanaged<WSGIThread>.fromOpaque(context!).takeRetainedValue()
+            me.run()
+            return nil
+        }, context)
+        precondition(status == 0, "cannot start an app thread: \(String(cString: strerror(status)))")
+        pthread_detach(thread)
+    }
+
+    private func run() {
+        pthread_setspecific(Self.key, Unmanaged.passUnretained(self).toOpaque())
+        _ = PyGILState_Ensure()
+        var threadState = PyEval_SaveThread()
+        while true {
+            guard var exchange = host.next(wait: true) else { continue }
+            PyEval_RestoreThread(threadState)
+            // While requests are queued, keep the GIL from one to the next.
+            while true {
+                serve(exchange)
+                guard let next = host.next(wait: false) else { break }
+                exchange = next
+            }
+            threadState = PyEval_SaveThread()
+        }
+    }
+
+    func busyWaiting(_ waiting: Bool) { waiting ? markWaiting() : markBusy() }
+
+    func sendFromCallable(_ request: ActiveRequest, _ buffer: ByteBuffer) -> Bool {
+        emit(request, buffer, end: false)
+    }
+
+    private func markBusy() { busySince.store(Monotonic.now().nanoseconds, ordering: .relaxed) }
+    private func markWaiting() { busySince.store(0, ordering: .relaxed) }
+
+    // MARK: one request
+
+    private func serve(_ exchange: HTTPExchange) {
+        serial += 1
+        markBusy()
+        let request = ActiveRequest(exchange: exchange, serial: serial)
+        self.request = request
+        defer {
+            self.request = nil
+            markWaiting()
+        }
+        if exchange.isAborted { return }
+        guard let environ = host.environConstants.build(for: exchange, serial: serial) else {
+            fail(request)
+            return
+        }
+        var args: (PyObjectPointer?, PyObjectPointer?) = (environ, NativeFunctions.startResponse)
+        let result = withUnsafePointer(to: &args) {
+            $0.withMemoryRebound(to: PyObjectPointer?.self, capacity: 2) { PyObject_Vectorcall(host.runtime.app, $0, 2, nil) }
+        }
+        Py_DecRef(environ)
+        if let result {
+            sendBody(of: result, request)
+            close(result, request)
+            Py_DecRef(result)
+        } else {
+            fail(request)
+        }
+        writeAccessLog(request)
+    }
+
+    private func sendBody(of result: PyObjectPointer, _ request: ActiveRequest) {
+        if appserver_is_exact_list_or_tuple(result) != 0 {
+            sendSequence(result, request)
+        } else if PyObject_IsInstance(result, host.environConstants.fileWrapperClass) == 1, sendFile(result, request) {
+            return
+        } else {
+            sendIterable(result, request)
+        }
+    }
+
+    /// A list or tuple of bytes: its length is known, so the response gets a Content-Length and
+    /// usually goes out as one write.
+    private func sendSequence(_ result: PyObjectPointer, _ request: ActiveRequest) {
+        let count = appserver_sequence_fast_size(result)
+        var total = 0
+        for i in 0..<count {
+            var length = 0
+            guard appserver_bytes_view(appserver_sequence_fast_item(result, i), &length) != nil else {
+                PyErr_SetString(appserver_exc_type_error(), "the app's body must be an iterable of bytes, not of \(typeName(appserver_sequence_fast_item(result, i)))")
+                return fail(request)
+            }
+            total += length
+        }
+        guard request.startResponseCalled else { return failNoStartResponse(request) }
+        var buffer = request.writer.finishHead(knownLength: Int64(total))
+        if request.writer.framing == .noBody {
+            request.writer.finishBody(into: &buffer)
+            _ = emit(request, buffer, end: true)
+            return
+        }
+        buffer.reserveCapacity(minimumWritableBytes: min(total, 1 << 20) + 16)
+        for i in 0..<count {
+            var length = 0
+            let bytes = appserver_bytes_view(appserver_sequence_fast_item(result, i), &length)!
+            request.writer.appendBody(UnsafeRawBufferPointer(start: bytes, count: length), to: &buffer)
+            if buffer.readableBytes >= 1 << 20 {
+                guard emit(request, buffer, end: false) else { return }
+                buffer = request.exchange.allocator.buffer(capacity: 0)
+            }
+        }
+        request.writer.finishBody(into: &buffer)
+        _ = emit(request, buffer, end: true)
+    }
+
+    private func sendIterable(_ result: PyObjectPointer, _ request: ActiveRequest) {
+        guard let iterator = PyObject_GetIter(result) else { return fail(request) }
+        defer { Py_DecRef(iterator) }
+        while let item = PyIter_Next(iterator) {
+            defer { Py_DecRef(item) }
+            var length = 0
+            guard let bytes = appserver_bytes_view(item, &length) else {
+                PyErr_SetString(appserver_exc_type_error(), "the app's body must be an iterable of bytes, not of \(typeName(item))")
+                return fail(request)
+            }
+            if length == 0 { continue }
+            guard request.startResponseCalled else { return failNoStartResponse(request) }
+            var buffer = request.writer.headSent
+                ? request.exchange.allocator.buffer(capacity: length + 16)
+                : request.writer.finishHead(knownLength: nil)
+            request.writer.appendBody(UnsafeRawBufferPointer(start: bytes, count: length), to: &buffer)
+            guard emit(request, buffer, end: false) else { return }
+        }
+        if PyErr_Occurred() != nil { return fail(request) }
+        finishResponse(request)
+    }
+
+    /// `wsgi.file_wrapper` around a regular file: sent with sendfile(2) from its current position.
+    /// Returns false (nothing sent) when the file-like object has no usable descriptor.
+    private func sendFile(_ wrapper: PyObjectPointer, _ request: ActiveRequest) -> Bool {
+        guard let filelike = PyObject_GetAttrString(wrapper, "filelike") else { PyErr_Clear(); return false }
+        defer { Py_DecRef(filelike) }
+        guard let filenoResult = PyObject_CallMethodObjArgsNoArgs(filelike, "fileno") else { PyErr_Clear(); return false }
+        let fd = Int32(truncatingIfNeeded: PyLong_AsLong(filenoResult))
+        Py_DecRef(filenoResult)
+        var info = stat()
+        guard PyErr_Occurred() == nil, fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { PyErr_Clear(); return false }
+        var position: Int64 = 0
+        if let tell = PyObject_CallMethodObjArgsNoArgs(filelike, "tell") {
+            position = Int64(PyLong_AsLongLong(tell))
+            Py_DecRef(tell)
+        }
+        if PyErr_Occurred() != nil { PyErr_Clear(); position = Int64(lseek(fd, 0, SEEK_CUR)) }
+        guard request.startResponseCalled else { failNoStartResponse(request); return true }
+        let available = max(0, Int64(info.st_size) - position)
+        let head = request.writer.finishHead(knownLength: available)
+        let length = request.writer.reserveFileBody(available)
+        var tail = request.exchange.allocator.buffer(capacity: 8)
+        request.writer.finishBody(into: &tail)
+        if length == 0 {
+            var buffer = head
+            buffer.writeBuffer(&tail)
+            _ = emit(request, buffer, end: true)
+            return true
+        }
+        let copy = dup(fd)
+        guard copy >= 0 else { return false }
+        request.ended = true
+        do {
+            if try request.exchange.sendFile(descriptor: copy, offset: position, length: length, header: head,
+                                             trailer: tail.readableBytes > 0 ? tail : nil, end: true, close: request.writer.closeConnection) {
+                try waitForDrain(request)
+            }
+        } catch {
+            request.disconnected = true
+        }
+        return true
+    }
+
+    private func finishResponse(_ request: ActiveRequest) {
+        guard request.startResponseCalled else { return failNoStartResponse(request) }
+        var buffer = request.writer.headSent
+            ? request.exchange.allocator.buffer(capacity: 8)
+            : request.writer.finishHead(knownLength: request.exchange.request.isHead ? nil : 0)
+        request.writer.finishBody(into: &buffer)
+        _ = emit(request, buffer, end: true)
+    }
+
+    /// Queues bytes for the socket; waits without the GIL when too much is queued. False when the
+    /// client is gone (the app's iteration then stops).
+    private func emit(_ request: ActiveRequest, _ buffer: ByteBuffer, end: Bool) -> Bool {
+        if request.disconnected { return false }
+        if end { request.ended = true }
+        do {
+            if try request.exchange.send(buffer, end: end, close: request.writer.closeConnection) {
+                try waitForDrain(request)
+            }
+            return true
+        } catch {
+            request.disconnected = true
+            return false
+        }
+    }
+
+    private func waitForDrain(_ request: ActiveRequest) throws(ExchangeError) {
+        markWaiting()
+        let state = PyEval_SaveThread()
+        defer {
+            PyEval_RestoreThread(state)
+            markBusy()
+        }
+        try request.exchange.waitUntilDrained()
+    }
+
+    /// The body iterable's `close()`, always called (PEP 3333), even after an error.
+    private func close(_ result: PyObjectPointer, _ request: ActiveRequest) {
+        guard PyObject_HasAttrString(result, "close") == 1 else { return }
+        if let value = PyObject_CallMethodObjArgsNoArgs(result, "close") {
+            Py_DecRef(value)
+        } else {
+            fail(request)
+        }
+    }
+
+    // MARK: errors
+
+    private func failNoStartResponse(_ request: ActiveRequest) {
+        PyErr_SetString(appserver_exc_runtime_error(), "the app returned a body without calling start_response()")
+        fail(request)
+    }
+
+    /// The app raised (the exception is set): log it with its traceback, then answer 500 (or 413 for
+    /// a body over the limit) when no head went out yet, or else close the connection.
+    private func fail(_ request: ActiveRequest) {
+        let exception = PythonRuntime.fetchException()
+        defer { Py_DecRef(exception) }
+        let constants = host.environConstants
+        let tooLarge = exception.map { PyObject_IsInstance($0, constants.tooLargeClass) == 1 } ?? false
+        let disconnected = request.disconnected || (exception.map { PyObject_IsInstance($0, constants.disconnectedClass) == 1 } ?? false)
+        let uri = request.exchange.request.uri
+        if disconnected {
+            host.logger.debug("client went away during \(request.exchange.request.method) \(uri)")
+        } else if tooLarge {
+            host.logger.info("request body over the limit: \(request.exchange.request.method) \(uri)")
+        } else {
+            host.logger.error("Error handling request \(uri)\n\(exception.map(PythonRuntime.formatException) ?? "no exception set")")
+        }
+        if request.ended { return }
+        if request.writer.headSent || disconnected {
+            request.ended = true
+            request.exchange.abortConnection()
+            return
+        }
+        sendError(request, status: tooLarge ? "413 Request Entity Too Large" : "500 Internal Server Error")
+    }
+
+    private func sendError(_ request: ActiveRequest, status: String) {
+        let body = status + "\n"
+        var writer = request.writer
+        var statusText = status
+        statusText.withUTF8 { try? writer.begin(status: UnsafeRawBufferPointer($0)) }
+        var name = "Content-Type", value = "text/plain; charset=utf-8"
+        name.withUTF8 { n in value.withUTF8 { v in try? writer.addHeader(name: UnsafeRawBufferPointer(n), value: UnsafeRawBufferPointer(v)) } }
+        writer.requireClose()
+        var buffer = writer.finishHead(knownLength: Int64(body.utf8.count))
+        var bodyText = body
+        bodyText.withUTF8 { _ = writer.appendBody(UnsafeRawBufferPointer($0), to: &buffer) }
+        writer.finishBody(into: &buffer)
+        request.writer = writer
+        request.logHeaders = []
+        _ = emit(request, buffer, end: true)
+    }
+
+    private func writeAccessLog(_ request: ActiveRequest) {
+        guard let log = host.accessLog else { return }
+        let record = AccessLogRecord(request: request.exchange.request, status: request.writer.statusCode,
+                                     responseBytes: request.writer.bodyBytesSent, responseHeaders: request.logHeaders,
+                                     finished: .now())
+        log.file.write(log.formatter.format(record))
+    }
+}
+
+func typeName(_ object: PyObjectPointer?) -> String {
+    guard let object, let type = PyObject_Type(object) else { return "?" }
+    defer { Py_DecRef(type) }
+    guard let name = PyObject_GetAttrString(type, "__name__") else { PyErr_Clear(); return "?" }
+    defer { Py_DecRef(name) }
+    return PyUnicode_AsUTF8(name).map { String(cString: $0) } ?? "?"
+}
+
+/// `object.name()`, without the variadic PyObject_CallMethod.
+func PyObject_CallMethodObjArgsNoArgs(_ object: PyObjectPointer, _ name: String) -> PyObjectPointer? {
+    guard let method = PyObject_GetAttrString(object, name) else { return nil }
+    defer { Py_DecRef(method) }
+    return PyObject_CallNoArgs(method)
+}

@@ -1,0 +1,40 @@
+// What Swift cannot reach in the CPython API by itself: object macros and
+// singletons (Py_None, Py_True), type-check macros, and variadic functions.
+#ifndef APPSERVER_CPYTHON_SHIM_H
+#define APPSERVER_CPYTHON_SHIM_H
+#if __has_feature(modules)
+#pragma clang module import SwiftGlibc
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+PyObject *appserver_none(void);            // borrowed
+PyObject *appserver_true(void);            // borrowed
+PyObject *appserver_false(void);           // borrowed
+int appserver_is_bytes(PyObject *o);
+int appserver_is_str(PyObject *o);
+int appserver_is_list(PyObject *o);
+int appserver_is_tuple(PyObject *o);
+int appserver_is_exact_list_or_tuple(PyObject *o);
+Py_ssize_t appserver_sequence_fast_size(PyObject *o);
+PyObject *appserver_sequence_fast_item(PyObject *o, Py_ssize_t i);   // borrowed
+/// Sets a Python exception of the given type with a message (PyErr_SetString is enough; kept for symmetry).
+void appserver_set_error(PyObject *type, const char *message);
+PyObject *appserver_exc_type_error(void);
+PyObject *appserver_exc_value_error(void);
+PyObject *appserver_exc_runtime_error(void);
+PyObject *appserver_exc_os_error(void);
+PyObject *appserver_exc_assertion_error(void);
+PyObject *appserver_exc_lookup_error(void);
+PyObject *appserver_exc_timeout_error(void);
+/// Builds a tuple (a, b, c) of new references stolen from the arguments.
+PyObject *appserver_tuple2(PyObject *a, PyObject *b);
+/// The bytes of a str whose characters all fit in latin-1 (the WSGI "native string" rule), without
+/// copying; NULL when the string has wider characters or is not a str.
+const char *appserver_latin1_view(PyObject *o, Py_ssize_t *length);
+/// The bytes object's buffer and size (no copy); NULL when not bytes.
+const char *appserver_bytes_view(PyObject *o, Py_ssize_t *length);
+int appserver_is_exact_dict(PyObject *o);
+/// PyConfig setup: the variadic-free pieces Swift cannot express conveniently.
+int appserver_init_python(const char *program_name, char **error);
+#endif

@@ -1,0 +1,73 @@
+#include "CPythonShim.h"
+#include <string.h>
+#include <stdlib.h>
+
+PyObject *appserver_none(void) { return Py_None; }
+PyObject *appserver_true(void) { return Py_True; }
+PyObject *appserver_false(void) { return Py_False; }
+int appserver_is_bytes(PyObject *o) { return PyBytes_Check(o); }
+int appserver_is_str(PyObject *o) { return PyUnicode_Check(o); }
+int appserver_is_list(PyObject *o) { return PyList_Check(o); }
+int appserver_is_tuple(PyObject *o) { return PyTuple_Check(o); }
+int appserver_is_exact_list_or_tuple(PyObject *o) { return PyList_CheckExact(o) || PyTuple_CheckExact(o); }
+Py_ssize_t appserver_sequence_fast_size(PyObject *o) { return PySequence_Fast_GET_SIZE(o); }
+PyObject *appserver_sequence_fast_item(PyObject *o, Py_ssize_t i) { return PySequence_Fast_GET_ITEM(o, i); }
+void appserver_set_error(PyObject *type, const char *message) { PyErr_SetString(type, message); }
+PyObject *appserver_exc_type_error(void) { return PyExc_TypeError; }
+PyObject *appserver_exc_value_error(void) { return PyExc_ValueError; }
+PyObject *appserver_exc_runtime_error(void) { return PyExc_RuntimeError; }
+PyObject *appserver_exc_os_error(void) { return PyExc_OSError; }
+PyObject *appserver_exc_assertion_error(void) { return PyExc_AssertionError; }
+PyObject *appserver_exc_lookup_error(void) { return PyExc_LookupError; }
+PyObject *appserver_exc_timeout_error(void) { return PyExc_TimeoutError; }
+PyObject *appserver_tuple2(PyObject *a, PyObject *b) {
+    PyObject *t = PyTuple_New(2);
+    if (!t) { Py_XDECREF(a); Py_XDECREF(b); return NULL; }
+    PyTuple_SET_ITEM(t, 0, a);
+    PyTuple_SET_ITEM(t, 1, b);
+    return t;
+}
+
+const char *appserver_latin1_view(PyObject *o, Py_ssize_t *length) {
+    if (!PyUnicode_Check(o) || PyUnicode_READY(o) < 0) return NULL;
+    if (PyUnicode_KIND(o) != PyUnicode_1BYTE_KIND) return NULL;
+    *length = PyUnicode_GET_LENGTH(o);
+    return (const char *)PyUnicode_DATA(o);
+}
+
+const char *appserver_bytes_view(PyObject *o, Py_ssize_t *length) {
+    if (!PyBytes_Check(o)) return NULL;
+    *length = PyBytes_GET_SIZE(o);
+    return PyBytes_AS_STRING(o);
+}
+
+int appserver_is_exact_dict(PyObject *o) { return PyDict_CheckExact(o); }
+
+static int fail(PyStatus status, PyConfig *config, char **error) {
+    const char *msg = status.err_msg ? status.err_msg : "unknown error";
+    const char *func = status.func ? status.func : "Python";
+    size_t n = strlen(msg) + strlen(func) + 4;
+    *error = malloc(n);
+    if (*error) snprintf(*error, n, "%s: %s", func, msg);
+    PyConfig_Clear(config);
+    return -1;
+}
+
+int appserver_init_python(const char *program_name, char **error) {
+    PyConfig config;
+    PyConfig_InitPythonConfig(&config);
+    // The server owns the signals; Python must not install its own SIGINT handler.
+    config.install_signal_handlers = 0;
+    config.parse_argv = 0;
+    config.buffered_stdio = 0;
+    PyStatus status;
+    if (program_name) {
+        // program_name at the venv's python makes sys.prefix the venv (pyvenv.cfg is found from it).
+        status = PyConfig_SetBytesString(&config, &config.program_name, program_name);
+        if (PyStatus_Exception(status)) return fail(status, &config, error);
+    }
+    status = Py_InitializeFromConfig(&config);
+    if (PyStatus_Exception(status)) return fail(status, &config, error);
+    PyConfig_Clear(&config);
+    return 0;
+}
