@@ -36,13 +36,16 @@ enum WorkerProcess {
         let eventLoop = group.next()
         let maxRequests = config.maxRequests > 0 ? config.maxRequests + Int.random(in: 0...config.maxRequestsJitter) : 0
         let recycling = ManagedAtomicFlag()
-        let server = HTTPServer(application: host, limits: HTTPLimits(config: config), eventLoop: eventLoop, logger: logger) { served in
-            slot.requests.store(Int64(served), ordering: .relaxed)
-            if maxRequests > 0 && served >= maxRequests && recycling.setOnce() {
-                logger.info("Autorestarting worker after current request (max requests \(maxRequests) reached).")
-                signals.raise(SIGTERM)
-            }
-        }
+        let server = HTTPServer(
+            application: host, limits: HTTPLimits(config: config), eventLoop: eventLoop, logger: logger,
+            requestLimit: maxRequests,
+            onLimitReached: {
+                if recycling.setOnce() {
+                    logger.info("Autorestarting worker after current request (max requests \(maxRequests) reached).")
+                    signals.raise(SIGTERM)
+                }
+            },
+            onRequestFinished: { served in slot.requests.store(Int64(served), ordering: .relaxed) })
         do {
             try server.serve(listeningDescriptors: listeners.map(\.descriptor))
         } catch {

@@ -55,6 +55,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var headStarted = false
     private var closeAfterResponse = false
     private var requestCount = 0
+    private var bodyReceived: Int64 = 0
 
     init(server: HTTPServer, limits: HTTPLimits, logger: Logger) {
         self.server = server
@@ -82,11 +83,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         context.fireChannelInactive()
     }
 
-    /// The server drains: close now when idle, else after the response in progress.
+    /// The server drains: the response in progress (or the next one) closes the connection.
     func drain() {
+        // An idle connection is not closed at once: a request may be on its way, and closing would
+        // fail it. It gets the keep-alive timeout to send one (answered, then closed).
         closeAfterResponse = true
-        if case .idle = state, !headStarted {
-            close()
+        if isIdle && !headStarted {
+            armTimer(seconds: min(limits.keepAlive, limits.headerTimeout))
         }
     }
 
@@ -120,6 +123,12 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case (.head(let head), .idle):
             startRequest(head)
         case (.body(let buffer), .active(let exchange, false, _)):
+            bodyReceived += Int64(buffer.readableBytes)
+            if limits.requestBody > 0 && bodyReceived > limits.requestBody {
+                // A chunked body over the limit: the app's next read raises, and it answers 413.
+                exchange.body.fail(.tooLarge(limit: limits.requestBody))
+                return
+            }
             if exchange.body.append(buffer) { bodyPaused = true }
         case (.end, .active(let exchange, false, let responseDone)):
             exchange.body.finish()
@@ -140,6 +149,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         cancelTimer()
         headStarted = false
         requestCount += 1
+        bodyReceived = 0
+        if !server.requestStarted() { closeAfterResponse = true }
         if let status = violatedLimit(head) {
             writeErrorAndClose(status)
             return

@@ -17,11 +17,18 @@ public final class HTTPServer: @unchecked Sendable {
     private var draining = false
     private var drained: EventLoopPromise<Void>?
     private var served = 0
+    private var started = 0
+    /// Requests this worker takes before it retires (0: no limit); the last one closes its connection.
+    private let requestLimit: Int
+    private let onLimitReached: @Sendable () -> Void
     /// Called on the event loop after each response, with the count so far (for max-requests).
     private let onRequestFinished: @Sendable (Int) -> Void
 
     public init(application: any HTTPApplication, limits: HTTPLimits, eventLoop: any EventLoop, logger: Logger,
+                requestLimit: Int = 0, onLimitReached: @escaping @Sendable () -> Void = {},
                 onRequestFinished: @escaping @Sendable (Int) -> Void) {
+        self.requestLimit = requestLimit
+        self.onLimitReached = onLimitReached
         self.application = application
         self.limits = limits
         self.eventLoop = eventLoop
@@ -71,9 +78,21 @@ public final class HTTPServer: @unchecked Sendable {
         if draining && connections.isEmpty { drained?.succeed() }
     }
 
+    /// Counts a request that starts; false once the request limit is reached, so that its response
+    /// closes the connection instead of inviting another request the worker will not take.
+    func requestStarted() -> Bool {
+        started += 1
+        if requestLimit > 0 && started >= requestLimit {
+            drainFlag.set()
+            return false
+        }
+        return true
+    }
+
     func requestFinished() {
         served += 1
         onRequestFinished(served)
+        if requestLimit > 0 && served == requestLimit { onLimitReached() }
     }
 
     /// Requests answered so far (on the event loop).
@@ -90,6 +109,8 @@ public final class HTTPServer: @unchecked Sendable {
             self.drainFlag.set()
             for listener in self.listeners { listener.close(promise: nil) }
             self.listeners.removeAll()
+            // Idle connections stay until their next request (answered with `Connection: close`) or
+            // their keep-alive timeout: closing them now would race with a request already on its way.
             for handler in self.connections.values { handler.drain() }
             if self.connections.isEmpty { promise.succeed() }
             return promise.futureResult

@@ -16,16 +16,20 @@ enum NativeFunctions {
 
     static func install(into namespace: PyObjectPointer) {
         startResponse = define("start_response", "start_response(status, headers, exc_info=None)", in: namespace) { _, args, count in
-            WSGIThread.current?.startResponse(args: args, count: count) ?? NativeFunctions.noRequest()
+            guard let thread = WSGIThread.current else { return NativeFunctions.noRequest() }
+            return thread.startResponse(args: args, count: count)
         }
         write = define("_write", "write(data): the WSGI write() callable", in: namespace) { _, args, count in
-            WSGIThread.current?.writeCallable(args: args, count: count) ?? NativeFunctions.noRequest()
+            guard let thread = WSGIThread.current else { return NativeFunctions.noRequest() }
+            return thread.writeCallable(args: args, count: count)
         }
         _ = define("_read", "_read(serial, size)", in: namespace) { _, args, count in
-            WSGIThread.current?.readBody(args: args, count: count, line: false) ?? NativeFunctions.noRequest()
+            guard let thread = WSGIThread.current else { return NativeFunctions.noRequest() }
+            return thread.readBody(args: args, count: count, line: false)
         }
         _ = define("_readline", "_readline(serial, size)", in: namespace) { _, args, count in
-            WSGIThread.current?.readBody(args: args, count: count, line: true) ?? NativeFunctions.noRequest()
+            guard let thread = WSGIThread.current else { return NativeFunctions.noRequest() }
+            return thread.readBody(args: args, count: count, line: true)
         }
         _ = define("_log", "_log(text): write to the error log", in: namespace) { _, args, count in
             guard count == 1, let args, let text = args[0], let utf8 = PyUnicode_AsUTF8(text) else {

@@ -63,6 +63,7 @@ public final class PythonRuntime: @unchecked Sendable {
             throw .interpreter("the server's Python glue failed: \(PythonRuntime.takeErrorText() ?? "?")")
         }
         Py_DecRef(result)
+        PythonRuntime.formatter = PyDict_GetItemString(namespace, "format_exception")
         if let modules = PySys_GetObject("modules") { PyDict_SetItemString(modules, "_appserver", module) }
 
         let reference: AppReference

@@ -29,7 +29,6 @@ public final class WSGIHost: HTTPApplication, @unchecked Sendable {
         // Needs the GIL: built while the starting thread still holds it.
         self.environConstants = EnvironConstants(namespace: runtime.namespace, multithread: config.threads > 1,
                                                  multiprocess: config.workers > 1)
-        PythonRuntime.formatter = PyDict_GetItemString(runtime.namespace, "format_exception")
         for index in 0..<config.threads {
             threads.append(WSGIThread(host: self, index: index))
         }

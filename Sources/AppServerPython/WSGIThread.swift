@@ -121,7 +121,7 @@ final class WSGIThread: @unchecked Sendable {
     }
 
     private func sendBody(of result: PyObjectPointer, _ request: ActiveRequest) {
-        if appserver_is_exact_list_or_tuple(result) != 0 {
+        if appserver_is_exact_list_or_tuple(result) != 0 && !request.writer.headSent {
             sendSequence(result, request)
         } else if PyObject_IsInstance(result, host.environConstants.fileWrapperClass) == 1, sendFile(result, request) {
             return

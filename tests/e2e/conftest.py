@@ -1,0 +1,169 @@
+"""Starts the real release binary against the apps in tests/apps, on loopback ports."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ROOT / "tests" / "apps"
+BINARY = Path(os.environ.get("APPSERVER_BIN", ROOT / ".build" / "release" / "appserver"))
+VENV = sys.prefix  # the test venv has Flask and Django
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_until(predicate, timeout=15.0, interval=0.05, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+class Server:
+    def __init__(self, app, *args, cwd=APPS, env=None, port=None, bind=None, tmp_path=None):
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(tmp_path or "/tmp") / f"appserver-{self.port}.log"
+        binds = bind if bind is not None else [f"127.0.0.1:{self.port}"]
+        self.argv = [str(BINARY), "--virtualenv", VENV, *sum((["--bind", b] for b in binds), []), *args, app]
+        full_env = dict(os.environ)
+        full_env.pop("VIRTUAL_ENV", None)
+        full_env.update(env or {})
+        self.log_file = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.argv, cwd=cwd, env=full_env, stdout=self.log_file, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log(self):
+        return self.log_path.read_text()
+
+    def workers(self):
+        return children_of(self.pid)
+
+    def wait_ready(self, workers=1, timeout=20):
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            return self.log().count("Booting worker") >= workers and self.can_connect() and len(self.workers()) >= workers
+        wait_until(ready, timeout, message="the server to boot")
+        # A booted worker may still be importing; wait for a real answer.
+        import requests
+        wait_until(lambda: self._probe(requests), timeout, message="a first response")
+        return self
+
+    def _probe(self, requests):
+        try:
+            requests.get(self.url + "/", timeout=2)
+            return True
+        except requests.RequestException:
+            return False
+
+    def can_connect(self):
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def stop(self, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                for child in self.workers():
+                    os.kill(child, signal.SIGKILL)
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """serve(app, *args, workers=1) starts a server and stops it after the test."""
+    started = []
+
+    def start(app, *args, wait=True, workers=1, **kwargs):
+        server = Server(app, *args, tmp_path=tmp_path, **kwargs)
+        started.append(server)
+        if wait:
+            server.wait_ready(workers=workers)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def raw_request(port, data, read_timeout=5.0, host="127.0.0.1"):
+    """Sends raw bytes and returns everything the server sends until it closes or goes quiet."""
+    with socket.create_connection((host, port), timeout=read_timeout) as s:
+        s.sendall(data)
+        chunks = []
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except socket.timeout:
+            pass
+        return b"".join(chunks)
+
+
+def read_response(sock_file):
+    """Reads one HTTP/1.1 response (Content-Length or chunked) from a socket file."""
+    status_line = sock_file.readline()
+    headers = {}
+    while True:
+        line = sock_file.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = b""
+    if "content-length" in headers:
+        body = sock_file.read(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        while True:
+            size = int(sock_file.readline().strip(), 16)
+            if size == 0:
+                sock_file.readline()
+                break
+            body += sock_file.read(size)
+            sock_file.readline()
+    return status_line.decode().strip(), headers, body

@@ -1,0 +1,136 @@
+"""The arbiter: worker supervision, timeouts, graceful stop, TTIN/TTOU, max-requests, boot failure."""
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import requests
+
+from conftest import APPS, BINARY, VENV, Server, free_port, wait_until
+
+
+def test_killed_worker_is_replaced(serve):
+    server = serve("plain:app", "--workers", "2", workers=2)
+    victim = server.workers()[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: len(server.workers()) == 2 and victim not in server.workers(), message="a replacement worker")
+    for _ in range(20):
+        assert requests.get(server.url + "/").status_code == 200
+    assert "was sent SIGKILL" in server.log()
+
+
+def test_hung_request_gets_its_worker_replaced_after_timeout(serve):
+    server = serve("plain:app", "--timeout", "2", "--threads", "2")
+    hung = server.workers()[0]
+    try:
+        requests.get(server.url + "/hang", timeout=15)
+        raise AssertionError("a hung request must not get an answer")
+    except requests.RequestException:
+        pass
+    wait_until(lambda: server.workers() and hung not in server.workers(), timeout=15, message="the hung worker to be replaced")
+    assert "WORKER TIMEOUT" in server.log()
+    server.wait_ready()
+    assert requests.get(server.url + "/").status_code == 200
+
+
+def test_idle_worker_is_not_killed_by_the_timeout(serve):
+    server = serve("plain:app", "--timeout", "1")
+    pid = server.workers()
+    time.sleep(3)
+    assert server.workers() == pid
+    assert requests.get(server.url + "/slow?s=0.5").status_code == 200
+
+
+def test_term_lets_a_slow_request_finish(serve):
+    server = serve("plain:app", "--graceful-timeout", "20")
+    result = {}
+
+    def slow():
+        result["response"] = requests.get(server.url + "/slow?s=3", timeout=20)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(1)
+    server.signal(signal.SIGTERM)
+    t.join()
+    assert result["response"].status_code == 200 and result["response"].content == b"slow done"
+    assert server.proc.wait(15) == 0
+    assert "Shutting down: Master" in server.log()
+
+
+def test_int_stops_fast(serve):
+    server = serve("plain:app")
+    threading.Thread(target=lambda: requests.get(server.url + "/slow?s=10", timeout=20), daemon=True).start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    server.signal(signal.SIGINT)
+    server.proc.wait(10)
+    assert time.monotonic() - started < 5
+
+
+def test_ttin_and_ttou_change_the_worker_count(serve):
+    server = serve("plain:app", "--workers", "2", workers=2)
+    server.signal(signal.SIGTTIN)
+    wait_until(lambda: len(server.workers()) == 3, message="3 workers")
+    server.signal(signal.SIGTTIN)
+    wait_until(lambda: len(server.workers()) == 4, message="4 workers")
+    server.signal(signal.SIGTTOU)
+    wait_until(lambda: len(server.workers()) == 3, message="3 workers again")
+    assert requests.get(server.url + "/").status_code == 200
+
+
+def test_max_requests_recycles_workers_without_errors(serve):
+    server = serve("plain:app", "--workers", "2", "--max-requests", "20", "--max-requests-jitter", "5", workers=2)
+    first = set(server.workers())
+    session = requests.Session()
+    for _ in range(150):
+        assert session.get(server.url + "/").status_code == 200
+    wait_until(lambda: not first & set(server.workers()), message="all first workers recycled")
+    assert "Autorestarting worker" in server.log()
+
+
+def test_hup_reload_replaces_the_workers(serve):
+    server = serve("plain:app", "--workers", "2", workers=2)
+    before = set(server.workers())
+    server.signal(signal.SIGHUP)
+    wait_until(lambda: len(server.workers()) == 2 and not before & set(server.workers()), message="new workers after HUP")
+    assert requests.get(server.url + "/").status_code == 200
+
+
+def test_usr1_reopens_log_files(serve, tmp_path):
+    access = tmp_path / "access.log"
+    server = serve("plain:app", "--access-logfile", str(access))
+    requests.get(server.url + "/")
+    wait_until(lambda: access.exists() and access.read_text().count("\n") >= 1, message="an access line")
+    access.rename(tmp_path / "access.log.1")
+    server.signal(signal.SIGUSR1)
+    wait_until(lambda: access.exists(), message="the reopened access log")
+    time.sleep(0.3)
+    requests.get(server.url + "/")
+    wait_until(lambda: access.read_text().count("\n") == 1, message="a line in the new file")
+
+
+def test_app_import_error_stops_the_arbiter_with_the_error(tmp_path):
+    server = Server("broken:application", "--workers", "2", tmp_path=tmp_path)
+    assert server.proc.wait(30) == 3
+    log = server.log()
+    assert "ModuleNotFoundError: No module named 'this_module_does_not_exist'" in log
+    assert "Worker failed to boot" in log
+    assert log.count("Booting worker") <= 2, "the arbiter must not respawn in a loop"
+    server.stop()
+
+
+def test_missing_callable_exits_4(tmp_path):
+    server = Server("plain:nothing_here", tmp_path=tmp_path)
+    assert server.proc.wait(30) == 4
+    assert "Failed to find attribute 'nothing_here' in 'plain'." in server.log()
+    server.stop()
+
+
+def test_pidfile_written_and_removed(serve, tmp_path):
+    pidfile = tmp_path / "app.pid"
+    server = serve("plain:app", "--pid", str(pidfile))
+    assert pidfile.read_text().strip() == str(server.pid)
+    server.stop()
+    assert not pidfile.exists()

@@ -1,0 +1,127 @@
+"""The command line and config file: clear errors with exit status 2, and where sockets come from."""
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+import requests
+
+from conftest import APPS, BINARY, VENV, free_port, wait_until
+
+
+def run(*args, cwd=APPS, env=None):
+    full_env = dict(os.environ)
+    full_env.pop("VIRTUAL_ENV", None)
+    full_env.update(env or {})
+    return subprocess.run([str(BINARY), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "zero", "plain:app"], "invalid value 'zero' for 'workers': expected a whole number"),
+    (["--workers", "0", "plain:app"], "invalid value '0' for 'workers': must be from 1 to 1024"),
+    (["--bind", "nonsense:port:x", "plain:app"], "bind"),
+    (["--log-level", "loud", "plain:app"], "invalid value 'loud' for 'log_level'"),
+    (["--env", "NOEQUALS", "plain:app"], "expected KEY=VALUE"),
+    (["--no-such-flag", "plain:app"], "Unknown option '--no-such-flag'"),
+    (["missing_module:app"], "cannot find the app module 'missing_module'"),
+    (["not an app"], "is not an app reference"),
+    ([], "no app given"),
+    (["--chdir", "/nonexistent/dir", "plain:app"], "no such directory"),
+    (["--virtualenv", "/tmp", "plain:app"], "not a virtualenv"),
+    (["--max-requests-jitter", "5", "plain:app"], "needs max_requests"),
+])
+def test_bad_input_is_one_clear_message_and_status_2(args, message):
+    result = run(*args)
+    assert result.returncode == 2, result
+    assert message in result.stderr
+    assert "Fatal error" not in result.stderr and "Stack dump" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2, result.stderr
+
+
+def test_config_file_errors(tmp_path):
+    bad_key = tmp_path / "bad_key.toml"
+    bad_key.write_text('bind = ["127.0.0.1:9"]\nworkerz = 2\n')
+    result = run("-c", str(bad_key), "plain:app")
+    assert result.returncode == 2 and "unknown setting 'workerz'" in result.stderr and "line 2" in result.stderr
+    bad_syntax = tmp_path / "bad_syntax.toml"
+    bad_syntax.write_text('workers = [1, \n')
+    result = run("-c", str(bad_syntax), "plain:app")
+    assert result.returncode == 2 and str(bad_syntax) in result.stderr
+    result = run("-c", str(tmp_path / "missing.toml"), "plain:app")
+    assert result.returncode == 2 and "cannot be read" in result.stderr
+
+
+def test_check_config_and_version(tmp_path):
+    config = tmp_path / "app.toml"
+    config.write_text(f'app = "plain:app"\nworkers = 3\nthreads = 2\nbind = ["127.0.0.1:9001", "unix:{tmp_path}/s.sock"]\nvirtualenv = "{VENV}"\n')
+    result = run("-c", str(config), "--check-config")
+    assert result.returncode == 0, result.stderr
+    assert "3 workers x 2 threads" in result.stdout
+    result = run("-c", str(config), "--workers", "5", "--check-config")
+    assert "5 workers" in result.stdout, "the command line wins over the file"
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.strip()[0].isdigit()
+    result = run("--help")
+    assert result.returncode == 0 and "--limit-request-field_size" in result.stdout
+
+
+def test_virtualenv_from_environment(serve):
+    server = serve("plain:app", env={"VIRTUAL_ENV": VENV})
+    assert os.path.realpath(requests.get(server.url + "/environ").json()["sys.prefix"]) == os.path.realpath(VENV)
+
+
+def test_config_file_settings_are_used(serve, tmp_path):
+    port = free_port()
+    config = tmp_path / "app.toml"
+    config.write_text(f'# a comment\nbind = "127.0.0.1:{port}"\nworkers = 2\n[env]\n')
+    config.write_text(f'bind = "127.0.0.1:{port}"\nworkers = 2\nenv = ["GREETING=hi"]\n')
+    server = serve("plain:app", "-c", str(config), port=port, bind=[], workers=2)
+    assert len(server.workers()) == 2
+
+
+def test_unix_socket_and_ipv6(serve, tmp_path):
+    sock_path = tmp_path / "app.sock"
+    port = free_port()
+    server = serve("plain:app", bind=[f"unix:{sock_path}", f"[::1]:{port}"], port=port, wait=False)
+    wait_until(lambda: "Booting worker" in server.log() and sock_path.exists(), message="the unix socket")
+
+    def ask_unix():
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(sock_path))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(1000)
+
+    assert wait_until(lambda: b"Hello, World!" in ask_unix(), message="an answer on the unix socket")
+    with socket.create_connection(("::1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert b"Hello, World!" in s.recv(1000)
+    server.stop()
+    assert not sock_path.exists(), "the unix socket file is removed on exit"
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate not installed")
+def test_sockets_from_systemd_socket_activation(tmp_path):
+    port = free_port()
+    log = open(tmp_path / "log", "w")
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.Popen(
+        ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=web",
+         str(BINARY), "--virtualenv", VENV, "--bind", "127.0.0.1:1", "plain:app"],
+        cwd=APPS, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "Listening on" in (tmp_path / "log").read_text(), message="systemd-socket-activate to listen")
+        # The first connection starts the server (socket activation), then waits in the backlog.
+        r = requests.get(f"http://127.0.0.1:{port}/environ", timeout=20)
+        assert r.status_code == 200
+        env_seen = r.json()
+        assert "LISTEN_FDS" not in env_seen and "LISTEN_PID" not in env_seen
+        text = (tmp_path / "log").read_text()
+        assert f"Listening at: http://127.0.0.1:{port}" in text and "[systemd (web)]" in text
+        assert "127.0.0.1:1" not in text.split("Listening at:")[1].splitlines()[0]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()

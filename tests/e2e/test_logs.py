@@ -1,0 +1,32 @@
+"""Error log and access log formats."""
+import re
+
+import requests
+
+from conftest import wait_until
+
+
+def test_access_log_default_format(serve, tmp_path):
+    access = tmp_path / "access.log"
+    server = serve("plain:app", "--access-logfile", str(access))
+    requests.get(server.url + "/environ?x=1", headers={"User-Agent": "tester/1.0", "Referer": "http://ref/"})
+    line = wait_until(lambda: access.exists() and "environ" in access.read_text() and access.read_text().strip().splitlines()[-1], message="an access log line")
+    pattern = r'^127\.0\.0\.1 - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET /environ\?x=1 HTTP/1\.1" 200 \d+ "http://ref/" "tester/1\.0"$'
+    assert re.match(pattern, line), line
+
+
+def test_access_log_custom_atoms(serve, tmp_path):
+    access = tmp_path / "access.log"
+    fmt = '%(m)s %(U)s %(q)s %(H)s %(s)s %(B)s %({x-req}i)s %({content-type}o)s %(p)s %(D)s'
+    server = serve("plain:app", "--access-logfile", str(access), "--access-logformat", fmt)
+    requests.get(server.url + "/?a=b", headers={"X-Req": "abc"})
+    line = wait_until(lambda: access.exists() and "abc" in access.read_text() and access.read_text().strip().splitlines()[-1], message="an access log line")
+    parts = line.split(" ")
+    assert parts[:8] == ["GET", "/", "a=b", "HTTP/1.1", "200", "13", "abc", "text/plain"], line
+    assert re.match(r"<\d+>", parts[8]) and parts[9].isdigit()
+
+
+def test_error_log_lines_have_level_and_pid(serve):
+    server = serve("plain:app", "--log-level", "debug")
+    line = next(l for l in server.log().splitlines() if "Booting worker" in l)
+    assert re.match(r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [+-]\d{4}\] \[\d+\] \[INFO\] Booting worker with pid: \d+$", line), line

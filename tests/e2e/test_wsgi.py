@@ -1,0 +1,134 @@
+"""PEP 3333 as the app sees it: environ, wsgi.input, start_response, write, close, errors."""
+import hashlib
+import json
+import os
+import socket
+import time
+
+import requests
+
+from conftest import VENV, raw_request, read_response, wait_until
+
+
+def test_environ_has_every_required_key(serve):
+    server = serve("plain:app", "--workers", "2", "--threads", "3", workers=2)
+    r = requests.get(server.url + "/environ?a=1&b=%20", headers={"X-Custom": "v1", "Content-Type": "text/x"})
+    env = r.json()
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["SCRIPT_NAME"] == ""
+    assert env["PATH_INFO"] == "/environ"
+    assert env["QUERY_STRING"] == "a=1&b=%20"
+    assert env["CONTENT_TYPE"] == "text/x"
+    assert env["SERVER_NAME"] == "127.0.0.1"
+    assert env["SERVER_PORT"] == str(server.port)
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert int(env["REMOTE_PORT"]) > 0
+    assert env["HTTP_X_CUSTOM"] == "v1"
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["wsgi.version"] == [1, 0]
+    assert env["wsgi.multithread"] is True and env["wsgi.multiprocess"] is True and env["wsgi.run_once"] is False
+    assert env["has_input"] and env["has_errors"]
+    assert os.path.realpath(env["sys.prefix"]) == os.path.realpath(VENV), "the app must run in the --virtualenv"
+
+
+def test_path_info_is_percent_decoded_latin1(serve):
+    server = serve("plain:app")
+    data = raw_request(server.port, b"GET /environ/caf%C3%A9%20x HTTP/1.1\r\nHost: h:81\r\nConnection: close\r\n\r\n")
+    env = json.loads(data.partition(b"\r\n\r\n")[2])
+    # The UTF-8 bytes of "cafe" with an acute accent, each read as one latin-1 character (PEP 3333).
+    assert env["PATH_INFO"] == "/environ/caf\u00c3\u00a9 x"
+    assert env["RAW_URI"] == "/environ/caf%C3%A9%20x"
+    assert env["SERVER_NAME"] == "h" and env["SERVER_PORT"] == "81"
+
+
+def test_headers_with_underscores_are_dropped(serve):
+    server = serve("plain:app")
+    env = requests.get(server.url + "/environ", headers={"X_Forged": "1", "X-Real": "2"}).json()
+    assert "HTTP_X_FORGED" not in env
+    assert env["HTTP_X_REAL"] == "2"
+
+
+def test_input_read_readline_readlines_and_iteration(serve):
+    server = serve("plain:app")
+    body = b"first line\nabcdef\nthird\nfourth\n"
+    assert requests.post(server.url + "/lines", data=body).json() == ["first line\n", "abc", "def\n", ["third\n", "fourth\n"]]
+    assert requests.post(server.url + "/iterlines", data=b"a\nb\nc").json() == ["a\n", "b\n", "c"]
+    payload = os.urandom(1_000_000)
+    assert requests.post(server.url + "/echo", data=payload).json()["md5"] == hashlib.md5(payload).hexdigest()
+
+
+def test_app_exception_gives_500_and_next_request_works(serve):
+    server = serve("plain:app")
+    pid = server.workers()
+    r = requests.get(server.url + "/error")
+    assert r.status_code == 500
+    assert requests.get(server.url + "/").content == b"Hello, World!"
+    assert server.workers() == pid
+    log = server.log()
+    assert "Error handling request /error" in log
+    assert "Traceback (most recent call last)" in log and "ValueError: boom from the app" in log
+
+
+def test_exception_after_headers_closes_connection_and_calls_close(serve, tmp_path):
+    marker = tmp_path / "closed"
+    server = serve("plain:app", env={"CLOSED_MARKER": str(marker)})
+    data = raw_request(server.port, b"GET /error-after-start HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert b"0\r\n\r\n" not in data, "a failed chunked body must not look complete"
+    assert "RuntimeError: failure in the middle of the body" in server.log()
+    wait_until(lambda: marker.exists() and marker.read_text().count("closed") == 1, message="close() to be called")
+    requests.get(server.url + "/closing")
+    wait_until(lambda: marker.read_text().count("closed") == 2, message="close() after a normal body")
+
+
+def test_start_response_exc_info_replaces_the_status(serve):
+    server = serve("plain:app")
+    r = requests.get(server.url + "/exc-info")
+    assert r.status_code == 503 and r.content == b"replaced by the error page"
+    assert requests.get(server.url + "/twice").content == b"second call refused"
+
+
+def test_write_callable(serve):
+    server = serve("plain:app")
+    assert requests.get(server.url + "/write").content == b"written directly then returned"
+
+
+def test_file_wrapper_sends_the_file(serve, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    server = serve("plain:app", env={"FILE_TO_SEND": str(path)})
+    r = requests.get(server.url + "/file")
+    assert r.headers["Content-Length"] == str(len(data))
+    assert r.content == data
+    r = requests.get(server.url + "/file?1000")
+    assert r.content == data[1000:]
+
+
+def test_wsgi_errors_goes_to_the_error_log(serve):
+    server = serve("plain:app")
+    assert requests.get(server.url + "/log").status_code == 200
+    wait_until(lambda: "a line for wsgi.errors" in server.log(), message="the wsgi.errors line")
+
+
+def test_invalid_response_header_is_a_500(serve):
+    server = serve("plain:app")
+    assert requests.get(server.url + "/bad-header").status_code == 500
+    assert "invalid response header" in server.log()
+
+
+def test_validator_wrapped_app_raises_nothing(serve):
+    server = serve("plain:validated")
+    s = requests.Session()
+    assert s.get(server.url + "/").content == b"Hello, World!"
+    assert s.post(server.url + "/echo", data=b"abc").json()["length"] == 3
+    assert s.post(server.url + "/lines", data=b"one\ntwo\nthree\n").status_code == 200
+    assert s.post(server.url + "/iterlines", data=b"x\ny").json() == ["x\n", "y"]
+    assert s.get(server.url + "/stream").status_code == 200
+    assert s.get(server.url + "/closing").content == b"abc"
+    assert s.get(server.url + "/environ").status_code == 200
+    assert s.head(server.url + "/").status_code == 200
+    log = server.log()
+    assert "Error handling request" not in log, log
+    assert "AssertionError" not in log and "WSGIWarning" not in log, log
