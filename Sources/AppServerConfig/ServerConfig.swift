@@ -164,6 +164,11 @@ public struct AppReference: Equatable, Sendable {
     public var module: String
     public var callable: String
 
+    public init(module: String, callable: String) {
+        self.module = module
+        self.callable = callable
+    }
+
     public init(parsing text: String) throws(ConfigError) {
         let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
         module = String(parts[0])

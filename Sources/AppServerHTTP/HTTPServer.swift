@@ -68,6 +68,11 @@ public final class HTTPServer: @unchecked Sendable {
         try sync.addHandler(handler)
     }
 
+    /// Sets up a channel made elsewhere (an EmbeddedChannel in tests) as a connection of this server.
+    func configureForTesting(_ channel: any Channel) throws {
+        try configure(channel)
+    }
+
     func register(_ handler: HTTPConnectionHandler) {
         connections[ObjectIdentifier(handler)] = handler
         if draining { handler.drain() }

@@ -1,0 +1,49 @@
+# appserver: the two commands a newcomer needs are `make run` and `make test`.
+# Both install what they need on a fresh Debian 12 machine (apt, then a venv from /usr/bin/python3).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+BINARY := .build/release/appserver
+APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd
+SWIFT_SOURCES := $(shell find Sources -type f) Package.swift
+
+.PHONY: run test deps venv build unit e2e bench clean
+
+## Serve the example app on http://127.0.0.1:8000/
+run: deps venv build
+	cd examples/hello && ../../$(BINARY) -c appserver.toml --virtualenv ../../$(VENV)
+
+## Run every test: Swift unit tests, then end-to-end tests against the release binary.
+test: deps venv build unit e2e
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# The venv comes from Debian's python3 (the one the binary embeds), never another python on PATH.
+venv: $(VENV)/.installed
+$(VENV)/.installed: tests/requirements.txt examples/hello/requirements.txt
+	/usr/bin/python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt -r examples/hello/requirements.txt
+	touch $@
+
+build: $(BINARY)
+$(BINARY): $(SWIFT_SOURCES)
+	env -u PKG_CONFIG_PATH swift build -c release
+
+unit:
+	env -u PKG_CONFIG_PATH swift test
+
+e2e: build venv
+	APPSERVER_BIN=$(CURDIR)/$(BINARY) $(PYTHON) -m pytest -q tests/e2e
+
+bench: deps build
+	bench/run.sh
+
+clean:
+	rm -rf .build $(VENV)

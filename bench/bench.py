@@ -1,0 +1,149 @@
+"""Runs the benchmark of ../shared/BENCHMARKS.md: one worker pinned to CPU 1, wrk pinned to CPU 0,
+servers alternated (A B A B A B), the median of three runs; prints a markdown table."""
+import argparse
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+APPS = HERE / "apps"
+BIN = Path(os.environ.get("VIRTUAL_ENV", sys.prefix)) / "bin"
+APPSERVER = ROOT / ".build" / "release" / "appserver"
+PORT = 8765
+
+SERVERS = {
+    "appserver": lambda app, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--chdir", str(APPS), f"{module}:app"],
+    "appserver-t2": lambda app, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "2", "--chdir", str(APPS), f"{module}:app"],
+    "granian": lambda app, module: [str(BIN / "granian"), "--interface", "wsgi", "--workers", "1", "--runtime-threads", "2", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"],
+    "granian-default": lambda app, module: [str(BIN / "granian"), "--interface", "wsgi", "--workers", "1", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"],
+    "gunicorn-gthread": lambda app, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{PORT}", f"{module}:app"],
+    "gunicorn-sync": lambda app, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{PORT}", f"{module}:app"],
+    "uwsgi": lambda app, module: [str(BIN / "uwsgi"), "--http11-socket", f"127.0.0.1:{PORT}", "--master", "--processes", "1", "--threads", "4", "--module", f"{module}:app", "--disable-logging", "--need-app"],
+}
+
+BENCHES = {
+    "wsgi-hello": ("wsgi_hello", [], None),
+    "flask-json": ("flask_json", [], None),
+    "echo-4k": ("wsgi_echo", ["-s", str(HERE / "post4k.lua")], 4096),
+    "stream-1m": ("wsgi_stream", [], None),
+}
+
+
+def wait_port(timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", PORT), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def start(server, bench):
+    module = BENCHES[bench][0]
+    argv = SERVERS[server](bench, module)
+    if not Path(argv[0]).exists():
+        return None
+    proc = subprocess.Popen(["taskset", "-c", "1", *argv], cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(APPS)}, start_new_session=True)
+    wait_port()
+    # Check the answer before measuring: a fast wrong answer is no result.
+    data = b"a" * 4096 if BENCHES[bench][2] else None
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{PORT}/", data=data), timeout=5) as r:
+        assert r.status == 200, r.status
+        r.read()
+    return proc
+
+
+def stop(proc):
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.5)
+
+
+def wrk(bench, seconds):
+    extra = BENCHES[bench][1]
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", *extra, f"http://127.0.0.1:{PORT}/"],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def latency(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": latency(50), "p99": latency(99),
+            "errors": sum(map(int, errors.groups())) if errors else 0, "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def rss_kib(pid):
+    total = 0
+    for p in [pid] + [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]:
+        for line in open(f"/proc/{p}/status"):
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--servers", default="appserver,granian,gunicorn-gthread,uwsgi")
+    parser.add_argument("--benches", default=",".join(BENCHES))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    servers = args.servers.split(",")
+    rows = []
+    for bench in args.benches.split(","):
+        module, _, body = BENCHES[bench]
+        ceiling = subprocess.run(["taskset", "-c", "1", sys.executable, str(HERE / "ceiling.py"), str(APPS), module] + ([str(body)] if body else []),
+                                 capture_output=True, text=True).stdout.strip()
+        results = {s: [] for s in servers}
+        for run in range(args.runs):
+            for server in servers:
+                proc = start(server, bench)
+                if proc is None:
+                    continue
+                try:
+                    wrk(bench, 2)  # warm-up
+                    results[server].append(wrk(bench, args.seconds))
+                finally:
+                    stop(proc)
+        for server in servers:
+            if not results[server]:
+                continue
+            runs = results[server]
+            median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+            rows.append((bench, server, median, sum(r["errors"] for r in runs), sum(r["non2xx"] for r in runs), ceiling))
+            print(f"{bench:12} {server:18} {median['rps']:>10.0f} r/s  p50 {median['p50']:.2f} ms  p99 {median['p99']:.2f} ms  "
+                  f"errors {rows[-1][3]} non2xx {rows[-1][4]}  runs {[round(r['rps']) for r in runs]}", flush=True)
+    print()
+    print("| app | server | req/s (median of %d) | p50 ms | p99 ms | vs best peer | socket errors / non-2xx | ceiling calls/s | efficiency |" % args.runs)
+    print("|---|---|---|---|---|---|---|---|---|")
+    for bench in args.benches.split(","):
+        bench_rows = [r for r in rows if r[0] == bench]
+        peers = [r[2]["rps"] for r in bench_rows if not r[1].startswith("appserver")]
+        best_peer = max(peers) if peers else None
+        for _, server, m, errors, non2xx, ceiling in bench_rows:
+            ratio = f"{m['rps'] / best_peer:.2f}x" if best_peer else "-"
+            eff = f"{m['rps'] / float(ceiling):.0%}" if ceiling else "-"
+            print(f"| {bench} | {server} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {ratio} | {errors} / {non2xx} | {ceiling} | {eff} |")
+
+
+if __name__ == "__main__":
+    main()

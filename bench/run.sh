@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The benchmark harness: a bench venv from Debian's python3 with the peers, then bench.py.
+# Usage: bench/run.sh [--servers appserver,granian,...] [--benches wsgi-hello,...] [--runs 3] [--seconds 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=.venv-bench
+if [ ! -x "$VENV/bin/granian" ]; then
+    /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check gunicorn granian flask
+    # uWSGI compiles from source (needs python3-dev); the bench runs without it if that fails.
+    "$VENV/bin/pip" install -q --disable-pip-version-check uwsgi || echo "uwsgi did not build; benchmarking without it"
+fi
+"$VENV/bin/pip" freeze | grep -iE '^(gunicorn|granian|uwsgi|flask)=' > bench/out.versions 2>/dev/null || true
+exec "$VENV/bin/python" bench/bench.py "$@"
