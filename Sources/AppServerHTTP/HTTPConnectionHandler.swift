@@ -56,6 +56,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var closeAfterResponse = false
     private var requestCount = 0
     private var bodyReceived: Int64 = 0
+    /// A small body is read whole before the app is called, so the app never waits for it.
+    private var dispatchAtEnd = false
 
     init(server: HTTPServer, limits: HTTPLimits, logger: Logger) {
         self.server = server
@@ -133,7 +135,12 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case (.end, .active(let exchange, false, let responseDone)):
             exchange.body.finish()
             state = .active(exchange, requestDone: true, responseDone: responseDone)
-            if responseDone { finishExchange() }
+            if dispatchAtEnd {
+                dispatchAtEnd = false
+                server.application.handle(exchange)
+            } else if responseDone {
+                finishExchange()
+            }
         case (.body(let buffer), .discarding(let exchange, let discarded)):
             let total = discarded + buffer.readableBytes
             if total > limits.maxBodyDiscard { close(); return }
@@ -168,8 +175,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         let body: RequestBodyStream
+        let expectsContinue = hasBody && head.version.minor >= 1 && head.headers.first(name: "expect")?.lowercased() == "100-continue"
         if hasBody {
-            let expectsContinue = head.version.minor >= 1 && head.headers.first(name: "expect")?.lowercased() == "100-continue"
             body = RequestBodyStream(
                 highWater: limits.bodyHighWater, lowWater: limits.bodyLowWater, expectsContinue: expectsContinue,
                 resume: { eventLoop.execute { loopBound.value.resumeBodyReading() } },
@@ -180,7 +187,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let exchange = HTTPExchange(request: info, body: body, limits: limits, eventLoop: eventLoop, connection: loopBound,
                                     allocator: channel.allocator, drainFlag: server.drainFlag)
         state = .active(exchange, requestDone: !hasBody, responseDone: false)
-        server.application.handle(exchange)
+        if hasBody && !chunked && !expectsContinue && (contentLength ?? 0) <= Int64(limits.bodyHighWater) {
+            dispatchAtEnd = true
+        } else {
+            server.application.handle(exchange)
+        }
     }
 
     private func violatedLimit(_ head: HTTPRequestHead) -> HTTPResponseStatus? {

@@ -6,9 +6,34 @@ import Logging
 import NIOCore
 import Synchronization
 
-/// Runs a WSGI app for one worker: `threads` Python threads take requests from the I/O thread in
-/// arrival order. A thread holds the GIL only while it runs Python; it waits for work, for body
-/// bytes and for the socket to drain with the GIL released.
+/// What an app thread takes from the queue: a new request, or the rest of a response that was
+/// started on the I/O thread and had to wait for the socket.
+enum WorkItem {
+    case request(HTTPExchange)
+    case continuation(ResponseContinuation)
+}
+
+/// A response body iteration handed from the I/O thread to an app thread when the socket could not
+/// take more: the iterator goes on where it stopped.
+final class ResponseContinuation {
+    let request: ActiveRequest
+    let result: PyObjectPointer      // owned: the app's body iterable
+    let iterator: PyObjectPointer    // owned
+
+    init(request: ActiveRequest, result: PyObjectPointer, iterator: PyObjectPointer) {
+        self.request = request
+        self.result = result
+        self.iterator = iterator
+    }
+}
+
+/// Runs a WSGI app for one worker. A thread holds the GIL only while it runs Python; it waits for
+/// work, for body bytes and for the socket to drain with the GIL released.
+///
+/// With `--threads 1` (a sync worker, one request at a time) a request whose body has fully arrived
+/// runs right on the I/O thread: no hand-off between threads, which on one core costs more than the
+/// app itself. Everything that could block the I/O thread goes to the one app thread instead: a body
+/// still arriving, or a body iteration that has to wait for the socket to drain.
 public final class WSGIHost: HTTPApplication, @unchecked Sendable {
     let runtime: PythonRuntime
     let logger: Logger
@@ -17,20 +42,29 @@ public final class WSGIHost: HTTPApplication, @unchecked Sendable {
     /// Seconds an app thread waits for request body bytes before giving up (the worker timeout).
     let bodyTimeout: Int
     private let monitor = Monitor()
-    private var queue = CircularBuffer<HTTPExchange>(initialCapacity: 64)   // guarded by `monitor`
-    private var idleThreads = 0                                             // guarded by `monitor`
+    private var queue = CircularBuffer<WorkItem>(initialCapacity: 64)   // guarded by `monitor`
+    private var idleThreads = 0                                         // guarded by `monitor`
+    /// Requests running now; with `--threads 1` never more than one.
+    private var running = 0                                             // guarded by `monitor`
+    private let maxRunning: Int
     private var threads: [WSGIThread] = []
+    /// Runs requests on the I/O thread (sync mode only).
+    private var inlineThread: WSGIThread?
 
     public init(runtime: PythonRuntime, config: ServerConfig, logger: Logger, accessLog: AccessLogWriter?) {
         self.runtime = runtime
         self.logger = logger
         self.accessLog = accessLog
         self.bodyTimeout = config.timeout
+        self.maxRunning = config.threads
         // Needs the GIL: built while the starting thread still holds it.
         self.environConstants = EnvironConstants(namespace: runtime.namespace, multithread: config.threads > 1,
                                                  multiprocess: config.workers > 1)
         for index in 0..<config.threads {
             threads.append(WSGIThread(host: self, index: index))
+        }
+        if config.threads == 1 {
+            inlineThread = WSGIThread(host: self, index: config.threads)
         }
     }
 
@@ -40,22 +74,55 @@ public final class WSGIHost: HTTPApplication, @unchecked Sendable {
     }
 
     public func handle(_ exchange: HTTPExchange) {
+        if let inlineThread, exchange.body.isFinished {
+            let mayRunHere = monitor.withLock { () -> Bool in
+                guard running == 0 && queue.isEmpty else { return false }
+                running += 1
+                return true
+            }
+            if mayRunHere {
+                let handedOff = inlineThread.serveInline(exchange)
+                if !handedOff { finished() }
+                return
+            }
+        }
+        enqueue(.request(exchange))
+    }
+
+    func enqueue(_ item: WorkItem) {
         monitor.withLock {
-            queue.append(exchange)
+            queue.append(item)
             if idleThreads > 0 { monitor.signal() }
         }
     }
 
-    /// The next request; waits for one when `wait` (call without the GIL).
-    func next(wait: Bool) -> HTTPExchange? {
+    /// The next work item; waits for one when `wait` (call without the GIL). A continuation already
+    /// holds its request's place among the running ones.
+    func next(wait: Bool) -> WorkItem? {
         monitor.withLock {
-            if !wait { return queue.popFirst() }
-            while queue.isEmpty {
+            while true {
+                if let first = queue.first {
+                    if case .continuation = first {
+                        return queue.popFirst()
+                    }
+                    if running < maxRunning {
+                        running += 1
+                        return queue.popFirst()
+                    }
+                }
+                if !wait { return nil }
                 idleThreads += 1
                 monitor.wait()
                 idleThreads -= 1
             }
-            return queue.popFirst()
+        }
+    }
+
+    /// A request is done (its response ended, `close()` called).
+    func finished() {
+        monitor.withLock {
+            running -= 1
+            if idleThreads > 0 && !queue.isEmpty { monitor.signal() }
         }
     }
 
@@ -63,7 +130,7 @@ public final class WSGIHost: HTTPApplication, @unchecked Sendable {
     /// stuck in the app makes the worker look silent, and `--timeout` replaces it.
     public func oldestBusySince() -> Int64? {
         var oldest: Int64?
-        for thread in threads {
+        for thread in threads + (inlineThread.map { [$0] } ?? []) {
             let value = thread.busySince.load(ordering: .relaxed)
             if value != 0 && value < (oldest ?? .max) { oldest = value }
         }

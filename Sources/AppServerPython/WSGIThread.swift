@@ -68,22 +68,51 @@ final class WSGIThread: @unchecked Sendable {
         _ = PyGILState_Ensure()
         var threadState = PyEval_SaveThread()
         while true {
-            guard var exchange = host.next(wait: true) else { continue }
+            guard var item = host.next(wait: true) else { continue }
             PyEval_RestoreThread(threadState)
-            // While requests are queued, keep the GIL from one to the next.
+            // While work is queued, keep the GIL from one item to the next.
             while true {
-                serve(exchange)
+                switch item {
+                case .request(let exchange):
+                    if !serve(exchange) { host.finished() }
+                case .continuation(let continuation):
+                    resume(continuation)
+                    host.finished()
+                }
                 guard let next = host.next(wait: false) else { break }
-                exchange = next
+                item = next
             }
             threadState = PyEval_SaveThread()
         }
     }
 
+    /// The thread state of the I/O thread when it runs requests itself (sync mode).
+    private var inlineState: UnsafeMutablePointer<PyThreadState>?
+    /// True while this thread serves on the I/O thread, where it must never wait.
+    private(set) var isInline = false
+
+    /// Runs one request on the calling (I/O) thread. Returns true when the rest of the response was
+    /// handed to an app thread (which then ends the request).
+    func serveInline(_ exchange: HTTPExchange) -> Bool {
+        if let inlineState {
+            PyEval_RestoreThread(inlineState)
+        } else {
+            pthread_setspecific(Self.key, Unmanaged.passUnretained(self).toOpaque())
+            _ = PyGILState_Ensure()
+        }
+        isInline = true
+        let handedOff = serve(exchange)
+        isInline = false
+        inlineState = PyEval_SaveThread()
+        return handedOff
+    }
+
     func busyWaiting(_ waiting: Bool) { waiting ? markWaiting() : markBusy() }
 
+    /// For `write()`: it runs inside the app's own call, so on the I/O thread it cannot hand off and
+    /// does not wait (the bytes queue up; `write()` is a legacy API that streaming apps do not use).
     func sendFromCallable(_ request: ActiveRequest, _ buffer: ByteBuffer) -> Bool {
-        emit(request, buffer, end: false)
+        emit(request, buffer, end: false) != .disconnected
     }
 
     private func markBusy() { busySince.store(Monotonic.now().nanoseconds, ordering: .relaxed) }
@@ -91,7 +120,8 @@ final class WSGIThread: @unchecked Sendable {
 
     // MARK: one request
 
-    private func serve(_ exchange: HTTPExchange) {
+    /// Runs one request to its end; returns true when its body iteration was handed to an app thread.
+    private func serve(_ exchange: HTTPExchange) -> Bool {
         serial += 1
         markBusy()
         let request = ActiveRequest(exchange: exchange, serial: serial)
@@ -100,10 +130,11 @@ final class WSGIThread: @unchecked Sendable {
             self.request = nil
             markWaiting()
         }
-        if exchange.isAborted { return }
+        if exchange.isAborted { return false }
         guard let environ = host.environConstants.build(for: exchange, serial: serial) else {
             fail(request)
-            return
+            writeAccessLog(request)
+            return false
         }
         var args: (PyObjectPointer?, PyObjectPointer?) = (environ, NativeFunctions.startResponse)
         let result = withUnsafePointer(to: &args) {
@@ -111,23 +142,47 @@ final class WSGIThread: @unchecked Sendable {
         }
         Py_DecRef(environ)
         if let result {
-            sendBody(of: result, request)
+            if sendBody(of: result, request) { return true }
             close(result, request)
             Py_DecRef(result)
         } else {
             fail(request)
         }
         writeAccessLog(request)
+        return false
     }
 
-    private func sendBody(of result: PyObjectPointer, _ request: ActiveRequest) {
+    /// The rest of a response started on the I/O thread.
+    private func resume(_ continuation: ResponseContinuation) {
+        let request = continuation.request
+        self.request = request
+        markBusy()
+        defer {
+            self.request = nil
+            markWaiting()
+        }
+        _ = iterate(continuation.iterator, request, result: continuation.result)
+        Py_DecRef(continuation.iterator)
+        close(continuation.result, request)
+        Py_DecRef(continuation.result)
+        writeAccessLog(request)
+    }
+
+    /// Sends the app's body; true when its iteration was handed to an app thread to finish.
+    private func sendBody(of result: PyObjectPointer, _ request: ActiveRequest) -> Bool {
         if appserver_is_exact_list_or_tuple(result) != 0 && !request.writer.headSent {
             sendSequence(result, request)
         } else if PyObject_IsInstance(result, host.environConstants.fileWrapperClass) == 1, sendFile(result, request) {
-            return
+            return false
         } else {
-            sendIterable(result, request)
+            guard let iterator = PyObject_GetIter(result) else {
+                fail(request)
+                return false
+            }
+            if iterate(iterator, request, result: result) { return true }
+            Py_DecRef(iterator)
         }
+        return false
     }
 
     /// A list or tuple of bytes: its length is known, so the response gets a Content-Length and
@@ -147,7 +202,7 @@ final class WSGIThread: @unchecked Sendable {
         var buffer = request.writer.finishHead(knownLength: Int64(total))
         if request.writer.framing == .noBody {
             request.writer.finishBody(into: &buffer)
-            _ = emit(request, buffer, end: true)
+            emit(request, buffer, end: true)
             return
         }
         buffer.reserveCapacity(minimumWritableBytes: min(total, 1 << 20) + 16)
@@ -156,34 +211,52 @@ final class WSGIThread: @unchecked Sendable {
             let bytes = appserver_bytes_view(appserver_sequence_fast_item(result, i), &length)!
             request.writer.appendBody(UnsafeRawBufferPointer(start: bytes, count: length), to: &buffer)
             if buffer.readableBytes >= 1 << 20 {
-                guard emit(request, buffer, end: false) else { return }
+                // The list is in memory already; on the I/O thread it is queued whole.
+                if emit(request, buffer, end: false) == .disconnected { return }
                 buffer = request.exchange.allocator.buffer(capacity: 0)
             }
         }
         request.writer.finishBody(into: &buffer)
-        _ = emit(request, buffer, end: true)
+        emit(request, buffer, end: true)
     }
 
-    private func sendIterable(_ result: PyObjectPointer, _ request: ActiveRequest) {
-        guard let iterator = PyObject_GetIter(result) else { return fail(request) }
-        defer { Py_DecRef(iterator) }
+    /// Sends what the iterator yields, then ends the response. On the I/O thread, when the socket
+    /// has too much queued, the iteration moves to an app thread (returns true; it then owns the
+    /// iterator and `result`).
+    private func iterate(_ iterator: PyObjectPointer, _ request: ActiveRequest, result: PyObjectPointer) -> Bool {
         while let item = PyIter_Next(iterator) {
             defer { Py_DecRef(item) }
             var length = 0
             guard let bytes = appserver_bytes_view(item, &length) else {
                 PyErr_SetString(appserver_exc_type_error(), "the app's body must be an iterable of bytes, not of \(typeName(item))")
-                return fail(request)
+                fail(request)
+                return false
             }
             if length == 0 { continue }
-            guard request.startResponseCalled else { return failNoStartResponse(request) }
+            guard request.startResponseCalled else {
+                failNoStartResponse(request)
+                return false
+            }
             var buffer = request.writer.headSent
                 ? request.exchange.allocator.buffer(capacity: length + 16)
                 : request.writer.finishHead(knownLength: nil)
             request.writer.appendBody(UnsafeRawBufferPointer(start: bytes, count: length), to: &buffer)
-            guard emit(request, buffer, end: false) else { return }
+            switch emit(request, buffer, end: false) {
+            case .sent: continue
+            case .disconnected: return false
+            case .mustWait:
+                // Only on the I/O thread: it cannot wait for itself to drain the socket.
+                Py_IncRef(result)
+                host.enqueue(.continuation(ResponseContinuation(request: request, result: result, iterator: iterator)))
+                return true
+            }
         }
-        if PyErr_Occurred() != nil { return fail(request) }
+        if PyErr_Occurred() != nil {
+            fail(request)
+            return false
+        }
         finishResponse(request)
+        return false
     }
 
     /// `wsgi.file_wrapper` around a regular file: sent with sendfile(2) from its current position.
@@ -211,17 +284,16 @@ final class WSGIThread: @unchecked Sendable {
         if length == 0 {
             var buffer = head
             buffer.writeBuffer(&tail)
-            _ = emit(request, buffer, end: true)
+            emit(request, buffer, end: true)
             return true
         }
         let copy = dup(fd)
         guard copy >= 0 else { return false }
         request.ended = true
         do {
-            if try request.exchange.sendFile(descriptor: copy, offset: position, length: length, header: head,
-                                             trailer: tail.readableBytes > 0 ? tail : nil, end: true, close: request.writer.closeConnection) {
-                try waitForDrain(request)
-            }
+            // The end of the response: nothing to wait for (see `emit`).
+            _ = try request.exchange.sendFile(descriptor: copy, offset: position, length: length, header: head,
+                                              trailer: tail.readableBytes > 0 ? tail : nil, end: true, close: request.writer.closeConnection)
         } catch {
             request.disconnected = true
         }
@@ -234,22 +306,27 @@ final class WSGIThread: @unchecked Sendable {
             ? request.exchange.allocator.buffer(capacity: 8)
             : request.writer.finishHead(knownLength: request.exchange.request.isHead ? nil : 0)
         request.writer.finishBody(into: &buffer)
-        _ = emit(request, buffer, end: true)
+        emit(request, buffer, end: true)
     }
 
-    /// Queues bytes for the socket; waits without the GIL when too much is queued. False when the
-    /// client is gone (the app's iteration then stops).
-    private func emit(_ request: ActiveRequest, _ buffer: ByteBuffer, end: Bool) -> Bool {
-        if request.disconnected { return false }
+    enum EmitResult { case sent, disconnected, mustWait }
+
+    /// Queues bytes for the socket; waits without the GIL when too much is queued, except on the
+    /// I/O thread (which cannot wait for itself), where it says so. After the end of a response
+    /// nothing waits: the bytes are queued and the next request may start.
+    @discardableResult
+    private func emit(_ request: ActiveRequest, _ buffer: ByteBuffer, end: Bool) -> EmitResult {
+        if request.disconnected { return .disconnected }
         if end { request.ended = true }
         do {
-            if try request.exchange.send(buffer, end: end, close: request.writer.closeConnection) {
+            if try request.exchange.send(buffer, end: end, close: request.writer.closeConnection), !end {
+                if isInline { return .mustWait }
                 try waitForDrain(request)
             }
-            return true
+            return .sent
         } catch {
             request.disconnected = true
-            return false
+            return .disconnected
         }
     }
 
@@ -319,7 +396,7 @@ final class WSGIThread: @unchecked Sendable {
         writer.finishBody(into: &buffer)
         request.writer = writer
         request.logHeaders = []
-        _ = emit(request, buffer, end: true)
+        emit(request, buffer, end: true)
     }
 
     private func writeAccessLog(_ request: ActiveRequest) {
