@@ -59,3 +59,8 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Exclusivity is checked at compile time; the run-time checks cost several percent of a request.
+for target in package.targets where target.type == .regular || target.type == .executable {
+    target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+}

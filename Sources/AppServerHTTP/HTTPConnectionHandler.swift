@@ -51,7 +51,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var queued = CircularBuffer<HTTPServerRequestPart>()
     private var bodyPaused = false
     private var readPending = false
-    private var timer: Scheduled<Void>?
+    /// When the idle or header timeout ends; checked by the server's once-a-second sweep, which is
+    /// far cheaper than scheduling and cancelling a timer for every request.
+    private(set) var deadline: NIODeadline?
     private var headStarted = false
     private var closeAfterResponse = false
     private var requestCount = 0
@@ -186,7 +188,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         let exchange = HTTPExchange(request: info, body: body, limits: limits, eventLoop: eventLoop, connection: loopBound,
                                     allocator: channel.allocator, drainFlag: server.drainFlag)
-        state = .active(exchange, requestDone: !hasBody, responseDone: false)
+        // `requestDone` turns true with the request's `.end` part (also for a request without body),
+        // so that only the parts of a *next* request count as pipelined.
+        state = .active(exchange, requestDone: false, responseDone: false)
         if hasBody && !chunked && !expectsContinue && (contentLength ?? 0) <= Int64(limits.bodyHighWater) {
             dispatchAtEnd = true
         } else {
@@ -362,19 +366,20 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     // MARK: timers
 
     private func armTimer(seconds: Int64) {
-        cancelTimer()
-        guard seconds > 0 else { return }
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: .seconds(seconds)) { loopBound.value.timerFired() }
+        deadline = seconds > 0 ? context.eventLoop.now + .seconds(seconds) : nil
     }
 
     private func cancelTimer() {
-        timer?.cancel()
-        timer = nil
+        deadline = nil
+    }
+
+    /// Called by the server's sweep when `deadline` has passed.
+    func deadlinePassed() {
+        deadline = nil
+        timerFired()
     }
 
     private func timerFired() {
-        timer = nil
         guard isIdle else { return }
         if headStarted {
             writeErrorAndClose(.requestTimeout)   // the head did not arrive in time

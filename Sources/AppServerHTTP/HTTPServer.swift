@@ -15,6 +15,7 @@ public final class HTTPServer: @unchecked Sendable {
     private var listeners: [any Channel] = []
     private var connections: [ObjectIdentifier: HTTPConnectionHandler] = [:]
     private var draining = false
+    private var sweep: RepeatedTask?
     private var drained: EventLoopPromise<Void>?
     private var served = 0
     private var started = 0
@@ -74,6 +75,11 @@ public final class HTTPServer: @unchecked Sendable {
     }
 
     func register(_ handler: HTTPConnectionHandler) {
+        if sweep == nil {
+            sweep = eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
+                sweepDeadlines()
+            }
+        }
         connections[ObjectIdentifier(handler)] = handler
         if draining { handler.drain() }
     }
@@ -92,6 +98,14 @@ public final class HTTPServer: @unchecked Sendable {
             return false
         }
         return true
+    }
+
+    /// Idle and header timeouts: one pass a second over the connections.
+    private func sweepDeadlines() {
+        let now = eventLoop.now
+        for handler in connections.values {
+            if let deadline = handler.deadline, deadline <= now { handler.deadlinePassed() }
+        }
     }
 
     func requestFinished() {

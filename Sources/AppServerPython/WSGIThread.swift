@@ -342,6 +342,8 @@ final class WSGIThread: @unchecked Sendable {
 
     /// The body iterable's `close()`, always called (PEP 3333), even after an error.
     private func close(_ result: PyObjectPointer, _ request: ActiveRequest) {
+        // Lists and tuples have no close(); asking would raise and clear an AttributeError each time.
+        if appserver_is_exact_list_or_tuple(result) != 0 { return }
         guard PyObject_HasAttrString(result, "close") == 1 else { return }
         if let value = PyObject_CallMethodObjArgsNoArgs(result, "close") {
             Py_DecRef(value)
