@@ -7,6 +7,8 @@ PYTHON := $(VENV)/bin/python
 BINARY := .build/release/appserver
 APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd
 SWIFT_SOURCES := $(shell find Sources -type f) Package.swift
+# Exclusivity is checked at compile time; the run-time checks (in SwiftNIO too) cost ~4% of a request.
+SWIFT_RELEASE_FLAGS := -Xswiftc -enforce-exclusivity=unchecked
 
 .PHONY: run test deps venv build unit e2e bench clean
 
@@ -34,7 +36,7 @@ $(VENV)/.installed: tests/requirements.txt examples/hello/requirements.txt
 
 build: $(BINARY)
 $(BINARY): $(SWIFT_SOURCES)
-	env -u PKG_CONFIG_PATH swift build -c release
+	env -u PKG_CONFIG_PATH swift build -c release $(SWIFT_RELEASE_FLAGS)
 
 unit:
 	env -u PKG_CONFIG_PATH swift test

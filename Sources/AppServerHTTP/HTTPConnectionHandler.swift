@@ -24,6 +24,54 @@ final class RequestStartObserver: ChannelInboundHandler, RemovableChannelHandler
     }
 }
 
+/// What the server needs from a request head, read in one pass over its fields, or the status that
+/// refuses it (414, 431, 501).
+struct RequestHeadFacts {
+    var contentLength: Int64?
+    var chunked = false
+    var expectsContinue = false
+    var keepAlive: Bool
+
+    enum Outcome { case accept(RequestHeadFacts), refuse(HTTPResponseStatus) }
+
+    static func read(_ head: HTTPRequestHead, limits: HTTPLimits) -> Outcome {
+        if limits.requestLine > 0 && head.method.rawValue.utf8.count + head.uri.utf8.count + 10 > limits.requestLine {
+            return .refuse(.uriTooLong)
+        }
+        if limits.requestFields > 0 && head.headers.count > limits.requestFields {
+            return .refuse(.requestHeaderFieldsTooLarge)
+        }
+        // HTTP/1.1 keeps the connection unless told to close; 1.0 closes unless told to keep it.
+        var facts = RequestHeadFacts(keepAlive: head.version.major == 1 && head.version.minor >= 1)
+        var lastTransferCoding: Substring?
+        for (name, value) in head.headers {
+            let nameLength = name.utf8.count
+            if limits.requestFieldSize > 0 && nameLength + value.utf8.count + 2 > limits.requestFieldSize {
+                return .refuse(.requestHeaderFieldsTooLarge)
+            }
+            switch nameLength {
+            case 6 where name.lowercased() == "expect":
+                facts.expectsContinue = value.lowercased() == "100-continue" && head.version.minor >= 1
+            case 10 where name.lowercased() == "connection":
+                for token in value.lowercased().split(separator: ",") {
+                    let token = token.trimmingCharacters(in: " \t")
+                    if token == "close" { facts.keepAlive = false } else if token == "keep-alive" { facts.keepAlive = true }
+                }
+            case 14 where name.lowercased() == "content-length":
+                facts.contentLength = Int64(value)
+            case 17 where name.lowercased() == "transfer-encoding":
+                facts.chunked = true
+                lastTransferCoding = value.lowercased().split(separator: ",").last?.trimmingCharacters(in: " \t")
+            default:
+                break
+            }
+        }
+        // The parser has refused a body with both Content-Length and Transfer-Encoding already.
+        if facts.chunked && lastTransferCoding != "chunked" { return .refuse(.notImplemented) }
+        return .accept(facts)
+    }
+}
+
 /// One HTTP/1.1 connection: keep-alive, pipelining (requests queue while one is answered), body
 /// backpressure, limits, timeouts and draining. Protocol decisions only; the bytes of a response are
 /// made by `ResponseWriter` on the app's thread.
@@ -57,6 +105,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var headStarted = false
     private var closeAfterResponse = false
     private var requestCount = 0
+    /// The peer's and our address, read once per connection (NIO takes a lock for each read).
+    private var addresses: (remote: SocketAddress?, local: SocketAddress?)?
     private var bodyReceived: Int64 = 0
     /// A small body is read whole before the app is called, so the app never waits for it.
     private var dispatchAtEnd = false
@@ -160,61 +210,44 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         requestCount += 1
         bodyReceived = 0
         if !server.requestStarted() { closeAfterResponse = true }
-        if let status = violatedLimit(head) {
+        let facts: RequestHeadFacts
+        switch RequestHeadFacts.read(head, limits: limits) {
+        case .accept(let read): facts = read
+        case .refuse(let status):
             writeErrorAndClose(status)
             return
         }
-        let contentLength = head.headers.first(name: "content-length").flatMap { Int64($0) }
-        let chunked = head.headers.contains(name: "transfer-encoding")
-        if limits.requestBody > 0, let contentLength, contentLength > limits.requestBody {
+        if limits.requestBody > 0, let contentLength = facts.contentLength, contentLength > limits.requestBody {
             writeErrorAndClose(.payloadTooLarge)
             return
         }
-        let hasBody = chunked || (contentLength ?? 0) > 0
+        let hasBody = facts.chunked || (facts.contentLength ?? 0) > 0
         let channel = context.channel
-        let info = RequestInfo(head: head, keepAlive: head.isKeepAlive && !closeAfterResponse, hasBody: hasBody,
-                               contentLength: contentLength, remoteAddress: channel.remoteAddress, localAddress: channel.localAddress)
+        if addresses == nil { addresses = (channel.remoteAddress, channel.localAddress) }
+        let info = RequestInfo(head: head, keepAlive: facts.keepAlive && !closeAfterResponse, hasBody: hasBody,
+                               contentLength: facts.contentLength, remoteAddress: addresses?.remote, localAddress: addresses?.local)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         let body: RequestBodyStream
-        let expectsContinue = hasBody && head.version.minor >= 1 && head.headers.first(name: "expect")?.lowercased() == "100-continue"
+        let expectsContinue = hasBody && facts.expectsContinue
         if hasBody {
             body = RequestBodyStream(
                 highWater: limits.bodyHighWater, lowWater: limits.bodyLowWater, expectsContinue: expectsContinue,
                 resume: { eventLoop.execute { loopBound.value.resumeBodyReading() } },
                 sendContinue: { eventLoop.execute { loopBound.value.writeContinue() } })
         } else {
-            body = .empty()
+            body = .empty
         }
         let exchange = HTTPExchange(request: info, body: body, limits: limits, eventLoop: eventLoop, connection: loopBound,
                                     allocator: channel.allocator, drainFlag: server.drainFlag)
         // `requestDone` turns true with the request's `.end` part (also for a request without body),
         // so that only the parts of a *next* request count as pipelined.
         state = .active(exchange, requestDone: false, responseDone: false)
-        if hasBody && !chunked && !expectsContinue && (contentLength ?? 0) <= Int64(limits.bodyHighWater) {
+        if hasBody && !facts.chunked && !expectsContinue && (facts.contentLength ?? 0) <= Int64(limits.bodyHighWater) {
             dispatchAtEnd = true
         } else {
             server.application.handle(exchange)
         }
-    }
-
-    private func violatedLimit(_ head: HTTPRequestHead) -> HTTPResponseStatus? {
-        if limits.requestLine > 0 && head.method.rawValue.utf8.count + head.uri.utf8.count + 10 > limits.requestLine {
-            return .uriTooLong
-        }
-        if limits.requestFields > 0 && head.headers.count > limits.requestFields {
-            return .requestHeaderFieldsTooLarge
-        }
-        if limits.requestFieldSize > 0 {
-            for (name, value) in head.headers where name.utf8.count + value.utf8.count + 2 > limits.requestFieldSize {
-                return .requestHeaderFieldsTooLarge
-            }
-        }
-        let te = head.headers[canonicalForm: "transfer-encoding"]
-        if !te.isEmpty && (te.last?.lowercased() != "chunked") {
-            return .notImplemented
-        }
-        return nil
     }
 
     // MARK: backpressure on reads
@@ -248,12 +281,19 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     func writeResponse(_ output: ResponseOutput, size: Int, end: Bool, close: Bool, for exchange: HTTPExchange) {
         guard case .active(let current, let requestDone, false) = state, current === exchange else {
             if case .file(let fd, _, _, _, _) = output { Glibc.close(fd) }
-            exchange.didWrite(size)
+            if !end { exchange.didWrite(size) }
             return
         }
-        // One promise, on the last piece, gives the bytes back to the exchange's output budget.
-        let promise = context.eventLoop.makePromise(of: Void.self)
-        promise.futureResult.whenComplete { _ in exchange.didWrite(size) }
+        // One promise, on the last piece, gives the bytes back to the exchange's output budget. The
+        // end of a response needs none: nobody waits on the exchange after it.
+        let promise: EventLoopPromise<Void>?
+        if end {
+            promise = nil
+        } else {
+            let accounting = context.eventLoop.makePromise(of: Void.self)
+            accounting.futureResult.whenComplete { _ in exchange.didWrite(size) }
+            promise = accounting
+        }
         switch output {
         case .buffer(let buffer):
             context.write(wrapOutboundOut(buffer), promise: promise)
@@ -267,7 +307,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 context.write(NIOAny(IOData.fileRegion(region)), promise: filePromise)
                 context.write(wrapOutboundOut(trailer), promise: promise)
             } else {
-                filePromise.futureResult.cascade(to: promise)
+                if let promise { filePromise.futureResult.cascade(to: promise) }
                 context.write(NIOAny(IOData.fileRegion(region)), promise: filePromise)
             }
         }
@@ -278,6 +318,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         if requestDone {
             state = .active(exchange, requestDone: true, responseDone: true)
             finishExchange()
+        } else if !exchange.request.hasBody {
+            // Answered before the request's `.end` part was read (the app ran on the I/O thread):
+            // that part comes next and finishes the exchange.
+            state = .active(exchange, requestDone: false, responseDone: true)
         } else if closeAfterResponse || exchange.request.headers.contains(name: "expect")
                     || exchange.request.contentLength.map({ $0 > Int64(limits.maxBodyDiscard) }) ?? false {
             self.close()

@@ -5,23 +5,24 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 
-/// What the app sees of a request head, fixed when the head has been read.
-public struct RequestInfo: Sendable {
-    public var head: HTTPRequestHead
+/// What the app sees of a request head, fixed when the head has been read. A class: it is handed
+/// around several times per request, and one reference is cheaper than copying its fields.
+public final class RequestInfo: @unchecked Sendable {
+    public let head: HTTPRequestHead
     public var method: String { head.method.rawValue }
     public var uri: String { head.uri }
     public var version: HTTPVersion { head.version }
     public var headers: HTTPHeaders { head.headers }
     /// The client allows another request on this connection after this one.
-    public var keepAlive: Bool
-    public var isHead: Bool
-    public var hasBody: Bool
-    public var contentLength: Int64?
-    public var remoteAddress: SocketAddress?
-    public var localAddress: SocketAddress?
-    /// When the head was complete, for the access log's request time.
-    public var started: Monotonic
-    public var startedWallClock: timespec
+    public let keepAlive: Bool
+    public let isHead: Bool
+    public let hasBody: Bool
+    public let contentLength: Int64?
+    public let remoteAddress: SocketAddress?
+    public let localAddress: SocketAddress?
+    /// When the head was complete, for the access log's request time (set once, before sharing).
+    public internal(set) var started: Monotonic
+    public let startedWallClock: timespec
 
     public init(head: HTTPRequestHead, keepAlive: Bool, hasBody: Bool, contentLength: Int64?,
                 remoteAddress: SocketAddress?, localAddress: SocketAddress?) {
@@ -56,7 +57,9 @@ public final class HTTPExchange: @unchecked Sendable {
     let connection: NIOLoopBound<HTTPConnectionHandler>
     private let drainFlag: ServerDrainFlag
 
-    private let output = Monitor()
+    /// Guards `pendingBytes` and `aborted`; shared with other exchanges (see `Monitor.striped`), so
+    /// that a request costs no mutex and condition set-up of its own.
+    private let output: Monitor
     private var pendingBytes = 0      // guarded by `output`
     private var aborted = false       // guarded by `output`
 
@@ -69,6 +72,7 @@ public final class HTTPExchange: @unchecked Sendable {
         self.connection = connection
         self.allocator = allocator
         self.drainFlag = drainFlag
+        self.output = Monitor.striped(for: ObjectIdentifier(connection.value))
     }
 
     /// The server is stopping or recycling this worker: the response should close the connection.
@@ -81,10 +85,17 @@ public final class HTTPExchange: @unchecked Sendable {
     /// `waitUntilDrained()` (more than `responseHighWater` bytes are queued), without holding the GIL.
     public func send(_ buffer: ByteBuffer, end: Bool, close: Bool) throws(ExchangeError) -> Bool {
         let size = buffer.readableBytes
-        let mustWait = try account(size)
-        let connection = self.connection
-        eventLoop.execute {
+        let mustWait = try account(size, end: end)
+        if !end && eventLoop.inEventLoop {
+            // The app runs on the I/O thread (sync mode) and streams: write now, so the socket drains
+            // while the body is made. The end of a response is written after this event-loop tick,
+            // together with the other connections' responses (fewer, larger wake-ups under load).
             connection.value.writeResponse(.buffer(buffer), size: size, end: end, close: close, for: self)
+        } else {
+            let connection = self.connection
+            eventLoop.execute {
+                connection.value.writeResponse(.buffer(buffer), size: size, end: end, close: close, for: self)
+            }
         }
         return mustWait
     }
@@ -95,7 +106,7 @@ public final class HTTPExchange: @unchecked Sendable {
                          end: Bool, close: Bool) throws(ExchangeError) -> Bool {
         let size = Int(length) + (header?.readableBytes ?? 0) + (trailer?.readableBytes ?? 0)
         let mustWait: Bool
-        do { mustWait = try account(size) } catch {
+        do { mustWait = try account(size, end: end) } catch {
             Glibc.close(fd)
             throw error
         }
@@ -124,9 +135,10 @@ public final class HTTPExchange: @unchecked Sendable {
         eventLoop.execute { connection.value.closeAfterFailure(self) }
     }
 
-    private func account(_ size: Int) throws(ExchangeError) -> Bool {
+    private func account(_ size: Int, end: Bool) throws(ExchangeError) -> Bool {
         try output.withLock { () throws(ExchangeError) -> Bool in
             if aborted { throw .disconnected }
+            if end { return false }   // the end of a response is not waited on (nor given back)
             pendingBytes += size
             return pendingBytes > limits.responseHighWater
         }

@@ -41,6 +41,14 @@ public final class Monitor: @unchecked Sendable {
         return pthread_cond_timedwait(condition, mutex, &ts) != ETIMEDOUT
     }
 
+    private static let stripes: [Monitor] = (0..<64).map { _ in Monitor() }
+
+    /// One of a fixed set of monitors, picked by `key`: for short-lived objects whose waits are rare.
+    /// Waiters must re-check their condition after waking (another object's broadcast may wake them).
+    public static func striped(for key: ObjectIdentifier) -> Monitor {
+        stripes[(key.hashValue >> 4) & 63]
+    }
+
     func unlockForCallout() { pthread_mutex_unlock(mutex) }
     func lockAfterCallout() { pthread_mutex_lock(mutex) }
 

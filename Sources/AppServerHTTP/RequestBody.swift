@@ -37,12 +37,12 @@ public final class RequestBodyStream: @unchecked Sendable {
         self.sendContinue = expectsContinue ? sendContinue : nil
     }
 
-    /// An empty body that is already complete.
-    public static func empty() -> RequestBodyStream {
+    /// The body of every request without one: complete and empty (and so never changed).
+    public static let empty: RequestBodyStream = {
         let stream = RequestBodyStream(highWater: 1, lowWater: 0, expectsContinue: false, resume: {}, sendContinue: {})
         stream.finished = true
         return stream
-    }
+    }()
 
     // MARK: I/O thread side
 

@@ -9,7 +9,7 @@ import Testing
         headers.add(name: "User-Agent", value: "curl/8")
         headers.add(name: "Authorization", value: "Basic dXNlcjpwYXNz")   // user:pass
         headers.add(name: "X-Trace", value: "t-1")
-        var info = RequestInfo(head: HTTPRequestHead(version: .http1_1, method: .POST, uri: "/path?q=1", headers: headers),
+        let info = RequestInfo(head: HTTPRequestHead(version: .http1_1, method: .POST, uri: "/path?q=1", headers: headers),
                                keepAlive: true, hasBody: false, contentLength: nil,
                                remoteAddress: try SocketAddress(ipAddress: "10.1.2.3", port: 5555), localAddress: nil)
         info.started = Monotonic(nanoseconds: 1_000_000_000)
