@@ -5,6 +5,7 @@ import subprocess
 import threading
 import time
 
+import pytest
 import requests
 
 from conftest import APPS, BINARY, VENV, Server, free_port, wait_until
@@ -20,8 +21,10 @@ def test_killed_worker_is_replaced(serve):
     assert "was sent SIGKILL" in server.log()
 
 
-def test_hung_request_gets_its_worker_replaced_after_timeout(serve):
-    server = serve("plain:app", "--timeout", "2", "--threads", "2")
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_hung_request_gets_its_worker_replaced_after_timeout(serve, threads):
+    # threads=1 runs the request on the I/O thread (sync mode), threads=2 on an app thread.
+    server = serve("plain:app", "--timeout", "2", "--threads", threads)
     hung = server.workers()[0]
     try:
         requests.get(server.url + "/hang", timeout=15)
