@@ -224,7 +224,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let hasBody = facts.chunked || (facts.contentLength ?? 0) > 0
         let channel = context.channel
         if addresses == nil { addresses = (channel.remoteAddress, channel.localAddress) }
-        let info = RequestInfo(head: head, keepAlive: facts.keepAlive && !closeAfterResponse, hasBody: hasBody,
+        // `--keep-alive 0` turns keep-alive off: every response closes its connection.
+        let keepAlive = facts.keepAlive && !closeAfterResponse && limits.keepAlive > 0
+        let info = RequestInfo(head: head, keepAlive: keepAlive, hasBody: hasBody,
                                contentLength: facts.contentLength, remoteAddress: addresses?.remote, localAddress: addresses?.local)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
@@ -329,6 +331,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             // Read the rest of the body the app did not want, so that the next request can follow.
             exchange.body.fail(.disconnected)
             state = .discarding(exchange, discarded: 0)
+            armTimer(seconds: limits.headerTimeout)   // a client that stops sending is not waited on forever
             bodyPaused = false
             resumeReadingIfPending()
         }
@@ -424,6 +427,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func timerFired() {
+        if case .discarding = state {
+            close()
+            return
+        }
         guard isIdle else { return }
         if headStarted {
             writeErrorAndClose(.requestTimeout)   // the head did not arrive in time

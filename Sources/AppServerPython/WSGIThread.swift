@@ -224,6 +224,9 @@ final class WSGIThread: @unchecked Sendable {
     /// has too much queued, the iteration moves to an app thread (returns true; it then owns the
     /// iterator and `result`).
     private func iterate(_ iterator: PyObjectPointer, _ request: ActiveRequest, result: PyObjectPointer) -> Bool {
+        // The first chunk is held back until the second one shows up: a body of one chunk (most
+        // framework responses) then goes out whole, with a Content-Length, in one write.
+        var held: ByteBuffer?
         while let item = PyIter_Next(iterator) {
             defer { Py_DecRef(item) }
             var length = 0
@@ -237,10 +240,22 @@ final class WSGIThread: @unchecked Sendable {
                 failNoStartResponse(request)
                 return false
             }
-            var buffer = request.writer.headSent
-                ? request.exchange.allocator.buffer(capacity: length + 16)
-                : request.writer.finishHead(knownLength: nil)
-            request.writer.appendBody(UnsafeRawBufferPointer(start: bytes, count: length), to: &buffer)
+            let chunk = UnsafeRawBufferPointer(start: bytes, count: length)
+            if !request.writer.headSent && held == nil {
+                var copy = request.exchange.allocator.buffer(capacity: length)
+                copy.writeBytes(chunk)
+                held = copy
+                continue
+            }
+            var buffer: ByteBuffer
+            if var first = held {
+                held = nil
+                buffer = request.writer.finishHead(knownLength: nil)
+                first.withUnsafeReadableBytes { _ = request.writer.appendBody($0, to: &buffer) }
+            } else {
+                buffer = request.exchange.allocator.buffer(capacity: length + 16)
+            }
+            request.writer.appendBody(chunk, to: &buffer)
             switch emit(request, buffer, end: false) {
             case .sent: continue
             case .disconnected: return false
@@ -253,6 +268,13 @@ final class WSGIThread: @unchecked Sendable {
         }
         if PyErr_Occurred() != nil {
             fail(request)
+            return false
+        }
+        if let first = held {
+            var buffer = request.writer.finishHead(knownLength: Int64(first.readableBytes))
+            first.withUnsafeReadableBytes { _ = request.writer.appendBody($0, to: &buffer) }
+            request.writer.finishBody(into: &buffer)
+            emit(request, buffer, end: true)
             return false
         }
         finishResponse(request)
@@ -319,7 +341,16 @@ final class WSGIThread: @unchecked Sendable {
         if request.disconnected { return .disconnected }
         if end { request.ended = true }
         do {
-            if try request.exchange.send(buffer, end: end, close: request.writer.closeConnection), !end {
+            let mustWait: Bool
+            if isInline && !end {
+                // On the I/O thread a chunk is written at once (a socket write): without the GIL.
+                let state = PyEval_SaveThread()
+                defer { PyEval_RestoreThread(state) }
+                mustWait = try request.exchange.send(buffer, end: end, close: request.writer.closeConnection)
+            } else {
+                mustWait = try request.exchange.send(buffer, end: end, close: request.writer.closeConnection)
+            }
+            if mustWait && !end {
                 if isInline { return .mustWait }
                 try waitForDrain(request)
             }

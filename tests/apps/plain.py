@@ -77,7 +77,7 @@ def app(environ, start_response):
         raise ValueError("boom from the app")
     if path == "/error-after-start":
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return ClosingBody([b"partial"], fail=True)
+        return ClosingBody([b"partial", b" and more"], fail=True)
     if path == "/exc-info":
         start_response("200 OK", [("Content-Type", "text/plain")])
         try:
@@ -102,6 +102,9 @@ def app(environ, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (bytes([65 + i % 26]) * 65536 for i in range(16))
+    if path == "/one-chunk":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (chunk for chunk in [b"", b"only chunk"])
     if path == "/closing":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return ClosingBody([b"a", b"b", b"c"])

@@ -83,6 +83,13 @@ def test_chunked_response_for_a_generator(serve):
     assert r.content[:1] == b"A" and r.content[-1:] == b"P"
 
 
+def test_single_chunk_generator_gets_a_content_length(serve):
+    server = serve("plain:app")
+    r = requests.get(server.url + "/one-chunk")
+    assert r.content == b"only chunk"
+    assert r.headers["Content-Length"] == "10" and "Transfer-Encoding" not in r.headers
+
+
 def test_head_has_headers_but_no_body(serve):
     server = serve("plain:app")
     data = raw_request(server.port, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -236,3 +243,21 @@ def test_many_concurrent_connections(serve):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_keep_alive_zero_closes_every_connection(serve):
+    server = serve("plain:app", "--keep-alive", "0")
+    data = raw_request(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in data and data.endswith(b"Hello, World!")
+
+
+def test_unread_body_of_a_stalled_client_does_not_hold_the_connection_forever(serve):
+    server = serve("plain:app", "--header-timeout", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        # The app answers without reading; the client then sends nothing more of its 1 MB body.
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        f = s.makefile("rb")
+        assert read_response(f)[2] == b"Hello, World!"
+        started = time.monotonic()
+        assert f.read() == b""
+        assert time.monotonic() - started < 5
