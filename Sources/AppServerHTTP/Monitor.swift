@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 
 /// A mutex with one condition variable: what a Python thread waits on (with the GIL released) while the
 /// I/O thread fills a request body or drains a response. `Synchronization.Mutex` has no condition.
@@ -47,6 +48,13 @@ public final class Monitor: @unchecked Sendable {
     /// Waiters must re-check their condition after waking (another object's broadcast may wake them).
     public static func striped(for key: ObjectIdentifier) -> Monitor {
         stripes[(key.hashValue >> 4) & 63]
+    }
+
+    private static let nextStripe = Atomic<Int>(0)
+
+    /// The next of the shared monitors, round robin.
+    public static func nextStriped() -> Monitor {
+        stripes[nextStripe.add(1, ordering: .relaxed).newValue & 63]
     }
 
     func unlockForCallout() { pthread_mutex_unlock(mutex) }

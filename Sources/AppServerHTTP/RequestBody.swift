@@ -13,7 +13,8 @@ public enum RequestBodyError: Error, Equatable, Sendable {
 /// stops reading from the socket while `highWater` bytes wait, and resumes once the app has read the
 /// buffer down to `lowWater`. Nothing here ever holds more than about `highWater` plus one read.
 public final class RequestBodyStream: @unchecked Sendable {
-    private let monitor = Monitor()
+    /// Shared with other streams (`Monitor.striped`): a request costs no mutex set-up of its own.
+    private let monitor: Monitor
     // All guarded by `monitor`.
     private var chunks = CircularBuffer<ByteBuffer>(initialCapacity: 4)
     private var buffered = 0
@@ -35,6 +36,7 @@ public final class RequestBodyStream: @unchecked Sendable {
         self.lowWater = lowWater
         self.resume = resume
         self.sendContinue = expectsContinue ? sendContinue : nil
+        self.monitor = Monitor.nextStriped()
     }
 
     /// The body of every request without one: complete and empty (and so never changed).
@@ -74,6 +76,9 @@ public final class RequestBodyStream: @unchecked Sendable {
     }
 
     public var isFinished: Bool { monitor.withLock { finished } }
+
+    /// The whole body is here (or it failed): reading cannot wait.
+    public var isComplete: Bool { monitor.withLock { finished || failure != nil } }
 
     // MARK: app thread side (call without the GIL)
 

@@ -112,8 +112,13 @@ extension WSGIThread {
         let allocator = request.exchange.allocator
         let timeout = host.bodyTimeout
         let max: Int? = size < 0 ? nil : size
-        busyWaiting(true)
-        let state = PyEval_SaveThread()
+        // Waiting for the client happens without the GIL; a body that is all here needs no wait.
+        let mayWait = !body.isComplete
+        var state: UnsafeMutablePointer<PyThreadState>?
+        if mayWait {
+            busyWaiting(true)
+            state = PyEval_SaveThread()
+        }
         let result: Result<ByteBuffer, RequestBodyError>
         do {
             let buffer = line ? try body.readLine(max: max, timeout: timeout, allocator: allocator)
@@ -122,8 +127,10 @@ extension WSGIThread {
         } catch {
             result = .failure(error)
         }
-        PyEval_RestoreThread(state)
-        busyWaiting(false)
+        if mayWait {
+            PyEval_RestoreThread(state)
+            busyWaiting(false)
+        }
         switch result {
         case .success(let buffer):
             return buffer.withUnsafeReadableBytes { bytes in
