@@ -56,9 +56,7 @@ enum Listeners {
             guard fd >= 0 else { throw .bind(address.description, String(cString: strerror(errno))) }
             var one: CInt = 1
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<CInt>.size))
-            if first.pointee.ai_family == AF_INET6 {
-                setsockopt(fd, CInt(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<CInt>.size))
-            }
+            // `[::]` keeps the kernel's default (dual-stack on Debian), as Gunicorn does.
             guard Glibc.bind(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0, listen(fd, CInt(backlog)) == 0 else {
                 let reason = String(cString: strerror(errno))
                 close(fd)

@@ -261,3 +261,16 @@ def test_unread_body_of_a_stalled_client_does_not_hold_the_connection_forever(se
         started = time.monotonic()
         assert f.read() == b""
         assert time.monotonic() - started < 5
+
+
+def test_client_gone_mid_upload_leaves_the_worker_serving(serve):
+    server = serve("plain:app")
+    pid = server.workers()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 500_000)
+            time.sleep(0.2)
+        # The app's read raises ClientDisconnected; the next request is served as usual.
+        assert requests.get(server.url + "/", timeout=5).content == b"Hello, World!"
+    assert server.workers() == pid
+    assert "Error handling request" not in server.log()
