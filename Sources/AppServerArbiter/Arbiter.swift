@@ -196,6 +196,8 @@ public final class Arbiter {
     }
 
     private func bootFailed(_ worker: Worker, code: Int32) {
+        // A worker of a generation already given up (a failed reload) or being replaced: nothing to do.
+        if worker.generation != generation { return }
         if let previous, worker.generation == generation, workers.values.contains(where: { $0.generation == previous.generation }) {
             logger.error("reload failed: the new app did not boot (see above); the running workers keep serving")
             for other in workers.values where other.generation == generation { kill(other.pid, SIGKILL) }

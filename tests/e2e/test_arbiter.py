@@ -143,3 +143,19 @@ def test_pidfile_written_and_removed(serve, tmp_path):
     assert pidfile.read_text().strip() == str(server.pid)
     server.stop()
     assert not pidfile.exists()
+
+
+def test_hup_into_a_broken_app_keeps_the_old_workers(serve, tmp_path):
+    app_file = tmp_path / "swappable.py"
+    app_file.write_text((APPS / "plain.py").read_text())
+    server = serve("swappable:app", "--workers", "2", "--chdir", str(tmp_path), cwd=tmp_path, workers=2)
+    before = set(server.workers())
+    app_file.write_text("raise RuntimeError('the new release is broken')\n")
+    server.signal(signal.SIGHUP)
+    wait_until(lambda: "reload failed" in server.log(), timeout=20, message="the failed reload to be logged")
+    assert "RuntimeError: the new release is broken" in server.log()
+    time.sleep(0.5)
+    assert set(server.workers()) == before, "the old workers keep serving"
+    for _ in range(10):
+        assert requests.get(server.url + "/").content == b"Hello, World!"
+    assert server.proc.poll() is None
