@@ -39,6 +39,12 @@ public final class Arbiter {
     private var stopping: (mode: Stop, deadline: Double)?
     private var exitStatus: Int32 = 0
     private var nextSpawnAllowed = 0.0
+    private let notifier = ServiceNotifier()
+    private var lastStartExtension = 0.0
+    /// Requests served by workers that have exited (the live ones count in their slots).
+    private var requestsOfExitedWorkers: Int64 = 0
+    /// The last thing that went wrong, for systemd's status line.
+    private var lastError: String?
 
     public init(config: ServerConfig, logger: Logger, errorLog: LogFile, accessLog: LogFile?,
                 reloadConfig: @escaping () throws -> ServerConfig) {
@@ -69,6 +75,7 @@ public final class Arbiter {
             }
             murderWorkers()
             manageWorkers()
+            reportToSystemd()
         }
         shutdown()
         return exitStatus
@@ -101,6 +108,7 @@ public final class Arbiter {
         if let stopping, stopping.mode == .fast || mode == .graceful { return }
         let grace = mode == .graceful ? Double(config.gracefulTimeout) : 2
         stopping = (mode, MonotonicClock.seconds() + grace)
+        notifier.stopping()
         // New connections wait in the backlog of sockets we still hold; workers stop accepting first.
         killAll(mode == .graceful ? SIGTERM : SIGINT)
     }
@@ -108,8 +116,46 @@ public final class Arbiter {
     // MARK: signals
 
     private func sleepUntilSignal() {
-        let timeout: Int32 = stopping == nil ? 1000 : 100
+        var timeout: Int32 = stopping == nil ? 1000 : 100
+        if let interval = notifier.watchdogInterval {
+            // Wake often enough to ping the watchdog on time (it is due every `interval` seconds).
+            timeout = min(timeout, Int32(max(10, interval * 1000 / 4)))
+        }
         signals.wait(milliseconds: timeout)
+    }
+
+    // MARK: systemd
+
+    /// READY=1 once the current generation's workers have all booted (again after a reload), a
+    /// status line, more start-up time while the app imports, and the watchdog ping, sent only while
+    /// this loop runs and some worker is alive and heartbeating within `--timeout`.
+    private func reportToSystemd() {
+        let now = MonotonicClock.seconds()
+        let current = workers.values.filter { $0.generation == generation && !$0.retiring }
+        let booted = current.filter(\.booted).count
+        if !notifier.isReady {
+            if booted >= workerCount && previous == nil {
+                notifier.ready(status: statusLine(booted: booted))
+                logger.info("ready: \(booted) workers booted")
+            } else if now - lastStartExtension >= 1 {
+                lastStartExtension = now
+                notifier.extendStartTimeout(seconds: 10)
+            }
+        } else {
+            notifier.status(statusLine(booted: booted))
+        }
+        let limit = config.timeout > 0 ? Double(config.timeout) : .infinity
+        let healthy = workers.values.contains { worker in
+            worker.booted && worker.abortedAt == nil && now - Double(worker.slot.heartbeat.load(ordering: .relaxed)) / 1e9 <= limit
+        }
+        notifier.watchdog(now: now, healthy: healthy)
+    }
+
+    private func statusLine(booted: Int) -> String {
+        let served = requestsOfExitedWorkers + workers.values.reduce(0) { $0 + $1.slot.requests.load(ordering: .relaxed) }
+        var line = "\(booted) workers serving, generation \(generation), \(served) requests served"
+        if let lastError { line += "; last error: \(lastError)" }
+        return line
     }
 
     private func handle(_ signal: CInt) {
@@ -152,9 +198,11 @@ public final class Arbiter {
             fresh = try reloadConfig()
         } catch {
             logger.error("reload failed, keeping the running workers: \(error)")
+            lastError = "reload failed: \(error)"
             return
         }
         if fresh.bind != config.bind { logger.warning("reload: a new bind takes effect only on restart") }
+        notifier.reloading()
         previous = (generation, config)
         var kept = fresh
         kept.bind = config.bind
@@ -174,6 +222,7 @@ public final class Arbiter {
             let pid = waitpid(-1, &status, WNOHANG)
             if pid <= 0 { return }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
+            requestsOfExitedWorkers += worker.slot.requests.load(ordering: .relaxed)
             let exited = (status & 0x7f) == 0
             let code = (status >> 8) & 0xff
             let signal = status & 0x7f
@@ -184,6 +233,7 @@ public final class Arbiter {
             if !exited {
                 if worker.abortedAt == nil && !worker.retiring && stopping == nil {
                     logger.error("Worker (pid:\(pid)) was sent \(signalName(signal).uppercased() == "KILL" ? "SIGKILL! Perhaps out of memory?" : "SIG\(signalName(signal).uppercased())")")
+                    lastError = "worker \(pid) died of SIG\(signalName(signal).uppercased())"
                 }
             } else if code != 0 {
                 logger.error("Worker (pid:\(pid)) exited with code \(code)")
@@ -200,6 +250,7 @@ public final class Arbiter {
         if worker.generation != generation { return }
         if let previous, worker.generation == generation, workers.values.contains(where: { $0.generation == previous.generation }) {
             logger.error("reload failed: the new app did not boot (see above); the running workers keep serving")
+            lastError = "reload failed: the new app did not boot (exit status \(code))"
             for other in workers.values where other.generation == generation { kill(other.pid, SIGKILL) }
             generation = previous.generation
             config = previous.config
@@ -225,6 +276,7 @@ public final class Arbiter {
             let silent = now - Double(worker.slot.heartbeat.load(ordering: .relaxed)) / 1e9
             if silent > Double(config.timeout) {
                 logger.critical("WORKER TIMEOUT (pid:\(pid))")
+                lastError = "worker \(pid) timed out"
                 workers[pid]?.abortedAt = now
                 kill(pid, SIGABRT)
             }

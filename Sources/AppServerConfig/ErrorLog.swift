@@ -11,8 +11,22 @@ public final class LogFile: Sendable {
     /// `-` is stderr (or stdout for `stdout: true`).
     public init(path: String, stdout: Bool = false) throws(ConfigError) {
         self.path = path
-        self.fd = Mutex(try Self.open(path, stdout: stdout))
+        let descriptor = try Self.open(path, stdout: stdout)
+        self.fd = Mutex(descriptor)
         self.stdout = stdout
+        self.isJournal = path == "-" && Self.isJournalStream(descriptor)
+    }
+
+    /// The descriptor is systemd's journal stream (JOURNAL_STREAM names its device and inode): lines
+    /// then start with a syslog priority, `<3>`, which the journal reads and removes.
+    public let isJournal: Bool
+
+    static func isJournalStream(_ fd: Int32) -> Bool {
+        guard let value = getenv("JOURNAL_STREAM") else { return false }
+        let parts = String(cString: value).split(separator: ":")
+        var info = stat()
+        guard parts.count == 2, fstat(fd, &info) == 0 else { return false }
+        return UInt64(parts[0]) == UInt64(info.st_dev) && UInt64(parts[1]) == UInt64(info.st_ino)
     }
 
     private let stdout: Bool
@@ -74,7 +88,26 @@ public struct ErrorLogHandler: LogHandler {
         if !merged.isEmpty {
             text += " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         }
-        file.write("[\(Self.timestamp())] [\(getpid())] [\(Self.name(event.level))] \(text)")
+        if file.isJournal {
+            // The journal stamps the time itself; every line carries the priority (tracebacks too).
+            let priority = "<\(Self.syslogPriority(event.level))>"
+            var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            let first = lines.isEmpty ? "" : lines.removeFirst()
+            file.write(([priority + "[\(getpid())] [\(Self.name(event.level))] " + first] + lines.map { priority + $0 }).joined(separator: "\n"))
+        } else {
+            file.write("[\(Self.timestamp())] [\(getpid())] [\(Self.name(event.level))] \(text)")
+        }
+    }
+
+    static func syslogPriority(_ level: Logger.Level) -> Int {
+        switch level {
+        case .trace, .debug: return 7
+        case .info: return 6
+        case .notice: return 5
+        case .warning: return 4
+        case .error: return 3
+        case .critical: return 2
+        }
     }
 
     static func name(_ level: Logger.Level) -> String {

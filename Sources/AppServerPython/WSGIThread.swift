@@ -437,7 +437,8 @@ final class WSGIThread: @unchecked Sendable {
         let record = AccessLogRecord(request: request.exchange.request, status: request.writer.statusCode,
                                      responseBytes: request.writer.bodyBytesSent, responseHeaders: request.logHeaders,
                                      finished: .now())
-        log.file.write(log.formatter.format(record))
+        let line = log.formatter.format(record)
+        log.file.write(log.file.isJournal ? "<6>" + line : line)
     }
 }
 

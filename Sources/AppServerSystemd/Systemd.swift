@@ -34,3 +34,52 @@ public enum Systemd {
     /// Whether a service manager listens for notifications.
     public static var isNotifying: Bool { getenv("NOTIFY_SOCKET") != nil }
 }
+
+/// What the arbiter tells systemd (sd_notify): readiness, a status line, reloads, stopping, and
+/// watchdog pings that are sent only while the server is healthy. Does nothing outside systemd.
+public final class ServiceNotifier {
+    /// Half of `WATCHDOG_USEC`, in seconds, when systemd runs a watchdog for this process.
+    public let watchdogInterval: Double?
+    private var lastStatus = ""
+    private var lastWatchdog = 0.0
+    public private(set) var isReady = false
+
+    public init() {
+        var usec: UInt64 = 0
+        watchdogInterval = sd_watchdog_enabled(0, &usec) > 0 && usec > 0 ? Double(usec) / 2e6 : nil
+    }
+
+    public func ready(status: String) {
+        isReady = true
+        lastStatus = status
+        Systemd.notify("READY=1\nSTATUS=\(status)")
+    }
+
+    /// A new status line (sent only when it changed).
+    public func status(_ text: String) {
+        guard text != lastStatus else { return }
+        lastStatus = text
+        Systemd.notify("STATUS=\(text)")
+    }
+
+    public func reloading() {
+        isReady = false
+        Systemd.notify("RELOADING=1\nSTATUS=reloading")
+    }
+
+    public func stopping() {
+        Systemd.notify("STOPPING=1\nSTATUS=stopping")
+    }
+
+    /// While the app imports, asks systemd for more start-up time, a little at a time.
+    public func extendStartTimeout(seconds: Int) {
+        Systemd.notify("EXTEND_TIMEOUT_USEC=\(seconds * 1_000_000)")
+    }
+
+    /// Pings the watchdog when it is due and `healthy` (the loop runs and a worker is alive).
+    public func watchdog(now: Double, healthy: Bool) {
+        guard let interval = watchdogInterval, healthy, now - lastWatchdog >= interval else { return }
+        lastWatchdog = now
+        Systemd.notify("WATCHDOG=1")
+    }
+}
