@@ -5,19 +5,19 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 BINARY := .build/release/appserver
-APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd
+APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd systemd-container debootstrap
 SWIFT_SOURCES := $(shell find Sources -type f) Package.swift
 # Exclusivity is checked at compile time; the run-time checks (in SwiftNIO too) cost ~4% of a request.
 SWIFT_RELEASE_FLAGS := -Xswiftc -enforce-exclusivity=unchecked
 
-.PHONY: run test deps venv build unit e2e bench clean
+.PHONY: run test deps venv build unit e2e systemd-tests bench clean
 
 ## Serve the example app on http://127.0.0.1:8000/
 run: deps venv build
 	cd examples/hello && ../../$(BINARY) -c appserver.toml --virtualenv ../../$(VENV)
 
 ## Run every test: Swift unit tests, then end-to-end tests against the release binary.
-test: deps venv build unit e2e
+test: deps venv build unit e2e systemd-tests
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -43,6 +43,10 @@ unit:
 
 e2e: build venv
 	APPSERVER_BIN=$(CURDIR)/$(BINARY) $(PYTHON) -m pytest -q tests/e2e
+
+# The units under a real systemd 252 booted in systemd-nspawn (the Debian root is cached in rootfs-cache/).
+systemd-tests: build venv
+	APPSERVER_BIN=$(CURDIR)/$(BINARY) $(PYTHON) -m pytest -q tests/systemd
 
 bench: deps build
 	bench/run.sh

@@ -46,7 +46,7 @@ public final class HTTPServer: @unchecked Sendable {
             let channel = try ServerBootstrap(group: eventLoop)
                 .serverChannelOption(.autoRead, value: true)
                 .serverChannelOption(.maxMessagesPerRead, value: 16)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.allowRemoteHalfClosure, value: false)
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture { try self.configure(channel) }

@@ -1,11 +1,13 @@
 """HTTP/1.1 behaviour of a worker: framing, keep-alive, pipelining, bodies, limits and timeouts."""
 import hashlib
+import shutil
 import json
 import os
 import socket
 import threading
 import time
 
+import pytest
 import requests
 
 from conftest import raw_request, read_response, rss_kib, wait_until
@@ -274,3 +276,26 @@ def test_client_gone_mid_upload_leaves_the_worker_serving(serve):
         assert requests.get(server.url + "/", timeout=5).content == b"Hello, World!"
     assert server.workers() == pid
     assert "Error handling request" not in server.log()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to switch to nobody")
+def test_serves_as_an_unprivileged_user(tmp_path):
+    # Run as nobody: a socket option that needs a capability once reset every connection.
+    from conftest import APPS, BINARY, VENV, free_port, wait_until
+    import subprocess
+    port = free_port()
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", str(BINARY),
+                             "--virtualenv", VENV, "--bind", f"127.0.0.1:{port}", "plain:app"],
+                            cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def answer():
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/", timeout=2).content
+            except requests.RequestException:
+                return None
+        assert wait_until(answer, message="an answer from a server run as nobody") == b"Hello, World!"
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -1,0 +1,133 @@
+"""The units of systemd/ under a real systemd 252 (PID 1 in a systemd-nspawn container)."""
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from nspawn import ROOT, Container
+
+BINARY = Path(os.environ.get("APPSERVER_BIN", ROOT / ".build" / "release" / "appserver"))
+PORT, DEMO_PORT = 18080, 18081
+
+pytestmark = pytest.mark.skipif(shutil.which("systemd-nspawn") is None or os.geteuid() != 0,
+                                reason="needs root and systemd-nspawn (apt: systemd-container debootstrap)")
+
+MAIN_CONFIG = """app = "plain:app"
+chdir = "/mnt/share/apps"
+workers = 2
+timeout = 5
+graceful_timeout = 10
+"""
+
+DEMO_CONFIG = """app = "demo:application"
+chdir = "/mnt/share/apps"
+"""
+
+DEMO_APP = """def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"demo instance"]
+"""
+
+
+def wait_for(predicate, timeout=30.0, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def socket_drop_in(port):
+    return f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"
+
+
+@pytest.fixture(scope="module")
+def container():
+    share = Path(tempfile.mkdtemp(prefix="appserver-share-"))
+    os.chmod(share, 0o755)
+    shutil.copy(BINARY, share / "appserver")
+    shutil.copytree(ROOT / "tests" / "apps", share / "apps", ignore=shutil.ignore_patterns("__pycache__"))
+    (share / "apps" / "demo.py").write_text(DEMO_APP)
+    shutil.copytree(ROOT / "systemd", share / "units")
+    (share / "etc").mkdir()
+    (share / "etc" / "appserver.toml").write_text(MAIN_CONFIG)
+    (share / "etc" / "demo.toml").write_text(DEMO_CONFIG)
+    (share / "etc" / "port.conf").write_text(socket_drop_in(PORT))
+    (share / "etc" / "demo-port.conf").write_text(socket_drop_in(DEMO_PORT))
+    for path in share.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() or path.name == "appserver" else 0o644)
+    c = Container(share, share.parent / f"{share.name}.log")
+    script = """set -e
+install -m 755 /mnt/share/appserver /usr/bin/appserver
+cp /mnt/share/units/*.socket /mnt/share/units/*.service /etc/systemd/system/
+mkdir -p /etc/appserver /etc/systemd/system/appserver.socket.d /etc/systemd/system/appserver@demo.socket.d
+cp /mnt/share/etc/appserver.toml /mnt/share/etc/demo.toml /etc/appserver/
+cp /mnt/share/etc/port.conf /etc/systemd/system/appserver.socket.d/port.conf
+cp /mnt/share/etc/demo-port.conf /etc/systemd/system/appserver@demo.socket.d/port.conf
+systemctl daemon-reload
+"""
+    c.run("sh", "-c", script)
+    yield c
+    c.stop()
+    shutil.rmtree(share, ignore_errors=True)
+
+
+def test_socket_activation_status_and_journal(container):
+    c = container
+    c.run("systemctl", "start", "appserver.socket")
+    assert c.show("appserver.service", "ActiveState")["ActiveState"] == "inactive", "started only by a first request"
+    r = requests.get(f"http://127.0.0.1:{PORT}/environ", timeout=30)
+    assert r.status_code == 200
+    assert r.json()["SERVER_SOFTWARE"] == "appserver"
+    props = wait_for(lambda: (p := c.show("appserver.service", "MainPID", "StatusText", "NRestarts", "ActiveState"))
+                     and "workers serving" in p["StatusText"] and p, message="a status line")
+    assert int(props["MainPID"]) > 0 and props["NRestarts"] == "0" and props["ActiveState"] == "active"
+    assert props["StatusText"].startswith("2 workers serving"), props
+    assert requests.get(f"http://127.0.0.1:{PORT}/error", timeout=10).status_code == 500
+    time.sleep(0.5)
+    journal = c.run("journalctl", "-u", "appserver.service", "-o", "json", "--no-pager").stdout
+    entries = [json.loads(line) for line in journal.splitlines() if line.strip()]
+    booting = [e for e in entries if "Booting worker" in str(e.get("MESSAGE"))]
+    errors = [e for e in entries if "Error handling request /error" in str(e.get("MESSAGE"))]
+    assert booting and all(e["PRIORITY"] == "6" for e in booting), booting[:1]
+    assert errors and errors[0]["PRIORITY"] == "3", errors[:1]
+    listening = [str(e.get("MESSAGE")) for e in entries if "Listening at:" in str(e.get("MESSAGE"))]
+    assert any(f"http://127.0.0.1:{PORT}" in m and "[systemd (http)]" in m for m in listening), listening
+
+
+def test_templated_instance_serves_its_own_app(container):
+    c = container
+    c.run("systemctl", "start", "appserver@demo.socket")
+    r = requests.get(f"http://127.0.0.1:{DEMO_PORT}/", timeout=30)
+    assert r.status_code == 200 and r.content == b"demo instance"
+    props = wait_for(lambda: (p := c.show("appserver@demo.service", "ActiveState", "StatusText"))
+                     and "workers serving" in p["StatusText"] and p, message="the demo instance's status")
+    assert props["ActiveState"] == "active"
+    c.run("systemctl", "stop", "appserver@demo.service", "appserver@demo.socket")
+
+
+def test_stop_lets_a_slow_request_finish(container):
+    c = container
+    c.run("systemctl", "start", "appserver.socket")
+    requests.get(f"http://127.0.0.1:{PORT}/", timeout=30)
+    result = {}
+
+    def slow():
+        result["r"] = requests.get(f"http://127.0.0.1:{PORT}/slow?s=3", timeout=30)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(1)
+    c.run("systemctl", "stop", "appserver.service")
+    t.join()
+    assert result["r"].status_code == 200 and result["r"].content == b"slow done"
+    props = c.show("appserver.service", "ActiveState", "Result")
+    assert props["ActiveState"] == "inactive" and props["Result"] == "success", props
