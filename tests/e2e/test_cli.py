@@ -125,3 +125,31 @@ def test_sockets_from_systemd_socket_activation(tmp_path):
         proc.terminate()
         proc.wait(15)
         log.close()
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate not installed")
+def test_several_named_sockets_from_systemd(tmp_path):
+    port4, port6 = free_port(), free_port()
+    sock_path = tmp_path / "app.sock"
+    log = open(tmp_path / "log", "w")
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.Popen(
+        ["systemd-socket-activate", "-l", f"127.0.0.1:{port4}", "-l", f"[::1]:{port6}", "-l", str(sock_path),
+         "--fdname=web:web6:local", str(BINARY), "--virtualenv", VENV, "plain:app"],
+        cwd=APPS, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "Listening on" in (tmp_path / "log").read_text(), message="systemd-socket-activate to listen")
+        assert requests.get(f"http://127.0.0.1:{port4}/", timeout=20).content == b"Hello, World!"
+        assert requests.get(f"http://[::1]:{port6}/", timeout=20).content == b"Hello, World!"
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(sock_path))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert b"Hello, World!" in s.recv(1000)
+        text = (tmp_path / "log").read_text()
+        assert "[systemd (web)]" in text and "[systemd (web6)]" in text and f"unix:{sock_path} (" in text and "[systemd (local)]" in text
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()

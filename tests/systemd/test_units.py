@@ -131,3 +131,74 @@ def test_stop_lets_a_slow_request_finish(container):
     assert result["r"].status_code == 200 and result["r"].content == b"slow done"
     props = c.show("appserver.service", "ActiveState", "Result")
     assert props["ActiveState"] == "inactive" and props["Result"] == "success", props
+
+
+def test_units_verify_clean_and_security_exposure(container):
+    c = container
+    units = [f"/etc/systemd/system/{u}" for u in ("appserver.socket", "appserver.service", "appserver@.socket", "appserver@.service")]
+    verify = c.run("systemd-analyze", "verify", "--man=no", *units, check=False)
+    assert verify.returncode == 0 and verify.stdout.strip() == "" and verify.stderr.strip() == "", verify
+    security = c.run("systemd-analyze", "security", "appserver.service", "--no-pager").stdout
+    exposure = float(security.split("Overall exposure level for appserver.service:")[1].split()[0])
+    assert exposure <= 2.0, security[-1500:]
+
+
+def watchdog_drop_in(c, seconds):
+    c.run("sh", "-c", f"""mkdir -p /etc/systemd/system/appserver.service.d
+printf '[Service]\\nWatchdogSec={seconds}\\nTimeoutAbortSec=2\\n' > /etc/systemd/system/appserver.service.d/watchdog.conf
+systemctl daemon-reload""")
+
+
+def test_stuck_worker_does_not_stop_the_watchdog(container):
+    c = container
+    watchdog_drop_in(c, 3)
+    c.run("systemctl", "restart", "appserver.socket")
+    c.run("systemctl", "start", "appserver.service")
+    wait_for(lambda: "workers serving" in c.show("appserver.service", "StatusText")["StatusText"], message="ready")
+    before = c.show("appserver.service", "NRestarts", "MainPID")
+
+    def hang():
+        try:
+            requests.get(f"http://127.0.0.1:{PORT}/hang", timeout=12)
+        except requests.RequestException:
+            pass
+
+    t = threading.Thread(target=hang, daemon=True)
+    t.start()
+    time.sleep(8)   # well past WatchdogSec: the other worker is healthy, so pings go on
+    after = c.show("appserver.service", "NRestarts", "MainPID", "ActiveState")
+    assert after["ActiveState"] == "active" and after["NRestarts"] == before["NRestarts"] and after["MainPID"] == before["MainPID"], after
+    assert requests.get(f"http://127.0.0.1:{PORT}/", timeout=10).status_code == 200
+
+
+def test_stopped_arbiter_is_restarted_by_the_watchdog(container):
+    c = container
+    watchdog_drop_in(c, 3)
+    c.run("systemctl", "restart", "appserver.socket")
+    c.run("systemctl", "start", "appserver.service")
+    wait_for(lambda: "workers serving" in c.show("appserver.service", "StatusText")["StatusText"], message="ready")
+    before = c.show("appserver.service", "MainPID", "NRestarts")
+    c.run("systemctl", "kill", "--kill-who=main", "--signal=SIGSTOP", "appserver.service")
+    results = []
+
+    def ask():
+        try:
+            results.append(requests.get(f"http://127.0.0.1:{PORT}/pid", timeout=40).status_code)
+        except requests.RequestException as e:
+            results.append(repr(e))
+
+    # Connections made while the server is stuck wait on systemd's socket and get answered.
+    threads = [threading.Thread(target=ask) for _ in range(5)]
+    for t in threads:
+        t.start()
+        time.sleep(0.5)
+    after = wait_for(lambda: (p := c.show("appserver.service", "MainPID", "NRestarts", "ActiveState"))
+                     and p["NRestarts"] != before["NRestarts"] and p["ActiveState"] == "active" and p, timeout=40,
+                     message="a restart by the watchdog")
+    assert after["MainPID"] != before["MainPID"]
+    journal = c.run("journalctl", "-u", "appserver.service", "--no-pager").stdout
+    assert "Watchdog timeout" in journal and "Failed with result 'watchdog'" in journal
+    for t in threads:
+        t.join()
+    assert results == [200] * 5, results
+    c.run("sh", "-c", "rm /etc/systemd/system/appserver.service.d/watchdog.conf && systemctl daemon-reload")
