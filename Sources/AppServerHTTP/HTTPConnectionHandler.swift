@@ -103,7 +103,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// far cheaper than scheduling and cancelling a timer for every request.
     private(set) var deadline: NIODeadline?
     private var headStarted = false
+    /// Requests from now on are answered with `Connection: close` (draining, max-requests).
     private var closeAfterResponse = false
+    /// The response just sent said `Connection: close` (or could not keep the connection): close it.
+    private var closeWhenDone = false
     private var requestCount = 0
     /// The peer's and our address, read once per connection (NIO takes a lock for each read).
     private var addresses: (remote: SocketAddress?, local: SocketAddress?)?
@@ -315,7 +318,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         context.flush()
         if !end { return }
-        if close || !exchange.request.keepAlive { closeAfterResponse = true }
+        // Close only if the response said so. One that went out as keep-alive before a drain began
+        // leaves the connection open: the client may be sending its next request already, which is
+        // then answered with `Connection: close`.
+        if close || !exchange.request.keepAlive { closeWhenDone = true }
         server.requestFinished()
         if requestDone {
             state = .active(exchange, requestDone: true, responseDone: true)
@@ -324,7 +330,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             // Answered before the request's `.end` part was read (the app ran on the I/O thread):
             // that part comes next and finishes the exchange.
             state = .active(exchange, requestDone: false, responseDone: true)
-        } else if closeAfterResponse || exchange.request.headers.contains(name: "expect")
+        } else if closeWhenDone || exchange.request.headers.contains(name: "expect")
                     || exchange.request.contentLength.map({ $0 > Int64(limits.maxBodyDiscard) }) ?? false {
             self.close()
         } else {
@@ -343,13 +349,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func finishExchange() {
-        if closeAfterResponse {
+        if closeWhenDone {
             close()
             return
         }
         state = .idle
         bodyPaused = false
-        armTimer(seconds: limits.keepAlive)
+        armTimer(seconds: closeAfterResponse ? min(limits.keepAlive, limits.headerTimeout) : limits.keepAlive)
         // Requests that were pipelined behind this one go now, in order, until one is active again.
         while let part = queued.popFirst() {
             if case .active(_, requestDone: true, _) = state {
