@@ -45,6 +45,13 @@ public final class Arbiter {
     private var requestsOfExitedWorkers: Int64 = 0
     /// The last thing that went wrong, for systemd's status line.
     private var lastError: String?
+    /// USR2: the new arbiter we started from the binary on disk, until it has taken over (it writes to
+    /// `readyPipe` once its workers have booted) or failed.
+    private var upgrade: (pid: pid_t, readyPipe: CInt)?
+    /// This arbiter was replaced by a new one: it stops without removing what the new one uses.
+    private var handedOver = false
+    /// Set in a new arbiter started by USR2: where to say that it is ready.
+    private var previousArbiter: (pid: pid_t, readyPipe: CInt)?
 
     public init(config: ServerConfig, logger: Logger, errorLog: LogFile, accessLog: LogFile?,
                 reloadConfig: @escaping () throws -> ServerConfig) {
@@ -86,8 +93,9 @@ public final class Arbiter {
     private func start() throws {
         signals = SignalPipe(handling: [SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH])
         logger.info("Starting appserver \(appServerVersion)")
+        previousArbiter = Upgrade.takeHandover()
         if let pidfile = config.pidfile { try Pidfile.write(pidfile) }
-        listeners = try Listeners.open(config: config)
+        listeners = try Listeners.open(config: config, upgrading: previousArbiter != nil)
         for listener in listeners {
             logger.info("Listening at: \(listener.description) (\(getpid())) [\(listener.origin)]")
         }
@@ -98,9 +106,10 @@ public final class Arbiter {
     private func shutdown() {
         for listener in listeners {
             close(listener.descriptor)
-            if let path = listener.unixPathToRemove { unlink(path) }
+            // After a handover the new arbiter serves the same socket file.
+            if let path = listener.unixPathToRemove, !handedOver { unlink(path) }
         }
-        if let pidfile = config.pidfile { Pidfile.remove(pidfile) }
+        if let pidfile = config.pidfile { Pidfile.remove(handedOver ? pidfile + ".oldbin" : pidfile) }
         logger.info("Shutting down: Master")
     }
 
@@ -108,7 +117,7 @@ public final class Arbiter {
         if let stopping, stopping.mode == .fast || mode == .graceful { return }
         let grace = mode == .graceful ? Double(config.gracefulTimeout) : 2
         stopping = (mode, MonotonicClock.seconds() + grace)
-        notifier.stopping()
+        if !handedOver { notifier.stopping() }
         // New connections wait in the backlog of sockets we still hold; workers stop accepting first.
         killAll(mode == .graceful ? SIGTERM : SIGINT)
     }
@@ -121,7 +130,11 @@ public final class Arbiter {
             // Wake often enough to ping the watchdog on time (it is due every `interval` seconds).
             timeout = min(timeout, Int32(max(10, interval * 1000 / 4)))
         }
-        signals.wait(milliseconds: timeout)
+        if let upgrade {
+            if signals.wait(milliseconds: timeout, orReadable: upgrade.readyPipe) { upgradeTookOver() }
+        } else {
+            signals.wait(milliseconds: timeout)
+        }
     }
 
     // MARK: systemd
@@ -135,8 +148,16 @@ public final class Arbiter {
         let booted = current.filter(\.booted).count
         if !notifier.isReady {
             if booted >= workerCount && previous == nil {
-                notifier.ready(status: statusLine(booted: booted))
-                logger.info("ready: \(booted) workers booted")
+                if let previousArbiter {
+                    // Tell the old arbiter, which (as systemd's main process) hands MAINPID over to us.
+                    Upgrade.sayReady(previousArbiter.readyPipe)
+                    self.previousArbiter = nil
+                    notifier.ready(status: statusLine(booted: booted), mainPID: getpid())
+                    logger.info("ready: \(booted) workers booted; taking over from the previous arbiter \(previousArbiter.pid)")
+                } else {
+                    notifier.ready(status: statusLine(booted: booted))
+                    logger.info("ready: \(booted) workers booted")
+                }
             } else if now - lastStartExtension >= 1 {
                 lastStartExtension = now
                 notifier.extendStartTimeout(seconds: 10)
@@ -183,7 +204,8 @@ public final class Arbiter {
             accessLog?.reopen()
             killAll(SIGUSR1)
         case SIGUSR2:
-            logger.warning("Handling signal: usr2; binary upgrade is not available in this version")
+            logger.info("Handling signal: usr2")
+            startUpgrade()
         default:
             break
         }
@@ -221,6 +243,10 @@ public final class Arbiter {
             var status: Int32 = 0
             let pid = waitpid(-1, &status, WNOHANG)
             if pid <= 0 { return }
+            if let upgrade, pid == upgrade.pid {
+                upgradeFailed(status: status)
+                continue
+            }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
             requestsOfExitedWorkers += worker.slot.requests.load(ordering: .relaxed)
             let exited = (status & 0x7f) == 0
@@ -311,6 +337,57 @@ public final class Arbiter {
         kill(pid, SIGTERM)
     }
 
+    // MARK: binary upgrade (USR2)
+
+    /// USR2: start the binary now on disk as a new arbiter that inherits the listening sockets. The
+    /// old one keeps serving until the new one's workers have booted, then hands over and drains.
+    private func startUpgrade() {
+        guard stopping == nil, upgrade == nil, previousArbiter == nil else {
+            logger.warning("usr2 ignored: \(upgrade != nil ? "an upgrade is already in progress" : "not now")")
+            return
+        }
+        // The new arbiter writes the pid file: ours moves aside first, as Gunicorn's does.
+        if let pidfile = config.pidfile { rename(pidfile, pidfile + ".oldbin") }
+        let mask = SignalPipe.blockAll()
+        defer { SignalPipe.restore(mask) }
+        guard let started = Upgrade.spawn(listeners: listeners, logger: logger, restoringMask: mask) else {
+            lastError = "upgrade failed: the new binary could not be started"
+            if let pidfile = config.pidfile { rename(pidfile + ".oldbin", pidfile) }
+            return
+        }
+        upgrade = started
+        logger.info("started the new arbiter \(started.pid) (\(Upgrade.executablePath())); serving until it is ready")
+        notifier.status("upgrading: new arbiter \(started.pid) starting")
+    }
+
+    /// The new arbiter is ready: give it the main PID and stop gracefully.
+    private func upgradeTookOver() {
+        guard let upgrade else { return }
+        var byte: UInt8 = 0
+        if read(upgrade.readyPipe, &byte, 1) != 1 {
+            // The end of the pipe without a word: the new arbiter is going away; its exit is reaped.
+            close(upgrade.readyPipe)
+            self.upgrade = (upgrade.pid, -1)
+            return
+        }
+        close(upgrade.readyPipe)
+        logger.info("the new arbiter \(upgrade.pid) is ready; handing over and stopping")
+        notifier.handOver(to: upgrade.pid)
+        handedOver = true
+        self.upgrade = nil
+        stop(.graceful)
+    }
+
+    private func upgradeFailed(status: Int32) {
+        guard let upgrade else { return }
+        if upgrade.readyPipe >= 0 { close(upgrade.readyPipe) }
+        self.upgrade = nil
+        let how = (status & 0x7f) == 0 ? "exited with status \((status >> 8) & 0xff)" : "died of signal \(status & 0x7f)"
+        logger.error("upgrade failed: the new arbiter \(upgrade.pid) \(how) before it was ready; still serving")
+        lastError = "upgrade failed: the new arbiter \(how)"
+        if let pidfile = config.pidfile { rename(pidfile + ".oldbin", pidfile) }
+    }
+
     private func spawnWorker() {
         age += 1
         let slot = WorkerSlot()
@@ -325,6 +402,7 @@ public final class Arbiter {
         }
         if pid == 0 {
             signals.closeInChild()
+            if let previousArbiter { close(previousArbiter.readyPipe) }
             SignalPipe.restore(mask)
             logger.info("Booting worker with pid: \(getpid())")
             WorkerProcess.run(config: config, listeners: listeners, slot: slot, logger: logger,

@@ -11,6 +11,8 @@ public struct Listener: Sendable {
     public var origin: String
     /// A unix socket path this process created and removes on exit.
     public var unixPathToRemove: String?
+    /// Its name for LISTEN_FDNAMES when handed to a new arbiter (systemd's FileDescriptorName, or ours).
+    public var name: String = "appserver"
 }
 
 public enum ListenerError: Error, CustomStringConvertible {
@@ -25,10 +27,13 @@ public enum ListenerError: Error, CustomStringConvertible {
 
 enum Listeners {
     /// The sockets systemd passed, when it passed any; else the configured addresses, bound now.
-    static func open(config: ServerConfig) throws(ListenerError) -> [Listener] {
+    static func open(config: ServerConfig, upgrading: Bool) throws(ListenerError) -> [Listener] {
         let inherited = Systemd.listenDescriptors()
         if !inherited.isEmpty {
-            return inherited.map { Listener(descriptor: $0.descriptor, description: describe($0.descriptor), origin: "systemd (\($0.name))") }
+            let from = upgrading ? "inherited from the previous arbiter" : "systemd"
+            return inherited.map {
+                Listener(descriptor: $0.descriptor, description: describe($0.descriptor), origin: "\(from) (\($0.name))", name: $0.name)
+            }
         }
         var listeners: [Listener] = []
         for address in config.bind {

@@ -47,6 +47,13 @@ final class SignalPipe: @unchecked Sendable {
         _ = poll(&poller, 1, milliseconds)
     }
 
+    /// Waits for a signal or for `other` to become readable; true when `other` is readable.
+    func wait(milliseconds: Int32, orReadable other: CInt) -> Bool {
+        var pollers = [pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0), pollfd(fd: other, events: Int16(POLLIN), revents: 0)]
+        _ = poll(&pollers, 2, milliseconds)
+        return pollers[1].revents != 0
+    }
+
     /// The signals received since the last call, in order.
     func drain() -> [CInt] {
         var bytes = [UInt8](repeating: 0, count: 64)

@@ -49,10 +49,17 @@ public final class ServiceNotifier {
         watchdogInterval = sd_watchdog_enabled(0, &usec) > 0 && usec > 0 ? Double(usec) / 2e6 : nil
     }
 
-    public func ready(status: String) {
+    public func ready(status: String, mainPID: pid_t? = nil) {
         isReady = true
-        lastStatus = status
-        Systemd.notify("READY=1\nSTATUS=\(status)")
+        // A new arbiter's first messages may arrive before the old one named it the main process
+        // (NotifyAccess=main drops them): the status is sent again on the next round.
+        lastStatus = mainPID == nil ? status : ""
+        Systemd.notify((mainPID.map { "MAINPID=\($0)\n" } ?? "") + "READY=1\nSTATUS=\(status)")
+    }
+
+    /// The old arbiter, still systemd's main process, names the new one (works with NotifyAccess=main).
+    public func handOver(to pid: pid_t) {
+        Systemd.notify("MAINPID=\(pid)\nREADY=1\nSTATUS=handed over to the new arbiter \(pid)")
     }
 
     /// A new status line (sent only when it changed).

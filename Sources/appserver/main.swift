@@ -118,6 +118,7 @@ struct AppServer: ParsableCommand {
             print("configuration OK: app \(settings.app ?? ""), \(settings.workers) workers x \(settings.threads) threads, bind \(settings.bind.map(\.description).joined(separator: ", "))")
             return
         }
+        Arbiter.rememberStartDirectory()
         if let dir = settings.chdir, !FileManager.default.changeCurrentDirectoryPath(dir) {
             throw ValidationError("cannot change to directory \(dir)")
         }

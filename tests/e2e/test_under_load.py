@@ -1,4 +1,5 @@
 """Reloads, worker count changes and recycling under wrk load (loopback, bounded): no request may fail."""
+import os
 import re
 import shutil
 import signal
@@ -7,6 +8,8 @@ import threading
 import time
 
 import pytest
+
+from conftest import APPS, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
 
@@ -39,3 +42,78 @@ def test_max_requests_recycling_under_load_fails_no_request(serve):
     total, errors, non2xx, out = run_wrk(server.url + "/", 5)
     assert total > 1000 and errors == 0 and non2xx == 0, out
     assert server.log().count("Autorestarting worker") >= 2
+
+
+def read_pid(path):
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def test_usr2_binary_upgrade_under_load_fails_no_request(serve, tmp_path):
+    pidfile = tmp_path / "app.pid"
+    server = serve("plain:app", "--workers", "2", "--pid", str(pidfile), workers=2)
+    old = read_pid(pidfile)
+    assert old == server.pid
+    result = {}
+    load = threading.Thread(target=lambda: result.update(out=run_wrk(server.url + "/", 7)))
+    load.start()
+    time.sleep(2)
+    os.kill(old, signal.SIGUSR2)
+    load.join()
+    total, errors, non2xx, out = result["out"]
+    assert total > 1000 and errors == 0 and non2xx == 0, out
+    new = read_pid(pidfile)
+    assert new and new != old, "the new arbiter writes the pid file"
+    assert server.proc.wait(15) == 0, "the old arbiter hands over and exits"
+    assert not (tmp_path / "app.pid.oldbin").exists()
+    log = server.log()
+    assert "the new arbiter" in log and "taking over from the previous arbiter" in log
+    import requests
+    assert requests.get(server.url + "/pid").status_code == 200
+    os.kill(new, signal.SIGTERM)
+    wait_gone(new)
+
+
+def wait_gone(pid, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} did not exit")
+
+
+def test_slow_request_survives_usr2(serve, tmp_path):
+    import requests
+    pidfile = tmp_path / "app.pid"
+    server = serve("plain:app", "--pid", str(pidfile))
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=requests.get(server.url + "/slow?s=3", timeout=20)))
+    t.start()
+    time.sleep(1)
+    server.signal(signal.SIGUSR2)
+    t.join()
+    assert result["r"].status_code == 200 and result["r"].content == b"slow done"
+    new = read_pid(pidfile)
+    assert new != server.pid
+    os.kill(new, signal.SIGTERM)
+    wait_gone(new)
+
+
+def test_failed_upgrade_keeps_the_old_generation_serving(serve, tmp_path):
+    import requests
+    app_file = tmp_path / "swappable.py"
+    app_file.write_text((APPS / "plain.py").read_text())
+    pidfile = tmp_path / "app.pid"
+    server = serve("swappable:app", "--chdir", str(tmp_path), "--pid", str(pidfile), cwd=tmp_path)
+    app_file.write_text("raise RuntimeError('the new release is broken')\n")
+    server.signal(signal.SIGUSR2)
+    wait_until(lambda: "upgrade failed" in server.log(), timeout=20, message="the failed upgrade to be logged")
+    assert server.proc.poll() is None
+    assert read_pid(pidfile) == server.pid, "the pid file comes back"
+    for _ in range(5):
+        assert requests.get(server.url + "/").content == b"Hello, World!"

@@ -202,3 +202,21 @@ def test_stopped_arbiter_is_restarted_by_the_watchdog(container):
         t.join()
     assert results == [200] * 5, results
     c.run("sh", "-c", "rm /etc/systemd/system/appserver.service.d/watchdog.conf && systemctl daemon-reload")
+
+
+def test_usr2_upgrade_moves_main_pid_without_a_restart(container):
+    c = container
+    c.run("systemctl", "restart", "appserver.socket")
+    c.run("systemctl", "start", "appserver.service")
+    wait_for(lambda: "workers serving" in c.show("appserver.service", "StatusText")["StatusText"], message="ready")
+    before = c.show("appserver.service", "MainPID", "NRestarts")
+    c.run("systemctl", "kill", "--kill-who=main", "--signal=SIGUSR2", "appserver.service")
+    after = wait_for(lambda: (p := c.show("appserver.service", "MainPID", "NRestarts", "ActiveState", "StatusText"))
+                     and p["MainPID"] not in ("0", before["MainPID"]) and "workers serving" in p["StatusText"] and p,
+                     timeout=30, message="MAINPID to move to the new arbiter")
+    assert after["ActiveState"] == "active" and after["NRestarts"] == before["NRestarts"], after
+    assert requests.get(f"http://127.0.0.1:{PORT}/", timeout=10).status_code == 200
+    # The old arbiter is gone; the service is still the same, now run by the new one.
+    wait_for(lambda: c.run("sh", "-c", f"test ! -e /proc/{before['MainPID']}", check=False).returncode == 0,
+             message="the old arbiter to exit")
+    assert c.show("appserver.service", "ActiveState")["ActiveState"] == "active"
