@@ -35,7 +35,7 @@ enum WorkerProcess {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let eventLoop = group.next()
         let maxRequests = config.maxRequests > 0 ? config.maxRequests + Int.random(in: 0...config.maxRequestsJitter) : 0
-        let recycling = ManagedAtomicFlag()
+        let recycling = OnceFlag()
         let server = HTTPServer(
             application: host, limits: HTTPLimits(config: config), eventLoop: eventLoop, logger: logger,
             requestLimit: maxRequests,
@@ -86,7 +86,7 @@ enum WorkerProcess {
     private static func stopGracefully(server: HTTPServer, runtime: PythonRuntime, timeout: Int, logger: Logger) -> Never {
         logger.info("Worker exiting (pid: \(getpid()))")
         let done = Monitor()
-        let finished = ManagedAtomicFlag()
+        let finished = OnceFlag()
         server.drain().whenComplete { _ in
             done.withLock {
                 _ = finished.setOnce()
@@ -109,7 +109,7 @@ enum WorkerProcess {
 }
 
 /// A flag set once, from any thread.
-final class ManagedAtomicFlag: @unchecked Sendable {
+final class OnceFlag: @unchecked Sendable {
     private let lock = Monitor()
     private var value = false
     var isSet: Bool { lock.withLock { value } }

@@ -114,8 +114,6 @@ public final class HTTPServer: @unchecked Sendable {
         if requestLimit > 0 && served == requestLimit { onLimitReached() }
     }
 
-    /// Requests answered so far (on the event loop).
-    public var requestsServed: Int { served }
 
     /// Stops accepting, closes idle connections, lets active ones finish their response and close.
     /// The future completes when no connection is left.
@@ -135,7 +133,4 @@ public final class HTTPServer: @unchecked Sendable {
             return promise.futureResult
         }
     }
-
-    /// Connections open now (on the event loop).
-    public var connectionCount: Int { connections.count }
 }

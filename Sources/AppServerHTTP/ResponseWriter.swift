@@ -31,7 +31,6 @@ public struct ResponseWriter {
 
     private var head: ByteBuffer
     private var declaredLength: Int64?
-    private var hasTransferEncoding = false
     private var hasServer = false
     private var hasDate = false
     private var appConnectionClose = false
@@ -46,7 +45,7 @@ public struct ResponseWriter {
     public mutating func begin(status: UnsafeRawBufferPointer) throws(ResponseHeadError) {
         head.clear()
         declaredLength = nil
-        hasTransferEncoding = false; hasServer = false; hasDate = false; appConnectionClose = false
+        hasServer = false; hasDate = false; appConnectionClose = false
         guard status.count >= 4, let code = Self.parseStatusCode(status), status[3] == UInt8(ascii: " ") else {
             throw .invalidStatus(String(decoding: status, as: UTF8.self))
         }
@@ -88,7 +87,6 @@ public struct ResponseWriter {
             declaredLength = length
         case 17 where Self.equalsLowercased(name, "transfer-encoding"):
             // Only chunked is ever used on the way out, and the server applies it itself.
-            hasTransferEncoding = true
             return
         default: break
         }
@@ -120,7 +118,6 @@ public struct ResponseWriter {
             framing = .closeDelimited
             closeConnection = true
         }
-        _ = hasTransferEncoding
         if !hasServer { head.writeStaticString("Server: appserver\r\n") }
         if !hasDate {
             head.writeStaticString("Date: ")

@@ -30,7 +30,6 @@ public final class PythonRuntime: @unchecked Sendable {
     /// The bootstrap module's namespace (Bootstrap.swift).
     let namespace: PyObjectPointer
     public let app: PyObjectPointer
-    private var mainThreadState: UnsafeMutablePointer<PyThreadState>?
 
     /// Initializes CPython for `config` and imports the app. Returns holding the GIL on this thread.
     public init(config: ServerConfig, logger: Logger) throws(AppLoadError) {
@@ -90,7 +89,7 @@ public final class PythonRuntime: @unchecked Sendable {
 
     /// Lets other threads take the GIL (after start-up, the main thread only waits for signals).
     public func releaseMainThread() {
-        mainThreadState = PyEval_SaveThread()
+        _ = PyEval_SaveThread()   // its thread state stays with this thread, which runs no more Python
     }
 
     /// Runs the app's atexit functions before the worker exits.

@@ -286,13 +286,13 @@ final class WSGIThread: @unchecked Sendable {
     private func sendFile(_ wrapper: PyObjectPointer, _ request: ActiveRequest) -> Bool {
         guard let filelike = PyObject_GetAttrString(wrapper, "filelike") else { PyErr_Clear(); return false }
         defer { Py_DecRef(filelike) }
-        guard let filenoResult = PyObject_CallMethodObjArgsNoArgs(filelike, "fileno") else { PyErr_Clear(); return false }
+        guard let filenoResult = callMethod(filelike, "fileno") else { PyErr_Clear(); return false }
         let fd = Int32(truncatingIfNeeded: PyLong_AsLong(filenoResult))
         Py_DecRef(filenoResult)
         var info = stat()
         guard PyErr_Occurred() == nil, fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { PyErr_Clear(); return false }
         var position: Int64 = 0
-        if let tell = PyObject_CallMethodObjArgsNoArgs(filelike, "tell") {
+        if let tell = callMethod(filelike, "tell") {
             position = Int64(PyLong_AsLongLong(tell))
             Py_DecRef(tell)
         }
@@ -376,7 +376,7 @@ final class WSGIThread: @unchecked Sendable {
         // Lists and tuples have no close(); asking would raise and clear an AttributeError each time.
         if appserver_is_exact_list_or_tuple(result) != 0 { return }
         guard PyObject_HasAttrString(result, "close") == 1 else { return }
-        if let value = PyObject_CallMethodObjArgsNoArgs(result, "close") {
+        if let value = callMethod(result, "close") {
             Py_DecRef(value)
         } else {
             fail(request)
@@ -451,7 +451,7 @@ func typeName(_ object: PyObjectPointer?) -> String {
 }
 
 /// `object.name()`, without the variadic PyObject_CallMethod.
-func PyObject_CallMethodObjArgsNoArgs(_ object: PyObjectPointer, _ name: String) -> PyObjectPointer? {
+func callMethod(_ object: PyObjectPointer, _ name: String) -> PyObjectPointer? {
     guard let method = PyObject_GetAttrString(object, name) else { return nil }
     defer { Py_DecRef(method) }
     return PyObject_CallNoArgs(method)

@@ -30,9 +30,6 @@ public enum Systemd {
     public static func notify(_ state: String) -> Bool {
         sd_notify(0, state) > 0
     }
-
-    /// Whether a service manager listens for notifications.
-    public static var isNotifying: Bool { getenv("NOTIFY_SOCKET") != nil }
 }
 
 /// What the arbiter tells systemd (sd_notify): readiness, a status line, reloads, stopping, and

@@ -143,6 +143,13 @@ def test_units_verify_clean_and_security_exposure(container):
     assert exposure <= 2.0, security[-1500:]
 
 
+def start_ready(c):
+    """Starts the socket and the service afresh and waits until it reports its workers."""
+    c.run("systemctl", "restart", "appserver.socket")
+    c.run("systemctl", "start", "appserver.service")
+    wait_for(lambda: "workers serving" in c.show("appserver.service", "StatusText")["StatusText"], message="ready")
+
+
 def watchdog_drop_in(c, seconds):
     c.run("sh", "-c", f"""mkdir -p /etc/systemd/system/appserver.service.d
 printf '[Service]\\nWatchdogSec={seconds}\\nTimeoutAbortSec=2\\n' > /etc/systemd/system/appserver.service.d/watchdog.conf
@@ -152,9 +159,7 @@ systemctl daemon-reload""")
 def test_stuck_worker_does_not_stop_the_watchdog(container):
     c = container
     watchdog_drop_in(c, 3)
-    c.run("systemctl", "restart", "appserver.socket")
-    c.run("systemctl", "start", "appserver.service")
-    wait_for(lambda: "workers serving" in c.show("appserver.service", "StatusText")["StatusText"], message="ready")
+    start_ready(c)
     before = c.show("appserver.service", "NRestarts", "MainPID")
 
     def hang():
@@ -174,9 +179,7 @@ def test_stuck_worker_does_not_stop_the_watchdog(container):
 def test_stopped_arbiter_is_restarted_by_the_watchdog(container):
     c = container
     watchdog_drop_in(c, 3)
-    c.run("systemctl", "restart", "appserver.socket")
-    c.run("systemctl", "start", "appserver.service")
-    wait_for(lambda: "workers serving" in c.show("appserver.service", "StatusText")["StatusText"], message="ready")
+    start_ready(c)
     before = c.show("appserver.service", "MainPID", "NRestarts")
     c.run("systemctl", "kill", "--kill-who=main", "--signal=SIGSTOP", "appserver.service")
     results = []
@@ -206,9 +209,7 @@ def test_stopped_arbiter_is_restarted_by_the_watchdog(container):
 
 def test_usr2_upgrade_moves_main_pid_without_a_restart(container):
     c = container
-    c.run("systemctl", "restart", "appserver.socket")
-    c.run("systemctl", "start", "appserver.service")
-    wait_for(lambda: "workers serving" in c.show("appserver.service", "StatusText")["StatusText"], message="ready")
+    start_ready(c)
     before = c.show("appserver.service", "MainPID", "NRestarts")
     c.run("systemctl", "kill", "--kill-who=main", "--signal=SIGUSR2", "appserver.service")
     after = wait_for(lambda: (p := c.show("appserver.service", "MainPID", "NRestarts", "ActiveState", "StatusText"))
