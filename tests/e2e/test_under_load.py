@@ -117,3 +117,66 @@ def test_failed_upgrade_keeps_the_old_generation_serving(serve, tmp_path):
     assert read_pid(pidfile) == server.pid, "the pid file comes back"
     for _ in range(5):
         assert requests.get(server.url + "/").content == b"Hello, World!"
+
+
+def test_slow_request_survives_hup(serve):
+    import requests
+    server = serve("plain:app", "--workers", "2", workers=2)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=requests.get(server.url + "/slow?s=3", timeout=20)))
+    t.start()
+    time.sleep(1)
+    server.signal(signal.SIGHUP)
+    t.join()
+    assert result["r"].status_code == 200 and result["r"].content == b"slow done"
+
+
+GENERATION_APP = '''import os
+LOADED = str(os.getpid())
+
+def app(environ, start_response):
+    body = ("%s %s" % (os.getppid(), LOADED)).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_reload_upgrade_and_resize_timeline_under_load(serve, tmp_path):
+    """HUP at 2 s, USR2 at 4 s, TTIN at 6 s, TTOU at 7 s, a HUP into a broken app at 8 s, under wrk for 10 s."""
+    import requests
+    app_file = tmp_path / "generation.py"
+    app_file.write_text(GENERATION_APP)
+    pidfile = tmp_path / "app.pid"
+    server = serve("generation:app", "--workers", "2", "--chdir", str(tmp_path), "--pid", str(pidfile), cwd=tmp_path, workers=2)
+    first_arbiter = server.pid
+    result = {}
+    load = threading.Thread(target=lambda: result.update(out=run_wrk(server.url + "/", 10)))
+    started = time.monotonic()
+    load.start()
+
+    def at(seconds, action):
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+        action()
+
+    at(2, lambda: os.kill(read_pid(pidfile), signal.SIGHUP))
+    at(4, lambda: os.kill(read_pid(pidfile), signal.SIGUSR2))
+    wait_until(lambda: read_pid(pidfile) not in (None, first_arbiter), timeout=5, message="the new arbiter's pid file")
+    at(6, lambda: os.kill(read_pid(pidfile), signal.SIGTTIN))
+    at(7, lambda: os.kill(read_pid(pidfile), signal.SIGTTOU))
+
+    def break_and_reload():
+        app_file.write_text("raise RuntimeError('broken release')\n")
+        os.kill(read_pid(pidfile), signal.SIGHUP)
+
+    at(8, break_and_reload)
+    load.join()
+    total, errors, non2xx, out = result["out"]
+    assert total > 1000 and errors == 0 and non2xx == 0, out
+    arbiter = read_pid(pidfile)
+    assert arbiter != first_arbiter
+    wait_until(lambda: "reload failed" in server.log(), timeout=10, message="the broken reload to be refused")
+    # The broken reload left the working generation serving, under the new arbiter.
+    body = requests.get(server.url + "/", timeout=5).text
+    assert body.split()[0] == str(arbiter)
+    os.kill(arbiter, signal.SIGTERM)
+    wait_gone(arbiter)
