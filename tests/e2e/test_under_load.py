@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from conftest import APPS, wait_until
 
@@ -70,7 +71,6 @@ def test_usr2_binary_upgrade_under_load_fails_no_request(serve, tmp_path):
     assert not (tmp_path / "app.pid.oldbin").exists()
     log = server.log()
     assert "the new arbiter" in log and "taking over from the previous arbiter" in log
-    import requests
     assert requests.get(server.url + "/pid").status_code == 200
     os.kill(new, signal.SIGTERM)
     wait_gone(new)
@@ -87,17 +87,21 @@ def wait_gone(pid, timeout=20):
     raise AssertionError(f"process {pid} did not exit")
 
 
-def test_slow_request_survives_usr2(serve, tmp_path):
-    import requests
-    pidfile = tmp_path / "app.pid"
-    server = serve("plain:app", "--pid", str(pidfile))
+def assert_slow_request_survives(server, sig):
+    """A 3 s request is in flight when `sig` reaches the arbiter: it still gets its whole answer."""
     result = {}
     t = threading.Thread(target=lambda: result.update(r=requests.get(server.url + "/slow?s=3", timeout=20)))
     t.start()
     time.sleep(1)
-    server.signal(signal.SIGUSR2)
+    server.signal(sig)
     t.join()
     assert result["r"].status_code == 200 and result["r"].content == b"slow done"
+
+
+def test_slow_request_survives_usr2(serve, tmp_path):
+    pidfile = tmp_path / "app.pid"
+    server = serve("plain:app", "--pid", str(pidfile))
+    assert_slow_request_survives(server, signal.SIGUSR2)
     new = read_pid(pidfile)
     assert new != server.pid
     os.kill(new, signal.SIGTERM)
@@ -105,7 +109,6 @@ def test_slow_request_survives_usr2(serve, tmp_path):
 
 
 def test_failed_upgrade_keeps_the_old_generation_serving(serve, tmp_path):
-    import requests
     app_file = tmp_path / "swappable.py"
     app_file.write_text((APPS / "plain.py").read_text())
     pidfile = tmp_path / "app.pid"
@@ -120,15 +123,8 @@ def test_failed_upgrade_keeps_the_old_generation_serving(serve, tmp_path):
 
 
 def test_slow_request_survives_hup(serve):
-    import requests
     server = serve("plain:app", "--workers", "2", workers=2)
-    result = {}
-    t = threading.Thread(target=lambda: result.update(r=requests.get(server.url + "/slow?s=3", timeout=20)))
-    t.start()
-    time.sleep(1)
-    server.signal(signal.SIGHUP)
-    t.join()
-    assert result["r"].status_code == 200 and result["r"].content == b"slow done"
+    assert_slow_request_survives(server, signal.SIGHUP)
 
 
 GENERATION_APP = '''import os
@@ -143,7 +139,6 @@ def app(environ, start_response):
 
 def test_reload_upgrade_and_resize_timeline_under_load(serve, tmp_path):
     """HUP at 2 s, USR2 at 4 s, TTIN at 6 s, TTOU at 7 s, a HUP into a broken app at 8 s, under wrk for 10 s."""
-    import requests
     app_file = tmp_path / "generation.py"
     app_file.write_text(GENERATION_APP)
     pidfile = tmp_path / "app.pid"
