@@ -52,6 +52,11 @@ public final class Arbiter {
     private var handedOver = false
     /// Set in a new arbiter started by USR2: where to say that it is ready.
     private var previousArbiter: (pid: pid_t, readyPipe: CInt)?
+    /// `appserver reload|upgrade|status --pid`: the socket, and the clients waiting for the outcome
+    /// of the reload or upgrade in progress.
+    private var control: ControlSocket?
+    private var reloadWaiters: [CInt] = []
+    private var upgradeWaiters: [CInt] = []
 
     public init(config: ServerConfig, logger: Logger, errorLog: LogFile, accessLog: LogFile?,
                 reloadConfig: @escaping () throws -> ServerConfig) {
@@ -94,6 +99,11 @@ public final class Arbiter {
         signals = SignalPipe(handling: [SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH])
         logger.info("Starting appserver \(appServerVersion)")
         previousArbiter = Upgrade.takeHandover()
+        do {
+            control = try ControlSocket(pid: getpid())
+        } catch {
+            logger.warning("no control socket, 'appserver reload --pid' will not reach this server: \(error)")
+        }
         if let pidfile = config.pidfile { try Pidfile.write(pidfile) }
         listeners = try Listeners.open(config: config, upgrading: previousArbiter != nil)
         for listener in listeners {
@@ -104,6 +114,9 @@ public final class Arbiter {
     }
 
     private func shutdown() {
+        answer(&reloadWaiters, ok: false, "the server stopped before the reload finished")
+        answer(&upgradeWaiters, ok: false, "the server stopped before the upgrade finished")
+        control?.closeAll()
         for listener in listeners {
             close(listener.descriptor)
             // After a handover the new arbiter serves the same socket file.
@@ -130,11 +143,51 @@ public final class Arbiter {
             // Wake often enough to ping the watchdog on time (it is due every `interval` seconds).
             timeout = min(timeout, Int32(max(10, interval * 1000 / 4)))
         }
-        if let upgrade {
-            if signals.wait(milliseconds: timeout, orReadable: upgrade.readyPipe) { upgradeTookOver() }
-        } else {
-            signals.wait(milliseconds: timeout)
+        let readyPipe = upgrade.map(\.readyPipe).flatMap { $0 >= 0 ? $0 : nil }
+        let readable = signals.wait(milliseconds: timeout, orReadable: (readyPipe.map { [$0] } ?? []) + (control?.descriptors ?? []))
+        if let readyPipe, readable.contains(readyPipe) { upgradeTookOver() }
+        handleControlRequests()
+    }
+
+    // MARK: control requests
+
+    /// `appserver reload|upgrade|status --pid`: a status is answered at once; a reload or upgrade is
+    /// started and answered when it has succeeded or failed.
+    private func handleControlRequests() {
+        guard let control else { return }
+        for (client, request) in control.collectRequests(now: MonotonicClock.seconds()) {
+            logger.info("control request: \(request.rawValue)")
+            if stopping != nil {
+                control.answer(client, ok: false, "the server is stopping")
+                continue
+            }
+            switch request {
+            case .status:
+                let booted = workers.values.filter { $0.generation == generation && !$0.retiring && $0.booted }.count
+                control.answer(client, ok: true, "pid \(getpid()): \(statusLine(booted: booted))")
+            case .reload where Upgrade.binaryReplaced():
+                logger.info("the binary on disk has changed since this arbiter started: upgrading instead of reloading")
+                fallthrough
+            case .upgrade:
+                // A waiter before the action: the workers it forks must close the client's descriptor.
+                upgradeWaiters.append(client)
+                if let refusal = startUpgrade() {
+                    upgradeWaiters.removeLast()
+                    control.answer(client, ok: false, refusal)
+                }
+            case .reload:
+                reloadWaiters.append(client)
+                if let refusal = reload() {
+                    reloadWaiters.removeLast()
+                    control.answer(client, ok: false, refusal)
+                }
+            }
         }
+    }
+
+    private func answer(_ waiters: inout [CInt], ok: Bool, _ message: String) {
+        for client in waiters { control?.answer(client, ok: ok, message) }
+        waiters = []
     }
 
     // MARK: systemd
@@ -174,7 +227,7 @@ public final class Arbiter {
 
     private func statusLine(booted: Int) -> String {
         let served = requestsOfExitedWorkers + workers.values.reduce(0) { $0 + $1.slot.requests.load(ordering: .relaxed) }
-        var line = "\(booted) workers serving, generation \(generation), \(served) requests served"
+        var line = "\(booted) workers serving, generation \(generation), \(served) requests served, appserver \(appServerVersion)"
         if let lastError { line += "; last error: \(lastError)" }
         return line
     }
@@ -191,7 +244,7 @@ public final class Arbiter {
             stop(.fast)
         case SIGHUP:
             logger.info("Handling signal: hup")
-            reload()
+            _ = reload()
         case SIGTTIN:
             workerCount += 1
             logger.info("Handling signal: ttin; workers: \(workerCount)")
@@ -205,23 +258,23 @@ public final class Arbiter {
             killAll(SIGUSR1)
         case SIGUSR2:
             logger.info("Handling signal: usr2")
-            startUpgrade()
+            _ = startUpgrade()
         default:
             break
         }
     }
 
     /// HUP: read the configuration again and replace the workers with ones that import the app
-    /// afresh, retiring old workers only as new ones have booted.
-    private func reload() {
-        guard stopping == nil else { return }
+    /// afresh, retiring old workers only as new ones have booted. Returns why it did not start.
+    private func reload() -> String? {
+        guard stopping == nil else { return "the server is stopping" }
         let fresh: ServerConfig
         do {
             fresh = try reloadConfig()
         } catch {
             logger.error("reload failed, keeping the running workers: \(error)")
             lastError = "reload failed: \(error)"
-            return
+            return lastError
         }
         if fresh.bind != config.bind { logger.warning("reload: a new bind takes effect only on restart") }
         notifier.reloading()
@@ -232,6 +285,7 @@ public final class Arbiter {
         workerCount = config.workers
         generation += 1
         manageWorkers()
+        return nil
     }
 
     // MARK: workers
@@ -282,6 +336,7 @@ public final class Arbiter {
             config = previous.config
             workerCount = config.workers
             self.previous = nil
+            answer(&reloadWaiters, ok: false, lastError!)
             return
         }
         guard stopping == nil else { return }
@@ -329,6 +384,7 @@ public final class Arbiter {
         if old.isEmpty && previous != nil && booted >= workerCount {
             logger.info("reload done: \(booted) workers of generation \(generation) serving")
             previous = nil
+            answer(&reloadWaiters, ok: true, "reloaded: \(booted) workers of generation \(generation) serving")
         }
     }
 
@@ -341,10 +397,13 @@ public final class Arbiter {
 
     /// USR2: start the binary now on disk as a new arbiter that inherits the listening sockets. The
     /// old one keeps serving until the new one's workers have booted, then hands over and drains.
-    private func startUpgrade() {
+    /// Returns why it did not start.
+    private func startUpgrade() -> String? {
         guard stopping == nil, upgrade == nil, previousArbiter == nil else {
-            logger.warning("usr2 ignored: \(upgrade != nil ? "an upgrade is already in progress" : "not now")")
-            return
+            let reason = stopping != nil ? "the server is stopping" : upgrade != nil ? "an upgrade is already in progress"
+                : "this arbiter is still taking over from the previous one"
+            logger.warning("upgrade refused: \(reason)")
+            return reason
         }
         // The new arbiter writes the pid file: ours moves aside first, as Gunicorn's does.
         if let pidfile = config.pidfile { rename(pidfile, pidfile + ".oldbin") }
@@ -353,11 +412,12 @@ public final class Arbiter {
         guard let started = Upgrade.spawn(listeners: listeners, logger: logger, restoringMask: mask) else {
             lastError = "upgrade failed: the new binary could not be started"
             if let pidfile = config.pidfile { rename(pidfile + ".oldbin", pidfile) }
-            return
+            return lastError
         }
         upgrade = started
         logger.info("started the new arbiter \(started.pid) (\(Upgrade.executablePath())); serving until it is ready")
         notifier.status("upgrading: new arbiter \(started.pid) starting")
+        return nil
     }
 
     /// The new arbiter is ready: give it the main PID and stop gracefully.
@@ -373,6 +433,7 @@ public final class Arbiter {
         close(upgrade.readyPipe)
         logger.info("the new arbiter \(upgrade.pid) is ready; handing over and stopping")
         notifier.handOver(to: upgrade.pid)
+        answer(&upgradeWaiters, ok: true, "upgraded: the new arbiter \(upgrade.pid) is serving")
         handedOver = true
         self.upgrade = nil
         stop(.graceful)
@@ -386,6 +447,7 @@ public final class Arbiter {
         logger.error("upgrade failed: the new arbiter \(upgrade.pid) \(how) before it was ready; still serving")
         lastError = "upgrade failed: the new arbiter \(how)"
         if let pidfile = config.pidfile { rename(pidfile + ".oldbin", pidfile) }
+        answer(&upgradeWaiters, ok: false, "\(lastError!) before it was ready (see its log); the old arbiter \(getpid()) keeps serving")
     }
 
     private func spawnWorker() {
@@ -402,6 +464,8 @@ public final class Arbiter {
         }
         if pid == 0 {
             signals.closeInChild()
+            control?.closeInChild()
+            for client in reloadWaiters + upgradeWaiters { close(client) }
             if let previousArbiter { close(previousArbiter.readyPipe) }
             SignalPipe.restore(mask)
             logger.info("Booting worker with pid: \(getpid())")

@@ -47,11 +47,12 @@ final class SignalPipe: @unchecked Sendable {
         _ = poll(&poller, 1, milliseconds)
     }
 
-    /// Waits for a signal or for `other` to become readable; true when `other` is readable.
-    func wait(milliseconds: Int32, orReadable other: CInt) -> Bool {
-        var pollers = [pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0), pollfd(fd: other, events: Int16(POLLIN), revents: 0)]
-        _ = poll(&pollers, 2, milliseconds)
-        return pollers[1].revents != 0
+    /// Waits for a signal or for one of `others` to become readable (or hung up); returns those that are.
+    func wait(milliseconds: Int32, orReadable others: [CInt]) -> Set<CInt> {
+        var pollers = [pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)]
+            + others.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        guard poll(&pollers, nfds_t(pollers.count), milliseconds) > 0 else { return [] }
+        return Set(pollers.dropFirst().filter { $0.revents != 0 }.map(\.fd))
     }
 
     /// The signals received since the last call, in order.

@@ -31,6 +31,14 @@ extension Upgrade {
         return path.hasSuffix(" (deleted)") ? String(path.dropLast(10)) : path
     }
 
+    /// True when the file at `executablePath()` is no longer the one this process runs (a package
+    /// upgrade put a new binary there): a reload then upgrades.
+    static func binaryReplaced() -> Bool {
+        var running = stat(), onDisk = stat()
+        guard stat("/proc/self/exe", &running) == 0, stat(executablePath(), &onDisk) == 0 else { return false }
+        return running.st_dev != onDisk.st_dev || running.st_ino != onDisk.st_ino
+    }
+
     /// Forks and execs the new arbiter; returns its pid and the read end of its ready pipe.
     static func spawn(listeners: [Listener], logger: Logger, restoringMask mask: sigset_t) -> (pid: pid_t, readyPipe: CInt)? {
         var fds: [CInt] = [0, 0]

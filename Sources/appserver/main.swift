@@ -16,8 +16,11 @@ struct AppServer: ParsableCommand {
             pre-forked workers that embed CPython. Settings may also come from a TOML file (-c) with the \
             same names (bind, workers, max_requests, ...); the command line wins over the file.
 
-            Signals: HUP reload the app, TERM/QUIT graceful stop, INT fast stop, TTIN/TTOU one worker \
-            more/less, USR1 reopen the log files.
+            Signals: HUP reload the app, USR2 upgrade to the binary on disk, TERM/QUIT graceful stop, INT fast \
+            stop, TTIN/TTOU one worker more/less, USR1 reopen the log files.
+
+            Control a running server and wait for the outcome: 'appserver reload --pid PID', \
+            'appserver upgrade --pid PID', 'appserver status --pid PID' (see 'appserver reload --help').
             """,
         version: appServerVersion)
 
@@ -144,21 +147,29 @@ struct AppServer: ParsableCommand {
     }
 }
 
+/// `appserver reload|upgrade|status ...` talk to a running server; anything else starts one. (The
+/// server's positional APP argument rules out ArgumentParser's own subcommand dispatch.)
+let controlCommands: [String: ParsableCommand.Type] = [
+    "reload": ReloadCommand.self, "upgrade": UpgradeCommand.self, "status": StatusCommand.self,
+]
+let arguments = Array(CommandLine.arguments.dropFirst())
+let parser: ParsableCommand.Type = arguments.first.flatMap { controlCommands[$0] } ?? AppServer.self
+
 // Usage errors exit with status 2 and one line, as Gunicorn's do (ArgumentParser would use 64).
 do {
-    var command = try AppServer.parseAsRoot()
+    var command = try parser.parseAsRoot(parser == AppServer.self ? arguments : Array(arguments.dropFirst()))
     try command.run()
 } catch let exit as ExitCode {
     Foundation.exit(exit.rawValue)
 } catch {
-    let code = AppServer.exitCode(for: error)
+    let code = parser.exitCode(for: error)
     if code == .success {
-        AppServer.exit(withError: error)   // --help, --version
+        parser.exit(withError: error)   // --help, --version
     }
-    let message = AppServer.message(for: error)
+    let message = parser.message(for: error)
     FileHandle.standardError.write(Data("appserver: error: \(message)\n".utf8))
     if message.contains("Usage") == false && error is ValidationError == false {
-        FileHandle.standardError.write(Data("See 'appserver --help'.\n".utf8))
+        FileHandle.standardError.write(Data("See '\(parser.configuration.commandName ?? "appserver") --help'.\n".utf8))
     }
     Foundation.exit(2)
 }

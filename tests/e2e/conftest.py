@@ -48,13 +48,13 @@ def wait_until(predicate, timeout=15.0, interval=0.05, message="condition"):
 
 
 class Server:
-    def __init__(self, app, *args, cwd=APPS, env=None, port=None, bind=None, tmp_path=None):
+    def __init__(self, app, *args, cwd=APPS, env=None, port=None, bind=None, tmp_path=None, binary=BINARY):
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tmp_path or "/tmp") / f"appserver-{self.port}.log"
         binds = bind if bind is not None else [f"127.0.0.1:{self.port}"]
-        self.argv = [str(BINARY), "--virtualenv", VENV, *sum((["--bind", b] for b in binds), []), *args, app]
+        self.argv = [str(binary), "--virtualenv", VENV, *sum((["--bind", b] for b in binds), []), *args, app]
         full_env = dict(os.environ)
         full_env.pop("VIRTUAL_ENV", None)
         full_env.update(env or {})

@@ -1,7 +1,9 @@
 """The units of systemd/ under a real systemd 252 (PID 1 in a systemd-nspawn container)."""
 import json
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -221,3 +223,84 @@ def test_usr2_upgrade_moves_main_pid_without_a_restart(container):
     wait_for(lambda: c.run("sh", "-c", f"test ! -e /proc/{before['MainPID']}", check=False).returncode == 0,
              message="the old arbiter to exit")
     assert c.show("appserver.service", "ActiveState")["ActiveState"] == "active"
+
+
+GENERATION_APP = """import os
+GENERATION = {generation}
+
+def application(environ, start_response):
+    body = ("%s %s" % (GENERATION, os.getppid())).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+GEN_PORT = 18082
+
+
+def test_systemctl_reload_is_truthful_and_upgrades_in_place_under_load(container):
+    """ExecReload runs `appserver reload`: success once the new generation serves, failure (old generation still
+    serving) when the new app does not import, and an in-place upgrade when the binary on disk changed. Under
+    wrk load from the host: no request fails, MainPID moves only on the upgrade, NRestarts stays 0."""
+    c = container
+    app = Path("/proc") / str(c.leader) / "root" / "mnt" / "share" / "apps" / "generation.py"
+
+    def write(generation=None):
+        text = GENERATION_APP.format(generation=generation) if generation else "raise RuntimeError('broken release')\n"
+        app.write_text(text)
+
+    def served():
+        generation, arbiter = requests.get(f"http://127.0.0.1:{GEN_PORT}/", timeout=10).text.split()
+        return int(generation), int(arbiter)
+
+    def reload():
+        return c.run("systemctl", "reload", "appserver@gen.service", check=False, timeout=120)
+
+    write(1)
+    c.run("sh", "-c", f"""set -e
+printf 'app = "generation:application"\\nchdir = "/mnt/share/apps"\\nworkers = 2\\n' > /etc/appserver/gen.toml
+mkdir -p /etc/systemd/system/appserver@gen.socket.d
+printf '[Socket]\\nListenStream=\\nListenStream=127.0.0.1:{GEN_PORT}\\n' > /etc/systemd/system/appserver@gen.socket.d/port.conf
+systemctl daemon-reload
+systemctl start appserver@gen.socket appserver@gen.service""")
+    first = int(c.show("appserver@gen.service", "MainPID")["MainPID"])
+    assert served() == (1, first)
+
+    result = {}
+    load = threading.Thread(target=lambda: result.update(out=subprocess.run(
+        ["wrk", "-t2", "-c16", "-d12s", f"http://127.0.0.1:{GEN_PORT}/"], capture_output=True, text=True, timeout=60).stdout))
+    load.start()
+    time.sleep(1)
+    write(2)
+    assert reload().returncode == 0
+    assert served() == (2, first), "exit 0 means the new generation serves"
+
+    time.sleep(1)
+    write(None)
+    failed = reload()
+    assert failed.returncode != 0, failed
+    assert served() == (2, first), "the old generation keeps serving"
+    assert c.show("appserver@gen.service", "ActiveState")["ActiveState"] == "active"
+
+    time.sleep(1)
+    write(3)
+    # A package upgrade: a new binary renamed over the old one, then `systemctl reload`.
+    c.run("sh", "-c", "cp /usr/bin/appserver /usr/bin/appserver.new && mv /usr/bin/appserver.new /usr/bin/appserver")
+    started = time.monotonic()
+    assert reload().returncode == 0
+    handover = time.monotonic() - started
+    new = int(c.show("appserver@gen.service", "MainPID")["MainPID"])
+    assert new not in (0, first) and served() == (3, new)
+
+    time.sleep(1)
+    write(4)
+    assert reload().returncode == 0
+    assert served() == (4, new), "a plain reload again, by the new arbiter"
+    load.join()
+    out = result["out"]
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    assert errors is None and "Non-2xx" not in out and int(re.search(r"(\d+) requests in", out).group(1)) > 1000, out
+    props = c.show("appserver@gen.service", "ActiveState", "NRestarts", "MainPID")
+    assert props == {"ActiveState": "active", "NRestarts": "0", "MainPID": str(new)}, props
+    journal = c.run("journalctl", "-u", "appserver@gen.service", "--no-pager").stdout
+    assert "reload failed: the new app did not boot" in journal and "upgrading instead of reloading" in journal
+    print(f"upgrade by systemctl reload took {handover:.2f} s; wrk: {out.splitlines()[-3:]}")
+    c.run("systemctl", "stop", "appserver@gen.service", "appserver@gen.socket")
