@@ -23,6 +23,8 @@ public final class Arbiter {
     }
 
     private var config: ServerConfig
+    /// The binary's version, for the log and the status line.
+    private let version: String
     /// Builds the configuration anew (command line over config file) for a HUP reload.
     private let reloadConfig: () throws -> ServerConfig
     private let logger: Logger
@@ -45,9 +47,9 @@ public final class Arbiter {
     private var requestsOfExitedWorkers: Int64 = 0
     /// The last thing that went wrong, for systemd's status line.
     private var lastError: String?
-    /// USR2: the new arbiter we started from the binary on disk, until it has taken over (it writes to
-    /// `readyPipe` once its workers have booted) or failed.
-    private var upgrade: (pid: pid_t, readyPipe: CInt)?
+    /// USR2: the new arbiter we started from the binary on disk, until it has taken over (it reports
+    /// `ready` once its workers have booted) or failed.
+    private var upgrade: Upgrade.InProgress?
     /// This arbiter was replaced by a new one: it stops without removing what the new one uses.
     private var handedOver = false
     /// Set in a new arbiter started by USR2: where to say that it is ready.
@@ -58,9 +60,10 @@ public final class Arbiter {
     private var reloadWaiters: [CInt] = []
     private var upgradeWaiters: [CInt] = []
 
-    public init(config: ServerConfig, logger: Logger, errorLog: LogFile, accessLog: LogFile?,
+    public init(config: ServerConfig, version: String, logger: Logger, errorLog: LogFile, accessLog: LogFile?,
                 reloadConfig: @escaping () throws -> ServerConfig) {
         self.config = config
+        self.version = version
         self.logger = logger
         self.errorLog = errorLog
         self.accessLog = accessLog
@@ -70,6 +73,13 @@ public final class Arbiter {
 
     /// Runs until stopped; returns the process exit status.
     public func run() -> Int32 {
+        let status = serve()
+        // A new arbiter that stops before it was ready tells the old one why.
+        if let previousArbiter { Upgrade.say("failed \(status == 0 ? 1 : status)", on: previousArbiter.readyPipe) }
+        return status
+    }
+
+    private func serve() -> Int32 {
         do {
             try start()
         } catch {
@@ -97,7 +107,7 @@ public final class Arbiter {
 
     private func start() throws {
         signals = SignalPipe(handling: [SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH])
-        logger.info("Starting appserver \(appServerVersion)")
+        logger.info("Starting appserver \(version)")
         previousArbiter = Upgrade.takeHandover()
         do {
             control = try ControlSocket(pid: getpid())
@@ -143,9 +153,8 @@ public final class Arbiter {
             // Wake often enough to ping the watchdog on time (it is due every `interval` seconds).
             timeout = min(timeout, Int32(max(10, interval * 1000 / 4)))
         }
-        let readyPipe = upgrade.map(\.readyPipe).flatMap { $0 >= 0 ? $0 : nil }
-        let readable = signals.wait(milliseconds: timeout, orReadable: (readyPipe.map { [$0] } ?? []) + (control?.descriptors ?? []))
-        if let readyPipe, readable.contains(readyPipe) { upgradeTookOver() }
+        let readable = signals.wait(milliseconds: timeout, orReadable: (upgrade.map { [$0.pipe] } ?? []) + (control?.descriptors ?? []))
+        if let pipe = upgrade?.pipe, readable.contains(pipe) { readUpgradeReports() }
         handleControlRequests()
     }
 
@@ -203,7 +212,8 @@ public final class Arbiter {
             if booted >= workerCount && previous == nil {
                 if let previousArbiter {
                     // Tell the old arbiter, which (as systemd's main process) hands MAINPID over to us.
-                    Upgrade.sayReady(previousArbiter.readyPipe)
+                    Upgrade.say("ready \(getpid())", on: previousArbiter.readyPipe)
+                    close(previousArbiter.readyPipe)
                     self.previousArbiter = nil
                     notifier.ready(status: statusLine(booted: booted), mainPID: getpid())
                     logger.info("ready: \(booted) workers booted; taking over from the previous arbiter \(previousArbiter.pid)")
@@ -227,7 +237,7 @@ public final class Arbiter {
 
     private func statusLine(booted: Int) -> String {
         let served = requestsOfExitedWorkers + workers.values.reduce(0) { $0 + $1.slot.requests.load(ordering: .relaxed) }
-        var line = "\(booted) workers serving, generation \(generation), \(served) requests served, appserver \(appServerVersion)"
+        var line = "\(booted) workers serving, generation \(generation), \(served) requests served, appserver \(version)"
         if let lastError { line += "; last error: \(lastError)" }
         return line
     }
@@ -297,10 +307,6 @@ public final class Arbiter {
             var status: Int32 = 0
             let pid = waitpid(-1, &status, WNOHANG)
             if pid <= 0 { return }
-            if let upgrade, pid == upgrade.pid {
-                upgradeFailed(status: status)
-                continue
-            }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
             requestsOfExitedWorkers += worker.slot.requests.load(ordering: .relaxed)
             let exited = (status & 0x7f) == 0
@@ -415,36 +421,49 @@ public final class Arbiter {
             return lastError
         }
         upgrade = started
-        logger.info("started the new arbiter \(started.pid) (\(Upgrade.executablePath())); serving until it is ready")
-        notifier.status("upgrading: new arbiter \(started.pid) starting")
+        logger.info("starting the new arbiter (\(Upgrade.executablePath())); serving until it is ready")
+        notifier.status("upgrading: new arbiter starting")
         return nil
+    }
+
+    private func readUpgradeReports() {
+        guard var upgrade else { return }
+        let reports = upgrade.readReports()
+        self.upgrade = upgrade
+        for report in reports {
+            switch report {
+            case .started(let pid):
+                self.upgrade?.pid = pid
+                logger.info("the new arbiter is process \(pid)")
+            case .ready(let pid):
+                self.upgrade?.pid = pid
+                upgradeTookOver()
+            case .failed(let status):
+                upgradeFailed(how: "exited with status \(status)")
+            case .gone:
+                upgradeFailed(how: "died")
+            }
+            if self.upgrade == nil { return }
+        }
     }
 
     /// The new arbiter is ready: give it the main PID and stop gracefully.
     private func upgradeTookOver() {
-        guard let upgrade else { return }
-        var byte: UInt8 = 0
-        if read(upgrade.readyPipe, &byte, 1) != 1 {
-            // The end of the pipe without a word: the new arbiter is going away; its exit is reaped.
-            close(upgrade.readyPipe)
-            self.upgrade = (upgrade.pid, -1)
-            return
-        }
-        close(upgrade.readyPipe)
-        logger.info("the new arbiter \(upgrade.pid) is ready; handing over and stopping")
-        notifier.handOver(to: upgrade.pid)
-        answer(&upgradeWaiters, ok: true, "upgraded: the new arbiter \(upgrade.pid) is serving")
-        handedOver = true
+        guard let upgrade, let pid = upgrade.pid else { return }
+        close(upgrade.pipe)
         self.upgrade = nil
+        logger.info("the new arbiter \(pid) is ready; handing over and stopping")
+        notifier.handOver(to: pid)
+        answer(&upgradeWaiters, ok: true, "upgraded: the new arbiter \(pid) is serving")
+        handedOver = true
         stop(.graceful)
     }
 
-    private func upgradeFailed(status: Int32) {
+    private func upgradeFailed(how: String) {
         guard let upgrade else { return }
-        if upgrade.readyPipe >= 0 { close(upgrade.readyPipe) }
+        close(upgrade.pipe)
         self.upgrade = nil
-        let how = (status & 0x7f) == 0 ? "exited with status \((status >> 8) & 0xff)" : "died of signal \(status & 0x7f)"
-        logger.error("upgrade failed: the new arbiter \(upgrade.pid) \(how) before it was ready; still serving")
+        logger.error("upgrade failed: the new arbiter\(upgrade.pid.map { " \($0)" } ?? "") \(how) before it was ready; still serving")
         lastError = "upgrade failed: the new arbiter \(how)"
         if let pidfile = config.pidfile { rename(pidfile + ".oldbin", pidfile) }
         answer(&upgradeWaiters, ok: false, "\(lastError!) before it was ready (see its log); the old arbiter \(getpid()) keeps serving")
@@ -518,6 +537,3 @@ struct PidfileError: Error, CustomStringConvertible {
     var message: String
     var description: String { message }
 }
-
-/// The version the binary reports (`--version`, the log).
-public let appServerVersion = "0.1.0"

@@ -1,15 +1,58 @@
 import Foundation
 import Logging
 
-/// The mechanics of a binary upgrade (USR2): the old arbiter forks and execs the binary on disk,
-/// handing over its listening sockets the way systemd would (LISTEN_FDS from fd 3, LISTEN_PID,
-/// LISTEN_FDNAMES) and one more descriptor, a pipe, on which the new arbiter says it is ready.
+/// The mechanics of a binary upgrade (USR2): the old arbiter starts the binary on disk, handing over
+/// its listening sockets the way systemd would (LISTEN_FDS from fd 3, LISTEN_PID, LISTEN_FDNAMES) and
+/// one more descriptor, a pipe, on which the new arbiter reports: `started PID` (from the
+/// intermediate process), then `ready PID` or `failed STATUS`. The end of the pipe without either means
+/// the new arbiter died.
+///
+/// The new arbiter is started by a double fork, so that it is init's child (systemd's) from the
+/// start, not the old arbiter's: once MAINPID= names it, systemd supervises it as its own child,
+/// waits for its graceful stop and notices its exit. (A main PID that is not systemd's child is
+/// "alien": systemd then neither waits for it after SIGTERM nor sees it die.)
 enum Upgrade {
     static let readyVariable = "APPSERVER_UPGRADE_READY_FD"
     static let fromVariable = "APPSERVER_UPGRADE_FROM"
     /// The directory the server was started in (before `--chdir`), where the new binary starts too,
     /// so that relative paths on the command line mean the same thing.
     nonisolated(unsafe) static var startDirectory = FileManager.default.currentDirectoryPath
+
+    /// What the new arbiter has said so far.
+    enum Report: Equatable {
+        case started(pid_t)
+        case ready(pid_t)
+        case failed(status: Int32)
+        /// The pipe ended without `ready` or `failed`: the new arbiter died.
+        case gone
+    }
+
+    /// The old arbiter's side of an upgrade in progress.
+    struct InProgress {
+        let pipe: CInt
+        var pid: pid_t?
+        var buffer: [UInt8] = []
+
+        /// Reads what the pipe has; returns the complete reports.
+        mutating func readReports() -> [Report] {
+            var chunk = [UInt8](repeating: 0, count: 128)
+            let n = read(pipe, &chunk, chunk.count)
+            if n > 0 { buffer += chunk[0..<n] }
+            var reports: [Report] = []
+            while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                let words = String(decoding: buffer[..<newline], as: UTF8.self).split(separator: " ")
+                buffer.removeSubrange(...newline)
+                switch (words.first, words.count > 1 ? Int32(words[1]) : nil) {
+                case ("started", let pid?): pid_t(exactly: pid).map { reports.append(.started($0)) }
+                case ("ready", let pid?): pid_t(exactly: pid).map { reports.append(.ready($0)) }
+                case ("failed", let status?): reports.append(.failed(status: status))
+                default: break
+                }
+            }
+            if n == 0 { reports.append(.gone) }
+            return reports
+        }
+    }
 }
 
 extension Arbiter {
@@ -39,25 +82,33 @@ extension Upgrade {
         return running.st_dev != onDisk.st_dev || running.st_ino != onDisk.st_ino
     }
 
-    /// Forks and execs the new arbiter; returns its pid and the read end of its ready pipe.
-    static func spawn(listeners: [Listener], logger: Logger, restoringMask mask: sigset_t) -> (pid: pid_t, readyPipe: CInt)? {
+    /// Starts the new arbiter (double fork, see above); returns the read end of its report pipe.
+    static func spawn(listeners: [Listener], logger: Logger, restoringMask mask: sigset_t) -> InProgress? {
         var fds: [CInt] = [0, 0]
         guard pipe(&fds) == 0 else {
             logger.error("upgrade: pipe failed: \(String(cString: strerror(errno)))")
             return nil
         }
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[0], F_SETFL, O_NONBLOCK)
         let path = executablePath()
         let arguments = CommandLine.arguments
         let names = listeners.map(\.name).joined(separator: ":")
-        let pid = fork()
-        if pid < 0 {
+        let oldArbiter = getpid()
+        let intermediate = fork()
+        if intermediate < 0 {
             logger.error("upgrade: fork failed: \(String(cString: strerror(errno)))")
             close(fds[0]); close(fds[1])
             return nil
         }
-        if pid == 0 {
-            // The sockets go to 3, 4, ... and the ready pipe right after them; first out of the way
+        if intermediate == 0 {
+            let pid = fork()
+            if pid != 0 {
+                // Say who the new arbiter is, and leave it to init.
+                say(pid > 0 ? "started \(pid)" : "failed 1", on: fds[1])
+                _exit(pid > 0 ? 0 : 1)
+            }
+            // The sockets go to 3, 4, ... and the report pipe right after them; first out of the way
             // (high numbers), so that no source is overwritten before it is copied.
             let sources = listeners.map(\.descriptor) + [fds[1]]
             let high = sources.map { fcntl($0, F_DUPFD, 256) }
@@ -69,15 +120,16 @@ extension Upgrade {
             setenv("LISTEN_PID", String(getpid()), 1)
             setenv("LISTEN_FDNAMES", names, 1)
             setenv(readyVariable, String(3 + listeners.count), 1)
-            setenv(fromVariable, String(getppid()), 1)
+            setenv(fromVariable, String(oldArbiter), 1)
             _ = chdir(startDirectory)
             SignalPipe.restore(mask)
             let cArguments = arguments.map { strdup($0) } + [nil]
             execv(path, cArguments)
+            say("failed 127", on: 3 + CInt(listeners.count))
             _exit(127)
         }
         close(fds[1])
-        return (pid, fds[0])
+        return InProgress(pipe: fds[0])
     }
 
     /// In a new arbiter: the previous one's pid and the pipe to tell it we are ready, if USR2 started us.
@@ -92,9 +144,9 @@ extension Upgrade {
         return (pid, fd)
     }
 
-    static func sayReady(_ fd: CInt) {
-        var byte: UInt8 = 1
-        _ = write(fd, &byte, 1)
-        close(fd)
+    /// One report line to the old arbiter.
+    static func say(_ report: String, on fd: CInt) {
+        let line = Array("\(report)\n".utf8)
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     }
 }

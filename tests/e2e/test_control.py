@@ -66,6 +66,9 @@ def test_upgrade_exits_0_once_the_new_arbiter_serves(generation_server):
     assert result.returncode == 0, result
     new = read_pid(server.pidfile)
     assert new != server.pid and f"upgraded: the new arbiter {new} is serving" in result.stdout
+    # Started by a double fork: init's child, not the old arbiter's (so systemd can supervise it).
+    with open(f"/proc/{new}/stat") as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[1]) != server.pid
     wait_until(lambda: served(server) == {"generation": 3, "arbiter": new, "worker": served(server)["worker"]},
                message="only the new arbiter's workers to answer")
     assert server.proc.wait(15) == 0, "the old arbiter drains and exits"

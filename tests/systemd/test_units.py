@@ -223,6 +223,19 @@ def test_usr2_upgrade_moves_main_pid_without_a_restart(container):
     wait_for(lambda: c.run("sh", "-c", f"test ! -e /proc/{before['MainPID']}", check=False).returncode == 0,
              message="the old arbiter to exit")
     assert c.show("appserver.service", "ActiveState")["ActiveState"] == "active"
+    # systemd supervises the new arbiter as its own child: a stop is graceful (a request in flight
+    # finishes) and ends in success, not in a SIGKILL of an "alien" main process.
+    journal = c.run("journalctl", "-u", "appserver.service", "--no-pager").stdout
+    assert "which is not our child" not in journal
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=requests.get(f"http://127.0.0.1:{PORT}/slow?s=2", timeout=30)))
+    t.start()
+    time.sleep(0.5)
+    c.run("systemctl", "stop", "appserver.service")
+    t.join()
+    assert result["r"].status_code == 200 and result["r"].content == b"slow done"
+    props = c.show("appserver.service", "ActiveState", "Result")
+    assert props == {"ActiveState": "inactive", "Result": "success"}, props
 
 
 GENERATION_APP = """import os
