@@ -5,12 +5,12 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 BINARY := .build/release/appserver
-APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd systemd-container debootstrap
+APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd systemd-container debootstrap debhelper lintian rsync
 SWIFT_SOURCES := $(shell find Sources -type f) Package.swift
 # Exclusivity is checked at compile time; the run-time checks (in SwiftNIO too) cost ~4% of a request.
 SWIFT_RELEASE_FLAGS := -Xswiftc -enforce-exclusivity=unchecked
 
-.PHONY: run test deps venv build unit e2e systemd-tests bench clean
+.PHONY: run test deps venv build unit e2e systemd-tests deb bench clean
 
 ## Serve the example app on http://127.0.0.1:8000/
 run: deps venv build
@@ -48,8 +48,12 @@ e2e: build venv
 systemd-tests: build venv
 	APPSERVER_BIN=$(CURDIR)/$(BINARY) $(PYTHON) -m pytest -q tests/systemd
 
+## Build dist/appserver_VERSION_amd64.deb (VERSION from packaging/debian/changelog; `make deb VERSION=1.2.3` for another).
+deb: deps
+	packaging/build-deb.sh $(VERSION)
+
 bench: deps build
 	bench/run.sh
 
 clean:
-	rm -rf .build $(VENV)
+	rm -rf .build .build-deb dist $(VENV)

@@ -139,7 +139,7 @@ struct AppServer: ParsableCommand {
         LoggingSystem.bootstrap { _ in ErrorLogHandler(file: errorLog, level: level) }
         let logger = Logger(label: "appserver")
         let command = self
-        let arbiter = Arbiter(config: settings, logger: logger, errorLog: errorLog, accessLog: accessLog) {
+        let arbiter = Arbiter(config: settings, version: appServerVersion, logger: logger, errorLog: errorLog, accessLog: accessLog) {
             try command.buildConfig()
         }
         let status = arbiter.run()

@@ -48,12 +48,15 @@ def ensure_tree():
 class Container:
     """One booted container; `run` executes a command inside it (nsenter into its PID 1's namespaces)."""
 
-    def __init__(self, share: Path, log: Path):
+    def __init__(self, share: Path, log: Path, swift_runtime=True):
+        """`swift_runtime`: bind the host's /opt/swift for a binary that links the Swift runtime
+        dynamically (the .deb's binary links it statically and must run without it)."""
         tree = ensure_tree()
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
             ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--volatile=overlay", "-D", str(tree),
-             f"--bind={share}:/mnt/share", "--bind-ro=/opt/swift", "--console=pipe", "--machine=appserver-test"],
+             f"--bind={share}:/mnt/share", *(["--bind-ro=/opt/swift"] if swift_runtime else []), "--console=pipe",
+             "--machine=appserver-test"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.leader = self._find_leader()
         deadline = time.monotonic() + 60
