@@ -165,9 +165,10 @@ public enum ControlClient {
             throw Failure(description: "the control socket of pid \(pid) belongs to process \(peer.pid); not sending")
         }
         let line = Array("\(request.rawValue)\n".utf8)
-        guard line.withUnsafeBytes({ Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == line.count else {
-            throw Failure(description: "cannot send the request: \(String(cString: strerror(errno)))")
-        }
+        // A refusal may be answered (and the socket closed) before the request is even sent: then
+        // the send fails, but the answer is there to read.
+        let sendError = line.withUnsafeBytes({ Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == line.count
+            ? nil : String(cString: strerror(errno))
         var answer: [UInt8] = []
         let deadline = Date().addingTimeInterval(timeout)
         while true {
@@ -187,6 +188,7 @@ public enum ControlClient {
         let text = String(decoding: answer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if text.hasPrefix("ok ") { return String(text.dropFirst(3)) }
         if text.hasPrefix("error ") { throw Failure(description: String(text.dropFirst(6))) }
+        if let sendError { throw Failure(description: "cannot send the request: \(sendError)") }
         throw Failure(description: "the server closed the connection without an answer (did it stop?)")
     }
 }

@@ -35,8 +35,9 @@ def served(server):
 
 
 def test_status_names_workers_generation_and_version(generation_server):
-    result = control("status", "--pid", str(generation_server.pid))
-    assert result.returncode == 0, result
+    # A worker counts once it has booted (it may still be starting when the first answer came).
+    result = wait_until(lambda: (r := control("status", "--pid", str(generation_server.pid))).returncode == 0
+                        and "2 workers serving" in r.stdout and r, message="both workers booted")
     assert f"pid {generation_server.pid}: 2 workers serving, generation 1" in result.stdout
     version = control("--version").stdout.strip()
     assert f"appserver {version}" in result.stdout
