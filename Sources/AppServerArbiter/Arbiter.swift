@@ -41,6 +41,9 @@ public final class Arbiter {
     private var stopping: (mode: Stop, deadline: Double)?
     private var exitStatus: Int32 = 0
     private var nextSpawnAllowed = 0.0
+    /// Seconds to wait before the next worker after the app's startup (ASGI lifespan) failed; doubles
+    /// up to 32 s while it keeps failing, and resets once a worker boots.
+    private var startupBackoff = 0.0
     private let notifier = ServiceNotifier()
     private var lastStartExtension = 0.0
     /// Requests served by workers that have exited (the live ones count in their slots).
@@ -119,7 +122,7 @@ public final class Arbiter {
         for listener in listeners {
             logger.info("Listening at: \(listener.description) (\(getpid())) [\(listener.origin)]")
         }
-        logger.info("Using worker: wsgi, threads: \(config.threads)")
+        logger.info("Using worker: \(config.interface == .auto ? "auto (ASGI for a coroutine app, else WSGI)" : config.interface.rawValue), threads: \(config.threads)")
         manageWorkers()
     }
 
@@ -208,6 +211,7 @@ public final class Arbiter {
         let now = MonotonicClock.seconds()
         let current = workers.values.filter { $0.generation == generation && !$0.retiring }
         let booted = current.filter(\.booted).count
+        if booted > 0 { startupBackoff = 0 }
         if !notifier.isReady {
             if booted >= workerCount && previous == nil {
                 if let previousArbiter {
@@ -316,6 +320,10 @@ public final class Arbiter {
                 bootFailed(worker, code: code)
                 continue
             }
+            if !worker.booted && exited && code == WorkerProcess.startupFailedStatus {
+                startupFailed(worker)
+                continue
+            }
             if !exited {
                 if worker.abortedAt == nil && !worker.retiring && stopping == nil {
                     logger.error("Worker (pid:\(pid)) was sent \(signalName(signal).uppercased() == "KILL" ? "SIGKILL! Perhaps out of memory?" : "SIG\(signalName(signal).uppercased())")")
@@ -349,6 +357,20 @@ public final class Arbiter {
         logger.error("Worker failed to boot: \(code == WorkerProcess.appLoadErrorStatus ? "the app could not be loaded" : "the app failed to import") (the error is above); shutting down")
         exitStatus = code
         stop(.fast)
+    }
+
+    /// The app's own startup (ASGI lifespan) failed in a new worker: during a reload, the reload fails;
+    /// otherwise the cause may pass (a database still starting), so workers are retried, ever slower.
+    private func startupFailed(_ worker: Worker) {
+        if worker.generation != generation { return }
+        if let previous, workers.values.contains(where: { $0.generation == previous.generation }) {
+            bootFailed(worker, code: WorkerProcess.startupFailedStatus)
+            return
+        }
+        startupBackoff = min(max(1, startupBackoff * 2), 32)
+        nextSpawnAllowed = MonotonicClock.seconds() + startupBackoff
+        lastError = "the app's startup failed"
+        logger.error("Worker (pid:\(worker.pid)) failed the app's startup (see above); retrying in \(Int(startupBackoff)) s")
     }
 
     /// Workers silent for longer than `timeout` get SIGABRT, and SIGKILL if that does not end them.

@@ -13,6 +13,8 @@ enum WorkerProcess {
     /// callable is missing. Either one before boot makes the arbiter stop rather than respawn forever.
     static let bootErrorStatus: Int32 = 3
     static let appLoadErrorStatus: Int32 = 4
+    /// The app's ASGI lifespan startup failed: retried with a growing delay.
+    static let startupFailedStatus = AppLoadError.startupFailedStatus
 
     static func run(config: ServerConfig, listeners: [Listener], slot: WorkerSlot, logger: Logger,
                     errorLog: LogFile, accessLog: LogFile?) -> Never {
@@ -28,9 +30,14 @@ enum WorkerProcess {
         }
         runtime.sendWSGIErrors { errorLog.write($0) }
         let accessWriter = accessLog.map { AccessLogWriter(format: config.accessLogformat, file: $0) }
-        let host = WSGIHost(runtime: runtime, config: config, logger: logger, accessLog: accessWriter)
+        let host = runtime.makeHost(config: config, logger: logger, accessLog: accessWriter)
         runtime.releaseMainThread()
-        host.start()
+        do {
+            try host.start()
+        } catch {
+            logger.error("\(error.description)")
+            _exit(error.exitStatus)
+        }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let eventLoop = group.next()
@@ -67,7 +74,7 @@ enum WorkerProcess {
         while true {
             switch signals.next() {
             case SIGTERM, SIGQUIT, SIGHUP:
-                stopGracefully(server: server, runtime: runtime, timeout: config.gracefulTimeout, logger: logger)
+                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger)
             case SIGINT:
                 _exit(0)
             case SIGABRT:
@@ -83,7 +90,7 @@ enum WorkerProcess {
     }
 
     /// Stops accepting, lets requests in flight finish (up to `timeout` seconds), then exits.
-    private static func stopGracefully(server: HTTPServer, runtime: PythonRuntime, timeout: Int, logger: Logger) -> Never {
+    private static func stopGracefully(server: HTTPServer, host: any AppHost, timeout: Int, logger: Logger) -> Never {
         logger.info("Worker exiting (pid: \(getpid()))")
         let done = Monitor()
         let finished = OnceFlag()
@@ -100,7 +107,7 @@ enum WorkerProcess {
             }
         }
         if finished.isSet {
-            runtime.runExitFunctions()
+            host.stop(timeout: timeout)
         } else {
             logger.warning("graceful timeout (\(timeout) s) reached with requests still running; exiting")
         }

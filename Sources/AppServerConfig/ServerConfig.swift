@@ -31,6 +31,20 @@ public struct ServerConfig: Equatable, Sendable {
     public var limitRequestFieldSize = 8190
     /// Largest request body accepted, in bytes; 0 means no limit.
     public var limitRequestBody: Int64 = 0
+    /// The gateway interface: WSGI, ASGI 3, or whichever the callable is (a coroutine function: ASGI).
+    public var interface = Interface.auto
+    /// ASGI: the event loop (uvloop when installed, for `auto`).
+    public var loop = EventLoopKind.auto
+    /// ASGI: run the app's lifespan protocol (`auto`: if the app supports it).
+    public var lifespan = Lifespan.auto
+    /// ASGI: where the app is mounted (the scope's `root_path`).
+    public var rootPath = ""
+    /// ASGI: the largest websocket message accepted, in bytes.
+    public var wsMaxSize = 16 * 1024 * 1024
+
+    public enum Interface: String, CaseIterable, Sendable { case auto, wsgi, asgi }
+    public enum EventLoopKind: String, CaseIterable, Sendable { case auto, asyncio, uvloop }
+    public enum Lifespan: String, CaseIterable, Sendable { case auto, on, off }
 
     public static let defaultAccessLogFormat = #"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#
 
@@ -50,6 +64,7 @@ public struct ServerConfig: Equatable, Sendable {
         "max_requests", "max_requests_jitter", "backlog", "chdir", "pythonpath", "env", "virtualenv",
         "access_logfile", "error_logfile", "log_level", "access_logformat", "pid",
         "limit_request_line", "limit_request_fields", "limit_request_field_size", "limit_request_body",
+        "interface", "loop", "lifespan", "root_path", "ws_max_size",
     ]
 
     public static func canonicalName(_ key: String) -> String {
@@ -98,6 +113,15 @@ public struct ServerConfig: Equatable, Sendable {
         case "limit_request_fields": limitRequestFields = try value.integer(key, min: 0, max: 32768)
         case "limit_request_field_size": limitRequestFieldSize = try value.integer(key, min: 0, max: 65_536)
         case "limit_request_body": limitRequestBody = Int64(try value.integer(key, min: 0, max: Int.max))
+        case "interface": interface = try value.choice(key, of: Interface.self)
+        case "loop": loop = try value.choice(key, of: EventLoopKind.self)
+        case "lifespan": lifespan = try value.choice(key, of: Lifespan.self)
+        case "root_path":
+            rootPath = try value.string(key)
+            if !rootPath.isEmpty && (!rootPath.hasPrefix("/") || rootPath.hasSuffix("/")) {
+                throw ConfigError.invalidValue(key: key, value: rootPath, reason: "expected a path like /api (leading /, no trailing /)")
+            }
+        case "ws_max_size": wsMaxSize = try value.integer(key, min: 1, max: 1 << 30)
         default: throw ConfigError.unknownKey(rawKey, source: source)
         }
     }
@@ -194,6 +218,15 @@ extension ConfigValue {
     func strings(_ key: String) throws(ConfigError) -> [String] {
         if case .array(let items) = self { return try items.map { item throws(ConfigError) in try item.string(key) } }
         return [try string(key)]
+    }
+
+    func choice<Choice: RawRepresentable & CaseIterable>(_ key: String, of type: Choice.Type) throws(ConfigError) -> Choice
+        where Choice.RawValue == String {
+        let text = try string(key).lowercased()
+        guard let choice = Choice(rawValue: text) else {
+            throw ConfigError.invalidValue(key: key, value: text, reason: "expected one of " + Choice.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        return choice
     }
 
     func integer(_ key: String, min: Int, max: Int) throws(ConfigError) -> Int {

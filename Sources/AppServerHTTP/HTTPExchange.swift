@@ -45,6 +45,13 @@ public enum ExchangeError: Error, Sendable {
     case disconnected
 }
 
+/// Told (on the I/O thread) when an exchange's queued response drained below the low-water mark, and
+/// when its connection went away. For apps that do not block a thread per request (ASGI).
+public protocol ExchangeObserver: AnyObject, Sendable {
+    func exchangeDrained()
+    func exchangeAborted()
+}
+
 /// Hosts one request for an app: handed to an app thread by the I/O thread, it carries the request
 /// head and body stream, and takes the response back to the I/O thread. Every method here may be
 /// called from any thread; the socket is only ever touched on the connection's event loop.
@@ -62,6 +69,8 @@ public final class HTTPExchange: @unchecked Sendable {
     private let output: Monitor
     private var pendingBytes = 0      // guarded by `output`
     private var aborted = false       // guarded by `output`
+    /// Set on the I/O thread before the app sees the exchange; called there only.
+    public var observer: (any ExchangeObserver)?
 
     init(request: RequestInfo, body: RequestBodyStream, limits: HTTPLimits, eventLoop: any EventLoop,
          connection: NIOLoopBound<HTTPConnectionHandler>, allocator: ByteBufferAllocator, drainFlag: ServerDrainFlag) {
@@ -147,19 +156,24 @@ public final class HTTPExchange: @unchecked Sendable {
     // MARK: I/O thread side
 
     func didWrite(_ size: Int) {
-        output.withLock {
+        let drained = output.withLock { () -> Bool in
             let before = pendingBytes
             pendingBytes -= size
-            if before > limits.responseLowWater && pendingBytes <= limits.responseLowWater { output.broadcast() }
+            guard before > limits.responseLowWater && pendingBytes <= limits.responseLowWater else { return false }
+            output.broadcast()
+            return true
         }
+        if drained { observer?.exchangeDrained() }
     }
 
     func abort() {
-        output.withLock {
-            aborted = true
+        let first = output.withLock { () -> Bool in
+            defer { aborted = true }
             output.broadcast()
+            return !aborted
         }
         body.fail(.disconnected)
+        if first { observer?.exchangeAborted() }
     }
 }
 

@@ -22,6 +22,8 @@ public final class RequestBodyStream: @unchecked Sendable {
     private var failure: RequestBodyError?
     private var paused = false
     private var askedToContinue = false
+    /// Called once (on the I/O thread) when bytes, the end or a failure arrive (see `poll`).
+    private var waiter: (@Sendable () -> Void)?
 
     private let highWater: Int
     private let lowWater: Int
@@ -50,29 +52,80 @@ public final class RequestBodyStream: @unchecked Sendable {
 
     /// Adds bytes; returns true when the socket should stop being read for now.
     public func append(_ buffer: ByteBuffer) -> Bool {
-        monitor.withLock {
-            guard !finished, failure == nil else { return false }
+        let (pause, waiter) = monitor.withLock { () -> (Bool, (@Sendable () -> Void)?) in
+            guard !finished, failure == nil else { return (false, nil) }
             chunks.append(buffer)
             buffered += buffer.readableBytes
             monitor.broadcast()
             if buffered >= highWater { paused = true }
-            return paused
+            return (paused, takeWaiter())
         }
+        waiter?()
+        return pause
     }
 
     public func finish() {
-        monitor.withLock {
+        let waiter = monitor.withLock { () -> (@Sendable () -> Void)? in
             finished = true
             monitor.broadcast()
+            return takeWaiter()
         }
+        waiter?()
     }
 
     public func fail(_ error: RequestBodyError) {
-        monitor.withLock {
-            if finished && chunks.isEmpty { return }
+        let waiter = monitor.withLock { () -> (@Sendable () -> Void)? in
+            if finished && chunks.isEmpty { return nil }
             failure = error
             monitor.broadcast()
+            return takeWaiter()
         }
+        waiter?()
+    }
+
+    private func takeWaiter() -> (@Sendable () -> Void)? {
+        defer { waiter = nil }
+        return waiter
+    }
+
+    /// What `poll` found.
+    public enum Poll {
+        /// Bytes (all that had arrived, at most `max`); `more`: the body goes on.
+        case data(ByteBuffer, more: Bool)
+        case pending
+        case failed(RequestBodyError)
+    }
+
+    /// Takes what has arrived without waiting (for an event loop). On `.pending`, `whenReadable` is
+    /// called once, on the I/O thread, when that changes.
+    public func poll(max: Int, allocator: ByteBufferAllocator, whenReadable: @escaping @Sendable () -> Void) -> Poll {
+        if let sendContinue {
+            let first = monitor.withLock { () -> Bool in
+                defer { askedToContinue = true }
+                return !askedToContinue
+            }
+            if first { sendContinue() }
+        }
+        var shouldResume = false
+        let result = monitor.withLock { () -> Poll in
+            if let failure { return .failed(failure) }
+            if buffered > 0 || finished {
+                let out = removeFirst(Swift.min(max, buffered), allocator: allocator)
+                if paused && buffered <= lowWater {
+                    paused = false
+                    shouldResume = true
+                }
+                return .data(out, more: !finished || buffered > 0)
+            }
+            if paused {
+                paused = false
+                shouldResume = true
+            }
+            waiter = whenReadable
+            return .pending
+        }
+        if shouldResume { resume() }
+        return result
     }
 
     public var isFinished: Bool { monitor.withLock { finished } }

@@ -195,6 +195,22 @@ public struct ResponseWriter {
         }
     }
 
+    /// A response the server makes itself when the app failed before its head went out (500, 413):
+    /// a short text body, and the connection closes after it.
+    public mutating func serverError(status: String) -> ByteBuffer {
+        let body = status + "\n"
+        var statusText = status
+        statusText.withUTF8 { try? begin(status: UnsafeRawBufferPointer($0)) }
+        var name = "Content-Type", value = "text/plain; charset=utf-8"
+        name.withUTF8 { n in value.withUTF8 { v in try? addHeader(name: UnsafeRawBufferPointer(n), value: UnsafeRawBufferPointer(v)) } }
+        requireClose()
+        var buffer = finishHead(knownLength: Int64(body.utf8.count))
+        var bodyText = body
+        bodyText.withUTF8 { _ = appendBody(UnsafeRawBufferPointer($0), to: &buffer) }
+        finishBody(into: &buffer)
+        return buffer
+    }
+
     // MARK: byte helpers
 
     static func isTokenByte(_ c: UInt8) -> Bool {

@@ -31,6 +31,28 @@ enum NativeFunctions {
             guard let thread = WSGIThread.current else { return NativeFunctions.noRequest() }
             return thread.readBody(args: args, count: count, line: true)
         }
+        _ = define("_asgi_wakeup", "_asgi_wakeup(): the loop's reader on the ASGI wake-up pipe", in: namespace) { _, _, _ in
+            ASGIHost.current?.wakeUp()
+            return retained(appserver_none())
+        }
+        _ = define("_asgi_tick", "_asgi_tick(): the event loop is alive", in: namespace) { _, _, _ in
+            ASGIHost.current?.tick()
+            return retained(appserver_none())
+        }
+        _ = define("_server_log", "_server_log(level, text): 0 info, 1 warning, 2 error", in: namespace) { _, args, count in
+            guard count == 2, let args, let levelObject = args[0], let text = args[1], let utf8 = PyUnicode_AsUTF8(text) else {
+                return NativeFunctions.typeError("_server_log(level, text)")
+            }
+            let message = String(cString: utf8)
+            if let logger = ASGIHost.current?.logger {
+                switch PyLong_AsLong(levelObject) {
+                case 0: logger.info("\(message)")
+                case 1: logger.warning("\(message)")
+                default: logger.error("\(message)")
+                }
+            }
+            return retained(appserver_none())
+        }
         _ = define("_log", "_log(text): write to the error log", in: namespace) { _, args, count in
             guard count == 1, let args, let text = args[0], let utf8 = PyUnicode_AsUTF8(text) else {
                 return NativeFunctions.typeError("wsgi.errors.write() takes one str")

@@ -12,16 +12,24 @@ public enum AppLoadError: Error, CustomStringConvertible {
     case interpreter(String)
     case importFailed(String)
     case notFound(String)
+    /// The app's own start-up (ASGI lifespan) failed: maybe a passing cause (a database down), so
+    /// the arbiter retries with a growing delay rather than stopping.
+    case startupFailed(String)
 
     public var description: String {
         switch self {
-        case .interpreter(let text), .importFailed(let text), .notFound(let text): return text
+        case .interpreter(let text), .importFailed(let text), .notFound(let text), .startupFailed(let text): return text
         }
     }
 
+    public static let startupFailedStatus: Int32 = 5
+
     public var exitStatus: Int32 {
-        if case .notFound = self { return 4 }
-        return 3
+        switch self {
+        case .notFound: return 4
+        case .startupFailed: return Self.startupFailedStatus
+        default: return 3
+        }
     }
 }
 
@@ -58,10 +66,12 @@ public final class PythonRuntime: @unchecked Sendable {
         self.namespace = namespace
         PyDict_SetItemString(namespace, "__builtins__", PyEval_GetBuiltins())
         NativeFunctions.install(into: namespace)
-        guard let result = PyRun_StringFlags(bootstrapSource, Py_file_input, namespace, namespace, nil) else {
-            throw .interpreter("the server's Python glue failed: \(PythonRuntime.takeErrorText() ?? "?")")
+        for source in [bootstrapSource, asgiBootstrapSource] {
+            guard let result = PyRun_StringFlags(source, Py_file_input, namespace, namespace, nil) else {
+                throw .interpreter("the server's Python glue failed: \(PythonRuntime.takeErrorText() ?? "?")")
+            }
+            Py_DecRef(result)
         }
-        Py_DecRef(result)
         PythonRuntime.formatter = PyDict_GetItemString(namespace, "format_exception")
         if let modules = PySys_GetObject("modules") { PyDict_SetItemString(modules, "_appserver", module) }
 

@@ -34,7 +34,7 @@ final class ResponseContinuation {
 /// runs right on the I/O thread: no hand-off between threads, which on one core costs more than the
 /// app itself. Everything that could block the I/O thread goes to the one app thread instead: a body
 /// still arriving, or a body iteration that has to wait for the socket to drain.
-public final class WSGIHost: HTTPApplication, @unchecked Sendable {
+public final class WSGIHost: AppHost, @unchecked Sendable {
     let runtime: PythonRuntime
     let logger: Logger
     let accessLog: AccessLogWriter?
@@ -68,9 +68,16 @@ public final class WSGIHost: HTTPApplication, @unchecked Sendable {
         }
     }
 
+    public var interfaceName: String { "wsgi, threads: \(maxRunning)" }
+
     /// Starts the app threads. Call after the starting thread released the GIL.
     public func start() {
         for thread in threads { thread.start() }
+    }
+
+    /// After the server drained: the app's atexit functions.
+    public func stop(timeout: Int) {
+        runtime.runExitFunctions()
     }
 
     public func handle(_ exchange: HTTPExchange) {

@@ -416,18 +416,7 @@ final class WSGIThread: @unchecked Sendable {
     }
 
     private func sendError(_ request: ActiveRequest, status: String) {
-        let body = status + "\n"
-        var writer = request.writer
-        var statusText = status
-        statusText.withUTF8 { try? writer.begin(status: UnsafeRawBufferPointer($0)) }
-        var name = "Content-Type", value = "text/plain; charset=utf-8"
-        name.withUTF8 { n in value.withUTF8 { v in try? writer.addHeader(name: UnsafeRawBufferPointer(n), value: UnsafeRawBufferPointer(v)) } }
-        writer.requireClose()
-        var buffer = writer.finishHead(knownLength: Int64(body.utf8.count))
-        var bodyText = body
-        bodyText.withUTF8 { _ = writer.appendBody(UnsafeRawBufferPointer($0), to: &buffer) }
-        writer.finishBody(into: &buffer)
-        request.writer = writer
+        let buffer = request.writer.serverError(status: status)
         request.logHeaders = []
         emit(request, buffer, end: true)
     }

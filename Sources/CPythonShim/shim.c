@@ -42,6 +42,7 @@ const char *appserver_bytes_view(PyObject *o, Py_ssize_t *length) {
 }
 
 int appserver_is_exact_dict(PyObject *o) { return PyDict_CheckExact(o); }
+int appserver_is_dict(PyObject *o) { return PyDict_Check(o); }
 
 static int fail(PyStatus status, PyConfig *config, char **error) {
     const char *msg = status.err_msg ? status.err_msg : "unknown error";

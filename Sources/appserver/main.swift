@@ -10,7 +10,7 @@ import Logging
 struct AppServer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "appserver",
-        abstract: "A pre-forking application server for Python web apps (WSGI), systemd-native.",
+        abstract: "A pre-forking application server for Python web apps (WSGI and ASGI), systemd-native.",
         discussion: """
             Serves APP (MODULE:CALLABLE, e.g. mysite.wsgi:application) with a single-threaded arbiter and \
             pre-forked workers that embed CPython. Settings may also come from a TOML file (-c) with the \
@@ -79,6 +79,17 @@ struct AppServer: ParsableCommand {
     @Option(name: .customLong("limit-request-body"), help: "Largest request body, in bytes (default 0: no limit).")
     var limitRequestBody: String?
 
+    @Option(help: "The gateway interface: auto (ASGI for a coroutine function, else WSGI), wsgi or asgi (default auto).")
+    var interface: String?
+    @Option(help: "ASGI event loop: auto (uvloop when installed), asyncio or uvloop (default auto).")
+    var loop: String?
+    @Option(help: "ASGI lifespan protocol: auto (if the app supports it), on or off (default auto).")
+    var lifespan: String?
+    @Option(name: .customLong("root-path"), help: "ASGI root_path: where the app is mounted, e.g. /api.")
+    var rootPath: String?
+    @Option(name: .customLong("ws-max-size"), help: "Largest websocket message, in bytes (default 16 MiB).")
+    var wsMaxSize: String?
+
     /// The settings given on the command line, by config key.
     private var commandLineSettings: [(String, ConfigValue)] {
         var settings: [(String, ConfigValue)] = []
@@ -94,6 +105,8 @@ struct AppServer: ParsableCommand {
         add("log_level", logLevel); add("access_logformat", accessLogformat); add("pid", pid)
         add("limit_request_line", limitRequestLine); add("limit_request_fields", limitRequestFields)
         add("limit_request_field_size", limitRequestFieldSize); add("limit_request_body", limitRequestBody)
+        add("interface", interface); add("loop", loop); add("lifespan", lifespan); add("root_path", rootPath)
+        add("ws_max_size", wsMaxSize)
         return settings
     }
 

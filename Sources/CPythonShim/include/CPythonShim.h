@@ -35,6 +35,7 @@ const char *appserver_latin1_view(PyObject *o, Py_ssize_t *length);
 /// The bytes object's buffer and size (no copy); NULL when not bytes.
 const char *appserver_bytes_view(PyObject *o, Py_ssize_t *length);
 int appserver_is_exact_dict(PyObject *o);
+int appserver_is_dict(PyObject *o);
 /// PyConfig setup: the variadic-free pieces Swift cannot express conveniently.
 int appserver_init_python(const char *program_name, char **error);
 #endif

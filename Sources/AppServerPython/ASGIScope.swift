@@ -1,0 +1,172 @@
+import AppServerHTTP
+import CPython
+import CPythonShim
+import NIOCore
+
+/// Interned keys and constant values of ASGI messages, made once per worker (with the GIL).
+final class ASGIMessages: @unchecked Sendable {
+    let type = PyUnicode_InternFromString("type")!
+    let body = PyUnicode_InternFromString("body")!
+    let moreBody = PyUnicode_InternFromString("more_body")!
+    let status = PyUnicode_InternFromString("status")!
+    let headers = PyUnicode_InternFromString("headers")!
+    let httpRequest = PyUnicode_InternFromString("http.request")!
+    let httpDisconnect = PyUnicode_InternFromString("http.disconnect")!
+    let emptyBytes = PyBytes_FromStringAndSize(nil, 0)!
+
+    /// `{"type": "http.request", "body": body, "more_body": more}` (body stolen); a new reference.
+    func request(body: PyObjectPointer, more: Bool) -> PyObjectPointer {
+        let message = PyDict_New()!
+        PyDict_SetItem(message, type, httpRequest)
+        PyDict_SetItem(message, self.body, body)
+        PyDict_SetItem(message, moreBody, more ? appserver_true() : appserver_false())
+        Py_DecRef(body)
+        return message
+    }
+
+    /// `{"type": "http.disconnect"}`; a new reference.
+    func disconnect() -> PyObjectPointer {
+        let message = PyDict_New()!
+        PyDict_SetItem(message, type, httpDisconnect)
+        return message
+    }
+}
+
+/// Builds the `http` scope of a request (ASGI 3, spec version 2.3), with the GIL.
+final class ASGIScopeBuilder: @unchecked Sendable {
+    private let keys = (type: interned("type"), asgi: interned("asgi"), httpVersion: interned("http_version"),
+                        server: interned("server"), client: interned("client"), scheme: interned("scheme"),
+                        method: interned("method"), rootPath: interned("root_path"), path: interned("path"),
+                        rawPath: interned("raw_path"), queryString: interned("query_string"), headers: interned("headers"),
+                        state: interned("state"))
+    private let http = interned("http")
+    private let version11 = interned("1.1")
+    private let version10 = interned("1.0")
+    private let asgiVersion: PyObjectPointer
+    private let rootPath: PyObjectPointer
+    private let rootPathBytes: [UInt8]
+    private var methods: [String: PyObjectPointer] = [:]
+    /// Lower-cased header names as bytes objects, by the name as the client spelled it (bounded).
+    private var headerNames: [String: PyObjectPointer] = [:]
+
+    init(rootPath: String) {
+        asgiVersion = PyDict_New()!
+        PyDict_SetItemString(asgiVersion, "version", PyUnicode_InternFromString("3.0"))
+        PyDict_SetItemString(asgiVersion, "spec_version", PyUnicode_InternFromString("2.3"))
+        self.rootPath = interned(rootPath)
+        self.rootPathBytes = Array(rootPath.utf8)
+        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { methods[method] = interned(method) }
+    }
+
+    /// A new scope (a new reference), or nil with a Python exception set.
+    func build(_ request: RequestInfo, state: PyObjectPointer) -> PyObjectPointer? {
+        guard let scope = PyDict_New() else { return nil }
+        func set(_ key: PyObjectPointer, _ value: PyObjectPointer) { PyDict_SetItem(scope, key, value) }
+        func setNew(_ key: PyObjectPointer, _ value: PyObjectPointer?) {
+            guard let value else { PyErr_Clear(); return }
+            PyDict_SetItem(scope, key, value)
+            Py_DecRef(value)
+        }
+        set(keys.type, http)
+        setNew(keys.asgi, PyDict_Copy(asgiVersion))
+        set(keys.httpVersion, request.version.minor == 0 ? version10 : version11)
+        set(keys.scheme, http)
+        if let method = methods[request.method] { set(keys.method, method) } else { setNew(keys.method, PyUnicode_FromString(request.method)) }
+        set(keys.rootPath, rootPath)
+
+        // The target's path (an absolute-form target starts after its authority) and query.
+        let uri = request.uri
+        var path = Substring(uri)
+        var query = Substring("")
+        if let mark = uri.firstIndex(of: "?") {
+            path = uri[..<mark]
+            query = uri[uri.index(after: mark)...]
+        }
+        if path.hasPrefix("http://") || path.hasPrefix("https://") {
+            let afterScheme = path[path.index(path.firstIndex(of: ":")!, offsetBy: 3)...]
+            path = afterScheme.firstIndex(of: "/").map { afterScheme[$0...] } ?? "/"
+        }
+        // As Uvicorn: `path` and `raw_path` include the root path; `path` is percent-decoded UTF-8.
+        let raw = rootPathBytes + Array(path.utf8)
+        setNew(keys.rawPath, bytes(raw))
+        let decoded = rootPathBytes + percentDecoded(Array(path.utf8))
+        setNew(keys.path, decoded.withUnsafeBufferPointer {
+            PyUnicode_DecodeUTF8(UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count, "replace")
+        })
+        setNew(keys.queryString, bytes(Array(query.utf8)))
+
+        let headers = request.headers
+        if let list = PyList_New(headers.count) {
+            var index = 0
+            for (name, value) in headers {
+                let item = appserver_tuple2(headerName(name), bytes(Array(value.utf8)))
+                PyList_SetItem(list, index, item)   // steals
+                index += 1
+            }
+            setNew(keys.headers, list)
+        }
+        setNew(keys.client, address(request.remoteAddress))
+        setNew(keys.server, address(request.localAddress))
+        setNew(keys.state, PyDict_Copy(state))
+        return scope
+    }
+
+    private func headerName(_ name: String) -> PyObjectPointer {
+        if let known = headerNames[name] {
+            Py_IncRef(known)
+            return known
+        }
+        let object = bytes(Array(name.lowercased().utf8))
+        if headerNames.count < 256 {
+            Py_IncRef(object)
+            headerNames[name] = object
+        }
+        return object
+    }
+
+    /// `(host, port)` of an IP address; None for a unix socket or nothing known.
+    private func address(_ address: SocketAddress?) -> PyObjectPointer {
+        guard let address, let host = address.ipAddress, let port = address.port else {
+            Py_IncRef(appserver_none())
+            return appserver_none()
+        }
+        return appserver_tuple2(PyUnicode_FromString(host), PyLong_FromLong(port))
+    }
+}
+
+private func interned(_ text: String) -> PyObjectPointer {
+    PyUnicode_InternFromString(text)!
+}
+
+/// A bytes object of `data`; a new reference.
+func bytes(_ data: [UInt8]) -> PyObjectPointer {
+    data.withUnsafeBufferPointer {
+        PyBytes_FromStringAndSize(UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count)!
+    }
+}
+
+/// `%XX` sequences decoded; anything malformed is kept as it is.
+func percentDecoded(_ input: [UInt8]) -> [UInt8] {
+    guard input.contains(UInt8(ascii: "%")) else { return input }
+    func hex(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+    var out: [UInt8] = []
+    out.reserveCapacity(input.count)
+    var i = 0
+    while i < input.count {
+        if input[i] == UInt8(ascii: "%"), i + 2 < input.count, let high = hex(input[i + 1]), let low = hex(input[i + 2]) {
+            out.append(high << 4 | low)
+            i += 3
+        } else {
+            out.append(input[i])
+            i += 1
+        }
+    }
+    return out
+}

@@ -1,0 +1,204 @@
+"""ASGI 3 in the workers: FastAPI, Starlette and Django apps from PyPI, on uvloop and plain asyncio."""
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import APPS, rss_kib, wait_until
+
+LOOPS = ["uvloop", "asyncio"]
+
+
+@pytest.fixture(params=LOOPS)
+def loop(request):
+    return request.param
+
+
+def fastapi_server(serve, loop, tmp_path, *args, workers=1):
+    return serve("fastapiapp:app", "--loop", loop, "--workers", str(workers), *args,
+                 env={"MARKER_DIR": str(tmp_path)}, workers=workers)
+
+
+def test_fastapi_json_params_and_errors(serve, loop, tmp_path):
+    server = fastapi_server(serve, loop, tmp_path)
+    assert f"ASGI event loop: {loop}" in server.log()
+    r = requests.get(server.url + "/")
+    assert r.status_code == 200 and r.json() == {"message": "Hello, World!"}
+    assert r.headers["content-type"] == "application/json" and r.headers["server"] == "appserver"
+    assert requests.get(server.url + "/items/42?q=x").json() == {"id": 42, "q": "x"}
+    r = requests.get(server.url + "/items/notanumber")
+    assert r.status_code == 422
+    assert requests.get(server.url + "/missing").status_code == 404
+    r = requests.get(server.url + "/error")
+    assert r.status_code == 500
+    # Starlette sends its 500 and then re-raises: the traceback is logged just after the response.
+    wait_until(lambda: "Exception in ASGI application" in server.log() and "RuntimeError: boom from FastAPI" in server.log(),
+               message="the traceback in the log")
+    # The worker goes on serving after an error, on a new connection.
+    assert requests.get(server.url + "/").status_code == 200
+
+
+def test_http_scope(serve, tmp_path):
+    # Behind a proxy that strips /api, as with Uvicorn: the scope's path and raw_path include the root path.
+    server = serve("fastapiapp:app", "--root-path", "/api", env={"MARKER_DIR": str(tmp_path)})
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"GET /scope?a=1&b=%20 HTTP/1.1\r\nHost: example.com\r\nX-Custom: Value\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    import json
+    scope = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    assert scope["path"] == "/api/scope" and scope["raw_path"] == "/api/scope" and scope["root_path"] == "/api"
+    assert scope["query_string"] == "a=1&b=%20" and scope["http_version"] == "1.1" and scope["scheme"] == "http"
+    assert scope["client"][0] == "127.0.0.1" and scope["server"] == ["127.0.0.1", server.port]
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.3"}
+    assert ["host", "example.com"] in scope["headers"] and ["x-custom", "Value"] in scope["headers"]
+
+
+def test_percent_decoded_path(serve, tmp_path):
+    server = serve("fastapiapp:app", env={"MARKER_DIR": str(tmp_path)})
+    r = requests.get(server.url + "/items/%34%32")
+    assert r.json() == {"id": 42, "q": None}
+
+
+def test_fastapi_upload_100_mib_with_bounded_memory(serve, loop, tmp_path):
+    server = fastapi_server(serve, loop, tmp_path)
+    worker = server.workers()[0]
+    requests.get(server.url + "/")
+    before = rss_kib(worker)
+    size = 100 * 1024 * 1024
+
+    def body():
+        chunk = b"u" * (1 << 20)
+        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n" \
+              b"Content-Type: application/octet-stream\r\n\r\n"
+        for _ in range(size // len(chunk)):
+            yield chunk
+        yield b"\r\n--b--\r\n"
+
+    r = requests.post(server.url + "/upload", data=body(), headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=120)
+    assert r.status_code == 200 and r.json() == {"name": "big.bin", "size": size}
+    growth = rss_kib(worker) - before
+    assert growth < 32 * 1024, f"the worker grew by {growth} KiB for a 100 MiB upload"
+
+
+def test_fastapi_echo_and_chunked_upload(serve, tmp_path):
+    server = serve("fastapiapp:app", env={"MARKER_DIR": str(tmp_path)})
+    payload = os.urandom(300_000)
+    assert requests.post(server.url + "/echo", data=payload).content == payload
+    r = requests.post(server.url + "/echo", data=iter([payload[:1000], payload[1000:]]))   # chunked
+    assert r.content == payload
+
+
+def test_streaming_response(serve, loop, tmp_path):
+    server = fastapi_server(serve, loop, tmp_path)
+    r = requests.get(server.url + "/stream?chunks=50&size=1000")
+    assert r.headers["transfer-encoding"] == "chunked" and r.content == b"x" * 50_000
+
+
+def test_streaming_1_gib_does_not_grow_memory(serve, tmp_path):
+    """A 1 GiB StreamingResponse read slowly: backpressure keeps the worker's memory flat."""
+    server = serve("fastapiapp:app", env={"MARKER_DIR": str(tmp_path)})
+    worker = server.workers()[0]
+    requests.get(server.url + "/")
+    before = rss_kib(worker)
+    total, peak = 0, 0
+    with requests.get(server.url + f"/stream?chunks={1024}&size={1 << 20}", stream=True, timeout=120) as r:
+        for i, chunk in enumerate(r.iter_content(1 << 20)):
+            total += len(chunk)
+            if i % 64 == 0:
+                peak = max(peak, rss_kib(worker) - before)
+    assert total == 1 << 30
+    assert peak < 48 * 1024, f"the worker grew by {peak} KiB while streaming 1 GiB"
+
+
+def test_background_task_runs_after_the_response(serve, tmp_path):
+    server = serve("fastapiapp:app", env={"MARKER_DIR": str(tmp_path)})
+    assert requests.post(server.url + "/task?name=bg1").json() == {"queued": "bg1"}
+    wait_until(lambda: (tmp_path / "bg1").exists(), message="the background task")
+
+
+def test_concurrent_requests_share_the_loop(serve, tmp_path):
+    server = serve("fastapiapp:app", env={"MARKER_DIR": str(tmp_path)})
+    results = []
+    started = time.monotonic()
+    threads = [threading.Thread(target=lambda: results.append(requests.get(server.url + "/slow?s=1").status_code)) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 20
+    assert time.monotonic() - started < 10   # one worker, one loop: 20 sleeping requests at once, not in turn
+
+
+def test_starlette_lifespan_state_and_shutdown(serve, loop, tmp_path):
+    server = serve("starletteapp:app", "--loop", loop, env={"MARKER_DIR": str(tmp_path)})
+    body = requests.get(server.url + "/state").json()
+    assert body["greeting"] == "hello from lifespan" and body["started_by"] == body["pid"]
+    assert "ASGI lifespan startup complete" in server.log()
+    worker = server.workers()[0]
+    server.stop()
+    assert (tmp_path / f"shutdown-{worker}").exists(), "lifespan shutdown ran on the graceful stop"
+
+
+def test_lifespan_startup_failure_ends_the_worker_and_backs_off(serve, tmp_path):
+    server = serve("starletteapp:app", "--lifespan", "on", env={"MARKER_DIR": str(tmp_path), "FAIL_STARTUP": "1"}, wait=False)
+    wait_until(lambda: server.log().count("ASGI lifespan startup failed") >= 2, timeout=20, message="two failed starts")
+    log = server.log()
+    assert "the database is not there" in log and "retrying in" in log
+    time.sleep(2)
+    # Backing off: a handful of attempts, not a crash loop, and the arbiter keeps running.
+    assert server.log().count("Booting worker") <= 5 and server.proc.poll() is None
+
+
+def test_client_leaving_mid_body_is_http_disconnect(serve, tmp_path):
+    server = serve("starletteapp:app", env={"MARKER_DIR": str(tmp_path)})
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 300_000)
+        time.sleep(0.5)
+    wait_until(lambda: (tmp_path / "disconnected").exists(), message="http.disconnect reaching the app")
+    assert int((tmp_path / "disconnected").read_text()) <= 300_000
+    assert requests.post(server.url + "/upload", data=b"b" * 5000).text == "5000"
+
+
+def test_django_asgi_project(serve):
+    server = serve("djangoproj.asgi:application", "--chdir", str(APPS / "djangoproj"))
+    assert "ASGI 'lifespan' protocol appears unsupported" in server.log()
+    r = requests.get(server.url + "/?q=1")
+    assert r.json() == {"message": "Hello from Django", "path": "/", "q": "1"}
+    r = requests.post(server.url + "/upload", data={"name": "value"})
+    assert r.json()["name"] == "value" and r.json()["method"] == "POST"
+    assert requests.get(server.url + "/nope").status_code == 404
+
+
+def test_interface_auto_and_forced(serve, tmp_path):
+    server = serve("fastapiapp:app", env={"MARKER_DIR": str(tmp_path)})
+    assert "ASGI event loop" in server.log()
+    wsgi = serve("plain:app", "--interface", "auto")
+    assert "ASGI event loop" not in wsgi.log() and requests.get(wsgi.url + "/").content == b"Hello, World!"
+
+
+def test_asgi_worker_obeys_max_requests_and_graceful_stop(serve, tmp_path):
+    server = serve("fastapiapp:app", "--max-requests", "20", env={"MARKER_DIR": str(tmp_path)})
+    first = server.workers()
+    for _ in range(60):
+        assert requests.get(server.url + "/").status_code == 200
+    wait_until(lambda: server.workers() and server.workers() != first, message="a recycled worker")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=requests.get(server.url + "/slow?s=2", timeout=20)))
+    t.start()
+    time.sleep(0.5)
+    server.signal(signal.SIGTERM)
+    t.join()
+    assert result["r"].status_code == 200 and result["r"].json() == {"slept": 2.0}
+
+
+def test_access_log_for_asgi(serve, tmp_path):
+    server = serve("fastapiapp:app", "--access-logfile", "-", env={"MARKER_DIR": str(tmp_path)})
+    requests.get(server.url + "/items/7", headers={"User-Agent": "asgi-test"})
+    wait_until(lambda: '"GET /items/7 HTTP/1.1" 200' in server.log(), message="the access log line")
+    assert "asgi-test" in server.log()
