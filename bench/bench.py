@@ -19,21 +19,27 @@ BIN = Path(os.environ.get("VIRTUAL_ENV", sys.prefix)) / "bin"
 APPSERVER = ROOT / ".build" / "release" / "appserver"
 PORT = 8765
 
+# Each server: its command line for (interface, module), and the interfaces it serves.
 SERVERS = {
-    "appserver": lambda app, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--chdir", str(APPS), f"{module}:app"],
-    "appserver-t2": lambda app, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "2", "--chdir", str(APPS), f"{module}:app"],
-    "granian": lambda app, module: [str(BIN / "granian"), "--interface", "wsgi", "--workers", "1", "--runtime-threads", "2", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"],
-    "granian-default": lambda app, module: [str(BIN / "granian"), "--interface", "wsgi", "--workers", "1", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"],
-    "gunicorn-gthread": lambda app, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{PORT}", f"{module}:app"],
-    "gunicorn-sync": lambda app, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{PORT}", f"{module}:app"],
-    "uwsgi": lambda app, module: [str(BIN / "uwsgi"), "--http11-socket", f"127.0.0.1:{PORT}", "--master", "--processes", "1", "--threads", "4", "--module", f"{module}:app", "--disable-logging", "--need-app"],
+    "appserver": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
+    "appserver-t2": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "2", "--chdir", str(APPS), f"{module}:app"], {"wsgi"}),
+    "granian": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--runtime-threads", "2", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
+    "granian-default": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
+    "uvicorn": (lambda iface, module: [str(BIN / "uvicorn"), "--workers", "1", "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(PORT), f"{module}:app"], {"asgi"}),
+    "gunicorn-gthread": (lambda iface, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{PORT}", f"{module}:app"], {"wsgi"}),
+    "gunicorn-sync": (lambda iface, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{PORT}", f"{module}:app"], {"wsgi"}),
+    "uwsgi": (lambda iface, module: [str(BIN / "uwsgi"), "--http11-socket", f"127.0.0.1:{PORT}", "--master", "--processes", "1", "--threads", "4", "--module", f"{module}:app", "--disable-logging", "--need-app"], {"wsgi"}),
 }
 
+# Each bench: (module in apps/, extra wrk arguments, request body size, interface).
 BENCHES = {
-    "wsgi-hello": ("wsgi_hello", [], None),
-    "flask-json": ("flask_json", [], None),
-    "echo-4k": ("wsgi_echo", ["-s", str(HERE / "post4k.lua")], 4096),
-    "stream-1m": ("wsgi_stream", [], None),
+    "wsgi-hello": ("wsgi_hello", [], None, "wsgi"),
+    "flask-json": ("flask_json", [], None, "wsgi"),
+    "echo-4k": ("wsgi_echo", ["-s", str(HERE / "post4k.lua")], 4096, "wsgi"),
+    "stream-1m": ("wsgi_stream", [], None, "wsgi"),
+    "asgi-hello": ("asgi_hello", [], None, "asgi"),
+    "fastapi-json": ("fastapi_json", [], None, "asgi"),
+    "asgi-echo-4k": ("asgi_echo", ["-s", str(HERE / "post4k.lua")], 4096, "asgi"),
 }
 
 
@@ -49,8 +55,11 @@ def wait_port(timeout=20):
 
 
 def start(server, bench):
-    module = BENCHES[bench][0]
-    argv = SERVERS[server](bench, module)
+    module, _, _, interface = BENCHES[bench]
+    command, interfaces = SERVERS[server]
+    if interface not in interfaces:
+        return None
+    argv = command(interface, module)
     if not Path(argv[0]).exists():
         return None
     proc = subprocess.Popen(["taskset", "-c", "1", *argv], cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -102,7 +111,7 @@ def rss_kib(pid):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--servers", default="appserver,granian,gunicorn-gthread,uwsgi")
+    parser.add_argument("--servers", default="appserver,granian,uvicorn,gunicorn-gthread,uwsgi")
     parser.add_argument("--benches", default=",".join(BENCHES))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
@@ -110,8 +119,9 @@ def main():
     servers = args.servers.split(",")
     rows = []
     for bench in args.benches.split(","):
-        module, _, body = BENCHES[bench]
-        ceiling = subprocess.run(["taskset", "-c", "1", sys.executable, str(HERE / "ceiling.py"), str(APPS), module] + ([str(body)] if body else []),
+        module, _, body, interface = BENCHES[bench]
+        measure = HERE / ("ceiling_asgi.py" if interface == "asgi" else "ceiling.py")
+        ceiling = subprocess.run(["taskset", "-c", "1", sys.executable, str(measure), str(APPS), module] + ([str(body)] if body else []),
                                  capture_output=True, text=True).stdout.strip()
         results = {s: [] for s in servers}
         for run in range(args.runs):

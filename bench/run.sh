@@ -4,11 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv-bench
-if [ ! -x "$VENV/bin/granian" ]; then
+if [ ! -x "$VENV/bin/uvicorn" ]; then
     /usr/bin/python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check gunicorn granian flask
+    "$VENV/bin/pip" install -q --disable-pip-version-check gunicorn granian flask fastapi 'uvicorn[standard]' uvloop
     # uWSGI compiles from source (needs python3-dev); the bench runs without it if that fails.
     "$VENV/bin/pip" install -q --disable-pip-version-check uwsgi || echo "uwsgi did not build; benchmarking without it"
 fi
-"$VENV/bin/pip" freeze | grep -iE '^(gunicorn|granian|uwsgi|flask)=' > bench/out.versions 2>/dev/null || true
+"$VENV/bin/pip" freeze | grep -iE '^(gunicorn|granian|uwsgi|flask|fastapi|starlette|uvicorn|uvloop|httptools)=' > bench/out.versions 2>/dev/null || true
 exec "$VENV/bin/python" bench/bench.py "$@"

@@ -140,28 +140,6 @@ public struct AccessLogFormatter: Sendable {
     }
 }
 
-/// Just enough base64 to read the user name of a Basic Authorization header.
-enum Base64 {
-    static func decode(_ text: String) -> String? {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-        var table = [Int](repeating: -1, count: 256)
-        for (i, c) in alphabet.enumerated() { table[Int(c)] = i }
-        var bits = 0, count = 0
-        var out: [UInt8] = []
-        for c in text.utf8 where c != UInt8(ascii: "=") {
-            let v = table[Int(c)]
-            guard v >= 0 else { return nil }
-            bits = (bits << 6) | v
-            count += 6
-            if count >= 8 {
-                count -= 8
-                out.append(UInt8((bits >> count) & 0xff))
-            }
-        }
-        return String(bytes: out, encoding: .utf8)
-    }
-}
-
 extension String {
     func trimmingCharacters(in set: String) -> String {
         String(Substring(self).trimmingCharacters(in: set))

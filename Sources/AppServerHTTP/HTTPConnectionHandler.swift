@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOWebSocket
 
 /// The app side of the server: takes each request as it arrives (on the I/O thread) and answers it
 /// later from any thread through the exchange.
@@ -31,6 +32,7 @@ struct RequestHeadFacts {
     var chunked = false
     var expectsContinue = false
     var keepAlive: Bool
+    var upgrade = false
 
     enum Outcome { case accept(RequestHeadFacts), refuse(HTTPResponseStatus) }
 
@@ -56,6 +58,7 @@ struct RequestHeadFacts {
                 for token in value.lowercased().split(separator: ",") {
                     let token = token.trimmingCharacters(in: " \t")
                     if token == "close" { facts.keepAlive = false } else if token == "keep-alive" { facts.keepAlive = true }
+                    if token == "upgrade" { facts.upgrade = true }
                 }
             case 14 where name.lowercased() == "content-length":
                 facts.contentLength = Int64(value)
@@ -66,6 +69,9 @@ struct RequestHeadFacts {
                 break
             }
         }
+        // The parser stops after a request asking for an upgrade: unless the app upgrades it (a
+        // websocket), the connection closes after the response.
+        if facts.upgrade && head.headers.contains(name: "upgrade") { facts.keepAlive = false }
         // The parser has refused a body with both Content-Length and Transfer-Encoding already.
         if facts.chunked && lastTransferCoding != "chunked" { return .refuse(.notImplemented) }
         return .accept(facts)
@@ -75,7 +81,7 @@ struct RequestHeadFacts {
 /// One HTTP/1.1 connection: keep-alive, pipelining (requests queue while one is answered), body
 /// backpressure, limits, timeouts and draining. Protocol decisions only; the bytes of a response are
 /// made by `ResponseWriter` on the app's thread.
-final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler, ServerConnection {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -340,6 +346,38 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             armTimer(seconds: limits.headerTimeout)   // a client that stops sending is not waited on forever
             bodyPaused = false
             resumeReadingIfPending()
+        }
+    }
+
+    /// The app accepted a websocket upgrade: the 101 response, then the pipeline turns from HTTP
+    /// into websocket frames (encoder, decoder with the size limit, fragments joined, the handler).
+    func upgradeToWebSocket(_ exchange: HTTPExchange, head: ByteBuffer, webSocket: WebSocketConnection) {
+        guard case .active(let current, _, false) = state, current === exchange, let context else {
+            webSocket.markClosed()
+            webSocket.delegate?.webSocketClosed(code: 1006, reason: "")
+            return
+        }
+        cancelTimer()
+        state = .closed
+        server.requestFinished()
+        context.writeAndFlush(wrapOutboundOut(head), promise: nil)
+        let pipeline = context.pipeline.syncOperations
+        do {
+            let limit = webSocket.maxMessageSize
+            try pipeline.addHandler(WebSocketFrameEncoder())
+            try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: limit)))
+            try pipeline.addHandler(NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16,
+                                                                maxAccumulatedFrameSize: limit))
+            try pipeline.addHandler(WebSocketHandler(connection: webSocket, server: server))
+            server.unregister(self)
+            // The HTTP decoder goes last: what the client sent after its request reaches the frame decoder.
+            let observer = try pipeline.handler(type: RequestStartObserver.self)
+            pipeline.removeHandler(observer, promise: nil)
+            pipeline.removeHandler(context: context, promise: nil)
+            pipeline.removeHandler(name: HTTPServer.decoderName, promise: nil)
+        } catch {
+            logger.error("websocket upgrade failed: \(error)")
+            context.close(promise: nil)
         }
     }
 

@@ -3,6 +3,13 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
+/// A connection the server tracks: for its timeouts (a once-a-second sweep) and for draining.
+protocol ServerConnection: AnyObject {
+    var deadline: NIODeadline? { get }
+    func deadlinePassed()
+    func drain()
+}
+
 /// The HTTP side of one worker: serves the listening sockets it inherited from the arbiter on one
 /// event loop, hands requests to the app, and drains on request.
 public final class HTTPServer: @unchecked Sendable {
@@ -13,7 +20,7 @@ public final class HTTPServer: @unchecked Sendable {
     public let eventLoop: any EventLoop
     // Touched on `eventLoop` only.
     private var listeners: [any Channel] = []
-    private var connections: [ObjectIdentifier: HTTPConnectionHandler] = [:]
+    private var connections: [ObjectIdentifier: any ServerConnection] = [:]
     private var draining = false
     private var sweep: RepeatedTask?
     private var drained: EventLoopPromise<Void>?
@@ -65,7 +72,9 @@ public final class HTTPServer: @unchecked Sendable {
         decoderLimits.maxHeaderFieldCount = limits.requestFields > 0 ? limits.requestFields + 1 : decoderLimits.maxHeaderFieldCount
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(observer)
-        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: decoderLimits)))
+        // Bytes after a websocket upgrade request go on to the frame decoder when this one is removed.
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: decoderLimits)),
+                            name: HTTPServer.decoderName)
         try sync.addHandler(handler)
     }
 
@@ -74,7 +83,9 @@ public final class HTTPServer: @unchecked Sendable {
         try configure(channel)
     }
 
-    func register(_ handler: HTTPConnectionHandler) {
+    static let decoderName = "http-request-decoder"
+
+    func register(_ handler: any ServerConnection) {
         if sweep == nil {
             sweep = eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
                 sweepDeadlines()
@@ -84,7 +95,7 @@ public final class HTTPServer: @unchecked Sendable {
         if draining { handler.drain() }
     }
 
-    func unregister(_ handler: HTTPConnectionHandler) {
+    func unregister(_ handler: any ServerConnection) {
         connections[ObjectIdentifier(handler)] = nil
         if draining && connections.isEmpty { drained?.succeed() }
     }

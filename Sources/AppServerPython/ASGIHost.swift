@@ -19,6 +19,10 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         case bodyReadable(ASGIRequest)
         case drained(ASGIRequest)
         case aborted(ASGIRequest)
+        case webSocket(ASGIWebSocket)
+        case webSocketMessage(ASGIWebSocket, WebSocketMessage)
+        case webSocketClosed(ASGIWebSocket, code: Int, reason: String)
+        case webSocketDrained(ASGIWebSocket)
         case shutdown(timeout: Int)
     }
 
@@ -182,6 +186,12 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     // MARK: the I/O thread's side
 
     public func handle(_ exchange: HTTPExchange) {
+        if WebSocketHandshake.isUpgradeRequest(exchange.request) {
+            let socket = ASGIWebSocket(host: self, exchange: exchange)
+            exchange.observer = socket
+            post(.webSocket(socket))
+            return
+        }
         let request = ASGIRequest(host: self, exchange: exchange)
         exchange.observer = request
         post(.request(request))
@@ -214,6 +224,10 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
             case .bodyReadable(let request): request.bodyReadable()
             case .drained(let request): request.drained()
             case .aborted(let request): request.aborted()
+            case .webSocket(let socket): start(socket)
+            case .webSocketMessage(let socket, let message): socket.received(message)
+            case .webSocketClosed(let socket, let code, let reason): socket.closed(code: code, reason: reason)
+            case .webSocketDrained(let socket): socket.drained()
             case .shutdown(let timeout):
                 let function = PyDict_GetItemString(runtime.namespace, "asgi_shutdown")!
                 let seconds = PyLong_FromLong(timeout)!
@@ -239,7 +253,22 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
             request.exchange.abortConnection()
             return
         }
-        let callables = request.makeCallables()
+        startTask(scope, request.makeCallables(), exchange: request.exchange)
+    }
+
+    private func start(_ socket: ASGIWebSocket) {
+        if socket.exchange.isAborted { return }
+        guard let scope = scope.buildWebSocket(socket.exchange.request, state: state) else {
+            logger.error("cannot build the ASGI scope: \(PythonRuntime.takeErrorText() ?? "?")")
+            socket.exchange.abortConnection()
+            return
+        }
+        startTask(scope, socket.makeCallables(), exchange: socket.exchange)
+    }
+
+    /// Runs `asgi_run(app, scope, receive, send, done)` as a task of the loop (scope and callables stolen).
+    private func startTask(_ scope: PyObjectPointer, _ callables: (receive: PyObjectPointer, send: PyObjectPointer, done: PyObjectPointer),
+                           exchange: HTTPExchange) {
         var args: (PyObjectPointer?, PyObjectPointer?, PyObjectPointer?, PyObjectPointer?, PyObjectPointer?) =
             (runtime.app, scope, callables.receive, callables.send, callables.done)
         let coroutine = withUnsafePointer(to: &args) {
@@ -251,7 +280,7 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         Py_DecRef(callables.done)
         guard let coroutine, let task = PyObject_CallOneArg(createTask, coroutine) else {
             logger.error("cannot start the ASGI task: \(PythonRuntime.takeErrorText() ?? "?")")
-            request.exchange.abortConnection()
+            exchange.abortConnection()
             return
         }
         Py_DecRef(coroutine)

@@ -317,7 +317,7 @@ enum ASGICallables {
         return retained(appserver_none())
     }
 
-    private static func definition(_ name: String, _ doc: String, _ body: FastCall) -> UnsafeMutablePointer<PyMethodDef> {
+    static func definition(_ name: String, _ doc: String, _ body: FastCall) -> UnsafeMutablePointer<PyMethodDef> {
         let definition = UnsafeMutablePointer<PyMethodDef>.allocate(capacity: 1)   // lives as long as the process
         definition.initialize(to: PyMethodDef(ml_name: UnsafePointer(strdup(name)), ml_meth: unsafeBitCast(body, to: PyCFunction.self),
                                               ml_flags: METH_FASTCALL, ml_doc: UnsafePointer(strdup(doc))))

@@ -13,6 +13,21 @@ final class ASGIMessages: @unchecked Sendable {
     let httpRequest = PyUnicode_InternFromString("http.request")!
     let httpDisconnect = PyUnicode_InternFromString("http.disconnect")!
     let emptyBytes = PyBytes_FromStringAndSize(nil, 0)!
+    let text = PyUnicode_InternFromString("text")!
+    let bytes = PyUnicode_InternFromString("bytes")!
+    let code = PyUnicode_InternFromString("code")!
+    let reason = PyUnicode_InternFromString("reason")!
+    let subprotocol = PyUnicode_InternFromString("subprotocol")!
+    let webSocketConnect = PyUnicode_InternFromString("websocket.connect")!
+    let webSocketReceive = PyUnicode_InternFromString("websocket.receive")!
+    let webSocketDisconnect = PyUnicode_InternFromString("websocket.disconnect")!
+
+    /// `{"type": type}`; a new reference.
+    func simple(_ type: PyObjectPointer) -> PyObjectPointer {
+        let message = PyDict_New()!
+        PyDict_SetItem(message, self.type, type)
+        return message
+    }
 
     /// `{"type": "http.request", "body": body, "more_body": more}` (body stolen); a new reference.
     func request(body: PyObjectPointer, more: Bool) -> PyObjectPointer {
@@ -38,8 +53,10 @@ final class ASGIScopeBuilder: @unchecked Sendable {
                         server: interned("server"), client: interned("client"), scheme: interned("scheme"),
                         method: interned("method"), rootPath: interned("root_path"), path: interned("path"),
                         rawPath: interned("raw_path"), queryString: interned("query_string"), headers: interned("headers"),
-                        state: interned("state"))
+                        state: interned("state"), subprotocols: interned("subprotocols"))
     private let http = interned("http")
+    private let websocket = interned("websocket")
+    private let ws = interned("ws")
     private let version11 = interned("1.1")
     private let version10 = interned("1.0")
     private let asgiVersion: PyObjectPointer
@@ -59,6 +76,21 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     }
 
     /// A new scope (a new reference), or nil with a Python exception set.
+    /// The `websocket` scope: as `http`, without `method`, with scheme `ws` and the offered subprotocols.
+    func buildWebSocket(_ request: RequestInfo, state: PyObjectPointer) -> PyObjectPointer? {
+        guard let scope = build(request, state: state) else { return nil }
+        PyDict_SetItem(scope, keys.type, websocket)
+        PyDict_SetItem(scope, keys.scheme, ws)
+        PyDict_DelItem(scope, keys.method)
+        let offered = WebSocketHandshake.subprotocols(request)
+        if let list = PyList_New(offered.count) {
+            for (index, name) in offered.enumerated() { PyList_SetItem(list, index, PyUnicode_FromString(name)) }
+            PyDict_SetItem(scope, keys.subprotocols, list)
+            Py_DecRef(list)
+        }
+        return scope
+    }
+
     func build(_ request: RequestInfo, state: PyObjectPointer) -> PyObjectPointer? {
         guard let scope = PyDict_New() else { return nil }
         func set(_ key: PyObjectPointer, _ value: PyObjectPointer) { PyDict_SetItem(scope, key, value) }

@@ -3,6 +3,9 @@
 /// the request's serial number, so a stream kept past its request reads nothing of the next one.
 let bootstrapSource = #"""
 import traceback as _traceback
+# Imported here, on the process's main thread, so that threading.main_thread() is this thread (the
+# first thread to import threading becomes "main"): uvloop, on the ASGI loop thread, relies on it.
+import threading as _threading
 
 class RequestEntityTooLarge(ValueError):
     """The request body is larger than limit_request_body."""

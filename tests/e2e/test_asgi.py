@@ -202,3 +202,84 @@ def test_access_log_for_asgi(serve, tmp_path):
     requests.get(server.url + "/items/7", headers={"User-Agent": "asgi-test"})
     wait_until(lambda: '"GET /items/7 HTTP/1.1" 200' in server.log(), message="the access log line")
     assert "asgi-test" in server.log()
+
+
+# websockets, driven by the `websockets` client (sync API)
+
+def ws_url(server, path="/ws"):
+    return f"ws://127.0.0.1:{server.port}{path}"
+
+
+def test_websocket_echo_text_binary_large_and_fragmented(serve, loop, tmp_path):
+    from websockets.sync.client import connect
+    server = serve("starletteapp:app", "--loop", loop, env={"MARKER_DIR": str(tmp_path)})
+    with connect(ws_url(server), subprotocols=["echo"], max_size=None) as ws:
+        assert ws.subprotocol == "echo"
+        ws.send("hello")
+        assert ws.recv(timeout=5) == "hello"
+        ws.send("héllo wörld ✓")
+        assert ws.recv(timeout=5) == "héllo wörld ✓"
+        ws.send(b"\x00\x01\x02")
+        assert ws.recv(timeout=5) == b"\x00\x01\x02"
+        big = os.urandom(1 << 20)
+        ws.send(big)
+        assert ws.recv(timeout=10) == big
+        ws.send(["frag", "mented ", "message"])   # one message in three frames
+        assert ws.recv(timeout=5) == "fragmented message"
+        assert ws.ping().wait(5), "pong for our ping"
+    wait_until(lambda: (tmp_path / "ws-closed").exists(), message="websocket.disconnect")
+    assert (tmp_path / "ws-closed").read_text() == "1000"
+
+
+def test_websocket_close_codes_both_ways(serve, tmp_path):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+    server = serve("starletteapp:app", env={"MARKER_DIR": str(tmp_path)})
+    with connect(ws_url(server)) as ws:
+        ws.send("close please")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd.code == 4001 and closed.value.rcvd.reason == "asked to"
+    with connect(ws_url(server)) as ws:
+        ws.send("one")
+        assert ws.recv(timeout=5) == "one"
+        ws.close(code=4002, reason="client leaves")
+    wait_until(lambda: (tmp_path / "ws-closed").exists() and (tmp_path / "ws-closed").read_text() == "4002",
+               message="the client's close code reaching the app")
+
+
+def test_websocket_rejected_before_accept_is_403(serve, tmp_path):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+    server = serve("starletteapp:app", env={"MARKER_DIR": str(tmp_path)})
+    with pytest.raises(InvalidStatus) as rejected:
+        connect(ws_url(server, "/reject"))
+    assert rejected.value.response.status_code == 403
+    assert requests.get(server.url + "/state").status_code == 200
+
+
+def test_websocket_message_over_the_limit_closes_with_1009(serve, tmp_path):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+    server = serve("starletteapp:app", "--ws-max-size", "1000", env={"MARKER_DIR": str(tmp_path)})
+    with connect(ws_url(server)) as ws:
+        ws.send("x" * 500)
+        assert ws.recv(timeout=5) == "x" * 500
+        ws.send("y" * 5000)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd.code == 1009
+
+
+def test_websocket_gets_1012_on_graceful_stop(serve, tmp_path):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+    server = serve("starletteapp:app", env={"MARKER_DIR": str(tmp_path)})
+    with connect(ws_url(server)) as ws:
+        ws.send("before")
+        assert ws.recv(timeout=5) == "before"
+        server.signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1012
+    assert server.proc.wait(15) == 0
