@@ -60,7 +60,7 @@ public final class HTTPExchange: @unchecked Sendable {
     public let body: RequestBodyStream
     public let allocator: ByteBufferAllocator
     public let limits: HTTPLimits
-    let eventLoop: any EventLoop
+    public let eventLoop: any EventLoop
     let connection: NIOLoopBound<HTTPConnectionHandler>
     private let drainFlag: ServerDrainFlag
 
@@ -107,6 +107,32 @@ public final class HTTPExchange: @unchecked Sendable {
             }
         }
         return mustWait
+    }
+
+    /// Accounts for `buffer` as `send` does, but leaves the write to `submit`, which takes many
+    /// responses (of any exchanges of one event loop) to the I/O thread in one hop.
+    public func prepare(_ buffer: ByteBuffer, end: Bool, close: Bool) throws(ExchangeError) -> (write: PendingWrite, mustWait: Bool) {
+        let size = buffer.readableBytes
+        let mustWait = try account(size, end: end)
+        return (PendingWrite(exchange: self, buffer: buffer, size: size, end: end, close: close), mustWait)
+    }
+
+    public struct PendingWrite: Sendable {
+        let exchange: HTTPExchange
+        let buffer: ByteBuffer
+        let size: Int
+        let end: Bool
+        let close: Bool
+    }
+
+    /// Writes prepared responses, in order, on `eventLoop` (the one of all their exchanges).
+    public static func submit(_ writes: [PendingWrite], on eventLoop: any EventLoop) {
+        eventLoop.execute {
+            for write in writes {
+                write.exchange.connection.value.writeResponse(.buffer(write.buffer), size: write.size, end: write.end,
+                                                               close: write.close, for: write.exchange)
+            }
+        }
     }
 
     /// Queues `length` bytes of an open file from `offset`, sent with sendfile(2); `fd` becomes the

@@ -34,6 +34,15 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     private var events: [Event] = []              // guarded by `queueLock`
     private let wakeRead: CInt
     private let wakeWrite: CInt
+    /// A wake-up of the loop is already scheduled at the end of the I/O thread's current tick: all
+    /// the events of one tick (say, every request read in one pass) cost one wake-up.
+    private var wakeScheduled = false             // guarded by `queueLock`
+    /// Responses made in this turn of the asyncio loop, taken to the I/O thread in one hop at its
+    /// end (`flushOutbox`, scheduled with call_soon), rather than one hop (and wake-up) each.
+    private var outbox: [HTTPExchange.PendingWrite] = []
+    private var outboxLoop: (any EventLoop)?
+    private var callSoon: PyObjectPointer!
+    private var flushFunction: PyObjectPointer!
     /// When the loop last ran its heartbeat task (monotonic ns): a loop blocked by the app stops it,
     /// and `--timeout` then replaces the worker.
     private let lastTick = Atomic<Int64>(0)
@@ -157,6 +166,8 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         doneFuture = PyTuple_GetItem(made, 2)
         Py_IncRef(doneFuture)
         createTask = PyObject_GetAttrString(loop, "create_task")
+        callSoon = PyObject_GetAttrString(loop, "call_soon")
+        flushFunction = PyDict_GetItemString(namespace, "_asgi_flush")
         createFuture = PyObject_GetAttrString(loop, "create_future")
         runRequest = PyDict_GetItemString(namespace, "asgi_run")
         state = PyDict_New()
@@ -189,23 +200,38 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         if WebSocketHandshake.isUpgradeRequest(exchange.request) {
             let socket = ASGIWebSocket(host: self, exchange: exchange)
             exchange.observer = socket
-            post(.webSocket(socket))
+            post(.webSocket(socket), from: exchange.eventLoop)
             return
         }
         let request = ASGIRequest(host: self, exchange: exchange)
         exchange.observer = request
-        post(.request(request))
+        post(.request(request), from: exchange.eventLoop)
     }
 
-    func post(_ event: Event) {
+    /// Queues an event for the loop thread. From the I/O thread (`ioLoop`), the wake-up waits for
+    /// the end of the current tick, so that the events of one tick share it.
+    func post(_ event: Event, from ioLoop: (any EventLoop)? = nil) {
         let wake = queueLock.withLock { () -> Bool in
             events.append(event)
+            if wakeScheduled { return false }
+            if let ioLoop, ioLoop.inEventLoop {
+                wakeScheduled = true
+                ioLoop.execute { self.wakeNow() }
+                return false
+            }
             return events.count == 1
         }
-        if wake {
-            var byte: UInt8 = 1
-            _ = write(wakeWrite, &byte, 1)
-        }
+        if wake { writeWakeByte() }
+    }
+
+    private func wakeNow() {
+        queueLock.withLock { wakeScheduled = false }
+        writeWakeByte()
+    }
+
+    private func writeWakeByte() {
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1)
     }
 
     // MARK: the loop thread's side (with the GIL)
@@ -239,6 +265,29 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
                 if let result { Py_DecRef(result) } else { logger.error("ASGI shutdown: \(PythonRuntime.takeErrorText() ?? "?")") }
             }
         }
+    }
+
+    /// Queues a response write for the end of this turn of the loop; true when the sender should
+    /// wait for the socket to drain.
+    func queueWrite(_ exchange: HTTPExchange, _ buffer: ByteBuffer, end: Bool, close: Bool) throws(ExchangeError) -> Bool {
+        let (write, mustWait) = try exchange.prepare(buffer, end: end, close: close)
+        if outbox.isEmpty {
+            outboxLoop = exchange.eventLoop
+            if let result = PyObject_CallOneArg(callSoon, flushFunction) { Py_DecRef(result) } else {
+                PyErr_Clear()
+                HTTPExchange.submit([write], on: exchange.eventLoop)
+                return mustWait
+            }
+        }
+        outbox.append(write)
+        return mustWait
+    }
+
+    /// Takes the queued writes to the I/O thread (call before anything else goes to it directly).
+    func flushOutbox() {
+        guard !outbox.isEmpty, let outboxLoop else { return }
+        HTTPExchange.submit(outbox, on: outboxLoop)
+        outbox.removeAll(keepingCapacity: true)
     }
 
     func tick() {

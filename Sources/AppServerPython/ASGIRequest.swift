@@ -29,8 +29,8 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
 
     // MARK: ExchangeObserver (I/O thread)
 
-    func exchangeDrained() { host.post(.drained(self)) }
-    func exchangeAborted() { host.post(.aborted(self)) }
+    func exchangeDrained() { host.post(.drained(self), from: exchange.eventLoop) }
+    func exchangeAborted() { host.post(.aborted(self), from: exchange.eventLoop) }
 
     // MARK: callables
 
@@ -71,7 +71,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         if bodyComplete { return nil }   // waits for the client to leave or the response to end
         let poll = exchange.body.poll(max: 1 << 20, allocator: exchange.allocator) { [weak self] in
             guard let self else { return }
-            self.host.post(.bodyReadable(self))
+            self.host.post(.bodyReadable(self), from: self.exchange.eventLoop)
         }
         switch poll {
         case .data(let buffer, let more):
@@ -217,7 +217,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         }
         if disconnected { return retained(host.doneFuture) }
         do {
-            let mustWait = try exchange.send(buffer, end: !more, close: writer.closeConnection)
+            let mustWait = try host.queueWrite(exchange, buffer, end: !more, close: writer.closeConnection)
             if mustWait && more, let future = host.newFuture() {
                 Py_IncRef(future)
                 pendingSend = future
@@ -272,6 +272,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         if !responseComplete {
             if writer.headSent || disconnected {
                 responseComplete = true
+                host.flushOutbox()   // what the app sent goes out before the connection closes
                 exchange.abortConnection()
             } else {
                 sendServerError("500 Internal Server Error")
@@ -286,7 +287,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         let buffer = writer.serverError(status: status)
         responseStarted = true
         completeResponse()
-        _ = try? exchange.send(buffer, end: true, close: true)
+        _ = try? host.queueWrite(exchange, buffer, end: true, close: true)
     }
 
     private func writeAccessLog() {

@@ -32,10 +32,10 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
     // MARK: I/O thread
 
     func exchangeDrained() {}
-    func exchangeAborted() { host.post(.webSocketClosed(self, code: 1006, reason: "")) }
-    func webSocketReceived(_ message: WebSocketMessage) { host.post(.webSocketMessage(self, message)) }
-    func webSocketClosed(code: Int, reason: String) { host.post(.webSocketClosed(self, code: code, reason: reason)) }
-    func webSocketDrained() { host.post(.webSocketDrained(self)) }
+    func exchangeAborted() { host.post(.webSocketClosed(self, code: 1006, reason: ""), from: exchange.eventLoop) }
+    func webSocketReceived(_ message: WebSocketMessage) { host.post(.webSocketMessage(self, message), from: exchange.eventLoop) }
+    func webSocketClosed(code: Int, reason: String) { host.post(.webSocketClosed(self, code: code, reason: reason), from: exchange.eventLoop) }
+    func webSocketDrained() { host.post(.webSocketDrained(self), from: exchange.eventLoop) }
 
     // MARK: loop thread
 

@@ -35,6 +35,10 @@ enum NativeFunctions {
             ASGIHost.current?.wakeUp()
             return retained(appserver_none())
         }
+        _ = define("_asgi_flush", "_asgi_flush(): this turn's responses to the I/O thread", in: namespace) { _, _, _ in
+            ASGIHost.current?.flushOutbox()
+            return retained(appserver_none())
+        }
         _ = define("_asgi_tick", "_asgi_tick(): the event loop is alive", in: namespace) { _, _, _ in
             ASGIHost.current?.tick()
             return retained(appserver_none())
