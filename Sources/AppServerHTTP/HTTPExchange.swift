@@ -69,8 +69,9 @@ public final class HTTPExchange: @unchecked Sendable {
     private let output: Monitor
     private var pendingBytes = 0      // guarded by `output`
     private var aborted = false       // guarded by `output`
-    /// Set on the I/O thread before the app sees the exchange; called there only.
-    public var observer: (any ExchangeObserver)?
+    /// Set on the I/O thread before the app sees the exchange; called there only. Weak: the observer
+    /// (the app's side of the request) holds the exchange.
+    public weak var observer: (any ExchangeObserver)?
 
     init(request: RequestInfo, body: RequestBodyStream, limits: HTTPLimits, eventLoop: any EventLoop,
          connection: NIOLoopBound<HTTPConnectionHandler>, allocator: ByteBufferAllocator, drainFlag: ServerDrainFlag) {
