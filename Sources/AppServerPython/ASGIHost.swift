@@ -123,8 +123,8 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     }
 
     private func runLoop() {
-        let gil = PyGILState_Ensure()
-        _ = gil
+        // This thread holds the GIL from here on, except while the loop waits in its selector.
+        _ = PyGILState_Ensure()
         let result = prepareLoop()
         lifecycle.withLock {
             startup = result

@@ -177,7 +177,7 @@ func bytes(_ data: [UInt8]) -> PyObjectPointer {
     }
 }
 
-/// `%XX` sequences decoded; anything malformed is kept as it is.
+/// `%XX` sequences decoded; anything malformed is kept as it is (WSGI's PATH_INFO and ASGI's path).
 func percentDecoded(_ input: [UInt8]) -> [UInt8] {
     guard input.contains(UInt8(ascii: "%")) else { return input }
     func hex(_ c: UInt8) -> UInt8? {

@@ -213,28 +213,7 @@ func latin1(_ text: Substring) -> PyObjectPointer? {
 
 func percentDecodedLatin1(_ path: Substring) -> PyObjectPointer? {
     guard path.utf8.contains(UInt8(ascii: "%")) else { return latin1(path) }
-    var out: [UInt8] = []
-    out.reserveCapacity(path.utf8.count)
-    let bytes = Array(path.utf8)
-    var i = 0
-    func hex(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-        default: return nil
-        }
-    }
-    while i < bytes.count {
-        if bytes[i] == UInt8(ascii: "%"), i + 2 < bytes.count, let high = hex(bytes[i + 1]), let low = hex(bytes[i + 2]) {
-            out.append(high << 4 | low)
-            i += 3
-        } else {
-            out.append(bytes[i])
-            i += 1
-        }
-    }
-    return out.withUnsafeBufferPointer { buffer in
+    return percentDecoded(Array(path.utf8)).withUnsafeBufferPointer { buffer in
         PyUnicode_DecodeLatin1(UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), buffer.count, nil)
     }
 }
