@@ -99,13 +99,7 @@ public final class RequestBodyStream: @unchecked Sendable {
     /// Takes what has arrived without waiting (for an event loop). On `.pending`, `whenReadable` is
     /// called once, on the I/O thread, when that changes.
     public func poll(max: Int, allocator: ByteBufferAllocator, whenReadable: @escaping @Sendable () -> Void) -> Poll {
-        if let sendContinue {
-            let first = monitor.withLock { () -> Bool in
-                defer { askedToContinue = true }
-                return !askedToContinue
-            }
-            if first { sendContinue() }
-        }
+        continueOnFirstRead()
         var shouldResume = false
         let result = monitor.withLock { () -> Poll in
             if let failure { return .failed(failure) }
@@ -163,14 +157,7 @@ public final class RequestBodyStream: @unchecked Sendable {
     /// Waits until `ready` names how many bytes to take, then takes them as one buffer.
     private func take(timeout: Int, allocator: ByteBufferAllocator,
                       ready: (CircularBuffer<ByteBuffer>, Int, Bool) -> Int?) throws(RequestBodyError) -> ByteBuffer {
-        if let sendContinue {
-            let first = monitor.withLock { () -> Bool in
-                defer { askedToContinue = true }
-                return !askedToContinue
-            }
-            // The client holds the body back until it sees `100 Continue`.
-            if first { sendContinue() }
-        }
+        continueOnFirstRead()
         var shouldResume = false
         let result: Result<ByteBuffer, RequestBodyError> = monitor.withLock {
             let deadline = timeout > 0 ? Monotonic.now().adding(seconds: Double(timeout)) : nil
@@ -197,6 +184,16 @@ public final class RequestBodyStream: @unchecked Sendable {
         }
         if shouldResume { resume() }
         return try result.get()
+    }
+
+    /// The client holds the body back until it sees `100 Continue`: sent when the app first reads.
+    private func continueOnFirstRead() {
+        guard let sendContinue else { return }
+        let first = monitor.withLock { () -> Bool in
+            defer { askedToContinue = true }
+            return !askedToContinue
+        }
+        if first { sendContinue() }
     }
 
     private func removeFirst(_ count: Int, allocator: ByteBufferAllocator) -> ByteBuffer {

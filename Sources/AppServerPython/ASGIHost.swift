@@ -294,30 +294,25 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         lastTick.store(Monotonic.now().nanoseconds, ordering: .relaxed)
     }
 
-    /// Builds the scope and starts the app's task for one request.
     private func start(_ request: ASGIRequest) {
-        if request.exchange.isAborted { return }
-        guard let scope = scope.build(request.exchange.request, state: state) else {
-            logger.error("cannot build the ASGI scope: \(PythonRuntime.takeErrorText() ?? "?")")
-            request.exchange.abortConnection()
-            return
-        }
-        startTask(scope, request.makeCallables(), exchange: request.exchange)
+        startTask(exchange: request.exchange, scope: { scope.build($0, state: state) }, callables: request.makeCallables)
     }
 
     private func start(_ socket: ASGIWebSocket) {
-        if socket.exchange.isAborted { return }
-        guard let scope = scope.buildWebSocket(socket.exchange.request, state: state) else {
-            logger.error("cannot build the ASGI scope: \(PythonRuntime.takeErrorText() ?? "?")")
-            socket.exchange.abortConnection()
-            return
-        }
-        startTask(scope, socket.makeCallables(), exchange: socket.exchange)
+        startTask(exchange: socket.exchange, scope: { scope.buildWebSocket($0, state: state) }, callables: socket.makeCallables)
     }
 
-    /// Runs `asgi_run(app, scope, receive, send, done)` as a task of the loop (scope and callables stolen).
-    private func startTask(_ scope: PyObjectPointer, _ callables: (receive: PyObjectPointer, send: PyObjectPointer, done: PyObjectPointer),
-                           exchange: HTTPExchange) {
+    /// Builds the scope and runs `asgi_run(app, scope, receive, send, done)` as a task of the loop,
+    /// unless the client has gone already.
+    private func startTask(exchange: HTTPExchange, scope makeScope: (RequestInfo) -> PyObjectPointer?,
+                           callables makeCallables: () -> ASGICallables.Set) {
+        if exchange.isAborted { return }
+        guard let scope = makeScope(exchange.request) else {
+            logger.error("cannot build the ASGI scope: \(PythonRuntime.takeErrorText() ?? "?")")
+            exchange.abortConnection()
+            return
+        }
+        let callables = makeCallables()
         var args: (PyObjectPointer?, PyObjectPointer?, PyObjectPointer?, PyObjectPointer?, PyObjectPointer?) =
             (runtime.app, scope, callables.receive, callables.send, callables.done)
         let coroutine = withUnsafePointer(to: &args) {

@@ -35,20 +35,8 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     // MARK: callables
 
     /// New references to `receive`, `send` and `done`, which keep this request alive.
-    func makeCallables() -> (receive: PyObjectPointer, send: PyObjectPointer, done: PyObjectPointer) {
-        let capsule = PyCapsule_New(Unmanaged.passRetained(self).toOpaque(), nil) { capsule in
-            guard let pointer = PyCapsule_GetPointer(capsule, nil) else { return }
-            Unmanaged<ASGIRequest>.fromOpaque(pointer).release()
-        }!
-        defer { Py_DecRef(capsule) }
-        return (PyCFunction_NewEx(ASGICallables.receive, capsule, nil)!,
-                PyCFunction_NewEx(ASGICallables.send, capsule, nil)!,
-                PyCFunction_NewEx(ASGICallables.done, capsule, nil)!)
-    }
-
-    static func from(_ capsule: PyObjectPointer?) -> ASGIRequest? {
-        guard let capsule, let pointer = PyCapsule_GetPointer(capsule, nil) else { return nil }
-        return Unmanaged<ASGIRequest>.fromOpaque(pointer).takeUnretainedValue()
+    func makeCallables() -> ASGICallables.Set {
+        ASGICallables.make(bound: self, receive: ASGICallables.receive, send: ASGICallables.send, done: ASGICallables.done)
     }
 
     // MARK: receive
@@ -304,18 +292,37 @@ enum ASGICallables {
     typealias FastCall = @convention(c) (PyObjectPointer?, UnsafePointer<PyObjectPointer?>?, Py_ssize_t) -> PyObjectPointer?
 
     nonisolated(unsafe) static let receive = definition("receive", "receive(): the next ASGI event of this request") { capsule, _, _ in
-        guard let request = ASGIRequest.from(capsule) else { return nil }
+        guard let request = ASGICallables.owner(capsule, as: ASGIRequest.self) else { return nil }
         return request.receive()
     }
     nonisolated(unsafe) static let send = definition("send", "send(message): an ASGI message for this request") { capsule, args, count in
-        guard let request = ASGIRequest.from(capsule) else { return nil }
+        guard let request = ASGICallables.owner(capsule, as: ASGIRequest.self) else { return nil }
         guard count == 1, let args else { return NativeFunctions.typeError("send() takes one message") }
         return request.send(args[0])
     }
     nonisolated(unsafe) static let done = definition("done", "done(exception): the app's call for this request ended") { capsule, args, count in
-        guard let request = ASGIRequest.from(capsule) else { return nil }
+        guard let request = ASGICallables.owner(capsule, as: ASGIRequest.self) else { return nil }
         request.done(count == 1 ? args?[0] : nil)
         return retained(appserver_none())
+    }
+
+    typealias Set = (receive: PyObjectPointer, send: PyObjectPointer, done: PyObjectPointer)
+
+    /// Three native functions bound (through one capsule that retains it) to `owner`.
+    static func make(bound owner: AnyObject, receive: UnsafeMutablePointer<PyMethodDef>, send: UnsafeMutablePointer<PyMethodDef>,
+                     done: UnsafeMutablePointer<PyMethodDef>) -> Set {
+        let capsule = PyCapsule_New(Unmanaged.passRetained(owner).toOpaque(), nil) { capsule in
+            guard let pointer = PyCapsule_GetPointer(capsule, nil) else { return }
+            Unmanaged<AnyObject>.fromOpaque(pointer).release()
+        }!
+        defer { Py_DecRef(capsule) }
+        return (PyCFunction_NewEx(receive, capsule, nil)!, PyCFunction_NewEx(send, capsule, nil)!, PyCFunction_NewEx(done, capsule, nil)!)
+    }
+
+    /// The object a bound function's capsule holds.
+    static func owner<Owner: AnyObject>(_ capsule: PyObjectPointer?, as type: Owner.Type) -> Owner? {
+        guard let capsule, let pointer = PyCapsule_GetPointer(capsule, nil) else { return nil }
+        return Unmanaged<AnyObject>.fromOpaque(pointer).takeUnretainedValue() as? Owner
     }
 
     static func definition(_ name: String, _ doc: String, _ body: FastCall) -> UnsafeMutablePointer<PyMethodDef> {

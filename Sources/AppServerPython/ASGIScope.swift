@@ -106,18 +106,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         if let method = methods[request.method] { set(keys.method, method) } else { setNew(keys.method, PyUnicode_FromString(request.method)) }
         set(keys.rootPath, rootPath)
 
-        // The target's path (an absolute-form target starts after its authority) and query.
-        let uri = request.uri
-        var path = Substring(uri)
-        var query = Substring("")
-        if let mark = uri.firstIndex(of: "?") {
-            path = uri[..<mark]
-            query = uri[uri.index(after: mark)...]
-        }
-        if path.hasPrefix("http://") || path.hasPrefix("https://") {
-            let afterScheme = path[path.index(path.firstIndex(of: ":")!, offsetBy: 3)...]
-            path = afterScheme.firstIndex(of: "/").map { afterScheme[$0...] } ?? "/"
-        }
+        let (path, query) = splitTarget(request.uri)
         // As Uvicorn: `path` and `raw_path` include the root path; `path` is percent-decoded UTF-8.
         let raw = rootPathBytes + Array(path.utf8)
         setNew(keys.rawPath, bytes(raw))

@@ -39,20 +39,9 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
 
     // MARK: loop thread
 
-    func makeCallables() -> (receive: PyObjectPointer, send: PyObjectPointer, done: PyObjectPointer) {
-        let capsule = PyCapsule_New(Unmanaged.passRetained(self).toOpaque(), nil) { capsule in
-            guard let pointer = PyCapsule_GetPointer(capsule, nil) else { return }
-            Unmanaged<ASGIWebSocket>.fromOpaque(pointer).release()
-        }!
-        defer { Py_DecRef(capsule) }
-        return (PyCFunction_NewEx(ASGIWebSocketCallables.receive, capsule, nil)!,
-                PyCFunction_NewEx(ASGIWebSocketCallables.send, capsule, nil)!,
-                PyCFunction_NewEx(ASGIWebSocketCallables.done, capsule, nil)!)
-    }
-
-    static func from(_ capsule: PyObjectPointer?) -> ASGIWebSocket? {
-        guard let capsule, let pointer = PyCapsule_GetPointer(capsule, nil) else { return nil }
-        return Unmanaged<ASGIWebSocket>.fromOpaque(pointer).takeUnretainedValue()
+    func makeCallables() -> ASGICallables.Set {
+        ASGICallables.make(bound: self, receive: ASGIWebSocketCallables.receive, send: ASGIWebSocketCallables.send,
+                           done: ASGIWebSocketCallables.done)
     }
 
     func receive() -> PyObjectPointer? {
@@ -282,15 +271,15 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
 
 enum ASGIWebSocketCallables {
     nonisolated(unsafe) static let receive = ASGICallables.definition("receive", "receive(): the next event of this websocket") { capsule, _, _ in
-        ASGIWebSocket.from(capsule)?.receive()
+        ASGICallables.owner(capsule, as: ASGIWebSocket.self)?.receive()
     }
     nonisolated(unsafe) static let send = ASGICallables.definition("send", "send(message): an ASGI message for this websocket") { capsule, args, count in
-        guard let socket = ASGIWebSocket.from(capsule) else { return nil }
+        guard let socket = ASGICallables.owner(capsule, as: ASGIWebSocket.self) else { return nil }
         guard count == 1, let args else { return NativeFunctions.typeError("send() takes one message") }
         return socket.send(args[0])
     }
     nonisolated(unsafe) static let done = ASGICallables.definition("done", "done(exception): the app's call for this websocket ended") { capsule, args, count in
-        ASGIWebSocket.from(capsule)?.done(count == 1 ? args?[0] : nil)
+        ASGICallables.owner(capsule, as: ASGIWebSocket.self)?.done(count == 1 ? args?[0] : nil)
         return retained(appserver_none())
     }
 }

@@ -76,18 +76,7 @@ final class EnvironConstants: @unchecked Sendable {
 
         // PATH_INFO is the path's bytes after percent-decoding, read as latin-1 (PEP 3333).
         let uri = request.uri
-        var path = Substring(uri)
-        var query = Substring("")
-        if let mark = uri.firstIndex(of: "?") {
-            path = uri[..<mark]
-            query = uri[uri.index(after: mark)...]
-        }
-        if path.hasPrefix("http://") || path.hasPrefix("https://") {
-            // An absolute-form request target: the path starts after the authority.
-            let afterScheme = path[path.index(path.firstIndex(of: ":")!, offsetBy: 3)...]
-            path = afterScheme.firstIndex(of: "/").map { afterScheme[$0...] } ?? "/"
-        }
-        if let fragment = path.firstIndex(of: "#") { path = path[..<fragment] }
+        let (path, query) = splitTarget(uri)
         set(keyScriptName, emptyString)
         setNew(keyPathInfo, percentDecodedLatin1(path))
         if query.isEmpty { set(keyQueryString, emptyString) } else { setNew(keyQueryString, latin1(query)) }
@@ -209,6 +198,23 @@ func latin1(_ text: Substring) -> PyObjectPointer? {
     return text.withUTF8 { bytes in
         PyUnicode_DecodeLatin1(UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), bytes.count, nil)
     }
+}
+
+/// The path and the query of a request target (an absolute-form target's path starts after its
+/// authority; a fragment is dropped).
+func splitTarget(_ uri: String) -> (path: Substring, query: Substring) {
+    var path = Substring(uri)
+    var query = Substring("")
+    if let mark = uri.firstIndex(of: "?") {
+        path = uri[..<mark]
+        query = uri[uri.index(after: mark)...]
+    }
+    if path.hasPrefix("http://") || path.hasPrefix("https://") {
+        let afterScheme = path[path.index(path.firstIndex(of: ":")!, offsetBy: 3)...]
+        path = afterScheme.firstIndex(of: "/").map { afterScheme[$0...] } ?? "/"
+    }
+    if let fragment = path.firstIndex(of: "#") { path = path[..<fragment] }
+    return (path, query)
 }
 
 func percentDecodedLatin1(_ path: Substring) -> PyObjectPointer? {

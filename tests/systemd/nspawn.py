@@ -106,3 +106,13 @@ class Container:
             self.proc.kill()   # systemd-nspawn, which we started
             self.proc.wait()
         self.log.close()
+
+
+def wait_for(predicate, timeout=30.0, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from nspawn import ROOT, Container
+from nspawn import ROOT, Container, wait_for
 
 OLD, NEW = "1.0.0", "1.1.0"
 PORT, DEMO_PORT = 18090, 18091
@@ -47,16 +47,6 @@ def debs():
     assert version == OLD
     yield {OLD: build_deb(OLD, out), NEW: build_deb(NEW, out)}
     shutil.rmtree(out, ignore_errors=True)
-
-
-def wait_for(predicate, timeout=30.0, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def test_lintian_reports_no_errors_or_warnings(debs):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from nspawn import ROOT, Container
+from nspawn import ROOT, Container, wait_for
 
 BINARY = Path(os.environ.get("APPSERVER_BIN", ROOT / ".build" / "release" / "appserver"))
 PORT, DEMO_PORT = 18080, 18081
@@ -35,16 +35,6 @@ DEMO_APP = """def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"demo instance"]
 """
-
-
-def wait_for(predicate, timeout=30.0, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def socket_drop_in(port):
@@ -120,19 +110,20 @@ def test_stop_lets_a_slow_request_finish(container):
     c = container
     c.run("systemctl", "start", "appserver.socket")
     requests.get(f"http://127.0.0.1:{PORT}/", timeout=30)
+    assert_stop_lets_a_slow_request_finish(c)
+
+
+def assert_stop_lets_a_slow_request_finish(c):
+    """A 3 s request is in flight when `systemctl stop` comes: it gets its answer, and the stop is a success."""
     result = {}
-
-    def slow():
-        result["r"] = requests.get(f"http://127.0.0.1:{PORT}/slow?s=3", timeout=30)
-
-    t = threading.Thread(target=slow)
+    t = threading.Thread(target=lambda: result.update(r=requests.get(f"http://127.0.0.1:{PORT}/slow?s=3", timeout=30)))
     t.start()
     time.sleep(1)
     c.run("systemctl", "stop", "appserver.service")
     t.join()
     assert result["r"].status_code == 200 and result["r"].content == b"slow done"
     props = c.show("appserver.service", "ActiveState", "Result")
-    assert props["ActiveState"] == "inactive" and props["Result"] == "success", props
+    assert props == {"ActiveState": "inactive", "Result": "success"}, props
 
 
 def test_units_verify_clean_and_security_exposure(container):
@@ -227,15 +218,7 @@ def test_usr2_upgrade_moves_main_pid_without_a_restart(container):
     # finishes) and ends in success, not in a SIGKILL of an "alien" main process.
     journal = c.run("journalctl", "-u", "appserver.service", "--no-pager").stdout
     assert "which is not our child" not in journal
-    result = {}
-    t = threading.Thread(target=lambda: result.update(r=requests.get(f"http://127.0.0.1:{PORT}/slow?s=2", timeout=30)))
-    t.start()
-    time.sleep(0.5)
-    c.run("systemctl", "stop", "appserver.service")
-    t.join()
-    assert result["r"].status_code == 200 and result["r"].content == b"slow done"
-    props = c.show("appserver.service", "ActiveState", "Result")
-    assert props == {"ActiveState": "inactive", "Result": "success"}, props
+    assert_stop_lets_a_slow_request_finish(c)
 
 
 GENERATION_APP = """import os
