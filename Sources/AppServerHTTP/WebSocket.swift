@@ -116,11 +116,9 @@ public final class WebSocketConnection: @unchecked Sendable {
 
     // MARK: event loop side
 
-    func received(_ size: Int) -> Bool {
-        lock.withLock {
-            pendingIn += size
-            return pendingIn > Self.inboundHighWater
-        }
+    /// A message of `size` bytes went to the app (reading pauses while too much waits; see `readingPaused`).
+    func received(_ size: Int) {
+        lock.withLock { pendingIn += size }
     }
 
     var readingPaused: Bool { lock.withLock { pendingIn > Self.inboundHighWater } }
@@ -193,7 +191,7 @@ final class WebSocketHandler: ChannelDuplexHandler, ServerConnection {
         case .text, .binary:
             guard !closing else { return }
             let payload = frame.unmaskedData
-            _ = connection.received(payload.readableBytes)
+            connection.received(payload.readableBytes)
             connection.delegate?.webSocketReceived(frame.opcode == .text ? .text(payload) : .binary(payload))
         case .ping:
             guard !closing else { return }
