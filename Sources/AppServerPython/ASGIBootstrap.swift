@@ -1,6 +1,7 @@
 /// The Python side of the ASGI host: choosing the event loop, the lifespan protocol (once per worker,
-/// clearer in Python), and the coroutine that runs one request. `receive`, `send` and `done` are
-/// native functions (ASGIRequest.swift): no Python runs per ASGI event.
+/// clearer in Python), and the identity of a request's task. `receive` and `send` are native
+/// functions (ASGIRequest.swift) and the request's coroutine is stepped natively (ASGITask.swift):
+/// no Python of the server's runs per ASGI event.
 let asgiBootstrapSource = #"""
 def is_asgi(app):
     import asyncio
@@ -32,13 +33,104 @@ def asgi_new_loop(kind, wakeup_fd):
     loop.create_task(heartbeat())
     return loop, type(loop).__module__.split(".")[0], done
 
-async def asgi_run(app, scope, receive, send, done):
-    try:
-        await app(scope, receive, send)
-    except BaseException as exc:
-        done(exc)
-    else:
-        done(None)
+class RequestTask:
+    """What asyncio.current_task() returns while a request's coroutine runs. appserver steps that
+    coroutine itself (ASGITask.swift), as asyncio.Task would, but starts it at once and makes no
+    Task; this object is its identity and has the Task methods that libraries use on the current
+    task: anyio's cancel scopes, asyncio.timeout and TaskGroup (cancel, uncancel, cancelling).
+    The stepping side reads _must_cancel and _cancel_message and sets _fut_waiter and _state."""
+
+    _state = "PENDING"
+    _fut_waiter = None
+    _must_cancel = False
+    _cancel_message = None
+    _num_cancels_requested = 0
+    _callbacks = None
+    _name = None
+
+    def __init__(self, coro, loop, context):
+        self._coro = coro
+        self._loop = loop
+        self._context = context
+
+    def __repr__(self):
+        return f"<RequestTask {self.get_name()} {self._state.lower()} coro={self._coro!r}>"
+
+    def get_coro(self):
+        return self._coro
+
+    def get_loop(self):
+        return self._loop
+
+    def get_context(self):
+        return self._context
+
+    def get_name(self):
+        return self._name or f"appserver-request-{id(self):x}"
+
+    def set_name(self, value):
+        self._name = str(value)
+
+    def done(self):
+        return self._state != "PENDING"
+
+    def cancelled(self):
+        return self._state == "CANCELLED"
+
+    def cancelling(self):
+        return self._num_cancels_requested
+
+    def uncancel(self):
+        if self._num_cancels_requested > 0:
+            self._num_cancels_requested -= 1
+        return self._num_cancels_requested
+
+    def cancel(self, msg=None):
+        if self._state != "PENDING":
+            return False
+        self._num_cancels_requested += 1
+        if self._fut_waiter is not None and self._fut_waiter.cancel(msg=msg):
+            return True   # the waiter's CancelledError is thrown into the coroutine when it wakes
+        self._must_cancel = True
+        self._cancel_message = msg
+        return True
+
+    def result(self):
+        import asyncio
+        if self._state == "PENDING":
+            raise asyncio.InvalidStateError("Result is not set.")
+        if self._state == "CANCELLED":
+            raise asyncio.CancelledError()
+
+    def exception(self):
+        self.result()
+
+    def add_done_callback(self, fn, *, context=None):
+        if self._state != "PENDING":
+            self._loop.call_soon(fn, self, context=context)
+        else:
+            if self._callbacks is None:
+                self._callbacks = []
+            self._callbacks.append((fn, context))
+
+    def remove_done_callback(self, fn):
+        kept = [(f, c) for f, c in self._callbacks or () if f != fn]
+        removed = len(self._callbacks or ()) - len(kept)
+        self._callbacks = kept
+        return removed
+
+    def get_stack(self, *, limit=None):
+        from asyncio import base_tasks
+        return base_tasks._task_get_stack(self, limit)
+
+    def print_stack(self, *, limit=None, file=None):
+        from asyncio import base_tasks
+        return base_tasks._task_print_stack(self, limit, file)
+
+    def _schedule_callbacks(self):
+        callbacks, self._callbacks = self._callbacks, None
+        for fn, context in callbacks:
+            self._loop.call_soon(fn, self, context=context)
 
 class Lifespan:
     """The ASGI lifespan protocol: startup before the worker accepts, shutdown when it stops."""

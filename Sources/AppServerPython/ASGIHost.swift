@@ -54,9 +54,8 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
 
     // Touched on the loop thread, with the GIL.
     private var loop: PyObjectPointer!
-    private var createTask: PyObjectPointer!
     private var createFuture: PyObjectPointer!
-    private var runRequest: PyObjectPointer!
+    private var tasks: ASGITaskRuntime!
     /// A future already done (result None): what `send` returns when nothing has to wait.
     var doneFuture: PyObjectPointer!
     /// The lifespan state; each request's scope gets a shallow copy.
@@ -165,11 +164,13 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         let loopName = String(cString: PyUnicode_AsUTF8(PyTuple_GetItem(made, 1)))
         doneFuture = PyTuple_GetItem(made, 2)
         Py_IncRef(doneFuture)
-        createTask = PyObject_GetAttrString(loop, "create_task")
         callSoon = PyObject_GetAttrString(loop, "call_soon")
         flushFunction = PyDict_GetItemString(namespace, "_asgi_flush")
         createFuture = PyObject_GetAttrString(loop, "create_future")
-        runRequest = PyDict_GetItemString(namespace, "asgi_run")
+        guard let tasks = ASGITaskRuntime(loop: loop, identityType: PyDict_GetItemString(namespace, "RequestTask")) else {
+            return .failure(.importFailed("cannot start the ASGI event loop:\n\(PythonRuntime.takeErrorText() ?? "?")"))
+        }
+        self.tasks = tasks
         state = PyDict_New()
         scope = ASGIScopeBuilder(rootPath: config.rootPath)
 
@@ -295,17 +296,19 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     }
 
     private func start(_ request: ASGIRequest) {
-        startTask(exchange: request.exchange, scope: { scope.build($0, state: state) }, callables: request.makeCallables)
+        startTask(exchange: request.exchange, scope: { scope.build($0, state: state) }, callables: request.makeCallables,
+                  finished: request.done)
     }
 
     private func start(_ socket: ASGIWebSocket) {
-        startTask(exchange: socket.exchange, scope: { scope.buildWebSocket($0, state: state) }, callables: socket.makeCallables)
+        startTask(exchange: socket.exchange, scope: { scope.buildWebSocket($0, state: state) }, callables: socket.makeCallables,
+                  finished: socket.done)
     }
 
-    /// Builds the scope and runs `asgi_run(app, scope, receive, send, done)` as a task of the loop,
-    /// unless the client has gone already.
+    /// Calls `app(scope, receive, send)` and runs the first step of the coroutine at once (ASGITask),
+    /// unless the client has gone already. `finished` learns how the app's call ended.
     private func startTask(exchange: HTTPExchange, scope makeScope: (RequestInfo) -> PyObjectPointer?,
-                           callables makeCallables: () -> ASGICallables.Set) {
+                           callables makeCallables: () -> ASGICallables.Set, finished: @escaping (PyObjectPointer?) -> Void) {
         if exchange.isAborted { return }
         guard let scope = makeScope(exchange.request) else {
             logger.error("cannot build the ASGI scope: \(PythonRuntime.takeErrorText() ?? "?")")
@@ -313,22 +316,34 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
             return
         }
         let callables = makeCallables()
-        var args: (PyObjectPointer?, PyObjectPointer?, PyObjectPointer?, PyObjectPointer?, PyObjectPointer?) =
-            (runtime.app, scope, callables.receive, callables.send, callables.done)
-        let coroutine = withUnsafePointer(to: &args) {
-            $0.withMemoryRebound(to: PyObjectPointer?.self, capacity: 5) { PyObject_Vectorcall(runRequest, $0, 5, nil) }
+        var args: (PyObjectPointer?, PyObjectPointer?, PyObjectPointer?) = (scope, callables.receive, callables.send)
+        let awaitable = withUnsafePointer(to: &args) {
+            $0.withMemoryRebound(to: PyObjectPointer?.self, capacity: 3) { PyObject_Vectorcall(runtime.app, $0, 3, nil) }
         }
         Py_DecRef(scope)
         Py_DecRef(callables.receive)
         Py_DecRef(callables.send)
-        Py_DecRef(callables.done)
-        guard let coroutine, let task = PyObject_CallOneArg(createTask, coroutine) else {
-            logger.error("cannot start the ASGI task: \(PythonRuntime.takeErrorText() ?? "?")")
-            exchange.abortConnection()
+        guard let coroutine = awaitable.flatMap(Self.awaitableIterator), let task = ASGITask(runtime: tasks, coroutine: coroutine, finished: finished) else {
+            let error = PythonRuntime.fetchException()
+            finished(error)
+            if let error { Py_DecRef(error) }
             return
         }
-        Py_DecRef(coroutine)
-        Py_DecRef(task)   // the loop keeps running tasks alive
+        task.start()
+    }
+
+    /// What `await awaitable` iterates (stolen; a new reference): a coroutine itself, or what its
+    /// `__await__` returns. Nil with TypeError set for an object that cannot be awaited.
+    private static func awaitableIterator(_ awaitable: PyObjectPointer) -> PyObjectPointer? {
+        if appserver_is_coroutine(awaitable) != 0 { return awaitable }
+        defer { Py_DecRef(awaitable) }
+        if let method = PyObject_GetAttrString(awaitable, "__await__") {
+            defer { Py_DecRef(method) }
+            return PyObject_CallNoArgs(method)
+        }
+        PyErr_Clear()
+        PyErr_SetString(appserver_exc_type_error(), "the ASGI app returned \(PythonRuntime.repr(awaitable)), which cannot be awaited")
+        return nil
     }
 
     /// A new pending future of the loop.

@@ -34,9 +34,9 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
 
     // MARK: callables
 
-    /// New references to `receive`, `send` and `done`, which keep this request alive.
+    /// New references to `receive` and `send`, which keep this request alive.
     func makeCallables() -> ASGICallables.Set {
-        ASGICallables.make(bound: self, receive: ASGICallables.receive, send: ASGICallables.send, done: ASGICallables.done)
+        ASGICallables.make(bound: self, receive: ASGICallables.receive, send: ASGICallables.send)
     }
 
     // MARK: receive
@@ -133,8 +133,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         }
         let code = PyLong_AsLong(statusObject)
         if code == -1 && PyErr_Occurred() != nil { return false }
-        var status = "\(code) \(HTTPResponseStatus(statusCode: code).reasonPhrase)"
-        guard status.withUTF8({ (try? writer.begin(status: UnsafeRawBufferPointer($0))) != nil }) else {
+        guard host.messages.statusLine(code).withUnsafeBytes({ (try? writer.begin(status: $0)) != nil }) else {
             PyErr_SetString(appserver_exc_value_error(), "invalid response status \(code)")
             return false
         }
@@ -244,11 +243,10 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
 
     // MARK: the end of the app's call
 
-    /// The app's coroutine returned (`exception` None) or raised.
-    func done(_ exception: PyObjectPointer?) {
+    /// The app's coroutine returned (`raised` nil) or raised.
+    func done(_ raised: PyObjectPointer?) {
         guard !finished else { return }
         finished = true
-        let raised = exception.flatMap { $0 == appserver_none() ? nil : $0 }
         let uri = exchange.request.uri
         if let raised {
             if !disconnected {
@@ -300,23 +298,21 @@ enum ASGICallables {
         guard count == 1, let args else { return NativeFunctions.typeError("send() takes one message") }
         return request.send(args[0])
     }
-    nonisolated(unsafe) static let done = definition("done", "done(exception): the app's call for this request ended") { capsule, args, count in
-        guard let request = ASGICallables.owner(capsule, as: ASGIRequest.self) else { return nil }
-        request.done(count == 1 ? args?[0] : nil)
-        return retained(appserver_none())
+    typealias Set = (receive: PyObjectPointer, send: PyObjectPointer)
+
+    /// Two native functions bound (through one capsule that retains it) to `owner`.
+    static func make(bound owner: AnyObject, receive: UnsafeMutablePointer<PyMethodDef>, send: UnsafeMutablePointer<PyMethodDef>) -> Set {
+        let capsule = capsule(retaining: owner)
+        defer { Py_DecRef(capsule) }
+        return (PyCFunction_NewEx(receive, capsule, nil)!, PyCFunction_NewEx(send, capsule, nil)!)
     }
 
-    typealias Set = (receive: PyObjectPointer, send: PyObjectPointer, done: PyObjectPointer)
-
-    /// Three native functions bound (through one capsule that retains it) to `owner`.
-    static func make(bound owner: AnyObject, receive: UnsafeMutablePointer<PyMethodDef>, send: UnsafeMutablePointer<PyMethodDef>,
-                     done: UnsafeMutablePointer<PyMethodDef>) -> Set {
-        let capsule = PyCapsule_New(Unmanaged.passRetained(owner).toOpaque(), nil) { capsule in
+    /// A capsule that keeps `owner` alive, for binding native functions to it (a new reference).
+    static func capsule(retaining owner: AnyObject) -> PyObjectPointer {
+        PyCapsule_New(Unmanaged.passRetained(owner).toOpaque(), nil) { capsule in
             guard let pointer = PyCapsule_GetPointer(capsule, nil) else { return }
             Unmanaged<AnyObject>.fromOpaque(pointer).release()
         }!
-        defer { Py_DecRef(capsule) }
-        return (PyCFunction_NewEx(receive, capsule, nil)!, PyCFunction_NewEx(send, capsule, nil)!, PyCFunction_NewEx(done, capsule, nil)!)
     }
 
     /// The object a bound function's capsule holds.

@@ -2,6 +2,7 @@ import AppServerHTTP
 import CPython
 import CPythonShim
 import NIOCore
+import NIOHTTP1
 
 /// Interned keys and constant values of ASGI messages, made once per worker (with the GIL).
 final class ASGIMessages: @unchecked Sendable {
@@ -21,6 +22,16 @@ final class ASGIMessages: @unchecked Sendable {
     let webSocketConnect = PyUnicode_InternFromString("websocket.connect")!
     let webSocketReceive = PyUnicode_InternFromString("websocket.receive")!
     let webSocketDisconnect = PyUnicode_InternFromString("websocket.disconnect")!
+
+    /// "200 OK" and the like, by status code (made once per code).
+    private var statusLines: [Int: [UInt8]] = [:]
+
+    func statusLine(_ code: Int) -> [UInt8] {
+        if let line = statusLines[code] { return line }
+        let line = Array("\(code) \(HTTPResponseStatus(statusCode: code).reasonPhrase)".utf8)
+        if statusLines.count < 1000 { statusLines[code] = line }
+        return line
+    }
 
     /// `{"type": type}`; a new reference.
     func simple(_ type: PyObjectPointer) -> PyObjectPointer {
@@ -65,6 +76,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private var methods: [String: PyObjectPointer] = [:]
     /// Lower-cased header names as bytes objects, by the name as the client spelled it (bounded).
     private var headerNames: [String: PyObjectPointer] = [:]
+    private var addressTuples: [SocketAddress: PyObjectPointer] = [:]
 
     init(rootPath: String) {
         asgiVersion = PyDict_New()!
@@ -108,19 +120,20 @@ final class ASGIScopeBuilder: @unchecked Sendable {
 
         let (path, query) = splitTarget(request.uri)
         // As Uvicorn: `path` and `raw_path` include the root path; `path` is percent-decoded UTF-8.
-        let raw = rootPathBytes + Array(path.utf8)
-        setNew(keys.rawPath, bytes(raw))
-        let decoded = rootPathBytes + percentDecoded(Array(path.utf8))
+        let pathBytes = Array(path.utf8)
+        setNew(keys.rawPath, bytes(rootPathBytes.isEmpty ? pathBytes : rootPathBytes + pathBytes))
+        let decodedPath = percentDecoded(pathBytes)
+        let decoded = rootPathBytes.isEmpty ? decodedPath : rootPathBytes + decodedPath
         setNew(keys.path, decoded.withUnsafeBufferPointer {
             PyUnicode_DecodeUTF8(UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count, "replace")
         })
-        setNew(keys.queryString, bytes(Array(query.utf8)))
+        setNew(keys.queryString, bytes(utf8Of: query))
 
         let headers = request.headers
         if let list = PyList_New(headers.count) {
             var index = 0
             for (name, value) in headers {
-                let item = appserver_tuple2(headerName(name), bytes(Array(value.utf8)))
+                let item = appserver_tuple2(headerName(name), bytes(utf8Of: value))
                 PyList_SetItem(list, index, item)   // steals
                 index += 1
             }
@@ -145,13 +158,21 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         return object
     }
 
-    /// `(host, port)` of an IP address; None for a unix socket or nothing known.
+    /// `(host, port)` of an IP address; None for a unix socket or nothing known. The tuples are
+    /// kept: a connection's requests, and all requests for the server's own address, share one.
     private func address(_ address: SocketAddress?) -> PyObjectPointer {
+        if let address, let known = addressTuples[address] { return retained(known) }
         guard let address, let host = address.ipAddress, let port = address.port else {
             Py_IncRef(appserver_none())
             return appserver_none()
         }
-        return appserver_tuple2(PyUnicode_FromString(host), PyLong_FromLong(port))
+        let tuple = appserver_tuple2(PyUnicode_FromString(host), PyLong_FromLong(port))!
+        if addressTuples.count >= 4096 {
+            for tuple in addressTuples.values { Py_DecRef(tuple) }
+            addressTuples.removeAll(keepingCapacity: true)
+        }
+        addressTuples[address] = retained(tuple)
+        return tuple
     }
 }
 
@@ -164,6 +185,13 @@ func bytes(_ data: [UInt8]) -> PyObjectPointer {
     data.withUnsafeBufferPointer {
         PyBytes_FromStringAndSize(UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count)!
     }
+}
+
+/// A bytes object of the UTF-8 of `text`, without an intermediate array for native strings.
+func bytes<Text: StringProtocol>(utf8Of text: Text) -> PyObjectPointer {
+    text.utf8.withContiguousStorageIfAvailable {
+        PyBytes_FromStringAndSize(UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count)!
+    } ?? bytes(Array(text.utf8))
 }
 
 /// `%XX` sequences decoded; anything malformed is kept as it is (WSGI's PATH_INFO and ASGI's path).

@@ -40,8 +40,7 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
     // MARK: loop thread
 
     func makeCallables() -> ASGICallables.Set {
-        ASGICallables.make(bound: self, receive: ASGIWebSocketCallables.receive, send: ASGIWebSocketCallables.send,
-                           done: ASGIWebSocketCallables.done)
+        ASGICallables.make(bound: self, receive: ASGIWebSocketCallables.receive, send: ASGIWebSocketCallables.send)
     }
 
     func receive() -> PyObjectPointer? {
@@ -239,10 +238,10 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
         writeAccessLog()
     }
 
-    func done(_ exception: PyObjectPointer?) {
+    /// The app's coroutine returned (`raised` nil) or raised.
+    func done(_ raised: PyObjectPointer?) {
         guard !finished else { return }
         finished = true
-        let raised = exception.flatMap { $0 == appserver_none() ? nil : $0 }
         if let raised {
             host.logger.error("Exception in ASGI application (websocket \(exchange.request.uri))\n\(PythonRuntime.formatException(raised))")
         }
@@ -277,9 +276,5 @@ enum ASGIWebSocketCallables {
         guard let socket = ASGICallables.owner(capsule, as: ASGIWebSocket.self) else { return nil }
         guard count == 1, let args else { return NativeFunctions.typeError("send() takes one message") }
         return socket.send(args[0])
-    }
-    nonisolated(unsafe) static let done = ASGICallables.definition("done", "done(exception): the app's call for this websocket ended") { capsule, args, count in
-        ASGICallables.owner(capsule, as: ASGIWebSocket.self)?.done(count == 1 ? args?[0] : nil)
-        return retained(appserver_none())
     }
 }

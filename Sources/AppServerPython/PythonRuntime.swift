@@ -133,6 +133,14 @@ public final class PythonRuntime: @unchecked Sendable {
         return value
     }
 
+    /// `repr(object)`, for messages.
+    static func repr(_ object: PyObjectPointer) -> String {
+        guard let text = PyObject_Repr(object) else { PyErr_Clear(); return "?" }
+        defer { Py_DecRef(text) }
+        guard let utf8 = PyUnicode_AsUTF8(text) else { PyErr_Clear(); return "?" }
+        return String(cString: utf8)
+    }
+
     nonisolated(unsafe) static var formatter: PyObjectPointer?
 
     static func formatException(_ exception: PyObjectPointer) -> String {

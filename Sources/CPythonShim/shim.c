@@ -16,6 +16,9 @@ void appserver_set_error(PyObject *type, const char *message) { PyErr_SetString(
 PyObject *appserver_exc_type_error(void) { return PyExc_TypeError; }
 PyObject *appserver_exc_value_error(void) { return PyExc_ValueError; }
 PyObject *appserver_exc_runtime_error(void) { return PyExc_RuntimeError; }
+PyObject *appserver_exc_stop_iteration(void) { return PyExc_StopIteration; }
+int appserver_is_coroutine(PyObject *o) { return PyCoro_CheckExact(o); }
+PyObject *appserver_tuple1(PyObject *a) { return PyTuple_Pack(1, a); }
 PyObject *appserver_exc_os_error(void) { return PyExc_OSError; }
 PyObject *appserver_exc_assertion_error(void) { return PyExc_AssertionError; }
 PyObject *appserver_exc_lookup_error(void) { return PyExc_LookupError; }

@@ -66,7 +66,7 @@ def test_usr2_binary_upgrade_under_load_fails_no_request(serve, tmp_path):
     total, errors, non2xx, out = result["out"]
     assert total > 1000 and errors == 0 and non2xx == 0, out
     new = read_pid(pidfile)
-    assert new and new != old, "the new arbiter writes the pid file"
+    assert new and new != old, "the new arbiter writes the pid file\n" + server.log()
     assert server.proc.wait(15) == 0, "the old arbiter hands over and exits"
     assert not (tmp_path / "app.pid.oldbin").exists()
     log = server.log()

@@ -23,12 +23,17 @@ void appserver_set_error(PyObject *type, const char *message);
 PyObject *appserver_exc_type_error(void);
 PyObject *appserver_exc_value_error(void);
 PyObject *appserver_exc_runtime_error(void);
+PyObject *appserver_exc_stop_iteration(void);
 PyObject *appserver_exc_os_error(void);
 PyObject *appserver_exc_assertion_error(void);
 PyObject *appserver_exc_lookup_error(void);
 PyObject *appserver_exc_timeout_error(void);
-/// Builds a tuple (a, b, c) of new references stolen from the arguments.
+/// Builds a tuple (a, b) of new references stolen from the arguments.
 PyObject *appserver_tuple2(PyObject *a, PyObject *b);
+/// A new tuple (a,); `a` is not stolen.
+PyObject *appserver_tuple1(PyObject *a);
+/// A coroutine object (what an `async def` function returns).
+int appserver_is_coroutine(PyObject *o);
 /// The bytes of a str whose characters all fit in latin-1 (the WSGI "native string" rule), without
 /// copying; NULL when the string has wider characters or is not a str.
 const char *appserver_latin1_view(PyObject *o, Py_ssize_t *length);
