@@ -61,11 +61,19 @@ final class ASGITask: @unchecked Sendable {
             if thrown == nil || PyErr_GivenExceptionMatches(thrown, runtime.cancelledError) == 0 {
                 if let thrown { Py_DecRef(thrown) }
                 thrown = runtime.makeCancelledError(message: PyObject_GetAttr(identity, runtime.names.cancelMessage))
+                if thrown == nil {
+                    finish(with: PythonRuntime.fetchException(), cancelled: false)
+                    return
+                }
             }
             PyObject_SetAttr(identity, runtime.names.mustCancel, appserver_false())
         }
 
-        if enteringContext { PyContext_Enter(context) }
+        if enteringContext && PyContext_Enter(context) != 0 {
+            if let thrown { Py_DecRef(thrown) }
+            finish(with: PythonRuntime.fetchException(), cancelled: false)
+            return
+        }
         guard runtime.enter(identity) else {
             let error = PythonRuntime.fetchException()
             if enteringContext { PyContext_Exit(context) }

@@ -112,9 +112,18 @@ class Server:
         self.log_file.close()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Keeps each phase's report on the test item, so that `serve` can tell whether the test failed.
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "report_" + report.when, report)
+
+
 @pytest.fixture
-def serve(tmp_path):
-    """serve(app, *args, workers=1) starts a server and stops it after the test."""
+def serve(tmp_path, request):
+    """serve(app, *args, workers=1) starts a server and stops it after the test; the logs of the
+    servers of a failed test are printed (pytest shows them with the failure)."""
     started = []
 
     def start(app, *args, wait=True, workers=1, **kwargs):
@@ -127,6 +136,10 @@ def serve(tmp_path):
     yield start
     for server in started:
         server.stop()
+    failed = getattr(request.node, "report_call", None)
+    if failed is not None and failed.failed:
+        for server in started:
+            print(f"--- log of {' '.join(server.argv[1:])}\n{server.log()}")
 
 
 def raw_request(port, data, read_timeout=5.0, host="127.0.0.1"):
