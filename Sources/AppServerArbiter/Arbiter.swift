@@ -541,10 +541,23 @@ enum Pidfile {
            pid != getpid(), kill(pid, 0) == 0 {
             throw PidfileError(message: "Already running on PID \(pid) (or pid file '\(path)' is stale)")
         }
-        do {
-            try "\(getpid())\n".write(toFile: path, atomically: true, encoding: .utf8)
-        } catch {
-            throw PidfileError(message: "cannot write the pid file '\(path)': \(error.localizedDescription)")
+        // A temporary file renamed into place, as Gunicorn does, so a reader never sees it half
+        // written; no fsync (Foundation's atomic write has one): a pid file means nothing after a
+        // crash of the machine, and under heavy disk writeback fsync stalled start-up, and a USR2
+        // handover, for seconds.
+        var template = Array((path + ".XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw PidfileError(message: "cannot write the pid file '\(path)': \(String(cString: strerror(errno)))") }
+        let temporary = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let line = Array("\(getpid())\n".utf8)
+        let written = line.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let failure = written == line.count ? nil : String(cString: strerror(errno))
+        _ = fchmod(fd, 0o644)
+        close(fd)
+        guard failure == nil, rename(temporary, path) == 0 else {
+            let reason = failure ?? String(cString: strerror(errno))
+            unlink(temporary)
+            throw PidfileError(message: "cannot write the pid file '\(path)': \(reason)")
         }
     }
 

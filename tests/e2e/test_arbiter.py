@@ -138,11 +138,29 @@ def test_missing_callable_exits_4(tmp_path):
 
 
 def test_pidfile_written_and_removed(serve, tmp_path):
-    pidfile = tmp_path / "app.pid"
+    pidfile = tmp_path / "run" / "app.pid"
+    pidfile.parent.mkdir()
     server = serve("plain:app", "--pid", str(pidfile))
-    assert pidfile.read_text().strip() == str(server.pid)
+    assert pidfile.read_text() == f"{server.pid}\n" and oct(pidfile.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in pidfile.parent.iterdir()] == ["app.pid"], "no temporary file is left"
     server.stop()
     assert not pidfile.exists()
+
+
+def test_pidfile_errors_are_clear_and_leave_no_server(tmp_path):
+    # A live process in the pid file: refused. (This test's own pid is alive.)
+    taken = tmp_path / "taken.pid"
+    taken.write_text(f"{os.getpid()}\n")
+    server = Server("plain:app", "--pid", str(taken), tmp_path=tmp_path)
+    assert server.proc.wait(30) != 0
+    assert f"Already running on PID {os.getpid()}" in server.log() and taken.read_text() == f"{os.getpid()}\n"
+    server.stop()
+    # A directory that does not exist: the reason, and nothing listening.
+    server = Server("plain:app", "--pid", str(tmp_path / "missing" / "app.pid"), tmp_path=tmp_path)
+    assert server.proc.wait(30) != 0
+    assert "cannot write the pid file" in server.log() and "No such file or directory" in server.log()
+    assert not server.can_connect()
+    server.stop()
 
 
 def test_hup_into_a_broken_app_keeps_the_old_workers(serve, tmp_path):
