@@ -41,7 +41,6 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     /// end (`flushOutbox`, scheduled with call_soon), rather than one hop (and wake-up) each.
     private var outbox: [HTTPExchange.PendingWrite] = []
     private var outboxLoop: (any EventLoop)?
-    private var callSoon: PyObjectPointer!
     private var flushFunction: PyObjectPointer!
     /// When the loop last ran its heartbeat task (monotonic ns): a loop blocked by the app stops it,
     /// and `--timeout` then replaces the worker.
@@ -164,7 +163,6 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         let loopName = String(cString: PyUnicode_AsUTF8(PyTuple_GetItem(made, 1)))
         doneFuture = PyTuple_GetItem(made, 2)
         Py_IncRef(doneFuture)
-        callSoon = PyObject_GetAttrString(loop, "call_soon")
         flushFunction = PyDict_GetItemString(namespace, "_asgi_flush")
         createFuture = PyObject_GetAttrString(loop, "create_future")
         guard let tasks = ASGITaskRuntime(loop: loop, identityType: PyDict_GetItemString(namespace, "RequestTask")) else {
@@ -274,7 +272,7 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         let (write, mustWait) = try exchange.prepare(buffer, end: end, close: close)
         if outbox.isEmpty {
             outboxLoop = exchange.eventLoop
-            if let result = PyObject_CallOneArg(callSoon, flushFunction) { Py_DecRef(result) } else {
+            if let result = PyObject_CallOneArg(tasks.callSoon, flushFunction) { Py_DecRef(result) } else {
                 PyErr_Clear()
                 HTTPExchange.submit([write], on: exchange.eventLoop)
                 return mustWait

@@ -2,7 +2,6 @@ import AppServerHTTP
 import CPython
 import CPythonShim
 import NIOCore
-import NIOHTTP1
 
 /// One ASGI `http` request: its `receive`, `send` and `done` callables (native functions bound to
 /// this object through a capsule) and the state between them. Made on the I/O thread; everything
