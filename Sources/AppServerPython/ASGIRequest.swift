@@ -3,7 +3,7 @@ import CPython
 import CPythonShim
 import NIOCore
 
-/// One ASGI `http` request: its `receive`, `send` and `done` callables (native functions bound to
+/// One ASGI `http` request: its `receive` and `send` callables (native functions bound to
 /// this object through a capsule) and the state between them. Made on the I/O thread; everything
 /// else happens on the loop thread with the GIL, except the observer calls, which only post events.
 final class ASGIRequest: ExchangeObserver, @unchecked Sendable {

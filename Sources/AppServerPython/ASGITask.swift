@@ -57,7 +57,8 @@ final class ASGITask: @unchecked Sendable {
             waiting = false
             PyObject_SetAttr(identity, runtime.names.futWaiter, appserver_none())
         }
-        if runtime.flag(identity, runtime.names.mustCancel) {
+        // Nobody can have cancelled the task before its first step: nothing else has it yet.
+        if !enteringContext && runtime.flag(identity, runtime.names.mustCancel) {
             if thrown == nil || PyErr_GivenExceptionMatches(thrown, runtime.cancelledError) == 0 {
                 if let thrown { Py_DecRef(thrown) }
                 thrown = runtime.makeCancelledError(message: PyObject_GetAttr(identity, runtime.names.cancelMessage))
