@@ -120,7 +120,7 @@ public final class Arbiter {
         if let pidfile = config.pidfile { try Pidfile.write(pidfile) }
         listeners = try Listeners.open(config: config, upgrading: previousArbiter != nil)
         for listener in listeners {
-            logger.info("Listening at: \(listener.description) (\(getpid())) [\(listener.origin)]")
+            logger.info("Listening at: \(listener.description) (\(getpid())) [\(listener.origin)]\(listener.options(config).describedIfNotPlainHTTP)")
         }
         logger.info("Using worker: \(config.interface == .auto ? "auto (ASGI for a coroutine app, else WSGI)" : config.interface.rawValue), threads: \(config.threads)")
         manageWorkers()

@@ -1,4 +1,5 @@
 import AppServerConfig
+import AppServerHTTP
 import AppServerSystemd
 import Foundation
 
@@ -11,8 +12,23 @@ public struct Listener: Sendable {
     public var origin: String
     /// A unix socket path this process created and removes on exit.
     public var unixPathToRemove: String?
-    /// Its name for LISTEN_FDNAMES when handed to a new arbiter (systemd's FileDescriptorName, or ours).
+    /// Its name for LISTEN_FDNAMES when handed to a new arbiter (systemd's FileDescriptorName, or ours:
+    /// the scheme of a bind that gave one, so that the next arbiter serves it the same way).
     public var name: String = "appserver"
+    /// What it speaks when its bind address or name says so; otherwise the server-wide settings.
+    public var scheme: ListenerScheme?
+
+    /// What a worker serves on it under `config` (which a reload may change, for listeners without a scheme).
+    func options(_ config: ServerConfig) -> ListenerOptions {
+        let protocolName = scheme?.protocolName ?? config.protocolName
+        let proxy: ProxyProtocolMode
+        if let scheme {
+            proxy = scheme.proxyProtocol ? (config.proxyProtocol == .off ? .auto : config.proxyProtocol) : .off
+        } else {
+            proxy = config.proxyProtocol
+        }
+        return ListenerOptions(descriptor: descriptor, protocolName: protocolName, proxyProtocol: proxy)
+    }
 }
 
 public enum ListenerError: Error, CustomStringConvertible {
@@ -32,20 +48,26 @@ enum Listeners {
         if !inherited.isEmpty {
             let from = upgrading ? "inherited from the previous arbiter" : "systemd"
             return inherited.map {
-                Listener(descriptor: $0.descriptor, description: describe($0.descriptor), origin: "\(from) (\($0.name))", name: $0.name)
+                Listener(descriptor: $0.descriptor, description: describe($0.descriptor), origin: "\(from) (\($0.name))", name: $0.name,
+                         scheme: ListenerScheme(socketName: $0.name))
             }
         }
         var listeners: [Listener] = []
-        for address in config.bind {
-            listeners.append(try bind(address, backlog: config.backlog))
+        for spec in config.bind {
+            var listener = try bind(spec.address, backlog: config.backlog, umask: config.umask)
+            if let scheme = spec.scheme {
+                listener.scheme = scheme
+                listener.name = scheme.description
+            }
+            listeners.append(listener)
         }
         return listeners
     }
 
-    static func bind(_ address: BindAddress, backlog: Int) throws(ListenerError) -> Listener {
+    static func bind(_ address: BindAddress, backlog: Int, umask mask: mode_t) throws(ListenerError) -> Listener {
         switch address {
         case .unix(let path):
-            return try bindUnix(path, backlog: backlog)
+            return try bindUnix(path, backlog: backlog, umask: mask)
         case .tcp(let host, let port):
             var hints = addrinfo()
             hints.ai_family = AF_UNSPEC
@@ -71,7 +93,7 @@ enum Listeners {
         }
     }
 
-    private static func bindUnix(_ path: String, backlog: Int) throws(ListenerError) -> Listener {
+    private static func bindUnix(_ path: String, backlog: Int, umask mask: mode_t) throws(ListenerError) -> Listener {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
@@ -88,15 +110,28 @@ enum Listeners {
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw .bind("unix:\(path)", String(cString: strerror(errno))) }
+        // The socket file's mode comes from the umask at bind time (Gunicorn's `umask`, default 0), so
+        // that a proxy running as another user (nginx's www-data) can connect.
+        let previousMask = Glibc.umask(mask)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
+        Glibc.umask(previousMask)
         guard bound == 0, listen(fd, CInt(backlog)) == 0 else {
             let reason = String(cString: strerror(errno))
             close(fd)
             throw .bind("unix:\(path)", reason)
         }
-        return Listener(descriptor: fd, description: "unix:\(path)", origin: "bound", unixPathToRemove: path)
+        return Listener(descriptor: fd, description: "unix:\(path)", origin: "bound (mode \(fileMode(path)))", unixPathToRemove: path)
+    }
+
+    /// `0777 root:root`: a socket file's permissions and owner, for the log.
+    static func fileMode(_ path: String) -> String {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return "unknown" }
+        let owner = getpwuid(info.st_uid).map { String(cString: $0.pointee.pw_name) } ?? String(info.st_uid)
+        let group = getgrgid(info.st_gid).map { String(cString: $0.pointee.gr_name) } ?? String(info.st_gid)
+        return "0" + String(info.st_mode & 0o777, radix: 8) + " \(owner):\(group)"
     }
 
     /// `http://HOST:PORT` or `unix:PATH` of a listening descriptor.

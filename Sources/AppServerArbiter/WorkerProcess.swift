@@ -44,7 +44,7 @@ enum WorkerProcess {
         let maxRequests = config.maxRequests > 0 ? config.maxRequests + Int.random(in: 0...config.maxRequestsJitter) : 0
         let recycling = OnceFlag()
         let server = HTTPServer(
-            application: host, limits: HTTPLimits(config: config), eventLoop: eventLoop, logger: logger,
+            application: host, limits: HTTPLimits(config: config), edge: EdgePolicy(config: config), eventLoop: eventLoop, logger: logger,
             requestLimit: maxRequests,
             onLimitReached: {
                 if recycling.setOnce() {
@@ -54,7 +54,7 @@ enum WorkerProcess {
             },
             onRequestFinished: { served in slot.requests.store(Int64(served), ordering: .relaxed) })
         do {
-            try server.serve(listeningDescriptors: listeners.map(\.descriptor))
+            try server.serve(listeners: listeners.map { $0.options(config) })
         } catch {
             logger.error("worker cannot serve the listening sockets: \(error)")
             _exit(1)

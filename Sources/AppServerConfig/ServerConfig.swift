@@ -4,7 +4,7 @@ import Foundation
 public struct ServerConfig: Equatable, Sendable {
     /// The app, `module:callable` (`:application` when the callable is left out).
     public var app: String? = nil
-    public var bind: [BindAddress] = [.tcp(host: "127.0.0.1", port: 8000)]
+    public var bind: [BindSpec] = [BindSpec(.tcp(host: "127.0.0.1", port: 8000))]
     public var workers = 1
     public var threads = 1
     /// Seconds a worker may stay silent, or one request may run, before it is killed. 0 disables.
@@ -42,6 +42,30 @@ public struct ServerConfig: Equatable, Sendable {
     /// ASGI: the largest websocket message accepted, in bytes.
     public var wsMaxSize = 16 * 1024 * 1024
 
+    // The edge: what the listeners speak and whom they believe (README, "Behind a proxy").
+    /// What listeners without a scheme of their own speak.
+    public var protocolName = ListenerProtocol.http
+    /// Peers whose uwsgi packets are served (unix-socket peers always are).
+    public var uwsgiAllowIPs = AddressAllowList.loopback
+    /// Whether listeners without a scheme of their own expect a PROXY protocol header.
+    public var proxyProtocol = ProxyProtocolMode.off
+    /// Peers whose PROXY protocol header is believed (unix-socket peers always are).
+    public var proxyAllowIPs = AddressAllowList.loopback
+    /// Peers whose X-Forwarded-* headers are believed (unix-socket peers always are); Gunicorn's
+    /// default comes from $FORWARDED_ALLOW_IPS.
+    public var forwardedAllowIPs = ServerConfig.forwardedAllowDefault()
+    /// Headers by which a trusted proxy says the client used https.
+    public var secureSchemeHeaders = SecureSchemeHeaders.gunicornDefault
+    /// Take the client's address from X-Forwarded-For when the peer is trusted (Uvicorn's --proxy-headers).
+    public var proxyHeaders = true
+    /// Request headers whose names hold `_`.
+    public var headerMap = HeaderMapMode.drop
+    /// The umask unix sockets are created with (Gunicorn's default 0: anyone on the machine, nginx's
+    /// www-data among them, may connect; restrict with the directory's permissions or `umask`).
+    public var umask: mode_t = 0
+    /// Set while a config file's `[secure_scheme_headers]` table is read: its first key replaces the default.
+    private var secureSchemeHeadersFromTable = false
+
     public enum Interface: String, CaseIterable, Sendable { case auto, wsgi, asgi }
     public enum EventLoopKind: String, CaseIterable, Sendable { case auto, asyncio, uvloop }
     public enum Lifespan: String, CaseIterable, Sendable { case auto, on, off }
@@ -65,7 +89,17 @@ public struct ServerConfig: Equatable, Sendable {
         "access_logfile", "error_logfile", "log_level", "access_logformat", "pid",
         "limit_request_line", "limit_request_fields", "limit_request_field_size", "limit_request_body",
         "interface", "loop", "lifespan", "root_path", "ws_max_size",
+        "protocol", "uwsgi_allow_ips", "proxy_protocol", "proxy_allow_ips", "forwarded_allow_ips",
+        "secure_scheme_headers", "proxy_headers", "header_map", "umask",
     ]
+
+    static func forwardedAllowDefault() -> AddressAllowList {
+        if let text = getenv("FORWARDED_ALLOW_IPS").map({ String(cString: $0) }),
+           let list = try? AddressAllowList(parsing: [text], key: "forwarded_allow_ips") {
+            return list
+        }
+        return .loopback
+    }
 
     public static func canonicalName(_ key: String) -> String {
         key.replacingOccurrences(of: "-", with: "_")
@@ -76,7 +110,7 @@ public struct ServerConfig: Equatable, Sendable {
         let key = Self.canonicalName(rawKey)
         switch key {
         case "app": app = try value.string(key)
-        case "bind": bind = try value.strings(key).map { text throws(ConfigError) in try BindAddress(parsing: text) }
+        case "bind": bind = try value.strings(key).map { text throws(ConfigError) in try BindSpec(parsing: text) }
             if bind.isEmpty { throw ConfigError.invalidValue(key: key, value: "[]", reason: "at least one address is needed") }
         case "workers": workers = try value.integer(key, min: 1, max: 1024)
         case "threads": threads = try value.integer(key, min: 1, max: 1024)
@@ -122,6 +156,31 @@ public struct ServerConfig: Equatable, Sendable {
                 throw ConfigError.invalidValue(key: key, value: rootPath, reason: "expected a path like /api (leading /, no trailing /)")
             }
         case "ws_max_size": wsMaxSize = try value.integer(key, min: 1, max: 1 << 30)
+        case "protocol": protocolName = try value.choice(key, of: ListenerProtocol.self)
+        case "uwsgi_allow_ips", "uwsgi_allow_from": uwsgiAllowIPs = try AddressAllowList(parsing: value.strings(key), key: key)
+        case "proxy_protocol":
+            let text = value == .boolean(true) ? "auto" : value == .boolean(false) ? "off" : try value.string(key)
+            guard let mode = ProxyProtocolMode(text: text) else {
+                throw ConfigError.invalidValue(key: key, value: text, reason: "expected one of off, v1, v2, auto")
+            }
+            proxyProtocol = mode
+        case "proxy_allow_ips", "proxy_allow_from": proxyAllowIPs = try AddressAllowList(parsing: value.strings(key), key: key)
+        case "forwarded_allow_ips": forwardedAllowIPs = try AddressAllowList(parsing: value.strings(key), key: key)
+        case "secure_scheme_headers":
+            secureSchemeHeaders = try SecureSchemeHeaders(parsing: value.strings(key).joined(separator: ","), key: key)
+        case _ where key.hasPrefix("secure_scheme_headers."):
+            // A `[secure_scheme_headers]` table in a config file: it replaces Gunicorn's default map.
+            if !secureSchemeHeadersFromTable { secureSchemeHeaders = SecureSchemeHeaders(entries: []) }
+            secureSchemeHeadersFromTable = true
+            secureSchemeHeaders.set(name: String(rawKey.dropFirst("secure_scheme_headers.".count)), secureValue: try value.string(key))
+        case "proxy_headers": proxyHeaders = try value.boolean(key)
+        case "header_map": headerMap = try value.choice(key, of: HeaderMapMode.self)
+        case "umask":
+            let text = try value.string(key)
+            guard let mask = Self.parseAutoInteger(text), mask >= 0, mask <= 0o777 else {
+                throw ConfigError.invalidValue(key: key, value: text, reason: "expected a file mode mask from 0 to 0o777 (like 0, 0o007, 0x1F or 18)")
+            }
+            umask = mode_t(mask)
         default: throw ConfigError.unknownKey(rawKey, source: source)
         }
     }
@@ -172,6 +231,17 @@ public struct ServerConfig: Equatable, Sendable {
         }
     }
 
+    /// An integer written in any base Python's `int(text, 0)` reads (`0o22`, `0x12`, `18`), and a
+    /// leading-zero octal (`022`, `0022`) as in Gunicorn's config examples and shell umasks.
+    static func parseAutoInteger(_ text: String) -> Int? {
+        let t = text.trimmingWhitespace().lowercased().replacingOccurrences(of: "_", with: "")
+        if t.hasPrefix("0o") { return Int(t.dropFirst(2), radix: 8) }
+        if t.hasPrefix("0x") { return Int(t.dropFirst(2), radix: 16) }
+        if t.hasPrefix("0b") { return Int(t.dropFirst(2), radix: 2) }
+        if t.count > 1 && t.hasPrefix("0") { return Int(t.dropFirst(), radix: 8) }
+        return Int(t)
+    }
+
     private static func errnoText(of error: Error) -> String {
         let ns = error as NSError
         if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
@@ -218,6 +288,21 @@ extension ConfigValue {
     func strings(_ key: String) throws(ConfigError) -> [String] {
         if case .array(let items) = self { return try items.map { item throws(ConfigError) in try item.string(key) } }
         return [try string(key)]
+    }
+
+    func boolean(_ key: String) throws(ConfigError) -> Bool {
+        switch self {
+        case .boolean(let b): return b
+        case .string(let s):
+            switch s.lowercased() {
+            case "true", "yes", "on", "1": return true
+            case "false", "no", "off", "0": return false
+            default: break
+            }
+        case .integer(let i) where i == 0 || i == 1: return i == 1
+        default: break
+        }
+        throw ConfigError.invalidValue(key: key, value: text, reason: "expected true or false")
     }
 
     func choice<Choice: RawRepresentable & CaseIterable>(_ key: String, of type: Choice.Type) throws(ConfigError) -> Choice

@@ -86,7 +86,7 @@ public struct AccessLogFormatter: Sendable {
         let uri = r.request.uri
         let query = uri.firstIndex(of: "?")
         switch name {
-        case "h": return Self.host(r.request.remoteAddress)
+        case "h": return r.request.origin?.client?.host ?? Self.host(r.request.remoteAddress)
         case "l": return "-"
         case "u": return Self.basicAuthUser(r.request.headers.first(name: "authorization")) ?? "-"
         case "t": return Self.clfTime(r.request.startedWallClock)

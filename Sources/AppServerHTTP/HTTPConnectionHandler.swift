@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AppServerConfig
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -14,14 +15,29 @@ public protocol HTTPApplication: AnyObject, Sendable {
 
 /// Notices raw bytes before the HTTP decoder sees them, so the header-read timeout starts with a
 /// request's first byte (a slow client that never finishes its head is cut off).
+/// It also keeps the connection's first bytes, to tell a user what reached the wrong kind of listener.
 final class RequestStartObserver: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     weak var connection: HTTPConnectionHandler?
+    private(set) var firstBytes: [UInt8]?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if firstBytes == nil { firstBytes = unwrapInboundIn(data).getBytes(at: unwrapInboundIn(data).readerIndex, length: min(6, unwrapInboundIn(data).readableBytes)) }
         connection?.bytesArrived()
         context.fireChannelRead(data)
+    }
+
+    /// What a connection's first bytes say it was, when it was not HTTP: a hint for the log.
+    var mismatchHint: String? {
+        guard let bytes = firstBytes, let first = bytes.first else { return nil }
+        if first == 0 {
+            return "a uwsgi packet reached an HTTP listener: serve uwsgi there (protocol = \"uwsgi\", or bind uwsgi://...), or use nginx's proxy_pass instead of uwsgi_pass"
+        }
+        if bytes.starts(with: ProxyHeaderParser.v2Signature.prefix(bytes.count)) || bytes.starts(with: ProxyHeaderParser.v1Prefix.prefix(bytes.count)) {
+            return "a PROXY protocol header reached a listener that does not expect one: set proxy_protocol (or bind http+proxy://...), or turn it off in the front end"
+        }
+        return nil
     }
 }
 
@@ -36,7 +52,7 @@ struct RequestHeadFacts {
 
     enum Outcome { case accept(RequestHeadFacts), refuse(HTTPResponseStatus) }
 
-    static func read(_ head: HTTPRequestHead, limits: HTTPLimits) -> Outcome {
+    static func read(_ head: HTTPRequestHead, limits: HTTPLimits, headerMap: HeaderMapMode = .drop) -> Outcome {
         if limits.requestLine > 0 && head.method.rawValue.utf8.count + head.uri.utf8.count + 10 > limits.requestLine {
             return .refuse(.uriTooLong)
         }
@@ -51,6 +67,7 @@ struct RequestHeadFacts {
             if limits.requestFieldSize > 0 && nameLength + value.utf8.count + 2 > limits.requestFieldSize {
                 return .refuse(.requestHeaderFieldsTooLarge)
             }
+            if headerMap == .refuse && name.utf8.contains(UInt8(ascii: "_")) { return .refuse(.badRequest) }
             switch nameLength {
             case 6 where name.lowercased() == "expect":
                 facts.expectsContinue = value.lowercased() == "100-continue" && head.version.minor >= 1
@@ -99,6 +116,12 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let server: HTTPServer
     private let limits: HTTPLimits
     private let logger: Logger
+    /// Who is at the other end: the socket's peer, or the client a PROXY header named.
+    private let origin: ConnectionOrigin
+    /// The connection speaks uwsgi: its request parts come from the uwsgi decoder with their origin.
+    private let uwsgi: Bool
+    /// Whether the peer's X-Forwarded-* headers are believed (forwarded_allow_ips), found once.
+    private var forwardedTrusted: Bool?
     private var state = State.idle
     private var context: ChannelHandlerContext!
     /// Parts of pipelined requests that arrived while an earlier one is still answered.
@@ -120,10 +143,12 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// A small body is read whole before the app is called, so the app never waits for it.
     private var dispatchAtEnd = false
 
-    init(server: HTTPServer, limits: HTTPLimits, logger: Logger) {
+    init(server: HTTPServer, limits: HTTPLimits, logger: Logger, origin: ConnectionOrigin, uwsgi: Bool) {
         self.server = server
         self.limits = limits
         self.logger = logger
+        self.origin = origin
+        self.uwsgi = uwsgi
     }
 
     // MARK: lifecycle
@@ -220,7 +245,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         bodyReceived = 0
         if !server.requestStarted() { closeAfterResponse = true }
         let facts: RequestHeadFacts
-        switch RequestHeadFacts.read(head, limits: limits) {
+        switch RequestHeadFacts.read(head, limits: limits, headerMap: server.edge.headerMap) {
         case .accept(let read): facts = read
         case .refuse(let status):
             writeErrorAndClose(status)
@@ -232,11 +257,26 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         let hasBody = facts.chunked || (facts.contentLength ?? 0) > 0
         let channel = context.channel
-        if addresses == nil { addresses = (channel.remoteAddress, channel.localAddress) }
-        // `--keep-alive 0` turns keep-alive off: every response closes its connection.
-        let keepAlive = facts.keepAlive && !closeAfterResponse && limits.keepAlive > 0
+        if addresses == nil { addresses = (origin.remote, origin.local) }
+        let requestOrigin: RequestOrigin?
+        if uwsgi {
+            requestOrigin = origin.pendingRequestOrigin
+            origin.pendingRequestOrigin = nil
+        } else {
+            switch forwardedOrigin(head) {
+            case .success(let found): requestOrigin = found
+            case .failure(let reason):
+                logger.debug("bad request from \(addresses?.remote.logText ?? "?"): \(reason)")
+                writeErrorAndClose(.badRequest)
+                return
+            }
+        }
+        // `--keep-alive 0` turns keep-alive off: every response closes its connection. A uwsgi
+        // connection carries one request (nginx never reuses one).
+        let keepAlive = facts.keepAlive && !closeAfterResponse && limits.keepAlive > 0 && !uwsgi
         let info = RequestInfo(head: head, keepAlive: keepAlive, hasBody: hasBody,
-                               contentLength: facts.contentLength, remoteAddress: addresses?.remote, localAddress: addresses?.local)
+                               contentLength: facts.contentLength, remoteAddress: addresses?.remote, localAddress: addresses?.local,
+                               origin: requestOrigin, viaUWSGI: uwsgi)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         let body: RequestBodyStream
@@ -258,6 +298,28 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             dispatchAtEnd = true
         } else {
             server.application.handle(exchange)
+        }
+    }
+
+    struct ForwardedRefusal: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// What a trusted peer's headers (or a PROXY v2 header's TLS flag) say of the request's scheme and
+    /// client; nil when nothing does, which is the common case and costs no allocation.
+    private func forwardedOrigin(_ head: HTTPRequestHead) -> Result<RequestOrigin?, ForwardedRefusal> {
+        let tls = origin.clientUsedTLS
+        if forwardedTrusted == nil { forwardedTrusted = server.edge.forwardedAllow.allows(origin.remote) }
+        guard forwardedTrusted == true else {
+            return .success(tls ? RequestOrigin(isSecure: true, client: nil) : nil)
+        }
+        switch ForwardedHeaders.read(head.headers, policy: server.edge) {
+        case .none:
+            return .success(tls ? RequestOrigin(isSecure: true, client: nil) : nil)
+        case .origin(let isSecure, let client):
+            return .success(RequestOrigin(isSecure: isSecure || tls, client: client.map { ($0, 0) }))
+        case .contradictory(let reason):
+            return .failure(ForwardedRefusal(description: reason))
         }
     }
 
@@ -431,7 +493,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             default: responseStarted = true
             }
             if !responseStarted, case .idle = state {
-                logger.debug("bad request from \(context.channel.remoteAddress?.description ?? "?"): \(parseError)")
+                if requestCount == 0, let hint = (try? context.pipeline.syncOperations.handler(type: RequestStartObserver.self))?.mismatchHint {
+                    server.warnRarely("mismatch", "\(hint) (peer \(context.channel.remoteAddress.logText))")
+                }
+                logger.debug("bad request from \(context.channel.remoteAddress.logText): \(parseError)")
                 writeErrorAndClose(parseError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest)
                 return
             }

@@ -18,15 +18,23 @@ public final class RequestInfo: @unchecked Sendable {
     public let isHead: Bool
     public let hasBody: Bool
     public let contentLength: Int64?
+    /// The client's and the server's address: the socket's, or those a PROXY protocol header gave.
     public let remoteAddress: SocketAddress?
     public let localAddress: SocketAddress?
+    /// What a trusted proxy said about the request (scheme, client), or what a uwsgi packet carried;
+    /// nil for a request that came straight from its client.
+    public let origin: RequestOrigin?
+    /// The request came as a uwsgi packet: its response is never chunked and closes the connection.
+    public let viaUWSGI: Bool
     /// When the head was complete, for the access log's request time (set once, before sharing).
     public internal(set) var started: Monotonic
     public let startedWallClock: timespec
 
     public init(head: HTTPRequestHead, keepAlive: Bool, hasBody: Bool, contentLength: Int64?,
-                remoteAddress: SocketAddress?, localAddress: SocketAddress?) {
+                remoteAddress: SocketAddress?, localAddress: SocketAddress?, origin: RequestOrigin? = nil, viaUWSGI: Bool = false) {
         self.head = head
+        self.origin = origin
+        self.viaUWSGI = viaUWSGI
         self.keepAlive = keepAlive
         self.isHead = head.method == .HEAD
         self.hasBody = hasBody
@@ -37,6 +45,32 @@ public final class RequestInfo: @unchecked Sendable {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         self.startedWallClock = ts
+    }
+}
+
+extension RequestInfo {
+    /// The scheme the client used: https when a trusted proxy or the uwsgi packet says so.
+    public var isSecure: Bool { origin?.isSecure ?? false }
+}
+
+/// What the request's own bytes cannot tell and a front end told: whether the client used https, its
+/// address, and for a uwsgi packet the CGI variables nginx sent (REMOTE_ADDR, SERVER_NAME, HTTPS, ...).
+public final class RequestOrigin: Sendable {
+    public let isSecure: Bool
+    /// The client's address from X-Forwarded-For or REMOTE_ADDR (a port of 0 when none was given).
+    public let client: (host: String, port: Int)?
+    /// The server's name and port as the front end saw them (uwsgi's SERVER_NAME, SERVER_PORT).
+    public let server: (host: String, port: Int)?
+    /// A uwsgi packet's variables other than `HTTP_*` and `CONTENT_*`, byte for byte, in their order:
+    /// they go into the WSGI environ as they are, as uWSGI does.
+    public let gatewayVariables: [(name: [UInt8], value: [UInt8])]
+
+    public init(isSecure: Bool, client: (host: String, port: Int)?, server: (host: String, port: Int)? = nil,
+                gatewayVariables: [(name: [UInt8], value: [UInt8])] = []) {
+        self.isSecure = isSecure
+        self.client = client
+        self.server = server
+        self.gatewayVariables = gatewayVariables
     }
 }
 

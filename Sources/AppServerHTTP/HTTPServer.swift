@@ -16,6 +16,8 @@ public final class HTTPServer: @unchecked Sendable {
     public let application: any HTTPApplication
     public let drainFlag = ServerDrainFlag()
     let limits: HTTPLimits
+    /// Whom the edge believes (PROXY headers, uwsgi packets, X-Forwarded-*), and header-name rules.
+    let edge: EdgePolicy
     let logger: Logger
     public let eventLoop: any EventLoop
     // Touched on `eventLoop` only.
@@ -32,23 +34,24 @@ public final class HTTPServer: @unchecked Sendable {
     /// Called on the event loop after each response, with the count so far (for max-requests).
     private let onRequestFinished: @Sendable (Int) -> Void
 
-    public init(application: any HTTPApplication, limits: HTTPLimits, eventLoop: any EventLoop, logger: Logger,
+    public init(application: any HTTPApplication, limits: HTTPLimits, edge: EdgePolicy = EdgePolicy(), eventLoop: any EventLoop, logger: Logger,
                 requestLimit: Int = 0, onLimitReached: @escaping @Sendable () -> Void = {},
                 onRequestFinished: @escaping @Sendable (Int) -> Void) {
         self.requestLimit = requestLimit
         self.onLimitReached = onLimitReached
         self.application = application
         self.limits = limits
+        self.edge = edge
         self.eventLoop = eventLoop
         self.logger = logger
         self.onRequestFinished = onRequestFinished
     }
 
     /// Starts accepting on listening sockets that are already bound (the fds stay open in the arbiter).
-    public func serve(listeningDescriptors: [CInt]) throws {
-        for fd in listeningDescriptors {
+    public func serve(listeners: [ListenerOptions]) throws {
+        for listener in listeners {
             // NIO takes ownership of what it is given: give it a duplicate.
-            let own = dup(fd)
+            let own = dup(listener.descriptor)
             guard own >= 0 else { throw IOError(errnoCode: errno, reason: "dup") }
             let channel = try ServerBootstrap(group: eventLoop)
                 .serverChannelOption(.autoRead, value: true)
@@ -56,7 +59,7 @@ public final class HTTPServer: @unchecked Sendable {
                 .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.allowRemoteHalfClosure, value: false)
                 .childChannelInitializer { [self] channel in
-                    channel.eventLoop.makeCompletedFuture { try self.configure(channel) }
+                    channel.eventLoop.makeCompletedFuture { try self.configure(channel, listener: listener) }
                 }
                 .withBoundSocket(own)
                 .wait()
@@ -64,23 +67,59 @@ public final class HTTPServer: @unchecked Sendable {
         }
     }
 
-    private func configure(_ channel: any Channel) throws {
+    /// A connection's pipeline: [PROXY header] -> first-byte observer -> HTTP/1 or uwsgi decoder -> the
+    /// connection handler, which takes the same request parts from either decoder.
+    private func configure(_ channel: any Channel, listener: ListenerOptions) throws {
+        let origin = ConnectionOrigin(channel: channel)
         let observer = RequestStartObserver()
-        let handler = HTTPConnectionHandler(server: self, limits: limits, logger: logger)
+        let handler = HTTPConnectionHandler(server: self, limits: limits, logger: logger, origin: origin, uwsgi: listener.protocolName == .uwsgi)
         observer.connection = handler
-        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
-        decoderLimits.maxHeaderFieldCount = limits.requestFields > 0 ? limits.requestFields + 1 : decoderLimits.maxHeaderFieldCount
         let sync = channel.pipeline.syncOperations
+        if listener.proxyProtocol != .off {
+            try sync.addHandler(ProxyProtocolHandler(mode: listener.proxyProtocol, origin: origin, server: self))
+        }
         try sync.addHandler(observer)
-        // Bytes after a websocket upgrade request go on to the frame decoder when this one is removed.
-        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: decoderLimits)),
-                            name: HTTPServer.decoderName)
+        switch listener.protocolName {
+        case .http:
+            var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+            decoderLimits.maxHeaderFieldCount = limits.requestFields > 0 ? limits.requestFields + 1 : decoderLimits.maxHeaderFieldCount
+            // Bytes after a websocket upgrade request go on to the frame decoder when this one is removed.
+            try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: decoderLimits)),
+                                name: HTTPServer.decoderName)
+        case .uwsgi:
+            let name = channel.localAddress.logText
+            try sync.addHandler(ByteToMessageHandler(UWSGIRequestDecoder(origin: origin, server: self, listener: name)), name: HTTPServer.decoderName)
+        }
         try sync.addHandler(handler)
     }
 
     /// Sets up a channel made elsewhere (an EmbeddedChannel in tests) as a connection of this server.
-    func configureForTesting(_ channel: any Channel) throws {
-        try configure(channel)
+    func configureForTesting(_ channel: any Channel, listener: ListenerOptions = ListenerOptions(descriptor: -1)) throws {
+        try configure(channel, listener: listener)
+    }
+
+    // MARK: logging what the edge refuses
+
+    /// When each kind of warning was last logged: a flood of bad connections costs one line a minute.
+    private var lastWarnings: [String: NIODeadline] = [:]
+    private var suppressedWarnings: [String: Int] = [:]
+
+    /// A warning about a refused connection, at most once a minute of each kind (the rest at debug).
+    func warnRarely(_ kind: String, _ message: @autoclosure () -> String) {
+        let now = NIODeadline.now()
+        if let last = lastWarnings[kind], now - last < .seconds(60) {
+            suppressedWarnings[kind, default: 0] += 1
+            logger.debug("\(message())")
+            return
+        }
+        let suppressed = suppressedWarnings.removeValue(forKey: kind) ?? 0
+        lastWarnings[kind] = now
+        let more = suppressed > 0 ? " (and \(suppressed) more like it in the last minute)" : ""
+        logger.warning("\(message())\(more)")
+    }
+
+    func logDebug(_ message: @autoclosure () -> String) {
+        logger.debug("\(message())")
     }
 
     static let decoderName = "http-request-decoder"

@@ -111,7 +111,8 @@ public struct ResponseWriter {
         } else if let length = knownLength {
             framing = .contentLength(length)
             writeContentLength(length)
-        } else if request.version.major == 1 && request.version.minor >= 1 {
+        } else if request.version.major == 1 && request.version.minor >= 1 && !request.viaUWSGI {
+            // (nginx's uwsgi module has no chunked decoder: a uwsgi response ends with its connection.)
             framing = .chunked
             head.writeStaticString("Transfer-Encoding: chunked\r\n")
         } else {
@@ -124,7 +125,11 @@ public struct ResponseWriter {
             head.writeBytes(HTTPDate.current())
             head.writeStaticString("\r\n")
         }
-        if closeConnection {
+        if request.viaUWSGI {
+            // One request a connection, always: nothing to negotiate with the front end.
+            closeConnection = true
+            head.writeStaticString("\r\n")
+        } else if closeConnection {
             head.writeStaticString("Connection: close\r\n\r\n")
         } else if request.version.minor == 0 {
             head.writeStaticString("Connection: keep-alive\r\n\r\n")

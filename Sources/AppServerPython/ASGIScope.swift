@@ -1,3 +1,4 @@
+import AppServerConfig
 import AppServerHTTP
 import CPython
 import CPythonShim
@@ -68,6 +69,9 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private let http = interned("http")
     private let websocket = interned("websocket")
     private let ws = interned("ws")
+    private let https = interned("https")
+    private let wss = interned("wss")
+    private let headerMap: HeaderMapMode
     private let version11 = interned("1.1")
     private let version10 = interned("1.0")
     private let asgiVersion: PyObjectPointer
@@ -75,10 +79,11 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private let rootPathBytes: [UInt8]
     private var methods: [String: PyObjectPointer] = [:]
     /// Lower-cased header names as bytes objects, by the name as the client spelled it (bounded).
-    private var headerNames: [String: PyObjectPointer] = [:]
+    private var headerNames: [String: PyObjectPointer?] = [:]
     private var addressTuples: [SocketAddress: PyObjectPointer] = [:]
 
-    init(rootPath: String) {
+    init(rootPath: String, headerMap: HeaderMapMode = .drop) {
+        self.headerMap = headerMap
         asgiVersion = PyDict_New()!
         PyDict_SetItemString(asgiVersion, "version", PyUnicode_InternFromString("3.0"))
         PyDict_SetItemString(asgiVersion, "spec_version", PyUnicode_InternFromString("2.3"))
@@ -92,7 +97,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     func buildWebSocket(_ request: RequestInfo, state: PyObjectPointer) -> PyObjectPointer? {
         guard let scope = build(request, state: state) else { return nil }
         PyDict_SetItem(scope, keys.type, websocket)
-        PyDict_SetItem(scope, keys.scheme, ws)
+        PyDict_SetItem(scope, keys.scheme, request.isSecure ? wss : ws)
         PyDict_DelItem(scope, keys.method)
         let offered = WebSocketHandshake.subprotocols(request)
         if let list = PyList_New(offered.count) {
@@ -114,7 +119,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         set(keys.type, http)
         setNew(keys.asgi, PyDict_Copy(asgiVersion))
         set(keys.httpVersion, request.version.minor == 0 ? version10 : version11)
-        set(keys.scheme, http)
+        set(keys.scheme, request.isSecure ? https : http)
         if let method = methods[request.method] { set(keys.method, method) } else { setNew(keys.method, PyUnicode_FromString(request.method)) }
         set(keys.rootPath, rootPath)
 
@@ -133,22 +138,40 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         if let list = PyList_New(headers.count) {
             var index = 0
             for (name, value) in headers {
-                let item = appserver_tuple2(headerName(name), bytes(utf8Of: value))
+                // header_map = drop: a name with '_' is left out (frameworks map header names to
+                // CGI-style keys too, where X_User would pass for X-User).
+                guard let nameObject = headerName(name) else { continue }
+                let item = appserver_tuple2(nameObject, bytes(utf8Of: value))
                 PyList_SetItem(list, index, item)   // steals
                 index += 1
             }
+            if index < headers.count { PyList_SetSlice(list, index, headers.count, nil) }
             setNew(keys.headers, list)
         }
-        setNew(keys.client, address(request.remoteAddress))
-        setNew(keys.server, address(request.localAddress))
+        if let client = request.origin?.client {
+            setNew(keys.client, appserver_tuple2(PyUnicode_FromString(client.host), PyLong_FromLong(client.port)))
+        } else {
+            setNew(keys.client, address(request.remoteAddress))
+        }
+        if let server = request.origin?.server {
+            setNew(keys.server, appserver_tuple2(PyUnicode_FromString(server.host), PyLong_FromLong(server.port)))
+        } else {
+            setNew(keys.server, address(request.localAddress))
+        }
         setNew(keys.state, PyDict_Copy(state))
         return scope
     }
 
-    private func headerName(_ name: String) -> PyObjectPointer {
+    /// The lower-cased name as bytes (a new reference), or nil for a name that header_map drops.
+    private func headerName(_ name: String) -> PyObjectPointer? {
         if let known = headerNames[name] {
+            guard let known else { return nil }
             Py_IncRef(known)
             return known
+        }
+        if headerMap == .drop && name.utf8.contains(UInt8(ascii: "_")) {
+            if headerNames.count < 256 { headerNames[name] = .some(nil) }
+            return nil
         }
         let object = bytes(Array(name.lowercased().utf8))
         if headerNames.count < 256 {

@@ -1,3 +1,4 @@
+import AppServerConfig
 import AppServerHTTP
 import CPython
 import CPythonShim
@@ -31,6 +32,9 @@ final class EnvironConstants: @unchecked Sendable {
 
     private let version: PyObjectPointer
     private let scheme = interned("http")
+    private let secureScheme = interned("https")
+    private let zeroPort = interned("0")
+    private let headerMap: HeaderMapMode
     private let emptyString = interned("")
     private let protocol11 = interned("HTTP/1.1")
     private let protocol10 = interned("HTTP/1.0")
@@ -48,7 +52,8 @@ final class EnvironConstants: @unchecked Sendable {
     private var headerKeys: [String: PyObjectPointer?] = [:]
     private var lastHost: (header: String, name: PyObjectPointer, port: PyObjectPointer)?
 
-    init(namespace: PyObjectPointer, multithread: Bool, multiprocess: Bool) {
+    init(namespace: PyObjectPointer, multithread: Bool, multiprocess: Bool, headerMap: HeaderMapMode = .drop) {
+        self.headerMap = headerMap
         version = appserver_tuple2(PyLong_FromLong(1), PyLong_FromLong(0))
         self.multithread = multithread ? appserver_true() : appserver_false()
         self.multiprocess = multiprocess ? appserver_true() : appserver_false()
@@ -105,20 +110,16 @@ final class EnvironConstants: @unchecked Sendable {
         }
 
         setServerName(environ, host: request.headers.first(name: "host"), local: request.localAddress)
-        switch request.remoteAddress {
-        case .some(.v4(let address)):
-            setNew(keyRemoteAddr, latin1(Substring(SocketAddress.v4(address).ipAddress ?? "")))
-            setNew(keyRemotePort, PyUnicode_FromString(String(SocketAddress.v4(address).port ?? 0)))
-        case .some(.v6(let address)):
-            setNew(keyRemoteAddr, latin1(Substring(SocketAddress.v6(address).ipAddress ?? "")))
-            setNew(keyRemotePort, PyUnicode_FromString(String(SocketAddress.v6(address).port ?? 0)))
-        default:
-            set(keyRemoteAddr, emptyString)
-            set(keyRemotePort, emptyString)
+        if let client = request.origin?.client {
+            // A trusted proxy's X-Forwarded-For, or the REMOTE_ADDR of a uwsgi packet.
+            setNew(keyRemoteAddr, latin1(Substring(client.host)))
+            if client.port == 0 { set(keyRemotePort, zeroPort) } else { setNew(keyRemotePort, PyUnicode_FromString(String(client.port))) }
+        } else {
+            setRemote(environ, request.remoteAddress)
         }
 
         set(keyVersion, version)
-        set(keyScheme, scheme)
+        set(keyScheme, request.isSecure ? secureScheme : scheme)
         if request.hasBody {
             let serialObject = PyLong_FromLong(serial)!
             setNew(keyInput, PyObject_CallOneArg(inputClass, serialObject))
@@ -132,14 +133,44 @@ final class EnvironConstants: @unchecked Sendable {
         set(keyRunOnce, appserver_false())
         set(keyFileWrapper, fileWrapperClass)
         set(keyInputTerminated, appserver_true())
+        // A uwsgi packet's CGI variables go in as nginx sent them (SCRIPT_NAME, PATH_INFO, REMOTE_ADDR,
+        // SERVER_NAME, HTTPS, DOCUMENT_ROOT, ...), as uWSGI does; each byte one latin-1 character.
+        if let gateway = request.origin?.gatewayVariables {
+            for (name, value) in gateway {
+                guard let key = latin1(bytes: name) else { PyErr_Clear(); continue }
+                setNew(key, latin1(bytes: value))
+                Py_DecRef(key)
+            }
+        }
         return environ
+    }
+
+    private func setRemote(_ environ: PyObjectPointer, _ address: SocketAddress?) {
+        func set(_ key: PyObjectPointer, _ value: PyObjectPointer) { PyDict_SetItem(environ, key, value) }
+        func setNew(_ key: PyObjectPointer, _ value: PyObjectPointer?) {
+            guard let value else { PyErr_Clear(); return }
+            PyDict_SetItem(environ, key, value)
+            Py_DecRef(value)
+        }
+        switch address {
+        case .some(.v4(let address)):
+            setNew(keyRemoteAddr, latin1(Substring(SocketAddress.v4(address).ipAddress ?? "")))
+            setNew(keyRemotePort, PyUnicode_FromString(String(SocketAddress.v4(address).port ?? 0)))
+        case .some(.v6(let address)):
+            setNew(keyRemoteAddr, latin1(Substring(SocketAddress.v6(address).ipAddress ?? "")))
+            setNew(keyRemotePort, PyUnicode_FromString(String(SocketAddress.v6(address).port ?? 0)))
+        default:
+            set(keyRemoteAddr, emptyString)
+            set(keyRemotePort, emptyString)
+        }
     }
 
     private func headerKey(_ name: String) -> PyObjectPointer? {
         if let cached = headerKeys[name] { return cached }
-        // Names with '_' are dropped: HTTP_X_USER could otherwise be forged by sending X_User.
+        // Names with '_' are dropped (header_map = drop): HTTP_X_USER could otherwise be forged by
+        // sending X_User. `dangerous` maps them anyway; `refuse` answered 400 before the app was called.
         var key: PyObjectPointer?
-        if !name.utf8.contains(UInt8(ascii: "_")) {
+        if headerMap == .dangerous || !name.utf8.contains(UInt8(ascii: "_")) {
             let text = "HTTP_" + String(decoding: name.utf8.map { c -> UInt8 in
                 if c == UInt8(ascii: "-") { return UInt8(ascii: "_") }
                 if c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z") { return c - 32 }
@@ -197,6 +228,13 @@ func latin1(_ text: Substring) -> PyObjectPointer? {
     var text = text
     return text.withUTF8 { bytes in
         PyUnicode_DecodeLatin1(UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), bytes.count, nil)
+    }
+}
+
+/// A str of `bytes`, each byte one latin-1 character; a new reference.
+func latin1(bytes: [UInt8]) -> PyObjectPointer? {
+    bytes.withUnsafeBufferPointer {
+        PyUnicode_DecodeLatin1(UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count, nil)
     }
 }
 

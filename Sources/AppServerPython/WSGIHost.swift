@@ -59,7 +59,7 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         self.maxRunning = config.threads
         // Needs the GIL: built while the starting thread still holds it.
         self.environConstants = EnvironConstants(namespace: runtime.namespace, multithread: config.threads > 1,
-                                                 multiprocess: config.workers > 1)
+                                                 multiprocess: config.workers > 1, headerMap: config.headerMap)
         for index in 0..<config.threads {
             threads.append(WSGIThread(host: self, index: index))
         }

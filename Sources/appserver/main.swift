@@ -90,6 +90,25 @@ struct AppServer: ParsableCommand {
     @Option(name: .customLong("ws-max-size"), help: "Largest websocket message, in bytes (default 16 MiB).")
     var wsMaxSize: String?
 
+    @Option(name: .customLong("protocol"), help: "What listeners without a scheme speak: http or uwsgi (nginx's uwsgi_pass) (default http).")
+    var protocolName: String?
+    @Option(name: [.customLong("uwsgi-allow-from"), .customLong("uwsgi-allow-ips")], help: ArgumentHelp("Peers whose uwsgi packets are served: IPs, CIDR networks or * (default 127.0.0.1,::1; unix sockets always).", valueName: "IPS"))
+    var uwsgiAllowIPs: String?
+    @Option(name: .customLong("proxy-protocol"), help: ArgumentHelp("Expect a PROXY protocol header on every connection: off, v1, v2 or auto (either; the value alone means auto).", valueName: "MODE"))
+    var proxyProtocol: String?
+    @Option(name: [.customLong("proxy-allow-from"), .customLong("proxy-allow-ips")], help: ArgumentHelp("Peers whose PROXY header is believed (default 127.0.0.1,::1; unix sockets always).", valueName: "IPS"))
+    var proxyAllowIPs: String?
+    @Option(name: .customLong("forwarded-allow-ips"), help: ArgumentHelp("Peers whose X-Forwarded-* headers are believed: IPs, CIDR networks or * (default $FORWARDED_ALLOW_IPS or 127.0.0.1,::1; unix sockets always).", valueName: "IPS"))
+    var forwardedAllowIPs: String?
+    @Option(name: .customLong("secure-scheme-headers"), help: ArgumentHelp("Headers by which a trusted proxy says https (default X-FORWARDED-PROTOCOL=ssl,X-FORWARDED-PROTO=https,X-FORWARDED-SSL=on).", valueName: "NAME=VALUE,..."))
+    var secureSchemeHeaders: String?
+    @Flag(name: .customLong("proxy-headers"), inversion: .prefixedNo, help: "Take the client's address from X-Forwarded-For when the peer is trusted (default on).")
+    var proxyHeaders: Bool?
+    @Option(name: .customLong("header-map"), help: "Request headers with '_' in their names: drop, refuse (400) or dangerous (default drop).")
+    var headerMap: String?
+    @Option(name: [.customShort("m"), .long], help: "The umask for the unix sockets the server binds (default 0: any local user, nginx's too, may connect).")
+    var umask: String?
+
     /// The settings given on the command line, by config key.
     private var commandLineSettings: [(String, ConfigValue)] {
         var settings: [(String, ConfigValue)] = []
@@ -107,6 +126,10 @@ struct AppServer: ParsableCommand {
         add("limit_request_field_size", limitRequestFieldSize); add("limit_request_body", limitRequestBody)
         add("interface", interface); add("loop", loop); add("lifespan", lifespan); add("root_path", rootPath)
         add("ws_max_size", wsMaxSize)
+        add("protocol", protocolName); add("uwsgi_allow_ips", uwsgiAllowIPs); add("proxy_protocol", proxyProtocol)
+        add("proxy_allow_ips", proxyAllowIPs); add("forwarded_allow_ips", forwardedAllowIPs)
+        add("secure_scheme_headers", secureSchemeHeaders); add("header_map", headerMap); add("umask", umask)
+        if let proxyHeaders { settings.append(("proxy_headers", .boolean(proxyHeaders))) }
         return settings
     }
 
@@ -165,7 +188,19 @@ struct AppServer: ParsableCommand {
 let controlCommands: [String: ParsableCommand.Type] = [
     "reload": ReloadCommand.self, "upgrade": UpgradeCommand.self, "status": StatusCommand.self,
 ]
-let arguments = Array(CommandLine.arguments.dropFirst())
+/// `--proxy-protocol` without a value means `auto`, as in Gunicorn (ArgumentParser options always take one).
+func withProxyProtocolDefault(_ arguments: [String]) -> [String] {
+    var result: [String] = []
+    for (index, argument) in arguments.enumerated() {
+        result.append(argument)
+        if argument == "--proxy-protocol" {
+            let next = index + 1 < arguments.count ? arguments[index + 1] : nil
+            if next.flatMap(ProxyProtocolMode.init(text:)) == nil { result.append("auto") }
+        }
+    }
+    return result
+}
+let arguments = withProxyProtocolDefault(Array(CommandLine.arguments.dropFirst()))
 let parser: ParsableCommand.Type = arguments.first.flatMap { controlCommands[$0] } ?? AppServer.self
 
 // Usage errors exit with status 2 and one line, as Gunicorn's do (ArgumentParser would use 64).

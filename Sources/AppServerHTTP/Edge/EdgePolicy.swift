@@ -1,0 +1,158 @@
+import AppServerConfig
+import NIOCore
+import NIOHTTP1
+
+/// One listening socket as a worker serves it: what it speaks and whether a PROXY header comes first.
+public struct ListenerOptions: Sendable {
+    public var descriptor: CInt
+    public var protocolName: ListenerProtocol
+    public var proxyProtocol: ProxyProtocolMode
+
+    public init(descriptor: CInt, protocolName: ListenerProtocol = .http, proxyProtocol: ProxyProtocolMode = .off) {
+        self.descriptor = descriptor
+        self.protocolName = protocolName
+        self.proxyProtocol = proxyProtocol
+    }
+
+    /// ` speaking uwsgi, PROXY protocol auto` for the log; empty for plain HTTP.
+    public var describedIfNotPlainHTTP: String {
+        if protocolName == .http && proxyProtocol == .off { return "" }
+        return " speaking \(protocolName.rawValue)" + (proxyProtocol == .off ? "" : ", PROXY protocol \(proxyProtocol.rawValue) first")
+    }
+}
+
+/// Whom the edge believes, and how it treats header names: the settings of README's "Behind a proxy".
+public struct EdgePolicy: Sendable {
+    public var uwsgiAllow: AddressAllowList
+    public var proxyAllow: AddressAllowList
+    public var forwardedAllow: AddressAllowList
+    public var secureSchemeHeaders: SecureSchemeHeaders
+    public var proxyHeaders: Bool
+    public var headerMap: HeaderMapMode
+
+    public init(uwsgiAllow: AddressAllowList = .loopback, proxyAllow: AddressAllowList = .loopback,
+                forwardedAllow: AddressAllowList = .loopback, secureSchemeHeaders: SecureSchemeHeaders = .gunicornDefault,
+                proxyHeaders: Bool = true, headerMap: HeaderMapMode = .drop) {
+        self.uwsgiAllow = uwsgiAllow
+        self.proxyAllow = proxyAllow
+        self.forwardedAllow = forwardedAllow
+        self.secureSchemeHeaders = secureSchemeHeaders
+        self.proxyHeaders = proxyHeaders
+        self.headerMap = headerMap
+    }
+
+    public init(config: ServerConfig) {
+        self.init(uwsgiAllow: config.uwsgiAllowIPs, proxyAllow: config.proxyAllowIPs, forwardedAllow: config.forwardedAllowIPs,
+                  secureSchemeHeaders: config.secureSchemeHeaders, proxyHeaders: config.proxyHeaders, headerMap: config.headerMap)
+    }
+}
+
+extension AddressAllowList {
+    /// Whether a peer is allowed: an IP address in the list, or any unix-socket peer (as in Gunicorn).
+    func allows(_ address: SocketAddress?) -> Bool {
+        switch address {
+        case .some(.unixDomainSocket): return true
+        case .some(let address):
+            guard let bytes = address.ipBytes else { return false }
+            return allows(addressBytes: bytes)
+        case .none: return false
+        }
+    }
+}
+
+extension Optional where Wrapped == SocketAddress {
+    /// `127.0.0.1:8000`, `[::1]:8000` or `unix:/run/app.sock`, for the log.
+    var logText: String {
+        switch self {
+        case .some(.unixDomainSocket(let address)):
+            let path = SocketAddress.unixDomainSocket(address).pathname ?? ""
+            return path.isEmpty ? "a unix socket" : "unix:" + path
+        case .some(let address):
+            let host = address.ipAddress ?? "?"
+            return (host.contains(":") ? "[\(host)]" : host) + ":\(address.port ?? 0)"
+        case .none:
+            return "?"
+        }
+    }
+}
+
+extension SocketAddress {
+    /// The address in network byte order: 4 bytes for IPv4, 16 for IPv6; nil for a unix socket.
+    var ipBytes: [UInt8]? {
+        switch self {
+        case .v4(let address): return withUnsafeBytes(of: address.address.sin_addr) { Array($0) }
+        case .v6(let address): return withUnsafeBytes(of: address.address.sin6_addr) { Array($0) }
+        case .unixDomainSocket: return nil
+        }
+    }
+}
+
+/// What a trusted proxy's headers say about a request: the scheme (`secure_scheme_headers`) and the
+/// client (`X-Forwarded-For`, its rightmost hop that is not itself a trusted proxy). Pure: read by the
+/// connection for a request from a trusted peer, unit-tested alone.
+enum ForwardedHeaders {
+    enum Outcome: Equatable {
+        /// Nothing that changes the request's origin.
+        case none
+        case origin(isSecure: Bool, client: String?)
+        /// Scheme headers that contradict each other (Gunicorn's InvalidSchemeHeaders): a 400.
+        case contradictory(String)
+    }
+
+    static func read(_ headers: HTTPHeaders, policy: EdgePolicy) -> Outcome {
+        var secure: Bool?
+        var schemeHeader: String?
+        var forwardedFor: [Substring] = []
+        for (name, value) in headers {
+            let length = name.utf8.count
+            if policy.proxyHeaders && length == 15 && name.lowercased() == "x-forwarded-for" {
+                forwardedFor.append(contentsOf: value.split(separator: ","))
+                continue
+            }
+            for entry in policy.secureSchemeHeaders.entries where entry.name.utf8.count == length && name.lowercased() == entry.name {
+                let says = value.trimmingCharacters(in: " \t") == entry.secureValue
+                if let secure, secure != says {
+                    return .contradictory("\(schemeHeader ?? "") and \(name) disagree about https")
+                }
+                secure = says
+                schemeHeader = name
+            }
+        }
+        var client: String?
+        if !forwardedFor.isEmpty {
+            // Walk from the nearest hop: proxies we trust appended their peers; the first address we
+            // do not trust is the client. If every hop is trusted, the farthest one is.
+            let hops = forwardedFor.map { $0.trimmingCharacters(in: " \t") }
+            var chosen = hops.first!
+            for hop in hops.reversed() {
+                chosen = hop
+                if !policy.forwardedAllow.allows(hop) { break }
+            }
+            // Only an IP address becomes the client's address (nothing else reaches REMOTE_ADDR or the log).
+            if AddressAllowList.parseIP(String(chosen)) != nil { client = String(chosen) }
+        }
+        if secure == nil && client == nil { return .none }
+        return .origin(isSecure: secure ?? false, client: client)
+    }
+}
+
+/// What one connection's front end said about it, shared by the handlers of its pipeline: the PROXY
+/// header's addresses, a uwsgi packet's variables for the request being decoded. Touched on the
+/// connection's event loop only.
+final class ConnectionOrigin {
+    /// The socket's peer: the one that is trusted or not.
+    let socketPeer: SocketAddress?
+    /// The client's and the server's address as the PROXY header gave them (else the socket's).
+    var remote: SocketAddress?
+    var local: SocketAddress?
+    /// A PROXY v2 header said the client connected over TLS.
+    var clientUsedTLS = false
+    /// Set by the uwsgi decoder with each head it passes on; taken by the connection handler.
+    var pendingRequestOrigin: RequestOrigin?
+
+    init(channel: any Channel) {
+        socketPeer = channel.remoteAddress
+        remote = socketPeer
+        local = channel.localAddress
+    }
+}

@@ -1,0 +1,266 @@
+import NIOCore
+import NIOHTTP1
+
+/// One uwsgi packet's head, as nginx's `uwsgi_pass` sends it: modifier1 (u8, 0 for a WSGI request),
+/// the vars block's size (u16, little-endian), modifier2 (u8), then the vars block of
+/// `u16 length, key, u16 length, value` pairs. The body follows, sized by CONTENT_LENGTH.
+struct UWSGIPacket {
+    var variables: [(name: [UInt8], value: [UInt8])]
+
+    func value(_ name: String) -> [UInt8]? {
+        let key = Array(name.utf8)
+        return variables.first { $0.name == key }?.value
+    }
+
+    func text(_ name: String) -> String? { value(name).map { String(decoding: $0, as: UTF8.self) } }
+}
+
+/// Reads uwsgi packet heads; pure, so that every refusal is unit-tested alone.
+enum UWSGIPacketParser {
+    enum Outcome {
+        case needMore
+        case packet(UWSGIPacket, length: Int)
+        case invalid(Failure)
+    }
+
+    enum Failure: Error, Equatable, CustomStringConvertible {
+        /// The first bytes read as text: somebody speaks HTTP to a uwsgi listener.
+        case httpRequest
+        case unsupportedModifier(UInt8)
+        case varsTooLarge(Int, limit: Int)
+        case tooManyVariables(limit: Int)
+        case malformedVariables(String)
+
+        var description: String {
+            switch self {
+            case .httpRequest: return "an HTTP request, not a uwsgi packet"
+            case .unsupportedModifier(let m): return "modifier1 \(m) (only 0, a WSGI request, is served)"
+            case .varsTooLarge(let size, let limit): return "a vars block of \(size) bytes (more than \(limit))"
+            case .tooManyVariables(let limit): return "more than \(limit) variables"
+            case .malformedVariables(let reason): return "a malformed vars block (\(reason))"
+            }
+        }
+    }
+
+    /// The largest vars block taken: nginx's biggest request heads (large_client_header_buffers 4 x
+    /// 8k) with uwsgi_params fit; a bigger one is refused before it is buffered.
+    static let maxVarsSize = 48 * 1024
+    static let maxVariables = 1000
+
+    static func parse(_ bytes: UnsafeRawBufferPointer) -> Outcome {
+        guard bytes.count >= 1 else { return .needMore }
+        let modifier1 = bytes[0]
+        if modifier1 != 0 {
+            // `GET /`, `POST`, ...: an upper-case letter where modifier1 should be.
+            if modifier1 >= UInt8(ascii: "A") && modifier1 <= UInt8(ascii: "Z") { return .invalid(.httpRequest) }
+            return .invalid(.unsupportedModifier(modifier1))
+        }
+        guard bytes.count >= 4 else { return .needMore }
+        let size = Int(bytes[1]) | Int(bytes[2]) << 8
+        guard size <= maxVarsSize else { return .invalid(.varsTooLarge(size, limit: maxVarsSize)) }
+        guard bytes.count >= 4 + size else { return .needMore }
+        var variables: [(name: [UInt8], value: [UInt8])] = []
+        var index = 4
+        let end = 4 + size
+        func field() -> [UInt8]? {
+            guard index + 2 <= end else { return nil }
+            let length = Int(bytes[index]) | Int(bytes[index + 1]) << 8
+            index += 2
+            guard index + length <= end else { return nil }
+            defer { index += length }
+            return Array(bytes[index..<(index + length)])
+        }
+        while index < end {
+            guard variables.count < maxVariables else { return .invalid(.tooManyVariables(limit: maxVariables)) }
+            guard let name = field() else { return .invalid(.malformedVariables("a key runs past the block")) }
+            guard !name.isEmpty else { return .invalid(.malformedVariables("an empty key")) }
+            guard let value = field() else { return .invalid(.malformedVariables("the value of \(String(decoding: name, as: UTF8.self)) runs past the block")) }
+            variables.append((name, value))
+        }
+        return .packet(UWSGIPacket(variables: variables), length: end)
+    }
+}
+
+/// The request a uwsgi packet stands for: an HTTP request head for the connection handler (so that
+/// limits, bodies and responses take the same path as HTTP's) and the origin the app sees (REMOTE_ADDR,
+/// HTTPS, SERVER_NAME, ... and the CGI variables themselves for the WSGI environ).
+enum UWSGIRequest {
+    enum Failure: Error, Equatable, CustomStringConvertible {
+        case missing(String)
+        case invalid(String)
+        var description: String {
+            switch self {
+            case .missing(let name): return "no \(name) variable"
+            case .invalid(let what): return what
+            }
+        }
+    }
+
+    /// Hop-by-hop headers of the client's connection to the front end: nginx took care of them (it
+    /// read a chunked body whole, answered 100-continue) and they must not steer this connection.
+    private static let hopByHop: Set<String> = ["connection", "keep-alive", "transfer-encoding", "te", "expect", "upgrade", "trailer"]
+
+    static func make(_ packet: UWSGIPacket) throws(Failure) -> (head: HTTPRequestHead, origin: RequestOrigin, contentLength: Int64) {
+        guard let method = packet.text("REQUEST_METHOD"), !method.isEmpty else { throw .missing("REQUEST_METHOD") }
+        let uri: String
+        if let requestURI = packet.text("REQUEST_URI"), !requestURI.isEmpty {
+            uri = requestURI
+        } else {
+            // Without REQUEST_URI: PATH_INFO is decoded already, so encode what must not stay raw.
+            let path = packet.text("PATH_INFO").flatMap { $0.isEmpty ? nil : $0 } ?? "/"
+            let query = packet.text("QUERY_STRING") ?? ""
+            let encoded = path.utf8.map { c -> String in
+                c > 0x20 && c < 0x7F && c != UInt8(ascii: "?") && c != UInt8(ascii: "#") && c != UInt8(ascii: "%")
+                    ? String(UnicodeScalar(c)) : "%" + (c < 16 ? "0" : "") + String(c, radix: 16, uppercase: true)
+            }.joined()
+            uri = query.isEmpty ? encoded : encoded + "?" + query
+        }
+        var version = HTTPVersion(major: 1, minor: 1)
+        if let proto = packet.text("SERVER_PROTOCOL"), proto == "HTTP/1.0" { version = HTTPVersion(major: 1, minor: 0) }
+
+        var contentLength: Int64 = 0
+        var headers = HTTPHeaders()
+        var gateway: [(name: [UInt8], value: [UInt8])] = []
+        var isSecure = false
+        var client: (host: String, port: Int)?
+        var server: (host: String, port: Int)?
+        var remoteAddress: String?, remotePort = 0, serverName: String?, serverPort = 0
+        let httpPrefix = Array("HTTP_".utf8)
+        for (name, value) in packet.variables {
+            if name.starts(with: httpPrefix) {
+                let headerName = String(decoding: name.dropFirst(5).map { $0 == UInt8(ascii: "_") ? UInt8(ascii: "-") : ($0 >= 65 && $0 <= 90 ? $0 + 32 : $0) }, as: UTF8.self)
+                if !hopByHop.contains(headerName) { headers.add(name: headerName, value: String(decoding: value, as: UTF8.self)) }
+                continue
+            }
+            let text = String(decoding: value, as: UTF8.self)
+            switch String(decoding: name, as: UTF8.self) {
+            case "CONTENT_TYPE":
+                if !value.isEmpty { headers.add(name: "content-type", value: text) }
+                continue
+            case "CONTENT_LENGTH":
+                guard value.isEmpty || (value.count <= 18 && value.allSatisfy { $0 >= 48 && $0 <= 57 }) else {
+                    throw .invalid("CONTENT_LENGTH '\(text)' is not a length")
+                }
+                contentLength = Int64(text) ?? 0
+                if contentLength > 0 { headers.add(name: "content-length", value: text) }
+                continue
+            case "HTTPS": isSecure = isSecure || ["on", "1", "true", "yes"].contains(text.lowercased())
+            case "REQUEST_SCHEME", "UWSGI_SCHEME", "wsgi.url_scheme": isSecure = isSecure || text.lowercased() == "https"
+            case "REMOTE_ADDR": remoteAddress = text
+            case "REMOTE_PORT": remotePort = Int(text) ?? 0
+            case "SERVER_NAME": serverName = text
+            case "SERVER_PORT": serverPort = Int(text) ?? 0
+            default: break
+            }
+            gateway.append((name, value))
+        }
+        if let remoteAddress, !remoteAddress.isEmpty { client = (remoteAddress, remotePort) }
+        if let serverName, !serverName.isEmpty { server = (serverName, serverPort) }
+        let head = HTTPRequestHead(version: version, method: HTTPMethod(rawValue: method), uri: uri, headers: headers)
+        return (head, RequestOrigin(isSecure: isSecure, client: client, server: server, gatewayVariables: gateway), contentLength)
+    }
+}
+
+/// Turns the bytes of a uwsgi listener's connection into the request parts the connection handler
+/// takes from the HTTP decoder (head, body, end), and leaves the packet's origin on the connection.
+/// Refusals (a bad packet, an HTTP request, a peer not in uwsgi_allow_ips) are logged and end the
+/// connection; one that reads as HTTP is answered with a 400 saying what to change.
+final class UWSGIRequestDecoder: ByteToMessageDecoder {
+    typealias InboundOut = HTTPServerRequestPart
+
+    private enum State {
+        case head
+        case body(remaining: Int64)
+        case refused
+    }
+
+    private var state = State.head
+    private let origin: ConnectionOrigin
+    private let server: HTTPServer
+    private let listener: String
+    private var checkedPeer = false
+
+    init(origin: ConnectionOrigin, server: HTTPServer, listener: String) {
+        self.origin = origin
+        self.server = server
+        self.listener = listener
+    }
+
+    func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        if !checkedPeer {
+            checkedPeer = true
+            if !server.edge.uwsgiAllow.allows(origin.socketPeer) {
+                refuse(context, "a uwsgi connection from \(origin.socketPeer.logText), which uwsgi_allow_ips does not name", answer: nil)
+                return .needMoreData
+            }
+        }
+        switch state {
+        case .refused:
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            return .needMoreData
+        case .body(let remaining):
+            let n = Int(min(remaining, Int64(buffer.readableBytes)))
+            guard n > 0 else { return .needMoreData }
+            let slice = buffer.readSlice(length: n)!
+            context.fireChannelRead(wrapInboundOut(.body(slice)))
+            if remaining - Int64(n) == 0 {
+                state = .head
+                context.fireChannelRead(wrapInboundOut(.end(nil)))
+            } else {
+                state = .body(remaining: remaining - Int64(n))
+            }
+            return .continue
+        case .head:
+            let outcome = buffer.withUnsafeReadableBytes { UWSGIPacketParser.parse($0) }
+            switch outcome {
+            case .needMore:
+                return .needMoreData
+            case .invalid(let failure):
+                if failure == .httpRequest {
+                    refuse(context, "an HTTP request reached the uwsgi listener \(listener): point nginx's uwsgi_pass at it (not proxy_pass), or serve HTTP there (protocol = \"http\", or bind http://...)",
+                           answer: "This address speaks the uwsgi protocol (nginx: uwsgi_pass), not HTTP.\n")
+                } else {
+                    refuse(context, "a bad uwsgi packet: \(failure)", answer: nil)
+                }
+                return .needMoreData
+            case .packet(let packet, let length):
+                buffer.moveReaderIndex(forwardBy: length)
+                let request: (head: HTTPRequestHead, origin: RequestOrigin, contentLength: Int64)
+                do {
+                    request = try UWSGIRequest.make(packet)
+                } catch {
+                    refuse(context, "a bad uwsgi packet: \(error)", answer: "Bad uwsgi packet: \(error).\n")
+                    return .needMoreData
+                }
+                origin.pendingRequestOrigin = request.origin
+                context.fireChannelRead(wrapInboundOut(.head(request.head)))
+                if request.contentLength > 0 {
+                    state = .body(remaining: request.contentLength)
+                } else {
+                    context.fireChannelRead(wrapInboundOut(.end(nil)))
+                }
+                return .continue
+            }
+        }
+    }
+
+    func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        if case .head = state, buffer.readableBytes > 0 {
+            server.logDebug("a uwsgi connection closed in the middle of a packet's head (\(buffer.readableBytes) bytes)")
+        }
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        return .needMoreData
+    }
+
+    private func refuse(_ context: ChannelHandlerContext, _ reason: String, answer: String?) {
+        state = .refused
+        server.warnRarely("uwsgi", "\(reason) (peer \(origin.socketPeer.logText))")
+        guard let answer else {
+            context.close(promise: nil)
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: 256)
+        buffer.writeString("HTTP/1.1 400 Bad Request\r\nServer: appserver\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: \(answer.utf8.count)\r\n\r\n\(answer)")
+        context.writeAndFlush(NIOAny(buffer)).whenComplete { _ in context.close(promise: nil) }
+    }
+}

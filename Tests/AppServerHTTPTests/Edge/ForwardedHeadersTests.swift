@@ -1,0 +1,48 @@
+import AppServerConfig
+import NIOHTTP1
+import Testing
+@testable import AppServerHTTP
+
+@Suite struct ForwardedHeadersTests {
+    func read(_ pairs: [(String, String)], policy: EdgePolicy = EdgePolicy()) -> ForwardedHeaders.Outcome {
+        ForwardedHeaders.read(HTTPHeaders(pairs), policy: policy)
+    }
+
+    @Test func schemeFromGunicornsDefaultHeaders() {
+        #expect(read([("Host", "x")]) == .none)
+        #expect(read([("X-Forwarded-Proto", "https")]) == .origin(isSecure: true, client: nil))
+        #expect(read([("x-forwarded-ssl", "on")]) == .origin(isSecure: true, client: nil))
+        #expect(read([("X-Forwarded-Protocol", "ssl")]) == .origin(isSecure: true, client: nil))
+        #expect(read([("X-Forwarded-Proto", "http")]) == .origin(isSecure: false, client: nil))
+        // Values are compared exactly, as Gunicorn does.
+        #expect(read([("X-Forwarded-Proto", "HTTPS")]) == .origin(isSecure: false, client: nil))
+        guard case .contradictory = read([("X-Forwarded-Proto", "http"), ("X-Forwarded-Ssl", "on")]) else {
+            Issue.record("contradicting headers were accepted"); return
+        }
+        #expect(read([("X-Forwarded-Proto", "https"), ("X-Forwarded-Ssl", "on")]) == .origin(isSecure: true, client: nil))
+    }
+
+    @Test func clientIsTheRightmostUntrustedHop() throws {
+        #expect(read([("X-Forwarded-For", "203.0.113.9")]) == .origin(isSecure: false, client: "203.0.113.9"))
+        // A client may send its own X-Forwarded-For: the proxy appends the real peer, which wins.
+        #expect(read([("X-Forwarded-For", "1.1.1.1, 203.0.113.9")]) == .origin(isSecure: false, client: "203.0.113.9"))
+        var policy = EdgePolicy()
+        policy.forwardedAllow = try AddressAllowList(parsing: ["127.0.0.1,10.0.0.0/8"], key: "k")
+        #expect(read([("X-Forwarded-For", "1.1.1.1, 203.0.113.9, 10.0.0.5")], policy: policy) == .origin(isSecure: false, client: "203.0.113.9"))
+        #expect(read([("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-For", "203.0.113.9, 10.0.0.5")], policy: policy)
+                == .origin(isSecure: false, client: "203.0.113.9"))
+        // Every hop trusted: the farthest.
+        #expect(read([("X-Forwarded-For", "10.0.0.1, 10.0.0.2")], policy: policy) == .origin(isSecure: false, client: "10.0.0.1"))
+        // Not an IP address: not taken.
+        #expect(read([("X-Forwarded-For", "<script>")]) == .none)
+        policy.proxyHeaders = false
+        #expect(read([("X-Forwarded-For", "203.0.113.9")], policy: policy) == .none)
+    }
+
+    @Test func customSchemeHeaders() {
+        var policy = EdgePolicy()
+        policy.secureSchemeHeaders = SecureSchemeHeaders(entries: [("X-Scheme", "https")])
+        #expect(read([("X-Forwarded-Proto", "https")], policy: policy) == .none)
+        #expect(read([("x-scheme", "https")], policy: policy) == .origin(isSecure: true, client: nil))
+    }
+}
