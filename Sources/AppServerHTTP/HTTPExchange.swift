@@ -64,9 +64,13 @@ public final class RequestOrigin: Sendable {
     /// A uwsgi packet's variables other than `HTTP_*` and `CONTENT_*`, byte for byte, in their order:
     /// they go into the WSGI environ as they are, as uWSGI does.
     public let gatewayVariables: [(name: [UInt8], value: [UInt8])]
+    /// A uwsgi packet's headers (lower-case names, values as sent), for the ASGI scope: exact bytes
+    /// where the request head's strings would have replaced what is not UTF-8.
+    public let headers: [(name: [UInt8], value: [UInt8])]?
 
     public init(isSecure: Bool, client: (host: String, port: Int)?, server: (host: String, port: Int)? = nil,
-                gatewayVariables: [(name: [UInt8], value: [UInt8])] = []) {
+                gatewayVariables: [(name: [UInt8], value: [UInt8])] = [], headers: [(name: [UInt8], value: [UInt8])]? = nil) {
+        self.headers = headers
         self.isSecure = isSecure
         self.client = client
         self.server = server

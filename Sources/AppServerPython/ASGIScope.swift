@@ -135,7 +135,12 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         setNew(keys.queryString, bytes(utf8Of: query))
 
         let headers = request.headers
-        if let list = PyList_New(headers.count) {
+        if let raw = request.origin?.headers, let list = PyList_New(raw.count) {
+            for (index, header) in raw.enumerated() {
+                PyList_SetItem(list, index, appserver_tuple2(bytes(header.name), bytes(header.value)))   // steals
+            }
+            setNew(keys.headers, list)
+        } else if let list = PyList_New(headers.count) {
             var index = 0
             for (name, value) in headers {
                 // header_map = drop: a name with '_' is left out (frameworks map header names to

@@ -84,7 +84,7 @@ class Server:
 
     def _probe(self, requests):
         try:
-            requests.get(self.url + "/", timeout=2)
+            requests.get(self.url + "/", timeout=2, allow_redirects=False)
             return True
         except requests.RequestException:
             return False

@@ -83,7 +83,8 @@ enum UWSGIPacketParser {
 
 /// The request a uwsgi packet stands for: an HTTP request head for the connection handler (so that
 /// limits, bodies and responses take the same path as HTTP's) and the origin the app sees (REMOTE_ADDR,
-/// HTTPS, SERVER_NAME, ... and the CGI variables themselves for the WSGI environ).
+/// HTTPS, SERVER_NAME, ... and the CGI variables themselves for the WSGI environ). Header values reach
+/// the app byte for byte: WSGI through the variables, ASGI through the origin's raw headers.
 enum UWSGIRequest {
     enum Failure: Error, Equatable, CustomStringConvertible {
         case missing(String)
@@ -126,10 +127,20 @@ enum UWSGIRequest {
         var server: (host: String, port: Int)?
         var remoteAddress: String?, remotePort = 0, serverName: String?, serverPort = 0
         let httpPrefix = Array("HTTP_".utf8)
+        var rawHeaders: [(name: [UInt8], value: [UInt8])] = []
         for (name, value) in packet.variables {
             if name.starts(with: httpPrefix) {
-                let headerName = String(decoding: name.dropFirst(5).map { $0 == UInt8(ascii: "_") ? UInt8(ascii: "-") : ($0 >= 65 && $0 <= 90 ? $0 + 32 : $0) }, as: UTF8.self)
-                if !hopByHop.contains(headerName) { headers.add(name: headerName, value: String(decoding: value, as: UTF8.self)) }
+                let lowered = name.dropFirst(5).map { $0 == UInt8(ascii: "_") ? UInt8(ascii: "-") : ($0 >= 65 && $0 <= 90 ? $0 + 32 : $0) }
+                let headerName = String(decoding: lowered, as: UTF8.self)
+                guard !hopByHop.contains(headerName) else { continue }
+                headers.add(name: headerName, value: String(decoding: value, as: UTF8.self))
+                rawHeaders.append((lowered, value))
+                // Into the WSGI environ byte for byte; a repeated one joined with commas (RFC 9110 5.3).
+                if let index = gateway.firstIndex(where: { $0.name == name }) {
+                    gateway[index].value += [UInt8(ascii: ",")] + value
+                } else {
+                    gateway.append((name, value))
+                }
                 continue
             }
             let text = String(decoding: value, as: UTF8.self)
@@ -157,7 +168,7 @@ enum UWSGIRequest {
         if let remoteAddress, !remoteAddress.isEmpty { client = (remoteAddress, remotePort) }
         if let serverName, !serverName.isEmpty { server = (serverName, serverPort) }
         let head = HTTPRequestHead(version: version, method: HTTPMethod(rawValue: method), uri: uri, headers: headers)
-        return (head, RequestOrigin(isSecure: isSecure, client: client, server: server, gatewayVariables: gateway), contentLength)
+        return (head, RequestOrigin(isSecure: isSecure, client: client, server: server, gatewayVariables: gateway, headers: rawHeaders), contentLength)
     }
 }
 

@@ -130,3 +130,13 @@ import Testing
         #expect(try output(channel).hasPrefix("HTTP/1.1 400 "))
     }
 }
+
+extension EdgeConnectionTests {
+    @Test func proxyHeaderAndRequestInOneRead() throws {
+        let app = EchoPathApplication()
+        let channel = try makeChannel(app, listener: ListenerOptions(descriptor: -1, proxyProtocol: .v1))
+        try channel.writeInbound(ByteBuffer(string: "PROXY TCP4 203.0.113.7 127.0.0.1 1 2\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n"))
+        let text = try output(channel)
+        #expect(text.hasPrefix("HTTP/1.1 200 OK") && text.hasSuffix("/a"))
+    }
+}

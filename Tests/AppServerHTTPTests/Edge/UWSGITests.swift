@@ -46,7 +46,22 @@ func uwsgiPacket(_ variables: [(String, String)], modifier1: UInt8 = 0, body: St
         #expect(request.origin.client?.host == "198.51.100.4" && request.origin.client?.port == 40312)
         #expect(request.origin.server?.host == "shop.example" && request.origin.server?.port == 443)
         let names = request.origin.gatewayVariables.map { String(decoding: $0.name, as: UTF8.self) }
-        #expect(names.contains("DOCUMENT_ROOT") && names.contains("PATH_INFO") && !names.contains("HTTP_HOST") && !names.contains("CONTENT_LENGTH"))
+        #expect(names.contains("DOCUMENT_ROOT") && names.contains("PATH_INFO") && names.contains("HTTP_HOST"))
+        #expect(!names.contains("CONTENT_LENGTH") && !names.contains("HTTP_CONNECTION") && !names.contains("HTTP_TRANSFER_ENCODING"))
+    }
+
+    @Test func headerBytesStayExactAndRepeatsJoin() throws {
+        var bytes = uwsgiPacket([("REQUEST_METHOD", "GET"), ("HTTP_X_A", "1"), ("HTTP_X_A", "2")])
+        // A value with a byte that is not UTF-8 (latin-1 e-acute), as nginx passes it on.
+        let extra: [UInt8] = [6, 0] + Array("HTTP_B".utf8) + [4, 0] + [0x63, 0x61, 0x66, 0xE9]
+        bytes[1] = UInt8((Int(bytes[1]) + extra.count) & 0xff)
+        bytes += extra
+        guard case .packet(let packet, _) = bytes.withUnsafeBytes({ UWSGIPacketParser.parse($0) }) else { Issue.record("not parsed"); return }
+        let origin = try UWSGIRequest.make(packet).origin
+        #expect(origin.gatewayVariables.first { $0.name == Array("HTTP_X_A".utf8) }?.value == Array("1,2".utf8))
+        #expect(origin.gatewayVariables.first { $0.name == Array("HTTP_B".utf8) }?.value == [0x63, 0x61, 0x66, 0xE9])
+        #expect(origin.headers?.map { String(decoding: $0.name, as: UTF8.self) } == ["x-a", "x-a", "b"])
+        #expect(origin.headers?.last?.value == [0x63, 0x61, 0x66, 0xE9])
     }
 
     @Test func withoutRequestURIThePathIsEncodedAgain() throws {
