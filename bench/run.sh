@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark harness: a bench venv from Debian's python3 with the peers, then bench.py.
 # Usage: bench/run.sh [--servers appserver,granian,...] [--benches wsgi-hello,...] [--runs 3] [--seconds 10]
+#        bench/run.sh nginx [--chains appserver-http,appserver-uwsgi,...] [--runs 3] [--seconds 10]  (chains behind nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv-bench
@@ -11,4 +12,8 @@ if [ ! -x "$VENV/bin/uvicorn" ]; then
     "$VENV/bin/pip" install -q --disable-pip-version-check uwsgi || echo "uwsgi did not build; benchmarking without it"
 fi
 "$VENV/bin/pip" freeze | grep -iE '^(gunicorn|granian|uwsgi|flask|fastapi|starlette|uvicorn|uvloop|httptools)=' > bench/out.versions 2>/dev/null || true
+if [ "${1:-}" = nginx ]; then
+    shift
+    exec "$VENV/bin/python" bench/behind_nginx.py "$@"
+fi
 exec "$VENV/bin/python" bench/bench.py "$@"

@@ -54,7 +54,8 @@ enum Listeners {
         }
         var listeners: [Listener] = []
         for spec in config.bind {
-            var listener = try bind(spec.address, backlog: config.backlog, umask: config.umask)
+            var listener = try bind(spec.address, backlog: config.backlog, umask: config.umask,
+                                    owner: (config.user?.uid, config.group ?? config.user?.primaryGroup))
             if let scheme = spec.scheme {
                 listener.scheme = scheme
                 listener.name = scheme.description
@@ -64,10 +65,11 @@ enum Listeners {
         return listeners
     }
 
-    static func bind(_ address: BindAddress, backlog: Int, umask mask: mode_t) throws(ListenerError) -> Listener {
+    static func bind(_ address: BindAddress, backlog: Int, umask mask: mode_t,
+                     owner: (uid: uid_t?, gid: gid_t?) = (nil, nil)) throws(ListenerError) -> Listener {
         switch address {
         case .unix(let path):
-            return try bindUnix(path, backlog: backlog, umask: mask)
+            return try bindUnix(path, backlog: backlog, umask: mask, owner: owner)
         case .tcp(let host, let port):
             var hints = addrinfo()
             hints.ai_family = AF_UNSPEC
@@ -93,7 +95,8 @@ enum Listeners {
         }
     }
 
-    private static func bindUnix(_ path: String, backlog: Int, umask mask: mode_t) throws(ListenerError) -> Listener {
+    private static func bindUnix(_ path: String, backlog: Int, umask mask: mode_t,
+                                 owner: (uid: uid_t?, gid: gid_t?)) throws(ListenerError) -> Listener {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
@@ -117,6 +120,13 @@ enum Listeners {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         Glibc.umask(previousMask)
+        // The workers' user and group own it, as in Gunicorn (`user`, `group`).
+        if bound == 0, owner.uid != nil || owner.gid != nil,
+           chown(path, owner.uid ?? uid_t.max, owner.gid ?? gid_t.max) != 0 {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw .bind("unix:\(path)", "cannot give the socket to the workers' user and group: \(reason)")
+        }
         guard bound == 0, listen(fd, CInt(backlog)) == 0 else {
             let reason = String(cString: strerror(errno))
             close(fd)

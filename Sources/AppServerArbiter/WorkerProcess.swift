@@ -20,6 +20,7 @@ enum WorkerProcess {
                     errorLog: LogFile, accessLog: LogFile?) -> Never {
         let signals = SignalPipe(handling: [SIGTERM, SIGQUIT, SIGINT, SIGHUP, SIGABRT, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU, SIGWINCH])
         let arbiter = getppid()
+        switchUser(config, logger: logger)
 
         let runtime: PythonRuntime
         do {
@@ -87,6 +88,30 @@ enum WorkerProcess {
                 continue
             }
         }
+    }
+
+    /// Becomes the configured `user` and `group` before any of the app's code runs (Gunicorn's
+    /// `set_owner_process`): the group first, while still allowed to, and the supplementary groups
+    /// of the arbiter's user are left behind. A worker that cannot switch exits: it must not serve as root.
+    private static func switchUser(_ config: ServerConfig, logger: Logger) {
+        guard let gid = config.group ?? config.user?.primaryGroup else { return }
+        if geteuid() == 0 {
+            if let user = config.user, config.initgroups {
+                guard Glibc.initgroups(user.name, gid) == 0 else { fail("initgroups(\(user.name))", logger) }
+            } else {
+                var groups = [gid]
+                guard setgroups(1, &groups) == 0 else { fail("setgroups(\(gid))", logger) }
+            }
+        }
+        if getegid() != gid { guard setgid(gid) == 0 else { fail("setgid(\(gid))", logger) } }
+        if let user = config.user, geteuid() != user.uid {
+            guard setuid(user.uid) == 0 else { fail("setuid(\(user.name))", logger) }
+        }
+    }
+
+    private static func fail(_ call: String, _ logger: Logger) -> Never {
+        logger.error("worker cannot switch to the configured user and group: \(call) failed: \(String(cString: strerror(errno)))")
+        _exit(bootErrorStatus)
     }
 
     /// Stops accepting, lets requests in flight finish (up to `timeout` seconds), then exits.

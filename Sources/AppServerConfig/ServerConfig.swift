@@ -63,6 +63,12 @@ public struct ServerConfig: Equatable, Sendable {
     /// The umask unix sockets are created with (Gunicorn's default 0: anyone on the machine, nginx's
     /// www-data among them, may connect; restrict with the directory's permissions or `umask`).
     public var umask: mode_t = 0
+    /// Workers switch to this user and group (Gunicorn's `user`, `group`), and the unix sockets the
+    /// server binds are given to them. A user without a group takes the user's own primary group.
+    public var user: ProcessUser? = nil
+    public var group: gid_t? = nil
+    /// Workers also get every group the user is a member of (Gunicorn's `initgroups`).
+    public var initgroups = false
     /// Set while a config file's `[secure_scheme_headers]` table is read: its first key replaces the default.
     private var secureSchemeHeadersFromTable = false
 
@@ -90,7 +96,7 @@ public struct ServerConfig: Equatable, Sendable {
         "limit_request_line", "limit_request_fields", "limit_request_field_size", "limit_request_body",
         "interface", "loop", "lifespan", "root_path", "ws_max_size",
         "protocol", "uwsgi_allow_ips", "proxy_protocol", "proxy_allow_ips", "forwarded_allow_ips",
-        "secure_scheme_headers", "proxy_headers", "header_map", "umask",
+        "secure_scheme_headers", "proxy_headers", "header_map", "umask", "user", "group", "initgroups",
     ]
 
     static func forwardedAllowDefault() -> AddressAllowList {
@@ -181,6 +187,22 @@ public struct ServerConfig: Equatable, Sendable {
                 throw ConfigError.invalidValue(key: key, value: text, reason: "expected a file mode mask from 0 to 0o777 (like 0, 0o007, 0x1F or 18)")
             }
             umask = mode_t(mask)
+        case "user":
+            let text = try value.string(key)
+            guard let user = ProcessUser(text) else {
+                throw ConfigError.invalidValue(key: key, value: text, reason: "no such user")
+            }
+            self.user = user
+        case "group":
+            let text = try value.string(key)
+            if let gid = gid_t(text) {
+                group = gid
+            } else if let entry = getgrnam(text) {
+                group = entry.pointee.gr_gid
+            } else {
+                throw ConfigError.invalidValue(key: key, value: text, reason: "no such group")
+            }
+        case "initgroups": initgroups = try value.boolean(key)
         default: throw ConfigError.unknownKey(rawKey, source: source)
         }
     }
@@ -250,6 +272,28 @@ public struct ServerConfig: Equatable, Sendable {
         if ns.code == NSFileReadNoSuchFileError { return "no such file" }
         if ns.code == NSFileReadNoPermissionError { return "permission denied" }
         return ns.localizedDescription
+    }
+}
+
+/// A user the workers run as: its uid, name and primary group, looked up when the setting is read.
+public struct ProcessUser: Equatable, Sendable {
+    public var uid: uid_t
+    public var name: String
+    public var primaryGroup: gid_t
+
+    /// A user name, or a uid (which need not have a passwd entry).
+    public init?(_ text: String) {
+        if let entry = getpwnam(text) ?? uid_t(text).flatMap({ getpwuid($0) }) {
+            uid = entry.pointee.pw_uid
+            name = String(cString: entry.pointee.pw_name)
+            primaryGroup = entry.pointee.pw_gid
+        } else if let uid = uid_t(text) {
+            self.uid = uid
+            name = text
+            primaryGroup = getegid()
+        } else {
+            return nil
+        }
     }
 }
 

@@ -106,6 +106,12 @@ struct AppServer: ParsableCommand {
     var proxyHeaders: Bool?
     @Option(name: .customLong("header-map"), help: "Request headers with '_' in their names: drop, refuse (400) or dangerous (default drop).")
     var headerMap: String?
+    @Option(name: [.customShort("u"), .long], help: ArgumentHelp("Workers run as this user (name or uid); the unix sockets are theirs.", valueName: "USER"))
+    var user: String?
+    @Option(name: [.customShort("g"), .long], help: ArgumentHelp("Workers run with this group (default: the user's own).", valueName: "GROUP"))
+    var group: String?
+    @Flag(help: "Workers also get every group the user is a member of.")
+    var initgroups = false
     @Option(name: [.customShort("m"), .long], help: "The umask for the unix sockets the server binds (default 0: any local user, nginx's too, may connect).")
     var umask: String?
 
@@ -130,6 +136,8 @@ struct AppServer: ParsableCommand {
         add("proxy_allow_ips", proxyAllowIPs); add("forwarded_allow_ips", forwardedAllowIPs)
         add("secure_scheme_headers", secureSchemeHeaders); add("header_map", headerMap); add("umask", umask)
         if let proxyHeaders { settings.append(("proxy_headers", .boolean(proxyHeaders))) }
+        add("user", user); add("group", group)
+        if initgroups { settings.append(("initgroups", .boolean(true))) }
         return settings
     }
 

@@ -231,3 +231,38 @@ def test_hup_and_usr2_under_post_load_through_nginx(edge, tmp_path, chain):
     assert status == 200, body
     os.kill(new, signal.SIGTERM)
     wait_until(lambda: not os.path.exists(f"/proc/{new}"), 20, message="the new arbiter to stop")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_user_and_group_own_the_socket_and_run_the_workers(serve):
+    import pwd
+    directory = shared_dir()
+    try:
+        sock = directory / "app.sock"
+        port = free_port()
+        server = serve("edgeasgi:app", "--user", "nobody", "--group", "www-data", "--umask", "0o007",
+                       bind=[f"unix:{sock}", f"127.0.0.1:{port}"], port=port)
+        info = os.stat(sock)
+        assert (pwd.getpwuid(info.st_uid).pw_name, info.st_gid, oct(info.st_mode & 0o777)) == ("nobody", 33, "0o770")
+        assert "(mode 0770 nobody:www-data)" in server.log()
+        worker = server.workers()[0]
+        with open(f"/proc/{worker}/status") as f:
+            status = dict(line.split(":", 1) for line in f)
+        assert status["Uid"].split()[:2] == ["65534", "65534"] and status["Gid"].split()[:2] == ["33", "33"], status
+        assert status["Groups"].split() == ["33"], status["Groups"]
+        # The arbiter stays root (it binds, forks and signals).
+        assert os.stat(f"/proc/{server.pid}").st_uid == 0
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(sock))
+            s.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_unknown_user_is_one_clear_line(tmp_path):
+    from conftest import APPS, BINARY, VENV
+    result = subprocess.run([str(BINARY), "--virtualenv", VENV, "--user", "no-such-user-here", "edgeasgi:app"],
+                            cwd=APPS, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "appserver: error: invalid value 'no-such-user-here' for 'user': no such user", result.stderr
