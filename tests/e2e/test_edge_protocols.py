@@ -168,3 +168,27 @@ def test_uwsgi_refuses_peers_not_allowed(serve):
         assert s.recv(100) == b""
     wait_until(lambda: "uwsgi_allow_ips does not name" in server.log(), 5, message="the refusal logged")
     assert raw_request(port, uwsgi_packet(GOOD)).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate not installed")
+def test_systemd_socket_named_uwsgi_speaks_uwsgi(tmp_path):
+    import subprocess
+    from conftest import APPS, BINARY, VENV
+    http_port, uwsgi_port = free_port(), free_port()
+    log_path = tmp_path / "log"
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    with open(log_path, "w") as log:
+        # FileDescriptorName=uwsgi (here --fdname) makes a socket a uwsgi listener, whatever `protocol` says.
+        proc = subprocess.Popen(
+            ["systemd-socket-activate", "-l", f"127.0.0.1:{http_port}", "-l", f"127.0.0.1:{uwsgi_port}", "--fdname=web:shop.uwsgi",
+             str(BINARY), "--virtualenv", VENV, "plain:app"], cwd=APPS, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: "Listening on" in log_path.read_text(), message="systemd-socket-activate to listen")
+            response = raw_request(uwsgi_port, uwsgi_packet(GOOD), read_timeout=20)
+            assert response.startswith(b"HTTP/1.1 200") and b"198.51.100.4" in response, response
+            assert raw_request(http_port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").endswith(b"Hello, World!")
+            assert "[systemd (shop.uwsgi)] speaking uwsgi" in log_path.read_text()
+        finally:
+            proc.terminate()
+            proc.wait(15)
