@@ -10,14 +10,14 @@ SWIFT_SOURCES := $(shell find Sources -type f) Package.swift
 # Exclusivity is checked at compile time; the run-time checks (in SwiftNIO too) cost ~4% of a request.
 SWIFT_RELEASE_FLAGS := -Xswiftc -enforce-exclusivity=unchecked
 
-.PHONY: run test deps venv build unit e2e systemd-tests deb bench clean
+.PHONY: run test deps venv build unit e2e systemd-tests fuzz fuzz-smoke deb bench clean
 
 ## Serve the example app on http://127.0.0.1:8000/
 run: deps venv build
 	cd examples/hello && ../../$(BINARY) -c appserver.toml --virtualenv ../../$(VENV)
 
-## Run every test: Swift unit tests, then end-to-end tests against the release binary.
-test: deps venv build unit e2e systemd-tests
+## Run every test: Swift unit tests, a bounded fuzz run of the HTTP/1.1 parser, then end-to-end tests against the release binary.
+test: deps venv build unit fuzz-smoke e2e systemd-tests
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -43,6 +43,25 @@ unit:
 
 e2e: build venv
 	APPSERVER_BIN=$(CURDIR)/$(BINARY) $(PYTHON) -m pytest -q tests/e2e
+
+# The HTTP/1.1 request parser under libFuzzer (with AddressSanitizer): the parser's one file and the
+# target in fuzz/, compiled alone in seconds. `make test` runs it for FUZZ_SECONDS; `make fuzz` for longer.
+FUZZER := .build-fuzz/http1-parser-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_LONG_SECONDS ?= 1800
+$(FUZZER): Sources/AppServerHTTP/HTTP1/HTTP1Parser.swift fuzz/HTTP1ParserFuzz.swift
+	mkdir -p .build-fuzz
+	swiftc -O -sanitize=fuzzer,address -parse-as-library $^ -o $@ 2>&1 | grep -v "Cannot export local symbol" || true
+	test -x $@
+
+fuzz-smoke: $(FUZZER)
+	rm -rf .build-fuzz/corpus && cp -r fuzz/corpus .build-fuzz/corpus
+	SWIFT_BACKTRACE=enable=no $(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 -artifact_prefix=.build-fuzz/ .build-fuzz/corpus 2>&1 \
+		| grep -E "^(stat::number_of_executed_units|stat::new_units_added|Done)|ERROR|Fatal error|precondition|artifact" ; test $${PIPESTATUS[0]} -eq 0
+
+fuzz: $(FUZZER)
+	mkdir -p .build-fuzz/corpus && cp -n fuzz/corpus/* .build-fuzz/corpus/
+	SWIFT_BACKTRACE=enable=no $(FUZZER) -max_total_time=$(FUZZ_LONG_SECONDS) -max_len=16384 -print_final_stats=1 -artifact_prefix=.build-fuzz/ .build-fuzz/corpus
 
 # The units under a real systemd 252 booted in systemd-nspawn (the Debian root is cached in rootfs-cache/).
 systemd-tests: build venv

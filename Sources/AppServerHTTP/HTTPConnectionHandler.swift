@@ -41,57 +41,19 @@ final class RequestStartObserver: ChannelInboundHandler, RemovableChannelHandler
     }
 }
 
-/// What the server needs from a request head, read in one pass over its fields, or the status that
-/// refuses it (414, 431, 501).
-struct RequestHeadFacts {
-    var contentLength: Int64?
-    var chunked = false
-    var expectsContinue = false
-    var keepAlive: Bool
-    var upgrade = false
-
-    enum Outcome { case accept(RequestHeadFacts), refuse(HTTPResponseStatus) }
-
-    static func read(_ head: HTTPRequestHead, limits: HTTPLimits, headerMap: HeaderMapMode = .drop) -> Outcome {
-        if limits.requestLine > 0 && head.method.rawValue.utf8.count + head.uri.utf8.count + 10 > limits.requestLine {
-            return .refuse(.uriTooLong)
+/// The server's own checks of a parsed head, after the parser's RFC 9112 ones: the body limit (413)
+/// and `header_map = refuse` (400).
+enum RequestHeadCheck {
+    static func refusal(_ head: RequestHead, limits: HTTPLimits, headerMap: HeaderMapMode) -> (status: HTTPResponseStatus, reason: String)? {
+        if limits.requestBody > 0, let length = head.parsed.contentLength, length > limits.requestBody {
+            return (.payloadTooLarge, "a Content-Length of \(length) bytes, over limit_request_body")
         }
-        if limits.requestFields > 0 && head.headers.count > limits.requestFields {
-            return .refuse(.requestHeaderFieldsTooLarge)
+        if headerMap == .refuse {
+            var underscore = false
+            head.headers.forEach { name, _ in if name.contains(UInt8(ascii: "_")) { underscore = true } }
+            if underscore { return (.badRequest, "a header name with '_' (header_map = refuse)") }
         }
-        // HTTP/1.1 keeps the connection unless told to close; 1.0 closes unless told to keep it.
-        var facts = RequestHeadFacts(keepAlive: head.version.major == 1 && head.version.minor >= 1)
-        var lastTransferCoding: Substring?
-        for (name, value) in head.headers {
-            let nameLength = name.utf8.count
-            if limits.requestFieldSize > 0 && nameLength + value.utf8.count + 2 > limits.requestFieldSize {
-                return .refuse(.requestHeaderFieldsTooLarge)
-            }
-            if headerMap == .refuse && name.utf8.contains(UInt8(ascii: "_")) { return .refuse(.badRequest) }
-            switch nameLength {
-            case 6 where name.lowercased() == "expect":
-                facts.expectsContinue = value.lowercased() == "100-continue" && head.version.minor >= 1
-            case 10 where name.lowercased() == "connection":
-                for token in value.lowercased().split(separator: ",") {
-                    let token = token.trimmingCharacters(in: " \t")
-                    if token == "close" { facts.keepAlive = false } else if token == "keep-alive" { facts.keepAlive = true }
-                    if token == "upgrade" { facts.upgrade = true }
-                }
-            case 14 where name.lowercased() == "content-length":
-                facts.contentLength = Int64(value)
-            case 17 where name.lowercased() == "transfer-encoding":
-                facts.chunked = true
-                lastTransferCoding = value.lowercased().split(separator: ",").last?.trimmingCharacters(in: " \t")
-            default:
-                break
-            }
-        }
-        // The parser stops after a request asking for an upgrade: unless the app upgrades it (a
-        // websocket), the connection closes after the response.
-        if facts.upgrade && head.headers.contains(name: "upgrade") { facts.keepAlive = false }
-        // The parser has refused a body with both Content-Length and Transfer-Encoding already.
-        if facts.chunked && lastTransferCoding != "chunked" { return .refuse(.notImplemented) }
-        return .accept(facts)
+        return nil
     }
 }
 
@@ -99,7 +61,7 @@ struct RequestHeadFacts {
 /// backpressure, limits, timeouts and draining. Protocol decisions only; the bytes of a response are
 /// made by `ResponseWriter` on the app's thread.
 final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler, ServerConnection {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = RequestPart
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -125,7 +87,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var state = State.idle
     private var context: ChannelHandlerContext!
     /// Parts of pipelined requests that arrived while an earlier one is still answered.
-    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var queued = CircularBuffer<RequestPart>()
     private var bodyPaused = false
     private var readPending = false
     /// When the idle or header timeout ends; checked by the server's once-a-second sweep, which is
@@ -206,8 +168,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
-    private func handle(_ part: HTTPServerRequestPart) {
+    private func handle(_ part: RequestPart) {
         switch (part, state) {
+        case (.invalid(let error), _):
+            refuse(error)
         case (.head(let head), .idle):
             startRequest(head)
         case (.body(let buffer), .active(let exchange, false, _)):
@@ -238,24 +202,20 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
-    private func startRequest(_ head: HTTPRequestHead) {
+    private func startRequest(_ head: RequestHead) {
         cancelTimer()
         headStarted = false
         requestCount += 1
         bodyReceived = 0
         if !server.requestStarted() { closeAfterResponse = true }
-        let facts: RequestHeadFacts
-        switch RequestHeadFacts.read(head, limits: limits, headerMap: server.edge.headerMap) {
-        case .accept(let read): facts = read
-        case .refuse(let status):
-            writeErrorAndClose(status)
+        let facts = head.parsed
+        if let refusal = RequestHeadCheck.refusal(head, limits: limits, headerMap: server.edge.headerMap) {
+            logger.debug("refused a request from \(addresses?.remote.logText ?? origin.remote.logText): \(refusal.reason)")
+            server.countRefusal(Int(refusal.status.code))
+            writeErrorAndClose(refusal.status)
             return
         }
-        if limits.requestBody > 0, let contentLength = facts.contentLength, contentLength > limits.requestBody {
-            writeErrorAndClose(.payloadTooLarge)
-            return
-        }
-        let hasBody = facts.chunked || (facts.contentLength ?? 0) > 0
+        let hasBody = facts.hasBody
         let channel = context.channel
         if addresses == nil { addresses = (origin.remote, origin.local) }
         let requestOrigin: RequestOrigin?
@@ -273,7 +233,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         // `--keep-alive 0` turns keep-alive off: every response closes its connection. A uwsgi
         // connection carries one request (nginx never reuses one).
-        let keepAlive = facts.keepAlive && !closeAfterResponse && limits.keepAlive > 0 && !uwsgi
+        // A request asking for an upgrade closes after its response unless the app upgrades it.
+        let keepAlive = facts.keepAlive && !facts.upgrade && !closeAfterResponse && limits.keepAlive > 0 && !uwsgi
         let info = RequestInfo(head: head, keepAlive: keepAlive, hasBody: hasBody,
                                contentLength: facts.contentLength, remoteAddress: addresses?.remote, localAddress: addresses?.local,
                                origin: requestOrigin, viaUWSGI: uwsgi)
@@ -307,7 +268,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// What a trusted peer's headers (or a PROXY v2 header's TLS flag) say of the request's scheme and
     /// client; nil when nothing does, which is the common case and costs no allocation.
-    private func forwardedOrigin(_ head: HTTPRequestHead) -> Result<RequestOrigin?, ForwardedRefusal> {
+    private func forwardedOrigin(_ head: RequestHead) -> Result<RequestOrigin?, ForwardedRefusal> {
         let tls = origin.clientUsedTLS
         if forwardedTrusted == nil { forwardedTrusted = server.edge.forwardedAllow.allows(origin.remote) }
         guard forwardedTrusted == true else {
@@ -484,23 +445,30 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let parseError = error as? HTTPParserError {
-            let responseStarted: Bool
-            switch state {
-            case .idle: responseStarted = false
-            case .active(_, _, let responseDone): responseStarted = responseDone
-            default: responseStarted = true
+    /// Bytes the decoder refuses: before a request is being answered, a 4xx (or 501/505) with
+    /// `Connection: close`; in the middle of a request's body, the body fails (the app answers 400 if it
+    /// has not answered yet) and the connection closes after the response.
+    private func refuse(_ error: HTTP1ParseError) {
+        server.countRefusal(error.status)
+        let peer = addresses?.remote.logText ?? origin.remote.logText
+        switch state {
+        case .idle:
+            if requestCount == 0, let hint = (try? context.pipeline.syncOperations.handler(type: RequestStartObserver.self))?.mismatchHint {
+                server.warnRarely("mismatch", "\(hint) (peer \(peer))")
             }
-            if !responseStarted, case .idle = state {
-                if requestCount == 0, let hint = (try? context.pipeline.syncOperations.handler(type: RequestStartObserver.self))?.mismatchHint {
-                    server.warnRarely("mismatch", "\(hint) (peer \(context.channel.remoteAddress.logText))")
-                }
-                logger.debug("bad request from \(context.channel.remoteAddress.logText): \(parseError)")
-                writeErrorAndClose(parseError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest)
-                return
-            }
+            logger.debug("refused a request from \(peer): \(error)")
+            writeErrorAndClose(HTTPResponseStatus(statusCode: error.status))
+        case .active(let exchange, false, let responseDone):
+            logger.debug("refused the body of a request from \(peer): \(error)")
+            exchange.body.fail(.malformed(error.reason))
+            closeWhenDone = true
+            if responseDone { close() }
+        default:
+            close()
         }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
         close()
     }
 

@@ -8,11 +8,13 @@ import Synchronization
 /// What the app sees of a request head, fixed when the head has been read. A class: it is handed
 /// around several times per request, and one reference is cheaper than copying its fields.
 public final class RequestInfo: @unchecked Sendable {
-    public let head: HTTPRequestHead
-    public var method: String { head.method.rawValue }
+    /// The head's own bytes: the app gets them exactly (`head.headers`, `head.withTarget`).
+    public let head: RequestHead
+    public var method: String { head.method }
+    /// The target as text, for logs (`head.targetBytes` for its exact bytes).
     public var uri: String { head.uri }
     public var version: HTTPVersion { head.version }
-    public var headers: HTTPHeaders { head.headers }
+    public var headers: RequestHeaders { head.headers }
     /// The client allows another request on this connection after this one.
     public let keepAlive: Bool
     public let isHead: Bool
@@ -30,13 +32,13 @@ public final class RequestInfo: @unchecked Sendable {
     public internal(set) var started: Monotonic
     public let startedWallClock: timespec
 
-    public init(head: HTTPRequestHead, keepAlive: Bool, hasBody: Bool, contentLength: Int64?,
+    public init(head: RequestHead, keepAlive: Bool, hasBody: Bool, contentLength: Int64?,
                 remoteAddress: SocketAddress?, localAddress: SocketAddress?, origin: RequestOrigin? = nil, viaUWSGI: Bool = false) {
         self.head = head
         self.origin = origin
         self.viaUWSGI = viaUWSGI
         self.keepAlive = keepAlive
-        self.isHead = head.method == .HEAD
+        self.isHead = head.method == "HEAD"
         self.hasBody = hasBody
         self.contentLength = contentLength
         self.remoteAddress = remoteAddress
@@ -64,13 +66,9 @@ public final class RequestOrigin: Sendable {
     /// A uwsgi packet's variables other than `HTTP_*` and `CONTENT_*`, byte for byte, in their order:
     /// they go into the WSGI environ as they are, as uWSGI does.
     public let gatewayVariables: [(name: [UInt8], value: [UInt8])]
-    /// A uwsgi packet's headers (lower-case names, values as sent), for the ASGI scope: exact bytes
-    /// where the request head's strings would have replaced what is not UTF-8.
-    public let headers: [(name: [UInt8], value: [UInt8])]?
 
     public init(isSecure: Bool, client: (host: String, port: Int)?, server: (host: String, port: Int)? = nil,
-                gatewayVariables: [(name: [UInt8], value: [UInt8])] = [], headers: [(name: [UInt8], value: [UInt8])]? = nil) {
-        self.headers = headers
+                gatewayVariables: [(name: [UInt8], value: [UInt8])] = []) {
         self.isSecure = isSecure
         self.client = client
         self.server = server

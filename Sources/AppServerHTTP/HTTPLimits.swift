@@ -32,6 +32,17 @@ public struct HTTPLimits: Sendable {
         self.headerTimeout = headerTimeout
     }
 
+    /// What the request parser is held to (a line, fields, a whole head, chunk extensions).
+    public var parser: HTTP1ParserLimits {
+        var parser = HTTP1ParserLimits()
+        parser.requestLine = requestLine
+        parser.fieldCount = requestFields
+        parser.fieldSize = requestFieldSize
+        parser.headSize = requestLine > 0 && requestFields > 0 && requestFieldSize > 0
+            ? max(64 * 1024, requestLine + 4 + requestFields * (requestFieldSize + 2) + 2) : 1 << 20
+        return parser
+    }
+
     public init(config: ServerConfig) {
         self.init(requestLine: config.limitRequestLine, requestFields: config.limitRequestFields,
                   requestFieldSize: config.limitRequestFieldSize, requestBody: config.limitRequestBody,

@@ -81,11 +81,8 @@ public final class HTTPServer: @unchecked Sendable {
         try sync.addHandler(observer)
         switch listener.protocolName {
         case .http:
-            var decoderLimits = NIOHTTPDecoderLimitConfiguration()
-            decoderLimits.maxHeaderFieldCount = limits.requestFields > 0 ? limits.requestFields + 1 : decoderLimits.maxHeaderFieldCount
             // Bytes after a websocket upgrade request go on to the frame decoder when this one is removed.
-            try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: decoderLimits)),
-                                name: HTTPServer.decoderName)
+            try sync.addHandler(HTTP1RequestDecoder(limits: limits.parser), name: HTTPServer.decoderName)
         case .uwsgi:
             let name = channel.localAddress.logText
             try sync.addHandler(ByteToMessageHandler(UWSGIRequestDecoder(origin: origin, server: self, listener: name)), name: HTTPServer.decoderName)
@@ -116,6 +113,13 @@ public final class HTTPServer: @unchecked Sendable {
         lastWarnings[kind] = now
         let more = suppressed > 0 ? " (and \(suppressed) more like it in the last minute)" : ""
         logger.warning("\(message())\(more)")
+    }
+
+    /// Requests refused by the HTTP layer, by status (read by the worker's status and, later, metrics).
+    public private(set) var refusals: [Int: Int] = [:]
+
+    func countRefusal(_ status: Int) {
+        refusals[status, default: 0] += 1
     }
 
     func logDebug(_ message: @autoclosure () -> String) {

@@ -7,6 +7,8 @@ public enum RequestBodyError: Error, Equatable, Sendable {
     case tooLarge(limit: Int64)
     /// No byte of body arrived for this long.
     case timedOut(seconds: Int)
+    /// The body's framing is broken (a bad chunk line, a forbidden trailer): the request is a 400.
+    case malformed(String)
 }
 
 /// A request body on its way from the I/O thread to an app thread, with backpressure: the I/O thread

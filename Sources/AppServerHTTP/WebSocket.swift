@@ -29,16 +29,16 @@ public enum WebSocketHandshake {
     /// A GET asking to upgrade to websocket version 13, with a key.
     public static func isUpgradeRequest(_ request: RequestInfo) -> Bool {
         let headers = request.headers
-        return request.head.method == .GET
-            && headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
-            && headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+        return request.method == "GET"
+            && headers.tokens(name: "upgrade").contains { $0.lowercased() == "websocket" }
+            && headers.tokens(name: "connection").contains { $0.lowercased() == "upgrade" }
             && headers.first(name: "sec-websocket-version") == "13"
             && headers.first(name: "sec-websocket-key") != nil
     }
 
     /// The subprotocols the client offers, in its order.
     public static func subprotocols(_ request: RequestInfo) -> [String] {
-        request.headers[canonicalForm: "sec-websocket-protocol"].map(String.init)
+        request.headers.tokens(name: "sec-websocket-protocol")
     }
 
     /// The `101 Switching Protocols` head accepting the request.

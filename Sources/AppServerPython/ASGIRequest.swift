@@ -73,6 +73,11 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
             if !responseStarted { sendServerError("413 Request Entity Too Large") }
             disconnected = true
             return host.messages.disconnect()
+        case .failed(.malformed(let reason)):
+            host.logger.debug("malformed request body (\(reason)): \(exchange.request.method) \(exchange.request.uri)")
+            if !responseStarted { sendServerError("400 Bad Request") }
+            disconnected = true
+            return host.messages.disconnect()
         case .failed:
             disconnected = true
             return host.messages.disconnect()

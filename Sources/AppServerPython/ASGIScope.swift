@@ -123,31 +123,28 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         if let method = methods[request.method] { set(keys.method, method) } else { setNew(keys.method, PyUnicode_FromString(request.method)) }
         set(keys.rootPath, rootPath)
 
-        let (path, query) = splitTarget(request.uri)
-        // As Uvicorn: `path` and `raw_path` include the root path; `path` is percent-decoded UTF-8.
-        let pathBytes = Array(path.utf8)
-        setNew(keys.rawPath, bytes(rootPathBytes.isEmpty ? pathBytes : rootPathBytes + pathBytes))
-        let decodedPath = percentDecoded(pathBytes)
-        let decoded = rootPathBytes.isEmpty ? decodedPath : rootPathBytes + decodedPath
-        setNew(keys.path, decoded.withUnsafeBufferPointer {
-            PyUnicode_DecodeUTF8(UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count, "replace")
-        })
-        setNew(keys.queryString, bytes(utf8Of: query))
+        request.head.withTarget { target in
+            let (path, query) = splitTarget(target)
+            // As Uvicorn: `path` and `raw_path` include the root path; `path` is percent-decoded UTF-8.
+            let pathBytes = path.isEmpty ? [UInt8(ascii: "/")] : Array(target[path])
+            setNew(keys.rawPath, bytes(rootPathBytes.isEmpty ? pathBytes : rootPathBytes + pathBytes))
+            let decodedPath = percentDecoded(pathBytes)
+            let decoded = rootPathBytes.isEmpty ? decodedPath : rootPathBytes + decodedPath
+            setNew(keys.path, decoded.withUnsafeBufferPointer {
+                PyUnicode_DecodeUTF8(UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count, "replace")
+            })
+            setNew(keys.queryString, PyBytes_FromStringAndSize(UnsafeRawBufferPointer(rebasing: target[query]).baseAddress?.assumingMemoryBound(to: CChar.self), query.count))
+        }
 
         let headers = request.headers
-        if let raw = request.origin?.headers, let list = PyList_New(raw.count) {
-            for (index, header) in raw.enumerated() {
-                PyList_SetItem(list, index, appserver_tuple2(bytes(header.name), bytes(header.value)))   // steals
-            }
-            setNew(keys.headers, list)
-        } else if let list = PyList_New(headers.count) {
+        if let list = PyList_New(headers.count) {
             var index = 0
-            for (name, value) in headers {
+            headers.forEach { name, value in
                 // header_map = drop: a name with '_' is left out (frameworks map header names to
                 // CGI-style keys too, where X_User would pass for X-User).
-                guard let nameObject = headerName(name) else { continue }
-                let item = appserver_tuple2(nameObject, bytes(utf8Of: value))
-                PyList_SetItem(list, index, item)   // steals
+                guard let nameObject = headerName(String(decoding: name, as: UTF8.self)) else { return }
+                let valueObject = PyBytes_FromStringAndSize(value.baseAddress?.assumingMemoryBound(to: CChar.self), value.count)
+                PyList_SetItem(list, index, appserver_tuple2(nameObject, valueObject))   // steals
                 index += 1
             }
             if index < headers.count { PyList_SetSlice(list, index, headers.count, nil) }

@@ -10,6 +10,9 @@ import threading as _threading
 class RequestEntityTooLarge(ValueError):
     """The request body is larger than limit_request_body."""
 
+class BadRequestBody(ValueError):
+    """The request body's framing is broken (a bad chunk, a forbidden trailer): the request is a 400."""
+
 class ClientDisconnected(OSError):
     """The client went away while the app was reading the request body."""
 

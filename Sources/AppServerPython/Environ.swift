@@ -47,6 +47,7 @@ final class EnvironConstants: @unchecked Sendable {
     let fileWrapperClass: PyObjectPointer
     let tooLargeClass: PyObjectPointer
     let disconnectedClass: PyObjectPointer
+    let badRequestClass: PyObjectPointer
     private var methods: [String: PyObjectPointer] = [:]
     /// `HTTP_*` keys by header name as the client spelled it; bounded so odd clients cannot grow it.
     private var headerKeys: [String: PyObjectPointer?] = [:]
@@ -64,6 +65,7 @@ final class EnvironConstants: @unchecked Sendable {
         fileWrapperClass = object("FileWrapper")
         tooLargeClass = object("RequestEntityTooLarge")
         disconnectedClass = object("ClientDisconnected")
+        badRequestClass = object("BadRequestBody")
         for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { methods[method] = interned(method) }
     }
 
@@ -79,33 +81,40 @@ final class EnvironConstants: @unchecked Sendable {
         }
         if let method = methods[request.method] { set(keyRequestMethod, method) } else { setNew(keyRequestMethod, latin1(Substring(request.method))) }
 
-        // PATH_INFO is the path's bytes after percent-decoding, read as latin-1 (PEP 3333).
-        let uri = request.uri
-        let (path, query) = splitTarget(uri)
-        set(keyScriptName, emptyString)
-        setNew(keyPathInfo, percentDecodedLatin1(path))
-        if query.isEmpty { set(keyQueryString, emptyString) } else { setNew(keyQueryString, latin1(query)) }
-        setNew(keyRawURI, latin1(Substring(uri)))
+        // PATH_INFO is the path's bytes after percent-decoding, read as latin-1 (PEP 3333); every
+        // other value is the request's own bytes, each one latin-1 character.
+        request.head.withTarget { target in
+            let (path, query) = splitTarget(target)
+            set(keyScriptName, emptyString)
+            setNew(keyPathInfo, percentDecodedLatin1(UnsafeRawBufferPointer(rebasing: target[path])))
+            if query.isEmpty { set(keyQueryString, emptyString) } else { setNew(keyQueryString, latin1(UnsafeRawBufferPointer(rebasing: target[query]))) }
+            setNew(keyRawURI, latin1(target))
+        }
         set(keyServerProtocol, request.version.minor == 0 ? protocol10 : protocol11)
         set(keyServerSoftware, software)
 
-        for (name, value) in request.headers {
-            switch name.utf8.count {
-            case 12 where name.lowercased() == "content-type":
-                setNew(keyContentType, latin1(Substring(value)))
-                continue
-            case 14 where name.lowercased() == "content-length":
-                setNew(keyContentLength, latin1(Substring(value)))
-                continue
+        request.headers.forEach { name, value in
+            switch name.count {
+            case 12 where RequestHeaders.equalsLowercased(name, contentTypeName):
+                setNew(keyContentType, latin1(value))
+                return
+            case 14 where RequestHeaders.equalsLowercased(name, contentLengthName):
+                setNew(keyContentLength, latin1(value))
+                return
             default: break
             }
-            guard let key = headerKey(name) else { continue }
-            if let existing = PyDict_GetItem(environ, key) {
-                // A repeated header: one value, comma-separated (RFC 9110 5.3).
-                let joined = String(cString: PyUnicode_AsUTF8(existing)) + "," + value
-                setNew(key, latin1(Substring(joined)))
+            guard let key = headerKey(String(decoding: name, as: UTF8.self)) else { return }
+            if let existing = PyDict_GetItem(environ, key), let existingBytes = PyUnicode_AsLatin1String(existing) {
+                // A repeated header: one value, comma-separated (RFC 9110 5.3), byte for byte.
+                var length = 0
+                let pointer = appserver_bytes_view(existingBytes, &length)
+                var joined = Array(UnsafeRawBufferPointer(start: pointer, count: length))
+                joined.append(UInt8(ascii: ","))
+                joined.append(contentsOf: value)
+                Py_DecRef(existingBytes)
+                setNew(key, latin1(bytes: joined))
             } else {
-                setNew(key, latin1(Substring(value)))
+                setNew(key, latin1(value))
             }
         }
 
@@ -223,6 +232,14 @@ private func interned(_ text: String) -> PyObjectPointer {
     PyUnicode_InternFromString(text)!
 }
 
+private let contentTypeName = Array("content-type".utf8)
+private let contentLengthName = Array("content-length".utf8)
+
+/// A str of raw bytes read as latin-1 (WSGI's "bytes as str" rule); a new reference.
+func latin1(_ bytes: UnsafeRawBufferPointer) -> PyObjectPointer? {
+    PyUnicode_DecodeLatin1(bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count, nil)
+}
+
 /// A str of the text's UTF-8 bytes read as latin-1 (WSGI's "bytes as str" rule); a new reference.
 func latin1(_ text: Substring) -> PyObjectPointer? {
     var text = text
@@ -238,26 +255,33 @@ func latin1(bytes: [UInt8]) -> PyObjectPointer? {
     }
 }
 
-/// The path and the query of a request target (an absolute-form target's path starts after its
-/// authority; a fragment is dropped).
-func splitTarget(_ uri: String) -> (path: Substring, query: Substring) {
-    var path = Substring(uri)
-    var query = Substring("")
-    if let mark = uri.firstIndex(of: "?") {
-        path = uri[..<mark]
-        query = uri[uri.index(after: mark)...]
+/// Where the path and the query are in a request target's bytes (an absolute-form target's path starts
+/// after its authority; a fragment is dropped).
+func splitTarget(_ target: UnsafeRawBufferPointer) -> (path: Range<Int>, query: Range<Int>) {
+    var pathEnd = target.count
+    var query = target.count..<target.count
+    if let mark = target.firstIndex(of: UInt8(ascii: "?")) {
+        pathEnd = mark
+        query = (mark + 1)..<target.count
     }
-    if path.hasPrefix("http://") || path.hasPrefix("https://") {
-        let afterScheme = path[path.index(path.firstIndex(of: ":")!, offsetBy: 3)...]
-        path = afterScheme.firstIndex(of: "/").map { afterScheme[$0...] } ?? "/"
+    var pathStart = 0
+    if target.first != UInt8(ascii: "/") && target.first != UInt8(ascii: "*") {
+        // scheme://authority/path: the path starts at the first '/' after "://".
+        if let colon = target[..<pathEnd].firstIndex(of: UInt8(ascii: ":")), colon + 2 < pathEnd,
+           target[colon + 1] == UInt8(ascii: "/"), target[colon + 2] == UInt8(ascii: "/") {
+            pathStart = target[(colon + 3)..<pathEnd].firstIndex(of: UInt8(ascii: "/")) ?? pathEnd
+        }
     }
-    if let fragment = path.firstIndex(of: "#") { path = path[..<fragment] }
-    return (path, query)
+    if let fragment = target[pathStart..<pathEnd].firstIndex(of: UInt8(ascii: "#")) { pathEnd = fragment }
+    if let fragment = target[query].firstIndex(of: UInt8(ascii: "#")) { query = query.lowerBound..<fragment }
+    return (pathStart..<max(pathStart, pathEnd), query)
 }
 
-func percentDecodedLatin1(_ path: Substring) -> PyObjectPointer? {
-    guard path.utf8.contains(UInt8(ascii: "%")) else { return latin1(path) }
-    return percentDecoded(Array(path.utf8)).withUnsafeBufferPointer { buffer in
+func percentDecodedLatin1(_ path: UnsafeRawBufferPointer) -> PyObjectPointer? {
+    // An absolute-form target without a path: "/".
+    if path.isEmpty { return PyUnicode_FromString("/") }
+    guard path.contains(UInt8(ascii: "%")) else { return latin1(path) }
+    return percentDecoded(Array(path)).withUnsafeBufferPointer { buffer in
         PyUnicode_DecodeLatin1(UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), buffer.count, nil)
     }
 }

@@ -141,6 +141,8 @@ extension WSGIThread {
             PyErr_SetString(host.environConstants.disconnectedClass, "the client closed the connection before sending the whole body")
         case .failure(.tooLarge(let limit)):
             PyErr_SetString(host.environConstants.tooLargeClass, "the request body is larger than \(limit) bytes")
+        case .failure(.malformed(let reason)):
+            PyErr_SetString(host.environConstants.badRequestClass, "the request body is malformed: \(reason)")
         case .failure(.timedOut(let seconds)):
             PyErr_SetString(appserver_exc_timeout_error(), "no request body bytes arrived for \(seconds) seconds")
         }

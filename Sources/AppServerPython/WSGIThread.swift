@@ -397,12 +397,15 @@ final class WSGIThread: @unchecked Sendable {
         defer { Py_DecRef(exception) }
         let constants = host.environConstants
         let tooLarge = exception.map { PyObject_IsInstance($0, constants.tooLargeClass) == 1 } ?? false
+        let badBody = exception.map { PyObject_IsInstance($0, constants.badRequestClass) == 1 } ?? false
         let disconnected = request.disconnected || (exception.map { PyObject_IsInstance($0, constants.disconnectedClass) == 1 } ?? false)
         let uri = request.exchange.request.uri
         if disconnected {
             host.logger.debug("client went away during \(request.exchange.request.method) \(uri)")
         } else if tooLarge {
             host.logger.info("request body over the limit: \(request.exchange.request.method) \(uri)")
+        } else if badBody {
+            host.logger.debug("malformed request body: \(request.exchange.request.method) \(uri)")
         } else {
             host.logger.error("Error handling request \(uri)\n\(exception.map(PythonRuntime.formatException) ?? "no exception set")")
         }
@@ -412,7 +415,7 @@ final class WSGIThread: @unchecked Sendable {
             request.exchange.abortConnection()
             return
         }
-        sendError(request, status: tooLarge ? "413 Request Entity Too Large" : "500 Internal Server Error")
+        sendError(request, status: tooLarge ? "413 Request Entity Too Large" : badBody ? "400 Bad Request" : "500 Internal Server Error")
     }
 
     private func sendError(_ request: ActiveRequest, status: String) {

@@ -5,11 +5,9 @@ import Testing
 
 @Suite struct AccessLogFormatterTests {
     func record(status: Int = 200, bytes: Int64 = 13) throws -> AccessLogRecord {
-        var headers = HTTPHeaders()
-        headers.add(name: "User-Agent", value: "curl/8")
-        headers.add(name: "Authorization", value: "Basic dXNlcjpwYXNz")   // user:pass
-        headers.add(name: "X-Trace", value: "t-1")
-        let info = RequestInfo(head: HTTPRequestHead(version: .http1_1, method: .POST, uri: "/path?q=1", headers: headers),
+        let head = try RequestHead(parsing: "POST /path?q=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/8\r\n"
+            + "Authorization: Basic dXNlcjpwYXNz\r\nX-Trace: t-1\r\n\r\n")   // user:pass
+        let info = RequestInfo(head: head,
                                keepAlive: true, hasBody: false, contentLength: nil,
                                remoteAddress: try SocketAddress(ipAddress: "10.1.2.3", port: 5555), localAddress: nil)
         info.started = Monotonic(nanoseconds: 1_000_000_000)

@@ -62,11 +62,12 @@ final class EchoPathApplication: HTTPApplication, @unchecked Sendable {
 
     @Test(arguments: [
         ("GARBAGE\r\n\r\n", "400"),
-        ("GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", "400"),
+        ("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", "400"),
         ("GET /" + String(repeating: "a", count: 5000) + " HTTP/1.1\r\n\r\n", "414"),
         ("GET / HTTP/1.1\r\nX: " + String(repeating: "b", count: 9000) + "\r\n\r\n", "431"),
-        ("POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n", "413"),
-        ("GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n", "413"),
+        ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "501"),
+        ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "400"),
     ])
     func badRequestsGetTheirStatusAndClose(request: String, status: String) throws {
         var limits = HTTPLimits()

@@ -18,15 +18,11 @@ import Testing
         #expect(Base64.decode("dXNlcjpwYXNz") == "user:pass")
     }
 
-    @Test func acceptKeyOfTheRFCExample() {
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: "server.example.com")
-        headers.add(name: "Upgrade", value: "websocket")
-        headers.add(name: "Connection", value: "keep-alive, Upgrade")
-        headers.add(name: "Sec-WebSocket-Key", value: "dGhlIHNhbXBsZSBub25jZQ==")
-        headers.add(name: "Sec-WebSocket-Version", value: "13")
-        headers.add(name: "Sec-WebSocket-Protocol", value: "chat, superchat")
-        let request = RequestInfo(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/chat", headers: headers),
+    @Test func acceptKeyOfTheRFCExample() throws {
+        let requestHead = try RequestHead(parsing: "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n"
+            + "Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            + "Sec-WebSocket-Protocol: chat, superchat\r\n\r\n")
+        let request = RequestInfo(head: requestHead,
                                   keepAlive: true, hasBody: false, contentLength: nil, remoteAddress: nil, localAddress: nil)
         #expect(WebSocketHandshake.isUpgradeRequest(request))
         #expect(WebSocketHandshake.subprotocols(request) == ["chat", "superchat"])

@@ -166,7 +166,7 @@ def assert_status_and_alive(server, data, expected):
 def test_bad_request_line_gets_400(serve):
     server = serve("plain:app")
     assert_status_and_alive(server, b"GARBAGE\r\n\r\n", b"400")
-    assert_status_and_alive(server, b"GET / HTTP/9.9\r\n\r\n", b"400")
+    assert_status_and_alive(server, b"GET / HTTP/9.9\r\n\r\n", b"505")   # RFC 9110 15.6.6
 
 
 def test_conflicting_content_length_and_transfer_encoding_gets_400(serve):

@@ -1,6 +1,5 @@
 import AppServerConfig
 import NIOCore
-import NIOHTTP1
 
 /// One listening socket as a worker serves it: what it speaks and whether a PROXY header comes first.
 public struct ListenerOptions: Sendable {
@@ -99,25 +98,28 @@ enum ForwardedHeaders {
         case contradictory(String)
     }
 
-    static func read(_ headers: HTTPHeaders, policy: EdgePolicy) -> Outcome {
+    static func read(_ headers: RequestHeaders, policy: EdgePolicy) -> Outcome {
         var secure: Bool?
         var schemeHeader: String?
+        var contradiction: String?
         var forwardedFor: [Substring] = []
-        for (name, value) in headers {
-            let length = name.utf8.count
-            if policy.proxyHeaders && length == 15 && name.lowercased() == "x-forwarded-for" {
-                forwardedFor.append(contentsOf: value.split(separator: ","))
-                continue
+        headers.forEach { name, value in
+            let length = name.count
+            if policy.proxyHeaders && length == 15 && RequestHeaders.equalsLowercased(name, forwardedForName) {
+                forwardedFor.append(contentsOf: String(decoding: value, as: UTF8.self).split(separator: ","))
+                return
             }
-            for entry in policy.secureSchemeHeaders.entries where entry.name.utf8.count == length && name.lowercased() == entry.name {
-                let says = value.trimmingCharacters(in: " \t") == entry.secureValue
+            for entry in policy.secureSchemeHeaders.entries where entry.name.utf8.count == length
+                && RequestHeaders.equalsLowercased(name, Array(entry.name.utf8)) {
+                let says = value.elementsEqual(entry.secureValue.utf8)
                 if let secure, secure != says {
-                    return .contradictory("\(schemeHeader ?? "") and \(name) disagree about https")
+                    contradiction = "\(schemeHeader ?? "") and \(entry.name) disagree about https"
                 }
                 secure = says
-                schemeHeader = name
+                schemeHeader = entry.name
             }
         }
+        if let contradiction { return .contradictory(contradiction) }
         var client: String?
         if !forwardedFor.isEmpty {
             // Walk from the nearest hop: proxies we trust appended their peers; the first address we
@@ -135,6 +137,8 @@ enum ForwardedHeaders {
         return .origin(isSecure: secure ?? false, client: client)
     }
 }
+
+private let forwardedForName = Array("x-forwarded-for".utf8)
 
 /// What one connection's front end said about it, shared by the handlers of its pipeline: the PROXY
 /// header's addresses, a uwsgi packet's variables for the request being decoded. Touched on the

@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHTTP1
 
 /// One uwsgi packet's head, as nginx's `uwsgi_pass` sends it: modifier1 (u8, 0 for a WSGI request),
 /// the vars block's size (u16, little-endian), modifier2 (u8), then the vars block of
@@ -84,7 +83,7 @@ enum UWSGIPacketParser {
 /// The request a uwsgi packet stands for: an HTTP request head for the connection handler (so that
 /// limits, bodies and responses take the same path as HTTP's) and the origin the app sees (REMOTE_ADDR,
 /// HTTPS, SERVER_NAME, ... and the CGI variables themselves for the WSGI environ). Header values reach
-/// the app byte for byte: WSGI through the variables, ASGI through the origin's raw headers.
+/// the app byte for byte: the head is written from the packet's own bytes.
 enum UWSGIRequest {
     enum Failure: Error, Equatable, CustomStringConvertible {
         case missing(String)
@@ -101,41 +100,43 @@ enum UWSGIRequest {
     /// read a chunked body whole, answered 100-continue) and they must not steer this connection.
     private static let hopByHop: Set<String> = ["connection", "keep-alive", "transfer-encoding", "te", "expect", "upgrade", "trailer"]
 
-    static func make(_ packet: UWSGIPacket) throws(Failure) -> (head: HTTPRequestHead, origin: RequestOrigin, contentLength: Int64) {
-        guard let method = packet.text("REQUEST_METHOD"), !method.isEmpty else { throw .missing("REQUEST_METHOD") }
-        let uri: String
-        if let requestURI = packet.text("REQUEST_URI"), !requestURI.isEmpty {
-            uri = requestURI
+    static func make(_ packet: UWSGIPacket) throws(Failure) -> (head: RequestHead, origin: RequestOrigin) {
+        guard let method = packet.value("REQUEST_METHOD"), !method.isEmpty else { throw .missing("REQUEST_METHOD") }
+        guard method.allSatisfy(isTokenByte) else { throw .invalid("REQUEST_METHOD is not a token") }
+        let target: [UInt8]
+        if let requestURI = packet.value("REQUEST_URI"), !requestURI.isEmpty {
+            target = requestURI
         } else {
             // Without REQUEST_URI: PATH_INFO is decoded already, so encode what must not stay raw.
-            let path = packet.text("PATH_INFO").flatMap { $0.isEmpty ? nil : $0 } ?? "/"
-            let query = packet.text("QUERY_STRING") ?? ""
-            let encoded = path.utf8.map { c -> String in
-                c > 0x20 && c < 0x7F && c != UInt8(ascii: "?") && c != UInt8(ascii: "#") && c != UInt8(ascii: "%")
-                    ? String(UnicodeScalar(c)) : "%" + (c < 16 ? "0" : "") + String(c, radix: 16, uppercase: true)
-            }.joined()
-            uri = query.isEmpty ? encoded : encoded + "?" + query
+            let path = packet.value("PATH_INFO").flatMap { $0.isEmpty ? nil : $0 } ?? [UInt8(ascii: "/")]
+            let query = packet.value("QUERY_STRING") ?? []
+            var encoded: [UInt8] = []
+            for c in path {
+                if c > 0x20 && c < 0x7F && c != UInt8(ascii: "?") && c != UInt8(ascii: "#") && c != UInt8(ascii: "%") {
+                    encoded.append(c)
+                } else {
+                    encoded += Array(("%" + (c < 16 ? "0" : "") + String(c, radix: 16, uppercase: true)).utf8)
+                }
+            }
+            target = query.isEmpty ? encoded : encoded + [UInt8(ascii: "?")] + query
         }
-        var version = HTTPVersion(major: 1, minor: 1)
-        if let proto = packet.text("SERVER_PROTOCOL"), proto == "HTTP/1.0" { version = HTTPVersion(major: 1, minor: 0) }
+        guard !target.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else { throw .invalid("the request URI holds a space or a control byte") }
+        let minorVersion = packet.text("SERVER_PROTOCOL") == "HTTP/1.0" ? 0 : 1
 
         var contentLength: Int64 = 0
-        var headers = HTTPHeaders()
+        var fields: [(name: [UInt8], value: [UInt8])] = []
         var gateway: [(name: [UInt8], value: [UInt8])] = []
         var isSecure = false
         var client: (host: String, port: Int)?
         var server: (host: String, port: Int)?
         var remoteAddress: String?, remotePort = 0, serverName: String?, serverPort = 0
         let httpPrefix = Array("HTTP_".utf8)
-        var rawHeaders: [(name: [UInt8], value: [UInt8])] = []
         for (name, value) in packet.variables {
             if name.starts(with: httpPrefix) {
                 let lowered = name.dropFirst(5).map { $0 == UInt8(ascii: "_") ? UInt8(ascii: "-") : ($0 >= 65 && $0 <= 90 ? $0 + 32 : $0) }
-                let headerName = String(decoding: lowered, as: UTF8.self)
-                guard !hopByHop.contains(headerName) else { continue }
-                headers.add(name: headerName, value: String(decoding: value, as: UTF8.self))
-                rawHeaders.append((lowered, value))
-                // Into the WSGI environ byte for byte; a repeated one joined with commas (RFC 9110 5.3).
+                guard !hopByHop.contains(String(decoding: lowered, as: UTF8.self)) else { continue }
+                // The head keeps each one as sent; the WSGI environ gets a repeated one joined (RFC 9110 5.3).
+                fields.append((lowered, value))
                 if let index = gateway.firstIndex(where: { $0.name == name }) {
                     gateway[index].value += [UInt8(ascii: ",")] + value
                 } else {
@@ -146,14 +147,14 @@ enum UWSGIRequest {
             let text = String(decoding: value, as: UTF8.self)
             switch String(decoding: name, as: UTF8.self) {
             case "CONTENT_TYPE":
-                if !value.isEmpty { headers.add(name: "content-type", value: text) }
+                if !value.isEmpty { fields.append((Array("content-type".utf8), value)) }
                 continue
             case "CONTENT_LENGTH":
-                guard value.isEmpty || (value.count <= 18 && value.allSatisfy { $0 >= 48 && $0 <= 57 }) else {
+                guard value.isEmpty || (value.count <= 18 && value.allSatisfy(isDigit)) else {
                     throw .invalid("CONTENT_LENGTH '\(text)' is not a length")
                 }
                 contentLength = Int64(text) ?? 0
-                if contentLength > 0 { headers.add(name: "content-length", value: text) }
+                if contentLength > 0 { fields.append((Array("content-length".utf8), value)) }
                 continue
             case "HTTPS": isSecure = isSecure || ["on", "1", "true", "yes"].contains(text.lowercased())
             case "REQUEST_SCHEME", "UWSGI_SCHEME", "wsgi.url_scheme": isSecure = isSecure || text.lowercased() == "https"
@@ -167,8 +168,9 @@ enum UWSGIRequest {
         }
         if let remoteAddress, !remoteAddress.isEmpty { client = (remoteAddress, remotePort) }
         if let serverName, !serverName.isEmpty { server = (serverName, serverPort) }
-        let head = HTTPRequestHead(version: version, method: HTTPMethod(rawValue: method), uri: uri, headers: headers)
-        return (head, RequestOrigin(isSecure: isSecure, client: client, server: server, gatewayVariables: gateway, headers: rawHeaders), contentLength)
+        let head = RequestHead(method: method, target: target, minorVersion: minorVersion, fields: fields,
+                               contentLength: contentLength > 0 ? contentLength : nil)
+        return (head, RequestOrigin(isSecure: isSecure, client: client, server: server, gatewayVariables: gateway))
     }
 }
 
@@ -177,7 +179,7 @@ enum UWSGIRequest {
 /// Refusals (a bad packet, an HTTP request, a peer not in uwsgi_allow_ips) are logged and end the
 /// connection; one that reads as HTTP is answered with a 400 saying what to change.
 final class UWSGIRequestDecoder: ByteToMessageDecoder {
-    typealias InboundOut = HTTPServerRequestPart
+    typealias InboundOut = RequestPart
 
     private enum State {
         case head
@@ -216,7 +218,7 @@ final class UWSGIRequestDecoder: ByteToMessageDecoder {
             context.fireChannelRead(wrapInboundOut(.body(slice)))
             if remaining - Int64(n) == 0 {
                 state = .head
-                context.fireChannelRead(wrapInboundOut(.end(nil)))
+                context.fireChannelRead(wrapInboundOut(.end))
             } else {
                 state = .body(remaining: remaining - Int64(n))
             }
@@ -236,7 +238,7 @@ final class UWSGIRequestDecoder: ByteToMessageDecoder {
                 return .needMoreData
             case .packet(let packet, let length):
                 buffer.moveReaderIndex(forwardBy: length)
-                let request: (head: HTTPRequestHead, origin: RequestOrigin, contentLength: Int64)
+                let request: (head: RequestHead, origin: RequestOrigin)
                 do {
                     request = try UWSGIRequest.make(packet)
                 } catch {
@@ -245,10 +247,10 @@ final class UWSGIRequestDecoder: ByteToMessageDecoder {
                 }
                 origin.pendingRequestOrigin = request.origin
                 context.fireChannelRead(wrapInboundOut(.head(request.head)))
-                if request.contentLength > 0 {
-                    state = .body(remaining: request.contentLength)
+                if let length = request.head.parsed.contentLength {
+                    state = .body(remaining: length)
                 } else {
-                    context.fireChannelRead(wrapInboundOut(.end(nil)))
+                    context.fireChannelRead(wrapInboundOut(.end))
                 }
                 return .continue
             }

@@ -5,7 +5,9 @@ import Testing
 
 @Suite struct ForwardedHeadersTests {
     func read(_ pairs: [(String, String)], policy: EdgePolicy = EdgePolicy()) -> ForwardedHeaders.Outcome {
-        ForwardedHeaders.read(HTTPHeaders(pairs), policy: policy)
+        let host = pairs.contains { $0.0.lowercased() == "host" } ? "" : "Host: x\r\n"
+        let head = try! RequestHead(parsing: "GET / HTTP/1.1\r\n" + host + pairs.map { "\($0.0): \($0.1)\r\n" }.joined() + "\r\n")
+        return ForwardedHeaders.read(head.headers, policy: policy)
     }
 
     @Test func schemeFromGunicornsDefaultHeaders() {

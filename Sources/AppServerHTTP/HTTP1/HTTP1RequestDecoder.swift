@@ -1,0 +1,82 @@
+import NIOCore
+
+/// Turns a connection's bytes into request parts with `HTTP1Parser`: heads as their own bytes (no
+/// copy), body bytes as slices of what was read, refusals as `.invalid` parts for the connection
+/// handler to answer. After a request that asks for an upgrade it parses nothing more: the bytes that
+/// follow belong to the new protocol, and go on to it when this handler is removed.
+final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = RequestPart
+
+    private var parser: HTTP1Parser
+    /// Bytes received and not yet parsed.
+    private var pending: ByteBuffer?
+    private var upgradeRequested = false
+    private var stopAfterThisRequest = false
+    private let empty = ByteBuffer()
+    private var failed = false
+    private var removed = false
+
+    init(limits: HTTP1ParserLimits) {
+        parser = HTTP1Parser(limits: limits)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        guard !failed else { return }
+        if pending == nil || pending!.readableBytes == 0 {
+            pending = incoming
+        } else {
+            pending!.writeBuffer(&incoming)
+        }
+        guard !upgradeRequested else { return }
+        decode(context: context)
+    }
+
+    private func decode(context: ChannelHandlerContext) {
+        while !removed, !failed, !upgradeRequested {
+            var buffer = pending ?? empty
+            if buffer.readableBytes == 0 && parser.isAtRequestStart { break }
+            let (event, consumed) = buffer.withUnsafeReadableBytes { parser.next($0) }
+            let part: RequestPart?
+            switch event {
+            case .needMore:
+                part = nil
+            case .head(let head):
+                part = .head(RequestHead(bytes: buffer.getSlice(at: buffer.readerIndex, length: consumed)!, parsed: head))
+                if head.upgrade { stopAfterThisRequest = true }
+            case .body(let range):
+                part = .body(buffer.getSlice(at: buffer.readerIndex + range.lowerBound, length: range.count)!)
+            case .end:
+                part = .end
+                if stopAfterThisRequest { upgradeRequested = true }
+            case .error(let error):
+                failed = true
+                part = .invalid(error)
+            }
+            buffer.moveReaderIndex(forwardBy: consumed)
+            pending = buffer.readableBytes > 0 ? buffer : nil
+            if let part {
+                context.fireChannelRead(wrapInboundOut(part))
+            } else if consumed == 0 {
+                break
+            }
+        }
+        // A partial element waits for more bytes; a long-lived buffer gives back what was read.
+        if let buffer = pending, buffer.readerIndex > 64 * 1024 {
+            var compacted = buffer
+            compacted.discardReadBytes()
+            pending = compacted
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        removed = true
+        // After an upgrade: what the client sent after its request is the new protocol's (the
+        // handlers of which come next in the pipeline). Otherwise the connection is going away.
+        if upgradeRequested, let rest = pending, rest.readableBytes > 0 {
+            pending = nil
+            context.fireChannelRead(NIOAny(rest))
+        }
+    }
+}

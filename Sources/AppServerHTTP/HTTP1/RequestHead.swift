@@ -1,0 +1,147 @@
+import NIOCore
+import NIOHTTP1
+
+/// A request head as the client sent it: its bytes, and where the method, target and fields are in
+/// them. Nothing is decoded on the way: WSGI and ASGI get the exact bytes (latin-1 for WSGI).
+public struct RequestHead: Sendable {
+    /// The head's bytes, from the request line to the empty line that ends it.
+    public let bytes: ByteBuffer
+    public let parsed: HTTP1Head
+    /// The method (a token, so ASCII).
+    public let method: String
+    public var version: HTTPVersion { HTTPVersion(major: 1, minor: parsed.minorVersion) }
+    public var headers: RequestHeaders { RequestHeaders(bytes: bytes, fields: parsed.fields) }
+
+    init(bytes: ByteBuffer, parsed: HTTP1Head) {
+        self.bytes = bytes
+        self.parsed = parsed
+        self.method = bytes.withUnsafeReadableBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[parsed.method]), as: UTF8.self) }
+    }
+
+    /// The request target's bytes.
+    public func withTarget<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try bytes.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[parsed.target])) }
+    }
+
+    public var targetBytes: [UInt8] { withTarget { Array($0) } }
+
+    /// The target as text, for logs (bytes that are not UTF-8 are replaced).
+    public var uri: String { withTarget { String(decoding: $0, as: UTF8.self) } }
+
+    /// Parses a whole head (tests, and requests made by the server itself).
+    public init(parsing text: String) throws {
+        var buffer = ByteBuffer(string: text)
+        var parser = HTTP1Parser(limits: HTTP1ParserLimits())
+        let (event, consumed) = buffer.withUnsafeReadableBytes { parser.next($0) }
+        switch event {
+        case .head(let head):
+            self.init(bytes: buffer.readSlice(length: consumed)!, parsed: head)
+        case .error(let error):
+            throw error
+        default:
+            throw HTTP1ParseError(400, "not a whole request head")
+        }
+    }
+
+    /// A head made from parts that were parsed elsewhere (a uwsgi packet's variables): written out as
+    /// HTTP/1.1 bytes, the values exactly as given.
+    init(method: [UInt8], target: [UInt8], minorVersion: Int, fields: [(name: [UInt8], value: [UInt8])], contentLength: Int64?) {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(method.count + target.count + 16 + fields.reduce(0) { $0 + $1.name.count + $1.value.count + 4 })
+        buffer.writeBytes(method)
+        buffer.writeStaticString(" ")
+        let targetStart = buffer.writerIndex
+        buffer.writeBytes(target)
+        let targetEnd = buffer.writerIndex
+        buffer.writeStaticString(minorVersion == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
+        var ranges: [HTTP1Field] = []
+        ranges.reserveCapacity(fields.count)
+        for (name, value) in fields {
+            let nameStart = buffer.writerIndex
+            buffer.writeBytes(name)
+            let nameEnd = buffer.writerIndex
+            buffer.writeStaticString(": ")
+            let valueStart = buffer.writerIndex
+            buffer.writeBytes(value)
+            ranges.append(HTTP1Field(nameStart: Int32(nameStart), nameEnd: Int32(nameEnd), valueStart: Int32(valueStart), valueEnd: Int32(buffer.writerIndex)))
+            buffer.writeStaticString("\r\n")
+        }
+        buffer.writeStaticString("\r\n")
+        var head = HTTP1Head(method: 0..<method.count, target: targetStart..<targetEnd, minorVersion: minorVersion, fields: ranges,
+                             length: buffer.readableBytes, keepAlive: false)
+        head.contentLength = contentLength
+        self.init(bytes: buffer, parsed: head)
+    }
+}
+
+/// The fields of a request head, read in place.
+public struct RequestHeaders: Sendable {
+    let bytes: ByteBuffer
+    let fields: [HTTP1Field]
+
+    public var count: Int { fields.count }
+
+    /// Each field's name and value bytes, in order (the names as the client spelled them).
+    public func forEach(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Void) rethrows {
+        try bytes.withUnsafeReadableBytes { raw in
+            for field in fields {
+                try body(UnsafeRawBufferPointer(rebasing: raw[Int(field.nameStart)..<Int(field.nameEnd)]),
+                         UnsafeRawBufferPointer(rebasing: raw[Int(field.valueStart)..<Int(field.valueEnd)]))
+            }
+        }
+    }
+
+    /// The first value of a field (name compared without case), as text for logs and handshakes.
+    public func first(name: String) -> String? {
+        let wanted = Array(name.lowercased().utf8)
+        var found: String?
+        forEach { n, v in
+            if found == nil && Self.equalsLowercased(n, wanted) { found = String(decoding: v, as: UTF8.self) }
+        }
+        return found
+    }
+
+    public func contains(name: String) -> Bool { first(name: name) != nil }
+
+    /// Every value of a field, its comma-separated elements apart and trimmed.
+    public func tokens(name: String) -> [String] {
+        let wanted = Array(name.lowercased().utf8)
+        var result: [String] = []
+        forEach { n, v in
+            guard Self.equalsLowercased(n, wanted) else { return }
+            for element in String(decoding: v, as: UTF8.self).split(separator: ",") {
+                let trimmed = element.trimmingCharacters(in: " \t")
+                if !trimmed.isEmpty { result.append(String(trimmed)) }
+            }
+        }
+        return result
+    }
+
+    /// Every value of a field, as text (for tests).
+    public subscript(name: String) -> [String] {
+        let wanted = Array(name.lowercased().utf8)
+        var result: [String] = []
+        forEach { n, v in if Self.equalsLowercased(n, wanted) { result.append(String(decoding: v, as: UTF8.self)) } }
+        return result
+    }
+
+    /// Whether `bytes` equal a lower-case ASCII name, without case.
+    public static func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ lower: [UInt8]) -> Bool {
+        guard bytes.count == lower.count else { return false }
+        for i in 0..<bytes.count {
+            var c = bytes[i]
+            if c >= 0x41 && c <= 0x5A { c |= 0x20 }
+            if c != lower[i] { return false }
+        }
+        return true
+    }
+}
+
+/// What the request decoders (HTTP/1.1, uwsgi) hand the connection: a head, body bytes, the end of a
+/// request, or why the bytes are refused.
+public enum RequestPart: Sendable {
+    case head(RequestHead)
+    case body(ByteBuffer)
+    case end
+    case invalid(HTTP1ParseError)
+}

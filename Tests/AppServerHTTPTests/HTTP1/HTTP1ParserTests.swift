@@ -1,0 +1,206 @@
+import Testing
+@testable import AppServerHTTP
+
+/// Feeds `text` to a parser, whole or in pieces of `piece` bytes, and describes what came out:
+/// `head METHOD TARGET 1.x`, `body TEXT` (joined), `end`, `error STATUS`.
+func parse(_ text: String, piece: Int = 0, limits: HTTP1ParserLimits = HTTP1ParserLimits()) -> [String] {
+    parse(Array(text.utf8), piece: piece, limits: limits)
+}
+
+func parse(_ input: [UInt8], piece: Int = 0, limits: HTTP1ParserLimits = HTTP1ParserLimits()) -> [String] {
+    var parser = HTTP1Parser(limits: limits)
+    var out: [String] = []
+    var pending: [UInt8] = []
+    var offered = 0
+    var body: [UInt8] = []
+    func flushBody() {
+        if !body.isEmpty { out.append("body " + String(decoding: body, as: UTF8.self)); body = [] }
+    }
+    while true {
+        let (event, consumed) = pending.withUnsafeBytes { parser.next($0) }
+        switch event {
+        case .needMore:
+            pending.removeFirst(consumed)
+            guard offered < input.count else { flushBody(); return out }
+            let n = piece > 0 ? min(piece, input.count - offered) : input.count - offered
+            pending += input[offered..<(offered + n)]
+            offered += n
+            continue
+        case .head(let head):
+            flushBody()
+            pending.withUnsafeBytes { raw in
+                out.append("head \(String(decoding: raw[head.method], as: UTF8.self)) \(String(decoding: raw[head.target], as: UTF8.self)) 1.\(head.minorVersion)"
+                           + (head.keepAlive ? "" : " close") + (head.expectsContinue ? " continue" : "") + (head.upgrade ? " upgrade" : ""))
+            }
+        case .body(let range):
+            body += pending[range]
+        case .end:
+            flushBody()
+            out.append("end")
+        case .error(let error):
+            flushBody()
+            out.append("error \(error.status)")
+            return out
+        }
+        pending.removeFirst(consumed)
+    }
+}
+
+@Suite struct HTTP1ParserTests {
+    @Test func simpleRequestsAndPipelining() {
+        #expect(parse("GET / HTTP/1.1\r\nHost: x\r\n\r\n") == ["head GET / 1.1", "end"])
+        #expect(parse("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n") == ["head GET /a 1.1", "end", "head GET /b 1.1", "end"])
+        // A complete HTTP/1.0 request followed at once by a second one: both come out.
+        #expect(parse("GET /a HTTP/1.0\r\n\r\nGET /b HTTP/1.0\r\n\r\n") == ["head GET /a 1.0 close", "end", "head GET /b 1.0 close", "end"])
+        #expect(parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n") == ["head GET / 1.0", "end"])
+        #expect(parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") == ["head GET / 1.1 close", "end"])
+        // Empty lines before a request line are skipped (RFC 9112 2.2).
+        #expect(parse("\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n") == ["head GET / 1.1", "end"])
+    }
+
+    @Test func contentLengthWithWhitespaceKeepsItsBody() {
+        for value in ["5", "5 ", " 5", "\t5\t", " \t5 \t"] {
+            #expect(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\(value)\r\n\r\nhello") == ["head POST / 1.1", "body hello", "end"], "\(value.debugDescription)")
+        }
+    }
+
+    @Test(arguments: [
+        ("Content-Length: 5\r\nContent-Length: 5", 400),
+        ("Content-Length: 5, 5", 400),
+        ("Content-Length: +5", 400),
+        ("Content-Length: 0x5", 400),
+        ("Content-Length: 1234567890123456789", 400),
+        ("Content-Length: 5\r\nTransfer-Encoding: chunked", 400),
+        ("Transfer-Encoding: gzip", 400),
+        ("Transfer-Encoding: chunked, gzip", 400),
+        ("Transfer-Encoding: gzip, chunked", 501),
+        ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", 400),
+        ("Transfer-Encoding: identity", 400),
+    ])
+    func framingRefusals(fields: String, status: Int) {
+        #expect(parse("POST / HTTP/1.1\r\nHost: x\r\n\(fields)\r\n\r\nhello").last == "error \(status)")
+    }
+
+    @Test func transferEncodingInHTTP10IsRefused() {
+        #expect(parse("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == ["error 400"])
+    }
+
+    @Test func chunkedBodiesWithExtensionsAndTrailers() {
+        let request = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n5; name=value\r\nhello\r\n6 ; a ; b=\"c d\"\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n"
+        let expected = ["head POST / 1.1", "body hello world", "end"]
+        #expect(parse(request) == expected)
+        // The same, byte by byte and in odd pieces: parsing does not depend on how bytes arrive.
+        for piece in [1, 2, 3, 7, 13] { #expect(parse(request, piece: piece) == expected, "piece \(piece)") }
+        #expect(parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                == ["head POST / 1.1", "body 0123456789", "end", "head GET / 1.1", "end"])
+    }
+
+    @Test(arguments: [
+        "5\r\nhelloX\r\n0\r\n\r\n",                 // data longer than its size
+        "5 \r\nhello\r\n0\r\n\r\n",                 // whitespace after the size, no extension
+        "x\r\n",                                    // not a size
+        "FFFFFFFFFFFFFFFFF\r\n",                    // overflows
+        "5\nhello\r\n0\r\n\r\n",                    // bare LF
+        "5;\u{1}\r\nhello\r\n0\r\n\r\n",             // a control byte in an extension
+        "0\r\nContent-Length: 5\r\n\r\n",           // forbidden trailers
+        "0\r\nHost: y\r\n\r\n",
+        "0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "0\r\n folded: x\r\n\r\n",
+    ])
+    func chunkedRefusals(body: String) {
+        #expect(parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body).last == "error 400")
+    }
+
+    @Test func chunkExtensionsAreBounded() {
+        var limits = HTTP1ParserLimits()
+        limits.chunkExtensions = 100
+        let long = "5;" + String(repeating: "a", count: 200) + "\r\nhello\r\n0\r\n\r\n"
+        #expect(parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + long, limits: limits).last == "error 400")
+        // Unbounded input with no line end is refused as soon as it passes the limit.
+        let endless = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;" + String(repeating: "a", count: 1 << 20)
+        #expect(parse(endless, piece: 4096, limits: limits).last == "error 400")
+    }
+
+    @Test(arguments: [
+        ("GET / HTTP/1.1\r\n\r\n", 400),                                        // no Host in 1.1
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),                  // two Hosts
+        ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),                           // a Host with a space
+        ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400),
+        ("GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),                             // asterisk-form is for OPTIONS
+        ("GET x HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("CONNECT /a HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        ("GET / HTTP/0.9\r\nHost: x\r\n\r\n", 505),
+        ("GET / HTTP/1.10\r\nHost: x\r\n\r\n", 400),
+        ("GET / http/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400),                            // two spaces
+        ("GET / HTTP/1.1 \r\nHost: x\r\n\r\n", 400),
+        ("G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /a\u{1}b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET / HTTP/1.1\nHost: x\n\n", 400),                                   // bare LF
+        ("GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", 400),                      // bare CR
+        ("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),                 // obs-fold
+        ("GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),                            // space before the colon
+        ("GET / HTTP/1.1\r\nHo(st: x\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: x\r\nX: a\u{0}b\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", 417),
+    ])
+    func headRefusals(request: String, status: Int) {
+        #expect(parse(request) == ["error \(status)"])
+    }
+
+    @Test func versionsAndTargets() {
+        #expect(parse("GET / HTTP/1.2\r\nHost: x\r\n\r\n") == ["head GET / 1.1", "end"])
+        #expect(parse("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n") == ["head OPTIONS * 1.1", "end"])
+        #expect(parse("GET http://x/a?b HTTP/1.1\r\nHost: x\r\n\r\n") == ["head GET http://x/a?b 1.1", "end"])
+        #expect(parse("CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n") == ["head CONNECT x:443 1.1", "end"])
+        #expect(parse("GET /caf\u{e9} HTTP/1.1\r\nHost: [::1]:80\r\n\r\n") == ["head GET /café 1.1", "end"])
+        #expect(parse("GET / HTTP/1.1\r\nHost:\r\n\r\n") == ["head GET / 1.1", "end"])
+    }
+
+    @Test func expectationsWithoutCaseOrWhitespace() {
+        #expect(parse("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue \r\nContent-Length: 1\r\n\r\na") == ["head POST / 1.1 continue", "body a", "end"])
+        #expect(parse("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\na") == ["head POST / 1.0 close", "body a", "end"])
+    }
+
+    @Test func upgradeNeedsBothFields() {
+        #expect(parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n") == ["head GET / 1.1 upgrade", "end"])
+        #expect(parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, upgrade\r\n\r\n") == ["head GET / 1.1", "end"])
+    }
+
+    @Test func limits() {
+        var limits = HTTP1ParserLimits()
+        limits.requestLine = 20
+        limits.fieldCount = 2
+        limits.fieldSize = 20
+        #expect(parse("GET /" + String(repeating: "a", count: 30) + " HTTP/1.1\r\nHost: x\r\n\r\n", limits: limits) == ["error 414"])
+        // Refused before the head ends, when the line alone is too long.
+        #expect(parse("GET /" + String(repeating: "a", count: 3000), piece: 100, limits: limits) == ["error 414"])
+        #expect(parse("GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n", limits: limits) == ["error 431"])
+        #expect(parse("GET / HTTP/1.1\r\nHost: " + String(repeating: "x", count: 30) + "\r\n\r\n", limits: limits) == ["error 431"])
+        limits.headSize = 100
+        limits.fieldCount = 0
+        #expect(parse("GET / HTTP/1.1\r\n" + String(repeating: "A: 1\r\n", count: 50), piece: 10, limits: limits) == ["error 431"])
+    }
+
+    @Test func headFieldsAreByteExact() throws {
+        let text: [UInt8] = Array("GET / HTTP/1.1\r\nHost: x\r\nX-Name:  caf".utf8) + [0xE9] + Array(" \t\r\nX-Empty:\r\n\r\n".utf8)
+        var parser = HTTP1Parser()
+        let (event, consumed) = text.withUnsafeBytes { parser.next($0) }
+        guard case .head(let head) = event else { Issue.record("no head"); return }
+        #expect(consumed == text.count)
+        let values = head.fields.map { Array(text[Int($0.valueStart)..<Int($0.valueEnd)]) }
+        #expect(values == [Array("x".utf8), Array("caf".utf8) + [0xE9], []])
+    }
+}
+
+extension HTTP1ParserTests {
+    @Test func bytesThatCannotStartARequestAreRefusedAtOnce() {
+        // A TLS ClientHello and a uwsgi packet, incomplete: refused without waiting for a line end.
+        #expect(parse([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]) == ["error 400"])
+        #expect(parse([0x00, 0x10, 0x00, 0x00, 0x0E, 0x00]) == ["error 400"])
+        #expect(parse(" GET / HTTP/1.1") == ["error 400"])
+        #expect(parse("GET") == [])   // a method on its way: wait
+    }
+}
