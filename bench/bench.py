@@ -17,11 +17,14 @@ ROOT = HERE.parent
 APPS = HERE / "apps"
 BIN = Path(os.environ.get("VIRTUAL_ENV", sys.prefix)) / "bin"
 APPSERVER = ROOT / ".build" / "release" / "appserver"
+# Another build of appserver to compare with in the same run (before/after a change): `appserver-baseline`.
+BASELINE = os.environ.get("APPSERVER_BASELINE", "")
 PORT = 8765
 
 # Each server: its command line for (interface, module), and the interfaces it serves.
 SERVERS = {
     "appserver": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
+    "appserver-baseline": (lambda iface, module: [BASELINE or "/nonexistent", "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
     "appserver-t2": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "2", "--chdir", str(APPS), f"{module}:app"], {"wsgi"}),
     "granian": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--runtime-threads", "2", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
     "granian-default": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
