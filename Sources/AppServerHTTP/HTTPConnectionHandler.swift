@@ -58,22 +58,13 @@ enum RequestHeadCheck {
 }
 
 /// One HTTP/1.1 connection: keep-alive, pipelining (requests queue while one is answered), body
-/// backpressure, limits, timeouts and draining. Protocol decisions only; the bytes of a response are
-/// made by `ResponseWriter` on the app's thread.
+/// backpressure, limits, timeouts and draining. The decisions are `ConnectionStateMachine`'s; this
+/// handler carries them out on the channel. The bytes of a response are made by `ResponseWriter` on
+/// the app's thread.
 final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler, ServerConnection {
     typealias InboundIn = RequestPart
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
-
-    private enum State {
-        /// Between requests, waiting for the next one (the keep-alive timer runs).
-        case idle
-        /// A request is being answered. `requestDone`: its body has been read to the end.
-        case active(HTTPExchange, requestDone: Bool, responseDone: Bool)
-        /// The response went out but the app left body unread: read it and throw it away.
-        case discarding(HTTPExchange, discarded: Int)
-        case closed
-    }
 
     private let server: HTTPServer
     private let limits: HTTPLimits
@@ -84,7 +75,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let uwsgi: Bool
     /// Whether the peer's X-Forwarded-* headers are believed (forwarded_allow_ips), found once.
     private var forwardedTrusted: Bool?
-    private var state = State.idle
+    private var machine: ConnectionStateMachine
+    /// The request being answered (or whose unread body is being discarded).
+    private var current: HTTPExchange?
     private var context: ChannelHandlerContext!
     /// Parts of pipelined requests that arrived while an earlier one is still answered.
     private var queued = CircularBuffer<RequestPart>()
@@ -93,11 +86,6 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// When the idle or header timeout ends; checked by the server's once-a-second sweep, which is
     /// far cheaper than scheduling and cancelling a timer for every request.
     private(set) var deadline: NIODeadline?
-    private var headStarted = false
-    /// Requests from now on are answered with `Connection: close` (draining, max-requests).
-    private var closeAfterResponse = false
-    /// The response just sent said `Connection: close` (or could not keep the connection): close it.
-    private var closeWhenDone = false
     private var requestCount = 0
     /// The peer's and our address, read once per connection (NIO takes a lock for each read).
     private var addresses: (remote: SocketAddress?, local: SocketAddress?)?
@@ -111,6 +99,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.logger = logger
         self.origin = origin
         self.uwsgi = uwsgi
+        // `--keep-alive 0` turns keep-alive off; a uwsgi connection carries one request (nginx never reuses one).
+        machine = ConnectionStateMachine(keepAliveEnabled: limits.keepAlive > 0 && !uwsgi, maxBodyDiscard: limits.maxBodyDiscard)
     }
 
     // MARK: lifecycle
@@ -118,96 +108,78 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         server.register(self)
-        // A new connection has the header timeout to send its first request.
-        armTimer(seconds: limits.headerTimeout)
+        arm(machine.opened())
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        cancelTimer()
-        switch state {
-        case .active(let exchange, _, _), .discarding(let exchange, _): exchange.abort()
-        default: break
-        }
-        state = .closed
+        deadline = nil
+        current?.abort()
+        current = nil
+        machine.closed()
         server.unregister(self)
         context.fireChannelInactive()
     }
 
     /// The server drains: the response in progress (or the next one) closes the connection.
     func drain() {
-        // An idle connection is not closed at once: a request may be on its way, and closing would
-        // fail it. It gets the keep-alive timeout to send one (answered, then closed).
-        closeAfterResponse = true
-        if isIdle && !headStarted {
-            armTimer(seconds: min(limits.keepAlive, limits.headerTimeout))
-        }
-    }
-
-    private var isIdle: Bool {
-        if case .idle = state { return true }
-        return false
+        if let timer = machine.drain() { arm(timer) }
     }
 
     // MARK: reading
 
     func bytesArrived() {
-        guard isIdle, !headStarted else { return }
-        headStarted = true
-        armTimer(seconds: limits.headerTimeout)
+        if let timer = machine.bytesArrived() { arm(timer) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
-        switch state {
-        case .active(_, requestDone: true, _):
-            queued.append(part)      // pipelined: wait for the current response
-        case .closed:
-            break
-        default:
-            handle(part)
+        switch machine.arrival() {
+        case .queue: queued.append(part)
+        case .drop: break
+        case .handle: handle(part)
         }
     }
 
     private func handle(_ part: RequestPart) {
-        switch (part, state) {
-        case (.invalid(let error), _):
+        switch part {
+        case .invalid(let error):
             refuse(error)
-        case (.head(let head), .idle):
+        case .head(let head):
+            guard case .idle = machine.phase else { return }
             startRequest(head)
-        case (.body(let buffer), .active(let exchange, false, _)):
-            bodyReceived += Int64(buffer.readableBytes)
-            if limits.requestBody > 0 && bodyReceived > limits.requestBody {
-                // A chunked body over the limit: the app's next read raises, and it answers 413.
-                exchange.body.fail(.tooLarge(limit: limits.requestBody))
-                return
+        case .body(let buffer):
+            switch machine.phase {
+            case .active(requestDone: false, _):
+                guard let exchange = current else { return }
+                bodyReceived += Int64(buffer.readableBytes)
+                if limits.requestBody > 0 && bodyReceived > limits.requestBody {
+                    // A chunked body over the limit: the app's next read raises, and it answers 413.
+                    exchange.body.fail(.tooLarge(limit: limits.requestBody))
+                    return
+                }
+                if exchange.body.append(buffer) { bodyPaused = true }
+            case .discarding:
+                if !machine.discarded(buffer.readableBytes) { close() }
+            default:
+                break
             }
-            if exchange.body.append(buffer) { bodyPaused = true }
-        case (.end, .active(let exchange, false, let responseDone)):
-            exchange.body.finish()
-            state = .active(exchange, requestDone: true, responseDone: responseDone)
-            if dispatchAtEnd {
-                dispatchAtEnd = false
-                server.application.handle(exchange)
-            } else if responseDone {
-                finishExchange()
+        case .end:
+            if case .active(requestDone: false, _) = machine.phase { current?.body.finish() }
+            let dispatch = dispatchAtEnd
+            dispatchAtEnd = false
+            switch machine.requestEnded(dispatchWaiting: dispatch) {
+            case .none: break
+            case .dispatch: if let exchange = current { server.application.handle(exchange) }
+            case .finish(let finish): apply(finish)
             }
-        case (.body(let buffer), .discarding(let exchange, let discarded)):
-            let total = discarded + buffer.readableBytes
-            if total > limits.maxBodyDiscard { close(); return }
-            state = .discarding(exchange, discarded: total)
-        case (.end, .discarding):
-            finishExchange()
-        default:
-            break
         }
     }
 
     private func startRequest(_ head: RequestHead) {
-        cancelTimer()
-        headStarted = false
+        deadline = nil
         requestCount += 1
         bodyReceived = 0
-        if !server.requestStarted() { closeAfterResponse = true }
+        let lastAllowed = !server.requestStarted()
         let facts = head.parsed
         if let refusal = RequestHeadCheck.refusal(head, limits: limits, headerMap: server.edge.headerMap) {
             logger.debug("refused a request from \(addresses?.remote.logText ?? origin.remote.logText): \(refusal.reason)")
@@ -227,14 +199,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             case .success(let found): requestOrigin = found
             case .failure(let reason):
                 logger.debug("bad request from \(addresses?.remote.logText ?? "?"): \(reason)")
+                server.countRefusal(400)
                 writeErrorAndClose(.badRequest)
                 return
             }
         }
-        // `--keep-alive 0` turns keep-alive off: every response closes its connection. A uwsgi
-        // connection carries one request (nginx never reuses one).
         // A request asking for an upgrade closes after its response unless the app upgrades it.
-        let keepAlive = facts.keepAlive && !facts.upgrade && !closeAfterResponse && limits.keepAlive > 0 && !uwsgi
+        let keepAlive = machine.requestStarted(keepAliveRequested: facts.keepAlive && !facts.upgrade, lastAllowed: lastAllowed)
         let info = RequestInfo(head: head, keepAlive: keepAlive, hasBody: hasBody,
                                contentLength: facts.contentLength, remoteAddress: addresses?.remote, localAddress: addresses?.local,
                                origin: requestOrigin, viaUWSGI: uwsgi)
@@ -252,9 +223,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         let exchange = HTTPExchange(request: info, body: body, limits: limits, eventLoop: eventLoop, connection: loopBound,
                                     allocator: channel.allocator, drainFlag: server.drainFlag)
-        // `requestDone` turns true with the request's `.end` part (also for a request without body),
-        // so that only the parts of a *next* request count as pipelined.
-        state = .active(exchange, requestDone: false, responseDone: false)
+        current = exchange
         if hasBody && !facts.chunked && !expectsContinue && (facts.contentLength ?? 0) <= Int64(limits.bodyHighWater) {
             dispatchAtEnd = true
         } else {
@@ -308,12 +277,12 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     // MARK: writing
 
     func writeContinue() {
-        guard case .active(_, false, false) = state else { return }
+        guard case .active(requestDone: false, responseDone: false) = machine.phase else { return }
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
     }
 
     func writeResponse(_ output: ResponseOutput, size: Int, end: Bool, close: Bool, for exchange: HTTPExchange) {
-        guard case .active(let current, let requestDone, false) = state, current === exchange else {
+        guard current === exchange, case .active(_, responseDone: false) = machine.phase else {
             if case .file(let fd, _, _, _, _) = output { Glibc.close(fd) }
             if !end { exchange.didWrite(size) }
             return
@@ -347,26 +316,24 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         context.flush()
         if !end { return }
+        server.requestFinished()
         // Close only if the response said so. One that went out as keep-alive before a drain began
         // leaves the connection open: the client may be sending its next request already, which is
         // then answered with `Connection: close`.
-        if close || !exchange.request.keepAlive { closeWhenDone = true }
-        server.requestFinished()
-        if requestDone {
-            state = .active(exchange, requestDone: true, responseDone: true)
-            finishExchange()
-        } else if !exchange.request.hasBody {
-            // Answered before the request's `.end` part was read (the app ran on the I/O thread):
-            // that part comes next and finishes the exchange.
-            state = .active(exchange, requestDone: false, responseDone: true)
-        } else if closeWhenDone || exchange.request.headers.contains(name: "expect")
-                    || exchange.request.contentLength.map({ $0 > Int64(limits.maxBodyDiscard) }) ?? false {
+        let request = exchange.request
+        let mustNotDiscard = request.headers.contains(name: "expect")
+            || request.contentLength.map({ $0 > Int64(limits.maxBodyDiscard) }) ?? false
+        switch machine.responseEnded(close: close || !request.keepAlive, bodyPending: request.hasBody, mustNotDiscard: mustNotDiscard) {
+        case .finish(let finish):
+            apply(finish)
+        case .awaitRequestEnd:
+            break   // answered before the request's `.end` part was read (the app ran on the I/O thread)
+        case .close:
             self.close()
-        } else {
+        case .discardBody(let timer):
             // Read the rest of the body the app did not want, so that the next request can follow.
             exchange.body.fail(.disconnected)
-            state = .discarding(exchange, discarded: 0)
-            armTimer(seconds: limits.headerTimeout)   // a client that stops sending is not waited on forever
+            arm(timer)   // a client that stops sending is not waited on forever
             bodyPaused = false
             resumeReadingIfPending()
         }
@@ -375,13 +342,14 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// The app accepted a websocket upgrade: the 101 response, then the pipeline turns from HTTP
     /// into websocket frames (encoder, decoder with the size limit, fragments joined, the handler).
     func upgradeToWebSocket(_ exchange: HTTPExchange, head: ByteBuffer, webSocket: WebSocketConnection) {
-        guard case .active(let current, _, false) = state, current === exchange, let context else {
+        guard current === exchange, case .active(_, responseDone: false) = machine.phase, let context else {
             webSocket.markClosed()
             webSocket.delegate?.webSocketClosed(code: 1006, reason: "")
             return
         }
-        cancelTimer()
-        state = .closed
+        deadline = nil
+        machine.closed()
+        current = nil
         server.requestFinished()
         context.writeAndFlush(wrapOutboundOut(head), promise: nil)
         let pipeline = context.pipeline.syncOperations
@@ -405,43 +373,45 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func closeAfterFailure(_ exchange: HTTPExchange) {
-        guard case .active(let current, _, _) = state, current === exchange else { return }
+        guard current === exchange, case .active = machine.phase else { return }
         close()
     }
 
-    private func finishExchange() {
-        if closeWhenDone {
+    /// Carries out the end of an exchange: close, or idle with the requests pipelined meanwhile
+    /// handled in order, until one is active again.
+    private func apply(_ finish: ConnectionStateMachine.Finish) {
+        switch finish {
+        case .close:
             close()
-            return
-        }
-        state = .idle
-        bodyPaused = false
-        armTimer(seconds: closeAfterResponse ? min(limits.keepAlive, limits.headerTimeout) : limits.keepAlive)
-        // Requests that were pipelined behind this one go now, in order, until one is active again.
-        while let part = queued.popFirst() {
-            if case .active(_, requestDone: true, _) = state {
-                queued.prepend(part)
-                break
+        case .idle(let timer):
+            current = nil
+            bodyPaused = false
+            arm(timer)
+            while let part = queued.popFirst() {
+                if machine.arrival() == .queue {
+                    queued.prepend(part)
+                    break
+                }
+                handle(part)
             }
-            handle(part)
+            resumeReadingIfPending()
         }
-        resumeReadingIfPending()
     }
 
     /// An error status made by the server itself, after which the connection closes.
     func writeErrorAndClose(_ status: HTTPResponseStatus) {
-        guard let context else { return }
+        guard let context, !closing else { return }
+        closing = true
         let reason = status.reasonPhrase
         let body = "\(status.code) \(reason)\n"
         var buffer = context.channel.allocator.buffer(capacity: 160)
         buffer.writeString("HTTP/1.1 \(status.code) \(reason)\r\nServer: appserver\r\nDate: ")
         buffer.writeBytes(HTTPDate.current())
         buffer.writeString("\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
-        switch state {
-        case .active(let exchange, _, _): exchange.abort()
-        default: break
-        }
-        state = .closed
+        current?.abort()
+        current = nil
+        machine.answeredWithError()
+        deadline = nil
         context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
     }
 
@@ -451,19 +421,22 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private func refuse(_ error: HTTP1ParseError) {
         server.countRefusal(error.status)
         let peer = addresses?.remote.logText ?? origin.remote.logText
-        switch state {
-        case .idle:
-            if requestCount == 0, let hint = (try? context.pipeline.syncOperations.handler(type: RequestStartObserver.self))?.mismatchHint {
+        let firstRequest = requestCount == 0
+        switch machine.refused() {
+        case .answerAndClose:
+            if firstRequest, let hint = (try? context.pipeline.syncOperations.handler(type: RequestStartObserver.self))?.mismatchHint {
                 server.warnRarely("mismatch", "\(hint) (peer \(peer))")
             }
             logger.debug("refused a request from \(peer): \(error)")
             writeErrorAndClose(HTTPResponseStatus(statusCode: error.status))
-        case .active(let exchange, false, let responseDone):
+        case .failBody:
             logger.debug("refused the body of a request from \(peer): \(error)")
-            exchange.body.fail(.malformed(error.reason))
-            closeWhenDone = true
-            if responseDone { close() }
-        default:
+            current?.body.fail(.malformed(error.reason))
+        case .failBodyAndClose:
+            logger.debug("refused the body of a request from \(peer): \(error)")
+            current?.body.fail(.malformed(error.reason))
+            close()
+        case .close:
             close()
         }
     }
@@ -473,46 +446,41 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func close() {
-        guard let context else { return }
-        if case .closed = state { return }
-        switch state {
-        case .active(let exchange, _, _), .discarding(let exchange, _): exchange.abort()
-        default: break
-        }
-        state = .closed
-        cancelTimer()
+        guard let context, !closing else { return }
+        closing = true
+        current?.abort()
+        current = nil
+        machine.closed()
+        deadline = nil
         // Writes complete in order: closing after an empty one lets a response in flight go out whole.
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
             context.close(promise: nil)
         }
     }
 
+    /// The connection is on its way out (closed, or closing after an error answer): nothing more is sent.
+    private var closing = false
+
     // MARK: timers
 
-    private func armTimer(seconds: Int64) {
+    private func arm(_ timer: ConnectionStateMachine.Timer) {
+        let seconds: Int64
+        switch timer {
+        case .header: seconds = limits.headerTimeout
+        case .keepAlive: seconds = limits.keepAlive
+        case .drainGrace: seconds = min(limits.keepAlive, limits.headerTimeout)
+        case .none: seconds = 0
+        }
         deadline = seconds > 0 ? context.eventLoop.now + .seconds(seconds) : nil
-    }
-
-    private func cancelTimer() {
-        deadline = nil
     }
 
     /// Called by the server's sweep when `deadline` has passed.
     func deadlinePassed() {
         deadline = nil
-        timerFired()
-    }
-
-    private func timerFired() {
-        if case .discarding = state {
-            close()
-            return
-        }
-        guard isIdle else { return }
-        if headStarted {
-            writeErrorAndClose(.requestTimeout)   // the head did not arrive in time
-        } else {
-            close()                               // an idle keep-alive connection
+        switch machine.deadlinePassed() {
+        case .none: break
+        case .close: close()
+        case .answer408: writeErrorAndClose(.requestTimeout)   // the head did not arrive in time
         }
     }
 }
