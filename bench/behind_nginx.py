@@ -9,7 +9,6 @@ Chains, alternated run by run (median of --runs):
 Usage: bench/run.sh nginx [--runs 3] [--seconds 10]"""
 import argparse
 import os
-import re
 import shutil
 import signal
 import socket
@@ -19,6 +18,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from bench import run_wrk
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -115,19 +116,7 @@ def stop(procs):
 
 
 def wrk(seconds):
-    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{PORT}/"],
-                         capture_output=True, text=True, timeout=seconds + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-
-    def latency(p):
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": latency(50), "p99": latency(99),
-            "errors": sum(map(int, errors.groups())) if errors else 0, "non2xx": int(non2xx.group(1)) if non2xx else 0}
+    return run_wrk(f"http://127.0.0.1:{PORT}/", seconds)
 
 
 def main():

@@ -26,23 +26,27 @@ final class EchoPathApplication: HTTPApplication, @unchecked Sendable {
     }
 }
 
+/// A connection of a test server in an EmbeddedChannel, connected first (its peer is known when its
+/// pipeline is made, as after accept).
+func makeChannel(_ app: EchoPathApplication, limits: HTTPLimits = HTTPLimits(), listener: ListenerOptions = ListenerOptions(descriptor: -1),
+                 edge: EdgePolicy = EdgePolicy(), peer: String = "127.0.0.1") throws -> EmbeddedChannel {
+    let channel = EmbeddedChannel()
+    try channel.connect(to: SocketAddress(ipAddress: peer, port: 4000)).wait()
+    let server = HTTPServer(application: app, limits: limits, edge: edge, eventLoop: channel.embeddedEventLoop,
+                            logger: Logger(label: "test"), onRequestFinished: { _ in })
+    try server.configureForTesting(channel, listener: listener)
+    return channel
+}
+
+/// Everything the connection wrote so far, as text.
+func output(_ channel: EmbeddedChannel) throws -> String {
+    channel.embeddedEventLoop.run()
+    var text = ""
+    while let buffer = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: buffer) }
+    return text
+}
+
 @Suite struct HTTPConnectionTests {
-    func makeChannel(_ app: EchoPathApplication, limits: HTTPLimits = HTTPLimits()) throws -> EmbeddedChannel {
-        let channel = EmbeddedChannel()
-        let server = HTTPServer(application: app, limits: limits, eventLoop: channel.embeddedEventLoop,
-                                logger: Logger(label: "test"), onRequestFinished: { _ in })
-        try server.configureForTesting(channel)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-        return channel
-    }
-
-    func output(_ channel: EmbeddedChannel) throws -> String {
-        channel.embeddedEventLoop.run()
-        var text = ""
-        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: buffer) }
-        return text
-    }
-
     @Test func pipelinedRequestsAreAnsweredInOrder() throws {
         let app = EchoPathApplication()
         app.answerImmediately = false

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from conftest import wait_until
+from conftest import free_port, wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
@@ -126,7 +126,7 @@ class Nginx:
         assert check.returncode == 0, check.stderr + config
         self.proc = subprocess.Popen([NGINX, "-c", str(self.config), "-p", str(directory), "-e", str(self.error_log)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: can_connect(self.http_port) and can_connect(self.https_port), 10, message="nginx to listen")
+        wait_until(lambda: listening(self.http_port) and listening(self.https_port), 10, message="nginx to listen")
 
     def errors(self):
         """nginx's [error] lines (a failed or retried upstream request shows here)."""
@@ -143,13 +143,7 @@ class Nginx:
                 self.proc.wait()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def can_connect(port):
+def listening(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True

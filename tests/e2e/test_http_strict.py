@@ -229,3 +229,26 @@ def test_header_bytes_reach_the_app_exactly(server):
         assert headers["x-rep"] == "\xe9a,b\xe9"
     else:
         assert sorted(v for k, v in seen["headers"] if k == "x-rep") == ["b\xe9", "\xe9a"]
+
+
+def test_websocket_frame_sent_with_the_upgrade_request(serve):
+    # The bytes after an upgrade request belong to the new protocol: a frame sent in the same packet
+    # as the handshake must reach the websocket, not the HTTP parser.
+    import base64
+    import os
+    server = serve("edgeasgi:app")
+    key = base64.b64encode(os.urandom(16))
+    mask = os.urandom(4)
+    payload = b"early"
+    frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    conn = Conn(server.port)
+    try:
+        conn.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n" + frame)
+        status, headers, _ = conn.response()
+        assert status == 101, headers
+        while len(conn.buffer) < 2 + len(b"echo: early"):
+            conn._fill()
+        assert conn.buffer[0] == 0x81 and conn.buffer[2:2 + conn.buffer[1]] == b"echo: early", conn.buffer
+    finally:
+        conn.close()

@@ -8,24 +8,6 @@ import Testing
 
 /// Connections of uwsgi and PROXY listeners, and trusted proxies' headers, through the real pipeline.
 @Suite struct EdgeConnectionTests {
-    func makeChannel(_ app: EchoPathApplication, listener: ListenerOptions = ListenerOptions(descriptor: -1),
-                     edge: EdgePolicy = EdgePolicy(), peer: String = "127.0.0.1") throws -> EmbeddedChannel {
-        let channel = EmbeddedChannel()
-        // Connected first: the connection's peer is known when its pipeline is made, as after accept.
-        try channel.connect(to: SocketAddress(ipAddress: peer, port: 4000)).wait()
-        let server = HTTPServer(application: app, limits: HTTPLimits(), edge: edge, eventLoop: channel.embeddedEventLoop,
-                                logger: Logger(label: "test"), onRequestFinished: { _ in })
-        try server.configureForTesting(channel, listener: listener)
-        return channel
-    }
-
-    func output(_ channel: EmbeddedChannel) throws -> String {
-        channel.embeddedEventLoop.run()
-        var text = ""
-        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: buffer) }
-        return text
-    }
-
     @Test func uwsgiRequestIsServedWithoutChunksAndCloses() throws {
         let app = EchoPathApplication()
         app.answerImmediately = false
