@@ -55,8 +55,8 @@ $(FUZZER): Sources/AppServerHTTP/HTTP1/HTTP1Parser.swift fuzz/HTTP1ParserFuzz.sw
 	test -x $@
 
 fuzz-smoke: $(FUZZER)
-	rm -rf .build-fuzz/corpus && cp -r fuzz/corpus .build-fuzz/corpus
-	SWIFT_BACKTRACE=enable=no $(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 -artifact_prefix=.build-fuzz/ .build-fuzz/corpus 2>&1 \
+	rm -rf .build-fuzz/smoke && cp -r fuzz/corpus .build-fuzz/smoke
+	SWIFT_BACKTRACE=enable=no $(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 -artifact_prefix=.build-fuzz/ .build-fuzz/smoke 2>&1 \
 		| grep -E "^(stat::number_of_executed_units|stat::new_units_added|Done)|ERROR|Fatal error|precondition|artifact" ; test $${PIPESTATUS[0]} -eq 0
 
 fuzz: $(FUZZER)
@@ -75,4 +75,4 @@ bench: deps build
 	bench/run.sh
 
 clean:
-	rm -rf .build .build-deb dist $(VENV)
+	rm -rf .build .build-deb .build-fuzz dist $(VENV)

@@ -20,6 +20,7 @@ public final class Arbiter {
         var abortedAt: Double?
         var retiring = false
         var booted: Bool { slot.booted.load(ordering: .relaxed) == 1 }
+        var accepting: Bool { slot.accepting.load(ordering: .relaxed) == 1 }
     }
 
     private var config: ServerConfig
@@ -37,6 +38,9 @@ public final class Arbiter {
     private var generation = 1
     /// The generation and config to go back to when a reload's new app fails to boot.
     private var previous: (generation: Int, config: ServerConfig)?
+    /// The new generation serves; the reload is answered once the old workers stopped accepting.
+    private var reloadClosing = false
+    private var reloadClosingSince: Double?
     private var signals: SignalPipe!
     private var stopping: (mode: Stop, deadline: Double)?
     private var exitStatus: Int32 = 0
@@ -151,7 +155,8 @@ public final class Arbiter {
     // MARK: signals
 
     private func sleepUntilSignal() {
-        var timeout: Int32 = stopping == nil ? 1000 : 100
+        // Short waits while stopping, and while a reload waits for the old workers to stop accepting.
+        var timeout: Int32 = stopping != nil ? 100 : reloadClosing ? 10 : 1000
         if let interval = notifier.watchdogInterval {
             // Wake often enough to ping the watchdog on time (it is due every `interval` seconds).
             timeout = min(timeout, Int32(max(10, interval * 1000 / 4)))
@@ -409,9 +414,19 @@ public final class Arbiter {
         while !old.isEmpty && booted + old.count > workerCount {
             retire(old.removeFirst().pid)
         }
-        if old.isEmpty && previous != nil && booted >= workerCount {
+        // Done when the new generation serves and no retiring worker of the old one still accepts
+        // (it got TERM, but closes its listeners a moment later): from then on every new
+        // connection reaches the new app, which is what a reload that succeeded promises.
+        // A worker too stuck to close its listeners is not waited on for more than 2 s.
+        let oldStillAccepting = old.isEmpty && previous != nil && booted >= workerCount
+            && workers.values.contains { $0.generation != generation && $0.retiring && $0.accepting }
+        if oldStillAccepting && reloadClosingSince == nil { reloadClosingSince = MonotonicClock.seconds() }
+        reloadClosing = oldStillAccepting && MonotonicClock.seconds() - (reloadClosingSince ?? 0) < 2
+        if !oldStillAccepting { reloadClosingSince = nil }
+        if old.isEmpty && previous != nil && booted >= workerCount && !reloadClosing {
             logger.info("reload done: \(booted) workers of generation \(generation) serving")
             previous = nil
+            reloadClosingSince = nil
             answer(&reloadWaiters, ok: true, "reloaded: \(booted) workers of generation \(generation) serving")
         }
     }

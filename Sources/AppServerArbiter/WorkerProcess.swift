@@ -53,6 +53,7 @@ enum WorkerProcess {
                     signals.raise(SIGTERM)
                 }
             },
+            onAccepting: { accepting in slot.accepting.store(accepting ? 1 : 0, ordering: .relaxed) },
             onRequestFinished: { served in slot.requests.store(Int64(served), ordering: .relaxed) })
         do {
             try server.serve(listeners: listeners.map { $0.options(config) })

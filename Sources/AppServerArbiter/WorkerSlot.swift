@@ -2,7 +2,7 @@ import Atomics
 import Foundation
 
 /// A few words of memory shared between the arbiter and one worker (an anonymous shared mapping made
-/// before fork): the worker's heartbeat, whether it booted, and how many requests it served. The
+/// before fork): the worker's heartbeat, whether it booted and accepts, and how many requests it served. The
 /// arbiter reads them without any message passing, so a worker stuck anywhere still shows as stuck.
 final class WorkerSlot: @unchecked Sendable {
     private let memory: UnsafeMutableRawPointer
@@ -14,16 +14,19 @@ final class WorkerSlot: @unchecked Sendable {
     /// 1 once the app imported and the worker accepts connections.
     let booted: UnsafeAtomic<Int64>
     let requests: UnsafeAtomic<Int64>
+    /// 1 while the worker accepts connections; back to 0 once its listeners are closed (draining).
+    let accepting: UnsafeAtomic<Int64>
 
     init() {
         guard let memory = mmap(nil, Self.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0), memory != MAP_FAILED else {
             fatalError("mmap of a worker slot failed: \(String(cString: strerror(errno)))")
         }
         self.memory = memory
-        let words = memory.bindMemory(to: UnsafeAtomic<Int64>.Storage.self, capacity: 3)
+        let words = memory.bindMemory(to: UnsafeAtomic<Int64>.Storage.self, capacity: 4)
         heartbeat = UnsafeAtomic(at: words)
         booted = UnsafeAtomic(at: words + 1)
         requests = UnsafeAtomic(at: words + 2)
+        accepting = UnsafeAtomic(at: words + 3)
         heartbeat.store(MonotonicClock.nanoseconds(), ordering: .relaxed)
     }
 

@@ -33,10 +33,14 @@ public final class HTTPServer: @unchecked Sendable {
     private let onLimitReached: @Sendable () -> Void
     /// Called on the event loop after each response, with the count so far (for max-requests).
     private let onRequestFinished: @Sendable (Int) -> Void
+    /// Called once the listeners accept, and once they are closed on a drain (true, then false).
+    private let onAccepting: @Sendable (Bool) -> Void
 
     public init(application: any HTTPApplication, limits: HTTPLimits, edge: EdgePolicy = EdgePolicy(), eventLoop: any EventLoop, logger: Logger,
                 requestLimit: Int = 0, onLimitReached: @escaping @Sendable () -> Void = {},
+                onAccepting: @escaping @Sendable (Bool) -> Void = { _ in },
                 onRequestFinished: @escaping @Sendable (Int) -> Void) {
+        self.onAccepting = onAccepting
         self.requestLimit = requestLimit
         self.onLimitReached = onLimitReached
         self.application = application
@@ -65,6 +69,7 @@ public final class HTTPServer: @unchecked Sendable {
                 .wait()
             eventLoop.execute { self.listeners.append(channel) }
         }
+        onAccepting(true)
     }
 
     /// A connection's pipeline: [PROXY header] -> first-byte observer -> HTTP/1 or uwsgi decoder -> the
@@ -178,8 +183,10 @@ public final class HTTPServer: @unchecked Sendable {
             self.drained = promise
             self.draining = true
             self.drainFlag.set()
-            for listener in self.listeners { listener.close(promise: nil) }
+            let closed = self.listeners.map { $0.close() }
             self.listeners.removeAll()
+            let onAccepting = self.onAccepting
+            EventLoopFuture.andAllComplete(closed, on: self.eventLoop).whenComplete { _ in onAccepting(false) }
             // Idle connections stay until their next request (answered with `Connection: close`) or
             // their keep-alive timeout: closing them now would race with a request already on its way.
             for handler in self.connections.values { handler.drain() }
