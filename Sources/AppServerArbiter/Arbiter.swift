@@ -418,12 +418,15 @@ public final class Arbiter {
         // (it got TERM, but closes its listeners a moment later): from then on every new
         // connection reaches the new app, which is what a reload that succeeded promises.
         // A worker too stuck to close its listeners is not waited on for more than 2 s.
-        let oldStillAccepting = old.isEmpty && previous != nil && booted >= workerCount
-            && workers.values.contains { $0.generation != generation && $0.retiring && $0.accepting }
-        if oldStillAccepting && reloadClosingSince == nil { reloadClosingSince = MonotonicClock.seconds() }
-        reloadClosing = oldStillAccepting && MonotonicClock.seconds() - (reloadClosingSince ?? 0) < 2
-        if !oldStillAccepting { reloadClosingSince = nil }
-        if old.isEmpty && previous != nil && booted >= workerCount && !reloadClosing {
+        let newGenerationServes = old.isEmpty && previous != nil && booted >= workerCount
+        let now = MonotonicClock.seconds()
+        if newGenerationServes && workers.values.contains(where: { $0.generation != generation && $0.retiring && $0.accepting }) {
+            reloadClosingSince = reloadClosingSince ?? now
+        } else {
+            reloadClosingSince = nil
+        }
+        reloadClosing = reloadClosingSince.map { now - $0 < 2 } ?? false
+        if newGenerationServes && !reloadClosing {
             logger.info("reload done: \(booted) workers of generation \(generation) serving")
             previous = nil
             reloadClosingSince = nil

@@ -228,8 +228,6 @@ public struct SecureSchemeHeaders: Equatable, Sendable {
         entries.removeAll { $0.name == name.lowercased() }
         entries.append((name.lowercased(), secureValue))
     }
-
-    public var description: String { entries.map { "\($0.name.uppercased())=\($0.secureValue)" }.joined(separator: ",") }
 }
 
 #if canImport(Glibc)

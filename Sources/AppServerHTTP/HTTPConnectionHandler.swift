@@ -469,7 +469,6 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .header: seconds = limits.headerTimeout
         case .keepAlive: seconds = limits.keepAlive
         case .drainGrace: seconds = min(limits.keepAlive, limits.headerTimeout)
-        case .none: seconds = 0
         }
         deadline = seconds > 0 ? context.eventLoop.now + .seconds(seconds) : nil
     }

@@ -11,7 +11,7 @@ public final class RequestInfo: @unchecked Sendable {
     /// The head's own bytes: the app gets them exactly (`head.headers`, `head.withTarget`).
     public let head: RequestHead
     public var method: String { head.method }
-    /// The target as text, for logs (`head.targetBytes` for its exact bytes).
+    /// The target as text, for logs (`head.withTarget` for its exact bytes).
     public var uri: String { head.uri }
     public var version: HTTPVersion { head.version }
     public var headers: RequestHeaders { head.headers }

@@ -120,15 +120,11 @@ public final class HTTPServer: @unchecked Sendable {
         logger.warning("\(message())\(more)")
     }
 
-    /// Requests refused by the HTTP layer, by status (read by the worker's status and, later, metrics).
+    /// Requests refused by the HTTP layer, by status: kept for the metrics endpoint to publish.
     public private(set) var refusals: [Int: Int] = [:]
 
     func countRefusal(_ status: Int) {
         refusals[status, default: 0] += 1
-    }
-
-    func logDebug(_ message: @autoclosure () -> String) {
-        logger.debug("\(message())")
     }
 
     static let decoderName = "http-request-decoder"

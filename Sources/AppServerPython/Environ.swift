@@ -112,7 +112,7 @@ final class EnvironConstants: @unchecked Sendable {
                 joined.append(UInt8(ascii: ","))
                 joined.append(contentsOf: value)
                 Py_DecRef(existingBytes)
-                setNew(key, latin1(bytes: joined))
+                setNew(key, joined.withUnsafeBytes { latin1($0) })
             } else {
                 setNew(key, latin1(value))
             }
@@ -146,8 +146,8 @@ final class EnvironConstants: @unchecked Sendable {
         // SERVER_NAME, HTTPS, DOCUMENT_ROOT, ...), as uWSGI does; each byte one latin-1 character.
         if let gateway = request.origin?.gatewayVariables {
             for (name, value) in gateway {
-                guard let key = latin1(bytes: name) else { PyErr_Clear(); continue }
-                setNew(key, latin1(bytes: value))
+                guard let key = name.withUnsafeBytes({ latin1($0) }) else { PyErr_Clear(); continue }
+                setNew(key, value.withUnsafeBytes { latin1($0) })
                 Py_DecRef(key)
             }
         }
@@ -248,12 +248,6 @@ func latin1(_ text: Substring) -> PyObjectPointer? {
     }
 }
 
-/// A str of `bytes`, each byte one latin-1 character; a new reference.
-func latin1(bytes: [UInt8]) -> PyObjectPointer? {
-    bytes.withUnsafeBufferPointer {
-        PyUnicode_DecodeLatin1(UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count, nil)
-    }
-}
 
 /// Where the path and the query are in a request target's bytes (an absolute-form target's path starts
 /// after its authority; a fragment is dropped).
@@ -281,7 +275,5 @@ func percentDecodedLatin1(_ path: UnsafeRawBufferPointer) -> PyObjectPointer? {
     // An absolute-form target without a path: "/".
     if path.isEmpty { return PyUnicode_FromString("/") }
     guard path.contains(UInt8(ascii: "%")) else { return latin1(path) }
-    return percentDecoded(Array(path)).withUnsafeBufferPointer { buffer in
-        PyUnicode_DecodeLatin1(UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), buffer.count, nil)
-    }
+    return percentDecoded(Array(path)).withUnsafeBytes { latin1($0) }
 }

@@ -259,7 +259,7 @@ final class UWSGIRequestDecoder: ByteToMessageDecoder {
 
     func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
         if case .head = state, buffer.readableBytes > 0 {
-            server.logDebug("a uwsgi connection closed in the middle of a packet's head (\(buffer.readableBytes) bytes)")
+            server.logger.debug("a uwsgi connection closed in the middle of a packet's head (\(buffer.readableBytes) bytes)")
         }
         buffer.moveReaderIndex(to: buffer.writerIndex)
         return .needMoreData

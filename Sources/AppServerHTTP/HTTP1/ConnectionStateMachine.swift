@@ -22,7 +22,6 @@ struct ConnectionStateMachine: Equatable {
         case keepAlive
         /// Draining: the shorter of the two, for a request that may already be on its way.
         case drainGrace
-        case none
     }
 
     /// What a part of the next request does while one is being answered.

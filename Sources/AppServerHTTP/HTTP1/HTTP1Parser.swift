@@ -344,7 +344,7 @@ public struct HTTP1Parser: Sendable {
     private mutating func parseChunkLine(_ bytes: UnsafeRawBufferPointer) -> (event: Event, consumed: Int) {
         guard let lineEnd = firstIndex(of: lf, in: bytes, from: 0) else {
             if bytes.count > 16 + 2 + limits.chunkExtensions { return fail(.bad("a chunk line longer than its limit")) }
-            if let bad = bytes.firstIndex(where: { $0 == cr }), bad + 1 < bytes.count { _ = bad; return fail(.bad("a bare CR in a chunk line")) }
+            if let crIndex = bytes.firstIndex(of: cr), crIndex + 1 < bytes.count { return fail(.bad("a bare CR in a chunk line")) }
             return (.needMore, 0)
         }
         guard lineEnd > 0, bytes[lineEnd - 1] == cr else { return fail(.bad("a chunk line ends with a bare LF")) }
@@ -365,8 +365,7 @@ public struct HTTP1Parser: Sendable {
             var j = i
             while j < extensions.upperBound && (bytes[j] == space || bytes[j] == tab) { j += 1 }
             guard j < extensions.upperBound, bytes[j] == semicolon else { return fail(.bad("text after a chunk size that is not an extension")) }
-            for k in extensions where bytes[k] < space && bytes[k] != tab || bytes[k] == 0x7F {
-                _ = k
+            if extensions.contains(where: { (bytes[$0] < space && bytes[$0] != tab) || bytes[$0] == 0x7F }) {
                 return fail(.bad("a control byte in a chunk extension"))
             }
         }

@@ -23,8 +23,6 @@ public struct RequestHead: Sendable {
         try bytes.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[parsed.target])) }
     }
 
-    public var targetBytes: [UInt8] { withTarget { Array($0) } }
-
     /// The target as text, for logs (bytes that are not UTF-8 are replaced).
     public var uri: String { withTarget { String(decoding: $0, as: UTF8.self) } }
 
