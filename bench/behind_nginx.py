@@ -10,7 +10,6 @@ Usage: bench/run.sh nginx [--runs 3] [--seconds 10]"""
 import argparse
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench import run_wrk
+from bench import run_wrk, stop
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -104,17 +103,6 @@ def start(chain, directory):
     return server, nginx
 
 
-def stop(procs):
-    for proc in procs:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    time.sleep(0.5)
-
-
 def wrk(seconds):
     return run_wrk(f"http://127.0.0.1:{PORT}/", seconds)
 
@@ -139,7 +127,8 @@ def main():
                 results[chain].append(wrk(args.seconds))
                 print(f"run {run + 1} {chain:16} {results[chain][-1]['rps']:>9.0f} r/s", flush=True)
             finally:
-                stop(started)
+                for proc in started:
+                    stop(proc)
                 shutil.rmtree(directory, ignore_errors=True)
     print()
     print(f"| chain (WSGI hello, nginx + server on one core) | req/s (median of {args.runs}) | p50 ms | p99 ms | socket errors / non-2xx |")
