@@ -321,8 +321,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // leaves the connection open: the client may be sending its next request already, which is
         // then answered with `Connection: close`.
         let request = exchange.request
-        let mustNotDiscard = request.headers.contains(name: "expect")
-            || request.contentLength.map({ $0 > Int64(limits.maxBodyDiscard) }) ?? false
+        // Only a request with a body can leave some unread: a bodyless one (most) skips the header scan.
+        let mustNotDiscard = request.hasBody && (request.headers.contains(name: "expect")
+            || request.contentLength.map({ $0 > Int64(limits.maxBodyDiscard) }) ?? false)
         switch machine.responseEnded(close: close || !request.keepAlive, bodyPending: request.hasBody, mustNotDiscard: mustNotDiscard) {
         case .finish(let finish):
             apply(finish)
