@@ -33,6 +33,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+        // A complete TOML 1.0 reader (toml++) for config files.
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
     ],
     targets: [
         // C libraries from Debian, found through pkg-config.
@@ -44,6 +46,7 @@ let package = Package(
 
         // One module a concern.
         .target(name: "AppServerConfig", dependencies: [
+            .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AppServerSystemd", dependencies: ["CSystemd"]),
@@ -68,7 +71,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "appserver", dependencies: [
-            "AppServerConfig", "AppServerArbiter",
+            "AppServerConfig", "AppServerArbiter", "AppServerPython",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], exclude: ["python-exports.list"], linkerSettings: [.unsafeFlags(pythonLinkFlags)]),
 

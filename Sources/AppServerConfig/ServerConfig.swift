@@ -69,8 +69,41 @@ public struct ServerConfig: Equatable, Sendable {
     public var group: gid_t? = nil
     /// Workers also get every group the user is a member of (Gunicorn's `initgroups`).
     public var initgroups = false
-    /// Set while a config file's `[secure_scheme_headers]` table is read: its first key replaces the default.
-    private var secureSchemeHeadersFromTable = false
+
+    // Gunicorn's settings beyond those (SettingsTable.swift says what each does).
+    public var configFile: String? = nil
+    public var checkConfig = false
+    public var printConfig = false
+    /// `-k` as given (its interface is in `interface`).
+    public var workerClass: String? = nil
+    public var preloadApp = false
+    public var reload = false
+    public var reloadEngine = "auto"
+    public var reloadExtraFiles: [String] = []
+    public var reusePort = false
+    public var sendfile = true
+    public var daemon = false
+    public var workerTmpDir: String? = nil
+    public var captureOutput = false
+    public var logconfig: String? = nil
+    public var logconfigDict: ConfigValue? = nil
+    public var logconfigJSON: String? = nil
+    public var procName: String? = nil
+    /// The server hooks a Python config file defines (the functions stay in its interpreter).
+    public var hooks: [String] = []
+    /// Gunicorn settings accepted without effect, as given (for `--print-config`).
+    public var inertSettings: [String: ConfigValue] = [:]
+    /// What reading the settings found worth saying (a capped value, a setting without effect), logged at start.
+    public var notes: [Note] = []
+
+    public struct Note: Equatable, Sendable {
+        public enum Level: Sendable { case info, warning }
+        public var level: Level
+        public var text: String
+    }
+
+    /// The value a Python config file gives a hook's name (the function itself stays in Python).
+    public static let hookMarker = "<server hook>"
 
     public enum Interface: String, CaseIterable, Sendable { case auto, wsgi, asgi }
     public enum EventLoopKind: String, CaseIterable, Sendable { case auto, asyncio, uvloop }
@@ -87,18 +120,6 @@ public struct ServerConfig: Equatable, Sendable {
 
     public init() {}
 
-    /// Every setting, by its canonical name (Gunicorn's config-file name). `--max-requests` on the command
-    /// line and `max-requests` in a file name the same setting as `max_requests`.
-    public static let settingNames: [String] = [
-        "app", "bind", "workers", "threads", "timeout", "graceful_timeout", "keep_alive", "header_timeout",
-        "max_requests", "max_requests_jitter", "backlog", "chdir", "pythonpath", "env", "virtualenv",
-        "access_logfile", "error_logfile", "log_level", "access_logformat", "pid",
-        "limit_request_line", "limit_request_fields", "limit_request_field_size", "limit_request_body",
-        "interface", "loop", "lifespan", "root_path", "ws_max_size",
-        "protocol", "uwsgi_allow_ips", "proxy_protocol", "proxy_allow_ips", "forwarded_allow_ips",
-        "secure_scheme_headers", "proxy_headers", "header_map", "umask", "user", "group", "initgroups",
-    ]
-
     static func forwardedAllowDefault() -> AddressAllowList {
         if let text = getenv("FORWARDED_ALLOW_IPS").map({ String(cString: $0) }),
            let list = try? AddressAllowList(parsing: [text], key: "forwarded_allow_ips") {
@@ -107,126 +128,68 @@ public struct ServerConfig: Equatable, Sendable {
         return .loopback
     }
 
-    public static func canonicalName(_ key: String) -> String {
-        key.replacingOccurrences(of: "-", with: "_")
+    /// Sets one setting by any of its keys (dashes or underscores) from a config file, the environment
+    /// or the command line; `source` names where it came from in errors.
+    public mutating func set(_ key: String, _ value: ConfigValue, source: String) throws(ConfigError) {
+        guard let row = SettingsTable.row(for: key) else { throw ConfigError.unknownKey(key, source: source) }
+        try row.apply(&self, value)
     }
 
-    /// Sets one setting from a config file or the command line; `source` names where it came from in errors.
-    public mutating func set(_ rawKey: String, _ value: ConfigValue, source: String) throws(ConfigError) {
-        let key = Self.canonicalName(rawKey)
-        switch key {
-        case "app": app = try value.string(key)
-        case "bind": bind = try value.strings(key).map { text throws(ConfigError) in try BindSpec(parsing: text) }
-            if bind.isEmpty { throw ConfigError.invalidValue(key: key, value: "[]", reason: "at least one address is needed") }
-        case "workers": workers = try value.integer(key, min: 1, max: 1024)
-        case "threads": threads = try value.integer(key, min: 1, max: 1024)
-        case "timeout": timeout = try value.integer(key, min: 0, max: 86_400 * 365)
-        case "graceful_timeout": gracefulTimeout = try value.integer(key, min: 0, max: 86_400)
-        case "keep_alive": keepAlive = try value.integer(key, min: 0, max: 86_400)
-        case "header_timeout": headerTimeout = try value.integer(key, min: 1, max: 86_400)
-        case "max_requests": maxRequests = try value.integer(key, min: 0, max: Int.max)
-        case "max_requests_jitter": maxRequestsJitter = try value.integer(key, min: 0, max: Int.max)
-        case "backlog": backlog = try value.integer(key, min: 1, max: 65_535)
-        case "chdir": chdir = try value.string(key)
-        case "pythonpath":
-            // Gunicorn takes a comma-separated list; a TOML array works too.
-            pythonpath = try value.strings(key).flatMap { $0.split(separator: ",").map { $0.trimmingWhitespace() } }.filter { !$0.isEmpty }
-        case "env":
-            for pair in try value.strings(key) {
-                guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
-                    throw ConfigError.invalidValue(key: key, value: pair, reason: "expected KEY=VALUE")
-                }
-                env[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
-            }
-        case "virtualenv": virtualenv = try value.string(key)
-        case "access_logfile": accessLogfile = try value.string(key)
-        case "error_logfile", "log_file": errorLogfile = try value.string(key)
-        case "log_level":
-            let text = try value.string(key).lowercased()
-            guard let level = LogLevel(rawValue: text == "warn" ? "warning" : text) else {
-                throw ConfigError.invalidValue(key: key, value: text, reason: "expected one of debug, info, warning, error, critical")
-            }
-            logLevel = level
-        case "access_logformat": accessLogformat = try value.string(key)
-        case "pid": pidfile = try value.string(key)
-        case "limit_request_line": limitRequestLine = try value.integer(key, min: 0, max: 8190)
-        case "limit_request_fields": limitRequestFields = try value.integer(key, min: 0, max: 32768)
-        case "limit_request_field_size": limitRequestFieldSize = try value.integer(key, min: 0, max: 65_536)
-        case "limit_request_body": limitRequestBody = Int64(try value.integer(key, min: 0, max: Int.max))
-        case "interface": interface = try value.choice(key, of: Interface.self)
-        case "loop": loop = try value.choice(key, of: EventLoopKind.self)
-        case "lifespan": lifespan = try value.choice(key, of: Lifespan.self)
-        case "root_path":
-            rootPath = try value.string(key)
-            if !rootPath.isEmpty && (!rootPath.hasPrefix("/") || rootPath.hasSuffix("/")) {
-                throw ConfigError.invalidValue(key: key, value: rootPath, reason: "expected a path like /api (leading /, no trailing /)")
-            }
-        case "ws_max_size": wsMaxSize = try value.integer(key, min: 1, max: 1 << 30)
-        case "protocol": protocolName = try value.choice(key, of: ListenerProtocol.self)
-        case "uwsgi_allow_ips", "uwsgi_allow_from": uwsgiAllowIPs = try AddressAllowList(parsing: value.strings(key), key: key)
-        case "proxy_protocol":
-            let text = value == .boolean(true) ? "auto" : value == .boolean(false) ? "off" : try value.string(key)
-            guard let mode = ProxyProtocolMode(text: text) else {
-                throw ConfigError.invalidValue(key: key, value: text, reason: "expected one of off, v1, v2, auto")
-            }
-            proxyProtocol = mode
-        case "proxy_allow_ips", "proxy_allow_from": proxyAllowIPs = try AddressAllowList(parsing: value.strings(key), key: key)
-        case "forwarded_allow_ips": forwardedAllowIPs = try AddressAllowList(parsing: value.strings(key), key: key)
-        case "secure_scheme_headers":
-            secureSchemeHeaders = try SecureSchemeHeaders(parsing: value.strings(key).joined(separator: ","), key: key)
-        case _ where key.hasPrefix("secure_scheme_headers."):
-            // A `[secure_scheme_headers]` table in a config file: it replaces Gunicorn's default map.
-            if !secureSchemeHeadersFromTable { secureSchemeHeaders = SecureSchemeHeaders(entries: []) }
-            secureSchemeHeadersFromTable = true
-            secureSchemeHeaders.set(name: String(rawKey.dropFirst("secure_scheme_headers.".count)), secureValue: try value.string(key))
-        case "proxy_headers": proxyHeaders = try value.boolean(key)
-        case "header_map": headerMap = try value.choice(key, of: HeaderMapMode.self)
-        case "umask":
-            let text = try value.string(key)
-            guard let mask = Self.parseAutoInteger(text), mask >= 0, mask <= 0o777 else {
-                throw ConfigError.invalidValue(key: key, value: text, reason: "expected a file mode mask from 0 to 0o777 (like 0, 0o007, 0x1F or 18)")
-            }
-            umask = mode_t(mask)
-        case "user":
-            let text = try value.string(key)
-            guard let user = ProcessUser(text) else {
-                throw ConfigError.invalidValue(key: key, value: text, reason: "no such user")
-            }
-            self.user = user
-        case "group":
-            let text = try value.string(key)
-            if let gid = gid_t(text) {
-                group = gid
-            } else if let entry = getgrnam(text) {
-                group = entry.pointee.gr_gid
-            } else {
-                throw ConfigError.invalidValue(key: key, value: text, reason: "no such group")
-            }
-        case "initgroups": initgroups = try value.boolean(key)
-        default: throw ConfigError.unknownKey(rawKey, source: source)
+    /// Gunicorn's defaults that come from the environment: `WEB_CONCURRENCY` workers, and
+    /// `0.0.0.0:$PORT` when `PORT` is set (as on Heroku-like platforms).
+    public mutating func applyEnvironmentDefaults(_ environment: [String: String]) {
+        if let text = environment["WEB_CONCURRENCY"], let count = Int(text), count >= 1, count <= 1024 { workers = count }
+        if let text = environment["PORT"], let port = Int(text), port > 0, port < 65_536 {
+            bind = [BindSpec(.tcp(host: "0.0.0.0", port: port))]
         }
     }
 
-    /// Reads a TOML config file on top of the current settings.
-    public mutating func load(file path: String) throws(ConfigError) {
+    /// `-k`: Gunicorn's worker classes, as the interface they serve; gevent and eventlet are refused.
+    mutating func setWorkerClass(_ name: String) throws(ConfigError) {
+        let short = name.hasPrefix("egg:gunicorn#") ? String(name.dropFirst("egg:gunicorn#".count)) : name
+        switch short {
+        case "sync", "gthread", "gunicorn.workers.sync.SyncWorker", "gunicorn.workers.gthread.ThreadWorker":
+            interface = .wsgi
+        case "uvicorn.workers.UvicornWorker", "uvicorn.workers.UvicornH11Worker", "uvicorn_worker.UvicornWorker",
+             "uvicorn_worker.UvicornH11Worker", "asgi", "gunicorn.workers.gasgi.ASGIWorker":
+            interface = .asgi
+        case "gevent", "eventlet", "tornado", "gaiohttp", "aiohttp.GunicornWebWorker", "aiohttp.worker.GunicornWebWorker":
+            throw ConfigError.refused(key: "worker_class", reason: "\(short) workers are not offered: use gthread (-k gthread --threads N) for a WSGI app that waits on I/O, or an ASGI app (-k uvicorn.workers.UvicornWorker)")
+        default:
+            if short.hasPrefix("gevent") || short.hasPrefix("eventlet") || short.contains("Gevent") || short.contains("Eventlet") {
+                throw ConfigError.refused(key: "worker_class", reason: "gevent and eventlet workers are not offered: use gthread (-k gthread --threads N) for a WSGI app that waits on I/O, or an ASGI app (-k uvicorn.workers.UvicornWorker)")
+            }
+            throw ConfigError.invalidValue(key: "worker_class", value: name, reason: "not a worker class appserver knows: use sync, gthread (WSGI) or uvicorn.workers.UvicornWorker (ASGI)")
+        }
+        workerClass = name
+    }
+
+    /// A TOML config file's settings, in the file's order (nested tables are values, as in Python).
+    public static func readTOML(file path: String) throws(ConfigError) -> [(key: String, value: ConfigValue)] {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw ConfigError.configFile(path: path, reason: "cannot be read (\(Self.errnoText(of: error)))")
         }
-        let entries: [(key: String, value: ConfigValue, line: Int)]
         do {
-            entries = try TOMLReader.parse(text)
+            return try TOMLConfig.parse(text)
         } catch {
             throw ConfigError.configFile(path: path, reason: error.description)
         }
-        for entry in entries {
+    }
+
+    /// Reads a TOML config file on top of the current settings; an unknown key is an error here
+    /// (appserver's own format), with the key's nearest known name.
+    public mutating func load(file path: String) throws(ConfigError) {
+        for entry in try Self.readTOML(file: path) {
             do {
-                try set(entry.key, entry.value, source: "\(path) line \(entry.line)")
+                try set(entry.key, entry.value, source: path)
             } catch {
-                if case .unknownKey = error { throw error }
-                throw ConfigError.configFile(path: path, reason: "line \(entry.line): \(error)")
+                if case .unknownKey(let key, _) = error {
+                    throw ConfigError.configFile(path: path, reason: "unknown setting '\(key)'\(SettingsTable.suggestion(for: key).map { " (did you mean '\($0)'?)" } ?? "")")
+                }
+                throw ConfigError.configFile(path: path, reason: "\(error)")
             }
         }
     }
@@ -234,7 +197,7 @@ public struct ServerConfig: Equatable, Sendable {
     /// Checks the settings as a whole once everything is read.
     public func validate() throws(ConfigError) {
         guard let app, !app.isEmpty else {
-            throw ConfigError.app("no app given: name it as MODULE:CALLABLE, for example mysite.wsgi:application")
+            throw ConfigError.app("no app given: name it as MODULE:CALLABLE, for example mysite.wsgi:application (or wsgi_app in the config file)")
         }
         _ = try AppReference(parsing: app)
         if let chdir {
@@ -307,79 +270,22 @@ public struct AppReference: Equatable, Sendable {
         self.callable = callable
     }
 
+    /// `module:callable`, `module:attr.chain`, or a factory call with literal arguments,
+    /// `module:create_app()` or `module:create_app('prod', debug=False)` (Gunicorn 20.1+).
     public init(parsing text: String) throws(ConfigError) {
         let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
         module = String(parts[0])
-        callable = parts.count > 1 ? String(parts[1]) : "application"
+        callable = parts.count > 1 ? String(parts[1]).trimmingWhitespace() : "application"
         let identifier = #/^[A-Za-z_][A-Za-z0-9_]*$/#
         let moduleOK = !module.isEmpty && module.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { $0.wholeMatch(of: identifier) != nil }
-        let callableOK = !callable.isEmpty && callable.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { $0.wholeMatch(of: identifier) != nil }
+        let name = callable.firstIndex(of: "(").map { String(callable[..<$0]) } ?? callable
+        let callOK = name == callable || callable.hasSuffix(")")
+        let callableOK = callOK && !name.isEmpty && name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { $0.wholeMatch(of: identifier) != nil }
         guard moduleOK, callableOK else {
-            throw ConfigError.app("'\(text)' is not an app reference: expected MODULE:CALLABLE, for example mysite.wsgi:application")
-        }
-    }
-}
-
-extension ConfigValue {
-    func string(_ key: String) throws(ConfigError) -> String {
-        switch self {
-        case .string(let s): return s
-        case .integer(let i): return String(i)
-        default: throw ConfigError.invalidValue(key: key, value: "\(self.text)", reason: "expected a string")
+            throw ConfigError.app("'\(text)' is not an app reference: expected MODULE:CALLABLE or MODULE:FACTORY(ARGS), for example mysite.wsgi:application")
         }
     }
 
-    func strings(_ key: String) throws(ConfigError) -> [String] {
-        if case .array(let items) = self { return try items.map { item throws(ConfigError) in try item.string(key) } }
-        return [try string(key)]
-    }
-
-    func boolean(_ key: String) throws(ConfigError) -> Bool {
-        switch self {
-        case .boolean(let b): return b
-        case .string(let s):
-            switch s.lowercased() {
-            case "true", "yes", "on", "1": return true
-            case "false", "no", "off", "0": return false
-            default: break
-            }
-        case .integer(let i) where i == 0 || i == 1: return i == 1
-        default: break
-        }
-        throw ConfigError.invalidValue(key: key, value: text, reason: "expected true or false")
-    }
-
-    func choice<Choice: RawRepresentable & CaseIterable>(_ key: String, of type: Choice.Type) throws(ConfigError) -> Choice
-        where Choice.RawValue == String {
-        let text = try string(key).lowercased()
-        guard let choice = Choice(rawValue: text) else {
-            throw ConfigError.invalidValue(key: key, value: text, reason: "expected one of " + Choice.allCases.map(\.rawValue).joined(separator: ", "))
-        }
-        return choice
-    }
-
-    func integer(_ key: String, min: Int, max: Int) throws(ConfigError) -> Int {
-        let number: Int
-        switch self {
-        case .integer(let i): number = i
-        case .string(let s):
-            guard let i = Int(s.trimmingWhitespace()) else { throw ConfigError.invalidValue(key: key, value: s, reason: "expected a whole number") }
-            number = i
-        default: throw ConfigError.invalidValue(key: key, value: text, reason: "expected a whole number")
-        }
-        guard number >= min && number <= max else {
-            throw ConfigError.invalidValue(key: key, value: String(number), reason: max == Int.max ? "must be at least \(min)" : "must be from \(min) to \(max)")
-        }
-        return number
-    }
-
-    var text: String {
-        switch self {
-        case .string(let s): return s
-        case .integer(let i): return String(i)
-        case .float(let d): return String(d)
-        case .boolean(let b): return String(b)
-        case .array(let items): return "[" + items.map(\.text).joined(separator: ", ") + "]"
-        }
-    }
+    /// Whether the callable is a factory to call (`create_app()`).
+    public var isFactoryCall: Bool { callable.hasSuffix(")") }
 }

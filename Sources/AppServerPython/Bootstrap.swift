@@ -106,14 +106,40 @@ def format_exception(exc):
     return "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip("\n")
 
 def load_app(module_name, attribute):
+    """The app: MODULE:NAME, MODULE:A.B, or a factory called with literal arguments, MODULE:make(1, x="y")."""
     import importlib
     module = importlib.import_module(module_name)
+    name, call = attribute, None
+    if attribute.endswith(")"):
+        import ast
+        try:
+            expression = ast.parse(attribute, mode="eval").body
+        except SyntaxError:
+            raise LookupError(f"Failed to parse {attribute!r} as an attribute name or function call.") from None
+        function, parts = getattr(expression, "func", None), []
+        while isinstance(function, ast.Attribute):
+            parts.append(function.attr)
+            function = function.value
+        if not isinstance(expression, ast.Call) or not isinstance(function, ast.Name):
+            raise LookupError(f"Failed to parse {attribute!r} as an attribute name or function call.")
+        name = ".".join([function.id] + parts[::-1])
+        try:
+            call = ([ast.literal_eval(arg) for arg in expression.args],
+                    {keyword.arg: ast.literal_eval(keyword.value) for keyword in expression.keywords})
+        except ValueError:
+            raise LookupError(f"Failed to parse arguments as literal values: {attribute!r}.") from None
     target = module
-    for part in attribute.split("."):
+    for part in name.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise LookupError(f"Failed to find attribute {attribute!r} in {module_name!r}.") from None
+            raise LookupError(f"Failed to find attribute {name!r} in {module_name!r}.") from None
+    if call is not None:
+        if not callable(target):
+            raise LookupError(f"Factory {name!r} in {module_name!r} is not callable.")
+        target = target(*call[0], **call[1])
+        if target is None:
+            raise LookupError(f"The factory {attribute!r} in {module_name!r} returned None.")
     if not callable(target):
         raise LookupError(f"Application object {attribute!r} in {module_name!r} is not callable.")
     return target

@@ -68,6 +68,25 @@ enum NativeFunctions {
         }
     }
 
+    /// `_hook_log(level, text)`: `server.log` and `worker.log` of server hooks (0 debug ... 4 critical).
+    static func installHookLog(into namespace: PyObjectPointer) {
+        _ = define("_hook_log", "_hook_log(level, text)", in: namespace) { _, args, count in
+            guard count == 2, let args, let levelObject = args[0], let text = args[1], let utf8 = PyUnicode_AsUTF8(text) else {
+                return NativeFunctions.typeError("_hook_log(level, text)")
+            }
+            let message = String(cString: utf8)
+            let logger = ServerHooks.logger
+            switch PyLong_AsLong(levelObject) {
+            case 0: logger.debug("\(message)")
+            case 1: logger.info("\(message)")
+            case 2: logger.warning("\(message)")
+            case 3: logger.error("\(message)")
+            default: logger.critical("\(message)")
+            }
+            return retained(appserver_none())
+        }
+    }
+
     /// A builtin function object over `body`, stored in `namespace` under `name`.
     private static func define(_ name: String, _ doc: String, in namespace: PyObjectPointer, _ body: FastCall) -> PyObjectPointer {
         let definition = UnsafeMutablePointer<PyMethodDef>.allocate(capacity: 1)   // lives as long as the process

@@ -33,63 +33,32 @@ public enum AppLoadError: Error, CustomStringConvertible {
     }
 }
 
-/// The embedded interpreter of one worker: started after fork, from the app's virtualenv.
+/// The app inside one worker's interpreter. The interpreter itself is the process's (PythonInterpreter):
+/// started in the worker after fork, or inherited from the arbiter when a Python config file or
+/// `--preload` started it there.
 public final class PythonRuntime: @unchecked Sendable {
     /// The bootstrap module's namespace (Bootstrap.swift).
     let namespace: PyObjectPointer
-    public let app: PyObjectPointer
+    public private(set) var app: PyObjectPointer
 
-    /// Initializes CPython for `config` and imports the app. Returns holding the GIL on this thread.
+    /// Starts (or takes over) the interpreter for `config` and imports the app, unless the arbiter
+    /// preloaded it. Returns holding the GIL on this thread.
     public init(config: ServerConfig, logger: Logger) throws(AppLoadError) {
-        let programName = config.virtualenv.map { $0 + "/bin/python3" } ?? "/usr/bin/python3.\(PY_MINOR_VERSION)"
-        let cwd = FileManager.default.currentDirectoryPath
-        let paths = [cwd] + config.pythonpath.map { $0.hasPrefix("/") ? $0 : cwd + "/" + $0 }
-        var error: UnsafeMutablePointer<CChar>?
-        if appserver_init_python(programName, &error) != 0 {
-            let text = error.map { String(cString: $0) } ?? "unknown error"
-            free(error)
-            throw .interpreter("cannot start Python: \(text)")
+        namespace = try PythonInterpreter.start(virtualenv: config.virtualenv)
+        PythonInterpreter.addSearchPaths(config.pythonpath)
+        try PythonInterpreter.applyLogConfig(config)
+        if let preloaded = PythonInterpreter.preloadedApp {
+            app = preloaded
+        } else {
+            app = try PythonInterpreter.loadApp(config)
         }
-        // The app's directory and --pythonpath come first on sys.path, as with Gunicorn.
-        if let sysPath = PySys_GetObject("path") {
-            for (index, path) in paths.enumerated() {
-                let item = PyUnicode_FromString(path)
-                PyList_Insert(sysPath, index, item)
-                Py_DecRef(item)
-            }
-        }
-        // The bootstrap code runs in a module of its own, so the app can import nothing of it by accident.
-        guard let module = PyModule_New("_appserver"), let namespace = PyModule_GetDict(module) else {
-            throw .interpreter("cannot create the _appserver module: \(PythonRuntime.takeErrorText() ?? "?")")
-        }
-        Py_IncRef(namespace)
-        self.namespace = namespace
-        PyDict_SetItemString(namespace, "__builtins__", PyEval_GetBuiltins())
-        NativeFunctions.install(into: namespace)
-        for source in [bootstrapSource, asgiBootstrapSource] {
-            guard let result = PyRun_StringFlags(source, Py_file_input, namespace, namespace, nil) else {
-                throw .interpreter("the server's Python glue failed: \(PythonRuntime.takeErrorText() ?? "?")")
-            }
-            Py_DecRef(result)
-        }
-        PythonRuntime.formatter = PyDict_GetItemString(namespace, "format_exception")
-        if let modules = PySys_GetObject("modules") { PyDict_SetItemString(modules, "_appserver", module) }
+    }
 
-        let reference: AppReference
-        do { reference = try AppReference(parsing: config.app ?? "") } catch { throw .interpreter(error.description) }
-        let load = PyDict_GetItemString(namespace, "load_app")!
-        let args = [PyUnicode_FromString(reference.module), PyUnicode_FromString(reference.callable)]
-        defer { args.forEach { Py_DecRef($0) } }
-        guard let app = args.withUnsafeBufferPointer({ PyObject_Vectorcall(load, $0.baseAddress, 2, nil) }) else {
-            let isLookup = PyErr_ExceptionMatches(appserver_exc_lookup_error()) != 0
-            let text = PythonRuntime.takeErrorText() ?? "unknown error"
-            if isLookup, let last = text.split(separator: "\n").last {
-                let message = last.hasPrefix("LookupError: ") ? String(last.dropFirst(13)) : String(last)
-                throw .notFound(message)
-            }
-            throw .importFailed("Exception in worker process while importing '\(reference.module)':\n\(text)")
-        }
-        self.app = app
+    /// WSGI: the app with the config file's pre_request and post_request hooks around it.
+    func wrapWithRequestHooks() {
+        guard ServerHooks.has("pre_request") || ServerHooks.has("post_request"),
+              let wrap = PythonInterpreter.hooksFunction("with_request_hooks") else { return }
+        if let wrapped = PyObject_CallOneArg(wrap, app) { app = wrapped } else { PyErr_Clear() }
     }
 
     /// Where text written to `wsgi.errors` goes.

@@ -1,0 +1,115 @@
+import Foundation
+
+/// Puts a configuration together from its sources, weakest first: the defaults (and Gunicorn's
+/// environment defaults, WEB_CONCURRENCY and PORT), the config file, `GUNICORN_CMD_ARGS`, then
+/// `APPSERVER_CMD_ARGS`, then the command line; `$VIRTUAL_ENV` when nothing named a virtualenv.
+public struct ConfigBuilder {
+    /// What a Python config file gave: its settings (hooks as `ServerConfig.hookMarker`), and the
+    /// names it defines that are no setting (Gunicorn ignores them; appserver says so).
+    public struct PythonFileSettings {
+        public var settings: [(key: String, value: ConfigValue)]
+        public var unknownNames: [String]
+        public init(settings: [(key: String, value: ConfigValue)], unknownNames: [String]) {
+            self.settings = settings
+            self.unknownNames = unknownNames
+        }
+    }
+
+    public typealias PythonFileReader = (_ path: String, _ virtualenv: String?) throws(ConfigError) -> PythonFileSettings
+
+    public var arguments: [String]
+    public var environment: [String: String]
+    public var readPythonFile: PythonFileReader
+
+    public init(arguments: [String], environment: [String: String], readPythonFile: @escaping PythonFileReader) {
+        self.arguments = arguments
+        self.environment = environment
+        self.readPythonFile = readPythonFile
+    }
+
+    /// The command line as read, for --help and --version.
+    public func commandLine() throws(CommandLineReader.UsageError) -> CommandLineReader.Result {
+        try CommandLineReader.read(arguments)
+    }
+
+    public func build() throws(ConfigError) -> ServerConfig {
+        let commandLine: CommandLineReader.Result
+        var environmentArguments: [(source: String, result: CommandLineReader.Result)] = []
+        do {
+            commandLine = try CommandLineReader.read(arguments)
+            for name in ["GUNICORN_CMD_ARGS", "APPSERVER_CMD_ARGS"] {
+                if let text = environment[name], !text.trimmingWhitespace().isEmpty {
+                    do {
+                        environmentArguments.append(("$\(name)", try CommandLineReader.read(CommandLineReader.split(text))))
+                    } catch {
+                        throw CommandLineReader.UsageError(description: "$\(name): \(error.description)")
+                    }
+                }
+            }
+        } catch let error as CommandLineReader.UsageError {
+            throw ConfigError.app(error.description)
+        } catch {
+            throw ConfigError.app("\(error)")
+        }
+        let layers = environmentArguments + [("the command line", commandLine)]
+
+        var config = ServerConfig()
+        config.applyEnvironmentDefaults(environment)
+        // The file named last wins; without one, Gunicorn's default ./gunicorn.conf.py when it exists.
+        var file: String? = nil
+        for layer in layers { if case .string(let path)? = layer.result.value(of: "config") { file = path } }
+        if file == nil, FileManager.default.fileExists(atPath: "gunicorn.conf.py") { file = "gunicorn.conf.py" }
+        if let file, !file.isEmpty {
+            config.configFile = file
+            if Self.isPython(file) {
+                var venv: String? = environment["VIRTUAL_ENV"].flatMap { $0.isEmpty ? nil : $0 }
+                for layer in layers { if case .string(let path)? = layer.result.value(of: "virtualenv") { venv = path } }
+                let read = try readPythonFile(file, venv)
+                for name in read.unknownNames {
+                    config.notes.append(.init(level: .warning, text: "config file \(file): '\(name)' is not a setting; ignored\(SettingsTable.suggestion(for: name).map { " (did you mean '\($0)'?)" } ?? "")"))
+                }
+                for entry in read.settings {
+                    do {
+                        try config.set(entry.key, entry.value, source: file)
+                    } catch {
+                        throw ConfigError.configFile(path: file, reason: "\(error)")
+                    }
+                }
+                if let venv, config.virtualenv != nil, config.virtualenv != venv {
+                    throw ConfigError.configFile(path: file, reason: "a Python config file runs in the app's virtualenv, so it cannot choose it: give --virtualenv on the command line or set $VIRTUAL_ENV")
+                }
+            } else {
+                try config.load(file: file)
+            }
+            config.configFile = file
+        }
+        for layer in layers {
+            for (name, value) in layer.result.settings {
+                do {
+                    try config.set(name, value, source: layer.source)
+                } catch {
+                    if layer.source == "the command line" { throw error }
+                    throw ConfigError.configFile(path: layer.source, reason: "\(error)")
+                }
+            }
+            if let app = layer.result.app { config.app = app }
+        }
+        if config.virtualenv == nil, let venv = environment["VIRTUAL_ENV"], !venv.isEmpty { config.virtualenv = venv }
+        return config
+    }
+
+    /// `python:module.name`, or a file that is not TOML: Gunicorn's config files are Python.
+    public static func isPython(_ path: String) -> Bool {
+        path.hasPrefix("python:") || !path.hasSuffix(".toml")
+    }
+
+    /// The settings of `config` as a TOML config file (`--print-config`): every setting with a value,
+    /// under its config-file name.
+    public static func render(_ config: ServerConfig) -> String {
+        var lines: [(name: String, value: ConfigValue)] = []
+        for row in SettingsTable.rows where row.name != "config" {
+            if let value = row.render(config), value != .null { lines.append((row.name, value)) }
+        }
+        return TOMLConfig.render(lines)
+    }
+}

@@ -1,0 +1,69 @@
+/// `--help` and the README's settings list, from the table.
+extension SettingsTable {
+    public static func helpText(version: String) -> String {
+        var text = """
+            appserver \(version): a pre-forking application server for Python web apps (WSGI and ASGI), systemd-native.
+
+            Usage: appserver [OPTIONS] APP
+                   appserver reload|upgrade|status --pid PID
+
+            APP is MODULE:CALLABLE (default callable: application), or MODULE:FACTORY(ARGS).
+            Settings come from, weakest first: defaults, the config file (-c; Python like gunicorn.conf.py, or
+            TOML), $GUNICORN_CMD_ARGS, $APPSERVER_CMD_ARGS, the command line. Gunicorn's flags and config keys
+            mean what they mean in Gunicorn.
+
+            Signals: HUP reload the app, USR2 upgrade to the binary on disk, TERM/QUIT graceful stop, INT fast
+            stop, TTIN/TTOU one worker more/less, USR1 reopen the log files.
+
+            """
+        for section in Setting.Section.allCases {
+            let rows = self.rows.filter { $0.section == section && !$0.flags.isEmpty && !isGunicornOnly($0) }
+            guard !rows.isEmpty else { continue }
+            text += "\n\(section.rawValue):\n"
+            for row in rows { text += line(for: row) }
+        }
+        text += "\n  -h, --help                Show this help.\n  -v, --version             Show the version.\n"
+        let others = rows.filter(isGunicornOnly).map(\.name)
+        text += "\nAccepted for Gunicorn's sake (without effect, or refused unless off; see the README): " + others.joined(separator: ", ") + ".\n"
+        text += "Server hooks (in a Python config file): " + hookNames.joined(separator: ", ") + ".\n"
+        return text
+    }
+
+    static func isGunicornOnly(_ row: Setting) -> Bool {
+        switch row.support {
+        case .implemented, .hook: return false
+        case .noEffect, .refused: return true
+        }
+    }
+
+    static func line(for row: Setting) -> String {
+        var flags = row.flags.joined(separator: ", ")
+        switch row.form {
+        case .value(let metavar), .repeated(let metavar): flags += " \(metavar)"
+        case .optionalValue(let metavar, _): flags += " [\(metavar)]"
+        case .flag(let negatable): if negatable { flags += " / --no-\(row.flags.last!.dropFirst(2))" }
+        case .fileOnly: break
+        }
+        var help = row.help
+        if let value = row.defaultText, !help.lowercased().contains("default"), value != "false" { help += " (default \(value))" }
+        if !row.reloadable { help += " [restart]" }
+        let pad = flags.count < 26 ? String(repeating: " ", count: 26 - flags.count) : "\n" + String(repeating: " ", count: 28)
+        return "  \(flags)\(pad)\(help)\n"
+    }
+
+    /// A Markdown table of every setting (README, "Settings").
+    public static func markdown() -> String {
+        var text = "| setting | flags | what it does | default | HUP |\n|---|---|---|---|---|\n"
+        for row in rows {
+            let what: String
+            switch row.support {
+            case .implemented, .hook: what = row.help
+            case .noEffect(let reason): what = "accepted, no effect: \(reason)"
+            case .refused(let reason): what = "refused unless off: \(reason)"
+            }
+            let flags = row.flags.map { "`\($0)`" }.joined(separator: " ")
+            text += "| `\(row.name)`\(row.aliases.isEmpty ? "" : " (" + row.aliases.map { "`\($0)`" }.joined(separator: ", ") + ")") | \(flags) | \(what.replacingOccurrences(of: "|", with: "\\|")) | \(row.defaultText.map { "`\($0.replacingOccurrences(of: "|", with: "\\|"))`" } ?? "") | \(row.reloadable ? "yes" : "restart") |\n"
+        }
+        return text
+    }
+}

@@ -1,0 +1,287 @@
+/// The Python half of config files and server hooks: running a gunicorn.conf.py with Gunicorn's
+/// semantics, and the `server`, `worker`, `req` and `resp` objects hooks receive. Values cross to
+/// Swift as tagged JSON ({"i": 4}, {"s": "x"}, ...), so a bool stays a bool and an int an int.
+let serverHooksSource = #"""
+import json as _json
+import os as _os
+import sys as _sys
+import types as _types
+
+HOOKS = {}
+
+def _tag(value, key):
+    if value is None:
+        return {"n": 0}
+    if isinstance(value, bool):
+        return {"b": value}
+    if isinstance(value, int):
+        return {"i": value}
+    if isinstance(value, float):
+        return {"f": value}
+    if isinstance(value, str):
+        return {"s": value}
+    if isinstance(value, bytes):
+        return {"s": value.decode("utf-8", "surrogateescape")}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return {"a": [_tag(item, key) for item in value]}
+    if isinstance(value, dict):
+        return {"t": {str(k): _tag(v, key) for k, v in value.items()}}
+    if isinstance(value, _os.PathLike):
+        return {"s": _os.fspath(value)}
+    raise TypeError(f"invalid value for {key}: {value!r} (expected a string, number, boolean, list or dict)")
+
+def _untag(node):
+    (kind, value), = node.items()
+    if kind == "a":
+        return [_untag(item) for item in value]
+    if kind == "t":
+        return {k: _untag(v) for k, v in value.items()}
+    return None if kind == "n" else value
+
+def read_config(location, setting_keys, hook_names, marker):
+    """Runs a Python config file as Gunicorn does; returns its settings and the names that are none."""
+    if location.startswith("python:"):
+        import importlib
+        name = location[len("python:"):]
+        module = _sys.modules.get(name)
+        module = importlib.reload(module) if module is not None else importlib.import_module(name)
+        namespace = vars(module)
+    else:
+        namespace = {"__builtins__": __builtins__, "__name__": "__config__", "__file__": _os.path.abspath(location),
+                     "__doc__": None, "__package__": None}
+        with open(location, "rb") as file:
+            source = file.read()
+        exec(compile(source, location, "exec"), namespace)
+    settings, unknown, hooks = [], [], {}
+    for key, value in list(namespace.items()):
+        # Gunicorn reads lower-case module-level names; modules, classes and private names are not settings.
+        if key.startswith("_") or key != key.lower() or isinstance(value, (_types.ModuleType, type)):
+            continue
+        if key in hook_names:
+            if not callable(value):
+                raise TypeError(f"{key} must be a function, not {value!r}")
+            hooks[key] = value
+            settings.append([key, {"s": marker}])
+        elif key in setting_keys:
+            settings.append([key, {"s": marker} if callable(value) else _tag(value, key)])
+        elif not callable(value):
+            unknown.append(key)
+    HOOKS.clear()
+    HOOKS.update(hooks)
+    return _json.dumps({"settings": settings, "unknown": unknown})
+
+class Log:
+    """`server.log` and `worker.log`: the server's error log, with Gunicorn's logger methods."""
+
+    def _say(self, level, msg, args):
+        try:
+            text = str(msg) % args if args else str(msg)
+        except Exception:
+            text = f"{msg} {args!r}"
+        _hook_log(level, text)
+
+    def debug(self, msg, *args, **kwargs):
+        self._say(0, msg, args)
+
+    def info(self, msg, *args, **kwargs):
+        self._say(1, msg, args)
+
+    def warning(self, msg, *args, **kwargs):
+        self._say(2, msg, args)
+
+    warn = warning
+
+    def error(self, msg, *args, **kwargs):
+        self._say(3, msg, args)
+
+    def critical(self, msg, *args, **kwargs):
+        self._say(4, msg, args)
+
+    def exception(self, msg, *args, **kwargs):
+        import traceback
+        self._say(3, f"{msg}\n{traceback.format_exc().rstrip()}", ())
+
+    def log(self, level, msg, *args, **kwargs):
+        import logging
+        self._say({logging.DEBUG: 0, logging.INFO: 1, logging.WARNING: 2, logging.ERROR: 3}.get(level, 4), msg, args)
+
+    def reopen_files(self):
+        pass
+
+LOG = Log()
+
+class Config:
+    """`server.cfg` and `worker.cfg`: every setting as an attribute, under Gunicorn's names."""
+
+    def __init__(self, values):
+        self.__dict__.update(values)
+        self.settings = dict(values)
+
+    def __getattr__(self, name):
+        return None
+
+    @property
+    def env(self):
+        return dict(item.split("=", 1) for item in (self.raw_env or []))
+
+    @property
+    def address(self):
+        return list(self.bind or [])
+
+    @property
+    def is_ssl(self):
+        return False
+
+CFG = Config({})
+
+def set_config(text):
+    global CFG
+    CFG = Config({key: _untag(value) for key, value in _json.loads(text).items()})
+
+class Server:
+    """What hooks get as `server` (Gunicorn's Arbiter): pid, cfg, log, num_workers, proc_name."""
+
+    def __init__(self, pid, num_workers):
+        self.pid = pid
+        self.num_workers = num_workers
+        self.cfg = CFG
+        self.log = LOG
+        self.proc_name = CFG.proc_name or "appserver"
+        self.app = None
+        self.WORKERS = {}
+
+class Worker:
+    """What hooks get as `worker`: pid, ppid, age, alive, booted, cfg, log."""
+
+    def __init__(self, pid, ppid, age, alive=True, booted=False):
+        self.pid = pid
+        self.ppid = ppid
+        self.age = age
+        self.alive = alive
+        self.booted = booted
+        self.aborted = False
+        self.cfg = CFG
+        self.log = LOG
+        self.nr = 0
+        self.max_requests = CFG.max_requests or 0
+        self.timeout = CFG.timeout
+
+    def __repr__(self):
+        return f"<Worker {self.pid}>"
+
+# The worker process's own `worker` object, made once it is forked.
+WORKER = None
+
+def this_worker(age, booted):
+    global WORKER
+    if WORKER is None or WORKER.pid != _os.getpid():
+        WORKER = Worker(_os.getpid(), _os.getppid(), age)
+    WORKER.booted = booted
+    return WORKER
+
+def call_hook(name, *args):
+    hook = HOOKS.get(name)
+    if hook is not None:
+        hook(*args)
+
+class Request:
+    """`req` for pre_request and post_request: Gunicorn's request attributes, from the environ."""
+
+    def __init__(self, environ):
+        self.method = environ.get("REQUEST_METHOD", "")
+        self.path = environ.get("PATH_INFO", "")
+        self.query = environ.get("QUERY_STRING", "")
+        self.uri = environ.get("RAW_URI") or (self.path + ("?" + self.query if self.query else ""))
+        self.scheme = environ.get("wsgi.url_scheme", "http")
+        protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        self.version = (int(protocol[5]), int(protocol[7])) if len(protocol) == 8 else (1, 1)
+        self.headers = [(key[5:].replace("_", "-"), value) for key, value in environ.items() if key.startswith("HTTP_")]
+        for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if key in environ:
+                self.headers.append((key.replace("_", "-"), environ[key]))
+        self.remote_addr = environ.get("REMOTE_ADDR")
+
+class Response:
+    """`resp` for post_request: the status and headers the app started its response with."""
+
+    def __init__(self):
+        self.status = None
+        self.status_code = None
+        self.headers = []
+        self.sent = 0
+        self.response_length = None
+
+class _ClosingBody:
+    """A response body that runs post_request when the server closes it (after the last byte)."""
+
+    def __init__(self, body, done):
+        self._body = body
+        self._done = done
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def close(self):
+        try:
+            if hasattr(self._body, "close"):
+                self._body.close()
+        finally:
+            self._done()
+
+def with_request_hooks(app):
+    """The WSGI app wrapped with pre_request and post_request, called as Gunicorn's sync worker does."""
+    pre = HOOKS.get("pre_request")
+    post = HOOKS.get("post_request")
+    if pre is None and post is None:
+        return app
+
+    def hooked(environ, start_response):
+        worker = WORKER
+        req = Request(environ)
+        resp = Response()
+
+        def finished():
+            if post is not None:
+                try:
+                    if post.__code__.co_argcount == 3:
+                        post(worker, req, environ)
+                    else:
+                        post(worker, req, environ, resp)
+                except Exception:
+                    LOG.exception("Exception in post_request hook")
+
+        def hooked_start_response(status, headers, exc_info=None):
+            resp.status = status
+            resp.status_code = int(str(status).split(" ", 1)[0])
+            resp.headers = list(headers)
+            return start_response(status, headers, exc_info)
+
+        if pre is not None:
+            pre(worker, req)
+        try:
+            body = app(environ, hooked_start_response)
+        except BaseException:
+            finished()
+            raise
+        if isinstance(body, (list, tuple)):
+            resp.response_length = sum(len(chunk) for chunk in body)
+            finished()
+            return body
+        return _ClosingBody(body, finished)
+
+    return hooked
+
+def apply_logconfig(dict_text, file_path, json_path):
+    """logconfig_dict / logconfig / logconfig_json: the app's Python logging, as Gunicorn configures it."""
+    import logging.config
+    if dict_text:
+        config = {key: _untag(value) for key, value in _json.loads(dict_text).items()}
+        config.setdefault("version", 1)
+        config.setdefault("disable_existing_loggers", False)
+        logging.config.dictConfig(config)
+    if json_path:
+        with open(json_path) as file:
+            logging.config.dictConfig(_json.load(file))
+    if file_path:
+        logging.config.fileConfig(file_path, disable_existing_loggers=False)
+"""#
