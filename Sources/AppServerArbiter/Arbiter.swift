@@ -1,4 +1,5 @@
 import AppServerConfig
+import AppServerPython
 import AppServerSystemd
 import Foundation
 import Logging
@@ -66,6 +67,9 @@ public final class Arbiter {
     private var control: ControlSocket?
     private var reloadWaiters: [CInt] = []
     private var upgradeWaiters: [CInt] = []
+    /// `--reload`: the app's source files, and when a change is to be reloaded (changes come in bursts).
+    private var reloader: SourceWatcher?
+    private var sourceReloadDue: Double?
 
     public init(config: ServerConfig, version: String, logger: Logger, errorLog: LogFile, accessLog: LogFile?,
                 reloadConfig: @escaping () throws -> ServerConfig) {
@@ -91,11 +95,13 @@ public final class Arbiter {
             try start()
         } catch {
             logger.error("\(error)")
-            return 1
+            shutdownListeners()
+            return exitStatus != 0 ? exitStatus : 1
         }
         while true {
             sleepUntilSignal()
             for signal in signals.drain() { handle(signal) }
+            reloadChangedSources()
             reapWorkers()
             if let stopping {
                 if workers.isEmpty { break }
@@ -114,7 +120,27 @@ public final class Arbiter {
 
     private func start() throws {
         signals = SignalPipe(handling: [SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH])
+        ProcessTitle.set("master", name: config.procName)
         logger.info("Starting appserver \(version)")
+        logNotes(config)
+        ServerHooks.logger = logger
+        if let file = config.configFile { logger.info("Config file: \(file)\(config.hooks.isEmpty ? "" : "; server hooks: " + config.hooks.joined(separator: ", "))") }
+        if config.preloadApp {
+            do {
+                try ArbiterPython.preload(config)
+                logger.info("Preloaded the app \(config.app ?? "") in the arbiter")
+            } catch {
+                logger.error("\(error.description)")
+                exitStatus = error.exitStatus
+                throw ArbiterStartError(message: "the app could not be preloaded (see above)")
+            }
+        }
+        if ArbiterPython.isRunning {
+            ArbiterPython.hold()
+            ServerHooks.setConfig(config)
+            ArbiterPython.release()
+        }
+        if runHook("on_starting", [server]) != nil { throw ArbiterStartError(message: "the on_starting hook failed (see above)") }
         previousArbiter = Upgrade.takeHandover()
         do {
             control = try ControlSocket(pid: getpid())
@@ -127,20 +153,39 @@ public final class Arbiter {
             logger.info("Listening at: \(listener.description) (\(getpid())) [\(listener.origin)]\(listener.options(config).describedIfNotPlainHTTP)")
         }
         logger.info("Using worker: \(config.interface == .auto ? "auto (ASGI for a coroutine app, else WSGI)" : config.interface.rawValue), threads: \(config.threads)")
+        if runHook("when_ready", [server]) != nil { throw ArbiterStartError(message: "the when_ready hook failed (see above)") }
+        if config.reload { startReloader() }
         manageWorkers()
+    }
+
+    /// What reading the settings found worth saying: capped values, Gunicorn settings without effect,
+    /// names in a Python config file that are no setting.
+    private func logNotes(_ config: ServerConfig) {
+        for note in config.notes {
+            switch note.level {
+            case .info: logger.info("\(note.text)")
+            case .warning: logger.warning("\(note.text)")
+            }
+        }
     }
 
     private func shutdown() {
         answer(&reloadWaiters, ok: false, "the server stopped before the reload finished")
         answer(&upgradeWaiters, ok: false, "the server stopped before the upgrade finished")
         control?.closeAll()
+        runHook("on_exit", [server])
+        shutdownListeners()
+        logger.info("Shutting down: Master")
+    }
+
+    private func shutdownListeners() {
         for listener in listeners {
             close(listener.descriptor)
             // After a handover the new arbiter serves the same socket file.
             if let path = listener.unixPathToRemove, !handedOver { unlink(path) }
         }
+        listeners = []
         if let pidfile = config.pidfile { Pidfile.remove(handedOver ? pidfile + ".oldbin" : pidfile) }
-        logger.info("Shutting down: Master")
     }
 
     private func stop(_ mode: Stop) {
@@ -156,14 +201,37 @@ public final class Arbiter {
 
     private func sleepUntilSignal() {
         // Short waits while stopping, and while a reload waits for the old workers to stop accepting.
-        var timeout: Int32 = stopping != nil ? 100 : reloadClosing ? 10 : 1000
+        var timeout: Int32 = stopping != nil ? 100 : reloadClosing ? 10 : sourceReloadDue != nil ? 50 : 1000
         if let interval = notifier.watchdogInterval {
             // Wake often enough to ping the watchdog on time (it is due every `interval` seconds).
             timeout = min(timeout, Int32(max(10, interval * 1000 / 4)))
         }
-        let readable = signals.wait(milliseconds: timeout, orReadable: (upgrade.map { [$0.pipe] } ?? []) + (control?.descriptors ?? []))
+        let readable = signals.wait(milliseconds: timeout, orReadable: (upgrade.map { [$0.pipe] } ?? []) + (control?.descriptors ?? [])
+                                    + (reloader.map { [$0.descriptor] } ?? []))
         if let pipe = upgrade?.pipe, readable.contains(pipe) { readUpgradeReports() }
+        if let reloader, readable.contains(reloader.descriptor) {
+            let changed = reloader.readChanges()
+            if !changed.isEmpty {
+                logger.info("--reload: \(changed.count == 1 ? changed[0] : "\(changed.count) files") changed; reloading")
+                sourceReloadDue = MonotonicClock.seconds() + 0.1
+            }
+        }
         handleControlRequests()
+    }
+
+    // MARK: --reload
+
+    private func startReloader() {
+        let cwd = FileManager.default.currentDirectoryPath
+        let roots = [cwd] + config.pythonpath.map { $0.hasPrefix("/") ? $0 : cwd + "/" + $0 }
+        reloader = SourceWatcher(roots: roots, extraFiles: config.reloadExtraFiles, logger: logger)
+    }
+
+    /// A change seen by `--reload`, once the burst of writes is over and no reload is under way.
+    private func reloadChangedSources() {
+        guard let due = sourceReloadDue, MonotonicClock.seconds() >= due, previous == nil, stopping == nil else { return }
+        sourceReloadDue = nil
+        _ = reload()
     }
 
     // MARK: control requests
@@ -265,10 +333,10 @@ public final class Arbiter {
             logger.info("Handling signal: hup")
             _ = reload()
         case SIGTTIN:
-            workerCount += 1
+            setWorkerCount(workerCount + 1)
             logger.info("Handling signal: ttin; workers: \(workerCount)")
         case SIGTTOU:
-            workerCount = max(1, workerCount - 1)
+            setWorkerCount(max(1, workerCount - 1))
             logger.info("Handling signal: ttou; workers: \(workerCount)")
         case SIGUSR1:
             logger.info("Handling signal: usr1; reopening log files")
@@ -296,12 +364,21 @@ public final class Arbiter {
             return lastError
         }
         if fresh.bind != config.bind { logger.warning("reload: a new bind takes effect only on restart") }
+        if config.preloadApp { logger.info("reload: the app was preloaded, so the new workers run the code loaded at start (USR2 or 'appserver upgrade' loads new code)") }
         notifier.reloading()
         previous = (generation, config)
         var kept = fresh
         kept.bind = config.bind
+        kept.preloadApp = config.preloadApp
         config = kept
-        workerCount = config.workers
+        logNotes(config)
+        if ArbiterPython.isRunning {
+            ArbiterPython.hold()
+            ServerHooks.setConfig(config)
+            ArbiterPython.release()
+        }
+        runHook("on_reload", [server])
+        setWorkerCount(config.workers)
         generation += 1
         manageWorkers()
         return nil
@@ -318,6 +395,7 @@ public final class Arbiter {
             if pid <= 0 { return }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
             requestsOfExitedWorkers += worker.slot.requests.load(ordering: .relaxed)
+            runHook("child_exit", [server, .worker(pid: pid, age: worker.age, alive: false, booted: worker.booted)])
             let exited = (status & 0x7f) == 0
             let code = (status >> 8) & 0xff
             let signal = status & 0x7f
@@ -353,7 +431,7 @@ public final class Arbiter {
             for other in workers.values where other.generation == generation { kill(other.pid, SIGKILL) }
             generation = previous.generation
             config = previous.config
-            workerCount = config.workers
+            setWorkerCount(config.workers)
             self.previous = nil
             answer(&reloadWaiters, ok: false, lastError!)
             return
@@ -451,6 +529,7 @@ public final class Arbiter {
             logger.warning("upgrade refused: \(reason)")
             return reason
         }
+        runHook("pre_exec", [server])
         // The new arbiter writes the pid file: ours moves aside first, as Gunicorn's does.
         if let pidfile = config.pidfile { rename(pidfile, pidfile + ".oldbin") }
         let mask = SignalPipe.blockAll()
@@ -512,9 +591,12 @@ public final class Arbiter {
     private func spawnWorker() {
         age += 1
         let slot = WorkerSlot()
+        runHook("pre_fork", [server, .worker(pid: nil, age: age, alive: true, booted: false)])
         // Signals wait while the child is without its own handlers (it would otherwise write to our pipe).
         let mask = SignalPipe.blockAll()
+        ArbiterPython.beforeFork()
         let pid = fork()
+        if pid == 0 { ArbiterPython.afterForkInChild() } else { ArbiterPython.afterForkInParent() }
         if pid != 0 { SignalPipe.restore(mask) }
         if pid < 0 {
             logger.error("fork failed: \(String(cString: strerror(errno)))")
@@ -527,11 +609,36 @@ public final class Arbiter {
             for client in reloadWaiters + upgradeWaiters { close(client) }
             if let previousArbiter { close(previousArbiter.readyPipe) }
             SignalPipe.restore(mask)
+            reloader?.closeInChild()
             logger.info("Booting worker with pid: \(getpid())")
-            WorkerProcess.run(config: config, listeners: listeners, slot: slot, logger: logger,
+            WorkerProcess.run(config: config, listeners: listeners, slot: slot, age: age, logger: logger,
                               errorLog: errorLog, accessLog: accessLog)
         }
         workers[pid] = Worker(pid: pid, slot: slot, age: age, generation: generation, spawned: MonotonicClock.seconds())
+    }
+
+    /// The worker count changes (TTIN, TTOU, a reload): Gunicorn's nworkers_changed hook hears of it.
+    private func setWorkerCount(_ count: Int) {
+        guard count != workerCount else { return }
+        let old = workerCount
+        workerCount = count
+        runHook("nworkers_changed", [server, .integer(count), .integer(old)])
+    }
+
+    /// `server` as hooks see it.
+    private var server: ServerHooks.Argument { .server(pid: getpid(), workers: workerCount) }
+
+    /// Runs a server hook in the arbiter if the config file defines it; returns the traceback if it
+    /// raised. While it runs, a helper thread keeps systemd's watchdog fed for up to `timeout` seconds
+    /// (30 when timeout is 0): a slow hook is not a hung arbiter, but one that never returns is.
+    @discardableResult
+    private func runHook(_ name: String, _ arguments: [ServerHooks.Argument]) -> String? {
+        guard ArbiterPython.isRunning, config.hooks.contains(name) else { return nil }
+        let keeper = notifier.watchdogInterval.map { WatchdogKeeper(interval: $0, budget: Double(config.timeout > 0 ? config.timeout : 30), hook: name, logger: logger) }
+        defer { keeper?.stop() }
+        ArbiterPython.hold()
+        defer { ArbiterPython.release() }
+        return ServerHooks.call(name, arguments)
     }
 
     private func killAll(_ signal: CInt) {
@@ -584,6 +691,11 @@ enum Pidfile {
             unlink(path)
         }
     }
+}
+
+struct ArbiterStartError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
 }
 
 struct PidfileError: Error, CustomStringConvertible {

@@ -55,7 +55,7 @@ enum Listeners {
         var listeners: [Listener] = []
         for spec in config.bind {
             var listener = try bind(spec.address, backlog: config.backlog, umask: config.umask,
-                                    owner: (config.user?.uid, config.group ?? config.user?.primaryGroup))
+                                    owner: (config.user?.uid, config.group ?? config.user?.primaryGroup), reusePort: config.reusePort)
             if let scheme = spec.scheme {
                 listener.scheme = scheme
                 listener.name = scheme.description
@@ -66,7 +66,7 @@ enum Listeners {
     }
 
     static func bind(_ address: BindAddress, backlog: Int, umask mask: mode_t,
-                     owner: (uid: uid_t?, gid: gid_t?) = (nil, nil)) throws(ListenerError) -> Listener {
+                     owner: (uid: uid_t?, gid: gid_t?) = (nil, nil), reusePort: Bool = false) throws(ListenerError) -> Listener {
         switch address {
         case .unix(let path):
             return try bindUnix(path, backlog: backlog, umask: mask, owner: owner)
@@ -85,6 +85,7 @@ enum Listeners {
             guard fd >= 0 else { throw .bind(address.description, String(cString: strerror(errno))) }
             var one: CInt = 1
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<CInt>.size))
+            if reusePort { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<CInt>.size)) }
             // `[::]` keeps the kernel's default (dual-stack on Debian), as Gunicorn does.
             guard Glibc.bind(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0, listen(fd, CInt(backlog)) == 0 else {
                 let reason = String(cString: strerror(errno))

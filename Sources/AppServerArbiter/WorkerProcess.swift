@@ -16,10 +16,17 @@ enum WorkerProcess {
     /// The app's ASGI lifespan startup failed: retried with a growing delay.
     static let startupFailedStatus = AppLoadError.startupFailedStatus
 
-    static func run(config: ServerConfig, listeners: [Listener], slot: WorkerSlot, logger: Logger,
+    static func run(config: ServerConfig, listeners: [Listener], slot: WorkerSlot, age: Int, logger: Logger,
                     errorLog: LogFile, accessLog: LogFile?) -> Never {
         let signals = SignalPipe(handling: [SIGTERM, SIGQUIT, SIGINT, SIGHUP, SIGABRT, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU, SIGWINCH])
         let arbiter = getppid()
+        ProcessTitle.set("worker", name: config.procName)
+        // Hooks run here with the interpreter inherited from the arbiter, which holds their functions.
+        let hooks = WorkerHooks(config: config, age: age, arbiter: arbiter)
+        if hooks.run("post_fork", [hooks.server, .thisWorker(age: age, booted: false)], holdingGIL: true) != nil {
+            logger.error("Exception in worker process: the post_fork hook failed (see above)")
+            _exit(bootErrorStatus)
+        }
         switchUser(config, logger: logger)
 
         let runtime: PythonRuntime
@@ -32,6 +39,10 @@ enum WorkerProcess {
         runtime.sendWSGIErrors { errorLog.write($0) }
         let accessWriter = accessLog.map { AccessLogWriter(format: config.accessLogformat, file: $0) }
         let host = runtime.makeHost(config: config, logger: logger, accessLog: accessWriter)
+        if hooks.run("post_worker_init", [.thisWorker(age: age, booted: true)], holdingGIL: true) != nil {
+            logger.error("Exception in worker process: the post_worker_init hook failed (see above)")
+            _exit(bootErrorStatus)
+        }
         runtime.releaseMainThread()
         do {
             try host.start()
@@ -75,12 +86,19 @@ enum WorkerProcess {
 
         while true {
             switch signals.next() {
-            case SIGTERM, SIGQUIT, SIGHUP:
-                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger)
+            case SIGTERM, SIGHUP:
+                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger, hooks: hooks)
+            case SIGQUIT:
+                // Gunicorn's worker_int: the worker was told to stop by INT or QUIT.
+                hooks.run("worker_int", [.thisWorker(age: age, booted: true)])
+                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger, hooks: hooks)
             case SIGINT:
+                hooks.run("worker_int", [.thisWorker(age: age, booted: true)])
+                hooks.run("worker_exit", [hooks.server, .thisWorker(age: age, booted: true)])
                 _exit(0)
             case SIGABRT:
                 logger.critical("worker timed out: a request made no progress for \(config.timeout) s; exiting")
+                hooks.run("worker_abort", [.thisWorker(age: age, booted: true)])
                 _exit(1)
             case SIGUSR1:
                 errorLog.reopen()
@@ -116,7 +134,7 @@ enum WorkerProcess {
     }
 
     /// Stops accepting, lets requests in flight finish (up to `timeout` seconds), then exits.
-    private static func stopGracefully(server: HTTPServer, host: any AppHost, timeout: Int, logger: Logger) -> Never {
+    private static func stopGracefully(server: HTTPServer, host: any AppHost, timeout: Int, logger: Logger, hooks: WorkerHooks) -> Never {
         logger.info("Worker exiting (pid: \(getpid()))")
         let done = Monitor()
         let finished = OnceFlag()
@@ -137,7 +155,36 @@ enum WorkerProcess {
         } else {
             logger.warning("graceful timeout (\(timeout) s) reached with requests still running; exiting")
         }
+        hooks.run("worker_exit", [hooks.server, .thisWorker(age: hooks.age, booted: true)])
         _exit(0)
+    }
+}
+
+/// The server hooks a worker runs (post_fork, post_worker_init, worker_int, worker_abort, worker_exit),
+/// when the arbiter's Python config file defined them.
+struct WorkerHooks {
+    let defined: Set<String>
+    let age: Int
+    let arbiter: pid_t
+    let workers: Int
+
+    init(config: ServerConfig, age: Int, arbiter: pid_t) {
+        defined = ArbiterPython.isRunning ? Set(config.hooks) : []
+        self.age = age
+        self.arbiter = arbiter
+        workers = config.workers
+        // This process's `worker` object, for the hooks that run here (the GIL is held after fork).
+        if !defined.isEmpty { ServerHooks.introduceWorker(age: age) }
+    }
+
+    var server: ServerHooks.Argument { .server(pid: arbiter, workers: workers) }
+
+    /// Runs the hook; returns its traceback if it raised. `holdingGIL`: the caller has the GIL already.
+    @discardableResult
+    func run(_ name: String, _ arguments: [ServerHooks.Argument], holdingGIL: Bool = false) -> String? {
+        guard defined.contains(name) else { return nil }
+        if holdingGIL { return ServerHooks.call(name, arguments) }
+        return ServerHooks.withGIL { ServerHooks.call(name, arguments) }
     }
 }
 

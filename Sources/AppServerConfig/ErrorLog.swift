@@ -40,6 +40,15 @@ public final class LogFile: Sendable {
         return fd
     }
 
+    /// `capture_output`: the process's stdout and stderr (and its children's: the app's prints) go to this file.
+    public func captureStandardStreams() {
+        guard path != "-" else { return }
+        fd.withLock { fd in
+            _ = dup2(fd, STDOUT_FILENO)
+            _ = dup2(fd, STDERR_FILENO)
+        }
+    }
+
     /// USR1: open the file again (after logrotate moved it).
     public func reopen() {
         guard path != "-", let newFD = try? Self.open(path, stdout: stdout) else { return }

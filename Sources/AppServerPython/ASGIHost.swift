@@ -389,6 +389,7 @@ extension PythonRuntime {
             }
         }
         if asgi { return ASGIHost(runtime: self, config: config, logger: logger, accessLog: accessLog) }
+        wrapWithRequestHooks()
         return WSGIHost(runtime: self, config: config, logger: logger, accessLog: accessLog)
     }
 }

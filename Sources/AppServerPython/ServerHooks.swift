@@ -40,6 +40,18 @@ public enum ServerHooks {
         Py_DecRef(text)
     }
 
+    /// Makes this worker process's `worker` object (pre_request and post_request get it too).
+    public static func introduceWorker(age: Int) {
+        if let object = makeObject(.thisWorker(age: age, booted: false)) { Py_DecRef(object) } else { PyErr_Clear() }
+    }
+
+    /// Runs `body` holding the GIL, from any thread of a worker.
+    public static func withGIL<T>(_ body: () -> T) -> T {
+        let state = PyGILState_Ensure()
+        defer { PyGILState_Release(state) }
+        return body()
+    }
+
     /// Runs a hook if the config file defines it; returns the traceback when it raised (logged too).
     @discardableResult
     public static func call(_ name: String, _ arguments: [Argument]) -> String? {

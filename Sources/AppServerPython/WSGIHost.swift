@@ -41,6 +41,8 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
     let environConstants: EnvironConstants
     /// Seconds an app thread waits for request body bytes before giving up (the worker timeout).
     let bodyTimeout: Int
+    /// `sendfile`: wsgi.file_wrapper files go out with sendfile(2) (off: iterated like any body).
+    let sendfile: Bool
     private let monitor = Monitor()
     private var queue = CircularBuffer<WorkItem>(initialCapacity: 64)   // guarded by `monitor`
     private var idleThreads = 0                                         // guarded by `monitor`
@@ -56,6 +58,7 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         self.logger = logger
         self.accessLog = accessLog
         self.bodyTimeout = config.timeout
+        self.sendfile = config.sendfile
         self.maxRunning = config.threads
         // Needs the GIL: built while the starting thread still holds it.
         self.environConstants = EnvironConstants(namespace: runtime.namespace, multithread: config.threads > 1,

@@ -172,7 +172,7 @@ final class WSGIThread: @unchecked Sendable {
     private func sendBody(of result: PyObjectPointer, _ request: ActiveRequest) -> Bool {
         if appserver_is_exact_list_or_tuple(result) != 0 && !request.writer.headSent {
             sendSequence(result, request)
-        } else if PyObject_IsInstance(result, host.environConstants.fileWrapperClass) == 1, sendFile(result, request) {
+        } else if host.sendfile, PyObject_IsInstance(result, host.environConstants.fileWrapperClass) == 1, sendFile(result, request) {
             return false
         } else {
             guard let iterator = PyObject_GetIter(result) else {

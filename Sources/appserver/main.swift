@@ -45,6 +45,7 @@ enum ServerCommand {
         let errorLog = try LogFile(path: settings.errorLogfile)
         let accessLog = try settings.accessLogfile.map { path throws(ConfigError) in try LogFile(path: path, stdout: true) }
         if settings.daemon { Daemon.detach() }
+        if settings.captureOutput { errorLog.captureStandardStreams() }
         let level = settings.logLevel
         LoggingSystem.bootstrap { _ in ErrorLogHandler(file: errorLog, level: level) }
         let logger = Logger(label: "appserver")
