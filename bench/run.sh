@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # The benchmark harness: a bench venv from Debian's python3 with the peers, then bench.py.
 # Usage: bench/run.sh [--servers appserver,granian,...] [--benches wsgi-hello,...] [--runs 3] [--seconds 10]
+#        bench/run.sh memory [--workers 4] [--runs 3]  (PSS of the whole server, Django, vs Gunicorn)
 #        bench/run.sh nginx [--chains appserver-http,appserver-uwsgi,...] [--runs 3] [--seconds 10]  (chains behind nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv-bench
-if [ ! -x "$VENV/bin/uvicorn" ]; then
+if [ ! -x "$VENV/bin/uvicorn" ] || [ ! -x "$VENV/bin/django-admin" ]; then
     /usr/bin/python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check gunicorn granian flask fastapi 'uvicorn[standard]' uvloop
+    "$VENV/bin/pip" install -q --disable-pip-version-check gunicorn granian flask fastapi 'uvicorn[standard]' uvloop 'django>=4.2,<6'
     # uWSGI compiles from source (needs python3-dev); the bench runs without it if that fails.
     "$VENV/bin/pip" install -q --disable-pip-version-check uwsgi || echo "uwsgi did not build; benchmarking without it"
 fi
 "$VENV/bin/pip" freeze | grep -iE '^(gunicorn|granian|uwsgi|flask|fastapi|starlette|uvicorn|uvloop|httptools)=' > bench/out.versions 2>/dev/null || true
+if [ "${1:-}" = memory ]; then
+    shift
+    exec "$VENV/bin/python" bench/memory.py "$@"
+fi
 if [ "${1:-}" = nginx ]; then
     shift
     exec "$VENV/bin/python" bench/behind_nginx.py "$@"

@@ -125,6 +125,13 @@ public final class Arbiter {
         logNotes(config)
         ServerHooks.logger = logger
         if let file = config.configFile { logger.info("Config file: \(file)\(config.hooks.isEmpty ? "" : "; server hooks: " + config.hooks.joined(separator: ", "))") }
+        do {
+            try ArbiterPython.start(config)
+        } catch {
+            logger.error("\(error.description)")
+            exitStatus = WorkerProcess.bootErrorStatus
+            throw ArbiterStartError(message: "Python could not be started (see above)")
+        }
         if config.preloadApp {
             do {
                 try ArbiterPython.preload(config)
@@ -363,14 +370,14 @@ public final class Arbiter {
             lastError = "reload failed: \(error)"
             return lastError
         }
-        if fresh.bind != config.bind { logger.warning("reload: a new bind takes effect only on restart") }
         if config.preloadApp { logger.info("reload: the app was preloaded, so the new workers run the code loaded at start (USR2 or 'appserver upgrade' loads new code)") }
         notifier.reloading()
         previous = (generation, config)
-        var kept = fresh
-        kept.bind = config.bind
-        kept.preloadApp = config.preloadApp
-        config = kept
+        let kept = fresh.keepingRestartSettings(of: config)
+        for change in kept.changes {
+            logger.warning("reload: a new \(change) takes effect only on restart (or USR2, 'appserver upgrade'); keeping the running value")
+        }
+        config = kept.config
         logNotes(config)
         if ArbiterPython.isRunning {
             ArbiterPython.hold()

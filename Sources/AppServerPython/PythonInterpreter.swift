@@ -131,6 +131,33 @@ public enum ArbiterPython {
         PythonInterpreter.releasedState = PyEval_SaveThread()
     }
 
+    /// Standard-library modules that web apps (Django, Flask, FastAPI and what they use) import. The
+    /// arbiter imports them once, so its workers share those pages instead of each building its own copy,
+    /// as Gunicorn's workers share what its master imported. Never the app, never a third-party package:
+    /// a reload still imports all of the app's own code afresh.
+    static let sharedStandardModules = """
+        asyncio base64 binascii bisect calendar collections.abc concurrent.futures contextlib contextvars copy
+        dataclasses datetime decimal email.headerregistry email.message email.mime.multipart email.mime.text
+        email.policy email.utils enum fnmatch fractions functools gettext glob hashlib heapq hmac html http.client
+        http.cookies importlib.metadata importlib.util inspect ipaddress json locale logging logging.config
+        logging.handlers mimetypes numbers pathlib pickle pkgutil queue random re secrets selectors shlex shutil
+        signal socket ssl string struct subprocess tempfile textwrap threading tokenize traceback typing
+        unicodedata urllib.parse urllib.request uuid warnings weakref wsgiref.headers zipfile zlib zoneinfo
+        """
+
+    /// Starts the interpreter in the arbiter, before any worker is forked, with the standard library
+    /// web apps use: the workers inherit it (copy-on-write) rather than each starting its own.
+    public static func start(_ config: ServerConfig) throws(AppLoadError) {
+        hold()
+        defer { release() }
+        _ = try PythonInterpreter.start(virtualenv: config.virtualenv)
+        if let importAll = PythonInterpreter.hooksFunction("import_standard_modules") {
+            let names = PyUnicode_FromString(sharedStandardModules)
+            if let result = PyObject_CallOneArg(importAll, names) { Py_DecRef(result) } else { PyErr_Clear() }
+            Py_DecRef(names)
+        }
+    }
+
     /// `--preload`: imports the app in the arbiter before any worker is forked.
     public static func preload(_ config: ServerConfig) throws(AppLoadError) {
         hold()
@@ -139,6 +166,16 @@ public enum ArbiterPython {
         PythonInterpreter.addSearchPaths(config.pythonpath)
         try PythonInterpreter.applyLogConfig(config)
         PythonInterpreter.preloadedApp = try PythonInterpreter.loadApp(config)
+        // The app's objects move to the collector's permanent generation: collections in the workers
+        // then never touch (and so never copy) the pages the preloaded app lives in.
+        if let gc = PyImport_ImportModule("gc") {
+            if let freeze = PyObject_GetAttrString(gc, "freeze") {
+                if let result = PyObject_CallNoArgs(freeze) { Py_DecRef(result) }
+                Py_DecRef(freeze)
+            }
+            Py_DecRef(gc)
+        }
+        PyErr_Clear()
     }
 
     /// Around fork: the interpreter's locks are taken so the child gets them in a known state.

@@ -9,6 +9,14 @@ import types as _types
 
 HOOKS = {}
 
+def import_standard_modules(names):
+    import importlib
+    for name in names.split():
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+
 def _tag(value, key):
     if value is None:
         return {"n": 0}

@@ -113,3 +113,19 @@ public struct ConfigBuilder {
         return TOMLConfig.render(lines)
     }
 }
+
+extension ServerConfig {
+    /// A reload's new settings with the running values of the settings only a restart changes
+    /// (`bind`, `virtualenv`, `preload_app`, ...), and the names of those that differed.
+    public func keepingRestartSettings(of running: ServerConfig) -> (config: ServerConfig, changes: [String]) {
+        var result = self
+        var changes: [String] = []
+        for row in SettingsTable.rows where !row.reloadable && !["config", "check_config", "print_config"].contains(row.name) {
+            let old = row.render(running)
+            guard row.render(self) != old else { continue }
+            changes.append(row.name)
+            do { try row.apply(&result, old ?? .null) } catch { continue }
+        }
+        return (result, changes)
+    }
+}
