@@ -1,0 +1,366 @@
+"""A Gunicorn deployment switches without rewriting: gunicorn.conf.py with server hooks, Gunicorn's
+command lines and GUNICORN_CMD_ARGS, TOML 1.0 files, refused settings, --print-config, --preload,
+app factories and the --reload dev server."""
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import APPS, BINARY, VENV, Server, free_port, wait_until
+from test_systemd_notify import NotifySocket
+
+DROPIN = APPS / "dropin"
+
+
+def run(*args, cwd=APPS, env=None, timeout=60):
+    full_env = dict(os.environ)
+    full_env.pop("VIRTUAL_ENV", None)
+    full_env.update(env or {})
+    return subprocess.run([str(BINARY), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def hook_lines(path):
+    if not path.exists():
+        return []
+    return [line.split(" ") for line in path.read_text().splitlines()]
+
+
+def counts(path):
+    return Counter(line[0] for line in hook_lines(path))
+
+
+def cmdline(pid):
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+
+
+def test_gunicorn_conf_py_with_hooks_across_ttin_kill_hup_and_stop(tmp_path):
+    """Each hook runs in the right process, the right number of times."""
+    hooks = tmp_path / "hooks.log"
+    port = free_port()
+    server = Server("factory:app", tmp_path=tmp_path, cwd=DROPIN, bind=[],
+                    env={"HOOK_LOG": str(hooks), "BIND": f"127.0.0.1:{port}", "WORKERS": "2"})
+    server.port, server.url = port, f"http://127.0.0.1:{port}"
+    arbiter = server.pid
+    try:
+        server.wait_ready(workers=2)
+        # ./gunicorn.conf.py was read without -c, as Gunicorn does; its raw_env reached the app.
+        assert "Config file: gunicorn.conf.py" in server.log()
+        assert "'cpu_guess' is not a setting; ignored" in server.log()
+        assert "worker_connections has no effect" in server.log()
+        for path in ["/a", "/b", "/c"]:
+            response = requests.get(server.url + path, timeout=5)
+            assert response.status_code == 200 and "env=yes" in response.text
+        # wait_ready's probe (GET /) was the first request.
+        wait_until(lambda: counts(hooks)["post_request"] == 4, message="post_request x4")
+        # proc_name: Gunicorn's process titles.
+        assert cmdline(arbiter) == "appserver: master [dropin]"
+        assert all(cmdline(pid) == "appserver: worker [dropin]" for pid in server.workers())
+
+        server.signal(signal.SIGTTIN)
+        wait_until(lambda: counts(hooks)["post_worker_init"] == 3, message="a third worker")
+        victim = server.workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: counts(hooks)["post_worker_init"] == 4, message="the killed worker replaced")
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: counts(hooks)["post_worker_init"] == 6 and counts(hooks)["child_exit"] == 4 and len(server.workers()) == 2,
+                   timeout=30, message="the reload")
+        assert requests.get(server.url + "/d", timeout=5).status_code == 200
+        wait_until(lambda: counts(hooks)["post_request"] == 5, message="post_request after the reload")
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+    lines = hook_lines(hooks)
+    seen = counts(hooks)
+    assert seen == {"on_starting": 1, "when_ready": 1, "pre_fork": 6, "post_fork": 6, "post_worker_init": 6,
+                    "pre_request": 5, "post_request": 5, "nworkers_changed": 2, "on_reload": 1,
+                    "child_exit": 6, "worker_exit": 5, "on_exit": 1}, seen
+    by_name = {}
+    for line in lines:
+        by_name.setdefault(line[0], []).append(line)
+    # Arbiter hooks run in the arbiter, worker hooks in the worker they are about.
+    for name in ["on_starting", "when_ready", "pre_fork", "on_reload", "child_exit", "nworkers_changed", "on_exit"]:
+        assert all(int(line[1]) == arbiter for line in by_name[name]), name
+    assert by_name["when_ready"][0][2:] == ["2", "dropin"], "server.cfg has the config file's settings"
+    assert [line[2] for line in by_name["pre_fork"]] == ["1", "2", "3", "4", "5", "6"], "worker.age counts up"
+    workers = {int(line[1]) for line in by_name["post_fork"]}
+    assert len(workers) == 6 and arbiter not in workers
+    assert all(int(line[1]) == int(line[2]) and int(line[3]) == arbiter for line in by_name["post_fork"]), "worker.pid, server.pid"
+    assert {int(line[1]) for line in by_name["post_worker_init"]} == workers
+    assert {int(line[1]) for line in by_name["pre_request"]} <= workers
+    assert [line[2:] for line in by_name["pre_request"]] == [["GET", "/"], ["GET", "/a"], ["GET", "/b"], ["GET", "/c"], ["GET", "/d"]]
+    assert all(line[3] == "200" for line in by_name["post_request"])
+    assert by_name["nworkers_changed"][0][1:] == [str(arbiter), "3", "2"] and by_name["nworkers_changed"][1][1:] == [str(arbiter), "2", "3"]
+    # worker_exit runs in the exiting worker (not in the SIGKILLed one); child_exit names every worker that ended.
+    exited = {int(line[1]) for line in by_name["worker_exit"]}
+    assert victim not in exited and exited < workers and all(int(line[1]) == int(line[2]) for line in by_name["worker_exit"])
+    assert {int(line[2]) for line in by_name["child_exit"]} == workers
+    assert lines[-1][0] == "on_exit"
+
+
+@pytest.mark.parametrize("args, check", [
+    (["-k", "uvicorn.workers.UvicornWorker", "fastapiapp:app"], lambda r: r.json() == {"message": "Hello, World!"}),
+    (["-k", "uvicorn_worker.UvicornWorker", "--worker-class=uvicorn_worker.UvicornWorker", "starletteapp:app"], lambda r: r.status_code == 404 and r.text == "Not Found"),  # Starlette itself answered
+    (["-k", "gthread", "--threads", "4", "plain:app"], lambda r: True),
+    (["--worker-class=sync", "-w2", "plain:app"], lambda r: True),
+])
+def test_gunicorn_command_lines(serve, args, check):
+    server = serve(*args[-1:], *args[:-1], workers=2 if "-w2" in args else 1)
+    assert check(requests.get(server.url + "/", timeout=5))
+    if "gthread" in args:
+        assert requests.get(server.url + "/environ", timeout=5).json()["wsgi.multithread"] is True
+    interface = "asgi" if any("Uvicorn" in a for a in args) else "wsgi"
+    assert f"Using worker: {interface}" in server.log()
+
+
+def test_gunicorn_cmd_args_and_precedence(tmp_path):
+    config = tmp_path / "app.toml"
+    config.write_text('workers = 3\ntimeout = 40\nkeepalive = 9\nmax_requests = 10\n')
+    env = {"GUNICORN_CMD_ARGS": "--timeout 50 --max-requests 20 --name 'from env'", "APPSERVER_CMD_ARGS": "--max-requests 30"}
+    result = run("-c", str(config), "--keep-alive", "7", "--print-config", "plain:app", env=env)
+    assert result.returncode == 0, result.stderr
+    printed = dict(line.split(" = ", 1) for line in result.stdout.splitlines())
+    assert printed["workers"] == "3", "the file over the defaults"
+    assert printed["timeout"] == "50", "GUNICORN_CMD_ARGS over the file"
+    assert printed["max_requests"] == "30", "APPSERVER_CMD_ARGS over GUNICORN_CMD_ARGS"
+    assert printed["keepalive"] == "7", "the command line over all"
+    assert printed["proc_name"] == '"from env"'
+    # A server whose whole configuration is GUNICORN_CMD_ARGS, as in a Dockerfile.
+    port = free_port()
+    server = Server("plain:app", tmp_path=tmp_path, bind=[], env={"GUNICORN_CMD_ARGS": f"--bind=127.0.0.1:{port} -w2 --access-logfile -"})
+    server.port, server.url = port, f"http://127.0.0.1:{port}"
+    try:
+        server.wait_ready(workers=2)
+        assert requests.get(server.url + "/", timeout=5).text == "Hello, World!"
+        wait_until(lambda: '"GET / HTTP/1.1" 200' in server.log(), message="the access log")
+    finally:
+        server.stop()
+
+
+def test_toml_file_with_every_toml_form(serve, tmp_path):
+    config = tmp_path / "every.toml"
+    config.write_text(r'''
+# Comments, then every TOML 1.0 form a setting can take.
+workers = 0x2                          # hexadecimal
+umask = 0o22                           # octal
+max_requests = 1_000                   # underscores
+max_requests_jitter = 0b1010           # binary
+timeout = 30.0                         # a float that is a whole number
+graceful_timeout = +10
+proxy_headers = true
+access_log_format = """
+%(h)s "%(r)s" %(s)s\
+"""
+pythonpath = 'lib,vendor'               # a literal string
+raw_env = [
+  "DROPIN_FROM_CONFIG=hello world",     # a multi-line array
+  'PATHS=C:\no\escapes',
+]
+secure_scheme_headers = { "X-Scheme" = "https", 'X-Forwarded-Ssl' = "on" }
+forwarded_allow_ips = ["127.0.0.1", "10.0.0.0/8"]
+"root_path" = "/api"                   # a quoted key
+
+[logconfig_dict]
+version = 1
+disable_existing_loggers = false
+[logconfig_dict.root]
+level = "WARNING"
+''')
+    result = run("-c", str(config), "--print-config", "plain:app")
+    assert result.returncode == 0, result.stderr
+    printed = dict(line.split(" = ", 1) for line in result.stdout.splitlines())
+    assert printed["workers"] == "2" and printed["umask"] == '"0o22"' and printed["max_requests"] == "1000"
+    assert printed["max_requests_jitter"] == "10" and printed["timeout"] == "30" and printed["graceful_timeout"] == "10"
+    assert printed["access_log_format"] == r'"%(h)s \"%(r)s\" %(s)s"'
+    assert printed["raw_env"] == r'["DROPIN_FROM_CONFIG=hello world", "PATHS=C:\\no\\escapes"]'
+    assert printed["secure_scheme_headers"] == '{ "X-FORWARDED-SSL" = "on", "X-SCHEME" = "https" }'
+    assert printed["root_path"] == '"/api"' and printed["pythonpath"] == '"lib,vendor"'
+    assert "WARNING" in printed["logconfig_dict"]
+    server = serve("factory:app", "-c", str(config), workers=2, cwd=DROPIN)
+    assert requests.get(server.url + "/", timeout=5).text.endswith("env=hello world")
+
+
+def test_toml_errors_name_the_line_and_the_nearest_setting(tmp_path):
+    typo = tmp_path / "typo.toml"
+    typo.write_text('workers = 2\nmax_request = 5\n')
+    result = run("-c", str(typo), "plain:app")
+    assert result.returncode == 2 and "unknown setting 'max_request' (did you mean 'max_requests'?)" in result.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text('workers = 2\nbind = "unterminated\n')
+    result = run("-c", str(broken), "plain:app")
+    assert result.returncode == 2 and "line 2" in result.stderr and str(broken) in result.stderr
+    hook = tmp_path / "hook.toml"
+    hook.write_text('post_fork = "mymodule.post_fork"\n')
+    result = run("-c", str(hook), "plain:app")
+    assert result.returncode == 2 and "define it in a Python config file" in result.stderr
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["-k", "gevent"], "use gthread"),
+    (["--worker-class", "eventlet"], "use gthread"),
+    (["--certfile", "/etc/ssl/cert.pem"], "TLS ends at the proxy"),
+    (["--keyfile=/etc/ssl/key.pem"], "TLS ends at the proxy"),
+    (["--paste", "development.ini"], "give the WSGI callable"),
+    (["--log-syslog"], "the journal"),
+    (["--statsd-host", "localhost:8125"], "Prometheus"),
+    (["--spew"], "debugger"),
+    (["--dirty-workers", "2"], "task queue"),
+    (["--http-protocols", "h2,h1"], "HTTP/2"),
+    (["--strip-header-spaces"], "strict"),
+    (["--logger-class", "myapp.Logger"], "logconfig_dict"),
+])
+def test_refused_settings_say_why_and_what_instead(args, hint):
+    result = run(*args, "plain:app")
+    assert result.returncode == 2, result
+    assert "is not supported: " in result.stderr and hint in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_refused_in_a_python_config_file_and_accepted_when_off(tmp_path):
+    off = tmp_path / "off.py"
+    off.write_text('certfile = None\nkeyfile = None\nsyslog = False\nspew = False\ndirty_workers = 0\nworkers = 2\n')
+    assert run("-c", str(off), "--check-config", "plain:app").returncode == 0
+    on = tmp_path / "on.py"
+    on.write_text('workers = 2\nkeyfile = "/etc/ssl/key.pem"\n')
+    result = run("-c", str(on), "plain:app")
+    assert result.returncode == 2 and "'keyfile' is not supported" in result.stderr and str(on) in result.stderr
+
+
+def test_print_config_round_trip(tmp_path):
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(
+        'import os\nbind = ["127.0.0.1:8123", "unix:/tmp/x y.sock"]\nworkers = 3\nworker_class = "uvicorn.workers.UvicornWorker"\n'
+        'raw_env = ["A=1", "QUOTE=say \\"hi\\""]\nsecure_scheme_headers = {"X-FORWARDED-PROTO": "https"}\n'
+        'forwarded_allow_ips = "*"\nlimit_request_line = 16384\nworker_connections = 500\nproc_name = "shop"\n'
+        'logconfig_dict = {"version": 1, "root": {"level": "INFO"}}\numask = 0o007\npreload_app = True\n')
+    first = run("-c", str(config), "--print-config", "plain:app")
+    assert first.returncode == 0, first.stderr
+    assert "limit_request_line = 8190" in first.stdout, "capped as Gunicorn caps it"
+    printed = tmp_path / "printed.toml"
+    printed.write_text(first.stdout)
+    second = run("-c", str(printed), "--print-config")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    assert run("-c", str(printed), "--check-config").returncode == 0
+
+
+def test_capped_limit_is_a_warning_and_the_cap_holds(serve):
+    server = serve("plain:app", "--limit-request-line=16384")
+    assert "limit_request_line 16384 is more than the most allowed, 8190: using 8190" in server.log()
+    assert requests.get(server.url + "/?" + "a" * 8000, timeout=5).status_code == 200
+    assert requests.get(server.url + "/?" + "a" * 9000, timeout=5).status_code == 414
+
+
+def test_app_factory_and_wsgi_app(serve, tmp_path):
+    server = serve("factory:create_app('hey', excl=True)", cwd=DROPIN)
+    assert requests.get(server.url + "/", timeout=5).text.startswith("hey! ")
+    config = tmp_path / "conf.py"
+    config.write_text('wsgi_app = "factory:create_app(greeting=\'from wsgi_app\')"\n')
+    server = serve(f"--config={config}", cwd=DROPIN)   # no APP argument: wsgi_app names it
+    assert requests.get(server.url + "/", timeout=5).text.startswith("from wsgi_app ")
+    result = run("factory:create_app(os.getcwd())", cwd=DROPIN)
+    assert result.returncode != 0 and "literal values" in result.stdout + result.stderr
+
+
+def test_hooks_that_raise(serve, tmp_path):
+    config = tmp_path / "raising.py"
+    config.write_text(
+        "def pre_request(worker, req):\n    if req.path == '/boom':\n        raise RuntimeError('pre_request says no')\n"
+        "def post_request(worker, req, environ, resp):\n    raise ValueError('post_request broke')\n")
+    server = serve("plain:app", "-c", str(config))
+    assert requests.get(server.url + "/boom", timeout=5).status_code == 500
+    response = requests.get(server.url + "/", timeout=5)
+    assert response.status_code == 200 and response.text == "Hello, World!"
+    wait_until(lambda: "Exception in post_request hook" in server.log() and "ValueError: post_request broke" in server.log(),
+               message="the post_request traceback")
+    assert "pre_request says no" in server.log()
+    # A hook that fails at start-up stops the server, as in Gunicorn, with the traceback.
+    failing = tmp_path / "failing.py"
+    failing.write_text("def when_ready(server):\n    raise RuntimeError('not ready at all')\n")
+    result = run("-c", str(failing), "-b", f"127.0.0.1:{free_port()}", "--virtualenv", VENV, "plain:app")
+    assert result.returncode == 1
+    assert "Exception in when_ready hook" in result.stderr and "RuntimeError: not ready at all" in result.stderr
+
+
+def test_a_slow_arbiter_hook_does_not_stall_watchdog_pings(tmp_path):
+    notify = NotifySocket(tmp_path / "notify")
+    config = tmp_path / "slow.py"
+    config.write_text("import time\ndef on_reload(server):\n    server.log.info('slow on_reload begins')\n    time.sleep(3)\n")
+    server = Server("plain:app", "-c", str(config), tmp_path=tmp_path, env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"})
+    try:
+        server.wait_ready()
+        wait_until(lambda: notify.count("WATCHDOG=1") >= 2, message="watchdog pings")
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: "slow on_reload begins" in server.log(), message="the hook")
+        before = notify.count("WATCHDOG=1")
+        wait_until(lambda: notify.count("WATCHDOG=1") >= before + 3, timeout=10, message="pings while the hook sleeps")
+        assert "reload done" not in server.log(), "the pings came while the hook was still running"
+        wait_until(lambda: "reload done" in server.log(), timeout=20, message="the reload")
+    finally:
+        server.stop()
+        notify.close()
+
+
+def private_dirty_kib(pid):
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith("Private_Dirty:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_preload_shares_the_app_and_hup_still_works(serve):
+    env = {"DJANGO_SETTINGS_MODULE": "djangoproj.settings"}
+    cwd = APPS / "djangoproj"
+    plain = serve("djangoproj.wsgi:application", "-w", "2", cwd=cwd, env=env, workers=2)
+    preloaded = serve("djangoproj.wsgi:application", "-w", "2", "--preload", cwd=cwd, env=env, workers=2)
+    for server in (plain, preloaded):
+        for _ in range(40):
+            assert requests.get(server.url + "/?q=x", timeout=5).status_code == 200
+    assert "Preloaded the app djangoproj.wsgi:application in the arbiter" in preloaded.log()
+    own = {name: sorted(private_dirty_kib(pid) for pid in server.workers()) for name, server in (("plain", plain), ("preloaded", preloaded))}
+    print(f"worker private dirty KiB: {own}")
+    # Django lives in the arbiter's pages, shared: each preloaded worker has megabytes less of its own.
+    assert max(own["preloaded"]) + 4096 < min(own["plain"]), own
+    before = set(preloaded.workers())
+    preloaded.signal(signal.SIGHUP)
+    wait_until(lambda: "reload done" in preloaded.log(), timeout=30, message="the reload")
+    assert not before & set(preloaded.workers())
+    assert requests.get(preloaded.url + "/", timeout=5).json()["message"] == "Hello from Django"
+
+
+def test_reload_serves_edited_code_and_survives_a_syntax_error(serve, tmp_path):
+    module = tmp_path / "devapp.py"
+
+    def write(body):
+        module.write_text("def app(environ, start_response):\n"
+                          "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                          f"    return [{body!r}.encode()]\n")
+    write("version 1")
+    helper = tmp_path / "templates"
+    helper.mkdir()
+    (helper / "page.html").write_text("one")
+    server = serve("devapp:app", "--reload", "--reload-extra-file", "templates/*.html", cwd=tmp_path)
+    assert requests.get(server.url + "/", timeout=5).text == "version 1"
+
+    def serves(text):
+        try:
+            return requests.get(server.url + "/", timeout=5).text == text
+        except requests.RequestException:
+            return False
+
+    started = time.monotonic()
+    write("version 2")
+    wait_until(lambda: serves("version 2"), timeout=15, message="the edited code")
+    print(f"edit to new code served: {time.monotonic() - started:.2f} s")
+    module.write_text("def app(environ, start_response)\n    broken\n")
+    wait_until(lambda: "SyntaxError" in server.log() and "reload failed" in server.log(), timeout=15, message="the syntax error")
+    assert serves("version 2"), "the old code keeps serving"
+    write("version 3")
+    wait_until(lambda: serves("version 3"), timeout=15, message="recovery")
+    (helper / "page.html").write_text("two")
+    wait_until(lambda: "page.html changed" in server.log(), timeout=15, message="the extra file")
