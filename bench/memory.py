@@ -1,6 +1,7 @@
 """Memory of a whole server (arbiter + 4 workers) with a small Django app, as issue 13 asks: the sum of
 PSS (proportional set size: shared pages split among the processes that share them) of every process,
-after each worker has served requests. appserver with and without --preload, against Gunicorn (sync)
+after each worker has served requests, and the anonymous part of it (heaps: what the kernel cannot
+drop; the rest is file-backed code and data, reclaimable). appserver with and without --preload, against Gunicorn (sync)
 with and without --preload, in one run. Usage: bench/run.sh memory [--workers 4] [--runs 3]"""
 import argparse
 import os
@@ -19,10 +20,10 @@ DJANGO = ROOT / "tests" / "apps" / "djangoproj"
 PORT = 8771
 
 
-def pss_kib(pid):
+def pss_kib(pid, field="Pss:"):
     try:
         for line in open(f"/proc/{pid}/smaps_rollup"):
-            if line.startswith("Pss:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -65,7 +66,7 @@ def measure(command, workers, env):
         warm(400)
         time.sleep(1)
         pids = [proc.pid] + children(proc.pid)
-        return sum(pss_kib(pid) for pid in pids) / 1024, len(pids)
+        return sum(pss_kib(pid) for pid in pids) / 1024, sum(pss_kib(pid, "Pss_Anon:") for pid in pids) / 1024
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -90,9 +91,11 @@ def main():
         "gunicorn --preload": [f"{venv}/bin/gunicorn", "--preload", *common, "djangoproj.wsgi:application"],
     }
     print(f"PSS of the arbiter and {args.workers} workers, Django (tests/apps/djangoproj), after 400 requests; median of {args.runs}")
+    print(f"{'':22s} {'PSS':>9s} {'of it anonymous':>16s}")
     for name, command in servers.items():
-        figures = sorted(measure(command, args.workers, env)[0] for _ in range(args.runs))
-        print(f"{name:22s} {figures[len(figures) // 2]:7.1f} MiB   (runs: {', '.join(f'{f:.1f}' for f in figures)})", flush=True)
+        figures = sorted(measure(command, args.workers, env) for _ in range(args.runs))
+        total, anonymous = figures[len(figures) // 2]
+        print(f"{name:22s} {total:5.1f} MiB {anonymous:10.1f} MiB   (PSS runs: {', '.join(f'{f[0]:.1f}' for f in figures)})", flush=True)
 
 
 if __name__ == "__main__":

@@ -164,32 +164,45 @@ public struct ServerConfig: Equatable, Sendable {
         workerClass = name
     }
 
-    /// A TOML config file's settings, in the file's order (nested tables are values, as in Python).
-    public static func readTOML(file path: String) throws(ConfigError) -> [(key: String, value: ConfigValue)] {
+    /// A TOML config file's settings (nested tables are values, as in Python), each with the line it
+    /// starts on, for messages.
+    public static func readTOML(file path: String) throws(ConfigError) -> [(key: String, value: ConfigValue, line: Int?)] {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw ConfigError.configFile(path: path, reason: "cannot be read (\(Self.errnoText(of: error)))")
         }
+        let entries: [(key: String, value: ConfigValue)]
         do {
-            return try TOMLConfig.parse(text)
+            entries = try TOMLConfig.parse(text)
         } catch {
             throw ConfigError.configFile(path: path, reason: error.description)
+        }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        return entries.map { entry in
+            let line = lines.firstIndex { line in
+                let head = line.drop { $0 == " " || $0 == "\t" }
+                let bare = head.hasPrefix("\"") || head.hasPrefix("'") ? head.dropFirst() : head
+                return bare.hasPrefix(entry.key) && (bare.dropFirst(entry.key.count).first.map { " \t=\"'.".contains($0) } ?? false)
+                    || head.hasPrefix("[\(entry.key)]") || head.hasPrefix("[\(entry.key).")
+            }
+            return (entry.key, entry.value, line.map { $0 + 1 })
         }
     }
 
     /// Reads a TOML config file on top of the current settings; an unknown key is an error here
-    /// (appserver's own format), with the key's nearest known name.
+    /// (appserver's own format), with its line and the nearest known name.
     public mutating func load(file path: String) throws(ConfigError) {
         for entry in try Self.readTOML(file: path) {
+            let at = entry.line.map { "line \($0): " } ?? ""
             do {
                 try set(entry.key, entry.value, source: path)
             } catch {
                 if case .unknownKey(let key, _) = error {
-                    throw ConfigError.configFile(path: path, reason: "unknown setting '\(key)'\(SettingsTable.suggestion(for: key).map { " (did you mean '\($0)'?)" } ?? "")")
+                    throw ConfigError.configFile(path: path, reason: "\(at)unknown setting '\(key)'\(SettingsTable.suggestion(for: key).map { " (did you mean '\($0)'?)" } ?? "")")
                 }
-                throw ConfigError.configFile(path: path, reason: "\(error)")
+                throw ConfigError.configFile(path: path, reason: "\(at)\(error)")
             }
         }
     }

@@ -70,6 +70,22 @@ public enum PythonInterpreter {
         PyErr_Clear()
     }
 
+    /// `raw_env` (`-e`): into os.environ, which the interpreter read when it started (in the arbiter,
+    /// maybe before the settings were known, and a reload may bring new values).
+    static func setEnvironment(_ environment: [String: String]) {
+        guard !environment.isEmpty, let os = PyImport_ImportModule("os") else { PyErr_Clear(); return }
+        defer { Py_DecRef(os) }
+        guard let environ = PyObject_GetAttrString(os, "environ") else { PyErr_Clear(); return }
+        defer { Py_DecRef(environ) }
+        for (key, value) in environment {
+            let k = PyUnicode_FromString(key), v = PyUnicode_FromString(value)
+            if let k, let v { PyObject_SetItem(environ, k, v) }
+            Py_DecRef(k)
+            Py_DecRef(v)
+        }
+        PyErr_Clear()
+    }
+
     /// Imports the app and finds its callable (calling a factory, `create_app()`).
     static func loadApp(_ config: ServerConfig) throws(AppLoadError) -> PyObjectPointer {
         let reference: AppReference
@@ -136,13 +152,17 @@ public enum ArbiterPython {
     /// as Gunicorn's workers share what its master imported. Never the app, never a third-party package:
     /// a reload still imports all of the app's own code afresh.
     static let sharedStandardModules = """
-        asyncio base64 binascii bisect calendar collections.abc concurrent.futures contextlib contextvars copy
-        dataclasses datetime decimal email.headerregistry email.message email.mime.multipart email.mime.text
-        email.policy email.utils enum fnmatch fractions functools gettext glob hashlib heapq hmac html http.client
-        http.cookies importlib.metadata importlib.util inspect ipaddress json locale logging logging.config
-        logging.handlers mimetypes numbers pathlib pickle pkgutil queue random re secrets selectors shlex shutil
-        signal socket ssl string struct subprocess tempfile textwrap threading tokenize traceback typing
-        unicodedata urllib.parse urllib.request uuid warnings weakref wsgiref.headers zipfile zlib zoneinfo
+        abc array ast asyncio atexit base64 binascii bisect bz2 calendar codecs collections collections.abc
+        concurrent.futures contextlib contextvars copy copyreg dataclasses datetime decimal difflib dis
+        email.base64mime email.charset email.encoders email.errors email.feedparser email.header
+        email.headerregistry email.iterators email.message email.mime.multipart email.mime.text email.parser
+        email.policy email.quoprimime email.utils enum errno fnmatch fractions functools gettext glob hashlib
+        heapq hmac html html.entities http http.client http.cookies importlib.machinery importlib.metadata
+        importlib.util inspect ipaddress json keyword linecache locale logging logging.config logging.handlers
+        lzma math mimetypes numbers opcode operator pathlib pickle pkgutil platform pprint queue quopri random re
+        reprlib secrets select selectors shlex shutil signal socket socketserver ssl stat string struct
+        subprocess tempfile textwrap threading token tokenize traceback types typing unicodedata urllib
+        urllib.parse urllib.request uuid warnings weakref wsgiref.headers zipfile zlib zoneinfo
         """
 
     /// Starts the interpreter in the arbiter, before any worker is forked, with the standard library
@@ -163,6 +183,7 @@ public enum ArbiterPython {
         hold()
         defer { release() }
         _ = try PythonInterpreter.start(virtualenv: config.virtualenv)
+        PythonInterpreter.setEnvironment(config.env)
         PythonInterpreter.addSearchPaths(config.pythonpath)
         try PythonInterpreter.applyLogConfig(config)
         PythonInterpreter.preloadedApp = try PythonInterpreter.loadApp(config)

@@ -45,6 +45,7 @@ public final class PythonRuntime: @unchecked Sendable {
     /// preloaded it. Returns holding the GIL on this thread.
     public init(config: ServerConfig, logger: Logger) throws(AppLoadError) {
         namespace = try PythonInterpreter.start(virtualenv: config.virtualenv)
+        PythonInterpreter.setEnvironment(config.env)
         PythonInterpreter.addSearchPaths(config.pythonpath)
         try PythonInterpreter.applyLogConfig(config)
         if let preloaded = PythonInterpreter.preloadedApp {

@@ -10,6 +10,11 @@ import Logging
 /// ArgumentParser commands of their own (ControlCommands.swift).
 enum ServerCommand {
     static func run(_ arguments: [String]) throws(ConfigError) -> Int32 {
+        if arguments == ["--settings-markdown"] {
+            // The README's list of settings, from the table (a unit test keeps the README in step).
+            print(SettingsTable.markdown(), terminator: "")
+            return 0
+        }
         let builder = ConfigBuilder(arguments: arguments, environment: ProcessInfo.processInfo.environment,
                                     readPythonFile: PythonConfigFile.read)
         let commandLine: CommandLineReader.Result

@@ -107,6 +107,12 @@ import Testing
         for name in gunicorn { #expect(SettingsTable.row(for: name)?.name == name, "no row for \(name)") }
     }
 
+    @Test func theReadmeListsEverySettingAsTheTableSaysIt() throws {
+        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../README.md").standardized
+        let text = try String(contentsOf: readme, encoding: .utf8)
+        #expect(text.contains(SettingsTable.markdown()), "README.md is out of date: paste `appserver --settings-markdown` into its settings list")
+    }
+
     @Test func refusedSettingsSayWhyAndWhatInstead() throws {
         var config = ServerConfig()
         for (key, value) in [("certfile", ConfigValue.string("/etc/ssl/a.pem")), ("syslog", .boolean(true)), ("paste", .string("a.ini")),

@@ -21,7 +21,7 @@ def run(*args, cwd=APPS, env=None):
     (["--workers", "zero", "plain:app"], "invalid value 'zero' for 'workers': expected a whole number"),
     (["--workers", "0", "plain:app"], "invalid value '0' for 'workers': must be from 1 to 1024"),
     (["--bind", "nonsense:port:x", "plain:app"], "bind"),
-    (["--log-level", "loud", "plain:app"], "invalid value 'loud' for 'log_level'"),
+    (["--log-level", "loud", "plain:app"], "invalid value 'loud' for 'loglevel'"),
     (["--env", "NOEQUALS", "plain:app"], "expected KEY=VALUE"),
     (["--no-such-flag", "plain:app"], "Unknown option '--no-such-flag'"),
     (["missing_module:app"], "cannot find the app module 'missing_module'"),
