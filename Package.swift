@@ -47,6 +47,7 @@ let package = Package(
         // One module a concern.
         .target(name: "AppServerConfig", dependencies: [
             .product(name: "TOMLKit", package: "TOMLKit"),
+            .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AppServerSystemd", dependencies: ["CSystemd"]),

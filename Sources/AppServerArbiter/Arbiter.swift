@@ -69,6 +69,8 @@ public final class Arbiter {
     private var upgradeWaiters: [CInt] = []
     /// `--reload`: the app's source files, and when a change is to be reloaded (changes come in bursts).
     private var reloader: SourceWatcher?
+    /// `statsd_host`: Gunicorn's metrics, from the workers' slots.
+    private var statsd: StatsdSender?
     private var sourceReloadDue: Double?
 
     public init(config: ServerConfig, version: String, logger: Logger, errorLog: LogFile, accessLog: LogFile?,
@@ -111,6 +113,8 @@ public final class Arbiter {
             murderWorkers()
             manageWorkers()
             reportToSystemd()
+            statsd?.sendIfDue(now: MonotonicClock.seconds(), workers: workers.values.map { ($0.pid, $0.slot) },
+                              logCounts: LogCounters.read(), backlog: config.enableBacklogMetric ? Listeners.backlog(listeners) : nil)
         }
         shutdown()
         return exitStatus
@@ -123,7 +127,11 @@ public final class Arbiter {
         ProcessTitle.set("master", name: config.procName)
         logger.info("Starting appserver \(version)")
         logNotes(config)
+        LogCounters.prepare()
         ServerHooks.logger = logger
+        if let host = config.statsdHost {
+            statsd = StatsdSender(address: host, prefix: config.statsdPrefix, tags: config.dogstatsdTags, logger: logger)
+        }
         if let file = config.configFile { logger.info("Config file: \(file)\(config.hooks.isEmpty ? "" : "; server hooks: " + config.hooks.joined(separator: ", "))") }
         do {
             try ArbiterPython.start(config)
@@ -402,6 +410,7 @@ public final class Arbiter {
             if pid <= 0 { return }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
             requestsOfExitedWorkers += worker.slot.requests.load(ordering: .relaxed)
+            statsd?.workerExited(pid: pid, slot: worker.slot)
             runHook("child_exit", [server, .worker(pid: pid, age: worker.age, alive: false, booted: worker.booted)])
             let exited = (status & 0x7f) == 0
             let code = (status >> 8) & 0xff
@@ -617,6 +626,7 @@ public final class Arbiter {
             if let previousArbiter { close(previousArbiter.readyPipe) }
             SignalPipe.restore(mask)
             reloader?.closeInChild()
+            statsd?.closeInChild()
             logger.info("Booting worker with pid: \(getpid())")
             WorkerProcess.run(config: config, listeners: listeners, slot: slot, age: age, logger: logger,
                               errorLog: errorLog, accessLog: accessLog)

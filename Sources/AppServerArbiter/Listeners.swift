@@ -185,3 +185,19 @@ enum Listeners {
         }
     }
 }
+
+extension Listeners {
+    /// Connections waiting in the TCP listen queues, accepted by the kernel but not yet by a worker
+    /// (TCP_INFO's tcpi_unacked on a listening socket), for statsd's `gunicorn.backlog`.
+    static func backlog(_ listeners: [Listener]) -> Int {
+        var total = 0
+        for listener in listeners {
+            var info = tcp_info()
+            var size = socklen_t(MemoryLayout<tcp_info>.size)
+            if getsockopt(listener.descriptor, Int32(IPPROTO_TCP), TCP_INFO, &info, &size) == 0 {
+                total += Int(info.tcpi_unacked)
+            }
+        }
+        return total
+    }
+}

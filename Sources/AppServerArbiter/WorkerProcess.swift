@@ -55,6 +55,7 @@ enum WorkerProcess {
         let eventLoop = group.next()
         let maxRequests = config.maxRequests > 0 ? config.maxRequests + Int.random(in: 0...config.maxRequestsJitter) : 0
         let recycling = OnceFlag()
+        let statsd = config.statsdHost != nil
         let server = HTTPServer(
             application: host, limits: HTTPLimits(config: config), edge: EdgePolicy(config: config), eventLoop: eventLoop, logger: logger,
             requestLimit: maxRequests,
@@ -65,7 +66,10 @@ enum WorkerProcess {
                 }
             },
             onAccepting: { accepting in slot.accepting.store(accepting ? 1 : 0, ordering: .relaxed) },
-            onRequestFinished: { served in slot.requests.store(Int64(served), ordering: .relaxed) })
+            onRequestFinished: { served, status, nanoseconds in
+                slot.requests.store(Int64(served), ordering: .relaxed)
+                if statsd { slot.record(status: status, nanoseconds: nanoseconds) }
+            })
         do {
             try server.serve(listeners: listeners.map { $0.options(config) })
         } catch {

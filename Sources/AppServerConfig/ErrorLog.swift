@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import Logging
 import Synchronization
@@ -92,6 +93,7 @@ public struct ErrorLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
+        LogCounters.count(event.level)
         var text = "\(event.message)"
         let merged = metadata.merging(event.metadata ?? [:]) { $1 }
         if !merged.isEmpty {
@@ -149,5 +151,54 @@ extension ServerConfig.LogLevel {
         case .error: return .error
         case .critical: return .critical
         }
+    }
+}
+
+/// Error-log lines by level, of every process of the server: a few words of memory shared across fork
+/// (made by the arbiter before its first worker), for statsd's `gunicorn.log.*` counters.
+public enum LogCounters {
+    public struct Counts: Equatable, Sendable {
+        public var critical: Int64 = 0
+        public var error: Int64 = 0
+        public var warning: Int64 = 0
+        public init() {}
+
+        public func subtracting(_ earlier: Counts) -> Counts {
+            var result = Counts()
+            result.critical = critical - earlier.critical
+            result.error = error - earlier.error
+            result.warning = warning - earlier.warning
+            return result
+        }
+    }
+
+    // Only ever accessed atomically.
+    nonisolated(unsafe) private static let words: UnsafeMutablePointer<UnsafeAtomic<Int64>.Storage>? = {
+        guard let memory = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0), memory != MAP_FAILED else { return nil }
+        return memory.bindMemory(to: UnsafeAtomic<Int64>.Storage.self, capacity: 3)
+    }()
+
+    /// Makes the shared words now, before fork, so that every process counts into the same ones.
+    public static func prepare() { _ = words }
+
+    static func count(_ level: Logger.Level) {
+        guard let words else { return }
+        let index: Int
+        switch level {
+        case .critical: index = 0
+        case .error: index = 1
+        case .warning: index = 2
+        default: return
+        }
+        UnsafeAtomic<Int64>(at: words + index).wrappingIncrement(ordering: .relaxed)
+    }
+
+    public static func read() -> Counts {
+        var counts = Counts()
+        guard let words else { return counts }
+        counts.critical = UnsafeAtomic<Int64>(at: words).load(ordering: .relaxed)
+        counts.error = UnsafeAtomic<Int64>(at: words + 1).load(ordering: .relaxed)
+        counts.warning = UnsafeAtomic<Int64>(at: words + 2).load(ordering: .relaxed)
+        return counts
     }
 }

@@ -89,6 +89,11 @@ public struct ServerConfig: Equatable, Sendable {
     public var logconfigDict: ConfigValue? = nil
     public var logconfigJSON: String? = nil
     public var procName: String? = nil
+    /// statsd (Gunicorn's): where the arbiter sends the metrics, their prefix, dogstatsd tags.
+    public var statsdHost: String? = nil
+    public var statsdPrefix = ""
+    public var dogstatsdTags = ""
+    public var enableBacklogMetric = false
     /// The server hooks a Python config file defines (the functions stay in its interpreter).
     public var hooks: [String] = []
     /// Gunicorn settings accepted without effect, as given (for `--print-config`).

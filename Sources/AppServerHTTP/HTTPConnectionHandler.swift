@@ -281,6 +281,15 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
     }
 
+    /// The status code of the response being written, read from its status line.
+    private var responseStatus = 0
+
+    static func statusCode(in buffer: ByteBuffer) -> Int {
+        guard let bytes = buffer.getBytes(at: buffer.readerIndex + 9, length: 3), buffer.readableBytes > 12,
+              bytes.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return 0 }
+        return bytes.reduce(0) { $0 * 10 + Int($1 - 0x30) }
+    }
+
     func writeResponse(_ output: ResponseOutput, size: Int, end: Bool, close: Bool, for exchange: HTTPExchange) {
         guard current === exchange, case .active(_, responseDone: false) = machine.phase else {
             if case .file(let fd, _, _, _, _) = output { Glibc.close(fd) }
@@ -296,6 +305,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             let accounting = context.eventLoop.makePromise(of: Void.self)
             accounting.futureResult.whenComplete { _ in exchange.didWrite(size) }
             promise = accounting
+        }
+        if responseStatus == 0 {
+            // The first bytes of a response are its status line, `HTTP/1.1 200 ...` (for statsd).
+            switch output {
+            case .buffer(let buffer): responseStatus = Self.statusCode(in: buffer)
+            case .file(_, _, _, let header, _): responseStatus = header.map(Self.statusCode(in:)) ?? 0
+            }
         }
         switch output {
         case .buffer(let buffer):
@@ -316,7 +332,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         context.flush()
         if !end { return }
-        server.requestFinished()
+        server.requestFinished(status: responseStatus, since: exchange.request.started)
+        responseStatus = 0
         // Close only if the response said so. One that went out as keep-alive before a drain began
         // leaves the connection open: the client may be sending its next request already, which is
         // then answered with `Connection: close`.
@@ -351,7 +368,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         deadline = nil
         machine.closed()
         current = nil
-        server.requestFinished()
+        server.requestFinished(status: 101, since: exchange.request.started)
         context.writeAndFlush(wrapOutboundOut(head), promise: nil)
         let pipeline = context.pipeline.syncOperations
         do {

@@ -31,15 +31,16 @@ public final class HTTPServer: @unchecked Sendable {
     /// Requests this worker takes before it retires (0: no limit); the last one closes its connection.
     private let requestLimit: Int
     private let onLimitReached: @Sendable () -> Void
-    /// Called on the event loop after each response, with the count so far (for max-requests).
-    private let onRequestFinished: @Sendable (Int) -> Void
+    /// Called on the event loop after each response: the count so far (for max-requests), the
+    /// status, and the nanoseconds since the request head arrived (for statsd).
+    private let onRequestFinished: @Sendable (_ served: Int, _ status: Int, _ nanoseconds: Int64) -> Void
     /// Called once the listeners accept, and once they are closed on a drain (true, then false).
     private let onAccepting: @Sendable (Bool) -> Void
 
     public init(application: any HTTPApplication, limits: HTTPLimits, edge: EdgePolicy = EdgePolicy(), eventLoop: any EventLoop, logger: Logger,
                 requestLimit: Int = 0, onLimitReached: @escaping @Sendable () -> Void = {},
                 onAccepting: @escaping @Sendable (Bool) -> Void = { _ in },
-                onRequestFinished: @escaping @Sendable (Int) -> Void) {
+                onRequestFinished: @escaping @Sendable (_ served: Int, _ status: Int, _ nanoseconds: Int64) -> Void) {
         self.onAccepting = onAccepting
         self.requestLimit = requestLimit
         self.onLimitReached = onLimitReached
@@ -163,9 +164,9 @@ public final class HTTPServer: @unchecked Sendable {
         }
     }
 
-    func requestFinished() {
+    func requestFinished(status: Int, since started: Monotonic) {
         served += 1
-        onRequestFinished(served)
+        onRequestFinished(served, status, Monotonic.now().nanoseconds - started.nanoseconds)
         if requestLimit > 0 && served == requestLimit { onLimitReached() }
     }
 

@@ -10,10 +10,13 @@ import Logging
 /// ArgumentParser commands of their own (ControlCommands.swift).
 enum ServerCommand {
     static func run(_ arguments: [String]) throws(ConfigError) -> Int32 {
-        if arguments == ["--settings-markdown"] {
-            // The README's list of settings, from the table (a unit test keeps the README in step).
-            print(SettingsTable.markdown(), terminator: "")
-            return 0
+        // Documents made from the settings table: the README's list, the man page's options, and the
+        // bash completion the .deb installs (unit tests keep the first two in step).
+        switch arguments {
+        case ["--settings-markdown"]: print(SettingsTable.markdown(), terminator: ""); return 0
+        case ["--settings-roff"]: print(SettingsTable.roff(), terminator: ""); return 0
+        case ["--generate-completion-script", "bash"]: print(SettingsTable.bashCompletion(), terminator: ""); return 0
+        default: break
         }
         let builder = ConfigBuilder(arguments: arguments, environment: ProcessInfo.processInfo.environment,
                                     readPythonFile: PythonConfigFile.read)

@@ -33,7 +33,7 @@ func makeChannel(_ app: EchoPathApplication, limits: HTTPLimits = HTTPLimits(), 
     let channel = EmbeddedChannel()
     try channel.connect(to: SocketAddress(ipAddress: peer, port: 4000)).wait()
     let server = HTTPServer(application: app, limits: limits, edge: edge, eventLoop: channel.embeddedEventLoop,
-                            logger: Logger(label: "test"), onRequestFinished: { _ in })
+                            logger: Logger(label: "test"), onRequestFinished: { _, _, _ in })
     try server.configureForTesting(channel, listener: listener)
     return channel
 }

@@ -12,8 +12,11 @@ MARKERS = os.environ.get("MARKER_DIR", "/tmp")
 
 
 def mark(name, text="1"):
-    with open(os.path.join(MARKERS, name), "w") as f:
+    # Written aside and renamed: a test that sees the file sees all of it.
+    path = os.path.join(MARKERS, name)
+    with open(path + ".tmp", "w") as f:
         f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 @contextlib.asynccontextmanager

@@ -207,7 +207,6 @@ def test_toml_errors_name_the_line_and_the_nearest_setting(tmp_path):
     (["--keyfile=/etc/ssl/key.pem"], "TLS ends at the proxy"),
     (["--paste", "development.ini"], "give the WSGI callable"),
     (["--log-syslog"], "the journal"),
-    (["--statsd-host", "localhost:8125"], "Prometheus"),
     (["--spew"], "debugger"),
     (["--dirty-workers", "2"], "task queue"),
     (["--http-protocols", "h2,h1"], "HTTP/2"),
@@ -364,3 +363,130 @@ def test_reload_serves_edited_code_and_survives_a_syntax_error(serve, tmp_path):
     wait_until(lambda: serves("version 3"), timeout=15, message="recovery")
     (helper / "page.html").write_text("two")
     wait_until(lambda: "page.html changed" in server.log(), timeout=15, message="the extra file")
+
+
+def test_capture_output_and_logconfig_dict(tmp_path):
+    error_log, app_log = tmp_path / "error.log", tmp_path / "app.log"
+    config = tmp_path / "logging.conf.py"
+    config.write_text(f'''
+errorlog = {str(error_log)!r}
+capture_output = True
+logconfig_dict = {{
+    "version": 1,
+    "formatters": {{"plain": {{"format": "%(name)s %(levelname)s %(message)s"}}}},
+    "handlers": {{"file": {{"class": "logging.FileHandler", "filename": {str(app_log)!r}, "formatter": "plain"}}}},
+    "loggers": {{"factory": {{"handlers": ["file"], "level": "INFO"}}}},
+}}
+''')
+    server = Server("factory:app", "-c", str(config), cwd=DROPIN, tmp_path=tmp_path)
+    try:
+        # The error log is a file here, so the server's own output says nothing: wait for an answer.
+        wait_until(lambda: _get(server.url + "/") is not None, timeout=20, message="the server to answer")
+        assert requests.get(server.url + "/print", timeout=5).status_code == 200
+        assert requests.get(server.url + "/log", timeout=5).status_code == 200
+        wait_until(lambda: error_log.exists() and "printed by the app" in error_log.read_text(), message="the app's print in the error log")
+        wait_until(lambda: app_log.exists() and "factory WARNING logged by the app" in app_log.read_text(), message="the app's logging")
+        assert "Booting worker" in error_log.read_text()
+    finally:
+        server.stop()
+
+
+def test_daemon_detaches_and_writes_its_pid(tmp_path):
+    port, pidfile, error_log = free_port(), tmp_path / "app.pid", tmp_path / "error.log"
+    result = run("-D", "--pid", str(pidfile), "--error-logfile", str(error_log), "-b", f"127.0.0.1:{port}",
+                 "--virtualenv", VENV, "plain:app", timeout=30)
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), message="the pid file")
+    pid = int(pidfile.read_text())
+    try:
+        assert os.getsid(pid) != os.getsid(0), "a session of its own"
+        wait_until(lambda: _get(f"http://127.0.0.1:{port}/") == "Hello, World!", message="the daemon to serve")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), message="the daemon to stop")
+    assert "Shutting down: Master" in error_log.read_text()
+
+
+def _get(url):
+    try:
+        return requests.get(url, timeout=2).text
+    except requests.RequestException:
+        return None
+
+
+def test_worker_int_worker_abort_and_pre_exec_hooks(tmp_path):
+    hooks, pidfile = tmp_path / "hooks.log", tmp_path / "app.pid"
+    config = tmp_path / "signals.conf.py"
+    config.write_text(f'''
+import os
+timeout = 2
+def _record(*words):
+    with open({str(hooks)!r}, "a") as f:
+        f.write(" ".join(str(w) for w in words) + "\\n")
+def worker_int(worker):
+    _record("worker_int", os.getpid(), worker.pid)
+def worker_abort(worker):
+    _record("worker_abort", os.getpid(), worker.pid)
+def pre_exec(server):
+    _record("pre_exec", os.getpid())
+''')
+    server = Server("factory:app", "-c", str(config), "--pid", str(pidfile), "-w", "2", cwd=DROPIN, tmp_path=tmp_path)
+    new = None
+    try:
+        server.wait_ready(workers=2)
+        first = server.workers()[0]
+        os.kill(first, signal.SIGINT)
+        wait_until(lambda: ["worker_int", str(first), str(first)] in hook_lines(hooks), message="worker_int in the worker")
+        threading.Thread(target=lambda: _get(server.url + "/hang"), daemon=True).start()
+        wait_until(lambda: counts(hooks)["worker_abort"] == 1, timeout=20, message="worker_abort after the timeout")
+        aborted = hook_lines(hooks)[-1]
+        assert aborted[1] == aborted[2] and int(aborted[1]) != server.pid
+        server.signal(signal.SIGUSR2)
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() not in ("", str(server.pid)), timeout=30, message="the new arbiter")
+        new = int(pidfile.read_text())
+        assert ["pre_exec", str(server.pid)] in hook_lines(hooks), "pre_exec ran in the old arbiter"
+        wait_until(lambda: _get(server.url + "/") is not None and server.proc.poll() is not None, timeout=30, message="the handover")
+    finally:
+        server.stop()
+        if new:
+            os.kill(new, signal.SIGTERM)
+            wait_until(lambda: not Path(f"/proc/{new}").exists(), message="the new arbiter to stop")
+
+
+def test_statsd_metrics_with_gunicorns_names(tmp_path):
+    import socket as socketlib
+    receiver = socketlib.socket(socketlib.AF_INET, socketlib.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(0.2)
+    lines = []
+
+    def collect():
+        while receiver.fileno() >= 0:
+            try:
+                lines.extend(receiver.recv(65536).decode().split("\n"))
+            except (socketlib.timeout, OSError):
+                if receiver.fileno() < 0:
+                    return
+    threading.Thread(target=collect, daemon=True).start()
+    address = f"127.0.0.1:{receiver.getsockname()[1]}"
+    server = Server("plain:app", "-w", "2", "--statsd-host", address, "--statsd-prefix", "shop", "--dogstatsd-tags", "env:test",
+                    tmp_path=tmp_path)
+    try:
+        server.wait_ready(workers=2)
+        for _ in range(5):
+            assert requests.get(server.url + "/", timeout=5).status_code == 200
+        assert requests.get(server.url + "/no-such-page", timeout=5).status_code == 404
+
+        def total(name):
+            return sum(int(line.split(":")[1].split("|")[0]) for line in list(lines) if line.startswith(name + ":"))
+        wait_until(lambda: total("shop.gunicorn.requests") >= 7, message="gunicorn.requests")   # wait_ready's probe too
+        wait_until(lambda: total("shop.gunicorn.request.status.404") == 1, message="the 404")
+        assert total("shop.gunicorn.request.status.200") >= 6
+        assert any(line.startswith("shop.gunicorn.request.duration:") and "|ms" in line for line in lines)
+        assert "shop.gunicorn.workers:2|g|#env:test" in lines
+        server.signal(signal.SIGTTIN)
+        wait_until(lambda: "shop.gunicorn.workers:3|g|#env:test" in lines, message="the gauge after TTIN")
+        assert all(line.endswith("|#env:test") for line in list(lines) if line)
+    finally:
+        server.stop()
+        receiver.close()

@@ -67,3 +67,57 @@ extension SettingsTable {
         return text
     }
 }
+
+extension SettingsTable {
+    /// The man page's OPTIONS entries (packaging/appserver.1; a unit test keeps it in step).
+    public static func roff() -> String {
+        func escape(_ text: String) -> String {
+            text.replacingOccurrences(of: "\\", with: "\\e").replacingOccurrences(of: "-", with: "\\-")
+        }
+        var text = ""
+        for section in Setting.Section.allCases {
+            let rows = self.rows.filter { $0.section == section && !$0.flags.isEmpty && !isGunicornOnly($0) }
+            guard !rows.isEmpty else { continue }
+            text += ".SS \(section.rawValue)\n"
+            for row in rows {
+                var flags = row.flags.map { "\\fB\(escape($0))\\fR" }.joined(separator: ", ")
+                switch row.form {
+                case .value(let metavar), .repeated(let metavar): flags += " \\fI\(escape(metavar))\\fR"
+                case .optionalValue(let metavar, _): flags += " [\\fI\(escape(metavar))\\fR]"
+                case .flag(let negatable): if negatable { flags += ", \\fB\\-\\-no\\-\(escape(String(row.flags.last!.dropFirst(2))))\\fR" }
+                case .fileOnly: break
+                }
+                var help = row.help
+                if let value = row.defaultText, !help.lowercased().contains("default"), value != "false" { help += " (default \(value))" }
+                help += " Config key \(row.keys.joined(separator: ", "))."
+                if !row.reloadable { help += " Changed by a restart, not by HUP." }
+                text += ".TP\n\(flags)\n\(escape(help))\n"
+            }
+        }
+        return text
+    }
+
+    /// `appserver --generate-completion-script bash`: every flag, and the control commands.
+    public static func bashCompletion() -> String {
+        let flags = (rows.flatMap(\.flags) + rows.compactMap { row -> String? in
+            if case .flag(negatable: true) = row.form { return "--no-" + row.flags.last!.dropFirst(2) }
+            return nil
+        } + ["--help", "--version"]).sorted()
+        return """
+            _appserver() {
+                local current=${COMP_WORDS[COMP_CWORD]} previous=${COMP_WORDS[COMP_CWORD-1]}
+                case $previous in
+                    -c|--config|--chdir|--virtualenv|--pid|-p|--access-logfile|--error-logfile|--log-file|--worker-tmp-dir|--reload-extra-file|--log-config|--log-config-json)
+                        COMPREPLY=($(compgen -f -- "$current")); return ;;
+                esac
+                if [ "$COMP_CWORD" -eq 1 ] && [[ $current != -* ]]; then
+                    COMPREPLY=($(compgen -W "reload upgrade status" -- "$current"))
+                elif [[ $current == -* ]]; then
+                    COMPREPLY=($(compgen -W "\(flags.joined(separator: " "))" -- "$current"))
+                fi
+            }
+            complete -F _appserver appserver
+
+            """
+    }
+}

@@ -303,12 +303,25 @@ public enum SettingsTable {
     ]
 
     static let metrics: [Setting] = [
-        .refused("statsd_host", flags: ["--statsd-host"], .metrics,
-                 reason: "statsd is not sent yet: appserver's metrics come with its Prometheus endpoint (issue 14)", help: "Gunicorn's statsd address."),
-        .inert("statsd_prefix", flags: ["--statsd-prefix"], .metrics, reason: "statsd is not sent yet", help: "Gunicorn's statsd prefix."),
-        .inert("dogstatsd_tags", flags: ["--dogstatsd-tags"], .metrics, reason: "statsd is not sent yet", help: "Gunicorn's dogstatsd tags."),
-        .inert("enable_backlog_metric", flags: ["--enable-backlog-metric"], form: .flag(negatable: false), .metrics,
-               reason: "statsd is not sent yet", help: "Gunicorn's backlog metric switch."),
+        Setting("statsd_host", flags: ["--statsd-host"], form: .value(metavar: "ADDRESS"), .metrics, reloadable: false,
+                help: "Send Gunicorn's statsd metrics, from the arbiter, to HOST:PORT (UDP) or unix:PATH.",
+                apply: { c, v throws(ConfigError) in
+                    guard let text = try v.optionalString("statsd_host"), !text.isEmpty else { c.statsdHost = nil; return }
+                    if !text.hasPrefix("unix:") && !text.hasPrefix("/") {
+                        let port = text.split(separator: ":").last.flatMap { Int($0) }
+                        guard text.contains(":"), let port, port > 0, port < 65_536 else {
+                            throw ConfigError.invalidValue(key: "statsd_host", value: text, reason: "expected HOST:PORT or unix:PATH")
+                        }
+                    }
+                    c.statsdHost = text
+                },
+                render: { $0.statsdHost.map(ConfigValue.string) }),
+        .text("statsd_prefix", flags: ["--statsd-prefix"], .metrics, reloadable: false, metavar: "PREFIX",
+              help: "A prefix for the statsd metric names (a dot is added).", \.statsdPrefix),
+        .text("dogstatsd_tags", flags: ["--dogstatsd-tags"], .metrics, reloadable: false, metavar: "TAGS",
+              help: "Datadog tags for every metric, comma-separated (env:prod,app:shop).", \.dogstatsdTags),
+        .boolean("enable_backlog_metric", flags: ["--enable-backlog-metric"], .metrics, reloadable: false,
+                 help: "Also send gunicorn.backlog, the connections waiting in the listen queues.", \.enableBacklogMetric),
     ]
 
     /// Gunicorn's server hooks, in the order of a server's life (README, "Server hooks").
