@@ -8,6 +8,9 @@ import sys as _sys
 import types as _types
 
 HOOKS = {}
+# A Python config file's logconfig_dict as written: it may hold objects JSON cannot carry (a filter
+# class under "()", a stream), and the workers inherit this module from the arbiter.
+RAW_LOGCONFIG = None
 
 def import_standard_modules(names):
     import importlib
@@ -60,6 +63,8 @@ def read_config(location, setting_keys, hook_names, marker):
         with open(location, "rb") as file:
             source = file.read()
         exec(compile(source, location, "exec"), namespace)
+    global RAW_LOGCONFIG
+    RAW_LOGCONFIG = None
     settings, unknown, hooks = [], [], {}
     for key, value in list(namespace.items()):
         # Gunicorn reads lower-case module-level names; modules, classes and private names are not settings.
@@ -70,6 +75,12 @@ def read_config(location, setting_keys, hook_names, marker):
                 raise TypeError(f"{key} must be a function, not {value!r}")
             hooks[key] = value
             settings.append([key, {"s": marker}])
+        elif key == "logconfig_dict" and isinstance(value, dict):
+            RAW_LOGCONFIG = value or None
+            try:
+                settings.append([key, _tag(value, key)])
+            except TypeError:
+                settings.append([key, {"t": {"python_objects": {"b": True}}}])
         elif key in setting_keys:
             settings.append([key, {"s": marker} if callable(value) else _tag(value, key)])
         elif not callable(value):
@@ -282,7 +293,12 @@ def with_request_hooks(app):
 def apply_logconfig(dict_text, file_path, json_path):
     """logconfig_dict / logconfig / logconfig_json: the app's Python logging, as Gunicorn configures it."""
     import logging.config
-    if dict_text:
+    if RAW_LOGCONFIG is not None:
+        config = dict(RAW_LOGCONFIG)
+        config.setdefault("version", 1)
+        config.setdefault("disable_existing_loggers", False)
+        logging.config.dictConfig(config)
+    elif dict_text:
         config = {key: _untag(value) for key, value in _json.loads(dict_text).items()}
         config.setdefault("version", 1)
         config.setdefault("disable_existing_loggers", False)

@@ -369,12 +369,21 @@ def test_capture_output_and_logconfig_dict(tmp_path):
     error_log, app_log = tmp_path / "error.log", tmp_path / "app.log"
     config = tmp_path / "logging.conf.py"
     config.write_text(f'''
+import logging
 errorlog = {str(error_log)!r}
 capture_output = True
+
+class Tagged(logging.Filter):
+    def filter(self, record):
+        record.tag = "tagged"
+        return True
+
+# A filter given as a class object, as real configs do: no JSON could carry it.
 logconfig_dict = {{
     "version": 1,
-    "formatters": {{"plain": {{"format": "%(name)s %(levelname)s %(message)s"}}}},
-    "handlers": {{"file": {{"class": "logging.FileHandler", "filename": {str(app_log)!r}, "formatter": "plain"}}}},
+    "filters": {{"tag": {{"()": Tagged}}}},
+    "formatters": {{"plain": {{"format": "%(name)s %(levelname)s %(tag)s %(message)s"}}}},
+    "handlers": {{"file": {{"class": "logging.FileHandler", "filename": {str(app_log)!r}, "formatter": "plain", "filters": ["tag"]}}}},
     "loggers": {{"factory": {{"handlers": ["file"], "level": "INFO"}}}},
 }}
 ''')
@@ -385,7 +394,7 @@ logconfig_dict = {{
         assert requests.get(server.url + "/print", timeout=5).status_code == 200
         assert requests.get(server.url + "/log", timeout=5).status_code == 200
         wait_until(lambda: error_log.exists() and "printed by the app" in error_log.read_text(), message="the app's print in the error log")
-        wait_until(lambda: app_log.exists() and "factory WARNING logged by the app" in app_log.read_text(), message="the app's logging")
+        wait_until(lambda: app_log.exists() and "factory WARNING tagged logged by the app" in app_log.read_text(), message="the app's logging")
         assert "Booting worker" in error_log.read_text()
     finally:
         server.stop()

@@ -36,16 +36,27 @@ extension SettingsTable {
         }
     }
 
-    static func line(for row: Setting) -> String {
-        var flags = row.flags.joined(separator: ", ")
+    /// `-w, --workers INT`, with each flag and metavar dressed by the caller (plain text or roff).
+    static func synopsis(of row: Setting, flag: (String) -> String = { $0 }, metavar: (String) -> String = { $0 }) -> String {
+        var flags = row.flags.map(flag).joined(separator: ", ")
         switch row.form {
-        case .value(let metavar), .repeated(let metavar): flags += " \(metavar)"
-        case .optionalValue(let metavar, _): flags += " [\(metavar)]"
-        case .flag(let negatable): if negatable { flags += " / --no-\(row.flags.last!.dropFirst(2))" }
+        case .value(let name), .repeated(let name): flags += " " + metavar(name)
+        case .optionalValue(let name, _): flags += " [" + metavar(name) + "]"
+        case .flag(let negatable): if negatable { flags += ", " + flag("--no-" + row.flags.last!.dropFirst(2)) }
         case .fileOnly: break
         }
-        var help = row.help
-        if let value = row.defaultText, !help.lowercased().contains("default"), value != "false" { help += " (default \(value))" }
+        return flags
+    }
+
+    /// The help text with the default, unless the text says it already.
+    static func helpWithDefault(_ row: Setting) -> String {
+        guard let value = row.defaultText, !row.help.lowercased().contains("default"), value != "false" else { return row.help }
+        return row.help + " (default \(value))"
+    }
+
+    static func line(for row: Setting) -> String {
+        let flags = synopsis(of: row)
+        var help = helpWithDefault(row)
         if !row.reloadable { help += " [restart]" }
         let pad = flags.count < 26 ? String(repeating: " ", count: 26 - flags.count) : "\n" + String(repeating: " ", count: 28)
         return "  \(flags)\(pad)\(help)\n"
@@ -80,15 +91,8 @@ extension SettingsTable {
             guard !rows.isEmpty else { continue }
             text += ".SS \(section.rawValue)\n"
             for row in rows {
-                var flags = row.flags.map { "\\fB\(escape($0))\\fR" }.joined(separator: ", ")
-                switch row.form {
-                case .value(let metavar), .repeated(let metavar): flags += " \\fI\(escape(metavar))\\fR"
-                case .optionalValue(let metavar, _): flags += " [\\fI\(escape(metavar))\\fR]"
-                case .flag(let negatable): if negatable { flags += ", \\fB\\-\\-no\\-\(escape(String(row.flags.last!.dropFirst(2))))\\fR" }
-                case .fileOnly: break
-                }
-                var help = row.help
-                if let value = row.defaultText, !help.lowercased().contains("default"), value != "false" { help += " (default \(value))" }
+                let flags = synopsis(of: row, flag: { "\\fB\(escape($0))\\fR" }, metavar: { "\\fI\(escape($0))\\fR" })
+                var help = helpWithDefault(row)
                 help += " Config key \(row.keys.joined(separator: ", "))."
                 if !row.reloadable { help += " Changed by a restart, not by HUP." }
                 text += ".TP\n\(flags)\n\(escape(help))\n"
