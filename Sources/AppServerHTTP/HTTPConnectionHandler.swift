@@ -285,9 +285,16 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var responseStatus = 0
 
     static func statusCode(in buffer: ByteBuffer) -> Int {
-        guard let bytes = buffer.getBytes(at: buffer.readerIndex + 9, length: 3), buffer.readableBytes > 12,
-              bytes.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return 0 }
-        return bytes.reduce(0) { $0 * 10 + Int($1 - 0x30) }
+        guard buffer.readableBytes > 12 else { return 0 }
+        return buffer.withUnsafeReadableBytes { bytes in
+            var code = 0
+            for index in 9..<12 {
+                let digit = bytes[index] &- 0x30
+                guard digit <= 9 else { return 0 }
+                code = code * 10 + Int(digit)
+            }
+            return code
+        }
     }
 
     func writeResponse(_ output: ResponseOutput, size: Int, end: Bool, close: Bool, for exchange: HTTPExchange) {
