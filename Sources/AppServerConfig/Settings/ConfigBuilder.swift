@@ -95,6 +95,9 @@ public struct ConfigBuilder {
             if let app = layer.result.app { config.app = app }
         }
         if config.virtualenv == nil, let venv = environment["VIRTUAL_ENV"], !venv.isEmpty { config.virtualenv = venv }
+        if config.reload && config.preloadApp {
+            config.notes.append(.init(level: .warning, text: "--reload with --preload: the app loaded at start is not imported again, so only changes to code imported after the fork are seen (drop --preload while developing)"))
+        }
         return config
     }
 
