@@ -357,6 +357,7 @@ public final class Arbiter {
             logger.info("Handling signal: usr1; reopening log files")
             errorLog.reopen()
             accessLog?.reopen()
+            if config.captureOutput { errorLog.captureStandardStreams() }   // stdout and stderr follow the new file
             killAll(SIGUSR1)
         case SIGUSR2:
             logger.info("Handling signal: usr2")

@@ -107,6 +107,7 @@ enum WorkerProcess {
             case SIGUSR1:
                 errorLog.reopen()
                 accessLog?.reopen()
+                if config.captureOutput { errorLog.captureStandardStreams() }   // stdout and stderr follow the new file
             default:
                 continue
             }

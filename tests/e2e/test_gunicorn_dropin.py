@@ -396,6 +396,15 @@ logconfig_dict = {{
         wait_until(lambda: error_log.exists() and "printed by the app" in error_log.read_text(), message="the app's print in the error log")
         wait_until(lambda: app_log.exists() and "factory WARNING tagged logged by the app" in app_log.read_text(), message="the app's logging")
         assert "Booting worker" in error_log.read_text()
+        # logrotate: the file moves, USR1 reopens it, and the app's prints follow into the new one.
+        error_log.rename(tmp_path / "error.log.1")
+        server.signal(signal.SIGUSR1)
+        wait_until(lambda: error_log.exists(), message="the reopened error log")
+
+        def printed_to_new_file():
+            requests.get(server.url + "/print", timeout=5)
+            return "printed by the app" in error_log.read_text()
+        wait_until(printed_to_new_file, message="prints in the new error log")
     finally:
         server.stop()
 
