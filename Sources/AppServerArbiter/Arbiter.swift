@@ -150,11 +150,7 @@ public final class Arbiter {
                 throw ArbiterStartError(message: "the app could not be preloaded (see above)")
             }
         }
-        if ArbiterPython.isRunning {
-            ArbiterPython.hold()
-            ServerHooks.setConfig(config)
-            ArbiterPython.release()
-        }
+        shareSettingsWithHooks()
         if runHook("on_starting", [server]) != nil { throw ArbiterStartError(message: "the on_starting hook failed (see above)") }
         previousArbiter = Upgrade.takeHandover()
         do {
@@ -388,11 +384,7 @@ public final class Arbiter {
         }
         config = kept.config
         logNotes(config)
-        if ArbiterPython.isRunning {
-            ArbiterPython.hold()
-            ServerHooks.setConfig(config)
-            ArbiterPython.release()
-        }
+        shareSettingsWithHooks()
         runHook("on_reload", [server])
         setWorkerCount(config.workers)
         generation += 1
@@ -643,6 +635,13 @@ public final class Arbiter {
         runHook("nworkers_changed", [server, .integer(count), .integer(old)])
     }
 
+    /// `server.cfg` and `worker.cfg` of the hooks: the settings now in force.
+    private func shareSettingsWithHooks() {
+        ArbiterPython.hold()
+        ServerHooks.setConfig(config)
+        ArbiterPython.release()
+    }
+
     /// `server` as hooks see it.
     private var server: ServerHooks.Argument { .server(pid: getpid(), workers: workerCount) }
 
@@ -651,7 +650,7 @@ public final class Arbiter {
     /// (30 when timeout is 0): a slow hook is not a hung arbiter, but one that never returns is.
     @discardableResult
     private func runHook(_ name: String, _ arguments: [ServerHooks.Argument]) -> String? {
-        guard ArbiterPython.isRunning, config.hooks.contains(name) else { return nil }
+        guard config.hooks.contains(name) else { return nil }
         let keeper = notifier.watchdogInterval.map { WatchdogKeeper(interval: $0, budget: Double(config.timeout > 0 ? config.timeout : 30), hook: name, logger: logger) }
         defer { keeper?.stop() }
         ArbiterPython.hold()

@@ -174,7 +174,7 @@ struct WorkerHooks {
     let workers: Int
 
     init(config: ServerConfig, age: Int, arbiter: pid_t) {
-        defined = ArbiterPython.isRunning ? Set(config.hooks) : []
+        defined = Set(config.hooks)
         self.age = age
         self.arbiter = arbiter
         workers = config.workers

@@ -3,9 +3,9 @@ import CPython
 import CPythonShim
 import Foundation
 
-/// The process's one CPython interpreter and the server's Python glue in it. A worker starts it after
-/// fork; the arbiter starts it only when it must run Python itself (a Python config file and its hooks,
-/// or `--preload`), and its workers then inherit it through fork (PyOS_BeforeFork / AfterFork_Child).
+/// The process's one CPython interpreter and the server's Python glue in it. The arbiter starts it
+/// (to read a Python config file, or at the latest before its first fork) and its workers take it over
+/// through fork (PyOS_BeforeFork / AfterFork_Child), sharing what it imported.
 public enum PythonInterpreter {
     /// `_appserver`'s namespace: the WSGI/ASGI glue (Bootstrap.swift, ASGIBootstrap.swift).
     nonisolated(unsafe) static var namespace: PyObjectPointer?
@@ -16,7 +16,7 @@ public enum PythonInterpreter {
     /// The arbiter's thread state while it does not hold the GIL.
     nonisolated(unsafe) static var releasedState: UnsafeMutablePointer<PyThreadState>?
 
-    /// Whether this process has an interpreter (in the arbiter: a Python config file or --preload).
+    /// Whether this process has started (or inherited) the interpreter.
     public static var isRunning: Bool { namespace != nil }
 
     /// Starts CPython if this process has none yet (from the app's virtualenv, so `sys.prefix` and
@@ -110,8 +110,7 @@ public enum PythonInterpreter {
         guard config.logconfigDict != nil || config.logconfig != nil || config.logconfigJSON != nil,
               let apply = hooksFunction("apply_logconfig") else { return }
         let dictText = config.logconfigDict.map { ServerHooks.taggedJSON(tableOf: $0) }
-        let args = [dictText.map { PyUnicode_FromString($0) } ?? retainedNone(), config.logconfig.map { PyUnicode_FromString($0) } ?? retainedNone(),
-                    config.logconfigJSON.map { PyUnicode_FromString($0) } ?? retainedNone()]
+        let args: [PyObjectPointer?] = [dictText, config.logconfig, config.logconfigJSON].map { $0.map { PyUnicode_FromString($0) } ?? retained(appserver_none()) }
         defer { args.forEach { Py_DecRef($0) } }
         guard let result = args.withUnsafeBufferPointer({ PyObject_Vectorcall(apply, $0.baseAddress, 3, nil) }) else {
             throw .importFailed("the logging configuration (logconfig_dict, logconfig, logconfig_json) failed:\n\(PythonRuntime.takeErrorText() ?? "?")")
@@ -123,10 +122,6 @@ public enum PythonInterpreter {
         hooksNamespace.flatMap { PyDict_GetItemString($0, name) }
     }
 
-    static func retainedNone() -> PyObjectPointer {
-        Py_IncRef(appserver_none())
-        return appserver_none()
-    }
 }
 
 /// The arbiter's side of the interpreter: it holds the GIL only while it runs Python (a hook, the

@@ -33,9 +33,8 @@ public enum AppLoadError: Error, CustomStringConvertible {
     }
 }
 
-/// The app inside one worker's interpreter. The interpreter itself is the process's (PythonInterpreter):
-/// started in the worker after fork, or inherited from the arbiter when a Python config file or
-/// `--preload` started it there.
+/// The app inside one worker's interpreter. The interpreter itself is the process's (PythonInterpreter),
+/// inherited from the arbiter.
 public final class PythonRuntime: @unchecked Sendable {
     /// The bootstrap module's namespace (Bootstrap.swift).
     let namespace: PyObjectPointer

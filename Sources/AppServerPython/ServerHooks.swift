@@ -30,6 +30,7 @@ public enum ServerHooks {
     }
 
     /// Gives `server.cfg` / `worker.cfg` the settings of `config` (Gunicorn's names and Python values).
+    /// Needs the GIL.
     public static func setConfig(_ config: ServerConfig) {
         guard let set = PythonInterpreter.hooksFunction("set_config") else { return }
         var values: [String: ConfigValue] = [:]
@@ -83,7 +84,7 @@ public enum ServerHooks {
         case .server(let pid, let workers):
             return construct("Server", [PyLong_FromLong(Int(pid)), PyLong_FromLong(workers)])
         case .worker(let pid, let age, let alive, let booted):
-            return construct("Worker", [pid.map { PyLong_FromLong(Int($0)) } ?? PythonInterpreter.retainedNone(), PyLong_FromLong(Int(getpid())),
+            return construct("Worker", [pid.map { PyLong_FromLong(Int($0)) } ?? retained(appserver_none()), PyLong_FromLong(Int(getpid())),
                                         PyLong_FromLong(age), PyBool_FromLong(alive ? 1 : 0), PyBool_FromLong(booted ? 1 : 0)])
         case .thisWorker(let age, let booted):
             return construct("this_worker", [PyLong_FromLong(age), PyBool_FromLong(booted ? 1 : 0)])

@@ -56,14 +56,19 @@ public struct ConfigBuilder {
         var config = ServerConfig()
         config.applyEnvironmentDefaults(environment)
         // The file named last wins; without one, Gunicorn's default ./gunicorn.conf.py when it exists.
-        var file: String? = nil
-        for layer in layers { if case .string(let path)? = layer.result.value(of: "config") { file = path } }
+        /// The value the strongest layer gives a setting of the command-line kind.
+        func given(_ name: String) -> String? {
+            layers.reversed().lazy.compactMap { layer -> String? in
+                if case .string(let text)? = layer.result.value(of: name) { return text }
+                return nil
+            }.first
+        }
+        var file = given("config")
         if file == nil, FileManager.default.fileExists(atPath: "gunicorn.conf.py") { file = "gunicorn.conf.py" }
         if let file, !file.isEmpty {
             config.configFile = file
             if Self.isPython(file) {
-                var venv: String? = environment["VIRTUAL_ENV"].flatMap { $0.isEmpty ? nil : $0 }
-                for layer in layers { if case .string(let path)? = layer.result.value(of: "virtualenv") { venv = path } }
+                let venv = given("virtualenv") ?? environment["VIRTUAL_ENV"].flatMap { $0.isEmpty ? nil : $0 }
                 let read = try readPythonFile(file, venv)
                 for name in read.unknownNames {
                     config.notes.append(.init(level: .warning, text: "config file \(file): '\(name)' is not a setting; ignored\(SettingsTable.suggestion(for: name).map { " (did you mean '\($0)'?)" } ?? "")"))
