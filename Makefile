@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 BINARY := .build/release/appserver
-APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd systemd-container debootstrap debhelper lintian rsync nginx-light libnginx-mod-stream openssl
+APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd systemd-container debootstrap debhelper lintian rsync nginx-light libnginx-mod-stream openssl prometheus
 SWIFT_SOURCES := $(shell find Sources -type f) Package.swift
 # Exclusivity is checked at compile time; the run-time checks (in SwiftNIO too) cost ~4% of a request.
 SWIFT_RELEASE_FLAGS := -Xswiftc -enforce-exclusivity=unchecked

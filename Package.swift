@@ -53,6 +53,7 @@ let package = Package(
         .target(name: "AppServerSystemd", dependencies: ["CSystemd"]),
         .target(name: "AppServerHTTP", dependencies: [
             "AppServerConfig",
+            .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

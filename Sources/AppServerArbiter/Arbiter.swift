@@ -72,6 +72,17 @@ public final class Arbiter {
     /// `statsd_host`: Gunicorn's metrics, from the workers' slots.
     private var statsd: StatsdSender?
     private var sourceReloadDue: Double?
+    /// `metrics_bind`: /metrics, /healthz, /readyz and /status, answered in this loop.
+    private var metricsEndpoint: MetricsEndpoint?
+    /// After USR2, the new arbiter answers on the metrics socket only once the old one stopped.
+    private var metricsServing = false
+    /// The arbiter this one replaced by USR2, if any.
+    private var predecessorPID: pid_t?
+    /// Every counter, monotonic across worker deaths, HUP and USR2.
+    private var ledger: MetricsLedger!
+    /// A graceful stop with `drain_delay`: /readyz answers 503 and the workers keep serving until then.
+    private var drainingUntil: Double?
+    private let startTime = Date().timeIntervalSince1970
 
     public init(config: ServerConfig, version: String, logger: Logger, errorLog: LogFile, accessLog: LogFile?,
                 reloadConfig: @escaping () throws -> ServerConfig) {
@@ -105,6 +116,12 @@ public final class Arbiter {
             for signal in signals.drain() { handle(signal) }
             reloadChangedSources()
             reapWorkers()
+            serveMetrics()
+            if let drainingUntil, MonotonicClock.seconds() >= drainingUntil {
+                self.drainingUntil = nil
+                logger.info("drain delay over: stopping gracefully")
+                stop(.graceful)
+            }
             if let stopping {
                 if workers.isEmpty { break }
                 if MonotonicClock.seconds() >= stopping.deadline { killAll(SIGKILL) }
@@ -117,6 +134,8 @@ public final class Arbiter {
                               logCounts: LogCounters.read(), backlog: config.enableBacklogMetric ? Listeners.backlog(listeners) : nil)
         }
         shutdown()
+        // The last totals, for a next arbiter still serving after this one is gone.
+        _ = ledger.totals(live: [])
         return exitStatus
     }
 
@@ -128,6 +147,7 @@ public final class Arbiter {
         logger.info("Starting appserver \(version)")
         logNotes(config)
         LogCounters.prepare()
+        ledger = MetricsLedger(predecessor: MetricsPage.inherited(logger: logger), logger: logger)
         ServerHooks.logger = logger
         if let host = config.statsdHost {
             statsd = StatsdSender(address: host, prefix: config.statsdPrefix, tags: config.dogstatsdTags, logger: logger)
@@ -153,15 +173,22 @@ public final class Arbiter {
         shareSettingsWithHooks()
         if runHook("on_starting", [server]) != nil { throw ArbiterStartError(message: "the on_starting hook failed (see above)") }
         previousArbiter = Upgrade.takeHandover()
+        predecessorPID = previousArbiter?.pid
         do {
             control = try ControlSocket(pid: getpid())
         } catch {
             logger.warning("no control socket, 'appserver reload --pid' will not reach this server: \(error)")
         }
         if let pidfile = config.pidfile { try Pidfile.write(pidfile) }
-        listeners = try Listeners.open(config: config, upgrading: previousArbiter != nil)
+        let opened = try Listeners.open(config: config, upgrading: previousArbiter != nil)
+        listeners = opened.app
         for listener in listeners {
             logger.info("Listening at: \(listener.description) (\(getpid())) [\(listener.origin)]\(listener.options(config).describedIfNotPlainHTTP)")
+        }
+        if let listener = opened.metrics {
+            metricsEndpoint = MetricsEndpoint(listener: listener)
+            metricsServing = previousArbiter == nil
+            logger.info("Metrics and health at: \(listener.description)/metrics, /healthz, /readyz [\(listener.origin)]")
         }
         logger.info("Using worker: \(config.interface == .auto ? "auto (ASGI for a coroutine app, else WSGI)" : config.interface.rawValue), threads: \(config.threads)")
         if runHook("when_ready", [server]) != nil { throw ArbiterStartError(message: "the when_ready hook failed (see above)") }
@@ -190,7 +217,8 @@ public final class Arbiter {
     }
 
     private func shutdownListeners() {
-        for listener in listeners {
+        metricsEndpoint?.closeClients()
+        for listener in listeners + (metricsEndpoint.map { [$0.listener] } ?? []) {
             close(listener.descriptor)
             // After a handover the new arbiter serves the same socket file.
             if let path = listener.unixPathToRemove, !handedOver { unlink(path) }
@@ -199,7 +227,18 @@ public final class Arbiter {
         if let pidfile = config.pidfile { Pidfile.remove(handedOver ? pidfile + ".oldbin" : pidfile) }
     }
 
+    /// TERM or QUIT: with `drain_delay`, /readyz turns 503 first and the workers keep serving for that
+    /// long, so that a load balancer takes this server out before its sockets stop accepting.
+    private func stopGracefully() {
+        guard stopping == nil, drainingUntil == nil else { return }
+        guard config.drainDelay > 0, !handedOver else { return stop(.graceful) }
+        drainingUntil = MonotonicClock.seconds() + Double(config.drainDelay)
+        notifier.stopping()
+        logger.info("draining: /readyz answers 503; serving \(config.drainDelay) s more, then stopping gracefully")
+    }
+
     private func stop(_ mode: Stop) {
+        drainingUntil = nil
         if let stopping, stopping.mode == .fast || mode == .graceful { return }
         let grace = mode == .graceful ? Double(config.gracefulTimeout) : 2
         stopping = (mode, MonotonicClock.seconds() + grace)
@@ -213,12 +252,16 @@ public final class Arbiter {
     private func sleepUntilSignal() {
         // Short waits while stopping, and while a reload waits for the old workers to stop accepting.
         var timeout: Int32 = stopping != nil ? 100 : reloadClosing ? 10 : sourceReloadDue != nil ? 50 : 1000
+        if let drainingUntil { timeout = min(timeout, Int32(max(10, (drainingUntil - MonotonicClock.seconds()) * 1000))) }
+        if metricsEndpoint != nil && !metricsServing { timeout = min(timeout, 100) }   // waiting for the old arbiter to stop serving
         if let interval = notifier.watchdogInterval {
             // Wake often enough to ping the watchdog on time (it is due every `interval` seconds).
             timeout = min(timeout, Int32(max(10, interval * 1000 / 4)))
         }
+        let metrics = metricsServing ? metricsEndpoint : nil
         let readable = signals.wait(milliseconds: timeout, orReadable: (upgrade.map { [$0.pipe] } ?? []) + (control?.descriptors ?? [])
-                                    + (reloader.map { [$0.descriptor] } ?? []))
+                                    + (reloader.map { [$0.descriptor] } ?? []) + (metrics?.readDescriptors ?? []),
+                                    orWritable: metrics?.writeDescriptors ?? [])
         if let pipe = upgrade?.pipe, readable.contains(pipe) { readUpgradeReports() }
         if let reloader, readable.contains(reloader.descriptor) {
             let changed = reloader.readChanges()
@@ -261,6 +304,8 @@ public final class Arbiter {
             case .status:
                 let booted = workers.values.filter { $0.generation == generation && !$0.retiring && $0.booted }.count
                 control.answer(client, ok: true, "pid \(getpid()): \(statusLine(booted: booted))")
+            case .statusJSON:
+                control.answer(client, ok: true, snapshot(withProcessStats: true).json())
             case .reload where Upgrade.binaryReplaced():
                 logger.info("the binary on disk has changed since this arbiter started: upgrading instead of reloading")
                 fallthrough
@@ -316,11 +361,76 @@ public final class Arbiter {
         } else {
             notifier.status(statusLine(booted: booted))
         }
+        notifier.watchdog(now: now, healthy: workers.values.contains { isHealthy($0, now: now) })
+    }
+
+    /// Booted, not given up on, and heartbeating within `timeout`.
+    private func isHealthy(_ worker: Worker, now: Double) -> Bool {
         let limit = config.timeout > 0 ? Double(config.timeout) : .infinity
-        let healthy = workers.values.contains { worker in
-            worker.booted && worker.abortedAt == nil && now - Double(worker.slot.heartbeat.load(ordering: .relaxed)) / 1e9 <= limit
+        return worker.booted && worker.abortedAt == nil && now - Double(worker.slot.heartbeat.load(ordering: .relaxed)) / 1e9 <= limit
+    }
+
+    // MARK: metrics and health
+
+    /// Answers the metrics endpoint's clients. After USR2 the new arbiter starts answering once the
+    /// old one has stopped, and the old one, handed over, keeps its totals current for the new one.
+    private func serveMetrics() {
+        guard let endpoint = metricsEndpoint else { return }
+        if handedOver {
+            _ = ledger.totals(live: workers.values.map(\.slot.metrics))
+            return
         }
-        notifier.watchdog(now: now, healthy: healthy)
+        if !metricsServing {
+            guard ledger.predecessorStoppedServing(pid: predecessorPID) else { return }
+            metricsServing = true
+        }
+        endpoint.service(now: MonotonicClock.seconds()) { _, path in
+            switch path {
+            case "/metrics":
+                return .init(status: 200, contentType: PrometheusText.contentType, body: snapshot(withProcessStats: true).prometheus())
+            case "/healthz":
+                return .init(status: 200, body: "ok\n")
+            case "/readyz":
+                let readiness = readiness(now: MonotonicClock.seconds())
+                return .init(status: readiness.ready ? 200 : 503, body: readiness.state + "\n")
+            case "/status":
+                return .init(status: 200, contentType: "application/json", body: snapshot(withProcessStats: true).json() + "\n")
+            default:
+                return .init(status: 404, body: "not found: try /metrics, /healthz, /readyz or /status\n")
+            }
+        }
+    }
+
+    /// What /readyz says: ready while some worker that accepts is healthy; not while starting,
+    /// draining (a graceful stop, and its `drain_delay`), or when no worker is healthy.
+    private func readiness(now: Double) -> (ready: Bool, state: String) {
+        if handedOver { return (false, "handed over to a new arbiter") }
+        if stopping != nil || drainingUntil != nil { return (false, "draining") }
+        if workers.values.contains(where: { $0.accepting && !$0.retiring && isHealthy($0, now: now) }) { return (true, "ready") }
+        if !workers.values.contains(where: \.booted) { return (false, "starting") }
+        return (false, "no healthy worker")
+    }
+
+    /// The server now, for /metrics, /status and `appserver status --json`.
+    private func snapshot(withProcessStats: Bool) -> ServerSnapshot {
+        let now = MonotonicClock.seconds()
+        var views: [ServerSnapshot.Worker] = []
+        for worker in workers.values.sorted(by: { $0.age < $1.age }) {
+            let gauges = worker.slot.metrics.gauges
+            let state = !worker.booted ? "booting" : worker.retiring || !worker.accepting ? "retiring" : gauges.inFlight > 0 ? "busy" : "idle"
+            var process = withProcessStats ? ProcessStats.read(pid: worker.pid) : nil
+            if let read = process { process?.cpuMicroseconds = ledger.liveCPU(pid: worker.pid, microseconds: read.cpuMicroseconds) }
+            views.append(.init(pid: worker.pid, age: worker.age, generation: worker.generation, state: state,
+                               requests: worker.slot.requests.load(ordering: .relaxed),
+                               secondsSinceHeartbeat: max(0, now - Double(worker.slot.heartbeat.load(ordering: .relaxed)) / 1e9),
+                               gauges: gauges, process: process))
+        }
+        let readiness = readiness(now: now)
+        return ServerSnapshot(pid: getpid(), version: version, generation: generation, desiredWorkers: workerCount,
+                              ready: readiness.ready, readiness: readiness.state, workers: views,
+                              totals: ledger.totals(live: workers.values.map(\.slot.metrics)),
+                              listenQueues: Listeners.queues(listeners), startTime: startTime,
+                              reloading: previous != nil, upgrading: upgrade != nil, lastError: lastError)
     }
 
     private func statusLine(booted: Int) -> String {
@@ -336,7 +446,7 @@ public final class Arbiter {
             break
         case SIGTERM, SIGQUIT:
             logger.info("Handling signal: \(signalName(signal))")
-            stop(.graceful)
+            stopGracefully()
         case SIGINT:
             logger.info("Handling signal: int")
             stop(.fast)
@@ -366,13 +476,14 @@ public final class Arbiter {
     /// HUP: read the configuration again and replace the workers with ones that import the app
     /// afresh, retiring old workers only as new ones have booted. Returns why it did not start.
     private func reload() -> String? {
-        guard stopping == nil else { return "the server is stopping" }
+        guard stopping == nil, drainingUntil == nil else { return "the server is stopping" }
         let fresh: ServerConfig
         do {
             fresh = try reloadConfig()
         } catch {
             logger.error("reload failed, keeping the running workers: \(error)")
             lastError = "reload failed: \(error)"
+            ledger.count(ArbiterCount.reloads + 1)
             return lastError
         }
         if config.preloadApp { logger.info("reload: the app was preloaded, so the new workers run the code loaded at start (USR2 or 'appserver upgrade' loads new code)") }
@@ -399,15 +510,19 @@ public final class Arbiter {
     private func reapWorkers() {
         while true {
             var status: Int32 = 0
-            let pid = waitpid(-1, &status, WNOHANG)
+            var usage = rusage()
+            let pid = wait4(-1, &status, WNOHANG, &usage)
             if pid <= 0 { return }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
             requestsOfExitedWorkers += worker.slot.requests.load(ordering: .relaxed)
             statsd?.workerExited(pid: pid, slot: worker.slot)
-            runHook("child_exit", [server, .worker(pid: pid, age: worker.age, alive: false, booted: worker.booted)])
             let exited = (status & 0x7f) == 0
             let code = (status >> 8) & 0xff
             let signal = status & 0x7f
+            let cpu = Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + Int64(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+            ledger.workerExited(pid: pid, metrics: worker.slot.metrics, cpuMicroseconds: cpu,
+                                reason: exitReason(worker, exited: exited, code: code))
+            runHook("child_exit", [server, .worker(pid: pid, age: worker.age, alive: false, booted: worker.booted)])
             if !worker.booted && exited && (code == WorkerProcess.bootErrorStatus || code == WorkerProcess.appLoadErrorStatus) {
                 bootFailed(worker, code: code)
                 continue
@@ -431,13 +546,28 @@ public final class Arbiter {
         }
     }
 
+    /// Why a worker exited, for `appserver_worker_exits_total`.
+    private func exitReason(_ worker: Worker, exited: Bool, code: Int32) -> String {
+        let bootCodes = [WorkerProcess.bootErrorStatus, WorkerProcess.appLoadErrorStatus, WorkerProcess.startupFailedStatus]
+        if !worker.booted && exited && bootCodes.contains(code) { return "boot_failure" }
+        if worker.abortedAt != nil { return "timeout" }
+        if worker.slot.metrics.retiredAfterMaxRequests { return "max_requests" }
+        if stopping != nil { return "shutdown" }
+        if worker.retiring { return worker.generation == generation ? "scale_down" : "reload" }
+        return "crash"
+    }
+
     private func bootFailed(_ worker: Worker, code: Int32) {
         // A worker of a generation already given up (a failed reload) or being replaced: nothing to do.
         if worker.generation != generation { return }
         if let previous, worker.generation == generation, workers.values.contains(where: { $0.generation == previous.generation }) {
             logger.error("reload failed: the new app did not boot (see above); the running workers keep serving")
             lastError = "reload failed: the new app did not boot (exit status \(code))"
-            for other in workers.values where other.generation == generation { kill(other.pid, SIGKILL) }
+            ledger.count(ArbiterCount.reloads + 1)
+            for other in workers.values where other.generation == generation {
+                workers[other.pid]?.retiring = true
+                kill(other.pid, SIGKILL)
+            }
             generation = previous.generation
             config = previous.config
             setWorkerCount(config.workers)
@@ -515,6 +645,7 @@ public final class Arbiter {
         reloadClosing = reloadClosingSince.map { now - $0 < 2 } ?? false
         if newGenerationServes && !reloadClosing {
             logger.info("reload done: \(booted) workers of generation \(generation) serving")
+            ledger.count(ArbiterCount.reloads)
             previous = nil
             reloadClosingSince = nil
             answer(&reloadWaiters, ok: true, "reloaded: \(booted) workers of generation \(generation) serving")
@@ -543,8 +674,10 @@ public final class Arbiter {
         if let pidfile = config.pidfile { rename(pidfile, pidfile + ".oldbin") }
         let mask = SignalPipe.blockAll()
         defer { SignalPipe.restore(mask) }
-        guard let started = Upgrade.spawn(listeners: listeners, logger: logger, restoringMask: mask) else {
+        let passed = listeners + (metricsEndpoint.map { [$0.listener] } ?? [])
+        guard let started = Upgrade.spawn(listeners: passed, metricsPage: ledger.page?.descriptor, logger: logger, restoringMask: mask) else {
             lastError = "upgrade failed: the new binary could not be started"
+            ledger.count(ArbiterCount.upgrades + 1)
             if let pidfile = config.pidfile { rename(pidfile + ".oldbin", pidfile) }
             return lastError
         }
@@ -583,7 +716,13 @@ public final class Arbiter {
         logger.info("the new arbiter \(pid) is ready; handing over and stopping")
         notifier.handOver(to: pid)
         answer(&upgradeWaiters, ok: true, "upgraded: the new arbiter \(pid) is serving")
+        ledger.count(ArbiterCount.upgrades)
         handedOver = true
+        // The new arbiter answers on the metrics socket from now on (it waits for this mark).
+        metricsEndpoint?.closeClients()
+        metricsServing = false
+        _ = ledger.totals(live: workers.values.map(\.slot.metrics))
+        ledger.page?.markStoppedServing()
         stop(.graceful)
     }
 
@@ -593,6 +732,7 @@ public final class Arbiter {
         self.upgrade = nil
         logger.error("upgrade failed: the new arbiter\(upgrade.pid.map { " \($0)" } ?? "") \(how) before it was ready; still serving")
         lastError = "upgrade failed: the new arbiter \(how)"
+        ledger.count(ArbiterCount.upgrades + 1)
         if let pidfile = config.pidfile { rename(pidfile + ".oldbin", pidfile) }
         answer(&upgradeWaiters, ok: false, "\(lastError!) before it was ready (see its log); the old arbiter \(getpid()) keeps serving")
     }
@@ -620,11 +760,14 @@ public final class Arbiter {
             SignalPipe.restore(mask)
             reloader?.closeInChild()
             statsd?.closeInChild()
+            metricsEndpoint?.closeInChild()
+            if let page = ledger.page { close(page.descriptor) }
             logger.info("Booting worker with pid: \(getpid())")
             WorkerProcess.run(config: config, listeners: listeners, slot: slot, age: age, logger: logger,
-                              errorLog: errorLog, accessLog: accessLog)
+                              errorLog: errorLog, accessLog: accessLog, countMetrics: metricsEndpoint != nil)
         }
         workers[pid] = Worker(pid: pid, slot: slot, age: age, generation: generation, spawned: MonotonicClock.seconds())
+        ledger.count(ArbiterCount.spawns)
     }
 
     /// The worker count changes (TTIN, TTOU, a reload): Gunicorn's nworkers_changed hook hears of it.

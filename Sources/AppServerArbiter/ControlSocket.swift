@@ -10,6 +10,7 @@ import Foundation
 public enum ControlProtocol {
     public enum Request: String, Sendable {
         case reload, upgrade, status
+        case statusJSON = "status-json"
     }
 
     static func name(pid: pid_t) -> String { "appserver-control-\(pid)" }

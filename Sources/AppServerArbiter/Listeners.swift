@@ -42,16 +42,36 @@ public enum ListenerError: Error, CustomStringConvertible {
 }
 
 enum Listeners {
-    /// The sockets systemd passed, when it passed any; else the configured addresses, bound now.
-    static func open(config: ServerConfig, upgrading: Bool) throws(ListenerError) -> [Listener] {
+    /// The name of the metrics socket among those systemd (or a previous arbiter) passes.
+    static let metricsName = "metrics"
+
+    /// The sockets systemd passed, when it passed any; else the configured addresses, bound now. A
+    /// socket named `metrics` is the metrics endpoint's, not the app's; without one, `metrics_bind`
+    /// is bound here.
+    static func open(config: ServerConfig, upgrading: Bool) throws(ListenerError) -> (app: [Listener], metrics: Listener?) {
         let inherited = Systemd.listenDescriptors()
+        var app: [Listener]
+        var metrics: Listener?
         if !inherited.isEmpty {
             let from = upgrading ? "inherited from the previous arbiter" : "systemd"
-            return inherited.map {
+            let all = inherited.map {
                 Listener(descriptor: $0.descriptor, description: describe($0.descriptor), origin: "\(from) (\($0.name))", name: $0.name,
                          scheme: ListenerScheme(socketName: $0.name))
             }
+            app = all.filter { $0.name != metricsName }
+            metrics = all.first { $0.name == metricsName }
+            if app.isEmpty { throw .bind("the sockets passed", "only a '\(metricsName)' socket was passed; the app needs one more") }
+        } else {
+            app = try bindConfigured(config)
         }
+        if metrics == nil, let address = config.metricsBind {
+            metrics = try bind(address, backlog: 64, umask: config.umask)
+        }
+        metrics?.name = metricsName
+        return (app, metrics)
+    }
+
+    private static func bindConfigured(_ config: ServerConfig) throws(ListenerError) -> [Listener] {
         var listeners: [Listener] = []
         for spec in config.bind {
             var listener = try bind(spec.address, backlog: config.backlog, umask: config.umask,
@@ -187,17 +207,19 @@ enum Listeners {
 }
 
 extension Listeners {
-    /// Connections waiting in the TCP listen queues, accepted by the kernel but not yet by a worker
-    /// (TCP_INFO's tcpi_unacked on a listening socket), for statsd's `gunicorn.backlog`.
-    static func backlog(_ listeners: [Listener]) -> Int {
-        var total = 0
-        for listener in listeners {
+    /// Connections waiting in each TCP listen queue, accepted by the kernel but not yet by a worker
+    /// (TCP_INFO on a listening socket: tcpi_unacked), and the queue's length (tcpi_sacked).
+    static func queues(_ listeners: [Listener]) -> [ServerSnapshot.ListenQueue] {
+        listeners.compactMap { listener in
             var info = tcp_info()
             var size = socklen_t(MemoryLayout<tcp_info>.size)
-            if getsockopt(listener.descriptor, Int32(IPPROTO_TCP), TCP_INFO, &info, &size) == 0 {
-                total += Int(info.tcpi_unacked)
-            }
+            guard getsockopt(listener.descriptor, Int32(IPPROTO_TCP), TCP_INFO, &info, &size) == 0 else { return nil }
+            return .init(listener: listener.description, waiting: Int(info.tcpi_unacked), limit: Int(info.tcpi_sacked))
         }
-        return total
+    }
+
+    /// All of them, for statsd's `gunicorn.backlog`.
+    static func backlog(_ listeners: [Listener]) -> Int {
+        queues(listeners).reduce(0) { $0 + $1.waiting }
     }
 }

@@ -47,10 +47,12 @@ final class SignalPipe: @unchecked Sendable {
         _ = poll(&poller, 1, milliseconds)
     }
 
-    /// Waits for a signal or for one of `others` to become readable (or hung up); returns those that are.
-    func wait(milliseconds: Int32, orReadable others: [CInt]) -> Set<CInt> {
+    /// Waits for a signal, for one of `others` to become readable (or hung up), or for one of
+    /// `writable` to take more bytes; returns those that are ready.
+    func wait(milliseconds: Int32, orReadable others: [CInt], orWritable writable: [CInt] = []) -> Set<CInt> {
         var pollers = [pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)]
             + others.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            + writable.map { pollfd(fd: $0, events: Int16(POLLOUT), revents: 0) }
         guard poll(&pollers, nfds_t(pollers.count), milliseconds) > 0 else { return [] }
         return Set(pollers.dropFirst().filter { $0.revents != 0 }.map(\.fd))
     }

@@ -83,7 +83,8 @@ extension Upgrade {
     }
 
     /// Starts the new arbiter (double fork, see above); returns the read end of its report pipe.
-    static func spawn(listeners: [Listener], logger: Logger, restoringMask mask: sigset_t) -> InProgress? {
+    /// `metricsPage`: the descriptor of the page where this arbiter keeps its metric totals.
+    static func spawn(listeners: [Listener], metricsPage: CInt?, logger: Logger, restoringMask mask: sigset_t) -> InProgress? {
         var fds: [CInt] = [0, 0]
         guard pipe(&fds) == 0 else {
             logger.error("upgrade: pipe failed: \(String(cString: strerror(errno)))")
@@ -110,7 +111,7 @@ extension Upgrade {
             }
             // The sockets go to 3, 4, ... and the report pipe right after them; first out of the way
             // (high numbers), so that no source is overwritten before it is copied.
-            let sources = listeners.map(\.descriptor) + [fds[1]]
+            let sources = listeners.map(\.descriptor) + [fds[1]] + (metricsPage.map { [$0] } ?? [])
             let high = sources.map { fcntl($0, F_DUPFD, 256) }
             for (index, fd) in high.enumerated() {
                 dup2(fd, 3 + CInt(index))   // the copy has no FD_CLOEXEC: it survives exec
@@ -121,6 +122,7 @@ extension Upgrade {
             setenv("LISTEN_FDNAMES", names, 1)
             setenv(readyVariable, String(3 + listeners.count), 1)
             setenv(fromVariable, String(oldArbiter), 1)
+            if metricsPage != nil { setenv(MetricsPage.variable, String(4 + listeners.count), 1) }
             _ = chdir(startDirectory)
             SignalPipe.restore(mask)
             let cArguments = arguments.map { strdup($0) } + [nil]

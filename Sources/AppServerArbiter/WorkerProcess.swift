@@ -16,8 +16,9 @@ enum WorkerProcess {
     /// The app's ASGI lifespan startup failed: retried with a growing delay.
     static let startupFailedStatus = AppLoadError.startupFailedStatus
 
+    /// `countMetrics`: the arbiter serves a metrics endpoint, so requests are counted for it.
     static func run(config: ServerConfig, listeners: [Listener], slot: WorkerSlot, age: Int, logger: Logger,
-                    errorLog: LogFile, accessLog: LogFile?) -> Never {
+                    errorLog: LogFile, accessLog: LogFile?, countMetrics: Bool) -> Never {
         let signals = SignalPipe(handling: [SIGTERM, SIGQUIT, SIGINT, SIGHUP, SIGABRT, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU, SIGWINCH])
         let arbiter = getppid()
         ProcessTitle.set("worker", name: config.procName)
@@ -56,15 +57,19 @@ enum WorkerProcess {
         let maxRequests = config.maxRequests > 0 ? config.maxRequests + Int.random(in: 0...config.maxRequestsJitter) : 0
         let recycling = OnceFlag()
         let statsd = config.statsdHost != nil
+        let metrics = countMetrics ? slot.metrics : nil
+        WorkerMetrics.current = metrics
         let server = HTTPServer(
             application: host, limits: HTTPLimits(config: config), edge: EdgePolicy(config: config), eventLoop: eventLoop, logger: logger,
             requestLimit: maxRequests,
             onLimitReached: {
                 if recycling.setOnce() {
+                    slot.metrics.retiringAfterMaxRequests()
                     logger.info("Autorestarting worker after current request (max requests \(maxRequests) reached).")
                     signals.raise(SIGTERM)
                 }
             },
+            metrics: metrics,
             onAccepting: { accepting in slot.accepting.store(accepting ? 1 : 0, ordering: .relaxed) },
             onRequestFinished: { served, status, nanoseconds in
                 slot.requests.store(Int64(served), ordering: .relaxed)

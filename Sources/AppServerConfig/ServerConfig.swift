@@ -94,6 +94,12 @@ public struct ServerConfig: Equatable, Sendable {
     public var statsdPrefix = ""
     public var dogstatsdTags = ""
     public var enableBacklogMetric = false
+    /// Where the arbiter serves /metrics (Prometheus), /healthz and /readyz; nil: nowhere (unless
+    /// systemd passes a socket named `metrics`).
+    public var metricsBind: BindAddress? = nil
+    /// Seconds a graceful stop keeps serving after /readyz turned 503, so that a load balancer's health
+    /// check takes this server out before its sockets close.
+    public var drainDelay = 0
     /// The server hooks a Python config file defines (the functions stay in its interpreter).
     public var hooks: [String] = []
     /// Gunicorn settings accepted without effect, as given (for `--print-config`).

@@ -76,8 +76,17 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Whether the peer's X-Forwarded-* headers are believed (forwarded_allow_ips), found once.
     private var forwardedTrusted: Bool?
     private var machine: ConnectionStateMachine
-    /// The request being answered (or whose unread body is being discarded).
-    private var current: HTTPExchange?
+    /// The request being answered (or whose unread body is being discarded); in flight for the
+    /// metrics from when it is set until it is let go, however the exchange ends.
+    private var current: HTTPExchange? {
+        didSet {
+            guard let metrics = server.metrics, oldValue !== current else { return }
+            if oldValue != nil { metrics.requestEnded() }
+            if current != nil { metrics.requestStarted() }
+        }
+    }
+    /// Bytes of the current response handed to the channel (status line, headers, body), for the metrics.
+    private var responseBytes: Int64 = 0
     private var context: ChannelHandlerContext!
     /// Parts of pipelined requests that arrived while an earlier one is still answered.
     private var queued = CircularBuffer<RequestPart>()
@@ -179,6 +188,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         deadline = nil
         requestCount += 1
         bodyReceived = 0
+        responseBytes = 0
         let lastAllowed = !server.requestStarted()
         let facts = head.parsed
         if let refusal = RequestHeadCheck.refusal(head, limits: limits, headerMap: server.edge.headerMap) {
@@ -313,6 +323,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             accounting.futureResult.whenComplete { _ in exchange.didWrite(size) }
             promise = accounting
         }
+        switch output {
+        case .buffer(let buffer): responseBytes += Int64(buffer.readableBytes)
+        case .file(_, _, let length, let header, let trailer):
+            responseBytes += length + Int64(header?.readableBytes ?? 0) + Int64(trailer?.readableBytes ?? 0)
+        }
         if responseStatus == 0 {
             // The first bytes of a response are its status line, `HTTP/1.1 200 ...` (for statsd).
             switch output {
@@ -339,8 +354,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         context.flush()
         if !end { return }
-        server.requestFinished(status: responseStatus, since: exchange.request.started)
+        server.requestFinished(exchange.request, status: responseStatus, requestBodyBytes: bodyReceived, responseBytes: responseBytes)
         responseStatus = 0
+        responseBytes = 0
         // Close only if the response said so. One that went out as keep-alive before a drain began
         // leaves the connection open: the client may be sending its next request already, which is
         // then answered with `Connection: close`.
@@ -375,7 +391,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         deadline = nil
         machine.closed()
         current = nil
-        server.requestFinished(status: 101, since: exchange.request.started)
+        server.requestFinished(exchange.request, status: 101, requestBodyBytes: 0, responseBytes: Int64(head.readableBytes))
         context.writeAndFlush(wrapOutboundOut(head), promise: nil)
         let pipeline = context.pipeline.syncOperations
         do {
@@ -504,7 +520,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         switch machine.deadlinePassed() {
         case .none: break
         case .close: close()
-        case .answer408: writeErrorAndClose(.requestTimeout)   // the head did not arrive in time
+        case .answer408:   // the head did not arrive in time
+            server.countRefusal(408)
+            writeErrorAndClose(.requestTimeout)
         }
     }
 }

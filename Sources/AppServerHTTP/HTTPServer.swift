@@ -34,14 +34,17 @@ public final class HTTPServer: @unchecked Sendable {
     /// Called on the event loop after each response: the count so far (for max-requests), the
     /// status, and the nanoseconds since the request head arrived (for statsd).
     private let onRequestFinished: @Sendable (_ served: Int, _ status: Int, _ nanoseconds: Int64) -> Void
+    /// The counters the arbiter publishes on its metrics endpoint (nil when it has none).
+    public let metrics: WorkerMetrics?
     /// Called once the listeners accept, and once they are closed on a drain (true, then false).
     private let onAccepting: @Sendable (Bool) -> Void
 
     public init(application: any HTTPApplication, limits: HTTPLimits, edge: EdgePolicy = EdgePolicy(), eventLoop: any EventLoop, logger: Logger,
-                requestLimit: Int = 0, onLimitReached: @escaping @Sendable () -> Void = {},
+                requestLimit: Int = 0, onLimitReached: @escaping @Sendable () -> Void = {}, metrics: WorkerMetrics? = nil,
                 onAccepting: @escaping @Sendable (Bool) -> Void = { _ in },
                 onRequestFinished: @escaping @Sendable (_ served: Int, _ status: Int, _ nanoseconds: Int64) -> Void) {
         self.onAccepting = onAccepting
+        self.metrics = metrics
         self.requestLimit = requestLimit
         self.onLimitReached = onLimitReached
         self.application = application
@@ -76,6 +79,10 @@ public final class HTTPServer: @unchecked Sendable {
     /// A connection's pipeline: [PROXY header] -> first-byte observer -> HTTP/1 or uwsgi decoder -> the
     /// connection handler, which takes the same request parts from either decoder.
     private func configure(_ channel: any Channel, listener: ListenerOptions) throws {
+        if let metrics {
+            metrics.connectionOpened()
+            channel.closeFuture.whenComplete { _ in metrics.connectionClosed() }
+        }
         let origin = ConnectionOrigin(channel: channel)
         let observer = RequestStartObserver()
         let handler = HTTPConnectionHandler(server: self, limits: limits, logger: logger, origin: origin, uwsgi: listener.protocolName == .uwsgi)
@@ -121,11 +128,9 @@ public final class HTTPServer: @unchecked Sendable {
         logger.warning("\(message())\(more)")
     }
 
-    /// Requests refused by the HTTP layer, by status: kept for the metrics endpoint to publish.
-    public private(set) var refusals: [Int: Int] = [:]
-
+    /// A request refused by the HTTP layer (the app never saw it), for the metrics endpoint.
     func countRefusal(_ status: Int) {
-        refusals[status, default: 0] += 1
+        metrics?.refused(status: status)
     }
 
     static let decoderName = "http-request-decoder"
@@ -164,9 +169,12 @@ public final class HTTPServer: @unchecked Sendable {
         }
     }
 
-    func requestFinished(status: Int, since started: Monotonic) {
+    func requestFinished(_ request: RequestInfo, status: Int, requestBodyBytes: Int64, responseBytes: Int64) {
         served += 1
-        onRequestFinished(served, status, Monotonic.now().nanoseconds - started.nanoseconds)
+        let nanoseconds = Monotonic.now().nanoseconds - request.started.nanoseconds
+        metrics?.requestFinished(method: request.method, status: status, nanoseconds: nanoseconds,
+                                 requestBodyBytes: requestBodyBytes, responseBytes: responseBytes)
+        onRequestFinished(served, status, nanoseconds)
         if requestLimit > 0 && served == requestLimit { onLimitReached() }
     }
 

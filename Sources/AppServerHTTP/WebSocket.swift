@@ -175,9 +175,11 @@ final class WebSocketHandler: ChannelDuplexHandler, ServerConnection {
         self.context = context
         connection.handler = self
         server.register(self)
+        server.metrics?.webSocketOpened()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        server.metrics?.webSocketClosed()
         connection.markClosed()
         report(code: 1006, reason: "")
         connection.handler = nil

@@ -254,6 +254,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         let uri = exchange.request.uri
         if let raised {
             if !disconnected {
+                WorkerMetrics.current?.appException()
                 host.logger.error("Exception in ASGI application (\(exchange.request.method) \(uri))\n\(PythonRuntime.formatException(raised))")
             }
         } else if !responseComplete && !disconnected {

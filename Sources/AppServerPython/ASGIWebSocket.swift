@@ -243,6 +243,7 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
         guard !finished else { return }
         finished = true
         if let raised {
+            WorkerMetrics.current?.appException()
             host.logger.error("Exception in ASGI application (websocket \(exchange.request.uri))\n\(PythonRuntime.formatException(raised))")
         }
         switch state {

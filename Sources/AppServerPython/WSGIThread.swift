@@ -407,6 +407,7 @@ final class WSGIThread: @unchecked Sendable {
         } else if badBody {
             host.logger.debug("malformed request body: \(request.exchange.request.method) \(uri)")
         } else {
+            WorkerMetrics.current?.appException()
             host.logger.error("Error handling request \(uri)\n\(exception.map(PythonRuntime.formatException) ?? "no exception set")")
         }
         if request.ended { return }

@@ -83,12 +83,15 @@ struct UpgradeCommand: ParsableCommand {
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "appserver status",
-        abstract: "Print a running server's status: workers, generation, requests served, version.")
+        abstract: "Print a running server's status: workers, generation, requests served, version.",
+        discussion: "--json prints one JSON object (what the metrics endpoint's /status gives): readiness, each worker's pid, state, requests, heartbeat, memory and CPU.")
 
     @OptionGroup var target: ControlTarget
+    @Flag(help: "Print the status as JSON, for scripts.")
+    var json = false
 
     func run() throws {
-        try target.ask(.status)
+        try target.ask(json ? .statusJSON : .status)
     }
 }
 

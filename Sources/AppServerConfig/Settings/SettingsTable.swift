@@ -322,6 +322,20 @@ public enum SettingsTable {
               help: "Datadog tags for every metric, comma-separated (env:prod,app:shop).", \.dogstatsdTags),
         .boolean("enable_backlog_metric", flags: ["--enable-backlog-metric"], .metrics, reloadable: false,
                  help: "Also send gunicorn.backlog, the connections waiting in the listen queues.", \.enableBacklogMetric),
+        Setting("metrics_bind", flags: ["--metrics-bind"], form: .value(metavar: "ADDRESS"), .metrics, reloadable: false,
+                help: "Serve /metrics (Prometheus), /healthz and /readyz from the arbiter on HOST:PORT or unix:PATH (a systemd socket named 'metrics' serves too).",
+                apply: { c, v throws(ConfigError) in
+                    guard let text = try v.optionalString("metrics_bind"), !text.isEmpty else { c.metricsBind = nil; return }
+                    do {
+                        c.metricsBind = try BindAddress(parsing: text)
+                    } catch {
+                        throw ConfigError.invalidValue(key: "metrics_bind", value: text, reason: "expected HOST:PORT or unix:PATH")
+                    }
+                },
+                render: { $0.metricsBind.map { .string($0.description) } }),
+        .integer("drain_delay", flags: ["--drain-delay"], .metrics, min: 0, max: 3_600,
+                 help: "Seconds a graceful stop keeps serving after /readyz turned 503, before the workers stop accepting (let the load balancer notice).",
+                 \.drainDelay),
     ]
 
     /// Gunicorn's server hooks, in the order of a server's life (README, "Server hooks").

@@ -1,3 +1,4 @@
+import AppServerHTTP
 import Atomics
 import Foundation
 
@@ -24,6 +25,9 @@ final class WorkerSlot: @unchecked Sendable {
     let requests: UnsafeAtomic<Int64>
     /// 1 while the worker accepts connections; back to 0 once its listeners are closed (draining).
     let accepting: UnsafeAtomic<Int64>
+    /// What the metrics endpoint publishes, after the statsd counters.
+    let metrics: WorkerMetrics
+    private static let metricsBase = durationBase + durationBuckets
 
     init() {
         guard let memory = mmap(nil, Self.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0), memory != MAP_FAILED else {
@@ -36,6 +40,8 @@ final class WorkerSlot: @unchecked Sendable {
         booted = UnsafeAtomic(at: words + 1)
         requests = UnsafeAtomic(at: words + 2)
         accepting = UnsafeAtomic(at: words + 3)
+        metrics = WorkerMetrics(memory: UnsafeMutableRawPointer(words + Self.metricsBase))
+        precondition((Self.metricsBase + WorkerMetrics.wordCount) * 8 <= Self.size, "the worker slot is too small")
         heartbeat.store(MonotonicClock.nanoseconds(), ordering: .relaxed)
     }
 
