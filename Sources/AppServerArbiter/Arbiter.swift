@@ -93,6 +93,8 @@ public final class Arbiter {
         self.accessLog = accessLog
         self.workerCount = config.workers
         self.reloadConfig = reloadConfig
+        if Systemd.journalIsRunning { JournalFields.send = { Systemd.journalSend($0) } }
+        JournalFields.processFields = [("ARBITER_PID", String(getpid()))]
     }
 
     /// Runs until stopped; returns the process exit status.
@@ -762,6 +764,8 @@ public final class Arbiter {
             statsd?.closeInChild()
             metricsEndpoint?.closeInChild()
             if let page = ledger.page { close(page.descriptor) }
+            JournalFields.processFields = [("ARBITER_PID", String(getppid())), ("WORKER_PID", String(getpid())),
+                                           ("WORKER_AGE", String(age)), ("GENERATION", String(generation))]
             logger.info("Booting worker with pid: \(getpid())")
             WorkerProcess.run(config: config, listeners: listeners, slot: slot, age: age, logger: logger,
                               errorLog: errorLog, accessLog: accessLog, countMetrics: metricsEndpoint != nil)

@@ -38,7 +38,7 @@ enum WorkerProcess {
             _exit(error.exitStatus)
         }
         runtime.sendWSGIErrors { errorLog.write($0) }
-        let accessWriter = accessLog.map { AccessLogWriter(format: config.accessLogformat, file: $0) }
+        let accessWriter = accessLog.map { AccessLogWriter(format: config.accessLogformat, requestIDHeader: config.requestIDHeader, file: $0) }
         let host = runtime.makeHost(config: config, logger: logger, accessLog: accessWriter)
         if hooks.run("post_worker_init", [.thisWorker(age: age, booted: true)], holdingGIL: true) != nil {
             logger.error("Exception in worker process: the post_worker_init hook failed (see above)")

@@ -96,8 +96,18 @@ public struct ErrorLogHandler: LogHandler {
         LogCounters.count(event.level)
         var text = "\(event.message)"
         let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        if file.isJournal, let send = JournalFields.send {
+            // One journal entry with fields (`journalctl WORKER_PID=812`, `REQUEST_ID=...`), the
+            // traceback in the same MESSAGE; the stream below if the journal refuses it.
+            var fields = [("MESSAGE", "[\(getpid())] [\(Self.name(event.level))] \(text)"), ("PRIORITY", String(Self.syslogPriority(event.level))),
+                          ("SYSLOG_IDENTIFIER", "appserver")] + JournalFields.processFields
+            for (key, value) in merged.sorted(by: { $0.key < $1.key }) { fields.append((JournalFields.fieldName(key), "\(value)")) }
+            if send(fields) { return }
+        }
         if !merged.isEmpty {
-            text += " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            // On the message's first line, before a traceback.
+            let fields = " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            if let newline = text.firstIndex(of: "\n") { text.insert(contentsOf: fields, at: newline) } else { text += fields }
         }
         if file.isJournal {
             // The journal stamps the time itself; every line carries the priority (tracebacks too).
@@ -156,6 +166,22 @@ extension ServerConfig.LogLevel {
 
 /// Error-log lines by level, of every process of the server: a few words of memory shared across fork
 /// (made by the arbiter before its first worker), for statsd's `gunicorn.log.*` counters.
+/// Structured fields of error-log entries sent to the journal (under systemd, when stderr is its
+/// stream). The sender is installed where libsystemd is linked (sd_journal_sendv).
+public enum JournalFields {
+    /// Sends one entry; false if the journal did not take it.
+    nonisolated(unsafe) public static var send: (@Sendable ([(String, String)]) -> Bool)?
+    /// Fields of every entry of this process: ARBITER_PID, and in a worker WORKER_PID, WORKER_AGE
+    /// and GENERATION. Set once, while the process has one thread.
+    nonisolated(unsafe) public static var processFields: [(String, String)] = []
+
+    /// A journal field name for a metadata key: `request_id` is REQUEST_ID.
+    static func fieldName(_ key: String) -> String {
+        let name = String(decoding: key.uppercased().utf8.map { ($0 >= 65 && $0 <= 90) || ($0 >= 48 && $0 <= 57) ? $0 : 95 }, as: UTF8.self)
+        return name.first.map { $0.isLetter } == true ? name : "F_" + name
+    }
+}
+
 public enum LogCounters {
     public struct Counts: Equatable, Sendable {
         public var critical: Int64 = 0

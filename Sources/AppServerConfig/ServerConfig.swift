@@ -100,6 +100,8 @@ public struct ServerConfig: Equatable, Sendable {
     /// Seconds a graceful stop keeps serving after /readyz turned 503, so that a load balancer's health
     /// check takes this server out before its sockets close.
     public var drainDelay = 0
+    /// The request id's header: passed through when a request has it, made otherwise (empty: none).
+    public var requestIDHeader = "X-Request-ID"
     /// The server hooks a Python config file defines (the functions stay in its interpreter).
     public var hooks: [String] = []
     /// Gunicorn settings accepted without effect, as given (for `--print-config`).

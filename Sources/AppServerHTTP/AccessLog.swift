@@ -20,7 +20,8 @@ public struct AccessLogRecord {
     }
 }
 
-/// Gunicorn's access log format: `%(h)s %(l)s ...` with the same atoms, parsed once.
+/// Gunicorn's access log format: `%(h)s %(l)s ...` with the same atoms, parsed once; or `json`: one
+/// JSON object a line with the atoms as keys (numbers as numbers), an ISO 8601 `time` and the `request_id`.
 public struct AccessLogFormatter: Sendable {
     enum Piece: Equatable, Sendable {
         case literal(String)
@@ -33,8 +34,18 @@ public struct AccessLogFormatter: Sendable {
     let pieces: [Piece]
     /// Whether the app's response headers must be kept for the log line.
     public let needsResponseHeaders: Bool
+    let json: Bool
+    /// The request id's header (lower case): `%({x-request-id}i)s` shows an id made here too.
+    let requestIDHeader: String?
 
-    public init(format: String) {
+    public init(format: String, requestIDHeader: String? = nil) {
+        self.requestIDHeader = requestIDHeader.flatMap { $0.isEmpty ? nil : $0.lowercased() }
+        json = format.trimmingCharacters(in: " ") == "json"
+        if json {
+            pieces = []
+            needsResponseHeaders = false
+            return
+        }
         var pieces: [Piece] = []
         var literal = ""
         var rest = Substring(format)
@@ -68,12 +79,18 @@ public struct AccessLogFormatter: Sendable {
     }
 
     public func format(_ record: AccessLogRecord) -> String {
+        if json { return jsonLine(record) }
         var line = ""
         for piece in pieces {
             switch piece {
             case .literal(let text): line += text
             case .atom(let name): line += atom(name, record)
-            case .requestHeader(let name): line += record.request.headers.first(name: name) ?? "-"
+            case .requestHeader(let name):
+                if name == requestIDHeader, record.request.requestIDMade, let id = record.request.requestID {
+                    line += id
+                } else {
+                    line += record.request.headers.first(name: name) ?? "-"
+                }
             case .responseHeader(let name): line += record.responseHeaders.first { $0.name.lowercased() == name }?.value ?? "-"
             case .environment(let name): line += getenv(name).map { String(cString: $0) } ?? "-"
             }
@@ -107,6 +124,56 @@ public struct AccessLogFormatter: Sendable {
         case "p": return "<\(getpid())>"
         default: return "-"
         }
+    }
+
+    /// Gunicorn's atoms, in its documentation's order; these are numbers in JSON.
+    static let jsonAtoms = ["h", "l", "u", "t", "r", "m", "U", "q", "H", "s", "B", "b", "f", "a", "T", "M", "D", "L", "p"]
+    static let numericAtoms: Set<String> = ["s", "B", "T", "M", "D", "L"]
+
+    private func jsonLine(_ record: AccessLogRecord) -> String {
+        var line = "{\"time\":" + Self.jsonString(Self.isoTime(record.request.startedWallClock))
+        for name in Self.jsonAtoms {
+            let value = atom(name, record)
+            line += ",\"" + name + "\":"
+            if Self.numericAtoms.contains(name) || (name == "b" && value != "-") {
+                line += value
+            } else if name == "b" {
+                line += "null"
+            } else {
+                line += Self.jsonString(value)
+            }
+        }
+        line += ",\"request_id\":" + (record.request.requestID.map(Self.jsonString) ?? "null") + "}"
+        return line
+    }
+
+    static func jsonString(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    /// `2026-11-29T10:00:00.123Z`.
+    static func isoTime(_ wall: timespec) -> String {
+        var seconds = wall.tv_sec
+        var tm = tm()
+        gmtime_r(&seconds, &tm)
+        var buffer = [CChar](repeating: 0, count: 32)
+        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &tm)
+        let millis = String(wall.tv_nsec / 1_000_000)
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) + "." + String(repeating: "0", count: 3 - millis.count) + millis + "Z"
     }
 
     private func format6(_ value: Double) -> String {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -31,9 +32,13 @@ public final class RequestInfo: @unchecked Sendable {
     /// When the head was complete, for the access log's request time (set once, before sharing).
     public internal(set) var started: Monotonic
     public let startedWallClock: timespec
+    /// The request id (RequestID), and whether it was made here rather than sent with the request.
+    public let requestID: String?
+    public let requestIDMade: Bool
 
     public init(head: RequestHead, keepAlive: Bool, hasBody: Bool, contentLength: Int64?,
-                remoteAddress: SocketAddress?, localAddress: SocketAddress?, origin: RequestOrigin? = nil, viaUWSGI: Bool = false) {
+                remoteAddress: SocketAddress?, localAddress: SocketAddress?, origin: RequestOrigin? = nil, viaUWSGI: Bool = false,
+                requestIDHeader: String? = nil) {
         self.head = head
         self.origin = origin
         self.viaUWSGI = viaUWSGI
@@ -47,10 +52,23 @@ public final class RequestInfo: @unchecked Sendable {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         self.startedWallClock = ts
+        if let requestIDHeader {
+            let carried = RequestID.carried(in: head.headers, headerName: requestIDHeader)
+            requestID = carried ?? RequestID.make()
+            requestIDMade = carried == nil
+        } else {
+            requestID = nil
+            requestIDMade = false
+        }
     }
 }
 
 extension RequestInfo {
+    /// What an error-log entry about this request carries: its id (REQUEST_ID in the journal).
+    public var logMetadata: Logger.Metadata? {
+        requestID.map { ["request_id": .string($0)] }
+    }
+
     /// The scheme the client used: https when a trusted proxy or the uwsgi packet says so.
     public var isSecure: Bool { origin?.isSecure ?? false }
 }

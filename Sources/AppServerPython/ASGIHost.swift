@@ -170,7 +170,7 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         }
         self.tasks = tasks
         state = PyDict_New()
-        scope = ASGIScopeBuilder(rootPath: config.rootPath, headerMap: config.headerMap)
+        scope = ASGIScopeBuilder(rootPath: config.rootPath, headerMap: config.headerMap, requestIDHeader: config.requestIDHeader)
 
         let mode = PyUnicode_FromString(config.lifespan.rawValue)!
         defer { Py_DecRef(mode) }

@@ -255,7 +255,8 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         if let raised {
             if !disconnected {
                 WorkerMetrics.current?.appException()
-                host.logger.error("Exception in ASGI application (\(exchange.request.method) \(uri))\n\(PythonRuntime.formatException(raised))")
+                host.logger.error("Exception in ASGI application (\(exchange.request.method) \(uri))\n\(PythonRuntime.formatException(raised))",
+                                  metadata: exchange.request.logMetadata)
             }
         } else if !responseComplete && !disconnected {
             host.logger.error("ASGI callable returned without \(responseStarted ? "completing" : "starting") the response (\(exchange.request.method) \(uri))")

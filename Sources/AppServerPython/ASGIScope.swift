@@ -82,8 +82,12 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private var headerNames: [String: PyObjectPointer?] = [:]
     private var addressTuples: [SocketAddress: PyObjectPointer] = [:]
 
-    init(rootPath: String, headerMap: HeaderMapMode = .drop) {
+    /// The request id's header name, lower case, for an id made here.
+    private let requestIDHeader: [UInt8]
+
+    init(rootPath: String, headerMap: HeaderMapMode = .drop, requestIDHeader: String = "") {
         self.headerMap = headerMap
+        self.requestIDHeader = Array(requestIDHeader.lowercased().utf8)
         asgiVersion = PyDict_New()!
         PyDict_SetItemString(asgiVersion, "version", PyUnicode_InternFromString("3.0"))
         PyDict_SetItemString(asgiVersion, "spec_version", PyUnicode_InternFromString("2.3"))
@@ -137,9 +141,14 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         }
 
         let headers = request.headers
-        if let list = PyList_New(headers.count) {
+        // A request id made here is one more header, as if the front end had sent it (it replaces one
+        // that was not a plausible id).
+        let madeID = request.requestIDMade ? request.requestID : nil
+        let capacity = headers.count + (madeID == nil ? 0 : 1)
+        if let list = PyList_New(capacity) {
             var index = 0
             headers.forEach { name, value in
+                if madeID != nil && RequestHeaders.equalsLowercased(name, requestIDHeader) { return }
                 // header_map = drop: a name with '_' is left out (frameworks map header names to
                 // CGI-style keys too, where X_User would pass for X-User).
                 guard let nameObject = headerName(String(decoding: name, as: UTF8.self)) else { return }
@@ -147,7 +156,11 @@ final class ASGIScopeBuilder: @unchecked Sendable {
                 PyList_SetItem(list, index, appserver_tuple2(nameObject, valueObject))   // steals
                 index += 1
             }
-            if index < headers.count { PyList_SetSlice(list, index, headers.count, nil) }
+            if let madeID, let nameObject = headerName(String(decoding: requestIDHeader, as: UTF8.self)) {
+                PyList_SetItem(list, index, appserver_tuple2(nameObject, bytes(Array(madeID.utf8))))
+                index += 1
+            }
+            if index < capacity { PyList_SetSlice(list, index, capacity, nil) }
             setNew(keys.headers, list)
         }
         if let client = request.origin?.client {

@@ -244,7 +244,8 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
         finished = true
         if let raised {
             WorkerMetrics.current?.appException()
-            host.logger.error("Exception in ASGI application (websocket \(exchange.request.uri))\n\(PythonRuntime.formatException(raised))")
+            host.logger.error("Exception in ASGI application (websocket \(exchange.request.uri))\n\(PythonRuntime.formatException(raised))",
+                              metadata: exchange.request.logMetadata)
         }
         switch state {
         case .connecting:

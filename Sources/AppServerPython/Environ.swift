@@ -12,6 +12,8 @@ final class EnvironConstants: @unchecked Sendable {
     private let keyPathInfo = interned("PATH_INFO")
     private let keyQueryString = interned("QUERY_STRING")
     private let keyRawURI = interned("RAW_URI")
+    /// The request id's header name (lower case), for an id made here.
+    private let requestIDHeader: String
     private let keyContentType = interned("CONTENT_TYPE")
     private let keyContentLength = interned("CONTENT_LENGTH")
     private let keyServerName = interned("SERVER_NAME")
@@ -53,8 +55,9 @@ final class EnvironConstants: @unchecked Sendable {
     private var headerKeys: [String: PyObjectPointer?] = [:]
     private var lastHost: (header: String, name: PyObjectPointer, port: PyObjectPointer)?
 
-    init(namespace: PyObjectPointer, multithread: Bool, multiprocess: Bool, headerMap: HeaderMapMode = .drop) {
+    init(namespace: PyObjectPointer, multithread: Bool, multiprocess: Bool, headerMap: HeaderMapMode = .drop, requestIDHeader: String = "") {
         self.headerMap = headerMap
+        self.requestIDHeader = requestIDHeader.lowercased()
         version = appserver_tuple2(PyLong_FromLong(1), PyLong_FromLong(0))
         self.multithread = multithread ? appserver_true() : appserver_false()
         self.multiprocess = multiprocess ? appserver_true() : appserver_false()
@@ -118,6 +121,10 @@ final class EnvironConstants: @unchecked Sendable {
             }
         }
 
+        if request.requestIDMade, let id = request.requestID, let key = headerKey(requestIDHeader) {
+            // Made here: the app sees it as the header, as if the front end had sent it.
+            setNew(key, latin1(Substring(id)))
+        }
         setServerName(environ, host: request.headers.first(name: "host"), local: request.localAddress)
         if let client = request.origin?.client {
             // A trusted proxy's X-Forwarded-For, or the REMOTE_ADDR of a uwsgi packet.

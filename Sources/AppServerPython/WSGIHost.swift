@@ -62,7 +62,8 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         self.maxRunning = config.threads
         // Needs the GIL: built while the starting thread still holds it.
         self.environConstants = EnvironConstants(namespace: runtime.namespace, multithread: config.threads > 1,
-                                                 multiprocess: config.workers > 1, headerMap: config.headerMap)
+                                                 multiprocess: config.workers > 1, headerMap: config.headerMap,
+                                                 requestIDHeader: config.requestIDHeader)
         for index in 0..<config.threads {
             threads.append(WSGIThread(host: self, index: index))
         }
@@ -153,8 +154,8 @@ public final class AccessLogWriter: Sendable {
     let formatter: AccessLogFormatter
     let file: LogFile
 
-    public init(format: String, file: LogFile) {
-        self.formatter = AccessLogFormatter(format: format)
+    public init(format: String, requestIDHeader: String, file: LogFile) {
+        self.formatter = AccessLogFormatter(format: format, requestIDHeader: requestIDHeader)
         self.file = file
     }
 }

@@ -408,7 +408,8 @@ final class WSGIThread: @unchecked Sendable {
             host.logger.debug("malformed request body: \(request.exchange.request.method) \(uri)")
         } else {
             WorkerMetrics.current?.appException()
-            host.logger.error("Error handling request \(uri)\n\(exception.map(PythonRuntime.formatException) ?? "no exception set")")
+            host.logger.error("Error handling request \(uri)\n\(exception.map(PythonRuntime.formatException) ?? "no exception set")",
+                              metadata: request.exchange.request.logMetadata)
         }
         if request.ended { return }
         if request.writer.headSent || disconnected {

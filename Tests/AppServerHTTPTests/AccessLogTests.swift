@@ -1,15 +1,17 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 import Testing
 @testable import AppServerHTTP
 
 @Suite struct AccessLogFormatterTests {
-    func record(status: Int = 200, bytes: Int64 = 13) throws -> AccessLogRecord {
-        let head = try RequestHead(parsing: "POST /path?q=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/8\r\n"
-            + "Authorization: Basic dXNlcjpwYXNz\r\nX-Trace: t-1\r\n\r\n")   // user:pass
+    func record(status: Int = 200, bytes: Int64 = 13, extraHeader: String = "", requestIDHeader: String? = nil) throws -> AccessLogRecord {
+        let head = try RequestHead(parsing: "POST /path?q=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/8 \"quoted\"\r\n"
+            + "Authorization: Basic dXNlcjpwYXNz\r\nX-Trace: t-1\r\n\(extraHeader)\r\n")   // user:pass
         let info = RequestInfo(head: head,
                                keepAlive: true, hasBody: false, contentLength: nil,
-                               remoteAddress: try SocketAddress(ipAddress: "10.1.2.3", port: 5555), localAddress: nil)
+                               remoteAddress: try SocketAddress(ipAddress: "10.1.2.3", port: 5555), localAddress: nil,
+                               requestIDHeader: requestIDHeader)
         info.started = Monotonic(nanoseconds: 1_000_000_000)
         return AccessLogRecord(request: info, status: status, responseBytes: bytes,
                                responseHeaders: [("Content-Type", "text/plain")], finished: Monotonic(nanoseconds: 1_250_000_000))
@@ -18,7 +20,7 @@ import Testing
     @Test func defaultFormatMatchesGunicorn() throws {
         let line = AccessLogFormatter(format: #"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#).format(try record())
         #expect(line.hasPrefix(#"10.1.2.3 - user ["#))
-        #expect(line.hasSuffix(#"] "POST /path?q=1 HTTP/1.1" 200 13 "-" "curl/8""#))
+        #expect(line.hasSuffix(#"] "POST /path?q=1 HTTP/1.1" 200 13 "-" "curl/8 "quoted"""#))
     }
 
     @Test func everyAtom() throws {
@@ -26,5 +28,36 @@ import Testing
         #expect(formatter.needsResponseHeaders)
         #expect(formatter.format(try record()) == "POST|/path|q=1|HTTP/1.1|13|0|250|250000|0.250000|t-1|text/plain|-|100%")
         #expect(AccessLogFormatter(format: "%(b)s").format(try record(bytes: 0)) == "-")
+    }
+
+    @Test func jsonHasTheAtomsAsKeysAndNumbersAsNumbers() throws {
+        let line = AccessLogFormatter(format: "json", requestIDHeader: "X-Request-ID")
+            .format(try record(extraHeader: "X-Request-ID: abc-123\r\n", requestIDHeader: "x-request-id"))
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(object["h"] as? String == "10.1.2.3")
+        #expect(object["u"] as? String == "user")
+        #expect(object["r"] as? String == "POST /path?q=1 HTTP/1.1")
+        #expect(object["a"] as? String == "curl/8 \"quoted\"")
+        #expect(object["s"] as? Int == 200 && object["B"] as? Int == 13 && object["b"] as? Int == 13 && object["D"] as? Int == 250000)
+        #expect(object["L"] as? Double == 0.25)
+        #expect(object["request_id"] as? String == "abc-123")
+        #expect((object["time"] as? String)?.hasSuffix("Z") == true)
+        let empty = AccessLogFormatter(format: "json").format(try record(bytes: 0))
+        let emptyObject = try #require(try JSONSerialization.jsonObject(with: Data(empty.utf8)) as? [String: Any])
+        #expect(emptyObject["b"] is NSNull && emptyObject["request_id"] is NSNull)
+    }
+
+    @Test func requestIDsArePassedThroughOrMade() throws {
+        let carried = try record(extraHeader: "X-Request-ID: from-nginx-1\r\n", requestIDHeader: "x-request-id").request
+        #expect(carried.requestID == "from-nginx-1" && !carried.requestIDMade)
+        let made = try record(requestIDHeader: "x-request-id").request
+        let other = try record(requestIDHeader: "x-request-id").request
+        #expect(made.requestIDMade && made.requestID?.count == 32 && made.requestID != other.requestID)
+        let tooLong = try record(extraHeader: "X-Request-ID: \(String(repeating: "a", count: 201))\r\n", requestIDHeader: "x-request-id").request
+        #expect(tooLong.requestIDMade && tooLong.requestID?.count == 32)
+        #expect(try record().request.requestID == nil)
+        // The access log's header atom shows a made id too.
+        let formatter = AccessLogFormatter(format: "%({x-request-id}i)s", requestIDHeader: "X-Request-ID")
+        #expect(formatter.format(AccessLogRecord(request: made, status: 200, responseBytes: 0, responseHeaders: [], finished: .now())) == made.requestID)
     }
 }

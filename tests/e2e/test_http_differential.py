@@ -12,6 +12,7 @@ does; h11 refuses them), whitespace before a chunk extension's ';' (BWS, which R
 h11 refuses), control bytes other than NUL in field values (RFC 9110 5.5 lets a recipient keep them;
 appserver refuses them, h11 keeps them)."""
 import json
+import re
 import os
 import random
 import socket
@@ -183,6 +184,11 @@ def test_parser_agrees_with_h11(serve):
             # h11 lower-cases the Transfer-Encoding value; every other byte must be the same.
             expected = sorted([k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers)
             seen_headers = sorted([k, v.lower() if k == "transfer-encoding" else v] for k, v in seen["headers"])
+            if not any(k.lower() == b"x-request-id" for k, _ in request.headers):
+                # The request id the server made (request_id_header) is the one header it adds.
+                made = [h for h in seen_headers if h[0] == "x-request-id"]
+                assert len(made) == 1 and re.fullmatch(r"[0-9a-f]{32}", made[0][1]), context
+                seen_headers.remove(made[0])
             assert seen_headers == expected, context
             assert seen["body_length"] == len(body), context
             agreed["accepted"] += 1

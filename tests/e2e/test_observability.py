@@ -318,3 +318,36 @@ def test_metrics_socket_from_socket_activation(tmp_path):
         proc.terminate()
         proc.wait(15)
         log.close()
+
+
+def test_json_access_log_and_request_ids_in_environ_scope_and_log(serve, tmp_path):
+    """A request's X-Request-ID is passed through; without one the server makes one. Either way the app
+    sees it (environ or scope) and the JSON access log line carries it, with Gunicorn's atoms as keys."""
+    access = tmp_path / "access.log"
+    wsgi = serve("mirror:app", "--access-logfile", str(access), "--access-logformat", "json")
+    passed = requests.get(wsgi.url + "/a?x=1", headers={"X-Request-ID": "lb-7f3a", "User-Agent": 'ua "quoted"'}, timeout=5).json()
+    assert ["x-request-id", "lb-7f3a"] in passed["headers"]
+    made = dict(requests.get(wsgi.url + "/b", timeout=5).json()["headers"])["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+    asgi = serve("mirror:asgi", "--interface", "asgi", "--access-logfile", str(access), "--access-logformat", "json")
+    scope_id = dict(requests.get(asgi.url + "/c", timeout=5).json()["headers"])["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", scope_id) and scope_id != made
+    wait_until(lambda: len(access.read_text().splitlines()) >= 3, message="three access log lines")
+    lines = [json.loads(line) for line in access.read_text().splitlines()]
+    first = next(l for l in lines if l["U"] == "/a")
+    assert first["request_id"] == "lb-7f3a" and first["r"] == "GET /a?x=1 HTTP/1.1" and first["q"] == "x=1"
+    assert first["s"] == 200 and isinstance(first["B"], int) and first["a"] == 'ua "quoted"' and first["h"] == "127.0.0.1"
+    assert first["time"].endswith("Z") and isinstance(first["D"], int)
+    assert next(l for l in lines if l["U"] == "/b")["request_id"] == made
+    assert next(l for l in lines if l["U"] == "/c")["request_id"] == scope_id
+    # Off: no header is added.
+    plain = serve("mirror:app", "--request-id-header", "")
+    assert "x-request-id" not in dict(requests.get(plain.url + "/", timeout=5).json()["headers"])
+
+
+def test_error_log_entries_name_the_request(serve):
+    server = serve("plain:app")
+    assert requests.get(server.url + "/error", headers={"X-Request-ID": "trace-me-9"}, timeout=5).status_code == 500
+    wait_until(lambda: "boom from the app" in server.log(), message="the traceback")
+    line = next(l for l in server.log().splitlines() if "Error handling request /error" in l)
+    assert "request_id=trace-me-9" in line, line

@@ -83,7 +83,7 @@ def test_socket_activation_status_and_journal(container):
                      and "workers serving" in p["StatusText"] and p, message="a status line")
     assert int(props["MainPID"]) > 0 and props["NRestarts"] == "0" and props["ActiveState"] == "active"
     assert props["StatusText"].startswith("2 workers serving"), props
-    assert requests.get(f"http://127.0.0.1:{PORT}/error", timeout=10).status_code == 500
+    assert requests.get(f"http://127.0.0.1:{PORT}/error", headers={"X-Request-ID": "req-from-the-lb-42"}, timeout=10).status_code == 500
     time.sleep(0.5)
     journal = c.run("journalctl", "-u", "appserver.service", "-o", "json", "--no-pager").stdout
     entries = [json.loads(line) for line in journal.splitlines() if line.strip()]
@@ -91,6 +91,13 @@ def test_socket_activation_status_and_journal(container):
     errors = [e for e in entries if "Error handling request /error" in str(e.get("MESSAGE"))]
     assert booting and all(e["PRIORITY"] == "6" for e in booting), booting[:1]
     assert errors and errors[0]["PRIORITY"] == "3", errors[:1]
+    # Structured fields: the worker, its generation, the request id; the traceback in the same entry.
+    error = errors[0]
+    assert error["WORKER_PID"] == error["_PID"] and error["GENERATION"] == "1", error
+    assert error["REQUEST_ID"] == "req-from-the-lb-42" and error["ARBITER_PID"] == props["MainPID"], error
+    assert "ValueError: boom from the app" in error["MESSAGE"], error
+    by_worker = c.run("journalctl", "-u", "appserver.service", f"WORKER_PID={error['WORKER_PID']}", "-o", "cat", "--no-pager").stdout
+    assert "Error handling request /error" in by_worker and "Booting worker" in by_worker
     listening = [str(e.get("MESSAGE")) for e in entries if "Listening at:" in str(e.get("MESSAGE"))]
     assert any(f"http://127.0.0.1:{PORT}" in m and "[systemd (http)]" in m for m in listening), listening
 

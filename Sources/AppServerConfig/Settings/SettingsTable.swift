@@ -245,7 +245,17 @@ public enum SettingsTable {
         .optionalText("accesslog", aliases: ["access_logfile"], flags: ["--access-logfile"], .logging, metavar: "FILE",
                       help: "Access log file, '-' for stdout (default: none).", \.accessLogfile),
         .text("access_log_format", aliases: ["access_logformat"], flags: ["--access-logformat"], .logging,
-              help: "Access log format, with Gunicorn's atoms.", \.accessLogformat),
+              help: "Access log format, with Gunicorn's atoms; 'json' writes one JSON object a line, the atoms as keys.", \.accessLogformat),
+        Setting("request_id_header", flags: ["--request-id-header"], form: .value(metavar: "NAME"), .logging,
+                help: "The request id's header: passed through, or made when a request has none, into the access log (%({x-request-id}i)s), error-log entries and the app's environ or scope ('' turns request ids off).",
+                apply: { c, v throws(ConfigError) in
+                    let name = try v.string("request_id_header")
+                    guard name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }) else {
+                        throw ConfigError.invalidValue(key: "request_id_header", value: name, reason: "not a header name")
+                    }
+                    c.requestIDHeader = name
+                },
+                render: { .string($0.requestIDHeader) }),
         .text("errorlog", aliases: ["error_logfile", "log_file"], flags: ["--error-logfile", "--log-file"], .logging, metavar: "FILE",
               help: "Error log file, '-' for stderr.", \.errorLogfile),
         Setting("loglevel", aliases: ["log_level"], flags: ["--log-level"], form: .value(metavar: "LEVEL"), .logging,

@@ -28,21 +28,25 @@ public struct EdgePolicy: Sendable {
     public var secureSchemeHeaders: SecureSchemeHeaders
     public var proxyHeaders: Bool
     public var headerMap: HeaderMapMode
+    /// The request id's header, lower case; nil: no request ids.
+    public var requestIDHeader: String?
 
     public init(uwsgiAllow: AddressAllowList = .loopback, proxyAllow: AddressAllowList = .loopback,
                 forwardedAllow: AddressAllowList = .loopback, secureSchemeHeaders: SecureSchemeHeaders = .gunicornDefault,
-                proxyHeaders: Bool = true, headerMap: HeaderMapMode = .drop) {
+                proxyHeaders: Bool = true, headerMap: HeaderMapMode = .drop, requestIDHeader: String? = "x-request-id") {
         self.uwsgiAllow = uwsgiAllow
         self.proxyAllow = proxyAllow
         self.forwardedAllow = forwardedAllow
         self.secureSchemeHeaders = secureSchemeHeaders
         self.proxyHeaders = proxyHeaders
         self.headerMap = headerMap
+        self.requestIDHeader = requestIDHeader
     }
 
     public init(config: ServerConfig) {
         self.init(uwsgiAllow: config.uwsgiAllowIPs, proxyAllow: config.proxyAllowIPs, forwardedAllow: config.forwardedAllowIPs,
-                  secureSchemeHeaders: config.secureSchemeHeaders, proxyHeaders: config.proxyHeaders, headerMap: config.headerMap)
+                  secureSchemeHeaders: config.secureSchemeHeaders, proxyHeaders: config.proxyHeaders, headerMap: config.headerMap,
+                  requestIDHeader: config.requestIDHeader.isEmpty ? nil : config.requestIDHeader.lowercased())
     }
 }
 
