@@ -1,4 +1,5 @@
 import AppServerConfig
+import AppServerHTTP
 import AppServerPython
 import AppServerSystemd
 import Foundation

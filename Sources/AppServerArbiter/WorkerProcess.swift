@@ -62,6 +62,7 @@ enum WorkerProcess {
         let server = HTTPServer(
             application: host, limits: HTTPLimits(config: config), edge: EdgePolicy(config: config), eventLoop: eventLoop, logger: logger,
             requestLimit: maxRequests,
+            stuckRequestTimeout: config.timeout > 0 && host.outlivesStuckRequests ? config.timeout : 0,
             onLimitReached: {
                 if recycling.setOnce() {
                     slot.metrics.retiringAfterMaxRequests()
@@ -84,7 +85,7 @@ enum WorkerProcess {
         // The heartbeat: now, or the last progress of the oldest request still running.
         eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(500)) { _ in
             let now = MonotonicClock.nanoseconds()
-            slot.heartbeat.store(min(now, host.oldestBusySince() ?? now), ordering: .relaxed)
+            slot.heartbeat.store(min(now, host.stuckSince() ?? now), ordering: .relaxed)
             if getppid() != arbiter {
                 // Never outlive the arbiter: nobody would supervise or stop this worker.
                 logger.warning("Parent changed, shutting down: \(getpid())")

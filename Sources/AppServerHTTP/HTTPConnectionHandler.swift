@@ -87,6 +87,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
     /// Bytes of the current response handed to the channel (status line, headers, body), for the metrics.
     private var responseBytes: Int64 = 0
+    /// Signs of progress of the current request (body bytes read, response bytes written), and when the
+    /// once-a-second sweep last saw their count change: counting costs less than reading a clock.
+    private var progress = 0
+    private var progressSeen = (count: -1, at: Monotonic(nanoseconds: 0))
     private var context: ChannelHandlerContext!
     /// Parts of pipelined requests that arrived while an earlier one is still answered.
     private var queued = CircularBuffer<RequestPart>()
@@ -161,6 +165,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             case .active(requestDone: false, _):
                 guard let exchange = current else { return }
                 bodyReceived += Int64(buffer.readableBytes)
+                progress &+= 1
                 if limits.requestBody > 0 && bodyReceived > limits.requestBody {
                     // A chunked body over the limit: the app's next read raises, and it answers 413.
                     exchange.body.fail(.tooLarge(limit: limits.requestBody))
@@ -323,6 +328,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             accounting.futureResult.whenComplete { _ in exchange.didWrite(size) }
             promise = accounting
         }
+        progress &+= 1
         switch output {
         case .buffer(let buffer): responseBytes += Int64(buffer.readableBytes)
         case .file(_, _, let length, let header, let trailer):
@@ -512,6 +518,30 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .drainGrace: seconds = min(limits.keepAlive, limits.headerTimeout)
         }
         deadline = seconds > 0 ? context.eventLoop.now + .seconds(seconds) : nil
+    }
+
+    /// A request the app has made no progress on for `seconds` (its body all read, its response not
+    /// waiting for a slow client): answered 504, or cut off if its head went out already, and counted;
+    /// the app's side is told (ASGI cancels the task; a WSGI thread's late response is dropped).
+    func checkStuck(seconds: Int64, now: Monotonic) {
+        guard let exchange = current, case .active(_, responseDone: false) = machine.phase else { return }
+        if progressSeen.count != progress {
+            progressSeen = (progress, now)
+            return
+        }
+        let since = max(exchange.request.started, progressSeen.at)
+        guard now.nanoseconds - since.nanoseconds > seconds * 1_000_000_000, exchange.body.isFinished, !exchange.hasQueuedOutput else { return }
+        let request = exchange.request
+        logger.warning("request timed out: no progress in \(seconds) s (timeout): \(request.method) \(request.uri); answered 504, the worker serves on",
+                       metadata: request.logMetadata)
+        server.metrics?.requestTimedOut()
+        exchange.markTimedOut()
+        if responseStatus != 0 {
+            close()   // the head went out: the client sees the response end early
+        } else {
+            server.requestFinished(request, status: 504, requestBodyBytes: bodyReceived, responseBytes: 0)
+            writeErrorAndClose(.gatewayTimeout)
+        }
     }
 
     /// Called by the server's sweep when `deadline` has passed.

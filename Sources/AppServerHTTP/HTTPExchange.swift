@@ -144,6 +144,19 @@ public final class HTTPExchange: @unchecked Sendable {
 
     public var isAborted: Bool { output.withLock { aborted } }
 
+    /// Answered 504 by the server because it made no progress for `timeout` seconds: the app's side
+    /// should give up on it (ASGI cancels its task). Set on the I/O thread before the abort.
+    public private(set) var timedOut: Bool {
+        get { output.withLock { timedOutFlag } }
+        set { output.withLock { timedOutFlag = newValue } }
+    }
+    private var timedOutFlag = false      // guarded by `output`
+
+    func markTimedOut() { timedOut = true }
+
+    /// Response bytes queued and not yet written to the socket (the client is slow to read).
+    var hasQueuedOutput: Bool { output.withLock { pendingBytes > 0 } }
+
     /// Queues bytes of the response for the socket; never blocks. `end` completes the response;
     /// `close` closes the connection after it. Returns true when the caller should now
     /// `waitUntilDrained()` (more than `responseHighWater` bytes are queued), without holding the GIL.

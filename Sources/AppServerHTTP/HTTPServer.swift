@@ -8,6 +8,13 @@ protocol ServerConnection: AnyObject {
     var deadline: NIODeadline? { get }
     func deadlinePassed()
     func drain()
+    /// Called by the once-a-second sweep: answer 504 if the request in progress made no progress
+    /// for `seconds` (only when the app host outlives stuck requests).
+    func checkStuck(seconds: Int64, now: Monotonic)
+}
+
+extension ServerConnection {
+    func checkStuck(seconds: Int64, now: Monotonic) {}
 }
 
 /// The HTTP side of one worker: serves the listening sockets it inherited from the arbiter on one
@@ -30,6 +37,8 @@ public final class HTTPServer: @unchecked Sendable {
     private var started = 0
     /// Requests this worker takes before it retires (0: no limit); the last one closes its connection.
     private let requestLimit: Int
+    /// Seconds after which a request that makes no progress is answered 504 (0: never; see AppHost).
+    let stuckRequestTimeout: Int64
     private let onLimitReached: @Sendable () -> Void
     /// Called on the event loop after each response: the count so far (for max-requests), the
     /// status, and the nanoseconds since the request head arrived (for statsd).
@@ -40,12 +49,13 @@ public final class HTTPServer: @unchecked Sendable {
     private let onAccepting: @Sendable (Bool) -> Void
 
     public init(application: any HTTPApplication, limits: HTTPLimits, edge: EdgePolicy = EdgePolicy(), eventLoop: any EventLoop, logger: Logger,
-                requestLimit: Int = 0, onLimitReached: @escaping @Sendable () -> Void = {}, metrics: WorkerMetrics? = nil,
+                requestLimit: Int = 0, stuckRequestTimeout: Int = 0, onLimitReached: @escaping @Sendable () -> Void = {}, metrics: WorkerMetrics? = nil,
                 onAccepting: @escaping @Sendable (Bool) -> Void = { _ in },
                 onRequestFinished: @escaping @Sendable (_ served: Int, _ status: Int, _ nanoseconds: Int64) -> Void) {
         self.onAccepting = onAccepting
         self.metrics = metrics
         self.requestLimit = requestLimit
+        self.stuckRequestTimeout = Int64(stuckRequestTimeout)
         self.onLimitReached = onLimitReached
         self.application = application
         self.limits = limits
@@ -164,8 +174,10 @@ public final class HTTPServer: @unchecked Sendable {
     /// Idle and header timeouts: one pass a second over the connections.
     private func sweepDeadlines() {
         let now = eventLoop.now
+        let monotonic = Monotonic.now()
         for handler in connections.values {
             if let deadline = handler.deadline, deadline <= now { handler.deadlinePassed() }
+            if stuckRequestTimeout > 0 { handler.checkStuck(seconds: stuckRequestTimeout, now: monotonic) }
         }
     }
 

@@ -115,10 +115,13 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         runtime.runExitFunctions()
     }
 
-    public func oldestBusySince() -> Int64? {
+    /// The loop's last tick: a coroutine that blocks the loop stops it (one that only awaits does not).
+    public func stuckSince() -> Int64? {
         let tick = lastTick.load(ordering: .relaxed)
         return tick == 0 ? nil : tick
     }
+
+    public var outlivesStuckRequests: Bool { true }
 
     private func runLoop() {
         // This thread holds the GIL from here on, except while the loop waits in its selector.
@@ -294,24 +297,25 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     }
 
     private func start(_ request: ASGIRequest) {
-        startTask(exchange: request.exchange, scope: { scope.build($0, state: state) }, callables: request.makeCallables,
-                  finished: request.done)
+        request.task = startTask(exchange: request.exchange, scope: { scope.build($0, state: state) }, callables: request.makeCallables,
+                                 finished: request.done)
     }
 
     private func start(_ socket: ASGIWebSocket) {
-        startTask(exchange: socket.exchange, scope: { scope.buildWebSocket($0, state: state) }, callables: socket.makeCallables,
-                  finished: socket.done)
+        _ = startTask(exchange: socket.exchange, scope: { scope.buildWebSocket($0, state: state) }, callables: socket.makeCallables,
+                      finished: socket.done)
     }
 
     /// Calls `app(scope, receive, send)` and runs the first step of the coroutine at once (ASGITask),
-    /// unless the client has gone already. `finished` learns how the app's call ended.
+    /// unless the client has gone already. `finished` learns how the app's call ended. Returns the
+    /// task while it still runs.
     private func startTask(exchange: HTTPExchange, scope makeScope: (RequestInfo) -> PyObjectPointer?,
-                           callables makeCallables: () -> ASGICallables.Set, finished: @escaping (PyObjectPointer?) -> Void) {
-        if exchange.isAborted { return }
+                           callables makeCallables: () -> ASGICallables.Set, finished: @escaping (PyObjectPointer?) -> Void) -> ASGITask? {
+        if exchange.isAborted { return nil }
         guard let scope = makeScope(exchange.request) else {
             logger.error("cannot build the ASGI scope: \(PythonRuntime.takeErrorText() ?? "?")")
             exchange.abortConnection()
-            return
+            return nil
         }
         let callables = makeCallables()
         var args: (PyObjectPointer?, PyObjectPointer?, PyObjectPointer?) = (scope, callables.receive, callables.send)
@@ -325,9 +329,10 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
             let error = PythonRuntime.fetchException()
             finished(error)
             if let error { Py_DecRef(error) }
-            return
+            return nil
         }
         task.start()
+        return task
     }
 
     /// What `await awaitable` iterates (stolen; a new reference): a coroutine itself, or what its
@@ -372,7 +377,11 @@ public protocol AppHost: HTTPApplication {
     func start() throws(AppLoadError)
     /// After the server drained: lets the app clean up (lifespan shutdown, atexit).
     func stop(timeout: Int)
-    func oldestBusySince() -> Int64?
+    /// For the heartbeat: since when the worker has made no progress (monotonic ns), nil while it does.
+    func stuckSince() -> Int64?
+    /// Whether a request stuck in the app leaves the worker able to serve others (ASGI, `--threads` > 1):
+    /// then the I/O thread answers such a request 504 after `timeout` instead of the worker being replaced.
+    var outlivesStuckRequests: Bool { get }
 }
 
 extension PythonRuntime {

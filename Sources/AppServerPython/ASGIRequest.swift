@@ -15,6 +15,8 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     private var bodyComplete = false
     private var disconnected = false
     private var finished = false
+    /// The app's coroutine while it waits (it keeps itself alive until it ends).
+    weak var task: ASGITask?
     /// The future of a `receive()` that waits for body bytes or the client leaving.
     private var pendingReceive: PyObjectPointer?
     /// The future of a `send()` that waits for the socket to drain.
@@ -243,6 +245,8 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         disconnected = true
         bodyReadable()   // a waiting receive() gets http.disconnect
         drained()        // a waiting send() returns; what the app sends from now on is dropped
+        // Answered 504 after `timeout`: the coroutine is cancelled, as asyncio.timeout would.
+        if exchange.timedOut { task?.cancel(message: "appserver: the request ran past the timeout") }
     }
 
     // MARK: the end of the app's call

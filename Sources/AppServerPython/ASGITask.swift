@@ -40,6 +40,14 @@ final class ASGITask: @unchecked Sendable {
         }
     }
 
+    /// Cancels the coroutine as asyncio's Task.cancel does (the identity's `cancel`): what it awaits is
+    /// cancelled, or its next step throws CancelledError.
+    func cancel(message: String) {
+        guard let identity, let text = PyUnicode_FromString(message) else { return }
+        if let result = PyObject_CallMethodOneArg(identity, runtime.names.cancel, text) { Py_DecRef(result) } else { PyErr_Clear() }
+        Py_DecRef(text)
+    }
+
     /// The first step, at once.
     func start() {
         step(throwing: nil, enteringContext: true)

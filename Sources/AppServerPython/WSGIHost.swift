@@ -137,9 +137,23 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         }
     }
 
-    /// The start of the oldest request that has made no progress since, for the heartbeat: a request
-    /// stuck in the app makes the worker look silent, and `--timeout` replaces it.
-    public func oldestBusySince() -> Int64? {
+    public var outlivesStuckRequests: Bool { maxRunning > 1 }
+
+    /// With one thread (a sync worker), the start of the request that has made no progress since: a
+    /// request stuck in the app makes the worker look silent, and `--timeout` replaces it. With more,
+    /// a stuck request is answered 504 by the I/O thread after `timeout` and only takes its thread; the
+    /// worker is stuck when every thread is, and is replaced `timeout` + 2 s after the last of them
+    /// was answered (so that the 504s, made by a once-a-second sweep, always go out first).
+    public func stuckSince() -> Int64? {
+        if maxRunning > 1 {
+            var newest: Int64 = 0
+            for thread in threads {
+                let value = thread.busySince.load(ordering: .relaxed)
+                if value == 0 { return nil }
+                newest = max(newest, value)
+            }
+            return newest + Int64(bodyTimeout + 2) * 1_000_000_000
+        }
         var oldest: Int64?
         for thread in threads + (inlineThread.map { [$0] } ?? []) {
             let value = thread.busySince.load(ordering: .relaxed)

@@ -351,3 +351,71 @@ def test_error_log_entries_name_the_request(serve):
     wait_until(lambda: "boom from the app" in server.log(), message="the traceback")
     line = next(l for l in server.log().splitlines() if "Error handling request /error" in l)
     assert "request_id=trace-me-9" in line, line
+
+
+def hang(url, results, key):
+    try:
+        response = requests.get(url, timeout=30)
+        results[key] = (response.status_code, time.monotonic())
+    except requests.RequestException as error:
+        results[key] = (str(error), time.monotonic())
+
+
+def test_stuck_request_is_answered_504_with_threads_and_the_worker_serves_on(serve):
+    metrics_port = free_port()
+    server = serve("plain:app", "--threads", "4", "--timeout", "2", "--metrics-bind", f"127.0.0.1:{metrics_port}")
+    worker = server.workers()[0]
+    results = {}
+    started = time.monotonic()
+    thread = threading.Thread(target=hang, args=(server.url + "/hang", results, "hang"))
+    thread.start()
+    # Meanwhile the other threads serve.
+    for _ in range(5):
+        assert requests.get(server.url + "/pid", timeout=5).text == str(worker)
+        time.sleep(0.3)
+    thread.join()
+    status, finished = results["hang"]
+    assert status == 504 and 2 <= finished - started < 6, results
+    assert server.workers() == [worker] and "WORKER TIMEOUT" not in server.log()
+    assert "request timed out: no progress in 2 s" in server.log()
+    text = metrics_text(metrics_port)
+    assert sample(text, "appserver_request_timeouts_total") == 1
+    assert sample(text, "appserver_requests_total", method="GET", status="5xx") == 1
+    time.sleep(2.5)
+    assert server.workers() == [worker], "one stuck thread of four does not make the worker silent"
+    assert requests.get(server.url + "/pid", timeout=5).text == str(worker)
+
+
+def test_worker_whose_every_thread_is_stuck_is_replaced_after_their_504s(serve):
+    server = serve("plain:app", "--threads", "2", "--timeout", "2")
+    worker = server.workers()[0]
+    results = {}
+    threads = [threading.Thread(target=hang, args=(server.url + "/hang", results, n)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[n][0] for n in range(2)] == [504, 504], results
+    wait_until(lambda: server.workers() and worker not in server.workers(), timeout=15, message="the stuck worker to be replaced")
+    assert "WORKER TIMEOUT" in server.log()
+    server.wait_ready()
+    assert requests.get(server.url + "/", timeout=5).status_code == 200
+
+
+def test_stuck_asgi_request_is_answered_504_and_its_task_cancelled(serve, tmp_path):
+    metrics_port = free_port()
+    server = serve("hangapp:app", "--interface", "asgi", "--timeout", "2", "--metrics-bind", f"127.0.0.1:{metrics_port}",
+                   env={"MARKER_DIR": str(tmp_path)})
+    worker = server.workers()[0]
+    results = {}
+    started = time.monotonic()
+    thread = threading.Thread(target=lambda: results.update(r=requests.get(server.url + "/hang", headers={"X-Request-ID": "stuck-1"}, timeout=30)))
+    thread.start()
+    assert requests.get(server.url + "/", timeout=5).text == str(worker)
+    thread.join()
+    assert results["r"].status_code == 504 and time.monotonic() - started < 6
+    wait_until(lambda: (tmp_path / "cancelled").exists(), timeout=5, message="the task to be cancelled")
+    assert (tmp_path / "cancelled").read_text() == "stuck-1"
+    assert server.workers() == [worker] and requests.get(server.url + "/", timeout=5).text == str(worker)
+    assert sample(metrics_text(metrics_port), "appserver_request_timeouts_total") == 1
+    assert "request_id=stuck-1" in server.log()

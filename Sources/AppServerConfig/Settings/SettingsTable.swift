@@ -112,7 +112,7 @@ public enum SettingsTable {
         .integer("max_requests_jitter", flags: ["--max-requests-jitter"], .workers, min: 0, max: Int.max,
                  help: "Random extra requests added to max_requests per worker.", \.maxRequestsJitter),
         .integer("timeout", flags: ["-t", "--timeout"], .workers, min: 0, max: 86_400 * 365,
-                 help: "Seconds a worker may be silent, or a request make no progress, before the worker is replaced (0 disables).", \.timeout),
+                 help: "Seconds a worker may be silent, or a request make no progress, before the worker is replaced (a sync worker) or the request is answered 504 (--threads > 1, ASGI); 0 disables.", \.timeout),
         .integer("graceful_timeout", flags: ["--graceful-timeout"], .workers, min: 0, max: 86_400,
                  help: "Seconds in-flight requests get to finish on a graceful stop.", \.gracefulTimeout),
         .integer("keepalive", aliases: ["keep_alive"], flags: ["--keep-alive"], .workers, min: 0, max: 86_400,

@@ -4,36 +4,36 @@ import Foundation
 /// and TYPE lines, then its samples; label values escaped; histograms as cumulative `_bucket` lines
 /// ending in `le="+Inf"`, then `_sum` and `_count`. `promtool check metrics` accepts the output
 /// (a test runs it).
-struct PrometheusText {
-    static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+public struct PrometheusText: Sendable {
+    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
-    enum Kind: String { case counter, gauge, histogram }
+    public enum Kind: String, Sendable { case counter, gauge, histogram }
 
-    private(set) var text = ""
+    public private(set) var text = ""
 
-    init() { text.reserveCapacity(16 * 1024) }
+    public init() { text.reserveCapacity(16 * 1024) }
 
-    mutating func family(_ name: String, _ kind: Kind, _ help: String) {
+    public mutating func family(_ name: String, _ kind: Kind, _ help: String) {
         text += "# HELP \(name) \(Self.escapeHelp(help))\n# TYPE \(name) \(kind.rawValue)\n"
     }
 
-    mutating func sample(_ name: String, _ labels: KeyValuePairs<String, String> = [:], _ value: Int64) {
+    public mutating func sample(_ name: String, _ labels: KeyValuePairs<String, String> = [:], _ value: Int64) {
         line(name, labels.map { ($0.key, $0.value) }, String(value))
     }
 
-    mutating func sample(_ name: String, _ labels: KeyValuePairs<String, String> = [:], _ value: Double) {
+    public mutating func sample(_ name: String, _ labels: KeyValuePairs<String, String> = [:], _ value: Double) {
         line(name, labels.map { ($0.key, $0.value) }, Self.format(value))
     }
 
     /// A whole family of one value each, for a gauge or counter without labels.
-    mutating func single(_ name: String, _ kind: Kind, _ help: String, _ value: Int64) {
+    public mutating func single(_ name: String, _ kind: Kind, _ help: String, _ value: Int64) {
         family(name, kind, help)
         sample(name, [:], value)
     }
 
     /// A histogram from per-bucket (not cumulative) counts; `counts` has one more entry than
     /// `bounds`, the observations past the last bound.
-    mutating func histogram(_ name: String, _ help: String, bounds: [Double], counts: ArraySlice<Int64>, sum: Double) {
+    public mutating func histogram(_ name: String, _ help: String, bounds: [Double], counts: ArraySlice<Int64>, sum: Double) {
         family(name, .histogram, help)
         var cumulative: Int64 = 0
         for (bound, count) in zip(bounds, counts) {
