@@ -25,6 +25,9 @@ PORT = 8765
 SERVERS = {
     "appserver": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
     "appserver-baseline": (lambda iface, module: [BASELINE or "/nonexistent", "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
+    # The metrics endpoint on (the workers count every request for it), and request ids off.
+    "appserver-metrics": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--metrics-bind", f"127.0.0.1:{PORT + 1}", "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
+    "appserver-noreqid": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--request-id-header", "", "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
     "appserver-t2": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "2", "--chdir", str(APPS), f"{module}:app"], {"wsgi"}),
     "granian": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--runtime-threads", "2", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
     "granian-default": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
