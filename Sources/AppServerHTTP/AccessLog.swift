@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AppServerConfig
 import NIOCore
 
 /// One finished request, as the access log sees it.
@@ -131,7 +132,7 @@ public struct AccessLogFormatter: Sendable {
     static let numericAtoms: Set<String> = ["s", "B", "T", "M", "D", "L"]
 
     private func jsonLine(_ record: AccessLogRecord) -> String {
-        var line = "{\"time\":" + Self.jsonString(Self.isoTime(record.request.startedWallClock))
+        var line = "{\"time\":" + Self.isoTime(record.request.startedWallClock).doubleQuotedEscaped
         for name in Self.jsonAtoms {
             let value = atom(name, record)
             line += ",\"" + name + "\":"
@@ -140,40 +141,17 @@ public struct AccessLogFormatter: Sendable {
             } else if name == "b" {
                 line += "null"
             } else {
-                line += Self.jsonString(value)
+                line += value.doubleQuotedEscaped
             }
         }
-        line += ",\"request_id\":" + (record.request.requestID.map(Self.jsonString) ?? "null") + "}"
+        line += ",\"request_id\":" + (record.request.requestID.map(\.doubleQuotedEscaped) ?? "null") + "}"
         return line
-    }
-
-    static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 
     /// `2026-11-29T10:00:00.123Z`.
     static func isoTime(_ wall: timespec) -> String {
-        var seconds = wall.tv_sec
-        var tm = tm()
-        gmtime_r(&seconds, &tm)
-        var buffer = [CChar](repeating: 0, count: 32)
-        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &tm)
         let millis = String(wall.tv_nsec / 1_000_000)
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) + "." + String(repeating: "0", count: 3 - millis.count) + millis + "Z"
+        return formatted(wall, "%Y-%m-%dT%H:%M:%S", utc: true) + "." + String(repeating: "0", count: 3 - millis.count) + millis + "Z"
     }
 
     private func format6(_ value: Double) -> String {
@@ -197,12 +175,15 @@ public struct AccessLogFormatter: Sendable {
     }
 
     /// `[10/Oct/2000:13:55:36 -0700]`, local time.
-    static func clfTime(_ wall: timespec) -> String {
+    static func clfTime(_ wall: timespec) -> String { formatted(wall, "[%d/%b/%Y:%H:%M:%S %z]", utc: false) }
+
+    /// strftime of a wall-clock time, in UTC or local time.
+    private static func formatted(_ wall: timespec, _ format: String, utc: Bool) -> String {
         var seconds = wall.tv_sec
         var tm = tm()
-        localtime_r(&seconds, &tm)
+        if utc { gmtime_r(&seconds, &tm) } else { localtime_r(&seconds, &tm) }
         var buffer = [CChar](repeating: 0, count: 64)
-        let n = strftime(&buffer, buffer.count, "[%d/%b/%Y:%H:%M:%S %z]", &tm)
+        let n = strftime(&buffer, buffer.count, format, &tm)
         return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

@@ -37,6 +37,17 @@ def rss_kib(pid):
     return 0
 
 
+def terminate(proc, timeout=10):
+    """Stops a process this test started: TERM, then KILL if it does not exit in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_until(predicate, timeout=15.0, interval=0.05, message="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

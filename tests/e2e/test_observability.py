@@ -15,7 +15,7 @@ import urllib.parse
 import pytest
 import requests
 
-from conftest import BINARY, free_port, wait_until
+from conftest import APPS, BINARY, VENV, free_port, terminate, wait_until
 from test_under_load import read_pid, run_wrk, wait_gone, write_generation
 
 
@@ -92,12 +92,7 @@ class Prometheus:
         wait_until(up, timeout=30, interval=0.5, message="Prometheus to scrape appserver")
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
         self.log.close()
 
 
@@ -305,7 +300,6 @@ def test_metrics_socket_from_socket_activation(tmp_path):
     if shutil.which("systemd-socket-activate") is None:
         pytest.skip("systemd-socket-activate is not installed")
     app_port, metrics_port = free_port(), free_port()
-    from conftest import APPS, VENV
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(["systemd-socket-activate", "-l", f"127.0.0.1:{app_port}", "-l", f"127.0.0.1:{metrics_port}",
                              "--fdname=http:metrics", str(BINARY), "--virtualenv", VENV, "plain:app"],

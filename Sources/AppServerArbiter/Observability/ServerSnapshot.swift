@@ -78,22 +78,15 @@ struct ServerSnapshot {
         }
         out.single("appserver_workers_desired", .gauge, "Workers the server keeps (workers, TTIN and TTOU).", Int64(desiredWorkers))
         out.single("appserver_worker_spawns_total", .counter, "Workers started.", a[ArbiterCount.spawns])
-        out.family("appserver_worker_exits_total", .counter, "Workers that exited, by reason.")
-        for (index, reason) in ArbiterCount.exitReasons.enumerated() {
-            out.sample("appserver_worker_exits_total", ["reason": reason], a[ArbiterCount.exits + index])
+        // The arbiter's counters by one label, each value in the words from `first` on.
+        func byLabel(_ name: String, _ help: String, _ label: String, _ values: [String], from first: Int) {
+            out.family(name, .counter, help)
+            for (index, value) in values.enumerated() { out.sample(name, [label: value], a[first + index]) }
         }
-        out.family("appserver_reloads_total", .counter, "Reloads (HUP, appserver reload), by outcome.")
-        for (index, outcome) in ArbiterCount.outcomes.enumerated() {
-            out.sample("appserver_reloads_total", ["outcome": outcome], a[ArbiterCount.reloads + index])
-        }
-        out.family("appserver_upgrades_total", .counter, "Binary upgrades (USR2, appserver upgrade), by outcome.")
-        for (index, outcome) in ArbiterCount.outcomes.enumerated() {
-            out.sample("appserver_upgrades_total", ["outcome": outcome], a[ArbiterCount.upgrades + index])
-        }
-        out.family("appserver_log_messages_total", .counter, "Error-log messages of every process, by level.")
-        for (index, level) in ArbiterCount.logLevels.enumerated() {
-            out.sample("appserver_log_messages_total", ["level": level], a[ArbiterCount.logMessages + index])
-        }
+        byLabel("appserver_worker_exits_total", "Workers that exited, by reason.", "reason", ArbiterCount.exitReasons, from: ArbiterCount.exits)
+        byLabel("appserver_reloads_total", "Reloads (HUP, appserver reload), by outcome.", "outcome", ArbiterCount.outcomes, from: ArbiterCount.reloads)
+        byLabel("appserver_upgrades_total", "Binary upgrades (USR2, appserver upgrade), by outcome.", "outcome", ArbiterCount.outcomes, from: ArbiterCount.upgrades)
+        byLabel("appserver_log_messages_total", "Error-log messages of every process, by level.", "level", ArbiterCount.logLevels, from: ArbiterCount.logMessages)
 
         out.family("appserver_listen_queue", .gauge, "Connections waiting in a TCP listening socket's queue for a worker to accept them.")
         for queue in listenQueues { out.sample("appserver_listen_queue", ["listener": queue.listener], Int64(queue.waiting)) }

@@ -60,9 +60,15 @@ public enum TOMLConfig {
     }
 
     /// A TOML basic string.
-    static func quoted(_ text: String) -> String {
+    static func quoted(_ text: String) -> String { text.doubleQuotedEscaped }
+}
+
+extension String {
+    /// In double quotes, with the escapes that JSON strings and TOML basic strings share: `\"`, `\\`,
+    /// `\n`, `\t`, `\r`, and `\uXXXX` for other control characters.
+    public var doubleQuotedEscaped: String {
         var result = "\""
-        for scalar in text.unicodeScalars {
+        for scalar in unicodeScalars {
             switch scalar {
             case "\"": result += "\\\""
             case "\\": result += "\\\\"
