@@ -2,6 +2,7 @@
 # The benchmark harness: a bench venv from Debian's python3 with the peers, then bench.py.
 # Usage: bench/run.sh [--servers appserver,granian,...] [--benches wsgi-hello,...] [--runs 3] [--seconds 10]
 #        bench/run.sh memory [--workers 4] [--runs 3]  (PSS of the whole server, Django, vs Gunicorn)
+#        bench/run.sh instructions [--benches wsgi-hello,asgi-hello]  (callgrind: instructions per request)
 #        bench/run.sh nginx [--chains appserver-http,appserver-uwsgi,...] [--runs 3] [--seconds 10]  (chains behind nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,10 @@ fi
 if [ "${1:-}" = memory ]; then
     shift
     exec "$VENV/bin/python" bench/memory.py "$@"
+fi
+if [ "${1:-}" = instructions ]; then
+    shift
+    exec "$VENV/bin/python" bench/instructions.py "$@"
 fi
 if [ "${1:-}" = nginx ]; then
     shift

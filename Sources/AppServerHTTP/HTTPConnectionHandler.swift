@@ -223,7 +223,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let keepAlive = machine.requestStarted(keepAliveRequested: facts.keepAlive && !facts.upgrade, lastAllowed: lastAllowed)
         let info = RequestInfo(head: head, keepAlive: keepAlive, hasBody: hasBody,
                                contentLength: facts.contentLength, remoteAddress: addresses?.remote, localAddress: addresses?.local,
-                               origin: requestOrigin, viaUWSGI: uwsgi, requestIDHeader: server.edge.requestIDHeader)
+                               origin: requestOrigin, viaUWSGI: uwsgi, requestIDHeader: server.edge.requestIDHeaderBytes)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         let body: RequestBodyStream

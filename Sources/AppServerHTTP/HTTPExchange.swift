@@ -32,13 +32,16 @@ public final class RequestInfo: @unchecked Sendable {
     /// When the head was complete, for the access log's request time (set once, before sharing).
     public internal(set) var started: Monotonic
     public let startedWallClock: timespec
-    /// The request id (RequestID), and whether it was made here rather than sent with the request.
-    public let requestID: String?
-    public let requestIDMade: Bool
+    /// The request id (RequestID): the one the request carried, or the serial of one made here (0: none).
+    private let carriedRequestID: String?
+    public let madeRequestID: UInt64
+    public var requestIDMade: Bool { madeRequestID != 0 }
+    /// The request id as text (made ids are formatted when asked for: most requests never are).
+    public var requestID: String? { carriedRequestID ?? (madeRequestID != 0 ? RequestID.made(madeRequestID) : nil) }
 
     public init(head: RequestHead, keepAlive: Bool, hasBody: Bool, contentLength: Int64?,
                 remoteAddress: SocketAddress?, localAddress: SocketAddress?, origin: RequestOrigin? = nil, viaUWSGI: Bool = false,
-                requestIDHeader: String? = nil) {
+                requestIDHeader: [UInt8]? = nil) {
         self.head = head
         self.origin = origin
         self.viaUWSGI = viaUWSGI
@@ -53,12 +56,11 @@ public final class RequestInfo: @unchecked Sendable {
         clock_gettime(CLOCK_REALTIME, &ts)
         self.startedWallClock = ts
         if let requestIDHeader {
-            let carried = RequestID.carried(in: head.headers, headerName: requestIDHeader)
-            requestID = carried ?? RequestID.make()
-            requestIDMade = carried == nil
+            carriedRequestID = RequestID.carried(in: head.headers, lowercasedName: requestIDHeader)
+            madeRequestID = carriedRequestID == nil ? RequestID.nextSerial() : 0
         } else {
-            requestID = nil
-            requestIDMade = false
+            carriedRequestID = nil
+            madeRequestID = 0
         }
     }
 }

@@ -8,32 +8,53 @@ public enum RequestID {
     /// Longest id taken from a request; a longer value is replaced by one made here.
     static let maxLength = 200
 
-    /// The id a request carries in `headerName` (lower case), if it is 1 to 200 visible ASCII characters.
-    static func carried(in headers: RequestHeaders, headerName: String) -> String? {
-        guard let value = headers.first(name: headerName), !value.isEmpty, value.utf8.count <= maxLength,
-              value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
-        return value
+    /// The id a request carries in the header `lowercasedName`, if it is 1 to 200 visible ASCII characters.
+    static func carried(in headers: RequestHeaders, lowercasedName: [UInt8]) -> String? {
+        var found: String?
+        headers.forEach { name, value in
+            guard found == nil, RequestHeaders.equalsLowercased(name, lowercasedName), value.count > 0, value.count <= maxLength,
+                  value.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return }
+            found = String(decoding: value, as: UTF8.self)
+        }
+        return found
     }
 
-    /// A new id: this process's random 64-bit prefix and a counter, 32 hex digits, unique without a
-    /// random draw per request.
-    static func make() -> String {
-        let serial = counter.add(1, ordering: .relaxed).newValue
-        return prefix + hex(UInt64(bitPattern: Int64(serial)))
+    /// A new id's serial: with this process's random 64-bit prefix, 32 hex digits, unique without a
+    /// random draw per request. Nothing is formatted until someone reads it (`withMade`, `made`).
+    static func nextSerial() -> UInt64 {
+        UInt64(bitPattern: Int64(counter.add(1, ordering: .relaxed).newValue))
+    }
+
+    /// Writes the 32 digits of a made id at `digits` (which has room for them).
+    public static func writeMade(_ serial: UInt64, to digits: UnsafeMutablePointer<UInt8>) {
+        withUnsafeBytes(of: prefixDigits) { digits.update(from: $0.baseAddress!.assumingMemoryBound(to: UInt8.self), count: 16) }
+        writeHex(serial, to: digits + 16)
+    }
+
+    /// A made id as text.
+    static func made(_ serial: UInt64) -> String {
+        String(unsafeUninitializedCapacity: 32) { buffer in
+            writeMade(serial, to: buffer.baseAddress!)
+            return 32
+        }
     }
 
     // Made on first use, after fork: each worker has its own.
-    nonisolated(unsafe) private static let prefix = hex(UInt64.random(in: 0...UInt64.max))
+    private static let prefixDigits: (UInt64, UInt64) = {
+        var digits: (UInt64, UInt64) = (0, 0)
+        withUnsafeMutableBytes(of: &digits) { writeHex(UInt64.random(in: 0...UInt64.max), to: $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
+        return digits
+    }()
     private static let counter = Atomic<Int>(0)
 
-    private static func hex(_ value: UInt64) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var bytes = [UInt8](repeating: 0, count: 16)
+    @inline(__always) private static func writeHex(_ value: UInt64, to digits: UnsafeMutablePointer<UInt8>) {
         var rest = value
-        for index in stride(from: 15, through: 0, by: -1) {
-            bytes[index] = digits[Int(rest & 15)]
+        var index = 15
+        while index >= 0 {
+            let digit = UInt8(truncatingIfNeeded: rest & 15)
+            digits[index] = digit &+ (digit < 10 ? 48 : 87)
             rest >>= 4
+            index -= 1
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -15,8 +15,9 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     private var bodyComplete = false
     private var disconnected = false
     private var finished = false
-    /// The app's coroutine while it waits (it keeps itself alive until it ends).
-    weak var task: ASGITask?
+    /// The app's coroutine until it ends (`done` lets it go; not weak: a weak reference costs an
+    /// allocation per request).
+    var task: ASGITask?
     /// The future of a `receive()` that waits for body bytes or the client leaving.
     private var pendingReceive: PyObjectPointer?
     /// The future of a `send()` that waits for the socket to drain.
@@ -255,6 +256,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     func done(_ raised: PyObjectPointer?) {
         guard !finished else { return }
         finished = true
+        task = nil
         let uri = exchange.request.uri
         if let raised {
             if !disconnected {

@@ -82,12 +82,14 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private var headerNames: [String: PyObjectPointer?] = [:]
     private var addressTuples: [SocketAddress: PyObjectPointer] = [:]
 
-    /// The request id's header name, lower case, for an id made here.
+    /// The request id's header name, lower case, and as a bytes object, for an id made here.
     private let requestIDHeader: [UInt8]
+    private let requestIDName: PyObjectPointer?
 
     init(rootPath: String, headerMap: HeaderMapMode = .drop, requestIDHeader: String = "") {
         self.headerMap = headerMap
         self.requestIDHeader = Array(requestIDHeader.lowercased().utf8)
+        requestIDName = requestIDHeader.isEmpty ? nil : bytes(Array(requestIDHeader.lowercased().utf8))
         asgiVersion = PyDict_New()!
         PyDict_SetItemString(asgiVersion, "version", PyUnicode_InternFromString("3.0"))
         PyDict_SetItemString(asgiVersion, "spec_version", PyUnicode_InternFromString("2.3"))
@@ -113,7 +115,8 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     }
 
     func build(_ request: RequestInfo, state: PyObjectPointer) -> PyObjectPointer? {
-        guard let scope = PyDict_New() else { return nil }
+        // Sized for its keys at once (a dict re-hashes as it grows past 5 and 10 entries).
+        guard let scope = _PyDict_NewPresized(16) else { return nil }
         func set(_ key: PyObjectPointer, _ value: PyObjectPointer) { PyDict_SetItem(scope, key, value) }
         func setNew(_ key: PyObjectPointer, _ value: PyObjectPointer?) {
             guard let value else { PyErr_Clear(); return }
@@ -143,7 +146,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         let headers = request.headers
         // A request id made here is one more header, as if the front end had sent it (it replaces one
         // that was not a plausible id).
-        let madeID = request.requestIDMade ? request.requestID : nil
+        let madeID = request.requestIDMade ? request.madeRequestID : nil
         let capacity = headers.count + (madeID == nil ? 0 : 1)
         if let list = PyList_New(capacity) {
             var index = 0
@@ -156,8 +159,14 @@ final class ASGIScopeBuilder: @unchecked Sendable {
                 PyList_SetItem(list, index, appserver_tuple2(nameObject, valueObject))   // steals
                 index += 1
             }
-            if let madeID, let nameObject = headerName(String(decoding: requestIDHeader, as: UTF8.self)) {
-                PyList_SetItem(list, index, appserver_tuple2(nameObject, bytes(Array(madeID.utf8))))
+            if let madeID, let requestIDName {
+                Py_IncRef(requestIDName)
+                var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+                let value = withUnsafeMutableBytes(of: &digits) { raw in
+                    RequestID.writeMade(madeID, to: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                    return PyBytes_FromStringAndSize(raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count)
+                }
+                PyList_SetItem(list, index, appserver_tuple2(requestIDName, value))
                 index += 1
             }
             if index < capacity { PyList_SetSlice(list, index, capacity, nil) }

@@ -12,8 +12,8 @@ final class EnvironConstants: @unchecked Sendable {
     private let keyPathInfo = interned("PATH_INFO")
     private let keyQueryString = interned("QUERY_STRING")
     private let keyRawURI = interned("RAW_URI")
-    /// The request id's header name (lower case), for an id made here.
-    private let requestIDHeader: String
+    /// The environ key of the request id's header (HTTP_X_REQUEST_ID), for an id made here.
+    private var requestIDKey: PyObjectPointer?
     private let keyContentType = interned("CONTENT_TYPE")
     private let keyContentLength = interned("CONTENT_LENGTH")
     private let keyServerName = interned("SERVER_NAME")
@@ -57,7 +57,7 @@ final class EnvironConstants: @unchecked Sendable {
 
     init(namespace: PyObjectPointer, multithread: Bool, multiprocess: Bool, headerMap: HeaderMapMode = .drop, requestIDHeader: String = "") {
         self.headerMap = headerMap
-        self.requestIDHeader = requestIDHeader.lowercased()
+
         version = appserver_tuple2(PyLong_FromLong(1), PyLong_FromLong(0))
         self.multithread = multithread ? appserver_true() : appserver_false()
         self.multiprocess = multiprocess ? appserver_true() : appserver_false()
@@ -69,13 +69,16 @@ final class EnvironConstants: @unchecked Sendable {
         tooLargeClass = object("RequestEntityTooLarge")
         disconnectedClass = object("ClientDisconnected")
         badRequestClass = object("BadRequestBody")
+        if !requestIDHeader.isEmpty { requestIDKey = headerKey(requestIDHeader) }
         for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { methods[method] = interned(method) }
     }
 
     /// A new environ for one request (a new reference), or nil with a Python exception set.
     func build(for exchange: HTTPExchange, serial: Int) -> PyObjectPointer? {
         let request = exchange.request
-        guard let environ = PyDict_New() else { return nil }
+        // Sized for the CGI keys, wsgi.* and the headers at once: growing a dict past 5, 10 and 21
+        // entries re-hashes it each time.
+        guard let environ = _PyDict_NewPresized(24 + request.headers.count) else { return nil }
         func set(_ key: PyObjectPointer, _ value: PyObjectPointer) { PyDict_SetItem(environ, key, value) }
         func setNew(_ key: PyObjectPointer, _ value: PyObjectPointer?) {
             guard let value else { PyErr_Clear(); return }
@@ -121,9 +124,13 @@ final class EnvironConstants: @unchecked Sendable {
             }
         }
 
-        if request.requestIDMade, let id = request.requestID, let key = headerKey(requestIDHeader) {
+        if request.requestIDMade, let key = requestIDKey {
             // Made here: the app sees it as the header, as if the front end had sent it.
-            setNew(key, latin1(Substring(id)))
+            var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+            setNew(key, withUnsafeMutableBytes(of: &digits) { raw in
+                RequestID.writeMade(request.madeRequestID, to: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                return latin1(UnsafeRawBufferPointer(raw))
+            })
         }
         setServerName(environ, host: request.headers.first(name: "host"), local: request.localAddress)
         if let client = request.origin?.client {

@@ -11,7 +11,7 @@ import Testing
         let info = RequestInfo(head: head,
                                keepAlive: true, hasBody: false, contentLength: nil,
                                remoteAddress: try SocketAddress(ipAddress: "10.1.2.3", port: 5555), localAddress: nil,
-                               requestIDHeader: requestIDHeader)
+                               requestIDHeader: requestIDHeader.map { Array($0.utf8) })
         info.started = Monotonic(nanoseconds: 1_000_000_000)
         return AccessLogRecord(request: info, status: status, responseBytes: bytes,
                                responseHeaders: [("Content-Type", "text/plain")], finished: Monotonic(nanoseconds: 1_250_000_000))

@@ -29,7 +29,11 @@ public struct EdgePolicy: Sendable {
     public var proxyHeaders: Bool
     public var headerMap: HeaderMapMode
     /// The request id's header, lower case; nil: no request ids.
-    public var requestIDHeader: String?
+    public var requestIDHeader: String? {
+        didSet { requestIDHeaderBytes = requestIDHeader.map { Array($0.utf8) } }
+    }
+    /// The same as bytes, compared with each request's header names.
+    private(set) var requestIDHeaderBytes: [UInt8]?
 
     public init(uwsgiAllow: AddressAllowList = .loopback, proxyAllow: AddressAllowList = .loopback,
                 forwardedAllow: AddressAllowList = .loopback, secureSchemeHeaders: SecureSchemeHeaders = .gunicornDefault,
@@ -41,6 +45,7 @@ public struct EdgePolicy: Sendable {
         self.proxyHeaders = proxyHeaders
         self.headerMap = headerMap
         self.requestIDHeader = requestIDHeader
+        self.requestIDHeaderBytes = requestIDHeader.map { Array($0.utf8) }
     }
 
     public init(config: ServerConfig) {

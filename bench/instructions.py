@@ -1,0 +1,117 @@
+"""Instructions per request of one worker, under valgrind's callgrind: repeatable to a fraction of a
+percent whatever else the machine does, so a change of a few instructions per request shows where
+wrk's req/s cannot tell it from noise.
+
+The server runs under callgrind (which follows the worker through fork) twice, with a short and a
+long bounded wrk run; the figure is the difference of the worker's instructions over the difference
+of the responses wrk counted, so the worker's start and stop cancel out.
+
+Usage: bench/run.sh instructions [--configs NAME=ARGS;...] [--benches wsgi-hello,asgi-hello] [--seconds 8]
+  APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
+"""
+import argparse
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+APPSERVER = ROOT / ".build" / "release" / "appserver"
+PORT = 8775
+BENCHES = {"wsgi-hello": ("wsgi_hello", "wsgi"), "asgi-hello": ("asgi_hello", "asgi")}
+CONFIGS = {
+    "default": "",
+    "metrics": f"--metrics-bind 127.0.0.1:{PORT + 1}",
+    "no-request-id": "--request-id-header ''",
+}
+
+
+def wait_port(timeout=120):
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", PORT), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("the server did not start under valgrind")
+
+
+def children(pid):
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def wrk(seconds):
+    out = subprocess.run(["wrk", "-t1", "-c4", f"-d{seconds}s", f"http://127.0.0.1:{PORT}/"], capture_output=True, text=True,
+                         timeout=seconds + 60).stdout
+    return int(re.search(r"(\d+) requests in", out).group(1))
+
+
+def run_once(binary, extra, module, interface, seconds, workdir):
+    """The worker's instructions over its whole life, and the requests it served."""
+    out_pattern = os.path.join(workdir, "callgrind.%p")
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_pattern}", "--dump-instr=no",
+            str(binary), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--interface", interface,
+            "--chdir", str(HERE / "apps"), *shlex.split(extra), f"{module}:app"]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONHASHSEED="0"))
+    try:
+        wait_port()
+        deadline = time.time() + 60
+        while not children(server.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        worker = children(server.pid)[0]
+        served = wrk(seconds)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    dump = os.path.join(workdir, f"callgrind.{worker}")
+    text = Path(dump).read_text(errors="replace")
+    return int(re.search(r"^summary:\s+(\d+)", text, re.M).group(1)), served
+
+
+def measure(binary, extra, module, interface, seconds, workdir):
+    """Two runs, short and long: the difference of their instructions over the difference of their
+    requests leaves out the start and the stop."""
+    # valgrind 3.19 cannot read the DWARF 5 that Swift's clang writes: a copy without debug info.
+    stripped = os.path.join(workdir, "appserver")
+    subprocess.run(["objcopy", "--strip-debug", str(binary), stripped], check=True)
+    short = run_once(stripped, extra, module, interface, max(1, seconds // 4), workdir)
+    long = run_once(stripped, extra, module, interface, seconds, workdir)
+    return (long[0] - short[0]) / (long[1] - short[1]), long[1] - short[1]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--benches", default=",".join(BENCHES))
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--seconds", type=int, default=8)
+    args = parser.parse_args()
+    configs = [(name, APPSERVER, CONFIGS[name]) for name in args.configs.split(",")]
+    if os.environ.get("APPSERVER_BASELINE"):
+        configs.insert(0, ("baseline", Path(os.environ["APPSERVER_BASELINE"]), ""))
+    print("| bench | config | instructions per request | requests measured |")
+    print("|---|---|---|---|")
+    for bench in args.benches.split(","):
+        module, interface = BENCHES[bench]
+        for name, binary, extra in configs:
+            with tempfile.TemporaryDirectory() as workdir:
+                per_request, served = measure(binary, extra, module, interface, args.seconds, workdir)
+            print(f"| {bench} | {name} | {per_request:,.0f} | {served} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
