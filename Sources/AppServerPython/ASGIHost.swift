@@ -297,8 +297,11 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     }
 
     private func start(_ request: ASGIRequest) {
-        request.task = startTask(exchange: request.exchange, scope: { scope.build($0, state: state) }, callables: request.makeCallables,
-                                 finished: request.done)
+        let task = startTask(exchange: request.exchange, scope: { scope.build($0, state: state) }, callables: request.makeCallables,
+                             finished: request.done)
+        // A coroutine that ended in its first step has called `done` already: keeping its task now
+        // would be a cycle (task -> done -> request -> task) that nothing breaks.
+        if !request.isFinished { request.task = task }
     }
 
     private func start(_ socket: ASGIWebSocket) {

@@ -18,6 +18,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     /// The app's coroutine until it ends (`done` lets it go; not weak: a weak reference costs an
     /// allocation per request).
     var task: ASGITask?
+    var isFinished: Bool { finished }
     /// The future of a `receive()` that waits for body bytes or the client leaving.
     private var pendingReceive: PyObjectPointer?
     /// The future of a `send()` that waits for the socket to drain.
