@@ -413,3 +413,22 @@ def test_stuck_asgi_request_is_answered_504_and_its_task_cancelled(serve, tmp_pa
     assert server.workers() == [worker] and requests.get(server.url + "/", timeout=5).text == str(worker)
     assert sample(metrics_text(metrics_port), "appserver_request_timeouts_total") == 1
     assert "request_id=stuck-1" in server.log()
+
+
+def test_metrics_endpoint_full_of_idle_clients_loses_no_request(serve):
+    """64 clients that connect and say nothing take every slot; a 65th waits in the backlog (the
+    arbiter does not poll its listener meanwhile) and is answered once they leave; the app serves on."""
+    metrics_port = free_port()
+    server = serve("plain:app", "--metrics-bind", f"127.0.0.1:{metrics_port}")
+    idle = [socket.create_connection(("127.0.0.1", metrics_port), timeout=5) for _ in range(64)]
+    time.sleep(0.5)
+    result = {}
+    waiting = threading.Thread(target=lambda: result.update(r=requests.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=30)))
+    waiting.start()
+    assert requests.get(server.url + "/", timeout=5).status_code == 200
+    time.sleep(0.5)
+    assert "r" not in result, "answered while every slot was taken"
+    for s in idle:
+        s.close()
+    waiting.join()
+    assert result["r"].status_code == 200 and result["r"].text == "ok\n"

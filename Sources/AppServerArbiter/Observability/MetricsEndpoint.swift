@@ -34,7 +34,11 @@ final class MetricsEndpoint {
 
     /// What to poll: the listener and clients whose request is still arriving (read), clients whose
     /// answer did not fit in the socket at once (write).
-    var readDescriptors: [CInt] { [listener.descriptor] + clients.filter { !$0.value.answered }.map(\.key) }
+    /// At the most clients the listener is left out: new connections wait in its backlog (polling it
+    /// would wake the loop at once, again and again, until a client leaves).
+    var readDescriptors: [CInt] {
+        (clients.count < Self.maxClients ? [listener.descriptor] : []) + clients.filter { !$0.value.answered }.map(\.key)
+    }
     var writeDescriptors: [CInt] { clients.filter { $0.value.answered }.map(\.key) }
 
     /// Accepts, reads, answers and writes whatever is ready, without waiting. `answer` gets the
