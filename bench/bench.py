@@ -49,11 +49,11 @@ BENCHES = {
 }
 
 
-def wait_port(timeout=20):
+def wait_port(timeout=20, port=PORT):
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", PORT), timeout=0.5):
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import wait_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 APPSERVER = ROOT / ".build" / "release" / "appserver"
@@ -30,18 +32,6 @@ CONFIGS = {
     "metrics": f"--metrics-bind 127.0.0.1:{PORT + 1}",
     "no-request-id": "--request-id-header ''",
 }
-
-
-def wait_port(timeout=120):
-    import socket
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", PORT), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit("the server did not start under valgrind")
 
 
 def children(pid):
@@ -65,7 +55,7 @@ def run_once(binary, extra, module, interface, seconds, workdir):
             "--chdir", str(HERE / "apps"), *shlex.split(extra), f"{module}:app"]
     server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONHASHSEED="0"))
     try:
-        wait_port()
+        wait_port(timeout=120, port=PORT)   # valgrind starts slowly
         deadline = time.time() + 60
         while not children(server.pid) and time.time() < deadline:
             time.sleep(0.2)
