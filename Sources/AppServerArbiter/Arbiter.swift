@@ -308,7 +308,7 @@ public final class Arbiter {
                 let booted = workers.values.filter { $0.generation == generation && !$0.retiring && $0.booted }.count
                 control.answer(client, ok: true, "pid \(getpid()): \(statusLine(booted: booted))")
             case .statusJSON:
-                control.answer(client, ok: true, snapshot(withProcessStats: true).json())
+                control.answer(client, ok: true, snapshot().json())
             case .reload where Upgrade.binaryReplaced():
                 logger.info("the binary on disk has changed since this arbiter started: upgrading instead of reloading")
                 fallthrough
@@ -390,14 +390,14 @@ public final class Arbiter {
         endpoint.service(now: MonotonicClock.seconds()) { _, path in
             switch path {
             case "/metrics":
-                return .init(status: 200, contentType: PrometheusText.contentType, body: snapshot(withProcessStats: true).prometheus())
+                return .init(status: 200, contentType: PrometheusText.contentType, body: snapshot().prometheus())
             case "/healthz":
                 return .init(status: 200, body: "ok\n")
             case "/readyz":
                 let readiness = readiness(now: MonotonicClock.seconds())
                 return .init(status: readiness.ready ? 200 : 503, body: readiness.state + "\n")
             case "/status":
-                return .init(status: 200, contentType: "application/json", body: snapshot(withProcessStats: true).json() + "\n")
+                return .init(status: 200, contentType: "application/json", body: snapshot().json() + "\n")
             default:
                 return .init(status: 404, body: "not found: try /metrics, /healthz, /readyz or /status\n")
             }
@@ -415,13 +415,13 @@ public final class Arbiter {
     }
 
     /// The server now, for /metrics, /status and `appserver status --json`.
-    private func snapshot(withProcessStats: Bool) -> ServerSnapshot {
+    private func snapshot() -> ServerSnapshot {
         let now = MonotonicClock.seconds()
         var views: [ServerSnapshot.Worker] = []
         for worker in workers.values.sorted(by: { $0.age < $1.age }) {
             let gauges = worker.slot.metrics.gauges
             let state = !worker.booted ? "booting" : worker.retiring || !worker.accepting ? "retiring" : gauges.inFlight > 0 ? "busy" : "idle"
-            var process = withProcessStats ? ProcessStats.read(pid: worker.pid) : nil
+            var process = ProcessStats.read(pid: worker.pid)
             if let read = process { process?.cpuMicroseconds = ledger.liveCPU(pid: worker.pid, microseconds: read.cpuMicroseconds) }
             views.append(.init(pid: worker.pid, age: worker.age, generation: worker.generation, state: state,
                                requests: worker.slot.requests.load(ordering: .relaxed),
