@@ -220,8 +220,9 @@ public struct ServerConfig: Equatable, Sendable {
         }
     }
 
-    /// Checks the settings as a whole once everything is read.
-    public func validate() throws(ConfigError) {
+    /// Checks the settings as a whole once everything is read; with `embeddedPython` (major.minor),
+    /// also that the virtualenv was made by that Python.
+    public func validate(embeddedPython: String? = nil) throws(ConfigError) {
         guard let app, !app.isEmpty else {
             throw ConfigError.app("no app given: name it as MODULE:CALLABLE, for example mysite.wsgi:application (or wsgi_app in the config file)")
         }
@@ -236,10 +237,32 @@ public struct ServerConfig: Equatable, Sendable {
             guard FileManager.default.fileExists(atPath: venv + "/pyvenv.cfg") else {
                 throw ConfigError.invalidValue(key: "virtualenv", value: venv, reason: "not a virtualenv (no pyvenv.cfg)")
             }
+            if let embedded = embeddedPython, let made = Self.pythonVersion(ofVirtualenv: venv), made != embedded {
+                // Its packages (and compiled extensions) are for another Python: importing would fail
+                // with a misleading "No module named ...".
+                throw ConfigError.invalidValue(key: "virtualenv", value: venv, reason: """
+                    it was made by Python \(made), and this appserver embeds Python \(embedded), which cannot use its packages: \
+                    make the virtualenv with python\(embedded) (python\(embedded) -m venv DIR, then install the app's requirements), \
+                    or serve it with an appserver built for Python \(made)
+                    """)
+            }
         }
         if maxRequestsJitter > 0 && maxRequests == 0 {
             throw ConfigError.invalidValue(key: "max_requests_jitter", value: "\(maxRequestsJitter)", reason: "needs max_requests")
         }
+    }
+
+    /// The major.minor of the Python that made a virtualenv, from its pyvenv.cfg (`version = 3.12.1`, or
+    /// uv's `version_info = 3.12.1.final.0`); nil when it does not say.
+    static func pythonVersion(ofVirtualenv path: String) -> String? {
+        guard let text = try? String(contentsOfFile: path + "/pyvenv.cfg", encoding: .utf8) else { return nil }
+        for line in text.split(whereSeparator: \.isNewline) {
+            let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingWhitespace() }
+            guard parts.count == 2, parts[0] == "version" || parts[0] == "version_info" else { continue }
+            let numbers = parts[1].split(separator: ".")
+            if numbers.count >= 2, Int(numbers[0]) != nil, Int(numbers[1]) != nil { return "\(numbers[0]).\(numbers[1])" }
+        }
+        return nil
     }
 
     /// An integer written in any base Python's `int(text, 0)` reads (`0o22`, `0x12`, `18`), and a

@@ -7,6 +7,9 @@ import Foundation
 /// (to read a Python config file, or at the latest before its first fork) and its workers take it over
 /// through fork (PyOS_BeforeFork / AfterFork_Child), sharing what it imported.
 public enum PythonInterpreter {
+    /// The major.minor of the CPython built into this binary (its C API and ABI).
+    public static let embeddedVersion = "\(PY_MAJOR_VERSION).\(PY_MINOR_VERSION)"
+
     /// `_appserver`'s namespace: the WSGI/ASGI glue (Bootstrap.swift, ASGIBootstrap.swift).
     nonisolated(unsafe) static var namespace: PyObjectPointer?
     /// `_appserver_hooks`'s namespace: config files and hooks (ServerHooksSource.swift).

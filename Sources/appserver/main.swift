@@ -67,7 +67,7 @@ enum ServerCommand {
 
     /// The settings as a whole, and whether the app's module is where they say.
     static func check(_ settings: ServerConfig) throws(ConfigError) {
-        try settings.validate()
+        try settings.validate(embeddedPython: PythonInterpreter.embeddedVersion)
         try AppLocator(config: settings).check(app: try AppReference(parsing: settings.app ?? ""))
     }
 }

@@ -1,8 +1,10 @@
 """The command line and config file: clear errors with exit status 2, and where sockets come from."""
 import os
 import shutil
+import signal
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 import requests
@@ -153,3 +155,41 @@ def test_several_named_sockets_from_systemd(tmp_path):
         proc.terminate()
         proc.wait(15)
         log.close()
+
+
+def other_python():
+    """A CPython of another minor version than the embedded 3.11 (this machine kind has pyenv's)."""
+    for version in ("3.12", "3.13", "3.10"):
+        for candidate in sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}")) + [Path(f"/usr/bin/python{version}")]:
+            if candidate.exists():
+                return candidate, version
+    return None, None
+
+
+def test_a_virtualenv_of_another_python_is_refused_before_any_worker(tmp_path):
+    python, version = other_python()
+    if python is None:
+        pytest.skip("no CPython other than 3.11 on this machine")
+    venv = tmp_path / f"venv{version}"
+    subprocess.run([str(python), "-m", "venv", "--without-pip", str(venv)], check=True)
+    for extra in ([], ["--check-config"]):
+        out = subprocess.run([str(BINARY), "--virtualenv", str(venv), *extra, "plain:app"], cwd=APPS,
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2, out
+        line = out.stderr.strip()
+        assert f"made by Python {version}, and this appserver embeds Python 3.11" in line and "python3.11 -m venv" in line, line
+        assert "\n" not in line and "Booting worker" not in out.stdout + out.stderr
+
+
+def test_a_reload_into_a_virtualenv_of_another_python_fails_and_the_old_workers_serve(serve, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    server = serve("plain:app", "--virtualenv", str(venv))
+    worker = server.workers()[0]
+    config = venv / "pyvenv.cfg"
+    # The virtualenv is made again by another Python (as `uv venv` writes it) and the server is reloaded.
+    config.write_text("\n".join(l for l in config.read_text().splitlines() if not l.startswith("version")) + "\nversion_info = 3.12.1.final.0\n")
+    os.kill(server.pid, signal.SIGHUP)
+    wait_until(lambda: "reload failed" in server.log(), message="the reload to be refused")
+    assert "made by Python 3.12" in server.log()
+    assert server.workers() == [worker] and requests.get(server.url + "/", timeout=5).status_code == 200
