@@ -329,17 +329,15 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             promise = accounting
         }
         progress &+= 1
+        // The bytes for the metrics; the first bytes of a response are its status line,
+        // `HTTP/1.1 200 ...` (for the metrics and statsd).
         switch output {
-        case .buffer(let buffer): responseBytes += Int64(buffer.readableBytes)
+        case .buffer(let buffer):
+            responseBytes += Int64(buffer.readableBytes)
+            if responseStatus == 0 { responseStatus = Self.statusCode(in: buffer) }
         case .file(_, _, let length, let header, let trailer):
             responseBytes += length + Int64(header?.readableBytes ?? 0) + Int64(trailer?.readableBytes ?? 0)
-        }
-        if responseStatus == 0 {
-            // The first bytes of a response are its status line, `HTTP/1.1 200 ...` (for statsd).
-            switch output {
-            case .buffer(let buffer): responseStatus = Self.statusCode(in: buffer)
-            case .file(_, _, _, let header, _): responseStatus = header.map(Self.statusCode(in:)) ?? 0
-            }
+            if responseStatus == 0 { responseStatus = header.map(Self.statusCode(in:)) ?? 0 }
         }
         switch output {
         case .buffer(let buffer):

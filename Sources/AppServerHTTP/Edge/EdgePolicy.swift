@@ -28,12 +28,9 @@ public struct EdgePolicy: Sendable {
     public var secureSchemeHeaders: SecureSchemeHeaders
     public var proxyHeaders: Bool
     public var headerMap: HeaderMapMode
-    /// The request id's header, lower case; nil: no request ids.
-    public var requestIDHeader: String? {
-        didSet { requestIDHeaderBytes = requestIDHeader.map { Array($0.utf8) } }
-    }
-    /// The same as bytes, compared with each request's header names.
-    private(set) var requestIDHeaderBytes: [UInt8]?
+    /// The request id's header name, lower case, as the bytes each request's header names are
+    /// compared with; nil: no request ids.
+    public var requestIDHeaderBytes: [UInt8]?
 
     public init(uwsgiAllow: AddressAllowList = .loopback, proxyAllow: AddressAllowList = .loopback,
                 forwardedAllow: AddressAllowList = .loopback, secureSchemeHeaders: SecureSchemeHeaders = .gunicornDefault,
@@ -44,14 +41,13 @@ public struct EdgePolicy: Sendable {
         self.secureSchemeHeaders = secureSchemeHeaders
         self.proxyHeaders = proxyHeaders
         self.headerMap = headerMap
-        self.requestIDHeader = requestIDHeader
-        self.requestIDHeaderBytes = requestIDHeader.map { Array($0.utf8) }
+        self.requestIDHeaderBytes = requestIDHeader.map { Array($0.lowercased().utf8) }
     }
 
     public init(config: ServerConfig) {
         self.init(uwsgiAllow: config.uwsgiAllowIPs, proxyAllow: config.proxyAllowIPs, forwardedAllow: config.forwardedAllowIPs,
                   secureSchemeHeaders: config.secureSchemeHeaders, proxyHeaders: config.proxyHeaders, headerMap: config.headerMap,
-                  requestIDHeader: config.requestIDHeader.isEmpty ? nil : config.requestIDHeader.lowercased())
+                  requestIDHeader: config.requestIDHeader.isEmpty ? nil : config.requestIDHeader)
     }
 }
 
