@@ -5,14 +5,17 @@ import PackageDescription
 // Debian's shared libpython is position-independent code and runs the same Python about 10% slower
 // (FastAPI JSON: 44 -> 40 us a request). Extension modules (uvloop, pydantic-core, the stdlib's
 // lib-dynload) find the C API in the executable, which exports the Py* symbols (python-exports.list).
-// `APPSERVER_PYTHON_LINK=shared swift build` links libpython3.X.so instead.
+// `APPSERVER_PYTHON_LINK=shared swift build` links libpython3.X.so instead, and
+// `APPSERVER_PYTHON_LINK=debug` Debian's debug interpreter (python3.11-dbg: Py_DEBUG, sys.gettotalrefcount),
+// for the reference-leak test (tests/refleak, `make refleak-test`).
 let pythonVersion = "3.11"
+let pythonLink = Context.environment["APPSERVER_PYTHON_LINK"] ?? "static"
 #if arch(x86_64)
 let multiarch = "x86_64-linux-gnu"
 #else
 let multiarch = "aarch64-linux-gnu"
 #endif
-let staticPython = Context.environment["APPSERVER_PYTHON_LINK"] != "shared"
+let staticPython = pythonLink == "static"
 let pythonLinkFlags: [String] = staticPython ? [
     "-use-ld=lld", "-Xclang-linker", "-no-pie",
     "-Xlinker", "--dynamic-list=\(Context.packageDirectory)/Sources/appserver/python-exports.list",
@@ -39,7 +42,8 @@ let package = Package(
     targets: [
         // C libraries from Debian, found through pkg-config.
         // `python3` gives the headers only; `python3-embed` adds -lpython3.X (the shared library).
-        .systemLibrary(name: "CPython", pkgConfig: staticPython ? "python3" : "python3-embed", providers: [.apt(["python3-dev"])]),
+        .systemLibrary(name: "CPython", pkgConfig: staticPython ? "python3" : pythonLink == "debug" ? "python-\(pythonVersion)d-embed" : "python3-embed",
+                       providers: [.apt(["python3-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // Only what Swift cannot call itself: Py_None and friends, variadic C functions.
         .target(name: "CPythonShim", dependencies: ["CPython"]),
@@ -60,10 +64,16 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The server's Python glue is real Python (Glue/*.py, tested by tests/glue), embedded in the binary.
         .target(name: "AppServerPython", dependencies: [
             "CPython", "CPythonShim", "AppServerConfig", "AppServerHTTP",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
+        ], resources: [
+            .embedInCode("Glue/_appserver_runtime.py"),
+            .embedInCode("Glue/_appserver_wsgi.py"),
+            .embedInCode("Glue/_appserver_asgi.py"),
+            .embedInCode("Glue/_appserver_hooks.py"),
         ]),
         .target(name: "AppServerArbiter", dependencies: [
             "AppServerConfig", "AppServerSystemd", "AppServerHTTP", "AppServerPython",

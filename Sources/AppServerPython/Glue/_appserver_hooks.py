@@ -1,13 +1,16 @@
-/// The Python half of config files and server hooks: running a gunicorn.conf.py with Gunicorn's
-/// semantics, and the `server`, `worker`, `req` and `resp` objects hooks receive. Values cross to
-/// Swift as tagged JSON ({"i": 4}, {"s": "x"}, ...), so a bool stays a bool and an int an int.
-let serverHooksSource = #"""
+"""The Python half of config files and server hooks: running a gunicorn.conf.py with Gunicorn's
+semantics, and the `server`, `worker`, `req` and `resp` objects hooks receive. Values cross to Swift
+as tagged JSON ({"i": 4}, {"s": "x"}, ...), so a bool stays a bool and an int an int. Loaded by
+appserver as the module `_appserver_hooks`."""
 import json as _json
 import os as _os
 import sys as _sys
 import types as _types
 
 HOOKS = {}
+# `server.log` and `worker.log` write through this native function (set by the server): level 0
+# debug ... 4 critical, and the text.
+LOG_FUNCTION = None
 # A Python config file's logconfig_dict as written: it may hold objects JSON cannot carry (a filter
 # class under "()", a stream), and the workers inherit this module from the arbiter.
 RAW_LOGCONFIG = None
@@ -97,7 +100,7 @@ class Log:
             text = str(msg) % args if args else str(msg)
         except Exception:
             text = f"{msg} {args!r}"
-        _hook_log(level, text)
+        LOG_FUNCTION(level, text)
 
     def debug(self, msg, *args, **kwargs):
         self._say(0, msg, args)
@@ -308,4 +311,3 @@ def apply_logconfig(dict_text, file_path, json_path):
             logging.config.dictConfig(_json.load(file))
     if file_path:
         logging.config.fileConfig(file_path, disable_existing_loggers=False)
-"""#

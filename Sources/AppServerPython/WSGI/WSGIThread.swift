@@ -35,20 +35,32 @@ final class WSGIThread: @unchecked Sendable {
     /// When the running request last made progress (monotonic ns); 0 while idle or waiting for I/O.
     let busySince = Atomic<Int64>(0)
 
-    private static let key: pthread_key_t = {
-        var key = pthread_key_t()
-        pthread_key_create(&key, nil)
-        return key
-    }()
+    /// This thread's `start_response`, `write` and wsgi.input readers.
+    private(set) var natives: Natives!
 
-    /// The app thread running on the calling thread, if any.
-    static var current: WSGIThread? {
-        pthread_getspecific(key).map { Unmanaged<WSGIThread>.fromOpaque($0).takeUnretainedValue() }
+    /// The native functions of one app thread, bound to it (they keep the thread alive, which lives
+    /// as long as the worker anyway).
+    final class Natives: @unchecked Sendable {
+        let startResponse: PyRef
+        let write: PyRef
+        /// For `InputStream(read, readline, serial)`.
+        let read: PyRef
+        let readline: PyRef
+
+        init(_ thread: WSGIThread) {
+            let capsule = NativeFunctions.capsule(retaining: thread)
+            startResponse = WSGIThread.startResponseNative.bind(capsule: capsule.pointer)
+            write = WSGIThread.writeNative.bind(capsule: capsule.pointer)
+            read = WSGIThread.readNative.bind(capsule: capsule.pointer)
+            readline = WSGIThread.readlineNative.bind(capsule: capsule.pointer)
+        }
     }
 
+    /// Made with the GIL held.
     init(host: WSGIHost, index: Int) {
         self.host = host
         self.index = index
+        natives = Natives(self)
     }
 
     func start() {
@@ -64,13 +76,11 @@ final class WSGIThread: @unchecked Sendable {
     }
 
     private func run() {
-        pthread_setspecific(Self.key, Unmanaged.passUnretained(self).toOpaque())
-        _ = PyGILState_Ensure()
-        var threadState = PyEval_SaveThread()
+        var python = PythonThreadState()
+        python.enter()
         while true {
-            guard var item = host.next(wait: true) else { continue }
-            PyEval_RestoreThread(threadState)
-            // While work is queued, keep the GIL from one item to the next.
+            // Waits for work without the GIL; while work is queued, keeps it from one item to the next.
+            guard var item = GIL.released({ host.next(wait: true) }) else { continue }
             while true {
                 switch item {
                 case .request(let exchange):
@@ -82,29 +92,22 @@ final class WSGIThread: @unchecked Sendable {
                 guard let next = host.next(wait: false) else { break }
                 item = next
             }
-            threadState = PyEval_SaveThread()
         }
     }
 
-    /// The thread state of the I/O thread when it runs requests itself (sync mode).
-    private var inlineState: UnsafeMutablePointer<PyThreadState>?
+    /// The Python thread state of the I/O thread when it runs requests itself (sync mode).
+    private var inlineState = PythonThreadState()
     /// True while this thread serves on the I/O thread, where it must never wait.
     private(set) var isInline = false
 
     /// Runs one request on the calling (I/O) thread. Returns true when the rest of the response was
     /// handed to an app thread (which then ends the request).
     func serveInline(_ exchange: HTTPExchange) -> Bool {
-        if let inlineState {
-            PyEval_RestoreThread(inlineState)
-        } else {
-            pthread_setspecific(Self.key, Unmanaged.passUnretained(self).toOpaque())
-            _ = PyGILState_Ensure()
-        }
+        inlineState.enter()
+        defer { inlineState.leave() }
         isInline = true
-        let handedOff = serve(exchange)
-        isInline = false
-        inlineState = PyEval_SaveThread()
-        return handedOff
+        defer { isInline = false }
+        return serve(exchange)
     }
 
     func busyWaiting(_ waiting: Bool) { waiting ? markWaiting() : markBusy() }
@@ -131,23 +134,18 @@ final class WSGIThread: @unchecked Sendable {
             markWaiting()
         }
         if exchange.isAborted { return false }
-        guard let environ = host.environConstants.build(for: exchange, serial: serial) else {
+        let result: PyRef
+        do {
+            let environ = try host.environConstants.build(for: exchange, serial: serial, natives: natives)
+            result = try Python.call(host.runtime.app.pointer, environ.pointer, natives.startResponse.pointer)
+        } catch {
             fail(request)
             writeAccessLog(request)
             return false
         }
-        var args: (PyObjectPointer?, PyObjectPointer?) = (environ, NativeFunctions.startResponse)
-        let result = withUnsafePointer(to: &args) {
-            $0.withMemoryRebound(to: PyObjectPointer?.self, capacity: 2) { PyObject_Vectorcall(host.runtime.app, $0, 2, nil) }
-        }
-        Py_DecRef(environ)
-        if let result {
-            if sendBody(of: result, request) { return true }
-            close(result, request)
-            Py_DecRef(result)
-        } else {
-            fail(request)
-        }
+        if sendBody(of: result.pointer, request) { return true }
+        close(result.pointer, request)
+        _ = consume result   // before the access log line, as the app's objects go
         writeAccessLog(request)
         return false
     }
@@ -161,10 +159,11 @@ final class WSGIThread: @unchecked Sendable {
             self.request = nil
             markWaiting()
         }
-        _ = iterate(continuation.iterator, request, result: continuation.result)
-        Py_DecRef(continuation.iterator)
-        close(continuation.result, request)
-        Py_DecRef(continuation.result)
+        if let iterator = continuation.iterator.take(), let result = continuation.result.take() {
+            _ = iterate(iterator.pointer, request, result: result.pointer)
+            _ = consume iterator
+            close(result.pointer, request)
+        }
         writeAccessLog(request)
     }
 
@@ -175,12 +174,11 @@ final class WSGIThread: @unchecked Sendable {
         } else if host.sendfile, PyObject_IsInstance(result, host.environConstants.fileWrapperClass) == 1, sendFile(result, request) {
             return false
         } else {
-            guard let iterator = PyObject_GetIter(result) else {
+            guard let iterator = PyRef(newReference: PyObject_GetIter(result)) else {
                 fail(request)
                 return false
             }
-            if iterate(iterator, request, result: result) { return true }
-            Py_DecRef(iterator)
+            return iterate(iterator.pointer, request, result: result)
         }
         return false
     }
@@ -193,7 +191,7 @@ final class WSGIThread: @unchecked Sendable {
         for i in 0..<count {
             var length = 0
             guard appserver_bytes_view(appserver_sequence_fast_item(result, i), &length) != nil else {
-                PyErr_SetString(appserver_exc_type_error(), "the app's body must be an iterable of bytes, not of \(typeName(appserver_sequence_fast_item(result, i)))")
+                _ = PythonError.typeError("the app's body must be an iterable of bytes, not of \(Python.typeName(appserver_sequence_fast_item(result, i)))")
                 return fail(request)
             }
             total += length
@@ -221,17 +219,16 @@ final class WSGIThread: @unchecked Sendable {
     }
 
     /// Sends what the iterator yields, then ends the response. On the I/O thread, when the socket
-    /// has too much queued, the iteration moves to an app thread (returns true; it then owns the
-    /// iterator and `result`).
+    /// has too much queued, the iteration moves to an app thread (returns true; the continuation
+    /// holds references of its own to the iterator and `result`).
     private func iterate(_ iterator: PyObjectPointer, _ request: ActiveRequest, result: PyObjectPointer) -> Bool {
         // The first chunk is held back until the second one shows up: a body of one chunk (most
         // framework responses) then goes out whole, with a Content-Length, in one write.
         var held: ByteBuffer?
-        while let item = PyIter_Next(iterator) {
-            defer { Py_DecRef(item) }
+        while let item = PyRef(newReference: PyIter_Next(iterator)) {
             var length = 0
-            guard let bytes = appserver_bytes_view(item, &length) else {
-                PyErr_SetString(appserver_exc_type_error(), "the app's body must be an iterable of bytes, not of \(typeName(item))")
+            guard let bytes = appserver_bytes_view(item.pointer, &length) else {
+                _ = PythonError.typeError("the app's body must be an iterable of bytes, not of \(Python.typeName(item.pointer))")
                 fail(request)
                 return false
             }
@@ -248,7 +245,7 @@ final class WSGIThread: @unchecked Sendable {
                 continue
             }
             var buffer: ByteBuffer
-            if var first = held {
+            if let first = held {
                 held = nil
                 buffer = request.writer.finishHead(knownLength: nil)
                 first.withUnsafeReadableBytes { _ = request.writer.appendBody($0, to: &buffer) }
@@ -261,8 +258,8 @@ final class WSGIThread: @unchecked Sendable {
             case .disconnected: return false
             case .mustWait:
                 // Only on the I/O thread: it cannot wait for itself to drain the socket.
-                Py_IncRef(result)
-                host.enqueue(.continuation(ResponseContinuation(request: request, result: result, iterator: iterator)))
+                host.enqueue(.continuation(ResponseContinuation(request: request, result: PyRef(retaining: result),
+                                                                 iterator: PyRef(retaining: iterator))))
                 return true
             }
         }
@@ -284,19 +281,22 @@ final class WSGIThread: @unchecked Sendable {
     /// `wsgi.file_wrapper` around a regular file: sent with sendfile(2) from its current position.
     /// Returns false (nothing sent) when the file-like object has no usable descriptor.
     private func sendFile(_ wrapper: PyObjectPointer, _ request: ActiveRequest) -> Bool {
-        guard let filelike = PyObject_GetAttrString(wrapper, "filelike") else { PyErr_Clear(); return false }
-        defer { Py_DecRef(filelike) }
-        guard let filenoResult = callMethod(filelike, "fileno") else { PyErr_Clear(); return false }
-        let fd = Int32(truncatingIfNeeded: PyLong_AsLong(filenoResult))
-        Py_DecRef(filenoResult)
+        let fd: Int32
         var info = stat()
-        guard PyErr_Occurred() == nil, fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { PyErr_Clear(); return false }
-        var position: Int64 = 0
-        if let tell = callMethod(filelike, "tell") {
-            position = Int64(PyLong_AsLongLong(tell))
-            Py_DecRef(tell)
+        guard let filelike = try? Python.attribute(wrapper, "filelike"),
+              let fileno = try? Python.callMethod(filelike.pointer, "fileno"), let number = try? Python.int(fileno.pointer),
+              let descriptor = Int32(exactly: number), fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            PyErr_Clear()
+            return false
         }
-        if PyErr_Occurred() != nil { PyErr_Clear(); position = Int64(lseek(fd, 0, SEEK_CUR)) }
+        fd = descriptor
+        var position: Int64
+        if let tell = try? Python.callMethod(filelike.pointer, "tell"), let offset = try? Python.int(tell.pointer) {
+            position = Int64(offset)
+        } else {
+            PyErr_Clear()
+            position = Int64(lseek(fd, 0, SEEK_CUR))
+        }
         guard request.startResponseCalled else { failNoStartResponse(request); return true }
         let available = max(0, Int64(info.st_size) - position)
         let head = request.writer.finishHead(knownLength: available)
@@ -344,9 +344,9 @@ final class WSGIThread: @unchecked Sendable {
             let mustWait: Bool
             if isInline && !end {
                 // On the I/O thread a chunk is written at once (a socket write): without the GIL.
-                let state = PyEval_SaveThread()
-                defer { PyEval_RestoreThread(state) }
-                mustWait = try request.exchange.send(buffer, end: end, close: request.writer.closeConnection)
+                mustWait = try GIL.released { () throws(ExchangeError) -> Bool in
+                    try request.exchange.send(buffer, end: end, close: request.writer.closeConnection)
+                }
             } else {
                 mustWait = try request.exchange.send(buffer, end: end, close: request.writer.closeConnection)
             }
@@ -363,12 +363,8 @@ final class WSGIThread: @unchecked Sendable {
 
     private func waitForDrain(_ request: ActiveRequest) throws(ExchangeError) {
         markWaiting()
-        let state = PyEval_SaveThread()
-        defer {
-            PyEval_RestoreThread(state)
-            markBusy()
-        }
-        try request.exchange.waitUntilDrained()
+        defer { markBusy() }
+        try GIL.released { () throws(ExchangeError) in try request.exchange.waitUntilDrained() }
     }
 
     /// The body iterable's `close()`, always called (PEP 3333), even after an error.
@@ -376,29 +372,26 @@ final class WSGIThread: @unchecked Sendable {
         // Lists and tuples have no close(); asking would raise and clear an AttributeError each time.
         if appserver_is_exact_list_or_tuple(result) != 0 { return }
         guard PyObject_HasAttrString(result, "close") == 1 else { return }
-        if let value = callMethod(result, "close") {
-            Py_DecRef(value)
-        } else {
-            fail(request)
-        }
+        if (try? Python.callMethod(result, "close")) == nil { fail(request) }
     }
 
     // MARK: errors
 
     private func failNoStartResponse(_ request: ActiveRequest) {
-        PyErr_SetString(appserver_exc_runtime_error(), "the app returned a body without calling start_response()")
+        _ = PythonError.runtimeError("the app returned a body without calling start_response()")
         fail(request)
     }
 
     /// The app raised (the exception is set): log it with its traceback, then answer 500 (or 413 for
     /// a body over the limit) when no head went out yet, or else close the connection.
     private func fail(_ request: ActiveRequest) {
-        let exception = PythonRuntime.fetchException()
-        defer { Py_DecRef(exception) }
+        let exception = PythonError.fetch()
         let constants = host.environConstants
-        let tooLarge = exception.map { PyObject_IsInstance($0, constants.tooLargeClass) == 1 } ?? false
-        let badBody = exception.map { PyObject_IsInstance($0, constants.badRequestClass) == 1 } ?? false
-        let disconnected = request.disconnected || (exception.map { PyObject_IsInstance($0, constants.disconnectedClass) == 1 } ?? false)
+        let raised = exception.pointer
+        func isA(_ type: PyObjectPointer) -> Bool { raised.map { PyObject_IsInstance($0, type) == 1 } ?? false }
+        let tooLarge = isA(constants.tooLargeClass)
+        let badBody = isA(constants.badRequestClass)
+        let disconnected = request.disconnected || isA(constants.disconnectedClass)
         let uri = request.exchange.request.uri
         if disconnected {
             host.logger.debug("client went away during \(request.exchange.request.method) \(uri)")
@@ -408,7 +401,7 @@ final class WSGIThread: @unchecked Sendable {
             host.logger.debug("malformed request body: \(request.exchange.request.method) \(uri)")
         } else {
             WorkerMetrics.current?.appException()
-            host.logger.error("Error handling request \(uri)\n\(exception.map(PythonRuntime.formatException) ?? "no exception set")",
+            host.logger.error("Error handling request \(uri)\n\(raised.map { Python.format(exception: $0) } ?? "no exception set")",
                               metadata: request.exchange.request.logMetadata)
         }
         if request.ended { return }
@@ -434,19 +427,4 @@ final class WSGIThread: @unchecked Sendable {
         let line = log.formatter.format(record)
         log.file.write(log.file.isJournal ? "<6>" + line : line)
     }
-}
-
-func typeName(_ object: PyObjectPointer?) -> String {
-    guard let object, let type = PyObject_Type(object) else { return "?" }
-    defer { Py_DecRef(type) }
-    guard let name = PyObject_GetAttrString(type, "__name__") else { PyErr_Clear(); return "?" }
-    defer { Py_DecRef(name) }
-    return PyUnicode_AsUTF8(name).map { String(cString: $0) } ?? "?"
-}
-
-/// `object.name()`, without the variadic PyObject_CallMethod.
-func callMethod(_ object: PyObjectPointer, _ name: String) -> PyObjectPointer? {
-    guard let method = PyObject_GetAttrString(object, name) else { return nil }
-    defer { Py_DecRef(method) }
-    return PyObject_CallNoArgs(method)
 }

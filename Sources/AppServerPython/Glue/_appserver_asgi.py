@@ -1,13 +1,13 @@
-/// The Python side of the ASGI host: choosing the event loop, the lifespan protocol (once per worker,
-/// clearer in Python), and the identity of a request's task. `receive` and `send` are native
-/// functions (ASGIRequest.swift) and the request's coroutine is stepped natively (ASGITask.swift):
-/// no Python of the server's runs per ASGI event.
-let asgiBootstrapSource = #"""
-def is_asgi(app):
-    import asyncio
-    return asyncio.iscoroutinefunction(app) or asyncio.iscoroutinefunction(getattr(app, "__call__", None))
+"""The Python side of the ASGI host: choosing the event loop, the lifespan protocol (once per worker,
+clearer in Python), and the identity of a request's task. `receive` and `send` are native functions
+(ASGIRequest.swift) and the request's coroutine is stepped natively (ASGITask.swift): no Python of
+the server's runs per ASGI event. Loaded by appserver as the module `_appserver_asgi`. `log(level,
+text)` functions write to the server's error log: 1 info, 2 warning, 3 error."""
+from _appserver_runtime import format_exception
 
-def asgi_new_loop(kind, wakeup_fd):
+def asgi_new_loop(kind, wakeup_fd, on_wakeup, on_tick):
+    """The event loop of a worker (uvloop when installed, unless `kind` says otherwise), reading
+    `wakeup_fd` with `on_wakeup` and calling `on_tick` twice a second while it is not blocked."""
     import asyncio
     loop = None
     if kind != "asyncio":
@@ -21,13 +21,13 @@ def asgi_new_loop(kind, wakeup_fd):
     if loop is None:
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.add_reader(wakeup_fd, _asgi_wakeup)
+    loop.add_reader(wakeup_fd, on_wakeup)
     done = loop.create_future()
     done.set_result(None)
 
     async def heartbeat():
         while True:
-            _asgi_tick()
+            on_tick()
             await asyncio.sleep(0.5)
 
     loop.create_task(heartbeat())
@@ -135,9 +135,9 @@ class RequestTask:
 class Lifespan:
     """The ASGI lifespan protocol: startup before the worker accepts, shutdown when it stops."""
 
-    def __init__(self, app, loop, state):
+    def __init__(self, app, loop, state, log):
         import asyncio
-        self.app, self.loop, self.state = app, loop, state
+        self.app, self.loop, self.state, self.log = app, loop, state, log
         self.queue = asyncio.Queue()
         self.started = loop.create_future()
         self.stopped = loop.create_future()
@@ -166,7 +166,7 @@ class Lifespan:
                 self.started.set_result(None)
         elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
             if kind == "lifespan.shutdown.failed":
-                _server_log(2, "ASGI lifespan shutdown failed: " + (message.get("message") or ""))
+                self.log(3, "ASGI lifespan shutdown failed: " + (message.get("message") or ""))
             if not self.stopped.done():
                 self.stopped.set_result(None)
         else:
@@ -174,12 +174,12 @@ class Lifespan:
 
 _lifespan = None
 
-def asgi_startup(loop, app, mode, state):
+def asgi_startup(loop, app, mode, state, log):
     """Runs the lifespan startup; returns (outcome, text): ok, off, unsupported or failed."""
     global _lifespan
     if mode == "off":
         return "off", ""
-    lifespan = Lifespan(app, loop, state)
+    lifespan = Lifespan(app, loop, state, log)
 
     async def start():
         loop.create_task(lifespan.main())
@@ -195,7 +195,7 @@ def asgi_startup(loop, app, mode, state):
     reason = lifespan.error or "the app returned without answering lifespan.startup"
     return ("unsupported" if mode == "auto" else "failed"), reason
 
-def asgi_shutdown(loop, timeout):
+def asgi_shutdown(loop, timeout, log):
     """Runs the lifespan shutdown (if the app took part in startup), then stops the loop."""
     import asyncio
 
@@ -205,8 +205,7 @@ def asgi_shutdown(loop, timeout):
             try:
                 await asyncio.wait_for(asyncio.shield(_lifespan.stopped), timeout)
             except asyncio.TimeoutError:
-                _server_log(1, f"ASGI lifespan shutdown did not finish in {timeout} s")
+                log(2, f"ASGI lifespan shutdown did not finish in {timeout} s")
         loop.stop()
 
     loop.create_task(stop())
-"""#

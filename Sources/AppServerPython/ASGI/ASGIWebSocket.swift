@@ -20,8 +20,8 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
     private var inbound: [WebSocketMessage] = []
     /// How the connection ended, once it did (the app's `websocket.disconnect`).
     private var closedWith: (code: Int, reason: String)?
-    private var pendingReceive: PyObjectPointer?
-    private var pendingSend: PyObjectPointer?
+    private var pendingReceive: PyRef?
+    private var pendingSend: PyRef?
     private var statusCode = 101
 
     init(host: ASGIHost, exchange: HTTPExchange) {
@@ -39,77 +39,78 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
 
     // MARK: loop thread
 
-    func makeCallables() -> ASGICallables.Set {
-        ASGICallables.make(bound: self, receive: ASGIWebSocketCallables.receive, send: ASGIWebSocketCallables.send)
+    func makeCallables() -> ASGICallables {
+        ASGICallables(bound: self, receive: Self.receiveNative, send: Self.sendNative)
     }
 
-    func receive() -> PyObjectPointer? {
-        if pendingReceive != nil {
-            PyErr_SetString(appserver_exc_runtime_error(), "receive() called again before the previous call returned")
-            return nil
+    static let receiveNative = NativeFunction<ASGIWebSocket>("receive", "receive(): the next event of this websocket") { capsule, args, count in
+        NativeFunctions.run(capsule, args, count, as: ASGIWebSocket.self) { socket, _ throws(PythonError) in try socket.receive() }
+    }
+    static let sendNative = NativeFunction<ASGIWebSocket>("send", "send(message): an ASGI message for this websocket") { capsule, args, count in
+        NativeFunctions.run(capsule, args, count, as: ASGIWebSocket.self) { socket, arguments throws(PythonError) in
+            try arguments.expect(1...1, "send() takes one message")
+            return try socket.send(arguments[0])
         }
-        if let message = nextMessage() { return message.flatMap { host.doneFuture(with: $0) } }
-        guard let future = host.newFuture() else { return nil }
-        pendingReceive = retained(future)
+    }
+
+    func receive() throws(PythonError) -> PyRef {
+        if pendingReceive != nil { throw PythonError.runtimeError("receive() called again before the previous call returned") }
+        if let message = try nextMessage() { return try host.doneFuture(with: message) }
+        let future = try host.newFuture()
+        pendingReceive = future.copy()
         return future
     }
 
-    /// The next event if one is ready (nil: wait); `.some(nil)` when making it raised.
-    private func nextMessage() -> PyObjectPointer?? {
+    /// The next event if one is ready (nil: wait).
+    private func nextMessage() throws(PythonError) -> PyRef? {
         let messages = host.messages
         if !connectSent {
             connectSent = true
-            return .some(messages.simple(messages.webSocketConnect))
+            return try messages.simple(messages.webSocketConnect)
         }
         if !inbound.isEmpty {
             let message = inbound.removeFirst()
             connection?.consumed(message.size)
-            let event = PyDict_New()!
-            PyDict_SetItem(event, messages.type, messages.webSocketReceive)
+            let event = try messages.simple(messages.webSocketReceive)
             switch message {
             case .text(let buffer):
-                let text = buffer.withUnsafeReadableBytes {
+                let decoded = buffer.withUnsafeReadableBytes {
                     PyUnicode_DecodeUTF8($0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count, nil)
                 }
-                guard let text else {
+                guard let text = PyRef(newReference: decoded) else {
                     // Not UTF-8: the protocol says close with 1007.
                     PyErr_Clear()
-                    Py_DecRef(event)
                     connection?.close(code: 1007, reason: "invalid UTF-8")
                     closed(code: 1007, reason: "invalid UTF-8")
-                    return .some(disconnectMessage())
+                    return try disconnectMessage()
                 }
-                PyDict_SetItem(event, messages.text, text)
-                Py_DecRef(text)
+                try Python.setItem(event.pointer, messages.text.pointer, text.pointer)
             case .binary(let buffer):
-                let data = buffer.withUnsafeReadableBytes { bytes(Array($0)) }
-                PyDict_SetItem(event, messages.bytes, data)
-                Py_DecRef(data)
+                let data = try Python.bytes(buffer)
+                try Python.setItem(event.pointer, messages.bytes.pointer, data.pointer)
             }
-            return .some(event)
+            return event
         }
-        if closedWith != nil { return .some(disconnectMessage()) }
+        if closedWith != nil { return try disconnectMessage() }
         return nil
     }
 
-    private func disconnectMessage() -> PyObjectPointer {
+    private func disconnectMessage() throws(PythonError) -> PyRef {
         let messages = host.messages
-        let event = PyDict_New()!
-        PyDict_SetItem(event, messages.type, messages.webSocketDisconnect)
-        let code = PyLong_FromLong(closedWith?.code ?? 1005)!
-        PyDict_SetItem(event, messages.code, code)
-        Py_DecRef(code)
-        let reason = PyUnicode_FromString(closedWith?.reason ?? "")!
-        PyDict_SetItem(event, messages.reason, reason)
-        Py_DecRef(reason)
+        let event = try messages.simple(messages.webSocketDisconnect)
+        try Python.setItem(event.pointer, messages.code.pointer, try Python.int(closedWith?.code ?? 1005))
+        try Python.setItem(event.pointer, messages.reason.pointer, try Python.str(closedWith?.reason ?? ""))
         return event
     }
 
     private func wakeReceiver() {
-        guard let future = pendingReceive, let message = nextMessage() else { return }
-        pendingReceive = nil
-        if let message { host.resolve(future, with: message) } else { PyErr_Clear() }
-        Py_DecRef(future)
+        guard pendingReceive != nil else { return }
+        do {
+            guard let message = try nextMessage() else { return }
+            if let future = pendingReceive.take() { host.resolve(future.pointer, with: message.pointer) }
+        } catch {
+            if let future = pendingReceive.take() { host.fail(future.pointer) }
+        }
     }
 
     func received(_ message: WebSocketMessage) {
@@ -126,71 +127,65 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
     }
 
     func drained() {
-        guard let future = pendingSend else { return }
-        pendingSend = nil
-        host.resolve(future, with: retained(appserver_none()))
-        Py_DecRef(future)
+        guard let future = pendingSend.take() else { return }
+        host.resolve(future.pointer, with: appserver_none())
     }
 
-    func send(_ message: PyObjectPointer?) -> PyObjectPointer? {
+    func send(_ message: PyObjectPointer) throws(PythonError) -> PyRef {
         let messages = host.messages
-        guard let message, appserver_is_dict(message) != 0,
-              let type = PyDict_GetItem(message, messages.type), let typeText = PyUnicode_AsUTF8(type) else {
-            if PyErr_Occurred() == nil { PyErr_SetString(appserver_exc_type_error(), "send() takes an ASGI message dict with a 'type'") }
-            return nil
+        guard appserver_is_dict(message) != 0, let type = Python.item(message, messages.type.pointer) else {
+            throw PythonError.typeError("send() takes an ASGI message dict with a 'type'")
         }
-        let kind = String(cString: typeText)
+        let kind = try Python.string(type)
         switch (kind, state) {
         case ("websocket.accept", .connecting):
-            accept(message)
+            try accept(message)
         case ("websocket.close", .connecting):
             // Refused before the handshake: 403, as Uvicorn.
             reject(status: "403 Forbidden")
         case ("websocket.send", .open):
-            return sendMessage(message)
+            return try sendMessage(message)
         case ("websocket.close", .open):
-            let code = PyDict_GetItem(message, messages.code).map { Int(PyLong_AsLong($0)) } ?? 1000
-            let reason = PyDict_GetItem(message, messages.reason).flatMap { $0 == appserver_none() ? nil : PyUnicode_AsUTF8($0) }
-                .map { String(cString: $0) } ?? ""
-            if PyErr_Occurred() != nil { return nil }
+            let code = try Python.item(message, messages.code.pointer).map { (value) throws(PythonError) -> Int in try Python.int(value) } ?? 1000
+            var reason = ""
+            if let value = Python.item(message, messages.reason.pointer), value != appserver_none() { reason = try Python.string(value) }
             connection?.close(code: code, reason: reason)
             closed(code: code, reason: reason)
         case ("websocket.send", .closed), ("websocket.close", .closed):
             break   // the peer is gone; what the app still sends is dropped
         case (_, .connecting) where kind.hasPrefix("websocket.http.response"):
-            PyErr_SetString(appserver_exc_runtime_error(), "the websocket denial response extension is not supported; send websocket.close for a 403")
-            return nil
+            throw PythonError.runtimeError("the websocket denial response extension is not supported; send websocket.close for a 403")
         default:
-            PyErr_SetString(appserver_exc_runtime_error(), "unexpected ASGI message '\(kind)' for a websocket in state \(state)")
-            return nil
+            throw PythonError.runtimeError("unexpected ASGI message '\(kind)' for a websocket in state \(state)")
         }
-        return retained(host.doneFuture)
+        return host.done.copy()
     }
 
-    private func accept(_ message: PyObjectPointer) {
+    /// `websocket.accept`: the subprotocol and extra headers (pairs of bytes) go into the 101 response.
+    private func accept(_ message: PyObjectPointer) throws(PythonError) {
         let messages = host.messages
         var subprotocol: String?
-        if let value = PyDict_GetItem(message, messages.subprotocol), value != appserver_none(), let text = PyUnicode_AsUTF8(value) {
-            subprotocol = String(cString: text)
+        if let value = Python.item(message, messages.subprotocol.pointer), value != appserver_none() {
+            subprotocol = try Python.string(value)
         }
         var headers: [(name: [UInt8], value: [UInt8])] = []
-        if let list = PyDict_GetItem(message, messages.headers), let sequence = PySequence_Fast(list, "headers must be a list") {
-            for index in 0..<appserver_sequence_fast_size(sequence) {
-                let pair = appserver_sequence_fast_item(sequence, index)!
-                guard PySequence_Size(pair) == 2, let name = PySequence_GetItem(pair, 0), let value = PySequence_GetItem(pair, 1) else {
+        if let list = Python.item(message, messages.headers.pointer) {
+            let sequence = try PyRef.checked(PySequence_Fast(list, "websocket.accept headers must be a list of [name, value] pairs"))
+            for index in 0..<appserver_sequence_fast_size(sequence.pointer) {
+                let pair = appserver_sequence_fast_item(sequence.pointer, index)!
+                guard PySequence_Size(pair) == 2 else {
                     PyErr_Clear()
-                    continue
+                    throw PythonError.valueError("each websocket.accept header must be a [name, value] pair of bytes")
                 }
+                // Each item is owned here: when the second cannot be had, the first is released all the same.
+                let name = try PyRef.checked(PySequence_GetItem(pair, 0)), value = try PyRef.checked(PySequence_GetItem(pair, 1))
                 var nameLength = 0, valueLength = 0
-                if let n = appserver_bytes_view(name, &nameLength), let v = appserver_bytes_view(value, &valueLength) {
-                    headers.append((Array(UnsafeRawBufferPointer(start: n, count: nameLength)), Array(UnsafeRawBufferPointer(start: v, count: valueLength))))
+                guard let n = appserver_bytes_view(name.pointer, &nameLength), let v = appserver_bytes_view(value.pointer, &valueLength) else {
+                    throw PythonError.typeError("websocket.accept header names and values must be bytes")
                 }
-                Py_DecRef(name)
-                Py_DecRef(value)
+                headers.append((Array(UnsafeRawBufferPointer(start: n, count: nameLength)), Array(UnsafeRawBufferPointer(start: v, count: valueLength))))
             }
-            Py_DecRef(sequence)
         }
-        PyErr_Clear()
         let head = WebSocketHandshake.acceptResponse(for: exchange.request, subprotocol: subprotocol, headers: headers,
                                                      allocator: exchange.allocator)
         state = .open
@@ -198,34 +193,29 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
         writeAccessLog()
     }
 
-    private func sendMessage(_ message: PyObjectPointer) -> PyObjectPointer? {
+    private func sendMessage(_ message: PyObjectPointer) throws(PythonError) -> PyRef {
         let messages = host.messages
         var payload: WebSocketMessage?
-        if let text = PyDict_GetItem(message, messages.text), text != appserver_none() {
+        if let text = Python.item(message, messages.text.pointer), text != appserver_none() {
             var length = 0
-            guard let utf8 = PyUnicode_AsUTF8AndSize(text, &length) else { return nil }
+            guard let utf8 = PyUnicode_AsUTF8AndSize(text, &length) else { throw PythonError() }
             var buffer = exchange.allocator.buffer(capacity: length)
             buffer.writeBytes(UnsafeRawBufferPointer(start: utf8, count: length))
             payload = .text(buffer)
-        } else if let data = PyDict_GetItem(message, messages.bytes), data != appserver_none() {
+        } else if let data = Python.item(message, messages.bytes.pointer), data != appserver_none() {
             var length = 0
-            guard let raw = appserver_bytes_view(data, &length) else {
-                PyErr_SetString(appserver_exc_type_error(), "websocket.send 'bytes' must be bytes")
-                return nil
-            }
+            guard let raw = appserver_bytes_view(data, &length) else { throw PythonError.typeError("websocket.send 'bytes' must be bytes") }
             var buffer = exchange.allocator.buffer(capacity: length)
             buffer.writeBytes(UnsafeRawBufferPointer(start: raw, count: length))
             payload = .binary(buffer)
         }
-        guard let payload else {
-            PyErr_SetString(appserver_exc_value_error(), "websocket.send needs 'text' or 'bytes'")
-            return nil
-        }
-        if let connection, connection.send(payload), let future = host.newFuture() {
-            pendingSend = retained(future)
+        guard let payload else { throw PythonError.valueError("websocket.send needs 'text' or 'bytes'") }
+        if let connection, connection.send(payload) {
+            let future = try host.newFuture()
+            pendingSend = future.copy()
             return future
         }
-        return retained(host.doneFuture)
+        return host.done.copy()
     }
 
     private func reject(status: String) {
@@ -244,7 +234,7 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
         finished = true
         if let raised {
             WorkerMetrics.current?.appException()
-            host.logger.error("Exception in ASGI application (websocket \(exchange.request.uri))\n\(PythonRuntime.formatException(raised))",
+            host.logger.error("Exception in ASGI application (websocket \(exchange.request.uri))\n\(Python.format(exception: raised))",
                               metadata: exchange.request.logMetadata)
         }
         switch state {
@@ -257,7 +247,6 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
         case .closed:
             break
         }
-        for future in [pendingReceive, pendingSend].compactMap({ $0 }) { Py_DecRef(future) }
         pendingReceive = nil
         pendingSend = nil
     }
@@ -267,16 +256,5 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
         let record = AccessLogRecord(request: exchange.request, status: statusCode, responseBytes: 0, responseHeaders: [], finished: .now())
         let line = log.formatter.format(record)
         log.file.write(log.file.isJournal ? "<6>" + line : line)
-    }
-}
-
-enum ASGIWebSocketCallables {
-    nonisolated(unsafe) static let receive = ASGICallables.definition("receive", "receive(): the next event of this websocket") { capsule, _, _ in
-        ASGICallables.owner(capsule, as: ASGIWebSocket.self)?.receive()
-    }
-    nonisolated(unsafe) static let send = ASGICallables.definition("send", "send(message): an ASGI message for this websocket") { capsule, args, count in
-        guard let socket = ASGICallables.owner(capsule, as: ASGIWebSocket.self) else { return nil }
-        guard count == 1, let args else { return NativeFunctions.typeError("send() takes one message") }
-        return socket.send(args[0])
     }
 }

@@ -41,7 +41,6 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     /// end (`flushOutbox`, scheduled with call_soon), rather than one hop (and wake-up) each.
     private var outbox: [HTTPExchange.PendingWrite] = []
     private var outboxLoop: (any EventLoop)?
-    private var flushFunction: PyObjectPointer!
     /// When the loop last ran its heartbeat task (monotonic ns): a loop blocked by the app stops it,
     /// and `--timeout` then replaces the worker.
     private let lastTick = Atomic<Int64>(0)
@@ -51,19 +50,65 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     private var startup: Result<String, AppLoadError>?   // guarded by `lifecycle`
     private var loopStopped = false                      // guarded by `lifecycle`
 
-    // Touched on the loop thread, with the GIL.
-    private var loop: PyObjectPointer!
-    private var createFuture: PyObjectPointer!
-    private var tasks: ASGITaskRuntime!
-    /// A future already done (result None): what `send` returns when nothing has to wait.
-    var doneFuture: PyObjectPointer!
-    /// The lifespan state; each request's scope gets a shallow copy.
-    var state: PyObjectPointer!
-    private(set) var scope: ASGIScopeBuilder!
-    let messages = ASGIMessages()
+    /// The Python objects of the loop thread, made by it and touched only by it, with the GIL.
+    final class LoopObjects: @unchecked Sendable {
+        let loop: PyRef
+        let createFuture: PyRef
+        let tasks: ASGITaskRuntime
+        /// A future already done (result None): what `send` returns when nothing has to wait.
+        let done: PyRef
+        /// The lifespan state; each request's scope gets a shallow copy.
+        let state: PyRef
+        /// `flush()`: this turn's responses to the I/O thread (scheduled with call_soon).
+        let flush: PyRef
+        /// `log(level, text)` for the glue's messages.
+        let log: PyRef
+        let scope: ASGIScopeBuilder
+        let messages: ASGIMessages
 
-    /// The one host of this worker process, for the native functions the loop calls.
-    nonisolated(unsafe) static var current: ASGIHost?
+        init(loop: consuming PyRef, done: consuming PyRef, host: ASGIHost, log: consuming PyRef) throws(PythonError) {
+            createFuture = try Python.attribute(loop.pointer, "create_future")
+            tasks = try ASGITaskRuntime(loop: loop.pointer, identityType: host.runtime.glue.function(host.runtime.glue.asgi, "RequestTask"))
+            state = try PyRef.checked(PyDict_New())
+            flush = ASGIHost.flushNative.bind(to: host)
+            scope = try ASGIScopeBuilder(rootPath: host.config.rootPath, headerMap: host.config.headerMap, requestIDHeader: host.config.requestIDHeader)
+            messages = try ASGIMessages()
+            self.loop = loop
+            self.done = done
+            self.log = log
+        }
+    }
+
+    private var objects: LoopObjects!
+    var messages: ASGIMessages { objects.messages }
+    var done: PyRef { _read { yield objects.done } }
+    /// Where the glue's messages go (lifespan shutdown problems).
+    private lazy var glueLog = LogSink { [logger] level, text in
+        switch level {
+        case ...1: logger.info("\(text)")
+        case 2: logger.warning("\(text)")
+        default: logger.error("\(text)")
+        }
+    }
+
+    static let wakeUpNative = NativeFunction<ASGIHost>("wakeup", "wakeup(): the loop's reader on the ASGI wake-up pipe") { capsule, args, count in
+        NativeFunctions.run(capsule, args, count, as: ASGIHost.self) { host, _ throws(PythonError) in
+            host.wakeUp()
+            return .noneObject
+        }
+    }
+    static let flushNative = NativeFunction<ASGIHost>("flush", "flush(): this turn's responses to the I/O thread") { capsule, args, count in
+        NativeFunctions.run(capsule, args, count, as: ASGIHost.self) { host, _ throws(PythonError) in
+            host.flushOutbox()
+            return .noneObject
+        }
+    }
+    static let tickNative = NativeFunction<ASGIHost>("tick", "tick(): the event loop is alive") { capsule, args, count in
+        NativeFunctions.run(capsule, args, count, as: ASGIHost.self) { host, _ throws(PythonError) in
+            host.tick()
+            return .noneObject
+        }
+    }
 
     public init(runtime: PythonRuntime, config: ServerConfig, logger: Logger, accessLog: AccessLogWriter?) {
         self.runtime = runtime
@@ -78,7 +123,6 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         }
         wakeRead = fds[0]
         wakeWrite = fds[1]
-        ASGIHost.current = self
     }
 
     public var interfaceName: String { "asgi" }
@@ -125,69 +169,57 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
 
     private func runLoop() {
         // This thread holds the GIL from here on, except while the loop waits in its selector.
-        _ = PyGILState_Ensure()
+        var python = PythonThreadState()
+        python.enter()
+        defer { python.leave() }
         let result = prepareLoop()
         lifecycle.withLock {
             startup = result
             lifecycle.broadcast()
         }
-        guard case .success = result else {
-            _ = PyEval_SaveThread()
-            return
-        }
-        if let value = callMethod(loop, "run_forever") { Py_DecRef(value) } else {
-            logger.error("the ASGI event loop failed: \(PythonRuntime.takeErrorText() ?? "?")")
+        guard case .success = result else { return }
+        if (try? Python.callMethod(objects.loop.pointer, "run_forever")) == nil {
+            logger.error("the ASGI event loop failed: \(PythonError.fetchText() ?? "?")")
         }
         lifecycle.withLock {
             loopStopped = true
             lifecycle.broadcast()
         }
-        _ = PyEval_SaveThread()
     }
 
     /// Makes the loop and runs the lifespan startup (with the GIL, on the loop thread).
     private func prepareLoop() -> Result<String, AppLoadError> {
-        let namespace = runtime.namespace
-        func call(_ name: String, _ args: [PyObjectPointer]) -> PyObjectPointer? {
-            let function = PyDict_GetItemString(namespace, name)!
-            return args.withUnsafeBufferPointer { buffer in
-                buffer.withMemoryRebound(to: PyObjectPointer?.self) { PyObject_Vectorcall(function, $0.baseAddress, args.count, nil) }
-            }
+        let glue = runtime.glue
+        let loopName: String
+        do {
+            let kind = try Python.str(config.loop.rawValue), fd = try Python.int(Int(wakeRead))
+            let wakeUp = Self.wakeUpNative.bind(to: self), tick = Self.tickNative.bind(to: self)
+            let made = try Python.call(glue.function(glue.asgi, "asgi_new_loop"), arguments: [kind.pointer, fd.pointer, wakeUp.pointer, tick.pointer])
+            guard PyTuple_Size(made.pointer) == 3, let loop = PyTuple_GetItem(made.pointer, 0), let name = PyTuple_GetItem(made.pointer, 1),
+                  let done = PyTuple_GetItem(made.pointer, 2) else { throw PythonError.typeError("asgi_new_loop returned no (loop, name, done)") }
+            loopName = try Python.string(name)
+            objects = try LoopObjects(loop: PyRef(retaining: loop), done: PyRef(retaining: done), host: self, log: LogSink.leveled.bind(to: glueLog))
+        } catch {
+            return .failure(.importFailed("cannot start the ASGI event loop:\n\(PythonError.fetchText() ?? "?")"))
         }
-        let kind = PyUnicode_FromString(config.loop.rawValue)!
-        let fd = PyLong_FromLong(Int(wakeRead))!
-        defer { Py_DecRef(kind); Py_DecRef(fd) }
-        guard let made = call("asgi_new_loop", [kind, fd]) else {
-            return .failure(.importFailed("cannot start the ASGI event loop:\n\(PythonRuntime.takeErrorText() ?? "?")"))
-        }
-        defer { Py_DecRef(made) }
-        loop = PyTuple_GetItem(made, 0)
-        Py_IncRef(loop)
-        let loopName = String(cString: PyUnicode_AsUTF8(PyTuple_GetItem(made, 1)))
-        doneFuture = PyTuple_GetItem(made, 2)
-        Py_IncRef(doneFuture)
-        flushFunction = PyDict_GetItemString(namespace, "_asgi_flush")
-        createFuture = PyObject_GetAttrString(loop, "create_future")
-        guard let tasks = ASGITaskRuntime(loop: loop, identityType: PyDict_GetItemString(namespace, "RequestTask")) else {
-            return .failure(.importFailed("cannot start the ASGI event loop:\n\(PythonRuntime.takeErrorText() ?? "?")"))
-        }
-        self.tasks = tasks
-        state = PyDict_New()
-        scope = ASGIScopeBuilder(rootPath: config.rootPath, headerMap: config.headerMap, requestIDHeader: config.requestIDHeader)
 
-        let mode = PyUnicode_FromString(config.lifespan.rawValue)!
-        defer { Py_DecRef(mode) }
-        guard let outcome = call("asgi_startup", [loop, runtime.app, mode, state]) else {
-            return .failure(.importFailed("ASGI lifespan startup failed:\n\(PythonRuntime.takeErrorText() ?? "?")"))
+        let outcome: (status: String, text: String)
+        do {
+            let mode = try Python.str(config.lifespan.rawValue)
+            let result = try Python.call(glue.function(glue.asgi, "asgi_startup"),
+                                         arguments: [objects.loop.pointer, runtime.app.pointer, mode.pointer, objects.state.pointer, objects.log.pointer])
+            guard PyTuple_Size(result.pointer) == 2, let status = PyTuple_GetItem(result.pointer, 0), let text = PyTuple_GetItem(result.pointer, 1) else {
+                throw PythonError.typeError("asgi_startup returned no (status, text)")
+            }
+            outcome = (try Python.string(status), Python.displayString(text))
+        } catch {
+            return .failure(.importFailed("ASGI lifespan startup failed:\n\(PythonError.fetchText() ?? "?")"))
         }
-        defer { Py_DecRef(outcome) }
-        let status = String(cString: PyUnicode_AsUTF8(PyTuple_GetItem(outcome, 0)))
-        let text = String(cString: PyUnicode_AsUTF8(PyTuple_GetItem(outcome, 1)))
-        switch status {
+        switch outcome.status {
         case "failed":
-            return .failure(.startupFailed("ASGI lifespan startup failed: \(text)"))
+            return .failure(.startupFailed("ASGI lifespan startup failed: \(outcome.text)"))
         case "unsupported":
-            logger.info("ASGI 'lifespan' protocol appears unsupported (the app raised at lifespan.startup):\n\(text)")
+            logger.info("ASGI 'lifespan' protocol appears unsupported (the app raised at lifespan.startup):\n\(outcome.text)")
         case "ok":
             logger.info("ASGI lifespan startup complete")
         default:
@@ -257,14 +289,12 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
             case .webSocketClosed(let socket, let code, let reason): socket.closed(code: code, reason: reason)
             case .webSocketDrained(let socket): socket.drained()
             case .shutdown(let timeout):
-                let function = PyDict_GetItemString(runtime.namespace, "asgi_shutdown")!
-                let seconds = PyLong_FromLong(timeout)!
-                var args: (PyObjectPointer?, PyObjectPointer?) = (loop, seconds)
-                let result = withUnsafePointer(to: &args) {
-                    $0.withMemoryRebound(to: PyObjectPointer?.self, capacity: 2) { PyObject_Vectorcall(function, $0, 2, nil) }
+                do {
+                    let seconds = try Python.int(timeout)
+                    _ = try Python.call(runtime.glue.function(runtime.glue.asgi, "asgi_shutdown"), objects.loop.pointer, seconds.pointer, objects.log.pointer)
+                } catch {
+                    logger.error("ASGI shutdown: \(PythonError.fetchText() ?? "?")")
                 }
-                Py_DecRef(seconds)
-                if let result { Py_DecRef(result) } else { logger.error("ASGI shutdown: \(PythonRuntime.takeErrorText() ?? "?")") }
             }
         }
     }
@@ -275,7 +305,7 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         let (write, mustWait) = try exchange.prepare(buffer, end: end, close: close)
         if outbox.isEmpty {
             outboxLoop = exchange.eventLoop
-            if let result = PyObject_CallOneArg(tasks.callSoon, flushFunction) { Py_DecRef(result) } else {
+            if (try? Python.call(objects.tasks.callSoon.pointer, objects.flush.pointer)) == nil {
                 PyErr_Clear()
                 HTTPExchange.submit([write], on: exchange.eventLoop)
                 return mustWait
@@ -297,79 +327,80 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     }
 
     private func start(_ request: ASGIRequest) {
-        let task = startTask(exchange: request.exchange, scope: { scope.build($0, state: state) }, callables: request.makeCallables,
-                             finished: request.done)
+        let task = startTask(exchange: request.exchange, scope: { (info) throws(PythonError) -> PyRef in try objects.scope.build(info, state: objects.state.pointer) },
+                             callables: request.makeCallables, finished: request.done)
         // A coroutine that ended in its first step has called `done` already: keeping its task now
         // would be a cycle (task -> done -> request -> task) that nothing breaks.
         if !request.isFinished { request.task = task }
     }
 
     private func start(_ socket: ASGIWebSocket) {
-        _ = startTask(exchange: socket.exchange, scope: { scope.buildWebSocket($0, state: state) }, callables: socket.makeCallables,
-                      finished: socket.done)
+        _ = startTask(exchange: socket.exchange, scope: { (info) throws(PythonError) -> PyRef in try objects.scope.buildWebSocket(info, state: objects.state.pointer) },
+                      callables: socket.makeCallables, finished: socket.done)
     }
 
     /// Calls `app(scope, receive, send)` and runs the first step of the coroutine at once (ASGITask),
     /// unless the client has gone already. `finished` learns how the app's call ended. Returns the
     /// task while it still runs.
-    private func startTask(exchange: HTTPExchange, scope makeScope: (RequestInfo) -> PyObjectPointer?,
-                           callables makeCallables: () -> ASGICallables.Set, finished: @escaping (PyObjectPointer?) -> Void) -> ASGITask? {
+    private func startTask(exchange: HTTPExchange, scope makeScope: (RequestInfo) throws(PythonError) -> PyRef,
+                           callables makeCallables: () -> ASGICallables, finished: @escaping (PyObjectPointer?) -> Void) -> ASGITask? {
         if exchange.isAborted { return nil }
-        guard let scope = makeScope(exchange.request) else {
-            logger.error("cannot build the ASGI scope: \(PythonRuntime.takeErrorText() ?? "?")")
+        let scope: PyRef
+        do {
+            scope = try makeScope(exchange.request)
+        } catch {
+            logger.error("cannot build the ASGI scope: \(PythonError.fetchText() ?? "?")")
             exchange.abortConnection()
             return nil
         }
-        let callables = makeCallables()
-        var args: (PyObjectPointer?, PyObjectPointer?, PyObjectPointer?) = (scope, callables.receive, callables.send)
-        let awaitable = withUnsafePointer(to: &args) {
-            $0.withMemoryRebound(to: PyObjectPointer?.self, capacity: 3) { PyObject_Vectorcall(runtime.app, $0, 3, nil) }
-        }
-        Py_DecRef(scope)
-        Py_DecRef(callables.receive)
-        Py_DecRef(callables.send)
-        guard let coroutine = awaitable.flatMap(Self.awaitableIterator), let task = ASGITask(runtime: tasks, coroutine: coroutine, finished: finished) else {
-            let error = PythonRuntime.fetchException()
-            finished(error)
-            if let error { Py_DecRef(error) }
+        let task: ASGITask
+        do {
+            let callables = makeCallables()
+            let awaitable = try Python.call(runtime.app.pointer, scope.pointer, callables.receive.pointer, callables.send.pointer)
+            _ = consume scope
+            task = try ASGITask(runtime: objects.tasks, coroutine: try Self.awaitableIterator(awaitable), finished: finished)
+        } catch {
+            let error = PythonError.fetch()
+            finished(error.pointer)
             return nil
         }
         task.start()
         return task
     }
 
-    /// What `await awaitable` iterates (stolen; a new reference): a coroutine itself, or what its
-    /// `__await__` returns. Nil with TypeError set for an object that cannot be awaited.
-    private static func awaitableIterator(_ awaitable: PyObjectPointer) -> PyObjectPointer? {
-        if appserver_is_coroutine(awaitable) != 0 { return awaitable }
-        defer { Py_DecRef(awaitable) }
-        if let method = PyObject_GetAttrString(awaitable, "__await__") {
-            defer { Py_DecRef(method) }
-            return PyObject_CallNoArgs(method)
+    /// What `await awaitable` iterates: a coroutine itself, or what its `__await__` returns; a
+    /// TypeError for an object that cannot be awaited.
+    private static func awaitableIterator(_ awaitable: consuming PyRef) throws(PythonError) -> PyRef {
+        if appserver_is_coroutine(awaitable.pointer) != 0 { return awaitable }
+        guard let method = try? Python.attribute(awaitable.pointer, "__await__") else {
+            PyErr_Clear()
+            throw PythonError.typeError("the ASGI app returned \(Python.repr(awaitable.pointer)), which cannot be awaited")
         }
-        PyErr_Clear()
-        PyErr_SetString(appserver_exc_type_error(), "the ASGI app returned \(PythonRuntime.repr(awaitable)), which cannot be awaited")
-        return nil
+        return try Python.call(method.pointer)
     }
 
     /// A new pending future of the loop.
-    func newFuture() -> PyObjectPointer? {
-        PyObject_CallNoArgs(createFuture)
+    func newFuture() throws(PythonError) -> PyRef {
+        try Python.call(objects.createFuture.pointer)
     }
 
-    /// A future already done with `value` (stolen).
-    func doneFuture(with value: PyObjectPointer) -> PyObjectPointer? {
-        guard let future = newFuture() else { Py_DecRef(value); return nil }
-        resolve(future, with: value)
+    /// A future already done with `value`.
+    func doneFuture(with value: borrowing PyRef) throws(PythonError) -> PyRef {
+        let future = try newFuture()
+        resolve(future.pointer, with: value.pointer)
         return future
     }
 
-    /// `future.set_result(value)` (value stolen); a future cancelled meanwhile is left alone.
+    /// `future.set_result(value)`; a future cancelled meanwhile is left alone.
     func resolve(_ future: PyObjectPointer, with value: PyObjectPointer) {
-        defer { Py_DecRef(value) }
-        guard let setResult = PyObject_GetAttrString(future, "set_result") else { PyErr_Clear(); return }
-        defer { Py_DecRef(setResult) }
-        if let result = PyObject_CallOneArg(setResult, value) { Py_DecRef(result) } else { PyErr_Clear() }
+        if (try? Python.callMethod(future, objects.tasks.names.setResult.pointer, value)) == nil { PyErr_Clear() }
+    }
+
+    /// `future.set_exception(...)` with the current exception (which this takes): the awaiting
+    /// coroutine gets it raised.
+    func fail(_ future: PyObjectPointer) {
+        guard let exception = PythonError.fetch() else { return }
+        if (try? Python.callMethod(future, objects.tasks.names.setException.pointer, exception.pointer)) == nil { PyErr_Clear() }
     }
 }
 
@@ -392,10 +423,9 @@ extension PythonRuntime {
     /// Call on the thread that holds the GIL after start-up.
     public func makeHost(config: ServerConfig, logger: Logger, accessLog: AccessLogWriter?) -> any AppHost {
         var asgi = config.interface == .asgi
-        if config.interface == .auto, let check = PyDict_GetItemString(namespace, "is_asgi") {
-            if let result = PyObject_CallOneArg(check, app) {
-                asgi = result == appserver_true()
-                Py_DecRef(result)
+        if config.interface == .auto {
+            if let result = try? Python.call(glue.function(glue.runtime, "is_asgi"), app.pointer) {
+                asgi = result.pointer == appserver_true()
             } else {
                 PyErr_Clear()
             }

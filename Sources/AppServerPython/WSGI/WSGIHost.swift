@@ -17,13 +17,14 @@ enum WorkItem {
 /// take more: the iterator goes on where it stopped.
 final class ResponseContinuation {
     let request: ActiveRequest
-    let result: PyObjectPointer      // owned: the app's body iterable
-    let iterator: PyObjectPointer    // owned
+    /// The app's body iterable and its iterator, taken (with the GIL) by the app thread that goes on.
+    var result: PyRef?
+    var iterator: PyRef?
 
-    init(request: ActiveRequest, result: PyObjectPointer, iterator: PyObjectPointer) {
+    init(request: ActiveRequest, result: consuming PyRef, iterator: consuming PyRef) {
         self.request = request
-        self.result = result
-        self.iterator = iterator
+        self.result = .some(consume result)
+        self.iterator = .some(consume iterator)
     }
 }
 
@@ -61,9 +62,13 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         self.sendfile = config.sendfile
         self.maxRunning = config.threads
         // Needs the GIL: built while the starting thread still holds it.
-        self.environConstants = EnvironConstants(namespace: runtime.namespace, multithread: config.threads > 1,
-                                                 multiprocess: config.workers > 1, headerMap: config.headerMap,
-                                                 requestIDHeader: config.requestIDHeader)
+        do {
+            self.environConstants = try EnvironConstants(glue: runtime.glue, errors: runtime.wsgiErrors, multithread: config.threads > 1,
+                                                         multiprocess: config.workers > 1, headerMap: config.headerMap,
+                                                         requestIDHeader: config.requestIDHeader)
+        } catch {
+            fatalError("cannot make the WSGI environ's constants: \(PythonError.fetchText() ?? "?")")
+        }
         for index in 0..<config.threads {
             threads.append(WSGIThread(host: self, index: index))
         }

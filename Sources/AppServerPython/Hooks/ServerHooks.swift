@@ -25,71 +25,70 @@ public enum ServerHooks {
 
     /// Whether the config file defines the hook.
     public static func has(_ name: String) -> Bool {
-        guard let hooks = PythonInterpreter.hooksFunction("HOOKS") else { return false }
-        return PyDict_GetItemString(hooks, name) != nil
+        guard let glue = PythonInterpreter.glue else { return false }
+        return PyDict_GetItemString(glue.function(glue.hooks, "HOOKS"), name) != nil
     }
 
     /// Gives `server.cfg` / `worker.cfg` the settings of `config` (Gunicorn's names and Python values).
     /// Needs the GIL.
     public static func setConfig(_ config: ServerConfig) {
-        guard let set = PythonInterpreter.hooksFunction("set_config") else { return }
+        guard let glue = PythonInterpreter.glue else { return }
         var values: [String: ConfigValue] = [:]
         for row in SettingsTable.rows { values[row.name] = row.render(config) ?? .null }
         values["worker_class"] = .string(config.workerClass ?? (config.interface == .asgi ? "uvicorn.workers.UvicornWorker" : config.threads > 1 ? "gthread" : "sync"))
-        let text = PyUnicode_FromString(taggedJSON(tableOf: .table(values)))
-        if let result = PyObject_CallOneArg(set, text) { Py_DecRef(result) } else { PyErr_Clear() }
-        Py_DecRef(text)
+        do {
+            let text = try Python.str(taggedJSON(tableOf: .table(values)))
+            _ = try Python.call(glue.function(glue.hooks, "set_config"), text.pointer)
+        } catch {
+            PyErr_Clear()
+        }
     }
 
     /// Makes this worker process's `worker` object (pre_request and post_request get it too).
     public static func introduceWorker(age: Int) {
-        if let object = makeObject(.thisWorker(age: age, booted: false)) { Py_DecRef(object) } else { PyErr_Clear() }
+        if (try? makeObject(.thisWorker(age: age, booted: false))) == nil { PyErr_Clear() }
     }
 
     /// Runs `body` holding the GIL, from any thread of a worker.
     public static func withGIL<T>(_ body: () -> T) -> T {
-        let state = PyGILState_Ensure()
-        defer { PyGILState_Release(state) }
-        return body()
+        GIL.with(body)
     }
 
     /// Runs a hook if the config file defines it; returns the traceback when it raised (logged too).
     @discardableResult
     public static func call(_ name: String, _ arguments: [Argument]) -> String? {
-        guard has(name), let call = PythonInterpreter.hooksFunction("call_hook") else { return nil }
-        var args: [PyObjectPointer?] = [PyUnicode_FromString(name)]
-        for argument in arguments { args.append(makeObject(argument)) }
-        defer { args.forEach { Py_DecRef($0) } }
-        if args.contains(where: { $0 == nil }) {
-            let text = PythonRuntime.takeErrorText() ?? "cannot make the hook's arguments"
+        guard has(name), let glue = PythonInterpreter.glue else { return nil }
+        do {
+            let args = try Python.tuple(count: arguments.count + 1) { (index) throws(PythonError) -> PyRef in
+                index == 0 ? try Python.str(name) : try makeObject(arguments[index - 1])
+            }
+            _ = try Python.call(glue.function(glue.hooks, "call_hook"), tuple: args.pointer)
+            return nil
+        } catch {
+            let text = PythonError.fetchText() ?? "unknown error"
             logger.error("Exception in \(name) hook:\n\(text)")
             return text
         }
-        guard let result = args.withUnsafeBufferPointer({ PyObject_Vectorcall(call, $0.baseAddress, args.count, nil) }) else {
-            let text = PythonRuntime.takeErrorText() ?? "unknown error"
-            logger.error("Exception in \(name) hook:\n\(text)")
-            return text
-        }
-        Py_DecRef(result)
-        return nil
     }
 
-    private static func makeObject(_ argument: Argument) -> PyObjectPointer? {
-        func construct(_ name: String, _ values: [PyObjectPointer?]) -> PyObjectPointer? {
-            defer { values.forEach { Py_DecRef($0) } }
-            guard let type = PythonInterpreter.hooksFunction(name) else { return nil }
-            return values.withUnsafeBufferPointer { PyObject_Vectorcall(type, $0.baseAddress, values.count, nil) }
-        }
+    private static func makeObject(_ argument: Argument) throws(PythonError) -> PyRef {
+        guard let glue = PythonInterpreter.glue else { throw PythonError.runtimeError("Python is not running") }
+        func int(_ value: Int) throws(PythonError) -> PyRef { try Python.int(value) }
         switch argument {
         case .server(let pid, let workers):
-            return construct("Server", [PyLong_FromLong(Int(pid)), PyLong_FromLong(workers)])
+            let pid = try int(Int(pid)), workers = try int(workers)
+            return try Python.call(glue.function(glue.hooks, "Server"), pid.pointer, workers.pointer)
         case .worker(let pid, let age, let alive, let booted):
-            return construct("Worker", [pid.map { PyLong_FromLong(Int($0)) } ?? retained(appserver_none()), PyLong_FromLong(Int(getpid())),
-                                        PyLong_FromLong(age), PyBool_FromLong(alive ? 1 : 0), PyBool_FromLong(booted ? 1 : 0)])
+            let pid = try pid.map { (pid) throws(PythonError) -> PyRef in try int(Int(pid)) } ?? PyRef.noneObject
+            let parent = try int(Int(getpid())), age = try int(age)
+            let alive = PyRef.bool(alive), booted = PyRef.bool(booted)
+            return try Python.call(glue.function(glue.hooks, "Worker"),
+                                   arguments: [pid.pointer, parent.pointer, age.pointer, alive.pointer, booted.pointer])
         case .thisWorker(let age, let booted):
-            return construct("this_worker", [PyLong_FromLong(age), PyBool_FromLong(booted ? 1 : 0)])
+            let age = try int(age), booted = PyRef.bool(booted)
+            return try Python.call(glue.function(glue.hooks, "this_worker"), age.pointer, booted.pointer)
         case .integer(let value):
-            return PyLong_FromLong(value)
+            return try int(value)
         }
     }
 
@@ -120,30 +119,20 @@ public enum PythonConfigFile {
         if !path.hasPrefix("python:") && !FileManager.default.isReadableFile(atPath: path) {
             throw ConfigError.configFile(path: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot be read (permission denied)" : "cannot be read (no such file)")
         }
-        ArbiterPython.hold()
-        defer { ArbiterPython.release() }
         do {
-            _ = try PythonInterpreter.start(virtualenv: virtualenv)
+            try ArbiterPython.startHolding(virtualenv: virtualenv)
         } catch {
             throw ConfigError.configFile(path: path, reason: error.description)
         }
-        guard let read = PythonInterpreter.hooksFunction("read_config") else {
-            throw ConfigError.configFile(path: path, reason: "the server's Python glue is missing")
+        defer { ArbiterPython.release() }
+        let text: String
+        do {
+            text = try runConfigFile(path)
+        } catch {
+            throw ConfigError.configFile(path: path, reason: "failed to run:\n\(PythonError.fetchText() ?? "unknown error")")
         }
-        let keys = PySet_New(nil)!
-        for row in SettingsTable.rows { for key in row.keys { let item = PyUnicode_FromString(key); PySet_Add(keys, item); Py_DecRef(item) } }
-        let hooks = PySet_New(nil)!
-        for name in SettingsTable.hookNames { let item = PyUnicode_FromString(name); PySet_Add(hooks, item); Py_DecRef(item) }
-        let args = [PyUnicode_FromString(path), keys, hooks, PyUnicode_FromString(ServerConfig.hookMarker)]
-        defer { args.forEach { Py_DecRef($0) } }
-        guard let result = args.withUnsafeBufferPointer({ PyObject_Vectorcall(read, $0.baseAddress, args.count, nil) }) else {
-            throw ConfigError.configFile(path: path, reason: "failed to run:\n\(PythonRuntime.takeErrorText() ?? "unknown error")")
-        }
-        defer { Py_DecRef(result) }
-        guard let utf8 = PyUnicode_AsUTF8(result),
-              let object = try? JSONSerialization.jsonObject(with: Data(String(cString: utf8).utf8)) as? [String: Any],
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
               let settings = object["settings"] as? [[Any]], let unknown = object["unknown"] as? [String] else {
-            PyErr_Clear()
             throw ConfigError.configFile(path: path, reason: "its settings could not be read")
         }
         var entries: [(key: String, value: ConfigValue)] = []
@@ -152,6 +141,23 @@ public enum PythonConfigFile {
             entries.append((key, value))
         }
         return ConfigBuilder.PythonFileSettings(settings: entries, unknownNames: unknown)
+    }
+
+    /// `read_config(path, setting keys, hook names, marker)` of the hooks glue: the settings as tagged JSON.
+    private static func runConfigFile(_ path: String) throws(PythonError) -> String {
+        guard let glue = PythonInterpreter.glue else { throw PythonError.runtimeError("Python is not running") }
+        func set(_ names: [String]) throws(PythonError) -> PyRef {
+            let set = try PyRef.checked(PySet_New(nil))
+            for name in names {
+                let item = try Python.str(name)
+                if PySet_Add(set.pointer, item.pointer) != 0 { throw PythonError() }
+            }
+            return set
+        }
+        let location = try Python.str(path), marker = try Python.str(ServerConfig.hookMarker)
+        let keys = try set(SettingsTable.rows.flatMap(\.keys)), hooks = try set(Array(SettingsTable.hookNames))
+        let result = try Python.call(glue.function(glue.hooks, "read_config"), arguments: [location.pointer, keys.pointer, hooks.pointer, marker.pointer])
+        return try Python.string(result.pointer)
     }
 
     static func untag(_ node: Any) -> ConfigValue? {

@@ -1,0 +1,293 @@
+import AppServerHTTP
+import CPython
+import CPythonShim
+import NIOCore
+
+/// One ASGI `http` request: its `receive` and `send` callables (native functions bound to
+/// this object through a capsule) and the state between them. Made on the I/O thread; everything
+/// else happens on the loop thread with the GIL, except the observer calls, which only post events.
+final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
+    unowned let host: ASGIHost
+    let exchange: HTTPExchange
+    private var writer: ResponseWriter
+    private var responseStarted = false
+    private var responseComplete = false
+    private var bodyComplete = false
+    private var disconnected = false
+    private var finished = false
+    /// The app's coroutine until it ends (`done` lets it go; not weak: a weak reference costs an
+    /// allocation per request).
+    var task: ASGITask?
+    var isFinished: Bool { finished }
+    /// The future of a `receive()` that waits for body bytes or the client leaving.
+    private var pendingReceive: PyRef?
+    /// The future of a `send()` that waits for the socket to drain.
+    private var pendingSend: PyRef?
+
+    init(host: ASGIHost, exchange: HTTPExchange) {
+        self.host = host
+        self.exchange = exchange
+        self.writer = ResponseWriter(request: exchange.request, allocator: exchange.allocator, drain: exchange.serverIsDraining)
+    }
+
+    // MARK: ExchangeObserver (I/O thread)
+
+    func exchangeDrained() { host.post(.drained(self), from: exchange.eventLoop) }
+    func exchangeAborted() { host.post(.aborted(self), from: exchange.eventLoop) }
+
+    // MARK: callables
+
+    /// `receive` and `send`, which keep this request alive.
+    func makeCallables() -> ASGICallables {
+        ASGICallables(bound: self, receive: Self.receiveNative, send: Self.sendNative)
+    }
+
+    static let receiveNative = NativeFunction<ASGIRequest>("receive", "receive(): the next ASGI event of this request") { capsule, args, count in
+        NativeFunctions.run(capsule, args, count, as: ASGIRequest.self) { request, _ throws(PythonError) in try request.receive() }
+    }
+    static let sendNative = NativeFunction<ASGIRequest>("send", "send(message): an ASGI message for this request") { capsule, args, count in
+        NativeFunctions.run(capsule, args, count, as: ASGIRequest.self) { request, arguments throws(PythonError) in
+            try arguments.expect(1...1, "send() takes one message")
+            return try request.send(arguments[0])
+        }
+    }
+
+    // MARK: receive
+
+    func receive() throws(PythonError) -> PyRef {
+        if pendingReceive != nil { throw PythonError.runtimeError("receive() called again before the previous call returned") }
+        if let message = try nextMessage() { return try host.doneFuture(with: message) }
+        let future = try host.newFuture()
+        pendingReceive = future.copy()
+        return future
+    }
+
+    /// The next message if one is ready; nil when `receive` has to wait (a body read is then armed).
+    private func nextMessage() throws(PythonError) -> PyRef? {
+        if disconnected || responseComplete { return try host.messages.disconnect() }
+        if bodyComplete { return nil }   // waits for the client to leave or the response to end
+        let poll = exchange.body.poll(max: 1 << 20, allocator: exchange.allocator) { [weak self] in
+            guard let self else { return }
+            self.host.post(.bodyReadable(self), from: self.exchange.eventLoop)
+        }
+        switch poll {
+        case .data(let buffer, let more):
+            bodyComplete = !more
+            let body = buffer.readableBytes == 0 ? host.messages.emptyBytes.copy()
+                : try Python.bytes(buffer)
+            return try host.messages.request(body: body, more: more)
+        case .pending:
+            return nil
+        case .failed(.tooLarge(let limit)):
+            host.logger.info("request body over the limit (\(limit) bytes): \(exchange.request.method) \(exchange.request.uri)")
+            if !responseStarted { sendServerError("413 Request Entity Too Large") }
+            disconnected = true
+            return try host.messages.disconnect()
+        case .failed(.malformed(let reason)):
+            host.logger.debug("malformed request body (\(reason)): \(exchange.request.method) \(exchange.request.uri)")
+            if !responseStarted { sendServerError("400 Bad Request") }
+            disconnected = true
+            return try host.messages.disconnect()
+        case .failed:
+            disconnected = true
+            return try host.messages.disconnect()
+        }
+    }
+
+    /// Body bytes arrived (or the end, or a failure) while `receive` waited.
+    func bodyReadable() {
+        guard pendingReceive != nil else { return }
+        do {
+            guard let message = try nextMessage() else { return }
+            if let future = pendingReceive.take() { host.resolve(future.pointer, with: message.pointer) }
+        } catch {
+            // Making the message failed (no memory): the app's receive() raises it.
+            if let future = pendingReceive.take() { host.fail(future.pointer) }
+        }
+    }
+
+    // MARK: send
+
+    func send(_ message: PyObjectPointer) throws(PythonError) -> PyRef {
+        guard appserver_is_dict(message) != 0 else { throw PythonError.typeError("send() takes an ASGI message dict") }
+        guard let type = Python.item(message, host.messages.type.pointer) else { throw PythonError.valueError("an ASGI message needs a 'type'") }
+        switch try Python.string(type) {
+        case "http.response.start":
+            if responseStarted { throw PythonError.runtimeError("http.response.start sent twice") }
+            try startResponse(message)
+            return host.done.copy()
+        case "http.response.body":
+            guard responseStarted else { throw PythonError.runtimeError("http.response.body sent before http.response.start") }
+            if responseComplete {
+                if disconnected { return host.done.copy() }
+                throw PythonError.runtimeError("http.response.body sent after the response was complete")
+            }
+            return try sendBody(message)
+        case "http.response.trailers":
+            return host.done.copy()   // trailers are not sent (HTTP/1.1 clients rarely ask for them)
+        case let other:
+            throw PythonError.valueError("unexpected ASGI message type '\(other)' for an http scope")
+        }
+    }
+
+    private func startResponse(_ message: PyObjectPointer) throws(PythonError) {
+        guard let statusObject = Python.item(message, host.messages.status.pointer) else {
+            throw PythonError.valueError("http.response.start needs a 'status'")
+        }
+        let code = try Python.int(statusObject)
+        guard host.messages.statusLine(code).withUnsafeBytes({ (try? writer.begin(status: $0)) != nil }) else {
+            throw PythonError.valueError("invalid response status \(code)")
+        }
+        if let headers = Python.item(message, host.messages.headers.pointer) { try addHeaders(headers) }
+        responseStarted = true
+    }
+
+    private func addHeaders(_ headers: PyObjectPointer) throws(PythonError) {
+        let sequence = try PyRef.checked(PySequence_Fast(headers, "the response headers must be a list of [name, value] pairs"))
+        for index in 0..<appserver_sequence_fast_size(sequence.pointer) {
+            let pair = appserver_sequence_fast_item(sequence.pointer, index)!
+            guard PySequence_Size(pair) == 2 else {
+                PyErr_Clear()
+                throw PythonError.valueError("each response header must be a [name, value] pair of bytes")
+            }
+            let name = try PyRef.checked(PySequence_GetItem(pair, 0)), value = try PyRef.checked(PySequence_GetItem(pair, 1))
+            var nameLength = 0, valueLength = 0
+            guard let nameBytes = appserver_bytes_view(name.pointer, &nameLength), let valueBytes = appserver_bytes_view(value.pointer, &valueLength) else {
+                throw PythonError.typeError("response header names and values must be bytes")
+            }
+            let nameBuffer = UnsafeRawBufferPointer(start: nameBytes, count: nameLength)
+            if (try? writer.addHeader(name: nameBuffer, value: UnsafeRawBufferPointer(start: valueBytes, count: valueLength))) == nil {
+                throw PythonError.valueError("invalid response header \(String(decoding: nameBuffer, as: UTF8.self))")
+            }
+        }
+    }
+
+    private func sendBody(_ message: PyObjectPointer) throws(PythonError) -> PyRef {
+        var length = 0
+        var body: UnsafePointer<CChar>?
+        if let object = Python.item(message, host.messages.body.pointer) {
+            body = appserver_bytes_view(object, &length)
+            if body == nil {
+                var view = Py_buffer()
+                guard PyObject_GetBuffer(object, &view, PyBUF_SIMPLE) == 0 else { throw PythonError() }
+                defer { PyBuffer_Release(&view) }
+                return try sendBody(UnsafeRawBufferPointer(start: view.buf, count: view.len), more: moreBody(message))
+            }
+        }
+        return try sendBody(UnsafeRawBufferPointer(start: body, count: length), more: moreBody(message))
+    }
+
+    private func moreBody(_ message: PyObjectPointer) -> Bool {
+        guard let more = Python.item(message, host.messages.moreBody.pointer) else { return false }
+        return PyObject_IsTrue(more) == 1
+    }
+
+    private func sendBody(_ chunk: UnsafeRawBufferPointer, more: Bool) throws(PythonError) -> PyRef {
+        var buffer: ByteBuffer
+        if !writer.headSent {
+            buffer = writer.finishHead(knownLength: more ? nil : Int64(chunk.count))
+        } else {
+            buffer = exchange.allocator.buffer(capacity: chunk.count + 16)
+        }
+        writer.appendBody(chunk, to: &buffer)
+        if !more {
+            writer.finishBody(into: &buffer)
+            completeResponse()
+        }
+        if disconnected { return host.done.copy() }
+        let mustWait: Bool
+        do {
+            mustWait = try host.queueWrite(exchange, buffer, end: !more, close: writer.closeConnection)
+        } catch {
+            disconnected = true
+            return host.done.copy()
+        }
+        if mustWait && more {
+            let future = try host.newFuture()
+            pendingSend = future.copy()
+            return future
+        }
+        return host.done.copy()
+    }
+
+    /// The response is whole: a `receive` waiting for the client's departure gets `http.disconnect`
+    /// (as with Uvicorn), and the access log gets its line.
+    private func completeResponse() {
+        responseComplete = true
+        writeAccessLog()
+        if let future = pendingReceive.take() {
+            if let message = try? host.messages.disconnect() { host.resolve(future.pointer, with: message.pointer) } else { host.fail(future.pointer) }
+        }
+    }
+
+    func drained() {
+        guard let future = pendingSend.take() else { return }
+        host.resolve(future.pointer, with: appserver_none())
+    }
+
+    func aborted() {
+        disconnected = true
+        bodyReadable()   // a waiting receive() gets http.disconnect
+        drained()        // a waiting send() returns; what the app sends from now on is dropped
+        // Answered 504 after `timeout`: the coroutine is cancelled, as asyncio.timeout would.
+        if exchange.timedOut { task?.cancel(message: "appserver: the request ran past the timeout") }
+    }
+
+    // MARK: the end of the app's call
+
+    /// The app's coroutine returned (`raised` nil) or raised.
+    func done(_ raised: PyObjectPointer?) {
+        guard !finished else { return }
+        finished = true
+        task = nil
+        let uri = exchange.request.uri
+        if let raised {
+            if !disconnected {
+                WorkerMetrics.current?.appException()
+                host.logger.error("Exception in ASGI application (\(exchange.request.method) \(uri))\n\(Python.format(exception: raised))",
+                                  metadata: exchange.request.logMetadata)
+            }
+        } else if !responseComplete && !disconnected {
+            host.logger.error("ASGI callable returned without \(responseStarted ? "completing" : "starting") the response (\(exchange.request.method) \(uri))")
+        }
+        if !responseComplete {
+            if writer.headSent || disconnected {
+                responseComplete = true
+                host.flushOutbox()   // what the app sent goes out before the connection closes
+                exchange.abortConnection()
+            } else {
+                sendServerError("500 Internal Server Error")
+            }
+        }
+        pendingReceive = nil
+        pendingSend = nil
+    }
+
+    private func sendServerError(_ status: String) {
+        let buffer = writer.serverError(status: status)
+        responseStarted = true
+        completeResponse()
+        _ = try? host.queueWrite(exchange, buffer, end: true, close: true)
+    }
+
+    private func writeAccessLog() {
+        guard let log = host.accessLog else { return }
+        let record = AccessLogRecord(request: exchange.request, status: writer.statusCode, responseBytes: writer.bodyBytesSent,
+                                     responseHeaders: [], finished: .now())
+        let line = log.formatter.format(record)
+        log.file.write(log.file.isJournal ? "<6>" + line : line)
+    }
+}
+
+/// The `receive` and `send` of one request or websocket: native functions bound to it through one
+/// capsule.
+struct ASGICallables: ~Copyable {
+    let receive: PyRef
+    let send: PyRef
+
+    init<Owner: AnyObject>(bound owner: Owner, receive: NativeFunction<Owner>, send: NativeFunction<Owner>) {
+        let capsule = NativeFunctions.capsule(retaining: owner)
+        self.receive = receive.bind(capsule: capsule.pointer)
+        self.send = send.bind(capsule: capsule.pointer)
+    }
+}

@@ -1,0 +1,242 @@
+import AppServerConfig
+import AppServerHTTP
+import CPython
+import CPythonShim
+import NIOCore
+import NIOHTTP1
+
+/// Interned keys and constant values of ASGI messages, made once per worker (with the GIL).
+final class ASGIMessages: @unchecked Sendable {
+    let type = Python.interned("type")
+    let body = Python.interned("body")
+    let moreBody = Python.interned("more_body")
+    let status = Python.interned("status")
+    let headers = Python.interned("headers")
+    let httpRequest = Python.interned("http.request")
+    let httpDisconnect = Python.interned("http.disconnect")
+    let emptyBytes: PyRef
+    let text = Python.interned("text")
+    let bytes = Python.interned("bytes")
+    let code = Python.interned("code")
+    let reason = Python.interned("reason")
+    let subprotocol = Python.interned("subprotocol")
+    let webSocketConnect = Python.interned("websocket.connect")
+    let webSocketReceive = Python.interned("websocket.receive")
+    let webSocketDisconnect = Python.interned("websocket.disconnect")
+
+    init() throws(PythonError) {
+        emptyBytes = try Python.bytes(UnsafeRawBufferPointer(start: nil, count: 0))
+    }
+
+    /// "200 OK" and the like, by status code (made once per code).
+    private var statusLines: [Int: [UInt8]] = [:]
+
+    func statusLine(_ code: Int) -> [UInt8] {
+        if let line = statusLines[code] { return line }
+        let line = Array("\(code) \(HTTPResponseStatus(statusCode: code).reasonPhrase)".utf8)
+        if statusLines.count < 1000 { statusLines[code] = line }
+        return line
+    }
+
+    /// `{"type": type}`.
+    func simple(_ type: borrowing PyRef) throws(PythonError) -> PyRef {
+        let message = try PyRef.checked(PyDict_New())
+        try Python.setItem(message.pointer, self.type.pointer, type.pointer)
+        return message
+    }
+
+    /// `{"type": "http.request", "body": body, "more_body": more}`.
+    func request(body: borrowing PyRef, more: Bool) throws(PythonError) -> PyRef {
+        let message = try PyRef.checked(PyDict_New())
+        try Python.setItem(message.pointer, type.pointer, httpRequest.pointer)
+        try Python.setItem(message.pointer, self.body.pointer, body.pointer)
+        try Python.setItem(message.pointer, moreBody.pointer, more ? appserver_true() : appserver_false())
+        return message
+    }
+
+    /// `{"type": "http.disconnect"}`.
+    func disconnect() throws(PythonError) -> PyRef {
+        try simple(httpDisconnect)
+    }
+}
+
+/// Builds the `http` scope of a request (ASGI 3, spec version 2.3), with the GIL.
+final class ASGIScopeBuilder: @unchecked Sendable {
+    private let keyType = Python.interned("type"), keyAsgi = Python.interned("asgi"), keyHTTPVersion = Python.interned("http_version")
+    private let keyServer = Python.interned("server"), keyClient = Python.interned("client"), keyScheme = Python.interned("scheme")
+    private let keyMethod = Python.interned("method"), keyRootPath = Python.interned("root_path"), keyPath = Python.interned("path")
+    private let keyRawPath = Python.interned("raw_path"), keyQueryString = Python.interned("query_string")
+    private let keyHeaders = Python.interned("headers"), keyState = Python.interned("state"), keySubprotocols = Python.interned("subprotocols")
+    private let http = Python.interned("http")
+    private let websocket = Python.interned("websocket")
+    private let ws = Python.interned("ws")
+    private let https = Python.interned("https")
+    private let wss = Python.interned("wss")
+    private let headerMap: HeaderMapMode
+    private let version11 = Python.interned("1.1")
+    private let version10 = Python.interned("1.0")
+    private let asgiVersion: PyRef
+    private let rootPath: PyRef
+    private let rootPathBytes: [UInt8]
+    private var methods: [String: PyHandle] = [:]
+    /// Lower-cased header names as bytes objects, by the name as the client spelled it (bounded).
+    private var headerNames: [String: PyHandle?] = [:]
+    private var addressTuples: [SocketAddress: PyHandle] = [:]
+
+    /// The request id's header name, lower case, and as a bytes object, for an id made here.
+    private let requestIDHeader: [UInt8]
+    private let requestIDName: PyHandle?
+
+    init(rootPath: String, headerMap: HeaderMapMode = .drop, requestIDHeader: String = "") throws(PythonError) {
+        self.headerMap = headerMap
+        self.requestIDHeader = Array(requestIDHeader.lowercased().utf8)
+        requestIDName = requestIDHeader.isEmpty ? nil : PyHandle(try Python.bytes(Array(requestIDHeader.lowercased().utf8)))
+        asgiVersion = try PyRef.checked(PyDict_New())
+        try Python.setItem(asgiVersion.pointer, Python.interned("version"), Python.interned("3.0"))
+        try Python.setItem(asgiVersion.pointer, Python.interned("spec_version"), Python.interned("2.3"))
+        self.rootPath = try Python.str(rootPath)
+        self.rootPathBytes = Array(rootPath.utf8)
+        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { methods[method] = PyHandle(Python.interned(method)) }
+    }
+
+    /// The `websocket` scope: as `http`, without `method`, with scheme `ws` and the offered subprotocols.
+    func buildWebSocket(_ request: RequestInfo, state: PyObjectPointer) throws(PythonError) -> PyRef {
+        let scope = try build(request, state: state)
+        try Python.setItem(scope.pointer, keyType.pointer, websocket.pointer)
+        try Python.setItem(scope.pointer, keyScheme.pointer, request.isSecure ? wss.pointer : ws.pointer)
+        if PyDict_DelItem(scope.pointer, keyMethod.pointer) != 0 { throw PythonError() }
+        let offered = WebSocketHandshake.subprotocols(request)
+        let list = try PyRef.checked(PyList_New(offered.count))
+        for (index, name) in offered.enumerated() { PyList_SetItem(list.pointer, index, try Python.str(name).take()) }
+        try Python.setItem(scope.pointer, keySubprotocols.pointer, list.pointer)
+        return scope
+    }
+
+    /// A new `http` scope.
+    func build(_ request: RequestInfo, state: PyObjectPointer) throws(PythonError) -> PyRef {
+        // Sized for its keys at once (a dict re-hashes as it grows past 5 and 10 entries).
+        let scope = try PyRef.checked(_PyDict_NewPresized(16))
+        let dict = scope.pointer
+        func set(_ key: borrowing PyRef, _ value: borrowing PyRef) throws(PythonError) { try Python.setItem(dict, key.pointer, value.pointer) }
+        try set(keyType, http)
+        try set(keyAsgi, try PyRef.checked(PyDict_Copy(asgiVersion.pointer)))
+        try Python.setItem(dict, keyHTTPVersion.pointer, request.version.minor == 0 ? version10.pointer : version11.pointer)
+        try Python.setItem(dict, keyScheme.pointer, request.isSecure ? https.pointer : http.pointer)
+        if let method = methods[request.method] {
+            try Python.setItem(dict, keyMethod.pointer, method.pointer)
+        } else {
+            try set(keyMethod, try Python.str(request.method))
+        }
+        try set(keyRootPath, rootPath)
+
+        try request.head.withTarget { (target) throws(PythonError) in
+            let (path, query) = splitTarget(target)
+            // As Uvicorn: `path` and `raw_path` include the root path; `path` is percent-decoded UTF-8.
+            let pathBytes = path.isEmpty ? [UInt8(ascii: "/")] : Array(target[path])
+            try set(keyRawPath, try Python.bytes(rootPathBytes.isEmpty ? pathBytes : rootPathBytes + pathBytes))
+            let decodedPath = percentDecoded(pathBytes)
+            let decoded = rootPathBytes.isEmpty ? decodedPath : rootPathBytes + decodedPath
+            let text = try PyRef.checked(decoded.withUnsafeBufferPointer {
+                PyUnicode_DecodeUTF8(UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count, "replace")
+            })
+            try set(keyPath, text)
+            try set(keyQueryString, try Python.bytes(UnsafeRawBufferPointer(rebasing: target[query])))
+        }
+
+        try set(keyHeaders, try headerList(request))
+        if let client = request.origin?.client {
+            try set(keyClient, try Python.tuple(try Python.str(client.host), try Python.int(client.port)))
+        } else {
+            try set(keyClient, try address(request.remoteAddress))
+        }
+        if let server = request.origin?.server {
+            try set(keyServer, try Python.tuple(try Python.str(server.host), try Python.int(server.port)))
+        } else {
+            try set(keyServer, try address(request.localAddress))
+        }
+        try set(keyState, try PyRef.checked(PyDict_Copy(state)))
+        return scope
+    }
+
+    /// `[(name, value), ...]` as bytes, names lower case. A request id made here is one more header,
+    /// as if the front end had sent it (it replaces one that was not a plausible id).
+    private func headerList(_ request: RequestInfo) throws(PythonError) -> PyRef {
+        let headers = request.headers
+        let madeID = request.requestIDMade ? request.madeRequestID : nil
+        let capacity = headers.count + (madeID == nil ? 0 : 1)
+        let list = try PyRef.checked(PyList_New(capacity))
+        var index = 0
+        try headers.forEach { (name, value) throws(PythonError) in
+            if madeID != nil && RequestHeaders.equalsLowercased(name, requestIDHeader) { return }
+            // header_map = drop: a name with '_' is left out (frameworks map header names to
+            // CGI-style keys too, where X_User would pass for X-User).
+            guard let nameObject = try headerName(String(decoding: name, as: UTF8.self)) else { return }
+            PyList_SetItem(list.pointer, index, try Python.tuple(nameObject, try Python.bytes(value)).take())
+            index += 1
+        }
+        if let madeID, let requestIDName {
+            var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+            let value = try PyRef.checked(withUnsafeMutableBytes(of: &digits) { raw in
+                RequestID.writeMade(madeID, to: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                return PyBytes_FromStringAndSize(raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count)
+            })
+            PyList_SetItem(list.pointer, index, try Python.tuple(requestIDName.ref.copy(), value).take())
+            index += 1
+        }
+        // Slots left empty (dropped names) go: a list must not hold NULLs.
+        if index < capacity && PyList_SetSlice(list.pointer, index, capacity, nil) != 0 { throw PythonError() }
+        return list
+    }
+
+    /// The lower-cased name as bytes, or nil for a name that header_map drops.
+    private func headerName(_ name: String) throws(PythonError) -> PyRef? {
+        if let known = headerNames[name] {
+            guard let known else { return nil }
+            return known.ref.copy()
+        }
+        if headerMap == .drop && name.utf8.contains(UInt8(ascii: "_")) {
+            if headerNames.count < 256 { headerNames[name] = .some(nil) }
+            return nil
+        }
+        let object = try Python.bytes(Array(name.lowercased().utf8))
+        if headerNames.count < 256 { headerNames[name] = PyHandle(object.copy()) }
+        return object
+    }
+
+    /// `(host, port)` of an IP address; None for a unix socket or nothing known. The tuples are
+    /// kept: a connection's requests, and all requests for the server's own address, share one.
+    private func address(_ address: SocketAddress?) throws(PythonError) -> PyRef {
+        if let address, let known = addressTuples[address] { return known.ref.copy() }
+        guard let address, let host = address.ipAddress, let port = address.port else { return .noneObject }
+        let tuple = try Python.tuple(try Python.str(host), try Python.int(port))
+        if addressTuples.count >= 4096 { addressTuples.removeAll(keepingCapacity: true) }
+        addressTuples[address] = PyHandle(tuple.copy())
+        return tuple
+    }
+}
+
+/// `%XX` sequences decoded; anything malformed is kept as it is (WSGI's PATH_INFO and ASGI's path).
+func percentDecoded(_ input: [UInt8]) -> [UInt8] {
+    guard input.contains(UInt8(ascii: "%")) else { return input }
+    func hex(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+    var out: [UInt8] = []
+    out.reserveCapacity(input.count)
+    var i = 0
+    while i < input.count {
+        if input[i] == UInt8(ascii: "%"), i + 2 < input.count, let high = hex(input[i + 1]), let low = hex(input[i + 2]) {
+            out.append(high << 4 | low)
+            i += 3
+        } else {
+            out.append(input[i])
+            i += 1
+        }
+    }
+    return out
+}

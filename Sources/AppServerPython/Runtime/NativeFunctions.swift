@@ -1,0 +1,124 @@
+import CPython
+import CPythonShim
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Python functions written in Swift. Every one reaches its Swift owner the same way: the function
+/// object is bound to a capsule that retains the owner (an app thread, a request, a task, the host), so
+/// the owner lives as long as Python can call it, and no thread-local or global is consulted.
+///
+/// A function is declared once (`NativeFunction(name, doc) { owner, arguments in ... }`, a static of its
+/// owner's type) and bound per owner with `bind(to:)`. Its body returns a new reference or throws
+/// `PythonError` (the exception is set), which becomes NULL for Python.
+struct NativeFunction<Owner: AnyObject>: @unchecked Sendable {
+    typealias FastCall = @convention(c) (PyObjectPointer?, UnsafePointer<PyObjectPointer?>?, Py_ssize_t) -> PyObjectPointer?
+
+    private let definition: UnsafeMutablePointer<PyMethodDef>
+
+    /// `body` must be a closure literal that captures nothing (it becomes a C function); it gets the
+    /// bound capsule and the arguments, and hands them to `NativeFunctions.run`.
+    init(_ name: String, _ doc: String, _ body: FastCall) {
+        definition = UnsafeMutablePointer<PyMethodDef>.allocate(capacity: 1)   // lives as long as the process
+        definition.initialize(to: PyMethodDef(ml_name: UnsafePointer(strdup(name)), ml_meth: unsafeBitCast(body, to: PyCFunction.self),
+                                              ml_flags: METH_FASTCALL, ml_doc: UnsafePointer(strdup(doc))))
+    }
+
+    /// A function object bound to `owner` (retained by it until Python lets the function go).
+    func bind(to owner: Owner) -> PyRef {
+        let capsule = NativeFunctions.capsule(retaining: owner)
+        return bind(capsule: capsule.pointer)
+    }
+
+    /// Bound to a capsule made once for several functions of one owner.
+    func bind(capsule: PyObjectPointer) -> PyRef {
+        guard let function = PyRef(newReference: PyCFunction_NewEx(definition, capsule, nil)) else {
+            fatalError("cannot make the native function \(String(cString: definition.pointee.ml_name)): out of memory")
+        }
+        return function
+    }
+}
+
+/// The arguments of a native function call (borrowed from the caller).
+struct NativeArguments {
+    let base: UnsafePointer<PyObjectPointer?>?
+    let count: Int
+
+    /// The arguments when there are `range` of them, or a TypeError showing `usage`.
+    func expect(_ range: ClosedRange<Int>, _ usage: String) throws(PythonError) {
+        if !range.contains(count) || (count > 0 && base == nil) { throw PythonError.typeError("\(usage): wrong number of arguments (\(count))") }
+    }
+
+    subscript(index: Int) -> PyObjectPointer {
+        // The caller's array holds no NULLs (vectorcall's contract).
+        base![index]!
+    }
+}
+
+enum NativeFunctions {
+    /// Runs a native function's body for the owner its capsule holds.
+    @inline(__always)
+    static func run<Owner: AnyObject>(_ capsule: PyObjectPointer?, _ args: UnsafePointer<PyObjectPointer?>?, _ count: Py_ssize_t,
+                                      as type: Owner.Type,
+                                      _ body: (Owner, NativeArguments) throws(PythonError) -> PyRef) -> PyObjectPointer? {
+        guard let owner = owner(capsule, as: type) else {
+            PyErr_SetString(appserver_exc_runtime_error(), "a native function of the server lost its owner")
+            return nil
+        }
+        do {
+            return try body(owner, NativeArguments(base: args, count: count)).take()
+        } catch {
+            return nil
+        }
+    }
+
+    /// A capsule that keeps `owner` alive, for binding native functions to it.
+    static func capsule(retaining owner: AnyObject) -> PyRef {
+        let capsule = PyCapsule_New(Unmanaged.passRetained(owner).toOpaque(), nil) { capsule in
+            guard let pointer = PyCapsule_GetPointer(capsule, nil) else { return }
+            Unmanaged<AnyObject>.fromOpaque(pointer).release()
+        }
+        guard let capsule = PyRef(newReference: capsule) else { fatalError("cannot make a capsule: out of memory") }
+        return capsule
+    }
+
+    /// The object a bound function's capsule holds.
+    @inline(__always)
+    static func owner<Owner: AnyObject>(_ capsule: PyObjectPointer?, as type: Owner.Type) -> Owner? {
+        guard let capsule, let pointer = PyCapsule_GetPointer(capsule, nil) else { return nil }
+        return Unmanaged<AnyObject>.fromOpaque(pointer).takeUnretainedValue() as? Owner
+    }
+}
+
+/// Where native functions that report to the server's logs write: `wsgi.errors`, the ASGI glue's
+/// messages, `server.log` of hooks. One object a destination, bound to the functions that use it.
+final class LogSink: @unchecked Sendable {
+    /// Text by level: 0 debug, 1 info, 2 warning, 3 error, 4 critical.
+    var write: @Sendable (Int, String) -> Void
+
+    init(_ write: @escaping @Sendable (Int, String) -> Void) {
+        self.write = write
+    }
+
+    /// `log(level, text)`.
+    static let leveled = NativeFunction<LogSink>("log", "log(level, text): to the server's error log (0 debug ... 4 critical)") { capsule, args, count in
+        NativeFunctions.run(capsule, args, count, as: LogSink.self) { sink, arguments throws(PythonError) in
+            try arguments.expect(2...2, "log(level, text)")
+            let level = try Python.int(arguments[0])
+            sink.write(level, try Python.string(arguments[1]))
+            return .noneObject
+        }
+    }
+
+    /// `write(text)`, at the error level (wsgi.errors).
+    static let text = NativeFunction<LogSink>("write", "write(text): to the server's error log") { capsule, args, count in
+        NativeFunctions.run(capsule, args, count, as: LogSink.self) { sink, arguments throws(PythonError) in
+            try arguments.expect(1...1, "wsgi.errors.write() takes one str")
+            guard appserver_is_str(arguments[0]) != 0 else {
+                throw PythonError.typeError("wsgi.errors.write() takes one str, not \(Python.typeName(arguments[0]))")
+            }
+            sink.write(3, try Python.string(arguments[0]))
+            return .noneObject
+        }
+    }
+}

@@ -1,0 +1,267 @@
+import AppServerConfig
+import AppServerHTTP
+import CPython
+import CPythonShim
+import NIOCore
+
+/// The objects every WSGI environ shares, made once per worker (with the GIL held): interned keys,
+/// constant values, the `wsgi.*` helpers. `build` makes one request's environ from them.
+final class EnvironConstants: @unchecked Sendable {
+    private let keyRequestMethod = Python.interned("REQUEST_METHOD")
+    private let keyScriptName = Python.interned("SCRIPT_NAME")
+    private let keyPathInfo = Python.interned("PATH_INFO")
+    private let keyQueryString = Python.interned("QUERY_STRING")
+    private let keyRawURI = Python.interned("RAW_URI")
+    /// The environ key of the request id's header (HTTP_X_REQUEST_ID), for an id made here.
+    private var requestIDKey: PyHandle?
+    private let keyContentType = Python.interned("CONTENT_TYPE")
+    private let keyContentLength = Python.interned("CONTENT_LENGTH")
+    private let keyServerName = Python.interned("SERVER_NAME")
+    private let keyServerPort = Python.interned("SERVER_PORT")
+    private let keyServerProtocol = Python.interned("SERVER_PROTOCOL")
+    private let keyServerSoftware = Python.interned("SERVER_SOFTWARE")
+    private let keyRemoteAddr = Python.interned("REMOTE_ADDR")
+    private let keyRemotePort = Python.interned("REMOTE_PORT")
+    private let keyVersion = Python.interned("wsgi.version")
+    private let keyScheme = Python.interned("wsgi.url_scheme")
+    private let keyInput = Python.interned("wsgi.input")
+    private let keyErrors = Python.interned("wsgi.errors")
+    private let keyMultithread = Python.interned("wsgi.multithread")
+    private let keyMultiprocess = Python.interned("wsgi.multiprocess")
+    private let keyRunOnce = Python.interned("wsgi.run_once")
+    private let keyFileWrapper = Python.interned("wsgi.file_wrapper")
+    private let keyInputTerminated = Python.interned("wsgi.input_terminated")
+
+    private let version: PyRef
+    private let scheme = Python.interned("http")
+    private let secureScheme = Python.interned("https")
+    private let zeroPort = Python.interned("0")
+    private let headerMap: HeaderMapMode
+    private let emptyString = Python.interned("")
+    private let protocol11 = Python.interned("HTTP/1.1")
+    private let protocol10 = Python.interned("HTTP/1.0")
+    private let software = Python.interned("appserver")
+    private let multithread: PyRef
+    private let multiprocess: PyRef
+    private let errors: PyRef
+    private let emptyInput: PyRef
+    /// Borrowed from the glue module, which lives as long as the process.
+    let inputClass: PyObjectPointer
+    let fileWrapperClass: PyObjectPointer
+    let tooLargeClass: PyObjectPointer
+    let disconnectedClass: PyObjectPointer
+    let badRequestClass: PyObjectPointer
+    private var methods: [String: PyHandle] = [:]
+    /// `HTTP_*` keys by header name as the client spelled it; bounded so odd clients cannot grow it.
+    private var headerKeys: [String: PyHandle?] = [:]
+    private var lastHost: (header: String, name: PyHandle, port: PyHandle)?
+
+    init(glue: Glue, errors sink: LogSink, multithread: Bool, multiprocess: Bool, headerMap: HeaderMapMode = .drop,
+         requestIDHeader: String = "") throws(PythonError) {
+        self.headerMap = headerMap
+        let one = try Python.int(1), zero = try Python.int(0)
+        version = try Python.tuple(one, zero)
+        self.multithread = PyRef.bool(multithread)
+        self.multiprocess = PyRef.bool(multiprocess)
+        let write = LogSink.text.bind(to: sink)
+        errors = try Python.call(glue.function(glue.wsgi, "ErrorStream"), write.pointer)
+        emptyInput = try Python.call(glue.function(glue.wsgi, "EmptyInput"))
+        inputClass = glue.function(glue.wsgi, "InputStream")
+        fileWrapperClass = glue.function(glue.wsgi, "FileWrapper")
+        tooLargeClass = glue.function(glue.wsgi, "RequestEntityTooLarge")
+        disconnectedClass = glue.function(glue.wsgi, "ClientDisconnected")
+        badRequestClass = glue.function(glue.wsgi, "BadRequestBody")
+        if !requestIDHeader.isEmpty { requestIDKey = headerKey(requestIDHeader) }
+        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { methods[method] = PyHandle(Python.interned(method)) }
+    }
+
+    /// A new environ for one request; the app thread's natives read its wsgi.input.
+    func build(for exchange: HTTPExchange, serial: Int, natives: WSGIThread.Natives) throws(PythonError) -> PyRef {
+        let request = exchange.request
+        // Sized for the CGI keys, wsgi.* and the headers at once: growing a dict past 5, 10 and 21
+        // entries re-hashes it each time.
+        let environ = try PyRef.checked(_PyDict_NewPresized(24 + request.headers.count))
+        let dict = environ.pointer
+        func set(_ key: borrowing PyRef, _ value: borrowing PyRef) throws(PythonError) { try Python.setItem(dict, key.pointer, value.pointer) }
+        if let method = methods[request.method] {
+            try Python.setItem(dict, keyRequestMethod.pointer, method.pointer)
+        } else {
+            try set(keyRequestMethod, try Python.latin1(Substring(request.method)))
+        }
+
+        // PATH_INFO is the path's bytes after percent-decoding, read as latin-1 (PEP 3333); every
+        // other value is the request's own bytes, each one latin-1 character.
+        try request.head.withTarget { (target) throws(PythonError) in
+            let (path, query) = splitTarget(target)
+            try set(keyScriptName, emptyString)
+            try set(keyPathInfo, try percentDecodedLatin1(UnsafeRawBufferPointer(rebasing: target[path])))
+            if query.isEmpty {
+                try set(keyQueryString, emptyString)
+            } else {
+                try set(keyQueryString, try Python.latin1(UnsafeRawBufferPointer(rebasing: target[query])))
+            }
+            try set(keyRawURI, try Python.latin1(target))
+        }
+        try Python.setItem(dict, keyServerProtocol.pointer, request.version.minor == 0 ? protocol10.pointer : protocol11.pointer)
+        try set(keyServerSoftware, software)
+
+        try request.headers.forEach { (name, value) throws(PythonError) in try setHeader(dict, name: name, value: value) }
+
+        if request.requestIDMade, let key = requestIDKey {
+            // Made here: the app sees it as the header, as if the front end had sent it.
+            var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+            let value = try PyRef.checked(withUnsafeMutableBytes(of: &digits) { raw in
+                RequestID.writeMade(request.madeRequestID, to: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                return PyUnicode_DecodeLatin1(raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count, nil)
+            })
+            try Python.setItem(dict, key.pointer, value.pointer)
+        }
+        try setServerName(dict, host: request.headers.first(name: "host"), local: request.localAddress)
+        if let client = request.origin?.client {
+            // A trusted proxy's X-Forwarded-For, or the REMOTE_ADDR of a uwsgi packet.
+            try set(keyRemoteAddr, try Python.latin1(Substring(client.host)))
+            if client.port == 0 { try set(keyRemotePort, zeroPort) } else { try set(keyRemotePort, try Python.latin1(Substring(String(client.port)))) }
+        } else {
+            try setRemote(dict, request.remoteAddress)
+        }
+
+        try set(keyVersion, version)
+        try Python.setItem(dict, keyScheme.pointer, request.isSecure ? secureScheme.pointer : scheme.pointer)
+        if request.hasBody {
+            let serialObject = try Python.int(serial)
+            try set(keyInput, try Python.call(inputClass, natives.read.pointer, natives.readline.pointer, serialObject.pointer))
+        } else {
+            try set(keyInput, emptyInput)
+        }
+        try set(keyErrors, errors)
+        try set(keyMultithread, multithread)
+        try set(keyMultiprocess, multiprocess)
+        try Python.setItem(dict, keyRunOnce.pointer, appserver_false())
+        try Python.setItem(dict, keyFileWrapper.pointer, fileWrapperClass)
+        try Python.setItem(dict, keyInputTerminated.pointer, appserver_true())
+        // A uwsgi packet's CGI variables go in as nginx sent them (SCRIPT_NAME, PATH_INFO, REMOTE_ADDR,
+        // SERVER_NAME, HTTPS, DOCUMENT_ROOT, ...), as uWSGI does; each byte one latin-1 character.
+        if let gateway = request.origin?.gatewayVariables {
+            for (name, value) in gateway {
+                let key = try Python.latin1(name), text = try Python.latin1(value)
+                try Python.setItem(dict, key.pointer, text.pointer)
+            }
+        }
+        return environ
+    }
+
+    /// One request header into the environ: CONTENT_TYPE, CONTENT_LENGTH or HTTP_*; a repeated
+    /// header becomes one value, comma-separated (RFC 9110 5.3), byte for byte.
+    private func setHeader(_ environ: PyObjectPointer, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) throws(PythonError) {
+        switch name.count {
+        case 12 where RequestHeaders.equalsLowercased(name, contentTypeName):
+            return try Python.setItem(environ, keyContentType.pointer, try Python.latin1(value))
+        case 14 where RequestHeaders.equalsLowercased(name, contentLengthName):
+            return try Python.setItem(environ, keyContentLength.pointer, try Python.latin1(value))
+        default: break
+        }
+        guard let key = headerKey(String(decoding: name, as: UTF8.self)) else { return }
+        if let existing = Python.item(environ, key.pointer) {
+            var length = 0
+            // Every value here was made from latin-1 bytes: one byte a character.
+            guard let pointer = appserver_latin1_view(existing, &length) else { throw PythonError.valueError("a header value is not latin-1") }
+            var joined = Array(UnsafeRawBufferPointer(start: pointer, count: length))
+            joined.append(UInt8(ascii: ","))
+            joined.append(contentsOf: value)
+            let text = try Python.latin1(joined)
+            try Python.setItem(environ, key.pointer, text.pointer)
+        } else {
+            try Python.setItem(environ, key.pointer, try Python.latin1(value))
+        }
+    }
+
+    private func setRemote(_ environ: PyObjectPointer, _ address: SocketAddress?) throws(PythonError) {
+        switch address {
+        case .some(.v4), .some(.v6):
+            try Python.setItem(environ, keyRemoteAddr.pointer, try Python.latin1(Substring(address?.ipAddress ?? "")))
+            try Python.setItem(environ, keyRemotePort.pointer, try Python.latin1(Substring(String(address?.port ?? 0))))
+        default:
+            try Python.setItem(environ, keyRemoteAddr.pointer, emptyString.pointer)
+            try Python.setItem(environ, keyRemotePort.pointer, emptyString.pointer)
+        }
+    }
+
+    private func headerKey(_ name: String) -> PyHandle? {
+        if let cached = headerKeys[name] { return cached }
+        // Names with '_' are dropped (header_map = drop): HTTP_X_USER could otherwise be forged by
+        // sending X_User. `dangerous` maps them anyway; `refuse` answered 400 before the app was called.
+        var key: PyHandle?
+        if headerMap == .dangerous || !name.utf8.contains(UInt8(ascii: "_")) {
+            let text = "HTTP_" + String(decoding: name.utf8.map { c -> UInt8 in
+                if c == UInt8(ascii: "-") { return UInt8(ascii: "_") }
+                if c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z") { return c - 32 }
+                return c
+            }, as: UTF8.self)
+            key = PyHandle(Python.interned(text))
+        }
+        if headerKeys.count < 512 { headerKeys[name] = key }
+        return key
+    }
+
+    private func setServerName(_ environ: PyObjectPointer, host: String?, local: SocketAddress?) throws(PythonError) {
+        if let host, let last = lastHost, last.header == host {
+            try Python.setItem(environ, keyServerName.pointer, last.name.pointer)
+            try Python.setItem(environ, keyServerPort.pointer, last.port.pointer)
+            return
+        }
+        var name: Substring
+        var port: String
+        if let host, !host.isEmpty {
+            if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
+                name = host[...close]
+                let rest = host[host.index(after: close)...]
+                port = rest.hasPrefix(":") ? String(rest.dropFirst()) : "80"
+            } else if let colon = host.lastIndex(of: ":") {
+                name = host[..<colon]
+                port = String(host[host.index(after: colon)...])
+            } else {
+                name = Substring(host)
+                port = "80"
+            }
+        } else {
+            name = Substring(local?.ipAddress ?? "localhost")
+            port = String(local?.port ?? 80)
+        }
+        let nameObject = PyHandle(try Python.latin1(name)), portObject = PyHandle(try Python.latin1(Substring(port)))
+        try Python.setItem(environ, keyServerName.pointer, nameObject.pointer)
+        try Python.setItem(environ, keyServerPort.pointer, portObject.pointer)
+        if let host { lastHost = (host, nameObject, portObject) }
+    }
+}
+
+private let contentTypeName = Array("content-type".utf8)
+private let contentLengthName = Array("content-length".utf8)
+
+/// Where the path and the query are in a request target's bytes (an absolute-form target's path starts
+/// after its authority; a fragment is dropped).
+func splitTarget(_ target: UnsafeRawBufferPointer) -> (path: Range<Int>, query: Range<Int>) {
+    var pathEnd = target.count
+    var query = target.count..<target.count
+    if let mark = target.firstIndex(of: UInt8(ascii: "?")) {
+        pathEnd = mark
+        query = (mark + 1)..<target.count
+    }
+    var pathStart = 0
+    if target.first != UInt8(ascii: "/") && target.first != UInt8(ascii: "*") {
+        // scheme://authority/path: the path starts at the first '/' after "://".
+        if let colon = target[..<pathEnd].firstIndex(of: UInt8(ascii: ":")), colon + 2 < pathEnd,
+           target[colon + 1] == UInt8(ascii: "/"), target[colon + 2] == UInt8(ascii: "/") {
+            pathStart = target[(colon + 3)..<pathEnd].firstIndex(of: UInt8(ascii: "/")) ?? pathEnd
+        }
+    }
+    if let fragment = target[pathStart..<pathEnd].firstIndex(of: UInt8(ascii: "#")) { pathEnd = fragment }
+    if let fragment = target[query].firstIndex(of: UInt8(ascii: "#")) { query = query.lowerBound..<fragment }
+    return (pathStart..<max(pathStart, pathEnd), query)
+}
+
+func percentDecodedLatin1(_ path: UnsafeRawBufferPointer) throws(PythonError) -> PyRef {
+    // An absolute-form target without a path: "/".
+    if path.isEmpty { return try Python.latin1(Substring("/")) }
+    guard path.contains(UInt8(ascii: "%")) else { return try Python.latin1(path) }
+    return try Python.latin1(percentDecoded(Array(path)))
+}

@@ -1,0 +1,184 @@
+import asyncio
+import os
+
+import pytest
+
+
+@pytest.fixture
+def loop_parts(glue):
+    """A loop made by asgi_new_loop (plain asyncio), its wake-up pipe, and what the natives saw."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    seen = {"wakeups": 0, "ticks": 0}
+
+    def on_wakeup():
+        seen["wakeups"] += 1
+        while True:
+            try:
+                if not os.read(read_fd, 256):
+                    break
+            except BlockingIOError:
+                break
+
+    def on_tick():
+        seen["ticks"] += 1
+
+    loop, name, done = glue["asgi"].asgi_new_loop("asyncio", read_fd, on_wakeup, on_tick)
+    yield loop, name, done, write_fd, seen
+    loop.remove_reader(read_fd)
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    os.close(read_fd)
+    os.close(write_fd)
+
+
+def run_briefly(loop, seconds=0.05):
+    loop.run_until_complete(asyncio.sleep(seconds))
+
+
+def test_new_loop_watches_the_pipe_and_ticks(loop_parts):
+    loop, name, done, write_fd, seen = loop_parts
+    assert name == "asyncio" and done.done() and done.result() is None
+    run_briefly(loop)
+    assert seen["ticks"] == 1 and seen["wakeups"] == 0
+    os.write(write_fd, b"x")
+    run_briefly(loop)
+    assert seen["wakeups"] == 1
+
+
+def test_uvloop_when_asked_and_missing_is_a_clear_error(glue, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_uvloop(name, *args, **kwargs):
+        if name == "uvloop":
+            raise ImportError("no uvloop here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_uvloop)
+    with pytest.raises(RuntimeError, match="uvloop is not installed"):
+        glue["asgi"].asgi_new_loop("uvloop", 0, None, None)
+
+
+def identity(glue, loop):
+    async def nothing():
+        pass
+    coroutine = nothing()
+    task = glue["asgi"].RequestTask(coroutine, loop, None)
+    return task, coroutine
+
+
+def test_request_task_cancel_marks_and_counts(glue, loop_parts):
+    loop = loop_parts[0]
+    task, coroutine = identity(glue, loop)
+    assert not task.done() and task.cancelling() == 0
+    assert task.cancel("why") is True
+    assert task._must_cancel and task._cancel_message == "why" and task.cancelling() == 1
+    assert task.uncancel() == 0
+    task._state = "CANCELLED"
+    assert task.cancel() is False and task.cancelled() and task.done()
+    with pytest.raises(asyncio.CancelledError):
+        task.result()
+    coroutine.close()
+
+
+def test_request_task_cancels_what_it_waits_for(glue, loop_parts):
+    loop = loop_parts[0]
+    task, coroutine = identity(glue, loop)
+    waiter = loop.create_future()
+    task._fut_waiter = waiter
+    assert task.cancel("stop") is True
+    assert waiter.cancelled() and not task._must_cancel
+    coroutine.close()
+
+
+def test_request_task_done_callbacks(glue, loop_parts):
+    loop = loop_parts[0]
+    task, coroutine = identity(glue, loop)
+    called = []
+    task.add_done_callback(called.append)
+    task.add_done_callback(lambda t: called.append("second"))
+    assert task.remove_done_callback(called.append) == 1
+    task.add_done_callback(called.append)
+    with pytest.raises(asyncio.InvalidStateError):
+        task.result()
+    task._state = "FINISHED"
+    task._schedule_callbacks()
+    run_briefly(loop, 0)
+    assert called == ["second", task]
+    task.add_done_callback(called.append)   # after the end: scheduled at once
+    run_briefly(loop, 0)
+    assert called == ["second", task, task]
+    assert task.result() is None and task.get_coro() is coroutine and task.get_loop() is loop
+    task.set_name("x")
+    assert task.get_name() == "x" and "finished" in repr(task)
+    coroutine.close()
+
+
+def lifespan_app(startup="complete", shutdown="complete", events=None):
+    async def app(scope, receive, send):
+        assert scope["type"] == "lifespan"
+        scope["state"]["opened"] = True
+        while True:
+            message = await receive()
+            if events is not None:
+                events.append(message["type"])
+            if message["type"] == "lifespan.startup":
+                if startup == "raise":
+                    raise RuntimeError("no lifespan here")
+                await send({"type": f"lifespan.startup.{startup}", **({"message": "db down"} if startup == "failed" else {})})
+            else:
+                if shutdown == "hang":
+                    await asyncio.sleep(3600)
+                await send({"type": f"lifespan.shutdown.{shutdown}", **({"message": "cleanup failed"} if shutdown == "failed" else {})})
+                return
+    return app
+
+
+def test_lifespan_startup_and_shutdown(glue, loop_parts):
+    loop = loop_parts[0]
+    events, logged, state = [], [], {}
+    outcome = glue["asgi"].asgi_startup(loop, lifespan_app(events=events), "auto", state, lambda *a: logged.append(a))
+    assert outcome == ("ok", "") and state == {"opened": True}
+    glue["asgi"].asgi_shutdown(loop, 5, lambda *a: logged.append(a))
+    loop.run_forever()   # stopped by the shutdown
+    assert events == ["lifespan.startup", "lifespan.shutdown"] and logged == []
+
+
+@pytest.mark.parametrize("mode, startup, expected", [
+    ("auto", "failed", ("failed", "db down")),
+    ("on", "failed", ("failed", "db down")),
+    ("auto", "raise", "unsupported"),
+    ("on", "raise", "failed"),
+])
+def test_lifespan_startup_outcomes(glue, loop_parts, mode, startup, expected):
+    loop = loop_parts[0]
+    status, text = glue["asgi"].asgi_startup(loop, lifespan_app(startup=startup), mode, {}, print)
+    if isinstance(expected, tuple):
+        assert (status, text) == expected
+    else:
+        assert status == expected and "RuntimeError: no lifespan here" in text
+
+
+def test_lifespan_off_calls_nothing(glue, loop_parts):
+    def app(*args):
+        raise AssertionError("not called")
+    assert glue["asgi"].asgi_startup(loop_parts[0], app, "off", {}, print) == ("off", "")
+
+
+def test_lifespan_shutdown_failure_and_timeout_are_logged(glue, loop_parts):
+    loop = loop_parts[0]
+    logged = []
+    log = lambda *a: logged.append(a)   # noqa: E731
+    assert glue["asgi"].asgi_startup(loop, lifespan_app(shutdown="failed"), "auto", {}, log)[0] == "ok"
+    glue["asgi"].asgi_shutdown(loop, 5, log)
+    loop.run_forever()
+    assert logged == [(3, "ASGI lifespan shutdown failed: cleanup failed")]
+
+    logged.clear()
+    assert glue["asgi"].asgi_startup(loop, lifespan_app(shutdown="hang"), "auto", {}, log)[0] == "ok"
+    glue["asgi"].asgi_shutdown(loop, 0.1, log)
+    loop.run_forever()
+    assert logged == [(2, "ASGI lifespan shutdown did not finish in 0.1 s")]

@@ -1,0 +1,122 @@
+import json
+import textwrap
+
+import pytest
+
+
+def read(glue, tmp_path, source, keys=("workers", "bind", "timeout", "logconfig_dict"), hooks=("post_fork", "pre_request")):
+    path = tmp_path / "gunicorn.conf.py"
+    path.write_text(textwrap.dedent(source))
+    return json.loads(glue["hooks"].read_config(str(path), set(keys), set(hooks), "@hook@"))
+
+
+def test_read_config_reads_settings_hooks_and_reports_the_rest(glue, tmp_path):
+    result = read(glue, tmp_path, """
+        import os
+        workers = 2 * 2
+        bind = ["127.0.0.1:8000"]
+        timeout = 30.5
+        wrokers = 3
+        _private = 1
+        Upper = 2
+        def post_fork(server, worker):
+            pass
+        def helper():
+            pass
+    """)
+    assert dict(result["settings"]) == {"workers": {"i": 4}, "bind": {"a": [{"s": "127.0.0.1:8000"}]},
+                                        "timeout": {"f": 30.5}, "post_fork": {"s": "@hook@"}}
+    assert result["unknown"] == ["wrokers"]
+    assert set(glue["hooks"].HOOKS) == {"post_fork"}
+
+
+def test_a_hook_that_is_not_a_function_is_refused(glue, tmp_path):
+    with pytest.raises(TypeError, match="post_fork must be a function"):
+        read(glue, tmp_path, "post_fork = 3\n")
+
+
+def test_values_json_cannot_carry_are_refused_by_name(glue, tmp_path):
+    with pytest.raises(TypeError, match="invalid value for timeout"):
+        read(glue, tmp_path, "timeout = object()\n")
+
+
+def test_logconfig_dict_with_python_objects_is_kept_raw(glue, tmp_path):
+    result = read(glue, tmp_path, """
+        import logging
+        logconfig_dict = {"filters": {"f": {"()": logging.Filter}}}
+    """)
+    assert dict(result["settings"])["logconfig_dict"] == {"t": {"python_objects": {"b": True}}}
+    assert glue["hooks"].RAW_LOGCONFIG["filters"]["f"]["()"].__name__ == "Filter"
+
+
+def test_tags_round_trip(glue):
+    hooks = glue["hooks"]
+    value = {"a": [1, 2.5, "x", None, True], "b": {"c": b"bytes"}}
+    assert hooks._untag(hooks._tag(value, "k")) == {"a": [1, 2.5, "x", None, True], "b": {"c": "bytes"}}
+
+
+def test_log_levels_go_to_the_native(glue):
+    hooks = glue["hooks"]
+    said = []
+    hooks.LOG_FUNCTION = lambda level, text: said.append((level, text))
+    hooks.LOG.debug("d %s", 1)
+    hooks.LOG.info("i")
+    hooks.LOG.warning("w")
+    hooks.LOG.error("e")
+    hooks.LOG.critical("c")
+    hooks.LOG.log(40, "as logging.ERROR")
+    hooks.LOG.info("bad %d format", "x")
+    assert said[:6] == [(0, "d 1"), (1, "i"), (2, "w"), (3, "e"), (4, "c"), (3, "as logging.ERROR")]
+    assert said[6] == (1, "bad %d format ('x',)")
+
+
+def test_config_and_objects_hooks_receive(glue):
+    hooks = glue["hooks"]
+    hooks.set_config(json.dumps({"workers": {"i": 3}, "raw_env": {"a": [{"s": "A=1"}]}, "proc_name": {"n": 0}}))
+    server = hooks.Server(100, 3)
+    assert server.cfg.workers == 3 and server.cfg.env == {"A": "1"} and server.cfg.nonexistent is None
+    assert server.proc_name == "appserver" and server.num_workers == 3
+    worker = hooks.this_worker(2, True)
+    assert worker.age == 2 and worker.booted and hooks.this_worker(2, False) is worker and not worker.booted
+
+
+def test_request_hooks_wrap_a_wsgi_app(glue):
+    hooks = glue["hooks"]
+    calls = []
+    hooks.HOOKS.clear()
+    hooks.HOOKS["pre_request"] = lambda worker, req: calls.append(("pre", req.method, req.path, req.headers))
+    hooks.HOOKS["post_request"] = lambda worker, req, environ, resp: calls.append(("post", resp.status_code, resp.response_length))
+
+    def app(environ, start_response):
+        start_response("201 Created", [("X-A", "1")])
+        return [b"ab", b"c"]
+
+    wrapped = hooks.with_request_hooks(app)
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/x", "HTTP_X_ONE": "1", "CONTENT_TYPE": "text/plain"}
+    assert wrapped(environ, lambda status, headers, exc_info=None: None) == [b"ab", b"c"]
+    assert calls == [("pre", "POST", "/x", [("X-ONE", "1"), ("CONTENT-TYPE", "text/plain")]), ("post", 201, 3)]
+
+
+def test_post_request_runs_when_a_streamed_body_is_closed(glue):
+    hooks = glue["hooks"]
+    calls = []
+    hooks.HOOKS.clear()
+    hooks.HOOKS["post_request"] = lambda worker, req, environ: calls.append("post")
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        yield b"x"
+
+    body = hooks.with_request_hooks(app)({"REQUEST_METHOD": "GET"}, lambda *a: None)
+    assert list(body) == [b"x"] and calls == []
+    body.close()
+    assert calls == ["post"]
+
+
+def test_no_request_hooks_leave_the_app_alone(glue):
+    hooks = glue["hooks"]
+    hooks.HOOKS.clear()
+
+    def app(environ, start_response):
+        return []
+    assert hooks.with_request_hooks(app) is app
