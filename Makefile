@@ -5,19 +5,20 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 BINARY := .build/release/appserver
-APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd systemd-container debootstrap debhelper lintian rsync nginx-light libnginx-mod-stream openssl prometheus
+APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd systemd-container debootstrap debhelper lintian rsync nginx-light libnginx-mod-stream openssl prometheus python3.11-dbg
 SWIFT_SOURCES := $(shell find Sources -type f) Package.swift
 # Exclusivity is checked at compile time; the run-time checks (in SwiftNIO too) cost ~4% of a request.
 SWIFT_RELEASE_FLAGS := -Xswiftc -enforce-exclusivity=unchecked
 
-.PHONY: run test deps venv build unit e2e systemd-tests fuzz fuzz-smoke deb bench clean
+.PHONY: run test deps venv build unit glue e2e refleak-build refleak-test systemd-tests fuzz fuzz-smoke deb bench clean
 
 ## Serve the example app on http://127.0.0.1:8000/
 run: deps venv build
 	cd examples/hello && ../../$(BINARY) -c appserver.toml --virtualenv ../../$(VENV)
 
-## Run every test: Swift unit tests, a bounded fuzz run of the HTTP/1.1 parser, then end-to-end tests against the release binary.
-test: deps venv build unit fuzz-smoke e2e systemd-tests
+## Run every test: Swift unit tests, the Python glue's tests, a bounded fuzz run of the HTTP/1.1 parser, end-to-end tests
+## against the release binary, the reference-leak test on Debian's debug interpreter, then the systemd and .deb tests.
+test: deps venv build unit glue fuzz-smoke e2e refleak-test systemd-tests
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -41,6 +42,10 @@ $(BINARY): $(SWIFT_SOURCES)
 unit:
 	env -u PKG_CONFIG_PATH swift test
 
+# The server's Python glue (Sources/AppServerPython/Glue/*.py) as Python, and the bridge's ownership rules.
+glue: venv
+	$(PYTHON) -m pytest -q tests/glue
+
 e2e: build venv
 	APPSERVER_BIN=$(CURDIR)/$(BINARY) $(PYTHON) -m pytest -q tests/e2e
 
@@ -63,6 +68,16 @@ fuzz: $(FUZZER)
 	mkdir -p .build-fuzz/corpus && cp -n fuzz/corpus/* .build-fuzz/corpus/
 	SWIFT_BACKTRACE=enable=no $(FUZZER) -max_total_time=$(FUZZ_LONG_SECONDS) -max_len=16384 -print_final_stats=1 -artifact_prefix=.build-fuzz/ .build-fuzz/corpus
 
+# The server built against Debian's debug interpreter (python3.11-dbg: Py_DEBUG, sys.gettotalrefcount), in a
+# build directory of its own, and the test that the Python bridge leaks no reference per request.
+DEBUG_BINARY := .build-pydebug/release/appserver
+refleak-build: $(DEBUG_BINARY)
+$(DEBUG_BINARY): $(SWIFT_SOURCES)
+	APPSERVER_PYTHON_LINK=debug env -u PKG_CONFIG_PATH swift build -c release $(SWIFT_RELEASE_FLAGS) --scratch-path .build-pydebug
+
+refleak-test: refleak-build venv
+	APPSERVER_DEBUG_BIN=$(CURDIR)/$(DEBUG_BINARY) $(PYTHON) -m pytest -q tests/refleak
+
 # The units under a real systemd 252 booted in systemd-nspawn (the Debian root is cached in rootfs-cache/).
 systemd-tests: build venv
 	APPSERVER_BIN=$(CURDIR)/$(BINARY) $(PYTHON) -m pytest -q tests/systemd
@@ -75,4 +90,4 @@ bench: deps build
 	bench/run.sh
 
 clean:
-	rm -rf .build .build-deb .build-fuzz dist $(VENV)
+	rm -rf .build .build-deb .build-fuzz .build-pydebug dist $(VENV)
