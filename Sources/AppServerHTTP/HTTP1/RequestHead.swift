@@ -19,12 +19,8 @@ public struct RequestHead: Sendable {
     }
 
     /// The request target's bytes.
-    public func withTarget<T, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> T) throws(E) -> T {
-        // ByteBuffer's accessor rethrows untyped errors: the typed one goes around it.
-        let outcome = bytes.withUnsafeReadableBytes { raw -> Result<T, E> in
-            do throws(E) { return .success(try body(UnsafeRawBufferPointer(rebasing: raw[parsed.target]))) } catch { return .failure(error) }
-        }
-        return try outcome.get()
+    public func withTarget<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try bytes.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[parsed.target])) }
     }
 
     /// The target as text, for logs (bytes that are not UTF-8 are replaced).
@@ -84,20 +80,13 @@ public struct RequestHeaders: Sendable {
     public var count: Int { fields.count }
 
     /// Each field's name and value bytes, in order (the names as the client spelled them).
-    public func forEach<E: Error>(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws(E) -> Void) throws(E) {
-        // ByteBuffer's accessor rethrows untyped errors: the typed one goes around it.
-        let failure = bytes.withUnsafeReadableBytes { raw -> E? in
-            do throws(E) {
-                for field in fields {
-                    try body(UnsafeRawBufferPointer(rebasing: raw[Int(field.nameStart)..<Int(field.nameEnd)]),
-                             UnsafeRawBufferPointer(rebasing: raw[Int(field.valueStart)..<Int(field.valueEnd)]))
-                }
-                return nil
-            } catch {
-                return error
+    public func forEach(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Void) rethrows {
+        try bytes.withUnsafeReadableBytes { raw in
+            for field in fields {
+                try body(UnsafeRawBufferPointer(rebasing: raw[Int(field.nameStart)..<Int(field.nameEnd)]),
+                         UnsafeRawBufferPointer(rebasing: raw[Int(field.valueStart)..<Int(field.valueEnd)]))
             }
         }
-        if let failure { throw failure }
     }
 
     /// The first value of a field (name compared without case), as text for logs and handshakes.

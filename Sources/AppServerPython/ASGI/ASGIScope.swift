@@ -129,7 +129,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         }
         try set(keyRootPath, rootPath)
 
-        try request.head.withTarget { (target) throws(PythonError) in
+        try request.head.withTarget(raising: { (target) throws(PythonError) in
             let (path, query) = splitTarget(target)
             // As Uvicorn: `path` and `raw_path` include the root path; `path` is percent-decoded UTF-8.
             let pathBytes = path.isEmpty ? [UInt8(ascii: "/")] : Array(target[path])
@@ -141,7 +141,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
             })
             try set(keyPath, text)
             try set(keyQueryString, try Python.bytes(UnsafeRawBufferPointer(rebasing: target[query])))
-        }
+        })
 
         try set(keyHeaders, try headerList(request))
         if let client = request.origin?.client {
@@ -166,14 +166,14 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         let capacity = headers.count + (madeID == nil ? 0 : 1)
         let list = try PyRef.checked(PyList_New(capacity))
         var index = 0
-        try headers.forEach { (name, value) throws(PythonError) in
+        try headers.forEach(raising: { (name, value) throws(PythonError) in
             if madeID != nil && RequestHeaders.equalsLowercased(name, requestIDHeader) { return }
             // header_map = drop: a name with '_' is left out (frameworks map header names to
             // CGI-style keys too, where X_User would pass for X-User).
             guard let nameObject = try headerName(String(decoding: name, as: UTF8.self)) else { return }
             PyList_SetItem(list.pointer, index, try Python.tuple(nameObject, try Python.bytes(value)).take())
             index += 1
-        }
+        })
         if let madeID, let requestIDName {
             var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
             let value = try PyRef.checked(withUnsafeMutableBytes(of: &digits) { raw in

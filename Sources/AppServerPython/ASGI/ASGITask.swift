@@ -36,10 +36,12 @@ final class ASGITask: @unchecked Sendable {
     /// Cancels the coroutine as asyncio's Task.cancel does (the identity's `cancel`): what it awaits is
     /// cancelled, or its next step throws CancelledError.
     func cancel(message: String) {
-        guard let identity = identity.pointer, let text = try? Python.str(message),
-              (try? Python.callMethod(identity, runtime.names.cancel.pointer, text.pointer)) != nil else {
+        guard let identity = identity.pointer else { return }
+        do {
+            let text = try Python.str(message)
+            _ = try Python.callMethod(identity, runtime.names.cancel.pointer, text.pointer)
+        } catch {
             PyErr_Clear()
-            return
         }
     }
 

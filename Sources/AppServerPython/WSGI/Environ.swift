@@ -91,7 +91,7 @@ final class EnvironConstants: @unchecked Sendable {
 
         // PATH_INFO is the path's bytes after percent-decoding, read as latin-1 (PEP 3333); every
         // other value is the request's own bytes, each one latin-1 character.
-        try request.head.withTarget { (target) throws(PythonError) in
+        try request.head.withTarget(raising: { (target) throws(PythonError) in
             let (path, query) = splitTarget(target)
             try set(keyScriptName, emptyString)
             try set(keyPathInfo, try percentDecodedLatin1(UnsafeRawBufferPointer(rebasing: target[path])))
@@ -101,11 +101,11 @@ final class EnvironConstants: @unchecked Sendable {
                 try set(keyQueryString, try Python.latin1(UnsafeRawBufferPointer(rebasing: target[query])))
             }
             try set(keyRawURI, try Python.latin1(target))
-        }
+        })
         try Python.setItem(dict, keyServerProtocol.pointer, request.version.minor == 0 ? protocol10.pointer : protocol11.pointer)
         try set(keyServerSoftware, software)
 
-        try request.headers.forEach { (name, value) throws(PythonError) in try setHeader(dict, name: name, value: value) }
+        try request.headers.forEach(raising: { (name, value) throws(PythonError) in try setHeader(dict, name: name, value: value) })
 
         if request.requestIDMade, let key = requestIDKey {
             // Made here: the app sees it as the header, as if the front end had sent it.
