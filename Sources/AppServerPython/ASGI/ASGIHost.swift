@@ -64,7 +64,6 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         /// `log(level, text)` for the glue's messages.
         let log: PyRef
         let scope: ASGIScopeBuilder
-        let messages: ASGIMessages
 
         init(loop: consuming PyRef, done: consuming PyRef, host: ASGIHost, log: consuming PyRef) throws(PythonError) {
             createFuture = try Python.attribute(loop.pointer, "create_future")
@@ -72,7 +71,6 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
             state = try PyRef.checked(PyDict_New())
             flush = ASGIHost.flushNative.bind(to: host)
             scope = try ASGIScopeBuilder(rootPath: host.config.rootPath, headerMap: host.config.headerMap, requestIDHeader: host.config.requestIDHeader)
-            messages = try ASGIMessages()
             self.loop = loop
             self.done = done
             self.log = log
@@ -80,8 +78,10 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     }
 
     private var objects: LoopObjects!
-    var messages: ASGIMessages { objects.messages }
-    var done: PyRef { _read { yield objects.done } }
+    /// The keys and constant values of ASGI messages (made with the GIL, when the host is).
+    let messages: ASGIMessages
+    /// The future already done: what `send` returns when nothing has to wait (a new reference).
+    func completedFuture() -> PyRef { objects.done.copy() }
     /// Where the glue's messages go (lifespan shutdown problems).
     private lazy var glueLog = LogSink { [logger] level, text in
         switch level {
@@ -115,6 +115,11 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         self.config = config
         self.logger = logger
         self.accessLog = accessLog
+        do {
+            messages = try ASGIMessages()
+        } catch {
+            fatalError("cannot make the ASGI message constants: \(PythonError.fetchText() ?? "?")")
+        }
         var fds: [CInt] = [0, 0]
         precondition(pipe(&fds) == 0, "pipe failed")
         for fd in fds {

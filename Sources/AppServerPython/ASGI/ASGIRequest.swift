@@ -110,21 +110,25 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
 
     func send(_ message: PyObjectPointer) throws(PythonError) -> PyRef {
         guard appserver_is_dict(message) != 0 else { throw PythonError.typeError("send() takes an ASGI message dict") }
-        guard let type = Python.item(message, host.messages.type.pointer) else { throw PythonError.valueError("an ASGI message needs a 'type'") }
-        switch try Python.string(type) {
+        let messages = host.messages
+        guard let type = Python.item(message, messages.type.pointer) else { throw PythonError.valueError("an ASGI message needs a 'type'") }
+        // An app's literal is the interned str the server holds too: most types are told by identity.
+        let kind = type == messages.httpResponseBody.pointer ? "http.response.body"
+            : type == messages.httpResponseStart.pointer ? "http.response.start" : try Python.string(type)
+        switch kind {
         case "http.response.start":
             if responseStarted { throw PythonError.runtimeError("http.response.start sent twice") }
             try startResponse(message)
-            return host.done.copy()
+            return host.completedFuture()
         case "http.response.body":
             guard responseStarted else { throw PythonError.runtimeError("http.response.body sent before http.response.start") }
             if responseComplete {
-                if disconnected { return host.done.copy() }
+                if disconnected { return host.completedFuture() }
                 throw PythonError.runtimeError("http.response.body sent after the response was complete")
             }
             return try sendBody(message)
         case "http.response.trailers":
-            return host.done.copy()   // trailers are not sent (HTTP/1.1 clients rarely ask for them)
+            return host.completedFuture()   // trailers are not sent (HTTP/1.1 clients rarely ask for them)
         case let other:
             throw PythonError.valueError("unexpected ASGI message type '\(other)' for an http scope")
         }
@@ -194,20 +198,20 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
             writer.finishBody(into: &buffer)
             completeResponse()
         }
-        if disconnected { return host.done.copy() }
+        if disconnected { return host.completedFuture() }
         let mustWait: Bool
         do {
             mustWait = try host.queueWrite(exchange, buffer, end: !more, close: writer.closeConnection)
         } catch {
             disconnected = true
-            return host.done.copy()
+            return host.completedFuture()
         }
         if mustWait && more {
             let future = try host.newFuture()
             pendingSend = future.copy()
             return future
         }
-        return host.done.copy()
+        return host.completedFuture()
     }
 
     /// The response is whole: a `receive` waiting for the client's departure gets `http.disconnect`
@@ -286,8 +290,8 @@ struct ASGICallables: ~Copyable {
     let send: PyRef
 
     init<Owner: AnyObject>(bound owner: Owner, receive: NativeFunction<Owner>, send: NativeFunction<Owner>) {
-        let capsule = NativeFunctions.capsule(retaining: owner)
-        self.receive = receive.bind(capsule: capsule.pointer)
-        self.send = send.bind(capsule: capsule.pointer)
+        let capsule = OwnerCapsule(retaining: owner)
+        self.receive = receive.bind(capsule: capsule)
+        self.send = send.bind(capsule: capsule)
     }
 }

@@ -14,6 +14,8 @@ final class ASGIMessages: @unchecked Sendable {
     let headers = Python.interned("headers")
     let httpRequest = Python.interned("http.request")
     let httpDisconnect = Python.interned("http.disconnect")
+    let httpResponseStart = Python.interned("http.response.start")
+    let httpResponseBody = Python.interned("http.response.body")
     let emptyBytes: PyRef
     let text = Python.interned("text")
     let bytes = Python.interned("bytes")
@@ -78,25 +80,26 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private let asgiVersion: PyRef
     private let rootPath: PyRef
     private let rootPathBytes: [UInt8]
-    private var methods: [String: PyHandle] = [:]
+    private var methods = PyObjectCache<String>(limit: 64)
     /// Lower-cased header names as bytes objects, by the name as the client spelled it (bounded).
-    private var headerNames: [String: PyHandle?] = [:]
-    private var addressTuples: [SocketAddress: PyHandle] = [:]
+    private var headerNames = PyObjectCache<String>(limit: 256)
+    /// `(host, port)` tuples: a connection's requests, and all requests for the server's own address, share one.
+    private var addressTuples = PyObjectCache<SocketAddress>(limit: 4096)
 
     /// The request id's header name, lower case, and as a bytes object, for an id made here.
     private let requestIDHeader: [UInt8]
-    private let requestIDName: PyHandle?
+    private let requestIDName: PyRef?
 
     init(rootPath: String, headerMap: HeaderMapMode = .drop, requestIDHeader: String = "") throws(PythonError) {
         self.headerMap = headerMap
         self.requestIDHeader = Array(requestIDHeader.lowercased().utf8)
-        requestIDName = requestIDHeader.isEmpty ? nil : PyHandle(try Python.bytes(Array(requestIDHeader.lowercased().utf8)))
+        requestIDName = requestIDHeader.isEmpty ? nil : try Python.bytes(Array(requestIDHeader.lowercased().utf8))
         asgiVersion = try PyRef.checked(PyDict_New())
         try Python.setItem(asgiVersion.pointer, Python.interned("version"), Python.interned("3.0"))
         try Python.setItem(asgiVersion.pointer, Python.interned("spec_version"), Python.interned("2.3"))
         self.rootPath = try Python.str(rootPath)
         self.rootPathBytes = Array(rootPath.utf8)
-        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { methods[method] = PyHandle(Python.interned(method)) }
+        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { _ = try methods.insert(Python.interned(method), for: method) }
     }
 
     /// The `websocket` scope: as `http`, without `method`, with scheme `ws` and the offered subprotocols.
@@ -123,7 +126,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         try Python.setItem(dict, keyHTTPVersion.pointer, request.version.minor == 0 ? version10.pointer : version11.pointer)
         try Python.setItem(dict, keyScheme.pointer, request.isSecure ? https.pointer : http.pointer)
         if let method = methods[request.method] {
-            try Python.setItem(dict, keyMethod.pointer, method.pointer)
+            try Python.setItem(dict, keyMethod.pointer, method)
         } else {
             try set(keyMethod, try Python.str(request.method))
         }
@@ -174,13 +177,13 @@ final class ASGIScopeBuilder: @unchecked Sendable {
             PyList_SetItem(list.pointer, index, try Python.tuple(nameObject, try Python.bytes(value)).take())
             index += 1
         })
-        if let madeID, let requestIDName {
+        if let madeID, let requestIDName = requestIDName.pointer {
             var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
             let value = try PyRef.checked(withUnsafeMutableBytes(of: &digits) { raw in
                 RequestID.writeMade(madeID, to: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
                 return PyBytes_FromStringAndSize(raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count)
             })
-            PyList_SetItem(list.pointer, index, try Python.tuple(requestIDName.ref.copy(), value).take())
+            PyList_SetItem(list.pointer, index, try Python.tuple(PyRef(retaining: requestIDName), value).take())
             index += 1
         }
         // Slots left empty (dropped names) go: a list must not hold NULLs.
@@ -190,28 +193,16 @@ final class ASGIScopeBuilder: @unchecked Sendable {
 
     /// The lower-cased name as bytes, or nil for a name that header_map drops.
     private func headerName(_ name: String) throws(PythonError) -> PyRef? {
-        if let known = headerNames[name] {
-            guard let known else { return nil }
-            return known.ref.copy()
-        }
-        if headerMap == .drop && name.utf8.contains(UInt8(ascii: "_")) {
-            if headerNames.count < 256 { headerNames[name] = .some(nil) }
-            return nil
-        }
-        let object = try Python.bytes(Array(name.lowercased().utf8))
-        if headerNames.count < 256 { headerNames[name] = PyHandle(object.copy()) }
-        return object
+        if let known = headerNames[name] { return PyRef(retaining: known) }
+        if headerMap == .drop && name.utf8.contains(UInt8(ascii: "_")) { return nil }
+        return PyRef(retaining: try headerNames.insert(Python.bytes(Array(name.lowercased().utf8)), for: name))
     }
 
-    /// `(host, port)` of an IP address; None for a unix socket or nothing known. The tuples are
-    /// kept: a connection's requests, and all requests for the server's own address, share one.
+    /// `(host, port)` of an IP address; None for a unix socket or nothing known.
     private func address(_ address: SocketAddress?) throws(PythonError) -> PyRef {
-        if let address, let known = addressTuples[address] { return known.ref.copy() }
+        if let address, let known = addressTuples[address] { return PyRef(retaining: known) }
         guard let address, let host = address.ipAddress, let port = address.port else { return .noneObject }
-        let tuple = try Python.tuple(try Python.str(host), try Python.int(port))
-        if addressTuples.count >= 4096 { addressTuples.removeAll(keepingCapacity: true) }
-        addressTuples[address] = PyHandle(tuple.copy())
-        return tuple
+        return PyRef(retaining: try addressTuples.insert(Python.tuple(Python.str(host), Python.int(port)), for: address))
     }
 }
 

@@ -191,9 +191,9 @@ final class ASGITask: @unchecked Sendable {
 
     private func boundFunctions() -> (wakeUp: PyObjectPointer, step: PyObjectPointer) {
         if wakeUpFunction == nil || stepFunction == nil {
-            let capsule = NativeFunctions.capsule(retaining: self)
-            wakeUpFunction = Self.wakeUpNative.bind(capsule: capsule.pointer)
-            stepFunction = Self.stepNative.bind(capsule: capsule.pointer)
+            let capsule = OwnerCapsule(retaining: self)
+            wakeUpFunction = Self.wakeUpNative.bind(capsule: capsule)
+            stepFunction = Self.stepNative.bind(capsule: capsule)
         }
         return (wakeUpFunction.pointer!, stepFunction.pointer!)
     }

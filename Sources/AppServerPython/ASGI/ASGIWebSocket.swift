@@ -158,7 +158,7 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
         default:
             throw PythonError.runtimeError("unexpected ASGI message '\(kind)' for a websocket in state \(state)")
         }
-        return host.done.copy()
+        return host.completedFuture()
     }
 
     /// `websocket.accept`: the subprotocol and extra headers (pairs of bytes) go into the 101 response.
@@ -215,7 +215,7 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
             pendingSend = future.copy()
             return future
         }
-        return host.done.copy()
+        return host.completedFuture()
     }
 
     private func reject(status: String) {

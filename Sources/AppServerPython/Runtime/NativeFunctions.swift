@@ -26,13 +26,12 @@ struct NativeFunction<Owner: AnyObject>: @unchecked Sendable {
 
     /// A function object bound to `owner` (retained by it until Python lets the function go).
     func bind(to owner: Owner) -> PyRef {
-        let capsule = NativeFunctions.capsule(retaining: owner)
-        return bind(capsule: capsule.pointer)
+        bind(capsule: OwnerCapsule(retaining: owner))
     }
 
     /// Bound to a capsule made once for several functions of one owner.
-    func bind(capsule: PyObjectPointer) -> PyRef {
-        guard let function = PyRef(newReference: PyCFunction_NewEx(definition, capsule, nil)) else {
+    func bind(capsule: borrowing OwnerCapsule<Owner>) -> PyRef {
+        guard let function = PyRef(newReference: PyCFunction_NewEx(definition, capsule.object.pointer, nil)) else {
             fatalError("cannot make the native function \(String(cString: definition.pointee.ml_name)): out of memory")
         }
         return function
@@ -45,13 +44,32 @@ struct NativeArguments {
     let count: Int
 
     /// The arguments when there are `range` of them, or a TypeError showing `usage`.
-    func expect(_ range: ClosedRange<Int>, _ usage: String) throws(PythonError) {
-        if !range.contains(count) || (count > 0 && base == nil) { throw PythonError.typeError("\(usage): wrong number of arguments (\(count))") }
+    @inline(__always)
+    func expect(_ range: ClosedRange<Int>, _ usage: @autoclosure () -> String) throws(PythonError) {
+        if count < range.lowerBound || count > range.upperBound || (count > 0 && base == nil) {
+            throw PythonError.typeError("\(usage()): wrong number of arguments (\(count))")
+        }
     }
 
     subscript(index: Int) -> PyObjectPointer {
         // The caller's array holds no NULLs (vectorcall's contract).
         base![index]!
+    }
+}
+
+/// A capsule that keeps an owner alive, for binding native functions to it. Its type says whose it is:
+/// functions of `NativeFunction<Owner>` bind only to an `OwnerCapsule<Owner>`, so the owner is found
+/// again without a dynamic cast.
+struct OwnerCapsule<Owner: AnyObject>: ~Copyable {
+    let object: PyRef
+
+    init(retaining owner: Owner) {
+        let capsule = PyCapsule_New(Unmanaged.passRetained(owner).toOpaque(), nil) { capsule in
+            guard let pointer = PyCapsule_GetPointer(capsule, nil) else { return }
+            Unmanaged<AnyObject>.fromOpaque(pointer).release()
+        }
+        guard let capsule = PyRef(newReference: capsule) else { fatalError("cannot make a capsule: out of memory") }
+        object = capsule
     }
 }
 
@@ -72,21 +90,11 @@ enum NativeFunctions {
         }
     }
 
-    /// A capsule that keeps `owner` alive, for binding native functions to it.
-    static func capsule(retaining owner: AnyObject) -> PyRef {
-        let capsule = PyCapsule_New(Unmanaged.passRetained(owner).toOpaque(), nil) { capsule in
-            guard let pointer = PyCapsule_GetPointer(capsule, nil) else { return }
-            Unmanaged<AnyObject>.fromOpaque(pointer).release()
-        }
-        guard let capsule = PyRef(newReference: capsule) else { fatalError("cannot make a capsule: out of memory") }
-        return capsule
-    }
-
-    /// The object a bound function's capsule holds.
+    /// The object a bound function's capsule holds (an `OwnerCapsule<Owner>`, by construction).
     @inline(__always)
     static func owner<Owner: AnyObject>(_ capsule: PyObjectPointer?, as type: Owner.Type) -> Owner? {
         guard let capsule, let pointer = PyCapsule_GetPointer(capsule, nil) else { return nil }
-        return Unmanaged<AnyObject>.fromOpaque(pointer).takeUnretainedValue() as? Owner
+        return Unmanaged<Owner>.fromOpaque(pointer).takeUnretainedValue()
     }
 }
 

@@ -328,11 +328,9 @@ enum Python {
     }
 
     /// `(a, b)`, taking both references.
+    @inline(__always)
     static func tuple(_ a: consuming PyRef, _ b: consuming PyRef) throws(PythonError) -> PyRef {
-        guard let tuple = PyTuple_New(2) else { throw PythonError() }
-        PyTuple_SetItem(tuple, 0, a.take())
-        PyTuple_SetItem(tuple, 1, b.take())
-        return PyRef(stealing: tuple)
+        try PyRef.checked(appserver_tuple2(a.take(), b.take()))   // releases both if it fails
     }
 
     /// A tuple of `count` items, each made by `item` and handed to the tuple.
@@ -377,13 +375,36 @@ enum Python {
     }
 }
 
-/// A shared owner of one reference, for where a non-copyable `PyRef` cannot go (a dictionary's
-/// values, a cache). Made and dropped with the GIL; kept by objects that live with their worker.
-final class PyHandle: @unchecked Sendable {
-    let ref: PyRef
-    var pointer: PyObjectPointer { ref.pointer }
+/// Objects a worker keeps by a Swift key (interned environ keys, header names as bytes, address
+/// tuples): the cache owns one reference to each (in a Python list) and hands out borrowed pointers, valid
+/// until `removeAll`. Looking one up costs no reference counting. Bounded: past `limit` entries it is
+/// emptied and starts again. Made and used with the GIL.
+struct PyObjectCache<Key: Hashable>: ~Copyable {
+    private var pointers: [Key: PyObjectPointer] = [:]
+    private let owner: PyRef
+    private let limit: Int
 
-    init(_ ref: consuming PyRef) {
-        self.ref = ref
+    init(limit: Int) {
+        guard let list = PyRef(newReference: PyList_New(0)) else { fatalError("cannot make a list: out of memory") }
+        owner = list
+        self.limit = limit
+    }
+
+    subscript(key: Key) -> PyObjectPointer? {
+        @inline(__always) get { pointers[key] }
+    }
+
+    /// Keeps `object` under `key`; returns it borrowed.
+    mutating func insert(_ object: consuming PyRef, for key: Key) throws(PythonError) -> PyObjectPointer {
+        if pointers.count >= limit { removeAll() }
+        let pointer = object.pointer
+        if PyList_Append(owner.pointer, pointer) != 0 { throw PythonError() }
+        pointers[key] = pointer   // the list holds it now; `object` goes
+        return pointer
+    }
+
+    mutating func removeAll() {
+        pointers.removeAll(keepingCapacity: true)
+        if PyList_SetSlice(owner.pointer, 0, PyList_Size(owner.pointer), nil) != 0 { PyErr_Clear() }
     }
 }

@@ -13,7 +13,7 @@ final class EnvironConstants: @unchecked Sendable {
     private let keyQueryString = Python.interned("QUERY_STRING")
     private let keyRawURI = Python.interned("RAW_URI")
     /// The environ key of the request id's header (HTTP_X_REQUEST_ID), for an id made here.
-    private var requestIDKey: PyHandle?
+    private var requestIDKey: PyRef?
     private let keyContentType = Python.interned("CONTENT_TYPE")
     private let keyContentLength = Python.interned("CONTENT_LENGTH")
     private let keyServerName = Python.interned("SERVER_NAME")
@@ -51,10 +51,12 @@ final class EnvironConstants: @unchecked Sendable {
     let tooLargeClass: PyObjectPointer
     let disconnectedClass: PyObjectPointer
     let badRequestClass: PyObjectPointer
-    private var methods: [String: PyHandle] = [:]
+    private var methods = PyObjectCache<String>(limit: 64)
     /// `HTTP_*` keys by header name as the client spelled it; bounded so odd clients cannot grow it.
-    private var headerKeys: [String: PyHandle?] = [:]
-    private var lastHost: (header: String, name: PyHandle, port: PyHandle)?
+    private var headerKeys = PyObjectCache<String>(limit: 512)
+    /// SERVER_NAME and SERVER_PORT of the last Host header (0 and 1).
+    private var lastHost: String?
+    private var lastHostValues = PyObjectCache<Int>(limit: 2)
 
     init(glue: Glue, errors sink: LogSink, multithread: Bool, multiprocess: Bool, headerMap: HeaderMapMode = .drop,
          requestIDHeader: String = "") throws(PythonError) {
@@ -71,8 +73,8 @@ final class EnvironConstants: @unchecked Sendable {
         tooLargeClass = glue.function(glue.wsgi, "RequestEntityTooLarge")
         disconnectedClass = glue.function(glue.wsgi, "ClientDisconnected")
         badRequestClass = glue.function(glue.wsgi, "BadRequestBody")
-        if !requestIDHeader.isEmpty { requestIDKey = headerKey(requestIDHeader) }
-        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { methods[method] = PyHandle(Python.interned(method)) }
+        if !requestIDHeader.isEmpty, let key = try headerKey(requestIDHeader) { requestIDKey = PyRef(retaining: key) }
+        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { _ = try methods.insert(Python.interned(method), for: method) }
     }
 
     /// A new environ for one request; the app thread's natives read its wsgi.input.
@@ -84,7 +86,7 @@ final class EnvironConstants: @unchecked Sendable {
         let dict = environ.pointer
         func set(_ key: borrowing PyRef, _ value: borrowing PyRef) throws(PythonError) { try Python.setItem(dict, key.pointer, value.pointer) }
         if let method = methods[request.method] {
-            try Python.setItem(dict, keyRequestMethod.pointer, method.pointer)
+            try Python.setItem(dict, keyRequestMethod.pointer, method)
         } else {
             try set(keyRequestMethod, try Python.latin1(Substring(request.method)))
         }
@@ -107,14 +109,14 @@ final class EnvironConstants: @unchecked Sendable {
 
         try request.headers.forEach(raising: { (name, value) throws(PythonError) in try setHeader(dict, name: name, value: value) })
 
-        if request.requestIDMade, let key = requestIDKey {
+        if request.requestIDMade, let key = requestIDKey.pointer {
             // Made here: the app sees it as the header, as if the front end had sent it.
             var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
             let value = try PyRef.checked(withUnsafeMutableBytes(of: &digits) { raw in
                 RequestID.writeMade(request.madeRequestID, to: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
                 return PyUnicode_DecodeLatin1(raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count, nil)
             })
-            try Python.setItem(dict, key.pointer, value.pointer)
+            try Python.setItem(dict, key, value)
         }
         try setServerName(dict, host: request.headers.first(name: "host"), local: request.localAddress)
         if let client = request.origin?.client {
@@ -160,18 +162,17 @@ final class EnvironConstants: @unchecked Sendable {
             return try Python.setItem(environ, keyContentLength.pointer, try Python.latin1(value))
         default: break
         }
-        guard let key = headerKey(String(decoding: name, as: UTF8.self)) else { return }
-        if let existing = Python.item(environ, key.pointer) {
+        guard let key = try headerKey(String(decoding: name, as: UTF8.self)) else { return }
+        if let existing = Python.item(environ, key) {
             var length = 0
             // Every value here was made from latin-1 bytes: one byte a character.
             guard let pointer = appserver_latin1_view(existing, &length) else { throw PythonError.valueError("a header value is not latin-1") }
             var joined = Array(UnsafeRawBufferPointer(start: pointer, count: length))
             joined.append(UInt8(ascii: ","))
             joined.append(contentsOf: value)
-            let text = try Python.latin1(joined)
-            try Python.setItem(environ, key.pointer, text.pointer)
+            try Python.setItem(environ, key, try Python.latin1(joined))
         } else {
-            try Python.setItem(environ, key.pointer, try Python.latin1(value))
+            try Python.setItem(environ, key, try Python.latin1(value))
         }
     }
 
@@ -186,27 +187,24 @@ final class EnvironConstants: @unchecked Sendable {
         }
     }
 
-    private func headerKey(_ name: String) -> PyHandle? {
+    /// The environ key of a header (borrowed from the cache), or nil for a name that is dropped.
+    private func headerKey(_ name: String) throws(PythonError) -> PyObjectPointer? {
         if let cached = headerKeys[name] { return cached }
         // Names with '_' are dropped (header_map = drop): HTTP_X_USER could otherwise be forged by
         // sending X_User. `dangerous` maps them anyway; `refuse` answered 400 before the app was called.
-        var key: PyHandle?
-        if headerMap == .dangerous || !name.utf8.contains(UInt8(ascii: "_")) {
-            let text = "HTTP_" + String(decoding: name.utf8.map { c -> UInt8 in
-                if c == UInt8(ascii: "-") { return UInt8(ascii: "_") }
-                if c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z") { return c - 32 }
-                return c
-            }, as: UTF8.self)
-            key = PyHandle(Python.interned(text))
-        }
-        if headerKeys.count < 512 { headerKeys[name] = key }
-        return key
+        if headerMap != .dangerous && name.utf8.contains(UInt8(ascii: "_")) { return nil }
+        let text = "HTTP_" + String(decoding: name.utf8.map { c -> UInt8 in
+            if c == UInt8(ascii: "-") { return UInt8(ascii: "_") }
+            if c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z") { return c - 32 }
+            return c
+        }, as: UTF8.self)
+        return try headerKeys.insert(Python.interned(text), for: name)
     }
 
     private func setServerName(_ environ: PyObjectPointer, host: String?, local: SocketAddress?) throws(PythonError) {
-        if let host, let last = lastHost, last.header == host {
-            try Python.setItem(environ, keyServerName.pointer, last.name.pointer)
-            try Python.setItem(environ, keyServerPort.pointer, last.port.pointer)
+        if let host, host == lastHost, let name = lastHostValues[0], let port = lastHostValues[1] {
+            try Python.setItem(environ, keyServerName.pointer, name)
+            try Python.setItem(environ, keyServerPort.pointer, port)
             return
         }
         var name: Substring
@@ -227,10 +225,15 @@ final class EnvironConstants: @unchecked Sendable {
             name = Substring(local?.ipAddress ?? "localhost")
             port = String(local?.port ?? 80)
         }
-        let nameObject = PyHandle(try Python.latin1(name)), portObject = PyHandle(try Python.latin1(Substring(port)))
-        try Python.setItem(environ, keyServerName.pointer, nameObject.pointer)
-        try Python.setItem(environ, keyServerPort.pointer, portObject.pointer)
-        if let host { lastHost = (host, nameObject, portObject) }
+        let nameObject = try Python.latin1(name), portObject = try Python.latin1(Substring(port))
+        try Python.setItem(environ, keyServerName.pointer, nameObject)
+        try Python.setItem(environ, keyServerPort.pointer, portObject)
+        if let host {
+            lastHostValues.removeAll()
+            _ = try lastHostValues.insert(nameObject, for: 0)
+            _ = try lastHostValues.insert(portObject, for: 1)
+            lastHost = host
+        }
     }
 }
 

@@ -48,11 +48,11 @@ final class WSGIThread: @unchecked Sendable {
         let readline: PyRef
 
         init(_ thread: WSGIThread) {
-            let capsule = NativeFunctions.capsule(retaining: thread)
-            startResponse = WSGIThread.startResponseNative.bind(capsule: capsule.pointer)
-            write = WSGIThread.writeNative.bind(capsule: capsule.pointer)
-            read = WSGIThread.readNative.bind(capsule: capsule.pointer)
-            readline = WSGIThread.readlineNative.bind(capsule: capsule.pointer)
+            let capsule = OwnerCapsule(retaining: thread)
+            startResponse = WSGIThread.startResponseNative.bind(capsule: capsule)
+            write = WSGIThread.writeNative.bind(capsule: capsule)
+            read = WSGIThread.readNative.bind(capsule: capsule)
+            readline = WSGIThread.readlineNative.bind(capsule: capsule)
         }
     }
 
