@@ -44,3 +44,9 @@ def test_the_glue_is_python_files_not_string_literals():
     assert sorted(p.name for p in (BRIDGE / "Glue").glob("*.py")) == [
         "_appserver_asgi.py", "_appserver_hooks.py", "_appserver_runtime.py", "_appserver_wsgi.py"]
     assert uses(r'#"""', set()) == []
+
+
+def test_no_pointer_of_a_temporary_reference():
+    # `f(makeRef().pointer)`: the temporary PyRef may be released before f runs (a use after free that
+    # crashed the worker once). Bind the reference to a name, or pass the PyRef itself (borrowing).
+    assert uses(r"\)\.pointer\b", set()) == []
