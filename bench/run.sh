@@ -3,6 +3,7 @@
 # Usage: bench/run.sh [--servers appserver,granian,...] [--benches wsgi-hello,...] [--runs 3] [--seconds 10]
 #        bench/run.sh memory [--workers 4] [--runs 3]  (PSS of the whole server, Django, vs Gunicorn)
 #        bench/run.sh instructions [--benches wsgi-hello,asgi-hello]  (callgrind: instructions per request)
+#        bench/run.sh rss [--requests 2000000]  (the worker's RSS over two million header-heavy requests)
 #        bench/run.sh nginx [--chains appserver-http,appserver-uwsgi,...] [--runs 3] [--seconds 10]  (chains behind nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,10 @@ fi
 if [ "${1:-}" = instructions ]; then
     shift
     exec "$VENV/bin/python" bench/instructions.py "$@"
+fi
+if [ "${1:-}" = rss ]; then
+    shift
+    exec "$VENV/bin/python" bench/rss.py "$@"
 fi
 if [ "${1:-}" = nginx ]; then
     shift
