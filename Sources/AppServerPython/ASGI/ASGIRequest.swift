@@ -20,9 +20,9 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     var task: ASGITask?
     var isFinished: Bool { finished }
     /// The future of a `receive()` that waits for body bytes or the client leaving.
-    private var pendingReceive: PyRef?
+    private var pendingReceive = PendingFuture()
     /// The future of a `send()` that waits for the socket to drain.
-    private var pendingSend: PyRef?
+    private var pendingSend = PendingFuture()
 
     init(host: ASGIHost, exchange: HTTPExchange) {
         self.host = host
@@ -55,11 +55,9 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     // MARK: receive
 
     func receive() throws(PythonError) -> PyRef {
-        if pendingReceive != nil { throw PythonError.runtimeError("receive() called again before the previous call returned") }
-        if let message = try nextMessage() { return try host.doneFuture(with: message) }
-        let future = try host.newFuture()
-        pendingReceive = future.copy()
-        return future
+        if pendingReceive.isWaiting { throw PendingFuture.secondReceive() }
+        let message = try nextMessage()
+        return try pendingReceive.receive(on: host, message: message)
     }
 
     /// The next message if one is ready; nil when `receive` has to wait (a body read is then armed).
@@ -96,13 +94,12 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
 
     /// Body bytes arrived (or the end, or a failure) while `receive` waited.
     func bodyReadable() {
-        guard pendingReceive != nil else { return }
+        guard pendingReceive.isWaiting else { return }
         do {
-            guard let message = try nextMessage() else { return }
-            if let future = pendingReceive.take() { host.resolve(future.pointer, with: message.pointer) }
+            let message = try nextMessage()
+            pendingReceive.deliver(on: host, message: message)
         } catch {
-            // Making the message failed (no memory): the app's receive() raises it.
-            if let future = pendingReceive.take() { host.fail(future.pointer) }
+            pendingReceive.fail(on: host)   // making the message failed (no memory): the app's await raises it
         }
     }
 
@@ -206,11 +203,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
             disconnected = true
             return host.completedFuture()
         }
-        if mustWait && more {
-            let future = try host.newFuture()
-            pendingSend = future.copy()
-            return future
-        }
+        if mustWait && more { return try pendingSend.arm(on: host) }
         return host.completedFuture()
     }
 
@@ -219,14 +212,12 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     private func completeResponse() {
         responseComplete = true
         writeAccessLog()
-        if let future = pendingReceive.take() {
-            if let message = try? host.messages.disconnect() { host.resolve(future.pointer, with: message.pointer) } else { host.fail(future.pointer) }
-        }
+        guard pendingReceive.isWaiting else { return }
+        if let message = try? host.messages.disconnect() { pendingReceive.deliver(on: host, message: message) } else { pendingReceive.fail(on: host) }
     }
 
     func drained() {
-        guard let future = pendingSend.take() else { return }
-        host.resolve(future.pointer, with: appserver_none())
+        pendingSend.resolve(on: host, with: appserver_none())
     }
 
     func aborted() {
@@ -263,8 +254,8 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
                 sendServerError("500 Internal Server Error")
             }
         }
-        pendingReceive = nil
-        pendingSend = nil
+        pendingReceive.drop()
+        pendingSend.drop()
     }
 
     private func sendServerError(_ status: String) {

@@ -20,8 +20,8 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
     private var inbound: [WebSocketMessage] = []
     /// How the connection ended, once it did (the app's `websocket.disconnect`).
     private var closedWith: (code: Int, reason: String)?
-    private var pendingReceive: PyRef?
-    private var pendingSend: PyRef?
+    private var pendingReceive = PendingFuture()
+    private var pendingSend = PendingFuture()
     private var statusCode = 101
 
     init(host: ASGIHost, exchange: HTTPExchange) {
@@ -54,11 +54,9 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
     }
 
     func receive() throws(PythonError) -> PyRef {
-        if pendingReceive != nil { throw PythonError.runtimeError("receive() called again before the previous call returned") }
-        if let message = try nextMessage() { return try host.doneFuture(with: message) }
-        let future = try host.newFuture()
-        pendingReceive = future.copy()
-        return future
+        if pendingReceive.isWaiting { throw PendingFuture.secondReceive() }
+        let message = try nextMessage()
+        return try pendingReceive.receive(on: host, message: message)
     }
 
     /// The next event if one is ready (nil: wait).
@@ -104,12 +102,12 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
     }
 
     private func wakeReceiver() {
-        guard pendingReceive != nil else { return }
+        guard pendingReceive.isWaiting else { return }
         do {
-            guard let message = try nextMessage() else { return }
-            if let future = pendingReceive.take() { host.resolve(future.pointer, with: message.pointer) }
+            let message = try nextMessage()
+            pendingReceive.deliver(on: host, message: message)
         } catch {
-            if let future = pendingReceive.take() { host.fail(future.pointer) }
+            pendingReceive.fail(on: host)   // making the message failed (no memory): the app's await raises it
         }
     }
 
@@ -127,8 +125,7 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
     }
 
     func drained() {
-        guard let future = pendingSend.take() else { return }
-        host.resolve(future.pointer, with: appserver_none())
+        pendingSend.resolve(on: host, with: appserver_none())
     }
 
     func send(_ message: PyObjectPointer) throws(PythonError) -> PyRef {
@@ -210,11 +207,7 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
             payload = .binary(buffer)
         }
         guard let payload else { throw PythonError.valueError("websocket.send needs 'text' or 'bytes'") }
-        if let connection, connection.send(payload) {
-            let future = try host.newFuture()
-            pendingSend = future.copy()
-            return future
-        }
+        if let connection, connection.send(payload) { return try pendingSend.arm(on: host) }
         return host.completedFuture()
     }
 
@@ -247,8 +240,8 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
         case .closed:
             break
         }
-        pendingReceive = nil
-        pendingSend = nil
+        pendingReceive.drop()
+        pendingSend.drop()
     }
 
     private func writeAccessLog() {
