@@ -27,9 +27,6 @@ struct PythonThreadState: ~Copyable {
 
     init() {}
 
-    /// Whether this thread holds the GIL through this state now.
-    var isHeld: Bool { entered }
-
     mutating func enter() {
         guard !entered else { return }
         if let saved {

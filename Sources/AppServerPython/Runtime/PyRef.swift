@@ -10,7 +10,7 @@ public typealias PyObjectPointer = UnsafeMutablePointer<PyObject>
 //   steals a reference gets it with `take()`, which ends the `PyRef` without releasing.
 // - A bare `PyObjectPointer` is always borrowed: valid while its owner lives, never released. No
 //   function of the server returns a new reference as a bare pointer.
-// Only this file calls Py_IncRef and Py_DecRef (a unit test keeps it so).
+// Only this file calls Py_IncRef and Py_DecRef (tests/glue/test_bridge_rules.py keeps it so).
 
 /// One owned (strong) reference to a Python object. Needs the GIL to be made, copied and dropped.
 public struct PyRef: ~Copyable {
@@ -137,13 +137,6 @@ enum Python {
         return try vectorcall(callable, &args, count: 3, keywords: keywords)
     }
 
-    @inline(__always)
-    static func call(_ callable: PyObjectPointer, _ a: PyObjectPointer, _ b: PyObjectPointer, _ c: PyObjectPointer,
-                     _ d: PyObjectPointer) throws(PythonError) -> PyRef {
-        var args: (PyObjectPointer?, PyObjectPointer?, PyObjectPointer?, PyObjectPointer?) = (a, b, c, d)
-        return try vectorcall(callable, &args, count: 4, keywords: nil)
-    }
-
     /// `callable(*arguments)` for a list made at run time.
     static func call(_ callable: PyObjectPointer, arguments: [PyObjectPointer?]) throws(PythonError) -> PyRef {
         let result = arguments.withUnsafeBufferPointer { PyObject_Vectorcall(callable, $0.baseAddress, arguments.count, nil) }
@@ -242,14 +235,6 @@ enum Python {
     @inline(__always)
     static func item(_ dict: PyObjectPointer, _ key: PyObjectPointer) -> PyObjectPointer? {
         PyDict_GetItem(dict, key)
-    }
-
-    /// A name of the server's glue module, borrowed from it (the module lives as long as the process).
-    static func global(_ namespace: PyObjectPointer, _ name: String) throws(PythonError) -> PyObjectPointer {
-        guard let object = PyDict_GetItemString(namespace, name) else {
-            throw PythonError.raise(appserver_exc_lookup_error(), "the server's glue has no \(name)")
-        }
-        return object
     }
 
     /// The attribute is true (an error counts as false and is cleared).
