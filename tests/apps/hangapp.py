@@ -13,8 +13,11 @@ async def app(scope, receive, send):
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
-            with open(os.path.join(MARKER_DIR, "cancelled"), "w") as f:
+            # Written aside, then renamed: the test, which waits for the file, never reads it half written.
+            marker = os.path.join(MARKER_DIR, "cancelled")
+            with open(marker + ".tmp", "w") as f:
                 f.write(dict(scope["headers"]).get(b"x-request-id", b"").decode())
+            os.replace(marker + ".tmp", marker)
             raise
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
