@@ -1,29 +1,42 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// The interpreter is linked in from Debian's static libpython (non-PIC), the way /usr/bin/python3 has it:
-// Debian's shared libpython is position-independent code and runs the same Python about 10% slower
-// (FastAPI JSON: 44 -> 40 us a request). Extension modules (uvloop, pydantic-core, the stdlib's
-// lib-dynload) find the C API in the executable, which exports the Py* symbols (python-exports.list).
-// `APPSERVER_PYTHON_LINK=shared swift build` links libpython3.X.so instead, and
-// `APPSERVER_PYTHON_LINK=debug` Debian's debug interpreter (python3.11-dbg: Py_DEBUG, sys.gettotalrefcount),
-// for the reference-leak test (tests/refleak, `make refleak-test`).
-let pythonVersion = "3.11"
-let pythonLink = Context.environment["APPSERVER_PYTHON_LINK"] ?? "static"
+// The interpreter is linked in from a static libpython, the way /usr/bin/python3 has it: Debian's
+// shared libpython is position-independent code and runs the same Python about 10% slower (FastAPI
+// JSON: 44 -> 40 us a request). Extension modules (uvloop, pydantic-core, the stdlib's lib-dynload)
+// find the C API in the executable, which exports the Py* symbols (python-exports.list).
+//
+// Which CPython: Debian's 3.11 unless the environment names another; `make build PYTHON=/path/to/python3.X`
+// sets these from that interpreter's sysconfig (scripts/python-build-env). One binary serves one
+// minor version: the C API and ABI differ from one to the next (bench/RESULTS.md says why not a
+// loadable host per version).
+//   APPSERVER_PYTHON_VERSION      major.minor (pkg-config's python-X.Y[-embed] gives the headers)
+//   APPSERVER_PYTHON_ARCHIVE      its libpythonX.Y.a; APPSERVER_PYTHON_ARCHIVE_LIBS what that needs
+//   APPSERVER_PYTHON_EXECUTABLE   the interpreter's python3.X, its sys.executable without a virtualenv
+//   APPSERVER_PYTHON_LINK         static (default), shared (libpythonX.Y.so, rpath to its directory), or
+//                                 debug: Debian's debug interpreter (python3.11-dbg: Py_DEBUG,
+//                                 sys.gettotalrefcount), for the reference-leak test (tests/refleak)
+let environment = Context.environment
+let pythonVersion = environment["APPSERVER_PYTHON_VERSION"] ?? "3.11"
+let pythonLink = environment["APPSERVER_PYTHON_LINK"] ?? "static"
 #if arch(x86_64)
 let multiarch = "x86_64-linux-gnu"
 #else
 let multiarch = "aarch64-linux-gnu"
 #endif
+let pythonArchive = environment["APPSERVER_PYTHON_ARCHIVE"]
+    ?? "/usr/lib/python\(pythonVersion)/config-\(pythonVersion)-\(multiarch)/libpython\(pythonVersion).a"
+let pythonArchiveLibraries = (environment["APPSERVER_PYTHON_ARCHIVE_LIBS"] ?? "-lexpat -lz -lm")
+    .split(separator: " ").map(String.init)
+let pythonExecutable = environment["APPSERVER_PYTHON_EXECUTABLE"] ?? "/usr/bin/python\(pythonVersion)"
 let staticPython = pythonLink == "static"
 let pythonLinkFlags: [String] = staticPython ? [
     "-use-ld=lld", "-Xclang-linker", "-no-pie",
     "-Xlinker", "--dynamic-list=\(Context.packageDirectory)/Sources/appserver/python-exports.list",
-    "-Xlinker", "--whole-archive",
-    "/usr/lib/python\(pythonVersion)/config-\(pythonVersion)-\(multiarch)/libpython\(pythonVersion).a",
-    "-Xlinker", "--no-whole-archive",
-    "-lexpat", "-lz", "-lm",
-] : []
+    "-Xlinker", "--whole-archive", pythonArchive, "-Xlinker", "--no-whole-archive",
+] + pythonArchiveLibraries : environment["APPSERVER_PYTHON_LIBDIR"].map { ["-Xlinker", "-rpath", "-Xlinker", $0] } ?? []
+let pythonPkgConfig = staticPython ? "python-\(pythonVersion)"
+    : pythonLink == "debug" ? "python-\(pythonVersion)d-embed" : "python-\(pythonVersion)-embed"
 
 let package = Package(
     name: "appserver",
@@ -42,11 +55,12 @@ let package = Package(
     targets: [
         // C libraries from Debian, found through pkg-config.
         // `python3` gives the headers only; `python3-embed` adds -lpython3.X (the shared library).
-        .systemLibrary(name: "CPython", pkgConfig: staticPython ? "python3" : pythonLink == "debug" ? "python-\(pythonVersion)d-embed" : "python3-embed",
-                       providers: [.apt(["python3-dev"])]),
+        .systemLibrary(name: "CPython", pkgConfig: pythonPkgConfig, providers: [.apt(["python3-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // Only what Swift cannot call itself: Py_None and friends, variadic C functions.
-        .target(name: "CPythonShim", dependencies: ["CPython"]),
+        .target(name: "CPythonShim", dependencies: ["CPython"], cSettings: [
+            .define("APPSERVER_PYTHON_EXECUTABLE", to: "\"\(pythonExecutable)\""),
+        ]),
 
         // One module a concern.
         .target(name: "AppServerConfig", dependencies: [
@@ -97,6 +111,18 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Clang keys its cache of compiled C modules by the compiler's settings but not by the header search
+// path: a build directory that switches interpreter would reuse the CPython module of the last one
+// (the last one's struct layouts and PY_MINOR_VERSION). A macro naming the interpreter keys it.
+let pythonModuleKey = "-DAPPSERVER_PYTHON_HOST=\(pythonVersion.filter { $0 != "." })\(pythonLink == "debug" ? "1" : "0")"
+for target in package.targets where ["CPythonShim", "AppServerPython", "AppServerArbiter", "appserver"].contains(target.name) {
+    if target.name == "CPythonShim" {
+        target.cSettings = (target.cSettings ?? []) + [.unsafeFlags([pythonModuleKey])]
+    } else {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(["-Xcc", pythonModuleKey])]
+    }
+}
 
 // Exclusivity is checked at compile time; the run-time checks cost several percent of a request.
 for target in package.targets where target.type == .regular || target.type == .executable {

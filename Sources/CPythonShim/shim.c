@@ -32,7 +32,10 @@ PyObject *appserver_tuple2(PyObject *a, PyObject *b) {
 }
 
 const char *appserver_latin1_view(PyObject *o, Py_ssize_t *length) {
-    if (!PyUnicode_Check(o) || PyUnicode_READY(o) < 0) return NULL;
+    if (!PyUnicode_Check(o)) return NULL;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(o) < 0) return NULL;   // from 3.12 every str is ready (PEP 623)
+#endif
     if (PyUnicode_KIND(o) != PyUnicode_1BYTE_KIND) return NULL;
     *length = PyUnicode_GET_LENGTH(o);
     return (const char *)PyUnicode_DATA(o);
@@ -64,12 +67,11 @@ int appserver_init_python(const char *program_name, char **error) {
     config.install_signal_handlers = 0;
     config.parse_argv = 0;
     config.buffered_stdio = 0;
-    PyStatus status;
-    if (program_name) {
-        // program_name at the venv's python makes sys.prefix the venv (pyvenv.cfg is found from it).
-        status = PyConfig_SetBytesString(&config, &config.program_name, program_name);
-        if (PyStatus_Exception(status)) return fail(status, &config, error);
-    }
+    // program_name at the venv's python makes sys.prefix the venv (pyvenv.cfg is found from it);
+    // without one, the python3.X this binary was built against (its prefix holds the stdlib).
+    PyStatus status = PyConfig_SetBytesString(&config, &config.program_name,
+                                              program_name ? program_name : APPSERVER_PYTHON_EXECUTABLE);
+    if (PyStatus_Exception(status)) return fail(status, &config, error);
     status = Py_InitializeFromConfig(&config);
     if (PyStatus_Exception(status)) return fail(status, &config, error);
     PyConfig_Clear(&config);

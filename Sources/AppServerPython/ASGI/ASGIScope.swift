@@ -118,7 +118,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     /// A new `http` scope.
     func build(_ request: RequestInfo, state: PyObjectPointer) throws(PythonError) -> PyRef {
         // Sized for its keys at once (a dict re-hashes as it grows past 5 and 10 entries).
-        let scope = try PyRef.checked(_PyDict_NewPresized(16))
+        let scope = try PyRef.checked(appserver_dict_presized(16))
         let dict = scope.pointer
         func set(_ key: borrowing PyRef, _ value: borrowing PyRef) throws(PythonError) { try Python.setItem(dict, key.pointer, value.pointer) }
         try set(keyType, http)

@@ -76,7 +76,7 @@ public enum PythonInterpreter {
     @discardableResult
     static func start(virtualenv: String?) throws(AppLoadError) -> Glue {
         if let glue { return glue }
-        let programName = virtualenv.map { $0 + "/bin/python3" } ?? "/usr/bin/python3.\(PY_MINOR_VERSION)"
+        let programName = virtualenv.map { $0 + "/bin/python3" }   // nil: the python3.X it was built against
         var error: UnsafeMutablePointer<CChar>?
         if appserver_init_python(programName, &error) != 0 {
             let text = error.map { String(cString: $0) } ?? "unknown error"

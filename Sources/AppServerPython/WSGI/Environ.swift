@@ -82,7 +82,7 @@ final class EnvironConstants: @unchecked Sendable {
         let request = exchange.request
         // Sized for the CGI keys, wsgi.* and the headers at once: growing a dict past 5, 10 and 21
         // entries re-hashes it each time.
-        let environ = try PyRef.checked(_PyDict_NewPresized(24 + request.headers.count))
+        let environ = try PyRef.checked(appserver_dict_presized(24 + request.headers.count))
         let dict = environ.pointer
         func set(_ key: borrowing PyRef, _ value: borrowing PyRef) throws(PythonError) { try Python.setItem(dict, key.pointer, value.pointer) }
         if let method = methods[request.method] {

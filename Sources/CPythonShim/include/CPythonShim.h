@@ -1,5 +1,7 @@
 // What Swift cannot reach in the CPython API by itself: object macros and
 // singletons (Py_None, Py_True), type-check macros, and variadic functions.
+// Also the one place for what differs between the CPython versions the server builds against
+// (3.10 to 3.13, PY_VERSION_HEX): the Swift code calls the same functions on each.
 #ifndef APPSERVER_CPYTHON_SHIM_H
 #define APPSERVER_CPYTHON_SHIM_H
 #if __has_feature(modules)
@@ -7,6 +9,17 @@
 #endif
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+/// A new dict with room for `size` entries, so that filling it does not re-hash it as it grows.
+/// CPython's _PyDict_NewPresized is private API (3.10-3.13 export it); without it, a plain dict.
+static inline PyObject *appserver_dict_presized(Py_ssize_t size) {
+#if PY_VERSION_HEX < 0x030E0000
+    return _PyDict_NewPresized(size);
+#else
+    (void)size;
+    return PyDict_New();
+#endif
+}
 
 PyObject *appserver_none(void);            // borrowed
 PyObject *appserver_true(void);            // borrowed
