@@ -20,7 +20,7 @@ from websockets.sync.client import unix_connect
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-BINARY = os.environ.get("APPSERVER_DEBUG_BIN", str(ROOT / ".build-pydebug" / "release" / "appserver"))
+BINARY = os.environ.get("APPSERVER_DEBUG_BIN", str(ROOT / ".build-pythons" / "hosts" / "appserver-python3.11d"))
 # Requests of each kind per round; a leak of one reference per request grows the count by this much.
 ROUNDS = 150
 # What a round may add without there being a leak: a few objects that live on (a log line's record
