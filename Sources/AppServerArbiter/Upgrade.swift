@@ -60,6 +60,9 @@ extension Arbiter {
     public static func rememberStartDirectory() {
         Upgrade.startDirectory = FileManager.default.currentDirectoryPath
     }
+
+    /// The path of the running binary (what a USR2 upgrade starts).
+    public static var executablePath: String { Upgrade.executablePath() }
 }
 
 extension Upgrade {

@@ -243,7 +243,8 @@ public struct ServerConfig: Equatable, Sendable {
                 throw ConfigError.invalidValue(key: "virtualenv", value: venv, reason: """
                     it was made by Python \(made), and this appserver embeds Python \(embedded), which cannot use its packages: \
                     make the virtualenv with python\(embedded) (python\(embedded) -m venv DIR, then install the app's requirements), \
-                    or serve it with an appserver built for Python \(made)
+                    or serve it with an appserver built for Python \(made) (make build PYTHON=python\(made)), installed as \
+                    appserver-python\(made) beside this one or on PATH, which this one then hands the server over to
                     """)
             }
         }
@@ -254,7 +255,7 @@ public struct ServerConfig: Equatable, Sendable {
 
     /// The major.minor of the Python that made a virtualenv, from its pyvenv.cfg (`version = 3.12.1`, or
     /// uv's `version_info = 3.12.1.final.0`); nil when it does not say.
-    static func pythonVersion(ofVirtualenv path: String) -> String? {
+    public static func pythonVersion(ofVirtualenv path: String) -> String? {
         guard let text = try? String(contentsOfFile: path + "/pyvenv.cfg", encoding: .utf8) else { return nil }
         for line in text.split(whereSeparator: \.isNewline) {
             let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingWhitespace() }

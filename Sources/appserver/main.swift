@@ -39,6 +39,7 @@ enum ServerCommand {
             print(ConfigBuilder.render(settings), terminator: "")
             return 0
         }
+        try PythonHandover.execBuildForVirtualenv(of: settings)   // returns when this binary is the one to serve it
         try check(settings)
         if settings.checkConfig {
             print("configuration OK: app \(settings.app ?? ""), \(settings.workers) workers x \(settings.threads) threads, bind \(settings.bind.map(\.description).joined(separator: ", "))")
