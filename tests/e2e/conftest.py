@@ -1,5 +1,6 @@
 """Starts the real release binary against the apps in tests/apps, on loopback ports."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -48,6 +49,15 @@ def terminate(proc, timeout=10):
             proc.wait()
 
 
+def run_wrk(url, seconds):
+    """wrk -t2 -c64 for `seconds` (bounded): (responses, socket errors, non-2xx/3xx answers, wrk's output)."""
+    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return total, (sum(map(int, errors.groups())) if errors else 0), (int(non2xx.group(1)) if non2xx else 0), out
+
+
 def wait_until(predicate, timeout=15.0, interval=0.05, message="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -59,13 +69,13 @@ def wait_until(predicate, timeout=15.0, interval=0.05, message="condition"):
 
 
 class Server:
-    def __init__(self, app, *args, cwd=APPS, env=None, port=None, bind=None, tmp_path=None, binary=BINARY):
+    def __init__(self, app, *args, cwd=APPS, env=None, port=None, bind=None, tmp_path=None, binary=BINARY, venv=VENV):
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tmp_path or "/tmp") / f"appserver-{self.port}.log"
         binds = bind if bind is not None else [f"127.0.0.1:{self.port}"]
-        self.argv = [str(binary), "--virtualenv", VENV, *sum((["--bind", b] for b in binds), []), *args, app]
+        self.argv = [str(binary), "--virtualenv", str(venv), *sum((["--bind", b] for b in binds), []), *args, app]
         full_env = dict(os.environ)
         full_env.pop("VIRTUAL_ENV", None)
         full_env.update(env or {})

@@ -1,6 +1,5 @@
 """Reloads, worker count changes and recycling under wrk load (loopback, bounded): no request may fail."""
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -10,17 +9,9 @@ import time
 import pytest
 import requests
 
-from conftest import APPS, wait_until
+from conftest import APPS, run_wrk, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
-
-
-def run_wrk(url, seconds):
-    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", url], capture_output=True, text=True, timeout=seconds + 30).stdout
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    return total, (sum(map(int, errors.groups())) if errors else 0), (int(non2xx.group(1)) if non2xx else 0), out
 
 
 def test_hup_ttin_ttou_under_load_fail_no_request(serve):
