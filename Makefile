@@ -110,8 +110,8 @@ refleak-test: refleak-build venv
 	APPSERVER_DEBUG_BIN=$(CURDIR)/$(DEBUG_BINARY) $(VENV_PYTHON) -m pytest -q tests/refleak
 
 # The units under a real systemd 252 booted in systemd-nspawn (the Debian root is cached in rootfs-cache/).
-systemd-tests: build venv
-	APPSERVER_BIN=$(CURDIR)/$(BINARY) $(VENV_PYTHON) -m pytest -q tests/systemd
+systemd-tests: build venv python-hosts
+	APPSERVER_BIN=$(CURDIR)/$(BINARY) APPSERVER_HOSTS=$(CURDIR)/$(HOSTS) $(VENV_PYTHON) -m pytest -q -rs tests/systemd
 
 ## Build dist/appserver_VERSION_amd64.deb (VERSION from packaging/debian/changelog; `make deb VERSION=1.2.3` for another).
 deb: deps

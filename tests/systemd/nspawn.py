@@ -52,6 +52,7 @@ class Container:
         """`swift_runtime`: bind the host's /opt/swift for a binary that links the Swift runtime
         dynamically (the .deb's binary links it statically and must run without it)."""
         tree = ensure_tree()
+        self.share = share
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
             ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--volatile=overlay", "-D", str(tree),

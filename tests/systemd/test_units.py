@@ -307,3 +307,64 @@ systemctl start appserver@gen.socket appserver@gen.service""")
     assert "reload failed: the new app did not boot" in journal and "upgrading instead of reloading" in journal
     print(f"upgrade by systemctl reload took {handover:.2f} s; wrk: {out.splitlines()[-3:]}")
     c.run("systemctl", "stop", "appserver@gen.service", "appserver@gen.socket")
+
+
+PYTHON_APP = """import sys
+
+def application(environ, start_response):
+    body = ("%d.%d %s" % (sys.version_info[0], sys.version_info[1], sys.prefix)).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+PY_PORT = 18083
+
+
+def other_python():
+    """A CPython of another minor version with its appserver build (make python-hosts): (version, prefix, build)."""
+    hosts = Path(os.environ.get("APPSERVER_HOSTS", ROOT / ".build-pythons" / "hosts"))
+    for version in ("3.12", "3.13", "3.10"):
+        for python in sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}")):
+            if (hosts / f"appserver-python{version}").exists():
+                return version, python.parents[1], hosts / f"appserver-python{version}"
+    return None
+
+
+def test_a_templated_instance_on_another_python_through_the_hand_over(container):
+    """The stock units, /usr/bin/appserver and an app whose virtualenv is 3.X's: appserver-python3.X in
+    /usr/local/bin (systemd's PATH) serves it, as the service's main process, reloads and stops cleanly."""
+    found = other_python()
+    if found is None:
+        pytest.skip("no CPython 3.10/3.12/3.13 with its appserver build here (make python-hosts)")
+    version, prefix, build = found
+    c = container
+    share = Path(c.share)
+    # The interpreter's files (not its tests or site-packages) where the service can read them.
+    target = share / f"python{version}"
+    subprocess.run(["rsync", "-a", "--exclude=test/", "--exclude=site-packages/", "--exclude=__pycache__/",
+                    "--exclude=config-*/", f"{prefix}/bin", f"{prefix}/lib", str(target)], check=True)
+    shutil.copy(build, share / f"appserver-python{version}")
+    (share / "apps" / "pyversion.py").write_text(PYTHON_APP)
+    for path in [target, *target.rglob("*"), share / "apps" / "pyversion.py", share / f"appserver-python{version}"]:
+        os.chmod(path, 0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+    script = f"""set -e
+install -m 755 /mnt/share/appserver-python{version} /usr/local/bin/
+LD_LIBRARY_PATH=/mnt/share/python{version}/lib /mnt/share/python{version}/bin/python{version} -m venv --without-pip /srv/venv{version}
+printf 'app = "pyversion:application"\\nchdir = "/mnt/share/apps"\\nvirtualenv = "/srv/venv{version}"\\n' > /etc/appserver/py.toml
+mkdir -p /etc/systemd/system/appserver@py.socket.d
+printf '[Socket]\\nListenStream=\\nListenStream=127.0.0.1:{PY_PORT}\\n' > /etc/systemd/system/appserver@py.socket.d/port.conf
+systemctl daemon-reload
+systemctl start appserver@py.socket
+"""
+    c.run("sh", "-c", script)
+    r = requests.get(f"http://127.0.0.1:{PY_PORT}/", timeout=30)
+    assert r.status_code == 200 and r.text == f"{version} /srv/venv{version}", r.text
+    props = wait_for(lambda: (p := c.show("appserver@py.service", "MainPID", "StatusText", "ActiveState"))
+                     and "workers serving" in p["StatusText"] and p, message="the instance's status")
+    exe = c.run("readlink", f"/proc/{props['MainPID']}/exe").stdout.strip()
+    assert exe == f"/usr/local/bin/appserver-python{version}", exe
+    result = c.run("systemctl", "reload", "appserver@py.service", check=False)
+    assert result.returncode == 0, result
+    assert requests.get(f"http://127.0.0.1:{PY_PORT}/", timeout=10).text.startswith(version)
+    c.run("systemctl", "stop", "appserver@py.service", "appserver@py.socket")
+    result = c.show("appserver@py.service", "Result", "ActiveState")
+    assert result == {"Result": "success", "ActiveState": "inactive"}, result
