@@ -43,25 +43,8 @@ def host(request):
     return host
 
 
-@pytest.fixture
-def serve(tmp_path, request):
-    """serve(host, app, *args, workers=1, binary=host's): a build on the host's virtualenv; stopped after the test."""
-    started = []
-
-    def start(host, app, *args, workers=1, binary=None, **kwargs):
-        server = e2e.Server(app, *args, tmp_path=tmp_path, binary=binary or host.binary, venv=host.venv, **kwargs)
-        started.append(server)
-        server.wait_ready(workers=workers)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-    failed = getattr(request.node, "report_call", None)
-    if failed is not None and failed.failed:
-        for server in started:
-            print(f"--- log of {' '.join(server.argv[1:])}\n{server.log()}")
-
-
+# e2e's fixture: serve(app, *args, workers=1, binary=..., venv=...) starts a server, stops it after the
+# test and prints its log when the test failed.
+serve = e2e.serve
 # Keeps each phase's report on the test item, so that `serve` can tell whether the test failed.
 pytest_runtest_makereport = e2e.pytest_runtest_makereport

@@ -57,8 +57,8 @@ def test_served_reloaded_and_upgraded_under_load(host, framework, serve, tmp_pat
     app_file = tmp_path / "versioned.py"
     write_app(app_file, framework, 1)
     pidfile = tmp_path / "app.pid"
-    server = serve(host, "versioned:app", "--workers", "2", "--pid", str(pidfile), "--chdir", str(tmp_path),
-                   cwd=tmp_path, workers=2)
+    server = serve("versioned:app", "--workers", "2", "--pid", str(pidfile), "--chdir", str(tmp_path),
+                   cwd=tmp_path, workers=2, binary=host.binary, venv=host.venv)
     first = answers(server)
     assert {a["python"].rsplit(".", 1)[0] for a in first} == {host.version}
     assert {a["generation"] for a in first} == {1}
@@ -146,8 +146,8 @@ def test_appserver_hands_over_to_the_build_for_the_virtualenvs_python(host, serv
     app_file = tmp_path / "versioned.py"
     write_app(app_file, "flask", 1)
     pidfile = tmp_path / "app.pid"
-    server = serve(host, "versioned:app", "--pid", str(pidfile), "--chdir", str(tmp_path), cwd=tmp_path,
-                   binary=beside / "appserver")
+    server = serve("versioned:app", "--pid", str(pidfile), "--chdir", str(tmp_path), cwd=tmp_path,
+                   binary=beside / "appserver", venv=host.venv)
     served = answers(server, 3)
     assert {a["python"].rsplit(".", 1)[0] for a in served} == {host.version}
     assert {a["arbiter"] for a in served} == {server.pid}, "the process started is the one that serves"
