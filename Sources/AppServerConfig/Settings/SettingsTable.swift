@@ -61,7 +61,7 @@ public enum SettingsTable {
                 },
                 render: { $0.pythonpath.isEmpty ? nil : .string($0.pythonpath.joined(separator: ",")) }),
         .optionalText("virtualenv", flags: ["--virtualenv"], .app, reloadable: false, metavar: "DIR",
-                      help: "The app's virtualenv (default: $VIRTUAL_ENV).", \.virtualenv),
+                      help: "The app's virtualenv (default: $VIRTUAL_ENV); one made by another CPython is served by appserver-python3.X beside this binary or on PATH.", \.virtualenv),
         Setting("raw_env", aliases: ["env"], flags: ["-e", "--env"], form: .repeated(metavar: "KEY=VALUE"), .app,
                 help: "An environment variable for the app (repeatable).",
                 apply: { c, v throws(ConfigError) in
