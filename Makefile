@@ -70,7 +70,9 @@ python-hosts: $(PRESENT_PYTHON_VERSIONS:%=$(HOSTS)/appserver-python%)
 	.venv-python$*/bin/pip install -q --disable-pip-version-check -r tests/pythons/requirements.txt
 	touch $@
 
+# The glue's own tests under each such Python too (the glue is Python that runs in the server's interpreter).
 python-versions-test: python-hosts venv $(PRESENT_PYTHON_VERSIONS:%=.venv-python%/.installed)
+	for v in $(PRESENT_PYTHON_VERSIONS); do echo "glue on $$v:"; .venv-python$$v/bin/python -m pytest -q -p no:cacheprovider tests/glue || exit 1; done
 	APPSERVER_HOSTS=$(CURDIR)/$(HOSTS) APPSERVER_BIN=$(CURDIR)/$(BINARY) $(VENV_PYTHON) -m pytest -q -rs tests/pythons
 
 unit:
