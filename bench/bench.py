@@ -16,7 +16,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 APPS = HERE / "apps"
 BIN = Path(os.environ.get("VIRTUAL_ENV", sys.prefix)) / "bin"
-APPSERVER = ROOT / ".build" / "release" / "appserver"
+# The build to measure: Debian's python3 build, or APPSERVER_BIN (one for another CPython, bench/pythons.py).
+APPSERVER = Path(os.environ.get("APPSERVER_BIN", ROOT / ".build" / "release" / "appserver"))
 # Another build of appserver to compare with in the same run (before/after a change): `appserver-baseline`.
 BASELINE = os.environ.get("APPSERVER_BASELINE", "")
 PORT = 8765

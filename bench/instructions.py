@@ -6,7 +6,7 @@ The server runs under callgrind (which follows the worker through fork) twice, w
 long bounded wrk run; the figure is the difference of the worker's instructions over the difference
 of the responses wrk counted, so the worker's start and stop cancel out.
 
-Usage: bench/run.sh instructions [--configs NAME=ARGS;...] [--benches wsgi-hello,asgi-hello] [--seconds 8]
+Usage: bench/run.sh instructions [--configs NAME=ARGS;...] [--benches wsgi-hello,asgi-hello,flask-json,fastapi-json] [--seconds 8]
   APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
 """
 import argparse
@@ -18,15 +18,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from bench import wait_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-APPSERVER = ROOT / ".build" / "release" / "appserver"
+# The build to measure: Debian's python3 build, or APPSERVER_BIN (one for another CPython, bench/pythons.py).
+APPSERVER = Path(os.environ.get("APPSERVER_BIN", ROOT / ".build" / "release" / "appserver"))
 PORT = 8775
-BENCHES = {"wsgi-hello": ("wsgi_hello", "wsgi"), "asgi-hello": ("asgi_hello", "asgi")}
+BENCHES = {"wsgi-hello": ("wsgi_hello", "wsgi"), "asgi-hello": ("asgi_hello", "asgi"),
+           "flask-json": ("flask_json", "wsgi"), "fastapi-json": ("fastapi_json", "asgi")}
 CONFIGS = {
     "default": "",
     "metrics": f"--metrics-bind 127.0.0.1:{PORT + 1}",
@@ -47,6 +50,18 @@ def wrk(seconds):
     return int(re.search(r"(\d+) requests in", out).group(1))
 
 
+def answered(timeout):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/", timeout=timeout) as response:
+                return response.status
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def run_once(binary, extra, module, interface, seconds, workdir):
     """The worker's instructions over its whole life, and the requests it served."""
     out_pattern = os.path.join(workdir, "callgrind.%p")
@@ -60,6 +75,7 @@ def run_once(binary, extra, module, interface, seconds, workdir):
         while not children(server.pid) and time.time() < deadline:
             time.sleep(0.2)
         worker = children(server.pid)[0]
+        answered(timeout=300)   # the worker has imported the app (a framework takes long under valgrind)
         served = wrk(seconds)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -86,7 +102,7 @@ def measure(binary, extra, module, interface, seconds, workdir):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--benches", default=",".join(BENCHES))
+    parser.add_argument("--benches", default="wsgi-hello,asgi-hello")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--seconds", type=int, default=8)
     args = parser.parse_args()

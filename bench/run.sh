@@ -4,6 +4,7 @@
 #        bench/run.sh memory [--workers 4] [--runs 3]  (PSS of the whole server, Django, vs Gunicorn)
 #        bench/run.sh instructions [--benches wsgi-hello,asgi-hello]  (callgrind: instructions per request)
 #        bench/run.sh rss [--requests 2000000]  (the worker's RSS over two million header-heavy requests)
+#        bench/run.sh pythons [--versions 3.10,3.11,3.12,3.13]  (each CPython's build, beside Granian on that Python)
 #        bench/run.sh nginx [--chains appserver-http,appserver-uwsgi,...] [--runs 3] [--seconds 10]  (chains behind nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,10 @@ fi
 if [ "${1:-}" = rss ]; then
     shift
     exec "$VENV/bin/python" bench/rss.py "$@"
+fi
+if [ "${1:-}" = pythons ]; then
+    shift
+    exec "$VENV/bin/python" bench/pythons.py "$@"
 fi
 if [ "${1:-}" = nginx ]; then
     shift
