@@ -115,7 +115,7 @@ let package = Package(
 // Clang keys its cache of compiled C modules by the compiler's settings but not by the header search
 // path: a build directory that switches interpreter would reuse the CPython module of the last one
 // (the last one's struct layouts and PY_MINOR_VERSION). A macro naming the interpreter keys it.
-let pythonModuleKey = "-DAPPSERVER_PYTHON_HOST=\(pythonVersion.filter { $0 != "." })\(pythonLink == "debug" ? "1" : "0")"
+let pythonModuleKey = "-DAPPSERVER_PYTHON_HOST=\"\(pythonExecutable) \(pythonLink)\""
 for target in package.targets where ["CPythonShim", "AppServerPython", "AppServerArbiter", "appserver"].contains(target.name) {
     if target.name == "CPythonShim" {
         target.cSettings = (target.cSettings ?? []) + [.unsafeFlags([pythonModuleKey])]
