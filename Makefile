@@ -44,7 +44,9 @@ build: $(BINARY)
 else
 ## `make build PYTHON=/path/to/python3.X [PYTHON_LINK=shared]`: the server for another CPython (3.10 to 3.13),
 ## as .build-pythons/hosts/appserver-python3.X.
-build: $(HOSTS)/appserver-python$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+$(if $(PYTHON_VERSION),,$(error PYTHON=$(PYTHON) does not run))
+build: $(HOSTS)/appserver-python$(PYTHON_VERSION)
 endif
 $(BINARY): $(SWIFT_SOURCES)
 	env -u PKG_CONFIG_PATH swift build -c release $(SWIFT_RELEASE_FLAGS)
@@ -54,8 +56,8 @@ $(BINARY): $(SWIFT_SOURCES)
 # appserver-python3.11d is Debian's debug interpreter (python3.11-dbg: Py_DEBUG, sys.gettotalrefcount).
 PYTHON_LINK ?= static
 OTHER_PYTHON_VERSIONS := 3.10 3.12 3.13
-# A version's interpreter: PYTHON when given, else pyenv's (this machine kind's), else Debian's.
-find_python = $(or $(PYTHON),$(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(wildcard /usr/bin/python$(1))))
+# A version's interpreter: PYTHON when it is that version, else pyenv's (this machine kind's), else the system's.
+find_python = $(if $(filter $(1),$(PYTHON_VERSION)),$(PYTHON),$(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(wildcard /usr/bin/python$(1))))
 PRESENT_PYTHON_VERSIONS := $(foreach v,$(OTHER_PYTHON_VERSIONS),$(if $(call find_python,$(v)),$(v)))
 $(HOSTS)/appserver-python%: $(SWIFT_SOURCES) scripts/python-build-env
 	eval env $$(scripts/python-build-env $(call find_python,$*) $(if $(filter %d,$*),debug,$(PYTHON_LINK))) \
