@@ -1,13 +1,16 @@
 """Runs the benchmark of ../shared/BENCHMARKS.md: one worker pinned to CPU 1, wrk pinned to CPU 0,
 servers alternated (A B A B A B), the median of three runs; prints a markdown table."""
 import argparse
+import atexit
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -30,11 +33,14 @@ SERVERS = {
     "appserver-metrics": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--metrics-bind", f"127.0.0.1:{PORT + 1}", "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
     "appserver-noreqid": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--request-id-header", "", "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
     "appserver-t2": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "2", "--chdir", str(APPS), f"{module}:app"], {"wsgi"}),
+    "appserver-t4": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "4", "--chdir", str(APPS), f"{module}:app"], {"wsgi"}),
     "granian": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--runtime-threads", "2", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
     "granian-default": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
     "uvicorn": (lambda iface, module: [str(BIN / "uvicorn"), "--workers", "1", "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(PORT), f"{module}:app"], {"asgi"}),
     "gunicorn-gthread": (lambda iface, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{PORT}", f"{module}:app"], {"wsgi"}),
     "gunicorn-sync": (lambda iface, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{PORT}", f"{module}:app"], {"wsgi"}),
+    # Not a peer but the limit: Debian's nginx answering `return 200` on the same pinned core, no Python.
+    "nginx": (lambda iface, module: nginx_command(), {"wsgi", "asgi"}),
     "uwsgi": (lambda iface, module: [str(BIN / "uwsgi"), "--http11-socket", f"127.0.0.1:{PORT}", "--master", "--processes", "1", "--threads", "4", "--module", f"{module}:app", "--disable-logging", "--need-app"], {"wsgi"}),
 }
 
@@ -47,7 +53,35 @@ BENCHES = {
     "asgi-hello": ("asgi_hello", [], None, "asgi"),
     "fastapi-json": ("fastapi_json", [], None, "asgi"),
     "asgi-echo-4k": ("asgi_echo", ["-s", str(HERE / "post4k.lua")], 4096, "asgi"),
+    # 5 ms of waiting per request: what threads (--threads 4, gthread 4) and an event loop must overlap.
+    "wsgi-sleep": ("wsgi_sleep", [], None, "wsgi"),
+    "asgi-sleep": ("asgi_sleep", [], None, "asgi"),
 }
+# The benches nginx's `return 200` stands beside (it answers the same bytes as the hello apps).
+LIMIT_BENCHES = {"wsgi-hello", "asgi-hello"}
+NGINX_CONFIG = """worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;   # the others never close a busy keep-alive connection either
+    keepalive_timeout 600s;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ default_type text/plain; return 200 "Hello, World!"; }}
+    }}
+}}
+"""
+
+
+def nginx_command():
+    directory = tempfile.mkdtemp(prefix="bench-nginx-")
+    atexit.register(shutil.rmtree, directory, True)
+    config = Path(directory) / "nginx.conf"
+    config.write_text(NGINX_CONFIG.format(dir=directory, port=PORT))
+    return [shutil.which("nginx") or "/usr/sbin/nginx", "-p", directory, "-c", str(config)]
 
 
 def wait_port(timeout=20, port=PORT):
@@ -61,15 +95,24 @@ def wait_port(timeout=20, port=PORT):
     raise RuntimeError("server did not start")
 
 
-def start(server, bench):
+def command(server, bench):
+    """The server's command line for the bench, or None when it does not serve that bench's interface."""
     module, _, _, interface = BENCHES[bench]
-    command, interfaces = SERVERS[server]
-    if interface not in interfaces:
+    make, interfaces = SERVERS[server]
+    if interface not in interfaces or (server == "nginx" and bench not in LIMIT_BENCHES):
         return None
-    argv = command(interface, module)
-    if not Path(argv[0]).exists():
+    argv = make(interface, module)
+    return argv if Path(argv[0]).exists() else None
+
+
+def start(server, bench, argv=None, cpus="1"):
+    """Starts the server (its command for the bench unless `argv` is given) pinned to `cpus` (None: not
+    pinned), waits for its port and checks its answer; None when it does not serve the bench."""
+    argv = argv or command(server, bench)
+    if argv is None:
         return None
-    proc = subprocess.Popen(["taskset", "-c", "1", *argv], cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    pin = ["taskset", "-c", cpus] if cpus else []
+    proc = subprocess.Popen([*pin, *argv], cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(APPS)}, start_new_session=True)
     wait_port()
     # Check the answer before measuring: a fast wrong answer is no result.
@@ -94,9 +137,11 @@ def wrk(bench, seconds):
     return run_wrk(f"http://127.0.0.1:{PORT}/", seconds, BENCHES[bench][1])
 
 
-def run_wrk(url, seconds, extra=()):
-    """wrk pinned to CPU 0, one thread, 64 connections: req/s, p50 and p99 in ms, errors, non-2xx."""
-    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", *extra, url],
+def run_wrk(url, seconds, extra=(), threads=1, connections=64, cpus="0"):
+    """wrk pinned to CPU 0 (cpus=None: not pinned), one thread, 64 connections: req/s, p50 and p99 in ms,
+    errors, non-2xx."""
+    pin = ["taskset", "-c", cpus] if cpus else []
+    out = subprocess.run([*pin, "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
                          capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -158,7 +203,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     for bench in args.benches.split(","):
         bench_rows = [r for r in rows if r[0] == bench]
-        peers = [r[2]["rps"] for r in bench_rows if not r[1].startswith("appserver")]
+        peers = [r[2]["rps"] for r in bench_rows if not r[1].startswith("appserver") and r[1] != "nginx"]
         best_peer = max(peers) if peers else None
         for _, server, m, errors, non2xx, ceiling in bench_rows:
             ratio = f"{m['rps'] / best_peer:.2f}x" if best_peer else "-"

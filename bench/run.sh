@@ -5,6 +5,7 @@
 #        bench/run.sh instructions [--benches wsgi-hello,asgi-hello]  (callgrind: instructions per request)
 #        bench/run.sh rss [--requests 2000000]  (the worker's RSS over two million header-heavy requests)
 #        bench/run.sh pythons [--versions 3.10,3.11,3.12,3.13]  (each CPython's build, beside Granian on that Python)
+#        bench/run.sh scaling [--servers ...] [--idle 10000]  (two workers on both cores; -c16/-c256/-c1024 and idle connections)
 #        bench/run.sh nginx [--chains appserver-http,appserver-uwsgi,...] [--runs 3] [--seconds 10]  (chains behind nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,10 @@ fi
 if [ "${1:-}" = pythons ]; then
     shift
     exec "$VENV/bin/python" bench/pythons.py "$@"
+fi
+if [ "${1:-}" = scaling ]; then
+    shift
+    exec "$VENV/bin/python" bench/scaling.py "$@"
 fi
 if [ "${1:-}" = nginx ]; then
     shift
