@@ -6,7 +6,7 @@
   worker's RSS before and after they open gives its memory per idle connection.
 
 Usage: bench/run.sh scaling [--servers appserver,granian] [--benches wsgi-hello,asgi-hello] [--runs 3]
-                            [--seconds 10] [--idle 10000] [--no-cores] [--no-connections]
+                            [--seconds 10] [--idle 10000] [--no-cores] [--no-connections] [--steps 16,256,1024,idle]
 """
 import argparse
 import resource
@@ -53,12 +53,16 @@ def rss_of_tree(pid):
     return total
 
 
-def open_idle(count):
+def open_idle(count, budget=60.0):
     """Up to `count` keep-alive connections, each answered once, left open; stops at the first that gets
-    no answer within 5 s (a server that caps its connections), which stays open too."""
+    no answer within 5 s (a server that caps its connections), which stays open too, or after `budget`
+    seconds (a server that answers new connections ever more slowly as they pile up)."""
     held = []
     request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    deadline = time.monotonic() + budget
     for _ in range(count):
+        if time.monotonic() > deadline:
+            break
         s = socket.create_connection(("127.0.0.1", PORT), timeout=5)
         held.append(s)
         try:
@@ -103,6 +107,7 @@ def main():
     parser.add_argument("--idle", type=int, default=10000)
     parser.add_argument("--no-cores", action="store_true")
     parser.add_argument("--no-connections", action="store_true")
+    parser.add_argument("--steps", default="16,256,1024,idle", help="which connection steps: 16,256,1024,idle")
     args = parser.parse_args()
     # 10,000 sockets here and as many in the server, which inherits this limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -135,6 +140,7 @@ def main():
     if not args.no_connections:
         rows = []
         steps = [("-c16", 16, 0), ("-c256", 256, 0), ("-c1024", 1024, 0), (f"-c64 + {args.idle} idle", 64, args.idle)]
+        steps = [step for step, name in zip(steps, ["16", "256", "1024", "idle"]) if name in args.steps.split(",")]
         for bench_name in benches:
             for label, connections, idle in steps:
                 results, notes = {s: [] for s in servers}, {s: [] for s in servers}
