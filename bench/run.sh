@@ -17,28 +17,9 @@ if [ ! -x "$VENV/bin/uvicorn" ] || [ ! -x "$VENV/bin/django-admin" ]; then
     "$VENV/bin/pip" install -q --disable-pip-version-check uwsgi || echo "uwsgi did not build; benchmarking without it"
 fi
 "$VENV/bin/pip" freeze | grep -iE '^(gunicorn|granian|uwsgi|flask|fastapi|starlette|uvicorn|uvloop|httptools)=' > bench/out.versions 2>/dev/null || true
-if [ "${1:-}" = memory ]; then
-    shift
-    exec "$VENV/bin/python" bench/memory.py "$@"
-fi
-if [ "${1:-}" = instructions ]; then
-    shift
-    exec "$VENV/bin/python" bench/instructions.py "$@"
-fi
-if [ "${1:-}" = rss ]; then
-    shift
-    exec "$VENV/bin/python" bench/rss.py "$@"
-fi
-if [ "${1:-}" = pythons ]; then
-    shift
-    exec "$VENV/bin/python" bench/pythons.py "$@"
-fi
-if [ "${1:-}" = scaling ]; then
-    shift
-    exec "$VENV/bin/python" bench/scaling.py "$@"
-fi
-if [ "${1:-}" = nginx ]; then
-    shift
-    exec "$VENV/bin/python" bench/behind_nginx.py "$@"
-fi
+# A mode's script is bench/MODE.py (nginx's is behind_nginx.py); without a mode, the wrk table.
+case "${1:-}" in
+    memory|instructions|rss|pythons|scaling) mode=$1; shift; exec "$VENV/bin/python" "bench/$mode.py" "$@" ;;
+    nginx) shift; exec "$VENV/bin/python" bench/behind_nginx.py "$@" ;;
+esac
 exec "$VENV/bin/python" bench/bench.py "$@"
