@@ -125,6 +125,11 @@ extension Upgrade {
             setenv("LISTEN_FDNAMES", names, 1)
             setenv(readyVariable, String(3 + listeners.count), 1)
             setenv(fromVariable, String(oldArbiter), 1)
+            // systemd's watchdog pings count from the process WATCHDOG_PID names (sd_watchdog_enabled
+            // checks it): the new arbiter becomes the main process, so it is the one to ping.
+            if let text = getenv("WATCHDOG_PID"), pid_t(String(cString: text)) == oldArbiter {
+                setenv("WATCHDOG_PID", String(getpid()), 1)
+            }
             if metricsPage != nil { setenv(MetricsPage.variable, String(4 + listeners.count), 1) }
             _ = chdir(startDirectory)
             SignalPipe.restore(mask)

@@ -3,25 +3,28 @@ real systemd tests boot systemd in a container)."""
 import os
 import signal
 import socket
+import struct
+import subprocess
 import threading
 import time
 
 import requests
 
-import subprocess
-
 from conftest import APPS, BINARY, VENV, Server, free_port, wait_until
 
 
 class NotifySocket:
-    """A stand-in for systemd's NOTIFY_SOCKET: collects every message the server sends."""
+    """A stand-in for systemd's NOTIFY_SOCKET: collects every message the server sends, and (as systemd
+    does, SO_PASSCRED) which process sent it."""
 
     def __init__(self, path):
         self.path = str(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.bind(self.path)
         self.sock.settimeout(0.2)
         self.messages = []
+        self.senders = []
         self.running = True
         self.thread = threading.Thread(target=self._collect, daemon=True)
         self.thread.start()
@@ -29,9 +32,18 @@ class NotifySocket:
     def _collect(self):
         while self.running:
             try:
-                self.messages.append(self.sock.recv(4096).decode())
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
             except socket.timeout:
-                pass
+                continue
+            pid = next((struct.unpack("iII", payload[:12])[0] for level, kind, payload in ancillary
+                        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS), None)
+            self.senders.append(pid)
+            self.messages.append(data.decode())
+
+    def from_pid(self, pid, field):
+        """How many messages from process `pid` carried `field`."""
+        return sum(1 for sender, message in zip(list(self.senders), list(self.messages))
+                   if sender == pid and field in message.split("\n"))
 
     def fields(self):
         return [line for message in list(self.messages) for line in message.split("\n")]
@@ -76,6 +88,37 @@ def test_ready_status_watchdog_reload_and_stopping(tmp_path):
         assert notify.count("STOPPING=1") == 1
     finally:
         server.stop()
+        notify.close()
+
+
+def test_the_watchdog_follows_the_main_process_across_an_upgrade(tmp_path):
+    """systemd takes watchdog pings from the main process that WATCHDOG_PID names. After USR2 the new
+    arbiter is the main process (MAINPID=): it must ping, or systemd kills it when WatchdogSec runs out."""
+    notify = NotifySocket(tmp_path / "notify")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env.update(NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="1000000")
+    with open(tmp_path / "server.log", "w") as log:
+        # As systemd starts it: WATCHDOG_PID is the server's own pid.
+        proc = subprocess.Popen(["sh", "-c", 'export WATCHDOG_PID=$$; exec "$0" "$@"', str(BINARY), "--virtualenv", VENV,
+                                 "--bind", f"127.0.0.1:{port}", "plain:app"], cwd=APPS, env=env, stdout=log, stderr=log)
+    new = None
+    try:
+        wait_until(lambda: notify.from_pid(proc.pid, "WATCHDOG=1") >= 2, message="pings from the first arbiter")
+        proc.send_signal(signal.SIGUSR2)
+        handover = wait_until(lambda: next((f for f in notify.fields() if f.startswith("MAINPID=")), None),
+                              message="MAINPID= naming the new arbiter")
+        new = int(handover.split("=")[1])
+        assert proc.wait(20) == 0
+        wait_until(lambda: notify.from_pid(new, "WATCHDOG=1") >= 3, message="pings from the new arbiter")
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if new:
+            os.kill(new, signal.SIGTERM)   # the arbiter our server's USR2 started
+            wait_until(lambda: not os.path.exists(f"/proc/{new}") or "Z" in open(f"/proc/{new}/stat").read().split()[2],
+                       timeout=20, message="the new arbiter to stop")
         notify.close()
 
 
