@@ -497,6 +497,7 @@ public final class Arbiter {
             logger.warning("reload: a new \(change) takes effect only on restart (or USR2, 'appserver upgrade'); keeping the running value")
         }
         config = kept.config
+        ConfiguredEnvironment.apply(config.env)
         logNotes(config)
         shareSettingsWithHooks()
         runHook("on_reload", [server])
@@ -573,6 +574,7 @@ public final class Arbiter {
             }
             generation = previous.generation
             config = previous.config
+            ConfiguredEnvironment.apply(config.env)
             setWorkerCount(config.workers)
             self.previous = nil
             answer(&reloadWaiters, ok: false, lastError!)

@@ -50,7 +50,7 @@ enum ServerCommand {
         if let dir = settings.chdir, !FileManager.default.changeCurrentDirectoryPath(dir) {
             throw ConfigError.invalidValue(key: "chdir", value: dir, reason: "cannot change to this directory")
         }
-        for (key, value) in settings.env { setenv(key, value, 1) }
+        ConfiguredEnvironment.apply(settings.env)
         let errorLog = try LogFile(path: settings.errorLogfile)
         let accessLog = try settings.accessLogfile.map { path throws(ConfigError) in try LogFile(path: path, stdout: true) }
         if settings.daemon { Daemon.detach() }

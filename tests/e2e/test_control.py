@@ -172,3 +172,34 @@ def test_reload_with_a_bad_config_file_fails_at_once_with_the_reason(serve, tmp_
     assert result.returncode == 1, result
     assert "reload failed" in result.stderr and "workers" in result.stderr, result.stderr
     assert requests.get(server.url + "/").content == b"Hello, World!"
+
+
+ENV_APP = """import json, os
+
+def app(environ, start_response):
+    names = environ["QUERY_STRING"].split(",")
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({name: os.environ.get(name) for name in names}).encode()]
+"""
+
+
+def test_a_reload_sets_env_as_the_file_now_says(serve, tmp_path):
+    """A variable dropped from `env` is gone after the reload (or back to its value from before the
+    config set it), a changed one changes; a failed reload keeps the running generation's."""
+    (tmp_path / "envapp.py").write_text(ENV_APP)
+    config = tmp_path / "server.toml"
+    head = f'app = "envapp:app"\npythonpath = "{tmp_path}"\nworkers = 1\n'
+    config.write_text(head + 'env = ["DROPPED=1", "CHANGED=old", "PRESET=from-config"]\n')
+    server = serve("envapp:app", "-c", str(config), env={"PRESET": "from-the-environment"})
+    names = "DROPPED,CHANGED,PRESET,ADDED"
+    assert requests.get(server.url + f"/?{names}").json() == {
+        "DROPPED": "1", "CHANGED": "old", "PRESET": "from-config", "ADDED": None}
+    config.write_text(head + 'env = ["CHANGED=new", "ADDED=yes"]\n')
+    assert control("reload", "--pid", str(server.pid)).returncode == 0
+    expected = {"DROPPED": None, "CHANGED": "new", "PRESET": "from-the-environment", "ADDED": "yes"}
+    assert requests.get(server.url + f"/?{names}").json() == expected
+    # A reload whose app cannot boot: the running worker keeps its environment.
+    config.write_text(head + 'env = ["DROPPED=again"]\n')
+    (tmp_path / "envapp.py").write_text("raise RuntimeError('not today')\n")
+    assert control("reload", "--pid", str(server.pid)).returncode == 1
+    assert requests.get(server.url + f"/?{names}").json() == expected

@@ -63,7 +63,7 @@ public enum SettingsTable {
         .optionalText("virtualenv", flags: ["--virtualenv"], .app, reloadable: false, metavar: "DIR",
                       help: "The app's virtualenv (default: $VIRTUAL_ENV); one made by another CPython is served by appserver-python3.X beside this binary or on PATH.", \.virtualenv),
         Setting("raw_env", aliases: ["env"], flags: ["-e", "--env"], form: .repeated(metavar: "KEY=VALUE"), .app,
-                help: "An environment variable for the app (repeatable).",
+                help: "An environment variable for the app (repeatable); a reload removes the ones the file no longer sets.",
                 apply: { c, v throws(ConfigError) in
                     c.env = [:]
                     for pair in try v.strings("raw_env") {
