@@ -1,3 +1,4 @@
+import AppServerConfig
 import Foundation
 import Logging
 
@@ -120,6 +121,9 @@ extension Upgrade {
                 dup2(fd, 3 + CInt(index))   // the copy has no FD_CLOEXEC: it survives exec
                 close(fd)
             }
+            // The new arbiter reads its config afresh: it starts from the environment as it was before
+            // any config set `env`, or it would take this one's variables for the machine's own.
+            ConfiguredEnvironment.apply([:])
             setenv("LISTEN_FDS", String(listeners.count), 1)
             setenv("LISTEN_PID", String(getpid()), 1)
             setenv("LISTEN_FDNAMES", names, 1)

@@ -185,21 +185,29 @@ def app(environ, start_response):
 
 def test_a_reload_sets_env_as_the_file_now_says(serve, tmp_path):
     """A variable dropped from `env` is gone after the reload (or back to its value from before the
-    config set it), a changed one changes; a failed reload keeps the running generation's."""
+    config set it), a changed one changes, also after an upgrade (USR2: the new arbiter inherits the
+    old one's environment); a failed reload keeps the running generation's."""
     (tmp_path / "envapp.py").write_text(ENV_APP)
-    config = tmp_path / "server.toml"
-    head = f'app = "envapp:app"\npythonpath = "{tmp_path}"\nworkers = 1\n'
+    config, pidfile = tmp_path / "server.toml", tmp_path / "app.pid"
+    head = f'app = "envapp:app"\npythonpath = "{tmp_path}"\nworkers = 1\npidfile = "{pidfile}"\n'
     config.write_text(head + 'env = ["DROPPED=1", "CHANGED=old", "PRESET=from-config"]\n')
     server = serve("envapp:app", "-c", str(config), env={"PRESET": "from-the-environment"})
     names = "DROPPED,CHANGED,PRESET,ADDED"
     assert requests.get(server.url + f"/?{names}").json() == {
         "DROPPED": "1", "CHANGED": "old", "PRESET": "from-config", "ADDED": None}
-    config.write_text(head + 'env = ["CHANGED=new", "ADDED=yes"]\n')
-    assert control("reload", "--pid", str(server.pid)).returncode == 0
-    expected = {"DROPPED": None, "CHANGED": "new", "PRESET": "from-the-environment", "ADDED": "yes"}
-    assert requests.get(server.url + f"/?{names}").json() == expected
-    # A reload whose app cannot boot: the running worker keeps its environment.
-    config.write_text(head + 'env = ["DROPPED=again"]\n')
-    (tmp_path / "envapp.py").write_text("raise RuntimeError('not today')\n")
-    assert control("reload", "--pid", str(server.pid)).returncode == 1
-    assert requests.get(server.url + f"/?{names}").json() == expected
+    assert control("upgrade", "--pid", str(server.pid)).returncode == 0
+    new = read_pid(pidfile)
+    try:
+        assert server.proc.wait(15) == 0
+        config.write_text(head + 'env = ["CHANGED=new", "ADDED=yes"]\n')
+        assert control("reload", "--pid", str(new)).returncode == 0
+        expected = {"DROPPED": None, "CHANGED": "new", "PRESET": "from-the-environment", "ADDED": "yes"}
+        assert requests.get(server.url + f"/?{names}").json() == expected
+        # A reload whose app cannot boot: the running worker keeps its environment.
+        config.write_text(head + 'env = ["DROPPED=again"]\n')
+        (tmp_path / "envapp.py").write_text("raise RuntimeError('not today')\n")
+        assert control("reload", "--pid", str(new)).returncode == 1
+        assert requests.get(server.url + f"/?{names}").json() == expected
+    finally:
+        os.kill(new, signal.SIGTERM)
+        wait_gone(new)
