@@ -8,12 +8,12 @@ BINARY := .build/release/appserver
 # Builds for other CPythons (and Debian's debug interpreter): see python-hosts below.
 HOSTS_BUILD := .build-pythons
 HOSTS := $(HOSTS_BUILD)/hosts
-APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd systemd-container debootstrap debhelper lintian rsync nginx-light libnginx-mod-stream openssl prometheus python3.11-dbg
+APT_PACKAGES := python3-dev python3-venv libsystemd-dev pkg-config wrk curl systemd systemd-container debootstrap debhelper lintian rsync nginx-light libnginx-mod-stream openssl prometheus python3.11-dbg haproxy openssh-client iproute2
 SWIFT_SOURCES := $(shell find Sources -type f) Package.swift
 # Exclusivity is checked at compile time; the run-time checks (in SwiftNIO too) cost ~4% of a request.
 SWIFT_RELEASE_FLAGS := -Xswiftc -enforce-exclusivity=unchecked
 
-.PHONY: run test deps venv build unit glue e2e refleak-build refleak-test python-hosts python-versions-test systemd-tests fuzz fuzz-smoke deb bench clean
+.PHONY: run test deps venv build unit glue e2e refleak-build refleak-test python-hosts python-versions-test systemd-tests fleet-test fuzz fuzz-smoke deb bench clean
 
 ## Serve the example app on http://127.0.0.1:8000/
 run: deps venv build
@@ -116,6 +116,10 @@ refleak-test: refleak-build venv
 # The units under a real systemd 252 booted in systemd-nspawn (the Debian root is cached in rootfs-cache/).
 systemd-tests: build venv python-hosts
 	APPSERVER_BIN=$(CURDIR)/$(BINARY) APPSERVER_HOSTS=$(CURDIR)/$(HOSTS) $(VENV_PYTHON) -m pytest -q -rs tests/systemd
+
+# Only the fleet test (three hosts behind HAProxy and nginx, upgraded by deploy/ansible); systemd-tests runs it too.
+fleet-test: deps venv
+	$(VENV_PYTHON) -m pytest -q -rs tests/systemd/test_fleet.py
 
 ## Build dist/appserver_VERSION_amd64.deb (VERSION from packaging/debian/changelog; `make deb VERSION=1.2.3` for another).
 deb: deps

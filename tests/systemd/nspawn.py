@@ -1,11 +1,15 @@
 """A real systemd 252 as PID 1 for tests: a debootstrapped Debian bookworm booted with
 systemd-nspawn (never plain unshare: that would let its services reconfigure this machine).
 
-The root tree is built once (debootstrap, about a minute) and cached as rootfs-cache/bookworm.tar
-outside git; each boot uses --volatile=overlay, so the tree is never changed by a test. The container
-shares this machine's network: a socket it listens on is reachable on 127.0.0.1 here."""
+The root tree is built once (debootstrap, about a minute) and cached outside git as
+rootfs-cache/bookworm-<hash of the package list>.tar; each boot uses --volatile=overlay, so the tree is
+never changed by a test. By default the container shares this machine's network (a socket it listens on
+is reachable on 127.0.0.1 here); `Container(network=Host(...))` gives it a network namespace of its own
+on a bridge the test made (tests/systemd/fleet.py)."""
+import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -13,9 +17,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "rootfs-cache"
-TARBALL = CACHE / "bookworm.tar"
-TREE = CACHE / "bookworm-root"
-PACKAGES = "systemd,systemd-sysv,dbus,python3,libpython3.11,libsystemd0,curl,procps"
+# openssh-server and python3-apt: the fleet test's hosts, which Ansible reaches over ssh and whose apt
+# module needs python3-apt. sshd is disabled in the tree (a container on this machine's network would
+# take its port 22) and started only in containers with a network of their own.
+PACKAGES = "systemd,systemd-sysv,dbus,python3,libpython3.11,libsystemd0,curl,procps,openssh-server,python3-apt"
+FLAVOUR = hashlib.sha256(PACKAGES.encode()).hexdigest()[:8]
+TARBALL = CACHE / f"bookworm-{FLAVOUR}.tar"
+TREE = CACHE / f"bookworm-{FLAVOUR}-root"
 
 
 def mirror():
@@ -36,6 +44,8 @@ def ensure_tree():
         shutil.rmtree(build, ignore_errors=True)
         subprocess.run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(build), mirror()],
                        check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["systemctl", f"--root={build}", "disable", "ssh.service", "ssh.socket"],
+                       check=True, capture_output=True)
         subprocess.run(["tar", "-C", str(build), "-cf", str(TARBALL) + ".part", "."], check=True)
         os.rename(str(TARBALL) + ".part", TARBALL)
         shutil.rmtree(build, ignore_errors=True)
@@ -48,18 +58,26 @@ def ensure_tree():
 class Container:
     """One booted container; `run` executes a command inside it (nsenter into its PID 1's namespaces)."""
 
-    def __init__(self, share: Path, log: Path, swift_runtime=True):
+    def __init__(self, share: Path, log: Path, swift_runtime=True, machine="appserver-test", network=None):
         """`swift_runtime`: bind the host's /opt/swift for a binary that links the Swift runtime
-        dynamically (the .deb's binary links it statically and must run without it)."""
+        dynamically (the .deb's binary links it statically and must run without it).
+        `network`: (bridge, address/prefix) for a network namespace of its own, attached to that bridge
+        (its interface host0 gets the address); by default the container shares this machine's network."""
         tree = ensure_tree()
         self.share = share
+        self.machine = machine
         self.log = open(log, "w")
+        networking = [f"--network-bridge={network[0]}"] if network else []
         self.proc = subprocess.Popen(
             ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--volatile=overlay", "-D", str(tree),
              f"--bind={share}:/mnt/share", *(["--bind-ro=/opt/swift"] if swift_runtime else []), "--console=pipe",
-             "--machine=appserver-test"],
+             f"--machine={machine}", *networking],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.leader = self._find_leader()
+        if network:
+            # This machine's `ip` in the container's network namespace only (minbase has no iproute2).
+            for command in (["addr", "add", network[1], "dev", "host0"], ["link", "set", "host0", "up"]):
+                subprocess.run(["nsenter", "--target", str(self.leader), "--net", "ip", *command], check=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             state = self.run("systemctl", "is-system-running", check=False).stdout.strip()
@@ -99,8 +117,15 @@ class Container:
         out = self.run("systemctl", "show", unit, "-p", ",".join(properties)).stdout
         return dict(line.split("=", 1) for line in out.strip().splitlines())
 
+    def power_off_hard(self):
+        """Pulls the plug: SIGKILL to the container's PID 1 ends every process in it at once, and its
+        network namespace (with its end of the link) goes with them."""
+        os.kill(self.leader, signal.SIGKILL)
+        self.proc.wait(30)
+
     def stop(self):
-        self.run("systemctl", "poweroff", check=False)
+        if self.proc.poll() is None:
+            self.run("systemctl", "poweroff", check=False)
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from nspawn import ROOT, Container, wait_for
+from conftest import NEW, OLD
+from nspawn import Container, wait_for
 
-OLD, NEW = "1.0.0", "1.1.0"
 PORT, DEMO_PORT = 18090, 18091
 
 pytestmark = pytest.mark.skipif(
@@ -28,25 +28,6 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 """
-
-
-def build_deb(version, out):
-    result = subprocess.run([str(ROOT / "packaging" / "build-deb.sh"), version, str(out)],
-                            capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return Path(result.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module")
-def debs():
-    """The package at the changelog's version and the same package bumped to 1.1.0."""
-    out = Path(tempfile.mkdtemp(prefix="appserver-debs-"))
-    os.chmod(out, 0o755)
-    version = subprocess.run(["dpkg-parsechangelog", "-l", str(ROOT / "packaging/debian/changelog"), "-S", "Version"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    assert version == OLD
-    yield {OLD: build_deb(OLD, out), NEW: build_deb(NEW, out)}
-    shutil.rmtree(out, ignore_errors=True)
 
 
 def test_lintian_reports_no_errors_or_warnings(debs):
