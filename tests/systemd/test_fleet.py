@@ -92,6 +92,13 @@ def journal(host):
     return host.run("journalctl", "-u", "appserver@hello.service", "-o", "short-monotonic", "--no-pager").stdout[-6000:]
 
 
+def assert_no_restart(fleet):
+    """No host's server was restarted by systemd (a crash, the watchdog)."""
+    for name, host in fleet.hosts.items():
+        props = host.show("appserver@hello.service", "NRestarts", "ActiveState")
+        assert props == {"NRestarts": "0", "ActiveState": "active"}, (name, props, journal(host))
+
+
 def assert_no_failed_request(load, what):
     total, errors, non2xx, out = load.stop()
     assert errors == 0 and non2xx == 0 and total > 1000, f"{what}:\n{out}"
@@ -104,6 +111,7 @@ def test_first_install_serves_on_every_host(world):
         assert fleet.answer(name) == (200, f"release 1 on {name}")
         status = fleet.status(name)
         assert status["version"] == OLD and status["ready"], status
+    assert_no_restart(fleet)
         assert http_get(HOSTS[name], METRICS_PORT, "/readyz")[0] == 200
     answers = {http_get("127.0.0.1", HAPROXY_PORT, "/")[1] for _ in range(9)}
     assert answers == {f"release 1 on {name}" for name in HOSTS}, "HAProxy balances over the three hosts"
@@ -150,7 +158,7 @@ def test_a_rollout_stops_at_the_first_host_that_fails(world, debs):
         assert fleet.answer(name) == (200, f"release 1 on {name}"), name
         status = fleet.status(name)
         assert status["version"] == NEW and status["ready"], (name, status)
-        assert fleet.hosts[name].show("appserver@hello.service", "NRestarts")["NRestarts"] == "0"
+    assert_no_restart(fleet)
     untouched = fleet.hosts["asfleet3"].run("cat", "/srv/appserver/hello/hello.py").stdout
     assert untouched == RELEASE_1, "the rollout stopped before host 3"
     figure(f"rollout of release 2 failing on host 2 (of 3) through HAProxy: {total} requests, 0 errors; "
@@ -178,6 +186,7 @@ def test_draining_a_host_through_haproxy(world):
     total = assert_no_failed_request(load, "draining a host through HAProxy")
     journal = host.run("journalctl", "-u", "appserver@hello.service", "-o", "cat", "--no-pager").stdout
     assert "draining: /readyz answers 503" in journal, journal[-3000:]
+    assert_no_restart(fleet)
     figure(f"draining host 3 through HAProxy (systemctl stop, drain_delay 3 s, took {stopped:.1f} s) and "
            f"starting it again: {total} requests, 0 errors")
 
@@ -199,6 +208,7 @@ def test_the_fixed_rollout_and_a_drain_through_nginx(world, debs):
     for name in HOSTS:
         assert fleet.answer(name) == (200, f"release 2 on {name}: hello from {name}")
         assert fleet.status(name)["version"] == NEW
+    assert_no_restart(fleet)
     figure(f"rollout of release 2 to 3 hosts, then host 1 stopped and started, through nginx (passive checks): "
            f"{total} requests, 0 errors; per host {per_host}; requests nginx passed on to another host after "
            f"a failure: {len(nginx.upstream_errors())}")
@@ -224,7 +234,7 @@ def test_a_host_powered_off_hard_through_haproxy(world):
     assert end["asfleet3"][1] - after_down["asfleet3"][1] == 0, "no request sent to the dead host once it is DOWN"
     slowest = re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)
     figure(f"host 3 powered off hard under wrk -c64 through HAProxy: {errors} socket errors and {non2xx} non-2xx "
-           f"of {total} requests (HAProxy retries one that got no answer on another host after `timeout server`, "
-           f"5 s; the slowest took {slowest}); HAProxy marked it DOWN after {out_after:.1f} s; hosts 1 and 2 "
+           f"of {total} requests (HAProxy retries a request on another host when the connection fails, after "
+           f"`timeout connect` 2 s, or no answer comes, after `timeout server` 5 s; the slowest took {slowest}); HAProxy marked it DOWN after {out_after:.1f} s; hosts 1 and 2 "
            f"served {end['asfleet1'][1] - before['asfleet1'][1]} and {end['asfleet2'][1] - before['asfleet2'][1]} "
            f"requests meanwhile")
