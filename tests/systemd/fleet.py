@@ -29,7 +29,7 @@ ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 def missing_tools():
     """What this machine lacks for the fleet test ('' when nothing)."""
     needs = {"systemd-nspawn": "systemd-container", "haproxy": "haproxy", "nginx": "nginx-light", "wrk": "wrk",
-             "ssh": "openssh-client", "ssh-keygen": "openssh-client", "ip": "iproute2"}
+             "ssh": "openssh-client", "ssh-keygen": "openssh-client", "ip": "iproute2", "dpkg-scanpackages": "dpkg-dev"}
     missing = [package for tool, package in needs.items() if shutil.which(tool) is None]
     if not ANSIBLE_PLAYBOOK.exists():
         missing.append("ansible-core (tests/requirements.txt)")
@@ -61,7 +61,7 @@ class Fleet:
         self.key = directory / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "appserver-fleet-test", "-f", str(self.key)],
                        check=True)
-        share = directory / "share"
+        self.share = share = directory / "share"
         share.mkdir(mode=0o755)
         shutil.copy(f"{self.key}.pub", share / "authorized_keys")
         # Every host boots the same tree, so they share its host key: the known_hosts has it per address.
@@ -81,6 +81,21 @@ class Fleet:
         except BaseException:
             self.stop()
             raise
+
+    def publish(self, *debs):
+        """An apt repository of these packages, the only one the hosts use (they have no other network)."""
+        repo = self.share / "repo"
+        repo.mkdir(mode=0o755, exist_ok=True)
+        for deb in debs:
+            shutil.copy(deb, repo)
+        packages = subprocess.run(["dpkg-scanpackages", "--multiversion", "."], cwd=repo, capture_output=True,
+                                  text=True, check=True).stdout
+        (repo / "Packages").write_text(packages)
+        for path in repo.iterdir():
+            path.chmod(0o644)
+        for host in self.hosts.values():
+            host.run("sh", "-c", "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* && echo 'deb [trusted=yes] "
+                                 "file:/mnt/share/repo ./' > /etc/apt/sources.list.d/appserver.list")
 
     def inventory(self, apps, host_vars):
         """An inventory file for rolling-upgrade.yml: group `appserver` with `appserver_apps`."""
