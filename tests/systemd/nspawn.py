@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 

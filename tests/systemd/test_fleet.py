@@ -16,7 +16,6 @@ import pytest
 
 from conftest import FIGURES, NEW, OLD
 from fleet import HOSTS, METRICS_PORT, Fleet, HAProxy, Load, Nginx, http_get, missing_tools
-from nspawn import wait_for
 
 HAPROXY_PORT, NGINX_PORT = 18110, 18111
 
