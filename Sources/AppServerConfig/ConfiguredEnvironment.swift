@@ -8,8 +8,8 @@ import Glibc
 /// variable dropped from its config stays until a restart.
 ///
 /// The arbiter applies each configuration before it forks that generation's workers; the workers inherit
-/// the record and `restorations(for:)` tells them what to put back in Python's `os.environ`, a copy taken
-/// when the interpreter started.
+/// the record and `values(for:)` tells them what to set in Python's `os.environ`, a copy taken when the
+/// interpreter started.
 public enum ConfiguredEnvironment {
     /// For each variable some configuration set: its value before any did (nil: it was not set).
     /// Only the arbiter's thread changes it, before forking.
@@ -17,21 +17,18 @@ public enum ConfiguredEnvironment {
 
     /// Makes the process environment match `env`.
     public static func apply(_ env: [String: String]) {
-        for (key, value) in env {
-            if originals.index(forKey: key) == nil {
-                // updateValue: a subscript assignment of nil would remove the entry, not record "unset".
-                originals.updateValue(getenv(key).map { String(cString: $0) }, forKey: key)
-            }
-            setenv(key, value, 1)
+        for key in env.keys where originals.index(forKey: key) == nil {
+            // updateValue: a subscript assignment of nil would remove the entry, not record "unset".
+            originals.updateValue(getenv(key).map { String(cString: $0) }, forKey: key)
         }
-        for (key, original) in restorations(for: env) {
-            if let original { setenv(key, original, 1) } else { unsetenv(key) }
+        for (key, value) in values(for: env) {
+            if let value { setenv(key, value, 1) } else { unsetenv(key) }
         }
     }
 
-    /// The variables an earlier configuration set that `env` does not: each with the value to put back,
-    /// or nil to remove it.
-    public static func restorations(for env: [String: String]) -> [String: String?] {
-        originals.filter { env[$0.key] == nil }
+    /// What every variable some configuration set is to be under `env`: its value there, or for one
+    /// `env` no longer sets the value from before (nil: unset).
+    public static func values(for env: [String: String]) -> [String: String?] {
+        originals.filter { env[$0.key] == nil }.merging(env.mapValues { $0 }) { _, configured in configured }
     }
 }

@@ -108,21 +108,16 @@ public enum PythonInterpreter {
     /// `raw_env` (`-e`): into os.environ, which the interpreter read when it started (in the arbiter,
     /// maybe before the settings were known, and a reload may bring new values).
     static func setEnvironment(_ environment: [String: String]) {
-        let restorations = ConfiguredEnvironment.restorations(for: environment)
-        guard !environment.isEmpty || !restorations.isEmpty else { return }
+        // Also what an earlier configuration set and this one does not: back to what it was.
+        let values = ConfiguredEnvironment.values(for: environment)
+        guard !values.isEmpty else { return }
         do {
             let os = try PyRef.checked(PyImport_ImportModule("os"))
             let environ = try Python.attribute(os.pointer, "environ")
-            for (key, value) in environment {
-                let k = try Python.str(key), v = try Python.str(value)
-                if PyObject_SetItem(environ.pointer, k.pointer, v.pointer) != 0 { throw PythonError() }
-            }
-            // os.environ is a copy from the interpreter's start: what an earlier configuration set and
-            // this one does not goes back to what it was.
-            for (key, original) in restorations {
+            for (key, value) in values {
                 let k = try Python.str(key)
-                if let original {
-                    let v = try Python.str(original)
+                if let value {
+                    let v = try Python.str(value)
                     if PyObject_SetItem(environ.pointer, k.pointer, v.pointer) != 0 { throw PythonError() }
                 } else if PyMapping_HasKey(environ.pointer, k.pointer) != 0, PyObject_DelItem(environ.pointer, k.pointer) != 0 {
                     throw PythonError()
