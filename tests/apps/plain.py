@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from wsgiref.validate import validator
 
@@ -30,6 +31,21 @@ class ClosingBody:
     def close(self):
         with open(CLOSED_MARKER, "a") as f:
             f.write("closed\n")
+
+
+_meetings = {}
+_meetings_lock = threading.Lock()
+
+
+def meet(key, parties):
+    """Waits (the GIL released) until `parties` requests with this key are in the app at once."""
+    with _meetings_lock:
+        barrier = _meetings.setdefault(key, threading.Barrier(parties, timeout=20))
+    try:
+        barrier.wait()
+        return True
+    except threading.BrokenBarrierError:
+        return False
 
 
 def app(environ, start_response):
@@ -96,6 +112,17 @@ def app(environ, start_response):
         seconds = float(environ.get("QUERY_STRING", "").partition("=")[2] or 3)
         time.sleep(seconds)
         return respond(start_response, b"slow done")
+    if path == "/meet":
+        # /meet?KEY&N: answers once N requests with KEY wait here together (500 after 20 s).
+        key, _, parties = environ["QUERY_STRING"].partition("&")
+        if meet(key, int(parties)):
+            return respond(start_response, b"met")
+        return respond(start_response, b"alone", status="500 Internal Server Error")
+    if path == "/waiting":
+        # /waiting?KEY: how many requests wait in /meet?KEY now.
+        with _meetings_lock:
+            barrier = _meetings.get(environ["QUERY_STRING"])
+        return respond(start_response, str(barrier.n_waiting if barrier else 0).encode())
     if path == "/hang":
         while True:
             time.sleep(1)

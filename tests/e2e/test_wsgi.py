@@ -32,6 +32,27 @@ def test_environ_has_every_required_key(serve):
     assert os.path.realpath(env["sys.prefix"]) == os.path.realpath(VENV), "the app must run in the --virtualenv"
 
 
+def test_threads_run_requests_that_wait_side_by_side(serve):
+    """With --threads 4, four requests that each wait for the other three inside the app all finish: a
+    thread waiting on I/O does not keep the next request from another thread. Then, while three wait,
+    the fourth thread answers other requests, and the fourth of the meeting lets them go."""
+    import concurrent.futures
+    server = serve("plain:app", "--threads", "4")
+
+    def get(path):
+        return requests.get(server.url + path, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert [r.text for r in pool.map(get, ["/meet?a&4"] * 4)] == ["met"] * 4
+        waiting = [pool.submit(get, "/meet?b&4") for _ in range(3)]
+        # Answered by the fourth thread while the three wait in the app.
+        wait_until(lambda: get("/waiting?b").text == "3", message="three requests waiting in the app")
+        assert get("/").text == "Hello, World!"
+        assert not any(f.done() for f in waiting)
+        assert get("/meet?b&4").text == "met"
+        assert [f.result().text for f in waiting] == ["met"] * 3
+
+
 def test_path_info_is_percent_decoded_latin1(serve):
     server = serve("plain:app")
     data = raw_request(server.port, b"GET /environ/caf%C3%A9%20x HTTP/1.1\r\nHost: h:81\r\nConnection: close\r\n\r\n")

@@ -45,10 +45,7 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
     /// `sendfile`: wsgi.file_wrapper files go out with sendfile(2) (off: iterated like any body).
     let sendfile: Bool
     private let monitor = Monitor()
-    private var queue = CircularBuffer<WorkItem>(initialCapacity: 64)   // guarded by `monitor`
-    private var idleThreads = 0                                         // guarded by `monitor`
-    /// Requests running now; with `--threads 1` never more than one.
-    private var running = 0                                             // guarded by `monitor`
+    private var queue: AppThreadQueue<WorkItem>                         // guarded by `monitor`
     private let maxRunning: Int
     private var threads: [WSGIThread] = []
     /// Runs requests on the I/O thread (sync mode only).
@@ -61,6 +58,7 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         self.bodyTimeout = config.timeout
         self.sendfile = config.sendfile
         self.maxRunning = config.threads
+        self.queue = AppThreadQueue(maxRunning: config.threads, stallDelay: WSGIHost.stallDelay)
         // Needs the GIL: built while the starting thread still holds it.
         do {
             self.environConstants = try EnvironConstants(glue: runtime.glue, errors: runtime.wsgiErrors, multithread: config.threads > 1,
@@ -89,56 +87,69 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         runtime.runExitFunctions()
     }
 
+    /// How long queued work may see no app thread take any before an idle thread takes it (the active
+    /// ones are then waiting on I/O): what a request behind one that waits loses (see AppThreadQueue).
+    static let stallDelay: Int64 = 1_000_000
+
     public func handle(_ exchange: HTTPExchange) {
         if let inlineThread, exchange.body.isFinished {
-            let mayRunHere = monitor.withLock { () -> Bool in
-                guard running == 0 && queue.isEmpty else { return false }
-                running += 1
-                return true
-            }
-            if mayRunHere {
+            if monitor.withLock({ queue.claimInline() }) {
                 let handedOff = inlineThread.serveInline(exchange)
                 if !handedOff { finished() }
                 return
             }
         }
-        enqueue(.request(exchange))
+        enqueue(.request(exchange), on: exchange.eventLoop)
     }
 
-    func enqueue(_ item: WorkItem) {
-        monitor.withLock {
-            queue.append(item)
-            if idleThreads > 0 { monitor.signal() }
+    /// Queues work for the app threads; called on the I/O thread (`eventLoop`).
+    func enqueue(_ item: WorkItem, on eventLoop: any EventLoop) {
+        let wake = monitor.withLock { () -> AppThreadQueue<WorkItem>.Wake in
+            let isContinuation = if case .continuation = item { true } else { false }
+            let wake = queue.enqueue(item, holdsPlace: isContinuation)
+            if wake == .now { monitor.signal() }
+            return wake
+        }
+        if wake == .afterTick {
+            // After the tick's other reads: one thread wakes for all the requests they bring.
+            eventLoop.execute { [self] in
+                monitor.withLock { if queue.tickEnded() { monitor.signal() } }
+            }
         }
     }
 
-    /// The next work item; waits for one when `wait` (call without the GIL). A continuation already
-    /// holds its request's place among the running ones.
-    func next(wait: Bool) -> WorkItem? {
+    /// The next work item for an app thread: waits for one (call without the GIL), as AppThreadQueue
+    /// decides. The thread is then active until `nextForActive` returns nil.
+    func next() -> WorkItem {
         monitor.withLock {
+            var waiter = AppThreadQueue<WorkItem>.Waiter()
             while true {
-                if let first = queue.first {
-                    if case .continuation = first {
-                        return queue.popFirst()
-                    }
-                    if running < maxRunning {
-                        running += 1
-                        return queue.popFirst()
-                    }
+                switch queue.step(&waiter, now: .now()) {
+                case .take(let item, let wakeAnother):
+                    if wakeAnother { monitor.signal() }
+                    return item
+                case .waitForSignal:
+                    monitor.wait()
+                case .waitUntil(let deadline):
+                    monitor.wait(deadline: deadline)
                 }
-                if !wait { return nil }
-                idleThreads += 1
-                monitor.wait()
-                idleThreads -= 1
             }
+        }
+    }
+
+    /// More work for an active app thread, without waiting; nil: it is to wait with `next()`.
+    func nextForActive() -> WorkItem? {
+        monitor.withLock {
+            guard let (item, wakeAnother) = queue.nextForActive() else { return nil }
+            if wakeAnother { monitor.signal() }
+            return item
         }
     }
 
     /// A request is done (its response ended, `close()` called).
     func finished() {
         monitor.withLock {
-            running -= 1
-            if idleThreads > 0 && !queue.isEmpty { monitor.signal() }
+            if queue.finished() { monitor.signal() }
         }
     }
 

@@ -80,7 +80,7 @@ final class WSGIThread: @unchecked Sendable {
         python.enter()
         while true {
             // Waits for work without the GIL; while work is queued, keeps it from one item to the next.
-            guard var item = GIL.released({ host.next(wait: true) }) else { continue }
+            var item = GIL.released { host.next() }
             while true {
                 switch item {
                 case .request(let exchange):
@@ -89,7 +89,7 @@ final class WSGIThread: @unchecked Sendable {
                     resume(continuation)
                     host.finished()
                 }
-                guard let next = host.next(wait: false) else { break }
+                guard let next = host.nextForActive() else { break }
                 item = next
             }
         }
@@ -259,7 +259,8 @@ final class WSGIThread: @unchecked Sendable {
             case .mustWait:
                 // Only on the I/O thread: it cannot wait for itself to drain the socket.
                 host.enqueue(.continuation(ResponseContinuation(request: request, result: PyRef(retaining: result),
-                                                                 iterator: PyRef(retaining: iterator))))
+                                                                 iterator: PyRef(retaining: iterator))),
+                             on: request.exchange.eventLoop)
                 return true
             }
         }
