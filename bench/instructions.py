@@ -6,7 +6,8 @@ The server runs under callgrind (which follows the worker through fork) twice, w
 long bounded wrk run; the figure is the difference of the worker's instructions over the difference
 of the responses wrk counted, so the worker's start and stop cancel out.
 
-Usage: bench/run.sh instructions [--configs NAME=ARGS;...] [--benches wsgi-hello,asgi-hello,flask-json,fastapi-json] [--seconds 8]
+Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi-hello,asgi-hello,flask-json,fastapi-json,
+       wsgi-hello-headers,asgi-hello-headers] [--seconds 8]
   APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
 """
 import argparse
@@ -28,8 +29,12 @@ ROOT = HERE.parent
 # The build to measure: Debian's python3 build, or APPSERVER_BIN (one for another CPython, bench/pythons.py).
 APPSERVER = Path(os.environ.get("APPSERVER_BIN", ROOT / ".build" / "release" / "appserver"))
 PORT = 8775
-BENCHES = {"wsgi-hello": ("wsgi_hello", "wsgi"), "asgi-hello": ("asgi_hello", "asgi"),
-           "flask-json": ("flask_json", "wsgi"), "fastapi-json": ("fastapi_json", "asgi")}
+# name: (module, interface, wrk arguments)
+BENCHES = {"wsgi-hello": ("wsgi_hello", "wsgi", []), "asgi-hello": ("asgi_hello", "asgi", []),
+           "flask-json": ("flask_json", "wsgi", []), "fastapi-json": ("fastapi_json", "asgi", []),
+           # 24 header lines as a browser behind a proxy sends them (bench/headers.lua): the parser's share.
+           "wsgi-hello-headers": ("wsgi_hello", "wsgi", ["-s", str(HERE / "headers.lua")]),
+           "asgi-hello-headers": ("asgi_hello", "asgi", ["-s", str(HERE / "headers.lua")])}
 CONFIGS = {
     "default": "",
     "metrics": f"--metrics-bind 127.0.0.1:{PORT + 1}",
@@ -44,8 +49,8 @@ def children(pid):
         return []
 
 
-def wrk(seconds):
-    out = subprocess.run(["wrk", "-t1", "-c4", f"-d{seconds}s", f"http://127.0.0.1:{PORT}/"], capture_output=True, text=True,
+def wrk(seconds, extra=()):
+    out = subprocess.run(["wrk", "-t1", "-c4", f"-d{seconds}s", *extra, f"http://127.0.0.1:{PORT}/"], capture_output=True, text=True,
                          timeout=seconds + 60).stdout
     return int(re.search(r"(\d+) requests in", out).group(1))
 
@@ -62,7 +67,7 @@ def answered(timeout):
             time.sleep(0.5)
 
 
-def run_once(binary, extra, module, interface, seconds, workdir):
+def run_once(binary, extra, module, interface, load, seconds, workdir):
     """The worker's instructions over its whole life, and the requests it served."""
     out_pattern = os.path.join(workdir, "callgrind.%p")
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_pattern}", "--dump-instr=no",
@@ -76,7 +81,7 @@ def run_once(binary, extra, module, interface, seconds, workdir):
             time.sleep(0.2)
         worker = children(server.pid)[0]
         answered(timeout=300)   # the worker has imported the app (a framework takes long under valgrind)
-        served = wrk(seconds)
+        served = wrk(seconds, load)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -89,14 +94,14 @@ def run_once(binary, extra, module, interface, seconds, workdir):
     return int(re.search(r"^summary:\s+(\d+)", text, re.M).group(1)), served
 
 
-def measure(binary, extra, module, interface, seconds, workdir):
+def measure(binary, extra, module, interface, load, seconds, workdir):
     """Two runs, short and long: the difference of their instructions over the difference of their
     requests leaves out the start and the stop."""
     # valgrind 3.19 cannot read the DWARF 5 that Swift's clang writes: a copy without debug info.
     stripped = os.path.join(workdir, "appserver")
     subprocess.run(["objcopy", "--strip-debug", str(binary), stripped], check=True)
-    short = run_once(stripped, extra, module, interface, max(1, seconds // 4), workdir)
-    long = run_once(stripped, extra, module, interface, seconds, workdir)
+    short = run_once(stripped, extra, module, interface, load, max(1, seconds // 4), workdir)
+    long = run_once(stripped, extra, module, interface, load, seconds, workdir)
     return (long[0] - short[0]) / (long[1] - short[1]), long[1] - short[1]
 
 
@@ -112,10 +117,10 @@ def main():
     print("| bench | config | instructions per request | requests measured |")
     print("|---|---|---|---|")
     for bench in args.benches.split(","):
-        module, interface = BENCHES[bench]
+        module, interface, load = BENCHES[bench]
         for name, binary, extra in configs:
             with tempfile.TemporaryDirectory() as workdir:
-                per_request, served = measure(binary, extra, module, interface, args.seconds, workdir)
+                per_request, served = measure(binary, extra, module, interface, load, args.seconds, workdir)
             print(f"| {bench} | {name} | {per_request:,.0f} | {served} |", flush=True)
 
 

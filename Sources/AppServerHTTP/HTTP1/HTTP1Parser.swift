@@ -1,6 +1,9 @@
 // The HTTP/1.1 request parser (RFC 9112), byte for byte: no string is made of what the client sent,
 // so what reaches the app is exactly those bytes. Pure Swift over raw bytes, without SwiftNIO, so the
 // fuzzer (fuzz/, `make fuzz`) compiles it alone.
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Limits the parser holds a request to; 0 turns one off.
 public struct HTTP1ParserLimits: Sendable, Equatable {
@@ -329,13 +332,18 @@ public struct HTTP1Parser: Sendable {
         i += 1
         while i < line.upperBound && (bytes[i] == space || bytes[i] == tab) { i += 1 }
         let valueStart = i
-        var valueEnd = i
+        // Eight bytes at a time while no byte can be a control byte (most values), then one at a time.
+        let base = bytes.baseAddress!
+        while i + 8 <= line.upperBound && !mayHoldControlByte(base.loadUnaligned(fromByteOffset: i, as: UInt64.self)) {
+            i += 8
+        }
         while i < line.upperBound {
             let c = bytes[i]
             guard c >= space || c == tab, c != 0x7F else { return .failure(.bad("a control byte in a field value")) }
             i += 1
-            if c != space && c != tab { valueEnd = i }
         }
+        var valueEnd = line.upperBound
+        while valueEnd > valueStart && (bytes[valueEnd - 1] == space || bytes[valueEnd - 1] == tab) { valueEnd -= 1 }
         return .success(HTTP1Field(nameStart: Int32(line.lowerBound), nameEnd: Int32(nameEnd), valueStart: Int32(valueStart), valueEnd: Int32(valueEnd)))
     }
 
@@ -438,13 +446,22 @@ private let tokenTable: [Bool] = (0..<256).map { c in
     }
 }
 
+/// The first `byte` at or after `from`: memchr, which reads a vector at a time.
 @inline(__always) private func firstIndex(of byte: UInt8, in bytes: UnsafeRawBufferPointer, from: Int) -> Int? {
-    var i = from
-    while i < bytes.count {
-        if bytes[i] == byte { return i }
-        i += 1
-    }
-    return nil
+    guard from < bytes.count, let base = bytes.baseAddress,
+          let found = memchr(base + from, Int32(byte), bytes.count - from) else { return nil }
+    return base.distance(to: UnsafeRawPointer(found))
+}
+
+/// Whether any of the eight bytes of `word` is below 0x20 or is 0x7F (a tab, allowed in a value, is
+/// one too: the caller looks at such a word byte by byte). Exact, no false negatives: the
+/// "has a byte less than n" and "has a zero byte" tricks (each true only when such a byte exists).
+@inline(__always) func mayHoldControlByte(_ word: UInt64) -> Bool {
+    let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+    let below20 = (word &- ones &* 0x20) & ~word & highs
+    let deletes = word ^ (ones &* 0x7F)
+    let is7F = (deletes &- ones) & ~deletes & highs
+    return (below20 | is7F) != 0
 }
 
 func equals(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ text: StaticString) -> Bool {

@@ -47,6 +47,55 @@ func parse(_ input: [UInt8], piece: Int = 0, limits: HTTP1ParserLimits = HTTP1Pa
 }
 
 @Suite struct HTTP1ParserTests {
+    /// The value of the last field of a head made with `field`, as the parser cut it, or the error status.
+    func lastFieldValue(_ field: [UInt8]) -> Result<[UInt8], HTTP1ParseError> {
+        let request = Array("GET / HTTP/1.1\r\nHost: x\r\n".utf8) + field + Array("\r\n\r\n".utf8)
+        var parser = HTTP1Parser(limits: HTTP1ParserLimits())
+        let (event, _) = request.withUnsafeBytes { parser.next($0) }
+        switch event {
+        case .head(let head):
+            let last = head.fields.last!
+            return .success(Array(request[Int(last.valueStart)..<Int(last.valueEnd)]))
+        case .error(let error): return .failure(error)
+        default: Issue.record("a whole head gives a head or an error: \(event)"); return .success([])
+        }
+    }
+
+    /// Values are checked eight bytes at a time: every control byte at every position of a long value
+    /// is still refused, and what is allowed (tab, obs-text) is kept, with the whitespace around cut.
+    @Test func everyControlByteAnywhereInAValueIsRefused() throws {
+        let plain = Array("abcdefghijklmnopqrstuvwxyz0123456789-_.ABCDE".utf8)
+        for position in 0..<plain.count {
+            for control in Array(0x00...0x1F).filter({ $0 != 0x09 }) + [0x7F] {
+                var value = plain
+                value[position] = UInt8(control)
+                guard case .failure(let error) = lastFieldValue(Array("X-Long: ".utf8) + value) else {
+                    Issue.record("0x\(String(control, radix: 16)) at \(position) was accepted"); return
+                }
+                #expect(error.status == 400)
+            }
+        }
+        for allowed: UInt8 in [0x09, 0x20, 0x7E, 0x80, 0xA9, 0xFF] {
+            for position in [0, 7, 8, 15, 16, 30] {
+                var value = plain
+                value[position] = allowed
+                let trimmed = Array(value.drop { $0 == 0x09 || $0 == 0x20 }.reversed().drop { $0 == 0x09 || $0 == 0x20 }.reversed())
+                #expect(try lastFieldValue(Array("X-Long:\t ".utf8) + value + Array(" \t  ".utf8)).get() == trimmed,
+                        "0x\(String(allowed, radix: 16)) at \(position)")
+            }
+        }
+        #expect(try lastFieldValue(Array("X-Empty:    \t  ".utf8)).get() == [])
+    }
+
+    @Test func theWordCheckFindsExactlyTheControlBytes() {
+        for byte in 0...255 {
+            for lane in 0..<8 {
+                let word = (UInt64(0x41) * 0x0101_0101_0101_0101) & ~(UInt64(0xFF) << (lane * 8)) | (UInt64(byte) << (lane * 8))
+                #expect(mayHoldControlByte(word) == (byte < 0x20 || byte == 0x7F), "0x\(String(byte, radix: 16)) in lane \(lane)")
+            }
+        }
+    }
+
     @Test func simpleRequestsAndPipelining() {
         #expect(parse("GET / HTTP/1.1\r\nHost: x\r\n\r\n") == ["head GET / 1.1", "end"])
         #expect(parse("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n") == ["head GET /a 1.1", "end", "head GET /b 1.1", "end"])
