@@ -25,7 +25,11 @@ public struct EdgePolicy: Sendable {
     public var uwsgiAllow: AddressAllowList
     public var proxyAllow: AddressAllowList
     public var forwardedAllow: AddressAllowList
-    public var secureSchemeHeaders: SecureSchemeHeaders
+    public var secureSchemeHeaders: SecureSchemeHeaders {
+        didSet { schemeHeaderBytes = Self.bytes(of: secureSchemeHeaders) }
+    }
+    /// `secureSchemeHeaders` as the bytes each request's header names and values are compared with.
+    private(set) var schemeHeaderBytes: [(name: [UInt8], secureValue: [UInt8], display: String)]
     public var proxyHeaders: Bool
     public var headerMap: HeaderMapMode
     /// The request id's header name, lower case, as the bytes each request's header names are
@@ -39,9 +43,14 @@ public struct EdgePolicy: Sendable {
         self.proxyAllow = proxyAllow
         self.forwardedAllow = forwardedAllow
         self.secureSchemeHeaders = secureSchemeHeaders
+        self.schemeHeaderBytes = Self.bytes(of: secureSchemeHeaders)
         self.proxyHeaders = proxyHeaders
         self.headerMap = headerMap
         self.requestIDHeaderBytes = requestIDHeader.map { Array($0.lowercased().utf8) }
+    }
+
+    private static func bytes(of headers: SecureSchemeHeaders) -> [(name: [UInt8], secureValue: [UInt8], display: String)] {
+        headers.entries.map { (Array($0.name.utf8), Array($0.secureValue.utf8), $0.name) }
     }
 
     public init(config: ServerConfig) {
@@ -107,36 +116,41 @@ enum ForwardedHeaders {
         var secure: Bool?
         var schemeHeader: String?
         var contradiction: String?
-        var forwardedFor: [Substring] = []
+        // Every X-Forwarded-For field's value, in order, joined with commas: one list of hops.
+        var forwardedFor: [UInt8] = []
         headers.forEach { name, value in
             let length = name.count
             if policy.proxyHeaders && length == 15 && RequestHeaders.equalsLowercased(name, forwardedForName) {
-                forwardedFor.append(contentsOf: String(decoding: value, as: UTF8.self).split(separator: ","))
+                if !forwardedFor.isEmpty { forwardedFor.append(UInt8(ascii: ",")) }
+                forwardedFor.append(contentsOf: value)
                 return
             }
-            for entry in policy.secureSchemeHeaders.entries where entry.name.utf8.count == length
-                && RequestHeaders.equalsLowercased(name, Array(entry.name.utf8)) {
-                let says = value.elementsEqual(entry.secureValue.utf8)
+            for entry in policy.schemeHeaderBytes where entry.name.count == length && RequestHeaders.equalsLowercased(name, entry.name) {
+                let says = value.elementsEqual(entry.secureValue)
                 if let secure, secure != says {
-                    contradiction = "\(schemeHeader ?? "") and \(entry.name) disagree about https"
+                    contradiction = "\(schemeHeader ?? "") and \(entry.display) disagree about https"
                 }
                 secure = says
-                schemeHeader = entry.name
+                schemeHeader = entry.display
             }
         }
         if let contradiction { return .contradictory(contradiction) }
         var client: String?
-        if !forwardedFor.isEmpty {
+        let hops = forwardedFor.split(separator: UInt8(ascii: ",")).map { hop -> String in
+            var start = hop.startIndex, end = hop.endIndex
+            while start < end && (hop[start] == UInt8(ascii: " ") || hop[start] == UInt8(ascii: "\t")) { start += 1 }
+            while end > start && (hop[end - 1] == UInt8(ascii: " ") || hop[end - 1] == UInt8(ascii: "\t")) { end -= 1 }
+            return String(decoding: hop[start..<end], as: UTF8.self)
+        }
+        if var chosen = hops.first {
             // Walk from the nearest hop: proxies we trust appended their peers; the first address we
             // do not trust is the client. If every hop is trusted, the farthest one is.
-            let hops = forwardedFor.map { $0.trimmingCharacters(in: " \t") }
-            var chosen = hops.first!
             for hop in hops.reversed() {
                 chosen = hop
-                if !policy.forwardedAllow.allows(hop) { break }
+                if !policy.forwardedAllow.allows(Substring(hop)) { break }
             }
             // Only an IP address becomes the client's address (nothing else reaches REMOTE_ADDR or the log).
-            if AddressAllowList.parseIP(String(chosen)) != nil { client = String(chosen) }
+            if AddressAllowList.parseIP(chosen) != nil { client = chosen }
         }
         if secure == nil && client == nil { return .none }
         return .origin(isSecure: secure ?? false, client: client)

@@ -433,17 +433,11 @@ private let cr: UInt8 = 13, lf: UInt8 = 10, space: UInt8 = 32, tab: UInt8 = 9, c
     }
 }
 
-/// tchar (RFC 9110 5.6.2).
-@inline(__always) func isTokenByte(_ c: UInt8) -> Bool { tokenTable[Int(c)] }
-
-private let tokenTable: [Bool] = (0..<256).map { c in
-    switch UInt8(c) {
-    case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
-    case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-         UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-         UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): return true
-    default: return false
-    }
+/// tchar (RFC 9110 5.6.2): DIGIT, ALPHA and !#$%&'*+-.^_`|~, as two 64-bit sets (constants: a table
+/// in a global would be reached through a lazy initializer's check on every byte).
+@inline(__always) func isTokenByte(_ c: UInt8) -> Bool {
+    let below64: UInt64 = 0x03FF_6CFA_0000_0000, from64: UInt64 = 0x57FF_FFFF_C7FF_FFFE
+    return c < 64 ? (below64 >> c) & 1 != 0 : c < 128 ? (from64 >> (c - 64)) & 1 != 0 : false
 }
 
 /// The first `byte` at or after `from`: memchr, which reads a vector at a time.

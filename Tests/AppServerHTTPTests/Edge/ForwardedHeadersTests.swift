@@ -37,6 +37,9 @@ import Testing
         #expect(read([("X-Forwarded-For", "10.0.0.1, 10.0.0.2")], policy: policy) == .origin(isSecure: false, client: "10.0.0.1"))
         // Not an IP address: not taken.
         #expect(read([("X-Forwarded-For", "<script>")]) == .none)
+        // Whitespace around a hop is not part of it; empty elements are no hops.
+        #expect(read([("X-Forwarded-For", ",\t203.0.113.9 \t,,")]) == .origin(isSecure: false, client: "203.0.113.9"))
+        #expect(read([("X-Forwarded-For", "203.0.113.9, \t ,127.0.0.1")]) == .none, "a blank hop is not trusted, nor an address")
         policy.proxyHeaders = false
         #expect(read([("X-Forwarded-For", "203.0.113.9")], policy: policy) == .none)
     }

@@ -87,6 +87,13 @@ func parse(_ input: [UInt8], piece: Int = 0, limits: HTTP1ParserLimits = HTTP1Pa
         #expect(try lastFieldValue(Array("X-Empty:    \t  ".utf8)).get() == [])
     }
 
+    @Test func tokenBytesAreExactlyRFC9110s() {
+        let tchar = Set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&'*+-.^_`|~".utf8)
+        for byte in 0...255 {
+            #expect(isTokenByte(UInt8(byte)) == tchar.contains(UInt8(byte)), "0x\(String(byte, radix: 16))")
+        }
+    }
+
     @Test func theWordCheckFindsExactlyTheControlBytes() {
         for byte in 0...255 {
             for lane in 0..<8 {
