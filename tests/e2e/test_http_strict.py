@@ -101,6 +101,24 @@ def refused(server, request, status):
         conn.close()
 
 
+def test_header_names_stay_right_past_the_workers_name_cache(server):
+    """The worker keeps header names' Python objects by their bytes, up to a bound, then starts over:
+    900 distinct names over ten requests (past the bound), names that differ only in case, and names
+    that share a prefix each reach the app as exactly themselves."""
+    for round_ in range(10):
+        names = [f"X-Name-{round_}-{i}" for i in range(90)]
+        fields = b"".join(f"{name}: v{i}\r\n".encode() for i, name in enumerate(names))
+        seen = accepted(server, b"GET /names HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n", probe=False)
+        got = dict(seen["headers"])
+        for i, name in enumerate(names):
+            assert got[name.lower()] == f"v{i}", name
+    seen = accepted(server, b"GET /case HTTP/1.1\r\nHost: x\r\nX-Case: 1\r\nx-case: 2\r\nX-CASE: 3\r\nX-Cas: 4\r\nX-Casey: 5\r\n\r\n")
+    # WSGI joins a repeated field into one value, ASGI lists each: either way 1, 2, 3 in order.
+    assert ",".join(value for name, value in seen["headers"] if name == "x-case") == "1,2,3"
+    got = dict(seen["headers"])
+    assert got["x-cas"] == "4" and got["x-casey"] == "5"
+
+
 @pytest.mark.parametrize("value", [b"5 ", b"\t5\t", b" 5", b"5"])
 def test_content_length_with_whitespace_keeps_the_body(server, value):
     seen = accepted(server, b"POST /cl HTTP/1.1\r\nHost: x\r\nContent-Length:" + value + b"\r\n\r\nhello")

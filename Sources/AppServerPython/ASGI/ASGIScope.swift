@@ -82,7 +82,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private let rootPathBytes: [UInt8]
     private var methods = PyObjectCache<String>(limit: 64)
     /// Lower-cased header names as bytes objects, by the name as the client spelled it (bounded).
-    private var headerNames = PyObjectCache<String>(limit: 256)
+    private var headerNames = HeaderNameCache(limit: 256)
     /// `(host, port)` tuples: a connection's requests, and all requests for the server's own address, share one.
     private var addressTuples = PyObjectCache<SocketAddress>(limit: 4096)
 
@@ -173,7 +173,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
             if madeID != nil && RequestHeaders.equalsLowercased(name, requestIDHeader) { return }
             // header_map = drop: a name with '_' is left out (frameworks map header names to
             // CGI-style keys too, where X_User would pass for X-User).
-            guard let nameObject = try headerName(String(decoding: name, as: UTF8.self)) else { return }
+            guard let nameObject = try headerName(name) else { return }
             PyList_SetItem(list.pointer, index, try Python.tuple(nameObject, try Python.bytes(value)).take())
             index += 1
         })
@@ -192,10 +192,11 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     }
 
     /// The lower-cased name as bytes, or nil for a name that header_map drops.
-    private func headerName(_ name: String) throws(PythonError) -> PyRef? {
-        if let known = headerNames[name] { return PyRef(retaining: known) }
-        if headerMap == .drop && name.utf8.contains(UInt8(ascii: "_")) { return nil }
-        return PyRef(retaining: try headerNames.insert(Python.bytes(Array(name.lowercased().utf8)), for: name))
+    private func headerName(_ name: UnsafeRawBufferPointer) throws(PythonError) -> PyRef? {
+        if let known = headerNames.find(name) { return PyRef(retaining: known) }
+        if headerMap == .drop && name.contains(UInt8(ascii: "_")) { return nil }
+        let lowered = name.map { c in c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") ? c | 0x20 : c }
+        return PyRef(retaining: try headerNames.insert(Python.bytes(lowered), for: name))
     }
 
     /// `(host, port)` of an IP address; None for a unix socket or nothing known.

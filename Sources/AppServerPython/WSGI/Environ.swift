@@ -53,7 +53,7 @@ final class EnvironConstants: @unchecked Sendable {
     let badRequestClass: PyObjectPointer
     private var methods = PyObjectCache<String>(limit: 64)
     /// `HTTP_*` keys by header name as the client spelled it; bounded so odd clients cannot grow it.
-    private var headerKeys = PyObjectCache<String>(limit: 512)
+    private var headerKeys = HeaderNameCache(limit: 512)
     /// SERVER_NAME and SERVER_PORT of the last Host header (0 and 1).
     private var lastHost: String?
     private var lastHostValues = PyObjectCache<Int>(limit: 2)
@@ -73,7 +73,11 @@ final class EnvironConstants: @unchecked Sendable {
         tooLargeClass = glue.function(glue.wsgi, "RequestEntityTooLarge")
         disconnectedClass = glue.function(glue.wsgi, "ClientDisconnected")
         badRequestClass = glue.function(glue.wsgi, "BadRequestBody")
-        if !requestIDHeader.isEmpty, let key = try headerKey(requestIDHeader) { requestIDKey = PyRef(retaining: key) }
+        if !requestIDHeader.isEmpty {
+            let name = Array(requestIDHeader.utf8)
+            let key = try name.withUnsafeBytes { raw in Result { () throws(PythonError) in try headerKey(raw) } }.get()
+            if let key { requestIDKey = PyRef(retaining: key) }
+        }
         for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { _ = try methods.insert(Python.interned(method), for: method) }
     }
 
@@ -162,7 +166,7 @@ final class EnvironConstants: @unchecked Sendable {
             return try Python.setItem(environ, keyContentLength.pointer, try Python.latin1(value))
         default: break
         }
-        guard let key = try headerKey(String(decoding: name, as: UTF8.self)) else { return }
+        guard let key = try headerKey(name) else { return }
         if let existing = Python.item(environ, key) {
             var length = 0
             // Every value here was made from latin-1 bytes: one byte a character.
@@ -188,12 +192,12 @@ final class EnvironConstants: @unchecked Sendable {
     }
 
     /// The environ key of a header (borrowed from the cache), or nil for a name that is dropped.
-    private func headerKey(_ name: String) throws(PythonError) -> PyObjectPointer? {
-        if let cached = headerKeys[name] { return cached }
+    private func headerKey(_ name: UnsafeRawBufferPointer) throws(PythonError) -> PyObjectPointer? {
+        if let cached = headerKeys.find(name) { return cached }
         // Names with '_' are dropped (header_map = drop): HTTP_X_USER could otherwise be forged by
         // sending X_User. `dangerous` maps them anyway; `refuse` answered 400 before the app was called.
-        if headerMap != .dangerous && name.utf8.contains(UInt8(ascii: "_")) { return nil }
-        let text = "HTTP_" + String(decoding: name.utf8.map { c -> UInt8 in
+        if headerMap != .dangerous && name.contains(UInt8(ascii: "_")) { return nil }
+        let text = "HTTP_" + String(decoding: name.map { c -> UInt8 in
             if c == UInt8(ascii: "-") { return UInt8(ascii: "_") }
             if c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z") { return c - 32 }
             return c

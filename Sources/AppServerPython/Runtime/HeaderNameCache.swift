@@ -1,0 +1,90 @@
+import CPython
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Objects a worker keeps by a header name's own bytes (WSGI's `HTTP_*` keys, ASGI's lower-cased names),
+/// found without making a String of the name: a request with two dozen headers looked each up by a
+/// String key, paying for the String and a SipHash of it every time. Open addressing over a power-of-two
+/// table with FNV-1a; the cache owns one reference to each object (in a Python list) and hands out
+/// borrowed pointers valid until it is emptied, as PyObjectCache. Bounded twice: past `limit` names it is
+/// emptied, and a name is looked for in at most `maxProbes` slots, so names made to collide only miss
+/// the cache (and cost their own requests a lookup each). Made and used with the GIL.
+struct HeaderNameCache: ~Copyable {
+    private struct Slot {
+        var hash: UInt32 = 0
+        var start: Int32 = 0
+        var length: Int32 = 0
+        var object: PyObjectPointer?
+    }
+
+    private static let maxProbes = 8
+    private var slots: [Slot]
+    private let mask: Int
+    /// The cached names' bytes, one after another (a slot's `start` and `length` point in here).
+    private var names: [UInt8] = []
+    private var count = 0
+    private let limit: Int
+    private let owner: PyRef
+
+    init(limit: Int) {
+        guard let list = PyRef(newReference: PyList_New(0)) else { fatalError("cannot make a list: out of memory") }
+        owner = list
+        self.limit = limit
+        var capacity = 16
+        while capacity < limit * 2 { capacity *= 2 }
+        slots = Array(repeating: Slot(), count: capacity)
+        mask = capacity - 1
+    }
+
+    @inline(__always) private static func hash(_ name: UnsafeRawBufferPointer) -> UInt32 {
+        var hash: UInt32 = 2_166_136_261
+        for byte in name { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        return hash
+    }
+
+    /// The object kept for exactly these bytes, borrowed; nil when there is none.
+    func find(_ name: UnsafeRawBufferPointer) -> PyObjectPointer? {
+        let hash = Self.hash(name)
+        var index = Int(hash) & mask
+        for _ in 0..<Self.maxProbes {
+            let slot = slots[index]
+            guard let object = slot.object else { return nil }
+            if slot.hash == hash && Int(slot.length) == name.count && matches(slot, name) { return object }
+            index = (index + 1) & mask
+        }
+        return nil
+    }
+
+    @inline(__always) private func matches(_ slot: Slot, _ name: UnsafeRawBufferPointer) -> Bool {
+        guard let base = name.baseAddress, name.count > 0 else { return true }
+        return names.withUnsafeBytes { memcmp($0.baseAddress! + Int(slot.start), base, name.count) == 0 }
+    }
+
+    /// Keeps `object` for `name`; returns it borrowed. Past the probe bound it is kept (the pointer must
+    /// stay valid) but not found again.
+    mutating func insert(_ object: consuming PyRef, for name: UnsafeRawBufferPointer) throws(PythonError) -> PyObjectPointer {
+        if count >= limit { removeAll() }
+        let pointer = object.pointer
+        if PyList_Append(owner.pointer, pointer) != 0 { throw PythonError() }
+        count += 1
+        let hash = Self.hash(name)
+        var index = Int(hash) & mask
+        for _ in 0..<Self.maxProbes {
+            if slots[index].object == nil {
+                slots[index] = Slot(hash: hash, start: Int32(names.count), length: Int32(name.count), object: pointer)
+                names.append(contentsOf: name)
+                break
+            }
+            index = (index + 1) & mask
+        }
+        return pointer
+    }
+
+    mutating func removeAll() {
+        for index in slots.indices { slots[index] = Slot() }
+        names.removeAll(keepingCapacity: true)
+        count = 0
+        if PyList_SetSlice(owner.pointer, 0, PyList_Size(owner.pointer), nil) != 0 { PyErr_Clear() }
+    }
+}
