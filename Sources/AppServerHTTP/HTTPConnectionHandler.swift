@@ -145,7 +145,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
+        receive(unwrapInboundIn(data))
+    }
+
+    /// A request part from the decoder before this handler (called directly by the HTTP/1.1 one).
+    func receive(_ part: RequestPart) {
         switch machine.arrival() {
         case .queue: queued.append(part)
         case .drop: break

@@ -105,7 +105,7 @@ public final class HTTPServer: @unchecked Sendable {
         switch listener.protocolName {
         case .http:
             // Bytes after a websocket upgrade request go on to the frame decoder when this one is removed.
-            try sync.addHandler(HTTP1RequestDecoder(limits: limits.parser), name: HTTPServer.decoderName)
+            try sync.addHandler(HTTP1RequestDecoder(limits: limits.parser, connection: handler), name: HTTPServer.decoderName)
         case .uwsgi:
             let name = channel.localAddress.logText
             try sync.addHandler(ByteToMessageHandler(UWSGIRequestDecoder(origin: origin, server: self, listener: name)), name: HTTPServer.decoderName)

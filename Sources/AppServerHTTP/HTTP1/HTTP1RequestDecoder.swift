@@ -17,8 +17,13 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
     private var failed = false
     private var removed = false
 
-    init(limits: HTTP1ParserLimits) {
+    /// The connection's handler, next in the pipeline: parts go to it by a direct call. Passed through
+    /// the pipeline, each part was boxed in an `Any` and cast back (two dynamic casts a request).
+    private weak var connection: HTTPConnectionHandler?
+
+    init(limits: HTTP1ParserLimits, connection: HTTPConnectionHandler? = nil) {
         parser = HTTP1Parser(limits: limits)
+        self.connection = connection
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -57,7 +62,7 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
             buffer.moveReaderIndex(forwardBy: consumed)
             pending = buffer.readableBytes > 0 ? buffer : nil
             if let part {
-                context.fireChannelRead(wrapInboundOut(part))
+                if let connection { connection.receive(part) } else { context.fireChannelRead(wrapInboundOut(part)) }
             } else if consumed == 0 {
                 break
             }
@@ -72,6 +77,7 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
 
     func handlerRemoved(context: ChannelHandlerContext) {
         removed = true
+        connection = nil
         // After an upgrade: what the client sent after its request is the new protocol's (the
         // handlers of which come next in the pipeline). Otherwise the connection is going away.
         if upgradeRequested, let rest = pending, rest.readableBytes > 0 {

@@ -19,6 +19,7 @@ public struct RequestHead: Sendable {
     }
 
     /// The request target's bytes.
+    @inlinable   // specialized where it is called: a generic call here cost a metadata lookup a request
     public func withTarget<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
         try bytes.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[parsed.target])) }
     }

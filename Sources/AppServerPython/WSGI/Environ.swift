@@ -182,9 +182,14 @@ final class EnvironConstants: @unchecked Sendable {
 
     private func setRemote(_ environ: PyObjectPointer, _ address: SocketAddress?) throws(PythonError) {
         switch address {
-        case .some(.v4), .some(.v6):
-            try Python.setItem(environ, keyRemoteAddr.pointer, try Python.latin1(Substring(address?.ipAddress ?? "")))
-            try Python.setItem(environ, keyRemotePort.pointer, try Python.latin1(Substring(String(address?.port ?? 0))))
+        case .some(let address) where address.port != nil:
+            var text: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0)   // 48 bytes
+            try withUnsafeMutableBytes(of: &text) { (raw) throws(PythonError) in
+                let host = try Python.latin1(UnsafeRawBufferPointer(rebasing: raw[..<address.writeIPText(into: raw)]))
+                try Python.setItem(environ, keyRemoteAddr.pointer, host)
+                let port = try Python.latin1(UnsafeRawBufferPointer(rebasing: raw[..<writeDecimal(address.port!, into: raw)]))
+                try Python.setItem(environ, keyRemotePort.pointer, port)
+            }
         default:
             try Python.setItem(environ, keyRemoteAddr.pointer, emptyString.pointer)
             try Python.setItem(environ, keyRemotePort.pointer, emptyString.pointer)
