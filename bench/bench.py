@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ SERVERS = {
     "appserver-noreqid": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--request-id-header", "", "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
     "appserver-t2": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "2", "--chdir", str(APPS), f"{module}:app"], {"wsgi"}),
     "appserver-t4": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "4", "--chdir", str(APPS), f"{module}:app"], {"wsgi"}),
+    "appserver-baseline-t4": (lambda iface, module: [BASELINE or "/nonexistent", "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "4", "--chdir", str(APPS), f"{module}:app"], {"wsgi"}),
     "granian": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--runtime-threads", "2", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
     "granian-default": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
     "uvicorn": (lambda iface, module: [str(BIN / "uvicorn"), "--workers", "1", "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(PORT), f"{module}:app"], {"asgi"}),
@@ -48,11 +48,17 @@ SERVERS = {
 BENCHES = {
     "wsgi-hello": ("wsgi_hello", [], None, "wsgi"),
     "flask-json": ("flask_json", [], None, "wsgi"),
+    # The hello app with 24 request headers as a browser behind a proxy sends them (bench/headers.lua).
+    "wsgi-hello-headers": ("wsgi_hello", ["-s", str(HERE / "headers.lua")], None, "wsgi"),
     "echo-4k": ("wsgi_echo", ["-s", str(HERE / "post4k.lua")], 4096, "wsgi"),
     "stream-1m": ("wsgi_stream", [], None, "wsgi"),
     "asgi-hello": ("asgi_hello", [], None, "asgi"),
     "fastapi-json": ("fastapi_json", [], None, "asgi"),
     "asgi-echo-4k": ("asgi_echo", ["-s", str(HERE / "post4k.lua")], 4096, "asgi"),
+    # Framework apps beyond the micro ones: what routing, middleware and request objects cost.
+    "starlette-routes": ("starlette_routes", [], None, "asgi"),
+    "django-wsgi": ("django_wsgi", [], None, "wsgi"),
+    "django-asgi": ("django_asgi", [], None, "asgi"),
     # 5 ms of waiting per request: what threads (--threads 4, gthread 4) and an event loop must overlap.
     "wsgi-sleep": ("wsgi_sleep", [], None, "wsgi"),
     "asgi-sleep": ("asgi_sleep", [], None, "asgi"),

@@ -124,13 +124,15 @@ final class ASGITask: @unchecked Sendable {
     /// the loop's next turn), or anything else, which is an error thrown back into it.
     private func suspend(on yielded: PyObjectPointer) {
         guard let identity = identity.pointer, let context = context.pointer else { return }
+        // None first: anyio's checkpoints yield it on every `await sleep(0)`, and asking None for the
+        // attribute below would make (and drop) an AttributeError with a formatted message each time.
+        if yielded == appserver_none() {
+            scheduleStep(throwing: nil)
+            return
+        }
         guard let blocking = try? Python.attribute(yielded, runtime.names.futureBlocking.pointer) else {
             PyErr_Clear()
-            if yielded == appserver_none() {
-                scheduleStep(throwing: nil)
-            } else {
-                scheduleStep(throwing: runtime.runtimeError("Task got bad yield: \(Python.repr(yielded))"))
-            }
+            scheduleStep(throwing: runtime.runtimeError("Task got bad yield: \(Python.repr(yielded))"))
             return
         }
         guard PyObject_IsTrue(blocking.pointer) == 1 else {
