@@ -112,7 +112,7 @@ enum ForwardedHeaders {
         case contradictory(String)
     }
 
-    static func read(_ headers: RequestHeaders, policy: EdgePolicy) -> Outcome {
+    static func read(_ headers: RequestHeaders, policy: borrowing EdgePolicy) -> Outcome {
         var secure: Bool?
         var schemeHeader: String?
         var contradiction: String?
