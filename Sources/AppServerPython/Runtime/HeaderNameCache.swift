@@ -6,7 +6,7 @@ import Glibc
 /// Objects a worker keeps by a header name's own bytes (WSGI's `HTTP_*` keys, ASGI's lower-cased names),
 /// found without making a String of the name: a request with two dozen headers looked each up by a
 /// String key, paying for the String and a SipHash of it every time. Open addressing over a power-of-two
-/// table with FNV-1a; the cache owns one reference to each object (in a Python list) and hands out
+/// table with FNV-1a; the cache owns one reference to each object (CachedObjects) and hands out
 /// borrowed pointers valid until it is emptied, as PyObjectCache. Bounded twice: past `limit` names it is
 /// emptied, and a name is looked for in at most `maxProbes` slots, so names made to collide only miss
 /// the cache (and cost their own requests a lookup each). Made and used with the GIL.
@@ -25,11 +25,9 @@ struct HeaderNameCache: ~Copyable {
     private var names: [UInt8] = []
     private var count = 0
     private let limit: Int
-    private let owner: PyRef
+    private let owner = CachedObjects()
 
     init(limit: Int) {
-        guard let list = PyRef(newReference: PyList_New(0)) else { fatalError("cannot make a list: out of memory") }
-        owner = list
         self.limit = limit
         var capacity = 16
         while capacity < limit * 2 { capacity *= 2 }
@@ -65,8 +63,7 @@ struct HeaderNameCache: ~Copyable {
     /// stay valid) but not found again.
     mutating func insert(_ object: consuming PyRef, for name: UnsafeRawBufferPointer) throws(PythonError) -> PyObjectPointer {
         if count >= limit { removeAll() }
-        let pointer = object.pointer
-        if PyList_Append(owner.pointer, pointer) != 0 { throw PythonError() }
+        let pointer = try owner.keep(object)
         count += 1
         let hash = Self.hash(name)
         var index = Int(hash) & mask
@@ -85,6 +82,6 @@ struct HeaderNameCache: ~Copyable {
         for index in slots.indices { slots[index] = Slot() }
         names.removeAll(keepingCapacity: true)
         count = 0
-        if PyList_SetSlice(owner.pointer, 0, PyList_Size(owner.pointer), nil) != 0 { PyErr_Clear() }
+        owner.removeAll()
     }
 }

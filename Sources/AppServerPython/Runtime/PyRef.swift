@@ -360,18 +360,38 @@ enum Python {
     }
 }
 
-/// Objects a worker keeps by a Swift key (interned environ keys, header names as bytes, address
-/// tuples): the cache owns one reference to each (in a Python list) and hands out borrowed pointers, valid
-/// until `removeAll`. Looking one up costs no reference counting. Bounded: past `limit` entries it is
-/// emptied and starts again. Made and used with the GIL.
+/// The references a cache of Python objects holds: one to each object it hands out borrowed, in a Python
+/// list, until `removeAll`. Made and used with the GIL.
+struct CachedObjects: ~Copyable {
+    private let list: PyRef
+
+    init() {
+        guard let list = PyRef(newReference: PyList_New(0)) else { fatalError("cannot make a list: out of memory") }
+        self.list = list
+    }
+
+    /// Keeps `object`; returns it borrowed.
+    func keep(_ object: consuming PyRef) throws(PythonError) -> PyObjectPointer {
+        let pointer = object.pointer
+        if PyList_Append(list.pointer, pointer) != 0 { throw PythonError() }
+        return pointer   // the list holds it now; `object` goes
+    }
+
+    func removeAll() {
+        if PyList_SetSlice(list.pointer, 0, PyList_Size(list.pointer), nil) != 0 { PyErr_Clear() }
+    }
+}
+
+/// Objects a worker keeps by a Swift key (interned environ keys, methods, address tuples): the cache owns
+/// one reference to each and hands out borrowed pointers, valid until `removeAll`. Looking one up costs
+/// no reference counting. Bounded: past `limit` entries it is emptied and starts again. Made and used
+/// with the GIL.
 struct PyObjectCache<Key: Hashable>: ~Copyable {
     private var pointers: [Key: PyObjectPointer] = [:]
-    private let owner: PyRef
+    private let owner = CachedObjects()
     private let limit: Int
 
     init(limit: Int) {
-        guard let list = PyRef(newReference: PyList_New(0)) else { fatalError("cannot make a list: out of memory") }
-        owner = list
         self.limit = limit
     }
 
@@ -382,14 +402,13 @@ struct PyObjectCache<Key: Hashable>: ~Copyable {
     /// Keeps `object` under `key`; returns it borrowed.
     mutating func insert(_ object: consuming PyRef, for key: Key) throws(PythonError) -> PyObjectPointer {
         if pointers.count >= limit { removeAll() }
-        let pointer = object.pointer
-        if PyList_Append(owner.pointer, pointer) != 0 { throw PythonError() }
-        pointers[key] = pointer   // the list holds it now; `object` goes
+        let pointer = try owner.keep(object)
+        pointers[key] = pointer
         return pointer
     }
 
     mutating func removeAll() {
         pointers.removeAll(keepingCapacity: true)
-        if PyList_SetSlice(owner.pointer, 0, PyList_Size(owner.pointer), nil) != 0 { PyErr_Clear() }
+        owner.removeAll()
     }
 }
