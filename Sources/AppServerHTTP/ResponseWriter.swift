@@ -68,7 +68,7 @@ public struct ResponseWriter {
 
     /// Adds one of the app's headers. Hop-by-hop headers that the server owns are checked, not copied blindly.
     public mutating func addHeader(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) throws(ResponseHeadError) {
-        guard !name.isEmpty, name.allSatisfy(Self.isTokenByte), !value.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) else {
+        guard !name.isEmpty, name.allSatisfy(isTokenByte), !value.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) else {
             throw .invalidHeader(String(decoding: name, as: UTF8.self))
         }
         switch name.count {
@@ -217,16 +217,6 @@ public struct ResponseWriter {
     }
 
     // MARK: byte helpers
-
-    static func isTokenByte(_ c: UInt8) -> Bool {
-        switch c {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): return true
-        default: return false
-        }
-    }
 
     static func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
         guard bytes.count == lower.utf8CodeUnitCount else { return false }
