@@ -47,7 +47,8 @@ public final class Monitor: @unchecked Sendable {
     /// One of a fixed set of monitors, picked by `key`: for short-lived objects whose waits are rare.
     /// Waiters must re-check their condition after waking (another object's broadcast may wake them).
     public static func striped(for key: ObjectIdentifier) -> Monitor {
-        stripes[(key.hashValue >> 4) & 63]
+        // The object's address, past its 16-byte alignment (hashValue would run SipHash every request).
+        stripes[Int((UInt(bitPattern: key) >> 4) & 63)]
     }
 
     private static let nextStripe = Atomic<Int>(0)
