@@ -64,8 +64,6 @@ public struct AppThreadQueue<Item> {
         self.stallDelay = stallDelay
     }
 
-    public var isEmpty: Bool { items.isEmpty }
-
     private var firstIsTakeable: Bool {
         guard let first = items.first else { return false }
         return first.holdsPlace || running < maxRunning
