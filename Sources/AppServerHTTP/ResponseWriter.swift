@@ -38,12 +38,13 @@ public struct ResponseWriter {
     public init(request: RequestInfo, allocator: ByteBufferAllocator, drain: Bool) {
         self.request = request
         self.closeConnection = !request.keepAlive || drain
-        self.head = allocator.buffer(capacity: 256)
+        // Capacity 0 does not allocate: `begin` does, once the head is known to be needed.
+        self.head = allocator.buffer(capacity: 0)
     }
 
     /// Starts the head with the app's status line text, e.g. `200 OK`.
     public mutating func begin(status: UnsafeRawBufferPointer) throws(ResponseHeadError) {
-        head.clear()
+        head.clear(minimumCapacity: 256)
         declaredLength = nil
         hasServer = false; hasDate = false; appConnectionClose = false
         guard status.count >= 4, let code = Self.parseStatusCode(status), status[3] == UInt8(ascii: " ") else {
@@ -98,7 +99,10 @@ public struct ResponseWriter {
 
     /// Ends the head and picks the framing. `knownLength` is the whole body's size when the server
     /// knows it already (a one-element body, a file), used when the app gave no Content-Length.
+    /// The head's buffer is handed over, not shared: the body is then appended to it without the
+    /// copy a shared ByteBuffer makes on its first write.
     public mutating func finishHead(knownLength: Int64?) -> ByteBuffer {
+        defer { head = ByteBuffer() }
         let bodyless = request.isHead || statusCode < 200 || statusCode == 204 || statusCode == 304
         if appConnectionClose { closeConnection = true }
         if bodyless {
@@ -142,7 +146,7 @@ public struct ResponseWriter {
 
     private mutating func writeContentLength(_ length: Int64) {
         head.writeStaticString("Content-Length: ")
-        head.writeString(String(length))
+        head.writeWithUnsafeMutableBytes(minimumWritableBytes: 20) { writeDecimal(Int(length), into: $0) }
         head.writeStaticString("\r\n")
     }
 

@@ -51,10 +51,12 @@ extension WSGIThread {
         guard appserver_is_list(headers) != 0 || appserver_is_tuple(headers) != 0 else {
             throw PythonError.typeError("the response headers must be a list of (name, value) tuples")
         }
-        var writer = request.writer
+        // The writer is changed in place (a copy would share its head buffer, and the first write
+        // would copy that). A call that fails part way leaves a head that the next call's `begin`
+        // clears, and `startResponseCalled` stays false until the whole head was taken.
         let statusText = UnsafeRawBufferPointer(start: statusBytes, count: statusLength)
         do {
-            try writer.begin(status: statusText)
+            try request.writer.begin(status: statusText)
         } catch {
             throw PythonError.valueError("invalid status \(String(decoding: statusText, as: UTF8.self).debugDescription): expected a three-digit code, a space and a reason")
         }
@@ -73,7 +75,7 @@ extension WSGIThread {
             let nameBuffer = UnsafeRawBufferPointer(start: nameBytes, count: nameLength)
             let valueBuffer = UnsafeRawBufferPointer(start: valueBytes, count: valueLength)
             do {
-                try writer.addHeader(name: nameBuffer, value: valueBuffer)
+                try request.writer.addHeader(name: nameBuffer, value: valueBuffer)
             } catch {
                 throw PythonError.valueError("invalid response header \(String(decoding: nameBuffer, as: UTF8.self).debugDescription) (a bad name, a line break in the value, or a wrong Content-Length)")
             }
@@ -81,7 +83,6 @@ extension WSGIThread {
                 logHeaders.append((String(decoding: nameBuffer, as: UTF8.self), String(decoding: valueBuffer, as: UTF8.self)))
             }
         }
-        request.writer = writer
         request.logHeaders = logHeaders
         request.startResponseCalled = true
         return natives.write.copy()

@@ -223,8 +223,9 @@ final class WSGIThread: @unchecked Sendable {
     /// holds references of its own to the iterator and `result`).
     private func iterate(_ iterator: PyObjectPointer, _ request: ActiveRequest, result: PyObjectPointer) -> Bool {
         // The first chunk is held back until the second one shows up: a body of one chunk (most
-        // framework responses) then goes out whole, with a Content-Length, in one write.
-        var held: ByteBuffer?
+        // framework responses) then goes out whole, with a Content-Length, in one write. It is held
+        // as the app's bytes object (immutable), not copied.
+        var held: PyRef?
         while let item = PyRef(newReference: PyIter_Next(iterator)) {
             var length = 0
             guard let bytes = appserver_bytes_view(item.pointer, &length) else {
@@ -239,16 +240,14 @@ final class WSGIThread: @unchecked Sendable {
             }
             let chunk = UnsafeRawBufferPointer(start: bytes, count: length)
             if !request.writer.headSent && held == nil {
-                var copy = request.exchange.allocator.buffer(capacity: length)
-                copy.writeBytes(chunk)
-                held = copy
+                held = consume item
                 continue
             }
             var buffer: ByteBuffer
-            if let first = held {
-                held = nil
+            if let first = held.take() {
                 buffer = request.writer.finishHead(knownLength: nil)
-                first.withUnsafeReadableBytes { _ = request.writer.appendBody($0, to: &buffer) }
+                buffer.reserveCapacity(minimumWritableBytes: Self.bytesView(first).count + length + 32)
+                request.writer.appendBody(Self.bytesView(first), to: &buffer)
             } else {
                 buffer = request.exchange.allocator.buffer(capacity: length + 16)
             }
@@ -268,15 +267,23 @@ final class WSGIThread: @unchecked Sendable {
             fail(request)
             return false
         }
-        if let first = held {
-            var buffer = request.writer.finishHead(knownLength: Int64(first.readableBytes))
-            first.withUnsafeReadableBytes { _ = request.writer.appendBody($0, to: &buffer) }
+        if let first = held.take() {
+            let body = Self.bytesView(first)
+            var buffer = request.writer.finishHead(knownLength: Int64(body.count))
+            buffer.reserveCapacity(minimumWritableBytes: body.count + 8)
+            request.writer.appendBody(body, to: &buffer)
             request.writer.finishBody(into: &buffer)
             emit(request, buffer, end: true)
             return false
         }
         finishResponse(request)
         return false
+    }
+
+    /// The bytes of a bytes object that `iterate` already checked is one; valid while it is referenced.
+    private static func bytesView(_ object: borrowing PyRef) -> UnsafeRawBufferPointer {
+        var length = 0
+        return UnsafeRawBufferPointer(start: appserver_bytes_view(object.pointer, &length), count: length)
     }
 
     /// `wsgi.file_wrapper` around a regular file: sent with sendfile(2) from its current position.
