@@ -46,7 +46,7 @@ public final class RequestInfo: @unchecked Sendable {
         self.origin = origin
         self.viaUWSGI = viaUWSGI
         self.keepAlive = keepAlive
-        self.isHead = head.method == "HEAD"
+        self.isHead = head.methodIs("HEAD")
         self.hasBody = hasBody
         self.contentLength = contentLength
         self.remoteAddress = remoteAddress

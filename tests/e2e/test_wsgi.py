@@ -63,6 +63,22 @@ def test_path_info_is_percent_decoded_latin1(serve):
     assert env["SERVER_NAME"] == "h" and env["SERVER_PORT"] == "81"
 
 
+def test_server_name_and_port_follow_each_requests_host(serve):
+    """SERVER_NAME/SERVER_PORT come from the Host header, request by request, on one worker (which keeps
+    the last Host's pair): a repeat, a change, an IPv6 literal with and without a port, no port, and no
+    Host at all (HTTP/1.0: the address connected to)."""
+    server = serve("plain:app")
+    cases = [(b"h:81", "h", "81"), (b"h:81", "h", "81"), (b"example.com", "example.com", "80"),
+             (b"[::1]:8080", "[::1]", "8080"), (b"[::1]", "[::1]", "80"), (b"h:81", "h", "81"),
+             (b"h:8", "h", "8"), (None, "127.0.0.1", str(server.port)), (b"h:81", "h", "81")]
+    for host, name, port in cases:
+        head = b"GET /environ HTTP/1.0\r\n" if host is None else b"GET /environ HTTP/1.1\r\nHost: " + host + b"\r\n"
+        data = raw_request(server.port, head + b"Connection: close\r\n\r\n")
+        env = json.loads(data.partition(b"\r\n\r\n")[2])
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == (name, port), host
+        assert env.get("HTTP_HOST") == (host.decode() if host else None)
+
+
 def test_headers_with_underscores_are_dropped(serve):
     server = serve("plain:app")
     env = requests.get(server.url + "/environ", headers={"X_Forged": "1", "X-Real": "2"}).json()

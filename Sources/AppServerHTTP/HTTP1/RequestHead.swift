@@ -1,4 +1,7 @@
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOHTTP1
 
 /// A request head as the client sent it: its bytes, and where the method, target and fields are in
@@ -7,15 +10,25 @@ public struct RequestHead: Sendable {
     /// The head's bytes, from the request line to the empty line that ends it.
     public let bytes: ByteBuffer
     public let parsed: HTTP1Head
-    /// The method (a token, so ASCII).
-    public let method: String
+    /// The method (a token, so ASCII), as text for logs and metrics; `withMethod` for its bytes.
+    public var method: String { withMethod { String(decoding: $0, as: UTF8.self) } }
     public var version: HTTPVersion { HTTPVersion(major: 1, minor: parsed.minorVersion) }
     public var headers: RequestHeaders { RequestHeaders(bytes: bytes, fields: parsed.fields) }
 
     init(bytes: ByteBuffer, parsed: HTTP1Head) {
         self.bytes = bytes
         self.parsed = parsed
-        self.method = bytes.withUnsafeReadableBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[parsed.method]), as: UTF8.self) }
+    }
+
+    /// Whether the method is exactly `name` (methods are case-sensitive).
+    public func methodIs(_ name: StaticString) -> Bool {
+        withMethod { $0.count == name.utf8CodeUnitCount && ($0.isEmpty || memcmp($0.baseAddress!, name.utf8Start, $0.count) == 0) }
+    }
+
+    /// The method's bytes (no String is made for each request).
+    @inlinable
+    public func withMethod<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try bytes.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[parsed.method])) }
     }
 
     /// The request target's bytes.

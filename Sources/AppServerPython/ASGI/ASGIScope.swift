@@ -80,7 +80,8 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private let asgiVersion: PyRef
     private let rootPath: PyRef
     private let rootPathBytes: [UInt8]
-    private var methods = PyObjectCache<String>(limit: 64)
+    /// The common methods' objects, found by the method's bytes.
+    private var methods = HeaderNameCache(limit: 16)
     /// Lower-cased header names as bytes objects, by the name as the client spelled it (bounded).
     private var headerNames = HeaderNameCache(limit: 256)
     /// `(host, port)` tuples: a connection's requests, and all requests for the server's own address, share one.
@@ -99,7 +100,10 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         try Python.setItem(asgiVersion.pointer, Python.interned("spec_version"), Python.interned("2.3"))
         self.rootPath = try Python.str(rootPath)
         self.rootPathBytes = Array(rootPath.utf8)
-        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { _ = try methods.insert(Python.interned(method), for: method) }
+        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] {
+            let object = Python.interned(method)
+            _ = try Array(method.utf8).withUnsafeBytes { raw in Result { () throws(PythonError) in try methods.insert(object.copy(), for: raw) } }.get()
+        }
     }
 
     /// The `websocket` scope: as `http`, without `method`, with scheme `ws` and the offered subprotocols.
@@ -125,7 +129,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         try set(keyAsgi, try PyRef.checked(PyDict_Copy(asgiVersion.pointer)))
         try Python.setItem(dict, keyHTTPVersion.pointer, request.version.minor == 0 ? version10.pointer : version11.pointer)
         try Python.setItem(dict, keyScheme.pointer, request.isSecure ? https.pointer : http.pointer)
-        if let method = methods[request.method] {
+        if let method = request.head.withMethod({ methods.find($0) }) {
             try Python.setItem(dict, keyMethod.pointer, method)
         } else {
             try set(keyMethod, try Python.str(request.method))

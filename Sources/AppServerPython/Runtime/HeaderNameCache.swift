@@ -3,7 +3,7 @@ import CPython
 import Glibc
 #endif
 
-/// Objects a worker keeps by a header name's own bytes (WSGI's `HTTP_*` keys, ASGI's lower-cased names),
+/// Objects a worker keeps by a name's own bytes (WSGI's `HTTP_*` keys, ASGI's lower-cased names, methods),
 /// found without making a String of the name: a request with two dozen headers looked each up by a
 /// String key, paying for the String and a SipHash of it every time. Open addressing over a power-of-two
 /// table with FNV-1a; the cache owns one reference to each object (CachedObjects) and hands out

@@ -51,12 +51,16 @@ final class EnvironConstants: @unchecked Sendable {
     let tooLargeClass: PyObjectPointer
     let disconnectedClass: PyObjectPointer
     let badRequestClass: PyObjectPointer
-    private var methods = PyObjectCache<String>(limit: 64)
+    /// The common methods' objects, found by the method's bytes.
+    private var methods = HeaderNameCache(limit: 16)
     /// `HTTP_*` keys by header name as the client spelled it; bounded so odd clients cannot grow it.
     private var headerKeys = HeaderNameCache(limit: 512)
-    /// SERVER_NAME and SERVER_PORT of the last Host header (0 and 1).
-    private var lastHost: String?
-    private var lastHostValues = PyObjectCache<Int>(limit: 2)
+    /// SERVER_NAME and SERVER_PORT made for the last Host header, and that header's bytes: a worker
+    /// mostly serves one Host, so these are made once, not per request.
+    private var lastHost: [UInt8] = []
+    private var lastServerName: PyRef?
+    private var lastServerPort: PyRef?
+    private let defaultPort = Python.interned("80")
 
     init(glue: Glue, errors sink: LogSink, multithread: Bool, multiprocess: Bool, headerMap: HeaderMapMode = .drop,
          requestIDHeader: String = "") throws(PythonError) {
@@ -78,7 +82,10 @@ final class EnvironConstants: @unchecked Sendable {
             let key = try name.withUnsafeBytes { raw in Result { () throws(PythonError) in try headerKey(raw) } }.get()
             if let key { requestIDKey = PyRef(retaining: key) }
         }
-        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] { _ = try methods.insert(Python.interned(method), for: method) }
+        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] {
+            let object = Python.interned(method)
+            _ = try Array(method.utf8).withUnsafeBytes { raw in Result { () throws(PythonError) in try methods.insert(object.copy(), for: raw) } }.get()
+        }
     }
 
     /// A new environ for one request; the app thread's natives read its wsgi.input.
@@ -89,7 +96,7 @@ final class EnvironConstants: @unchecked Sendable {
         let environ = try PyRef.checked(appserver_dict_presized(24 + request.headers.count))
         let dict = environ.pointer
         func set(_ key: borrowing PyRef, _ value: borrowing PyRef) throws(PythonError) { try Python.setItem(dict, key.pointer, value.pointer) }
-        if let method = methods[request.method] {
+        if let method = request.head.withMethod({ methods.find($0) }) {
             try Python.setItem(dict, keyRequestMethod.pointer, method)
         } else {
             try set(keyRequestMethod, try Python.latin1(Substring(request.method)))
@@ -111,7 +118,15 @@ final class EnvironConstants: @unchecked Sendable {
         try Python.setItem(dict, keyServerProtocol.pointer, request.version.minor == 0 ? protocol10.pointer : protocol11.pointer)
         try set(keyServerSoftware, software)
 
-        try request.headers.forEach(raising: { (name, value) throws(PythonError) in try setHeader(dict, name: name, value: value) })
+        var hostSeen = false
+        try request.headers.forEach(raising: { (name, value) throws(PythonError) in
+            if !hostSeen && name.count == 4 && RequestHeaders.equalsLowercased(name, hostName) && !value.isEmpty {
+                hostSeen = true
+                try setServerName(dict, host: value)
+            }
+            try setHeader(dict, name: name, value: value)
+        })
+        if !hostSeen { try setServerName(dict, local: request.localAddress) }
 
         if request.requestIDMade, let key = requestIDKey.pointer {
             // Made here: the app sees it as the header, as if the front end had sent it.
@@ -122,7 +137,6 @@ final class EnvironConstants: @unchecked Sendable {
             })
             try Python.setItem(dict, key, value)
         }
-        try setServerName(dict, host: request.headers.first(name: "host"), local: request.localAddress)
         if let client = request.origin?.client {
             // A trusted proxy's X-Forwarded-For, or the REMOTE_ADDR of a uwsgi packet.
             try set(keyRemoteAddr, try Python.latin1(Substring(client.host)))
@@ -210,42 +224,46 @@ final class EnvironConstants: @unchecked Sendable {
         return try headerKeys.insert(Python.interned(text), for: name)
     }
 
-    private func setServerName(_ environ: PyObjectPointer, host: String?, local: SocketAddress?) throws(PythonError) {
-        if let host, host == lastHost, let name = lastHostValues[0], let port = lastHostValues[1] {
+    /// SERVER_NAME and SERVER_PORT from the Host header's bytes (as Gunicorn: the port after the last
+    /// colon, or after an IPv6 literal's bracket; 80 when none is given).
+    private func setServerName(_ environ: PyObjectPointer, host: UnsafeRawBufferPointer) throws(PythonError) {
+        if host.count == lastHost.count, let name = lastServerName.pointer, let port = lastServerPort.pointer,
+           lastHost.withUnsafeBytes({ memcmp($0.baseAddress!, host.baseAddress!, host.count) == 0 }) {
             try Python.setItem(environ, keyServerName.pointer, name)
             try Python.setItem(environ, keyServerPort.pointer, port)
             return
         }
-        var name: Substring
-        var port: String
-        if let host, !host.isEmpty {
-            if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
-                name = host[...close]
-                let rest = host[host.index(after: close)...]
-                port = rest.hasPrefix(":") ? String(rest.dropFirst()) : "80"
-            } else if let colon = host.lastIndex(of: ":") {
-                name = host[..<colon]
-                port = String(host[host.index(after: colon)...])
-            } else {
-                name = Substring(host)
-                port = "80"
-            }
+        let nameEnd: Int, portStart: Int?
+        if host[0] == UInt8(ascii: "["), let close = host.firstIndex(of: UInt8(ascii: "]")) {
+            nameEnd = close + 1
+            portStart = nameEnd < host.count && host[nameEnd] == UInt8(ascii: ":") ? nameEnd + 1 : nil
+        } else if let colon = host.lastIndex(of: UInt8(ascii: ":")) {
+            nameEnd = colon
+            portStart = colon + 1
         } else {
-            name = Substring(local?.ipAddress ?? "localhost")
-            port = String(local?.port ?? 80)
+            nameEnd = host.count
+            portStart = nil
         }
-        let nameObject = try Python.latin1(name), portObject = try Python.latin1(Substring(port))
-        try Python.setItem(environ, keyServerName.pointer, nameObject)
-        try Python.setItem(environ, keyServerPort.pointer, portObject)
-        if let host {
-            lastHostValues.removeAll()
-            _ = try lastHostValues.insert(nameObject, for: 0)
-            _ = try lastHostValues.insert(portObject, for: 1)
-            lastHost = host
-        }
+        let name = try Python.latin1(UnsafeRawBufferPointer(rebasing: host[..<nameEnd]))
+        let port = try portStart.map { (start) throws(PythonError) in try Python.latin1(UnsafeRawBufferPointer(rebasing: host[start...])) }
+            ?? defaultPort.copy()
+        try Python.setItem(environ, keyServerName.pointer, name.pointer)
+        try Python.setItem(environ, keyServerPort.pointer, port.pointer)
+        lastHost = Array(host)
+        lastServerName = consume name
+        lastServerPort = consume port
+    }
+
+    /// SERVER_NAME and SERVER_PORT without a Host header (HTTP/1.0): the address the client connected to.
+    private func setServerName(_ environ: PyObjectPointer, local: SocketAddress?) throws(PythonError) {
+        let name = try Python.latin1(Substring(local?.ipAddress ?? "localhost"))
+        let port = try Python.latin1(Substring(String(local?.port ?? 80)))
+        try Python.setItem(environ, keyServerName.pointer, name.pointer)
+        try Python.setItem(environ, keyServerPort.pointer, port.pointer)
     }
 }
 
+private let hostName = Array("host".utf8)
 private let contentTypeName = Array("content-type".utf8)
 private let contentLengthName = Array("content-length".utf8)
 
