@@ -87,6 +87,10 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     /// `(host, port)` tuples: a connection's requests, and all requests for the server's own address, share one.
     private var addressTuples = PyObjectCache<SocketAddress>(limit: 4096)
 
+    private var template: PyRef?
+    /// The template's method (GET), compared by identity to skip replacing it.
+    private var templateMethod: PyObjectPointer?
+
     /// The request id's header name, lower case, and as a bytes object, for an id made here.
     private let requestIDHeader: [UInt8]
     private let requestIDName: PyRef?
@@ -104,6 +108,22 @@ final class ASGIScopeBuilder: @unchecked Sendable {
             let object = Python.interned(method)
             _ = try Array(method.utf8).withUnsafeBytes { raw in Result { () throws(PythonError) in try methods.insert(object.copy(), for: raw) } }.get()
         }
+        // Every scope starts as a copy of this dict (PyDict_Copy clones the table in one piece): its
+        // keys, with the values most requests share; None where each request sets its own.
+        let template = try PyRef.checked(appserver_dict_presized(16))
+        func set(_ key: borrowing PyRef, _ value: PyObjectPointer) throws(PythonError) { try Python.setItem(template.pointer, key.pointer, value) }
+        templateMethod = Array("GET".utf8).withUnsafeBytes { methods.find($0) }
+        try set(keyType, http.pointer)
+        try set(keyAsgi, appserver_none())
+        try set(keyHTTPVersion, version11.pointer)
+        try set(keyScheme, http.pointer)
+        try set(keyMethod, templateMethod!)
+        try set(keyRootPath, self.rootPath.pointer)
+        for key in [keyPath.pointer, keyRawPath.pointer, keyQueryString.pointer, keyHeaders.pointer, keyClient.pointer, keyServer.pointer,
+                    keyState.pointer] {
+            try Python.setItem(template.pointer, key, appserver_none())
+        }
+        self.template = consume template
     }
 
     /// The `websocket` scope: as `http`, without `method`, with scheme `ws` and the offered subprotocols.
@@ -121,23 +141,29 @@ final class ASGIScopeBuilder: @unchecked Sendable {
 
     /// A new `http` scope.
     func build(_ request: RequestInfo, state: PyObjectPointer) throws(PythonError) -> PyRef {
-        // Sized for its keys at once (a dict re-hashes as it grows past 5 and 10 entries).
-        let scope = try PyRef.checked(appserver_dict_presized(16))
+        // From the template: only what differs from its values is set below.
+        let scope = try PyRef.checked(PyDict_Copy(template.pointer!))
         let dict = scope.pointer
         func set(_ key: borrowing PyRef, _ value: borrowing PyRef) throws(PythonError) { try Python.setItem(dict, key.pointer, value.pointer) }
-        try set(keyType, http)
         try set(keyAsgi, try PyRef.checked(PyDict_Copy(asgiVersion.pointer)))
-        try Python.setItem(dict, keyHTTPVersion.pointer, request.version.minor == 0 ? version10.pointer : version11.pointer)
-        try Python.setItem(dict, keyScheme.pointer, request.isSecure ? https.pointer : http.pointer)
+        if request.version.minor == 0 { try set(keyHTTPVersion, version10) }
+        if request.isSecure { try set(keyScheme, https) }
         if let method = request.head.withMethod({ methods.find($0) }) {
-            try Python.setItem(dict, keyMethod.pointer, method)
+            if method != templateMethod { try Python.setItem(dict, keyMethod.pointer, method) }
         } else {
             try set(keyMethod, try Python.str(request.method))
         }
-        try set(keyRootPath, rootPath)
 
         try request.head.withTarget(raising: { (target) throws(PythonError) in
             let (path, query) = splitTarget(target)
+            let pathView = UnsafeRawBufferPointer(rebasing: target[path])
+            if rootPathBytes.isEmpty && !pathView.isEmpty && !pathView.contains(UInt8(ascii: "%")) {
+                // The common case: both come from the target's bytes as they are, nothing copied first.
+                try set(keyRawPath, try Python.bytes(pathView))
+                try set(keyPath, try PyRef.checked(PyUnicode_DecodeUTF8(pathView.baseAddress!.assumingMemoryBound(to: CChar.self), pathView.count, "replace")))
+                try set(keyQueryString, try Python.bytes(UnsafeRawBufferPointer(rebasing: target[query])))
+                return
+            }
             // As Uvicorn: `path` and `raw_path` include the root path; `path` is percent-decoded UTF-8.
             let pathBytes = path.isEmpty ? [UInt8(ascii: "/")] : Array(target[path])
             try set(keyRawPath, try Python.bytes(rootPathBytes.isEmpty ? pathBytes : rootPathBytes + pathBytes))
