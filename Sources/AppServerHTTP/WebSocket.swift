@@ -29,7 +29,9 @@ public enum WebSocketHandshake {
     /// A GET asking to upgrade to websocket version 13, with a key.
     public static func isUpgradeRequest(_ request: RequestInfo) -> Bool {
         let headers = request.headers
-        return request.method == "GET"
+        // The parser saw `Connection: upgrade` and an Upgrade field: without them (every plain
+        // request) nothing below is read.
+        return request.head.parsed.upgrade && request.head.methodIs("GET")
             && headers.tokens(name: "upgrade").contains { $0.lowercased() == "websocket" }
             && headers.tokens(name: "connection").contains { $0.lowercased() == "upgrade" }
             && headers.first(name: "sec-websocket-version") == "13"

@@ -1,4 +1,5 @@
 """ASGI 3 in the workers: FastAPI, Starlette and Django apps from PyPI, on uvloop and plain asyncio."""
+import json
 import os
 import signal
 import socket
@@ -57,6 +58,27 @@ def test_http_scope(serve, tmp_path):
     assert scope["client"][0] == "127.0.0.1" and scope["server"] == ["127.0.0.1", server.port]
     assert scope["asgi"] == {"version": "3.0", "spec_version": "2.3"}
     assert ["host", "example.com"] in scope["headers"] and ["x-custom", "Value"] in scope["headers"]
+
+
+def test_scope_client_is_each_connections_own_address(serve):
+    """The worker keeps (host, port) tuples by address, in a table that a newer address overwrites and
+    that is emptied past a bound: over 4,500 connections from 50 loopback addresses, each request's
+    client is its own socket's address and port, and the rest of the scope is the request's."""
+    server = serve("scopeecho:app", "--interface", "asgi")
+    for i in range(4500):
+        source = f"127.0.0.{1 + i % 50}"
+        with socket.create_connection(("127.0.0.1", server.port), source_address=(source, 0)) as s:
+            method, path = ("GET", "/a/b%20c") if i % 3 else ("PATCH", "/x")
+            s.sendall(f"{method} {path}?q={i} HTTP/{'1.0' if i % 7 == 0 else '1.1'}\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            scope = json.loads(data.split(b"\r\n\r\n", 1)[1])
+            assert scope["client"] == list(s.getsockname()), i
+        assert scope["server"] == ["127.0.0.1", server.port]
+        assert (scope["method"], scope["raw_path"], scope["query_string"]) == (method, path, f"q={i}")
+        assert scope["path"] == ("/a/b c" if i % 3 else "/x") and scope["root_path"] == ""
+        assert scope["http_version"] == ("1.0" if i % 7 == 0 else "1.1") and scope["scheme"] == "http"
 
 
 def test_percent_decoded_path(serve, tmp_path):

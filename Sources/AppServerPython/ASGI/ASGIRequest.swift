@@ -109,21 +109,21 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         guard appserver_is_dict(message) != 0 else { throw PythonError.typeError("send() takes an ASGI message dict") }
         let messages = host.messages
         guard let type = Python.item(message, messages.type.pointer) else { throw PythonError.valueError("an ASGI message needs a 'type'") }
-        // An app's literal is the interned str the server holds too: most types are told by identity.
-        let kind = type == messages.httpResponseBody.pointer ? "http.response.body"
-            : type == messages.httpResponseStart.pointer ? "http.response.start" : try Python.string(type)
-        switch kind {
-        case "http.response.start":
-            if responseStarted { throw PythonError.runtimeError("http.response.start sent twice") }
-            try startResponse(message)
-            return host.completedFuture()
-        case "http.response.body":
+        // The two types of every response are told without making a String of them.
+        if messages.isType(type, messages.httpResponseBody) {
             guard responseStarted else { throw PythonError.runtimeError("http.response.body sent before http.response.start") }
             if responseComplete {
                 if disconnected { return host.completedFuture() }
                 throw PythonError.runtimeError("http.response.body sent after the response was complete")
             }
             return try sendBody(message)
+        }
+        if messages.isType(type, messages.httpResponseStart) {
+            if responseStarted { throw PythonError.runtimeError("http.response.start sent twice") }
+            try startResponse(message)
+            return host.completedFuture()
+        }
+        switch try Python.string(type) {
         case "http.response.trailers":
             return host.completedFuture()   // trailers are not sent (HTTP/1.1 clients rarely ask for them)
         case let other:
@@ -235,15 +235,14 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         guard !finished else { return }
         finished = true
         task = nil
-        let uri = exchange.request.uri
         if let raised {
             if !disconnected {
                 WorkerMetrics.current?.appException()
-                host.logger.error("Exception in ASGI application (\(exchange.request.method) \(uri))\n\(Python.format(exception: raised))",
+                host.logger.error("Exception in ASGI application (\(exchange.request.method) \(exchange.request.uri))\n\(Python.format(exception: raised))",
                                   metadata: exchange.request.logMetadata)
             }
         } else if !responseComplete && !disconnected {
-            host.logger.error("ASGI callable returned without \(responseStarted ? "completing" : "starting") the response (\(exchange.request.method) \(uri))")
+            host.logger.error("ASGI callable returned without \(responseStarted ? "completing" : "starting") the response (\(exchange.request.method) \(exchange.request.uri))")
         }
         if !responseComplete {
             if writer.headSent || disconnected {

@@ -26,6 +26,12 @@ final class ASGIMessages: @unchecked Sendable {
     let webSocketReceive = Python.interned("websocket.receive")
     let webSocketDisconnect = Python.interned("websocket.disconnect")
 
+    /// Whether a message's `type` is the str `known`: by identity first (an app's literal of a dotted
+    /// name is not interned, so it is another object), then by its characters, without a String.
+    func isType(_ type: PyObjectPointer, _ known: borrowing PyRef) -> Bool {
+        type == known.pointer || (appserver_is_str(type) != 0 && PyUnicode_Compare(type, known.pointer) == 0)
+    }
+
     init() throws(PythonError) {
         emptyBytes = try Python.bytes(UnsafeRawBufferPointer(start: nil, count: 0))
     }
@@ -86,6 +92,8 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private var headerNames = HeaderNameCache(limit: 256)
     /// `(host, port)` tuples: a connection's requests, and all requests for the server's own address, share one.
     private var addressTuples = PyObjectCache<SocketAddress>(limit: 4096)
+    /// The same for IPv4 addresses (nearly every peer), found without hashing a SocketAddress.
+    private var ipv4Tuples = IPv4TupleCache(limit: 4096)
 
     private var template: PyRef?
     /// The template's method (GET), compared by identity to skip replacing it.
@@ -231,9 +239,65 @@ final class ASGIScopeBuilder: @unchecked Sendable {
 
     /// `(host, port)` of an IP address; None for a unix socket or nothing known.
     private func address(_ address: SocketAddress?) throws(PythonError) -> PyRef {
+        if let address, let key = IPv4TupleCache.key(address) {
+            if let known = ipv4Tuples.find(key) { return PyRef(retaining: known) }
+            guard let host = address.ipAddress, let port = address.port else { return .noneObject }
+            return PyRef(retaining: try ipv4Tuples.insert(Python.tuple(Python.str(host), Python.int(port)), for: key))
+        }
         if let address, let known = addressTuples[address] { return PyRef(retaining: known) }
         guard let address, let host = address.ipAddress, let port = address.port else { return .noneObject }
         return PyRef(retaining: try addressTuples.insert(Python.tuple(Python.str(host), Python.int(port)), for: address))
+    }
+}
+
+/// `(host, port)` tuples by IPv4 address and port, direct-mapped: a key's slot comes from one multiply,
+/// and a newer address takes an occupied slot. Hashing a SocketAddress for a Dictionary cost ~450
+/// instructions, twice a request (client and server). Owns its tuples like PyObjectCache; emptied past
+/// `limit` insertions. Made and used with the GIL.
+struct IPv4TupleCache: ~Copyable {
+    private static let bits = 12
+    private var keys = [UInt64](repeating: 0, count: 1 << bits)   // 0: empty (every key has bit 48 set)
+    private var objects = [PyObjectPointer?](repeating: nil, count: 1 << bits)
+    private let owner = CachedObjects()
+    private var inserted = 0
+    private let limit: Int
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// The key of an IPv4 address and port; nil for other addresses.
+    static func key(_ address: SocketAddress) -> UInt64? {
+        guard case .v4(let v4) = address else { return nil }
+        return 1 << 48 | UInt64(v4.address.sin_addr.s_addr) << 16 | UInt64(v4.address.sin_port)
+    }
+
+    private static func slot(_ key: UInt64) -> Int {
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - bits))
+    }
+
+    func find(_ key: UInt64) -> PyObjectPointer? {
+        let slot = Self.slot(key)
+        return keys[slot] == key ? objects[slot] : nil
+    }
+
+    mutating func insert(_ object: consuming PyRef, for key: UInt64) throws(PythonError) -> PyObjectPointer {
+        if inserted >= limit { removeAll() }
+        let pointer = try owner.keep(object)
+        inserted += 1
+        let slot = Self.slot(key)
+        keys[slot] = key
+        objects[slot] = pointer
+        return pointer
+    }
+
+    mutating func removeAll() {
+        for slot in keys.indices {
+            keys[slot] = 0
+            objects[slot] = nil
+        }
+        owner.removeAll()
+        inserted = 0
     }
 }
 
