@@ -106,8 +106,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// A small body is read whole before the app is called, so the app never waits for it.
     private var dispatchAtEnd = false
 
+    /// The server's edge rules, held here: read for each request, a borrow of the server's own copy
+    /// was a copy (six array retains and releases a request).
+    private let edge: EdgePolicy
+
     init(server: HTTPServer, limits: HTTPLimits, logger: Logger, origin: ConnectionOrigin, uwsgi: Bool) {
         self.server = server
+        self.edge = server.edge
         self.limits = limits
         self.logger = logger
         self.origin = origin
@@ -200,7 +205,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         responseBytes = 0
         let lastAllowed = !server.requestStarted()
         let facts = head.parsed
-        if let refusal = RequestHeadCheck.refusal(head, limits: limits, headerMap: server.edge.headerMap) {
+        if let refusal = RequestHeadCheck.refusal(head, limits: limits, headerMap: edge.headerMap) {
             logger.debug("refused a request from \(addresses?.remote.logText ?? origin.remote.logText): \(refusal.reason)")
             server.countRefusal(Int(refusal.status.code))
             writeErrorAndClose(refusal.status)
@@ -227,7 +232,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let keepAlive = machine.requestStarted(keepAliveRequested: facts.keepAlive && !facts.upgrade, lastAllowed: lastAllowed)
         let info = RequestInfo(head: head, keepAlive: keepAlive, hasBody: hasBody,
                                contentLength: facts.contentLength, remoteAddress: addresses?.remote, localAddress: addresses?.local,
-                               origin: requestOrigin, viaUWSGI: uwsgi, requestIDHeader: server.edge.requestIDHeaderBytes)
+                               origin: requestOrigin, viaUWSGI: uwsgi, requestIDHeader: edge.requestIDHeaderBytes)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         let body: RequestBodyStream
@@ -258,11 +263,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// client; nil when nothing does, which is the common case and costs no allocation.
     private func forwardedOrigin(_ head: RequestHead) -> Result<RequestOrigin?, ForwardedRefusal> {
         let tls = origin.clientUsedTLS
-        if forwardedTrusted == nil { forwardedTrusted = server.edge.forwardedAllow.allows(origin.remote) }
+        if forwardedTrusted == nil { forwardedTrusted = edge.forwardedAllow.allows(origin.remote) }
         guard forwardedTrusted == true else {
             return .success(tls ? RequestOrigin(isSecure: true, client: nil) : nil)
         }
-        switch ForwardedHeaders.read(head.headers, policy: server.edge) {
+        switch ForwardedHeaders.read(head.headers, policy: edge) {
         case .none:
             return .success(tls ? RequestOrigin(isSecure: true, client: nil) : nil)
         case .origin(let isSecure, let client):
