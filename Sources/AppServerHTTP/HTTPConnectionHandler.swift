@@ -321,6 +321,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
+    /// Queues a response's end to be written after this event-loop tick (see HTTPServer.writeAfterTick).
+    func writeAfterTick(_ write: HTTPExchange.PendingWrite) {
+        server.writeAfterTick(write)
+    }
+
     func writeResponse(_ output: ResponseOutput, size: Int, end: Bool, close: Bool, for exchange: HTTPExchange) {
         guard current === exchange, case .active(_, responseDone: false) = machine.phase else {
             if case .file(let fd, _, _, _, _) = output { Glibc.close(fd) }

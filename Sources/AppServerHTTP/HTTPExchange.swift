@@ -165,11 +165,16 @@ public final class HTTPExchange: @unchecked Sendable {
     public func send(_ buffer: ByteBuffer, end: Bool, close: Bool) throws(ExchangeError) -> Bool {
         let size = buffer.readableBytes
         let mustWait = try account(size, end: end)
-        if !end && eventLoop.inEventLoop {
-            // The app runs on the I/O thread (sync mode) and streams: write now, so the socket drains
-            // while the body is made. The end of a response is written after this event-loop tick,
-            // together with the other connections' responses (fewer, larger wake-ups under load).
-            connection.value.writeResponse(.buffer(buffer), size: size, end: end, close: close, for: self)
+        if eventLoop.inEventLoop {
+            // The app runs on the I/O thread (sync mode). A streamed chunk is written now, so the socket
+            // drains while the body is made. The end of a response is written after this event-loop
+            // tick, with the tick's other ends in one task (not from inside the app's call, where the
+            // connection's next request could start), fewer, larger wake-ups under load.
+            if end {
+                connection.value.writeAfterTick(PendingWrite(exchange: self, buffer: buffer, size: size, end: end, close: close))
+            } else {
+                connection.value.writeResponse(.buffer(buffer), size: size, end: end, close: close, for: self)
+            }
         } else {
             let connection = self.connection
             eventLoop.execute {

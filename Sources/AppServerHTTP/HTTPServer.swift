@@ -34,6 +34,8 @@ public final class HTTPServer: @unchecked Sendable {
     private var sweep: RepeatedTask?
     private var drained: EventLoopPromise<Void>?
     private var served = 0
+    /// Ends of responses made on this thread (sync mode), written after the event-loop tick.
+    private var endsAfterTick: [HTTPExchange.PendingWrite] = []
     private var started = 0
     /// Requests this worker takes before it retires (0: no limit); the last one closes its connection.
     private let requestLimit: Int
@@ -63,6 +65,21 @@ public final class HTTPServer: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.logger = logger
         self.onRequestFinished = onRequestFinished
+    }
+
+    /// Writes `write` after this event-loop tick, with the other ends queued in it: one task a tick,
+    /// not a task (a closure and the loop's lock) for each response. Called on `eventLoop`.
+    func writeAfterTick(_ write: HTTPExchange.PendingWrite) {
+        endsAfterTick.append(write)
+        guard endsAfterTick.count == 1 else { return }
+        eventLoop.execute { [self] in
+            let writes = endsAfterTick
+            endsAfterTick.removeAll(keepingCapacity: true)
+            for write in writes {
+                write.exchange.connection.value.writeResponse(.buffer(write.buffer), size: write.size, end: write.end,
+                                                               close: write.close, for: write.exchange)
+            }
+        }
     }
 
     /// Starts accepting on listening sockets that are already bound (the fds stay open in the arbiter).
