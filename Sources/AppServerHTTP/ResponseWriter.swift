@@ -52,9 +52,37 @@ public struct ResponseWriter {
         }
         guard !status.contains(where: { $0 == 13 || $0 == 10 }) else { throw .invalidStatus(String(decoding: status, as: UTF8.self)) }
         statusCode = code
-        head.writeStaticString(request.version.minor == 0 && request.version.major == 1 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        head.writeBytes(status)
-        head.writeStaticString("\r\n")
+        writeLine(request.version.minor == 0 && request.version.major == 1 ? "HTTP/1.0 " : "HTTP/1.1 ", status)
+    }
+
+    /// Writes `prefix`, `text` and CRLF with one capacity check (a ByteBuffer write of each piece checked
+    /// capacity and uniqueness for each: a third of the head's cost).
+    private mutating func writeLine(_ prefix: StaticString, _ text: UnsafeRawBufferPointer) {
+        let prefixLength = prefix.utf8CodeUnitCount, total = prefixLength + text.count + 2
+        head.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+            let base = out.baseAddress!
+            base.copyMemory(from: prefix.utf8Start, byteCount: prefixLength)
+            if let text = text.baseAddress { (base + prefixLength).copyMemory(from: text, byteCount: total - prefixLength - 2) }
+            base.storeBytes(of: UInt8(ascii: "\r"), toByteOffset: total - 2, as: UInt8.self)
+            base.storeBytes(of: UInt8(ascii: "\n"), toByteOffset: total - 1, as: UInt8.self)
+            return total
+        }
+    }
+
+    /// Writes `name: value` and CRLF with one capacity check.
+    private mutating func writeField(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) {
+        let total = name.count + value.count + 4
+        head.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+            let base = out.baseAddress!
+            if let name = name.baseAddress { base.copyMemory(from: name, byteCount: total - value.count - 4) }
+            let colon = total - value.count - 4
+            base.storeBytes(of: UInt8(ascii: ":"), toByteOffset: colon, as: UInt8.self)
+            base.storeBytes(of: UInt8(ascii: " "), toByteOffset: colon + 1, as: UInt8.self)
+            if let value = value.baseAddress { (base + colon + 2).copyMemory(from: value, byteCount: total - colon - 4) }
+            base.storeBytes(of: UInt8(ascii: "\r"), toByteOffset: total - 2, as: UInt8.self)
+            base.storeBytes(of: UInt8(ascii: "\n"), toByteOffset: total - 1, as: UInt8.self)
+            return total
+        }
     }
 
     static func parseStatusCode(_ status: UnsafeRawBufferPointer) -> Int? {
@@ -91,10 +119,7 @@ public struct ResponseWriter {
             return
         default: break
         }
-        head.writeBytes(name)
-        head.writeStaticString(": ")
-        head.writeBytes(value)
-        head.writeStaticString("\r\n")
+        writeField(name, value)
     }
 
     /// Ends the head and picks the framing. `knownLength` is the whole body's size when the server
@@ -124,11 +149,7 @@ public struct ResponseWriter {
             closeConnection = true
         }
         if !hasServer { head.writeStaticString("Server: appserver\r\n") }
-        if !hasDate {
-            head.writeStaticString("Date: ")
-            head.writeBytes(HTTPDate.current())
-            head.writeStaticString("\r\n")
-        }
+        if !hasDate { HTTPDate.current().withUnsafeBytes { writeLine("Date: ", $0) } }
         if request.viaUWSGI {
             // One request a connection, always: nothing to negotiate with the front end.
             closeConnection = true
@@ -145,9 +166,10 @@ public struct ResponseWriter {
     }
 
     private mutating func writeContentLength(_ length: Int64) {
-        head.writeStaticString("Content-Length: ")
-        head.writeWithUnsafeMutableBytes(minimumWritableBytes: 20) { writeDecimal(Int(length), into: $0) }
-        head.writeStaticString("\r\n")
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)   // 24 bytes: any Int64 in decimal
+        withUnsafeMutableBytes(of: &digits) { raw in
+            writeLine("Content-Length: ", UnsafeRawBufferPointer(rebasing: raw[..<writeDecimal(Int(length), into: raw)]))
+        }
     }
 
     /// The connection closes after this response whatever the request asked (a server error).
