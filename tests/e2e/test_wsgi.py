@@ -3,11 +3,10 @@ import hashlib
 import json
 import os
 import socket
-import time
 
 import requests
 
-from conftest import VENV, raw_request, read_response, wait_until
+from conftest import VENV, raw_request, wait_until
 
 
 def test_environ_has_every_required_key(serve):
@@ -77,6 +76,21 @@ def test_server_name_and_port_follow_each_requests_host(serve):
         env = json.loads(data.partition(b"\r\n\r\n")[2])
         assert (env["SERVER_NAME"], env["SERVER_PORT"]) == (name, port), host
         assert env.get("HTTP_HOST") == (host.decode() if host else None)
+
+
+def test_remote_addr_and_port_are_each_connections_own(serve):
+    """The worker keeps REMOTE_ADDR/REMOTE_PORT strings by address, in a table that a newer address
+    overwrites and that is emptied past a bound: over 4,500 connections from 50 loopback addresses,
+    each request sees its own socket's address and port."""
+    server = serve("plain:app")
+    for i in range(4500):
+        with socket.create_connection(("127.0.0.1", server.port), source_address=(f"127.0.0.{1 + i % 50}", 0)) as s:
+            s.sendall(b"GET /environ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            env = json.loads(data.partition(b"\r\n\r\n")[2])
+            assert (env["REMOTE_ADDR"], int(env["REMOTE_PORT"])) == s.getsockname(), i
 
 
 def test_headers_with_underscores_are_dropped(serve):

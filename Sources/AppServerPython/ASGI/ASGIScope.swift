@@ -118,8 +118,9 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         }
         // Every scope starts as a copy of this dict (PyDict_Copy clones the table in one piece): its
         // keys, with the values most requests share; None where each request sets its own.
-        let template = try PyRef.checked(appserver_dict_presized(16))
-        func set(_ key: borrowing PyRef, _ value: PyObjectPointer) throws(PythonError) { try Python.setItem(template.pointer, key.pointer, value) }
+        self.template = try PyRef.checked(appserver_dict_presized(16))
+        let dict = self.template.pointer!
+        func set(_ key: borrowing PyRef, _ value: PyObjectPointer) throws(PythonError) { try Python.setItem(dict, key.pointer, value) }
         templateMethod = Array("GET".utf8).withUnsafeBytes { methods.find($0) }
         try set(keyType, http.pointer)
         try set(keyAsgi, appserver_none())
@@ -129,9 +130,8 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         try set(keyRootPath, self.rootPath.pointer)
         for key in [keyPath.pointer, keyRawPath.pointer, keyQueryString.pointer, keyHeaders.pointer, keyClient.pointer, keyServer.pointer,
                     keyState.pointer] {
-            try Python.setItem(template.pointer, key, appserver_none())
+            try Python.setItem(dict, key, appserver_none())
         }
-        self.template = consume template
     }
 
     /// The `websocket` scope: as `http`, without `method`, with scheme `ws` and the offered subprotocols.
@@ -247,57 +247,6 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         if let address, let known = addressTuples[address] { return PyRef(retaining: known) }
         guard let address, let host = address.ipAddress, let port = address.port else { return .noneObject }
         return PyRef(retaining: try addressTuples.insert(Python.tuple(Python.str(host), Python.int(port)), for: address))
-    }
-}
-
-/// `(host, port)` tuples by IPv4 address and port, direct-mapped: a key's slot comes from one multiply,
-/// and a newer address takes an occupied slot. Hashing a SocketAddress for a Dictionary cost ~450
-/// instructions, twice a request (client and server). Owns its tuples like PyObjectCache; emptied past
-/// `limit` insertions. Made and used with the GIL.
-struct IPv4TupleCache: ~Copyable {
-    private static let bits = 12
-    private var keys = [UInt64](repeating: 0, count: 1 << bits)   // 0: empty (every key has bit 48 set)
-    private var objects = [PyObjectPointer?](repeating: nil, count: 1 << bits)
-    private let owner = CachedObjects()
-    private var inserted = 0
-    private let limit: Int
-
-    init(limit: Int) {
-        self.limit = limit
-    }
-
-    /// The key of an IPv4 address and port; nil for other addresses.
-    static func key(_ address: SocketAddress) -> UInt64? {
-        guard case .v4(let v4) = address else { return nil }
-        return 1 << 48 | UInt64(v4.address.sin_addr.s_addr) << 16 | UInt64(v4.address.sin_port)
-    }
-
-    private static func slot(_ key: UInt64) -> Int {
-        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - bits))
-    }
-
-    func find(_ key: UInt64) -> PyObjectPointer? {
-        let slot = Self.slot(key)
-        return keys[slot] == key ? objects[slot] : nil
-    }
-
-    mutating func insert(_ object: consuming PyRef, for key: UInt64) throws(PythonError) -> PyObjectPointer {
-        if inserted >= limit { removeAll() }
-        let pointer = try owner.keep(object)
-        inserted += 1
-        let slot = Self.slot(key)
-        keys[slot] = key
-        objects[slot] = pointer
-        return pointer
-    }
-
-    mutating func removeAll() {
-        for slot in keys.indices {
-            keys[slot] = 0
-            objects[slot] = nil
-        }
-        owner.removeAll()
-        inserted = 0
     }
 }
 

@@ -60,6 +60,8 @@ final class EnvironConstants: @unchecked Sendable {
     private var lastHost: [UInt8] = []
     private var lastServerName: PyRef?
     private var lastServerPort: PyRef?
+    /// REMOTE_ADDR and REMOTE_PORT of IPv4 peers, as a pair of strings by address and port.
+    private var remotes = IPv4TupleCache(limit: 4096)
     private let defaultPort = Python.interned("80")
     /// Every environ starts as a copy of this dict: the keys each request has, with the values most
     /// requests share. PyDict_Copy clones a dict's table in one piece, so a request pays one copy and
@@ -98,8 +100,9 @@ final class EnvironConstants: @unchecked Sendable {
     private func makeTemplate() throws(PythonError) {
         // Room for the CGI and wsgi.* keys and about twenty headers: the copies keep the table's size,
         // and growing a dict re-hashes it.
-        let dict = try PyRef.checked(appserver_dict_presized(40))
-        func set(_ key: borrowing PyRef, _ value: PyObjectPointer) throws(PythonError) { try Python.setItem(dict.pointer, key.pointer, value) }
+        template = try PyRef.checked(appserver_dict_presized(40))
+        let dict = template.pointer!
+        func set(_ key: borrowing PyRef, _ value: PyObjectPointer) throws(PythonError) { try Python.setItem(dict, key.pointer, value) }
         templateMethod = Array("GET".utf8).withUnsafeBytes { methods.find($0) }
         try set(keyRequestMethod, templateMethod!)
         try set(keyScriptName, emptyString.pointer)
@@ -121,7 +124,6 @@ final class EnvironConstants: @unchecked Sendable {
         try set(keyRunOnce, appserver_false())
         try set(keyFileWrapper, fileWrapperClass)
         try set(keyInputTerminated, appserver_true())
-        template = consume dict
     }
 
     /// A new environ for one request; the app thread's natives read its wsgi.input.
@@ -217,6 +219,14 @@ final class EnvironConstants: @unchecked Sendable {
     }
 
     private func setRemote(_ environ: PyObjectPointer, _ address: SocketAddress?) throws(PythonError) {
+        if let address, let key = IPv4TupleCache.key(address) {
+            // The pair of strings a connection's requests all share (and every connection from the same port).
+            let pair: PyObjectPointer
+            if let known = remotes.find(key) { pair = known } else { pair = try remotes.insert(remotePair(address), for: key) }
+            try Python.setItem(environ, keyRemoteAddr.pointer, PyTuple_GetItem(pair, 0))
+            try Python.setItem(environ, keyRemotePort.pointer, PyTuple_GetItem(pair, 1))
+            return
+        }
         switch address {
         case .some(let address) where address.port != nil:
             var text: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0)   // 48 bytes
@@ -229,6 +239,16 @@ final class EnvironConstants: @unchecked Sendable {
         default:
             try Python.setItem(environ, keyRemoteAddr.pointer, emptyString.pointer)
             try Python.setItem(environ, keyRemotePort.pointer, emptyString.pointer)
+        }
+    }
+
+    /// `(REMOTE_ADDR, REMOTE_PORT)` of an address, as strings.
+    private func remotePair(_ address: SocketAddress) throws(PythonError) -> PyRef {
+        var text: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0)   // 48 bytes
+        return try withUnsafeMutableBytes(of: &text) { (raw) throws(PythonError) -> PyRef in
+            let host = try Python.latin1(UnsafeRawBufferPointer(rebasing: raw[..<address.writeIPText(into: raw)]))
+            let port = try Python.latin1(UnsafeRawBufferPointer(rebasing: raw[..<writeDecimal(address.port ?? 0, into: raw)]))
+            return try Python.tuple(host, port)
         }
     }
 
