@@ -36,13 +36,15 @@ final class ASGIMessages: @unchecked Sendable {
         emptyBytes = try Python.bytes(UnsafeRawBufferPointer(start: nil, count: 0))
     }
 
-    /// "200 OK" and the like, by status code (made once per code).
-    private var statusLines: [Int: [UInt8]] = [:]
+    /// "200 OK" and the like, by status code 100-999 (made once per code; an array, not a Dictionary
+    /// that hashed the code for every response).
+    private var statusLines = [[UInt8]?](repeating: nil, count: 900)
 
     func statusLine(_ code: Int) -> [UInt8] {
-        if let line = statusLines[code] { return line }
+        let index = code - 100
+        if index >= 0 && index < statusLines.count, let line = statusLines[index] { return line }
         let line = Array("\(code) \(HTTPResponseStatus(statusCode: code).reasonPhrase)".utf8)
-        if statusLines.count < 1000 { statusLines[code] = line }
+        if index >= 0 && index < statusLines.count { statusLines[index] = line }
         return line
     }
 
