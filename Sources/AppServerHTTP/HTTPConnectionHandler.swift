@@ -13,24 +13,17 @@ public protocol HTTPApplication: AnyObject, Sendable {
     func handle(_ exchange: HTTPExchange)
 }
 
-/// Notices raw bytes before the HTTP decoder sees them, so the header-read timeout starts with a
-/// request's first byte (a slow client that never finishes its head is cut off).
-/// It also keeps the connection's first bytes, to tell a user what reached the wrong kind of listener.
-final class RequestStartObserver: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    weak var connection: HTTPConnectionHandler?
-    private(set) var firstBytes: [UInt8]?
+/// A connection's first bytes, kept to tell a user what reached the wrong kind of listener.
+struct FirstBytes {
+    private var bytes: [UInt8]?
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if firstBytes == nil { firstBytes = unwrapInboundIn(data).getBytes(at: unwrapInboundIn(data).readerIndex, length: min(6, unwrapInboundIn(data).readableBytes)) }
-        connection?.bytesArrived()
-        context.fireChannelRead(data)
+    mutating func note(_ buffer: ByteBuffer) {
+        if bytes == nil { bytes = buffer.getBytes(at: buffer.readerIndex, length: min(6, buffer.readableBytes)) }
     }
 
     /// What a connection's first bytes say it was, when it was not HTTP: a hint for the log.
     var mismatchHint: String? {
-        guard let bytes = firstBytes, let first = bytes.first else { return nil }
+        guard let bytes, let first = bytes.first else { return nil }
         if first == 0 {
             return "a uwsgi packet reached an HTTP listener: serve uwsgi there (protocol = \"uwsgi\", or bind uwsgi://...), or use nginx's proxy_pass instead of uwsgi_pass"
         }
@@ -38,6 +31,22 @@ final class RequestStartObserver: ChannelInboundHandler, RemovableChannelHandler
             return "a PROXY protocol header reached a listener that does not expect one: set proxy_protocol (or bind http+proxy://...), or turn it off in the front end"
         }
         return nil
+    }
+}
+
+/// Notices raw bytes before the uwsgi decoder sees them, so the header-read timeout starts with a
+/// request's first byte (a slow client that never finishes its head is cut off). The HTTP/1.1
+/// decoder does this itself (a handler less for every read of an HTTP connection).
+final class RequestStartObserver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    weak var connection: HTTPConnectionHandler?
+    private(set) var firstBytes = FirstBytes()
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        firstBytes.note(unwrapInboundIn(data))
+        connection?.bytesArrived()
+        context.fireChannelRead(data)
     }
 }
 
@@ -421,8 +430,6 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             try pipeline.addHandler(WebSocketHandler(connection: webSocket, server: server))
             server.unregister(self)
             // The HTTP decoder goes last: what the client sent after its request reaches the frame decoder.
-            let observer = try pipeline.handler(type: RequestStartObserver.self)
-            pipeline.removeHandler(observer, promise: nil)
             pipeline.removeHandler(context: context, promise: nil)
             pipeline.removeHandler(name: HTTPServer.decoderName, promise: nil)
         } catch {
@@ -483,7 +490,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let firstRequest = requestCount == 0
         switch machine.refused() {
         case .answerAndClose:
-            if firstRequest, let hint = (try? context.pipeline.syncOperations.handler(type: RequestStartObserver.self))?.mismatchHint {
+            let sync = context.pipeline.syncOperations
+            let firstBytes = (try? sync.handler(type: HTTP1RequestDecoder.self))?.firstBytes ?? (try? sync.handler(type: RequestStartObserver.self))?.firstBytes
+            if firstRequest, let hint = firstBytes?.mismatchHint {
                 server.warnRarely("mismatch", "\(hint) (peer \(peer))")
             }
             logger.debug("refused a request from \(peer): \(error)")

@@ -103,27 +103,28 @@ public final class HTTPServer: @unchecked Sendable {
         onAccepting(true)
     }
 
-    /// A connection's pipeline: [PROXY header] -> first-byte observer -> HTTP/1 or uwsgi decoder -> the
-    /// connection handler, which takes the same request parts from either decoder.
+    /// A connection's pipeline: [PROXY header] -> HTTP/1 decoder, or first-byte observer -> uwsgi decoder ->
+    /// the connection handler, which takes the same request parts from either decoder.
     private func configure(_ channel: any Channel, listener: ListenerOptions) throws {
         if let metrics {
             metrics.connectionOpened()
             channel.closeFuture.whenComplete { _ in metrics.connectionClosed() }
         }
         let origin = ConnectionOrigin(channel: channel)
-        let observer = RequestStartObserver()
         let handler = HTTPConnectionHandler(server: self, limits: limits, logger: logger, origin: origin, uwsgi: listener.protocolName == .uwsgi)
-        observer.connection = handler
         let sync = channel.pipeline.syncOperations
         if listener.proxyProtocol != .off {
             try sync.addHandler(ProxyProtocolHandler(mode: listener.proxyProtocol, origin: origin, server: self))
         }
-        try sync.addHandler(observer)
         switch listener.protocolName {
         case .http:
             // Bytes after a websocket upgrade request go on to the frame decoder when this one is removed.
+            // It also notices each read's bytes for the header timeout (what RequestStartObserver does for uwsgi).
             try sync.addHandler(HTTP1RequestDecoder(limits: limits.parser, connection: handler), name: HTTPServer.decoderName)
         case .uwsgi:
+            let observer = RequestStartObserver()
+            observer.connection = handler
+            try sync.addHandler(observer)
             let name = channel.localAddress.logText
             try sync.addHandler(ByteToMessageHandler(UWSGIRequestDecoder(origin: origin, server: self, listener: name)), name: HTTPServer.decoderName)
         }

@@ -26,8 +26,14 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
         self.connection = connection
     }
 
+    /// The connection's first bytes, for a hint when they were not HTTP.
+    private(set) var firstBytes = FirstBytes()
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
+        // Bytes arrived: the header timeout starts with a request's first byte.
+        firstBytes.note(incoming)
+        connection?.bytesArrived()
         guard !failed else { return }
         if pending == nil || pending!.readableBytes == 0 {
             pending = incoming
