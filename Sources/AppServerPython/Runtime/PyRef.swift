@@ -231,10 +231,13 @@ enum Python {
         if PyDict_SetItem(dict, key.pointer, value.pointer) != 0 { throw PythonError() }
     }
 
-    /// `dict[key]` borrowed from the dict, or nil when missing (no exception is set then).
+    /// `dict[key]` borrowed from the dict, or nil when missing (no exception is set then). Not
+    /// PyDict_GetItem, which saves and restores the exception state on every call.
     @inline(__always)
     static func item(_ dict: PyObjectPointer, _ key: PyObjectPointer) -> PyObjectPointer? {
-        PyDict_GetItem(dict, key)
+        if let value = PyDict_GetItemWithError(dict, key) { return value }
+        if PyErr_Occurred() != nil { PyErr_Clear() }   // a key that cannot be hashed or compared: missing
+        return nil
     }
 
     /// The attribute is true (an error counts as false and is cleared).
