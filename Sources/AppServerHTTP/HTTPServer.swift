@@ -74,7 +74,7 @@ public final class HTTPServer: @unchecked Sendable {
         guard endsAfterTick.count == 1 else { return }
         eventLoop.execute { [self] in
             let writes = endsAfterTick
-            endsAfterTick.removeAll(keepingCapacity: true)
+            endsAfterTick = []   // a response's end may start the next request, whose end comes in a new tick
             for write in writes {
                 write.exchange.connection.value.writeResponse(.buffer(write.buffer), size: write.size, end: write.end,
                                                                close: write.close, for: write.exchange)

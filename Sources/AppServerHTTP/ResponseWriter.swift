@@ -55,34 +55,26 @@ public struct ResponseWriter {
         writeLine(request.version.minor == 0 && request.version.major == 1 ? "HTTP/1.0 " : "HTTP/1.1 ", status)
     }
 
-    /// Writes `prefix`, `text` and CRLF with one capacity check (a ByteBuffer write of each piece checked
-    /// capacity and uniqueness for each: a third of the head's cost).
-    private mutating func writeLine(_ prefix: StaticString, _ text: UnsafeRawBufferPointer) {
-        let prefixLength = prefix.utf8CodeUnitCount, total = prefixLength + text.count + 2
+    /// Writes `first`, `separator`, `second` and CRLF as one line, with one capacity check (a ByteBuffer
+    /// write of each piece checked capacity and uniqueness for each: a third of the head's cost).
+    @inline(__always)
+    private mutating func writeLine(_ first: UnsafeRawBufferPointer, _ separator: StaticString, _ second: UnsafeRawBufferPointer) {
+        let separatorLength = separator.utf8CodeUnitCount
+        let total = first.count + separatorLength + second.count + 2
         head.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
             let base = out.baseAddress!
-            base.copyMemory(from: prefix.utf8Start, byteCount: prefixLength)
-            if let text = text.baseAddress { (base + prefixLength).copyMemory(from: text, byteCount: total - prefixLength - 2) }
+            if let bytes = first.baseAddress { base.copyMemory(from: bytes, byteCount: first.count) }
+            if separatorLength > 0 { (base + first.count).copyMemory(from: separator.utf8Start, byteCount: separatorLength) }
+            if let bytes = second.baseAddress { (base + first.count + separatorLength).copyMemory(from: bytes, byteCount: second.count) }
             base.storeBytes(of: UInt8(ascii: "\r"), toByteOffset: total - 2, as: UInt8.self)
             base.storeBytes(of: UInt8(ascii: "\n"), toByteOffset: total - 1, as: UInt8.self)
             return total
         }
     }
 
-    /// Writes `name: value` and CRLF with one capacity check.
-    private mutating func writeField(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) {
-        let total = name.count + value.count + 4
-        head.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
-            let base = out.baseAddress!
-            if let name = name.baseAddress { base.copyMemory(from: name, byteCount: total - value.count - 4) }
-            let colon = total - value.count - 4
-            base.storeBytes(of: UInt8(ascii: ":"), toByteOffset: colon, as: UInt8.self)
-            base.storeBytes(of: UInt8(ascii: " "), toByteOffset: colon + 1, as: UInt8.self)
-            if let value = value.baseAddress { (base + colon + 2).copyMemory(from: value, byteCount: total - colon - 4) }
-            base.storeBytes(of: UInt8(ascii: "\r"), toByteOffset: total - 2, as: UInt8.self)
-            base.storeBytes(of: UInt8(ascii: "\n"), toByteOffset: total - 1, as: UInt8.self)
-            return total
-        }
+    @inline(__always)
+    private mutating func writeLine(_ prefix: StaticString, _ text: UnsafeRawBufferPointer) {
+        writeLine(UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount), "", text)
     }
 
     static func parseStatusCode(_ status: UnsafeRawBufferPointer) -> Int? {
@@ -119,7 +111,7 @@ public struct ResponseWriter {
             return
         default: break
         }
-        writeField(name, value)
+        writeLine(name, ": ", value)
     }
 
     /// Ends the head and picks the framing. `knownLength` is the whole body's size when the server
