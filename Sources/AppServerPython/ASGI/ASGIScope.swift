@@ -89,7 +89,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private let rootPath: PyRef
     private let rootPathBytes: [UInt8]
     /// The common methods' objects, found by the method's bytes.
-    private var methods = HeaderNameCache(limit: 16)
+    private var methods: HeaderNameCache
     /// Lower-cased header names as bytes objects, by the name as the client spelled it (bounded).
     private var headerNames = HeaderNameCache(limit: 256)
     /// `(host, port)` tuples: a connection's requests, and all requests for the server's own address, share one.
@@ -107,6 +107,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
 
     init(rootPath: String, headerMap: HeaderMapMode = .drop, requestIDHeader: String = "") throws(PythonError) {
         self.headerMap = headerMap
+        methods = try HeaderNameCache.commonMethods()
         self.requestIDHeader = Array(requestIDHeader.lowercased().utf8)
         requestIDName = requestIDHeader.isEmpty ? nil : try Python.bytes(Array(requestIDHeader.lowercased().utf8))
         asgiVersion = try PyRef.checked(PyDict_New())
@@ -114,10 +115,6 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         try Python.setItem(asgiVersion.pointer, Python.interned("spec_version"), Python.interned("2.3"))
         self.rootPath = try Python.str(rootPath)
         self.rootPathBytes = Array(rootPath.utf8)
-        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] {
-            let object = Python.interned(method)
-            _ = try Array(method.utf8).withUnsafeBytes { raw in Result { () throws(PythonError) in try methods.insert(object.copy(), for: raw) } }.get()
-        }
         // Every scope starts as a copy of this dict (PyDict_Copy clones the table in one piece): its
         // keys, with the values most requests share; None where each request sets its own.
         self.template = try PyRef.checked(appserver_dict_presized(16))

@@ -78,6 +78,16 @@ struct HeaderNameCache: ~Copyable {
         return pointer
     }
 
+    /// The common methods' interned strings, by the method's bytes (the WSGI environ's and the ASGI scope's).
+    static func commonMethods() throws(PythonError) -> HeaderNameCache {
+        var cache = HeaderNameCache(limit: 16)
+        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] {
+            let object = Python.interned(method)
+            _ = try Array(method.utf8).withUnsafeBytes { raw in Result { () throws(PythonError) in try cache.insert(object.copy(), for: raw) } }.get()
+        }
+        return cache
+    }
+
     mutating func removeAll() {
         for index in slots.indices { slots[index] = Slot() }
         names.removeAll(keepingCapacity: true)

@@ -52,7 +52,7 @@ final class EnvironConstants: @unchecked Sendable {
     let disconnectedClass: PyObjectPointer
     let badRequestClass: PyObjectPointer
     /// The common methods' objects, found by the method's bytes.
-    private var methods = HeaderNameCache(limit: 16)
+    private var methods: HeaderNameCache
     /// `HTTP_*` keys by header name as the client spelled it; bounded so odd clients cannot grow it.
     private var headerKeys = HeaderNameCache(limit: 512)
     /// SERVER_NAME and SERVER_PORT made for the last Host header, and that header's bytes: a worker
@@ -73,6 +73,7 @@ final class EnvironConstants: @unchecked Sendable {
     init(glue: Glue, errors sink: LogSink, multithread: Bool, multiprocess: Bool, headerMap: HeaderMapMode = .drop,
          requestIDHeader: String = "") throws(PythonError) {
         self.headerMap = headerMap
+        methods = try HeaderNameCache.commonMethods()
         let one = try Python.int(1), zero = try Python.int(0)
         version = try Python.tuple(one, zero)
         self.multithread = PyRef.bool(multithread)
@@ -89,10 +90,6 @@ final class EnvironConstants: @unchecked Sendable {
             let name = Array(requestIDHeader.utf8)
             let key = try name.withUnsafeBytes { raw in Result { () throws(PythonError) in try headerKey(raw) } }.get()
             if let key { requestIDKey = PyRef(retaining: key) }
-        }
-        for method in ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] {
-            let object = Python.interned(method)
-            _ = try Array(method.utf8).withUnsafeBytes { raw in Result { () throws(PythonError) in try methods.insert(object.copy(), for: raw) } }.get()
         }
         try makeTemplate()
     }
