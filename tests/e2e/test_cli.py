@@ -1,4 +1,5 @@
 """The command line and config file: clear errors with exit status 2, and where sockets come from."""
+import json
 import os
 import shutil
 import signal
@@ -99,6 +100,24 @@ def test_unix_socket_and_ipv6(serve, tmp_path):
     with socket.create_connection(("::1", port), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert b"Hello, World!" in s.recv(1000)
+    # REMOTE_ADDR/REMOTE_PORT: an IPv6 peer's own address and port (twice: not kept like IPv4's); none on a unix socket.
+    for _ in range(2):
+        with socket.create_connection(("::1", port), timeout=5) as s:
+            s.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            env = json.loads(data.partition(b"\r\n\r\n")[2])
+            assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("::1", str(s.getsockname()[1]))
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(sock_path))
+        s.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        env = json.loads(data.partition(b"\r\n\r\n")[2])
+        assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("", "")
     server.stop()
     assert not sock_path.exists(), "the unix socket file is removed on exit"
 

@@ -238,14 +238,14 @@ final class ASGIScopeBuilder: @unchecked Sendable {
 
     /// `(host, port)` of an IP address; None for a unix socket or nothing known.
     private func address(_ address: SocketAddress?) throws(PythonError) -> PyRef {
-        if let address, let key = IPv4TupleCache.key(address) {
-            if let known = ipv4Tuples.find(key) { return PyRef(retaining: known) }
-            guard let host = address.ipAddress, let port = address.port else { return .noneObject }
-            return PyRef(retaining: try ipv4Tuples.insert(Python.tuple(Python.str(host), Python.int(port)), for: key))
-        }
-        if let address, let known = addressTuples[address] { return PyRef(retaining: known) }
-        guard let address, let host = address.ipAddress, let port = address.port else { return .noneObject }
-        return PyRef(retaining: try addressTuples.insert(Python.tuple(Python.str(host), Python.int(port)), for: address))
+        guard let address else { return .noneObject }
+        let key = IPv4TupleCache.key(address)
+        if let key, let known = ipv4Tuples.find(key) { return PyRef(retaining: known) }
+        if key == nil, let known = addressTuples[address] { return PyRef(retaining: known) }
+        guard let host = address.ipAddress, let port = address.port else { return .noneObject }
+        let tuple = try Python.tuple(Python.str(host), Python.int(port))
+        if let key { return PyRef(retaining: try ipv4Tuples.insert(tuple, for: key)) }
+        return PyRef(retaining: try addressTuples.insert(tuple, for: address))
     }
 }
 

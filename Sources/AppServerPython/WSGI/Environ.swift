@@ -216,27 +216,22 @@ final class EnvironConstants: @unchecked Sendable {
     }
 
     private func setRemote(_ environ: PyObjectPointer, _ address: SocketAddress?) throws(PythonError) {
-        if let address, let key = IPv4TupleCache.key(address) {
-            // The pair of strings a connection's requests all share (and every connection from the same port).
-            let pair: PyObjectPointer
-            if let known = remotes.find(key) { pair = known } else { pair = try remotes.insert(remotePair(address), for: key) }
-            try Python.setItem(environ, keyRemoteAddr.pointer, PyTuple_GetItem(pair, 0))
-            try Python.setItem(environ, keyRemotePort.pointer, PyTuple_GetItem(pair, 1))
-            return
-        }
-        switch address {
-        case .some(let address) where address.port != nil:
-            var text: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0)   // 48 bytes
-            try withUnsafeMutableBytes(of: &text) { (raw) throws(PythonError) in
-                let host = try Python.latin1(UnsafeRawBufferPointer(rebasing: raw[..<address.writeIPText(into: raw)]))
-                try Python.setItem(environ, keyRemoteAddr.pointer, host)
-                let port = try Python.latin1(UnsafeRawBufferPointer(rebasing: raw[..<writeDecimal(address.port!, into: raw)]))
-                try Python.setItem(environ, keyRemotePort.pointer, port)
-            }
-        default:
+        guard let address, address.port != nil else {
             try Python.setItem(environ, keyRemoteAddr.pointer, emptyString.pointer)
             try Python.setItem(environ, keyRemotePort.pointer, emptyString.pointer)
+            return
         }
+        func set(_ pair: PyObjectPointer) throws(PythonError) {
+            try Python.setItem(environ, keyRemoteAddr.pointer, PyTuple_GetItem(pair, 0))
+            try Python.setItem(environ, keyRemotePort.pointer, PyTuple_GetItem(pair, 1))
+        }
+        guard let key = IPv4TupleCache.key(address) else {
+            let pair = try remotePair(address)   // IPv6: made each time (bound here, so it outlives `set`)
+            return try set(pair.pointer)
+        }
+        // The pair of strings a connection's requests all share (and every connection from the same port).
+        if let known = remotes.find(key) { return try set(known) }
+        try set(remotes.insert(remotePair(address), for: key))
     }
 
     /// `(REMOTE_ADDR, REMOTE_PORT)` of an address, as strings.
