@@ -10,13 +10,13 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.parse
+from pathlib import Path
 
 import pytest
 import requests
 
 from conftest import APPS, BINARY, VENV, free_port, terminate, wait_until
-from test_under_load import read_pid, run_wrk, wait_gone, write_generation
+from test_under_load import read_pid, wait_gone, write_generation
 
 
 def metrics_text(port):
@@ -82,6 +82,26 @@ class Prometheus:
     def value(self, expression):
         result = self.query(expression)
         return float(result[0]["value"][1]) if result else None
+
+    def wait_value(self, expression, expected, message, timeout=15):
+        """Waits for `expression` to be `expected`; on a timeout, says what Prometheus had and how its
+        scrapes of the target went (health, last error, last scrape), and the tail of its log."""
+        seen = []
+
+        def equal():
+            seen.append(self.value(expression))
+            return seen[-1] == expected
+        try:
+            wait_until(equal, timeout=timeout, interval=0.5, message=message)
+        except AssertionError as error:
+            targets = requests.get(f"http://127.0.0.1:{self.port}/api/v1/targets", timeout=5).json()
+            scrapes = [{key: target.get(key) for key in ("health", "lastError", "lastScrape", "lastScrapeDuration")}
+                       for target in targets["data"]["activeTargets"]]
+            series = [(item["metric"], item["value"]) for item in self.query(expression.removeprefix("sum(").removesuffix(")"))
+                      if item["value"][1] != "0"]
+            self.log.flush()
+            log_tail = Path(self.log.name).read_text()[-2000:]
+            raise AssertionError(f"{error}: last values {seen[-5:]}, series {series}, scrapes {scrapes}, log: {log_tail}") from None
 
     def wait_scraping(self):
         def up():
@@ -162,8 +182,7 @@ def test_prometheus_counts_every_request_through_a_kill_a_hup_and_a_usr2(serve, 
         served = total(text, "appserver_requests_total")
         assert wrk_total > 1000 and wrk_total <= served - probes <= wrk_total + connections + socket_errors, (served, out)
         print(f"wrk counted {wrk_total} responses ({socket_errors} socket errors); the server {served}")
-        wait_until(lambda: prom.value("sum(appserver_requests_total)") == served, timeout=15, interval=0.5,
-                   message=f"Prometheus to see {served} requests")
+        prom.wait_value("sum(appserver_requests_total)", served, message=f"Prometheus to see {served} requests")
         # No counter (histograms included) ever went down over the whole run.
         window = f"[{int(time.monotonic() - started) + 30}s]"
         families = re.findall(r"# TYPE (\S+) (counter|histogram)", text)
@@ -180,7 +199,7 @@ def test_prometheus_counts_every_request_through_a_kill_a_hup_and_a_usr2(serve, 
         assert sample(text, "appserver_request_duration_seconds_count") == served
         assert sample(text, "appserver_workers", state="idle") + sample(text, "appserver_workers", state="busy") == 2
         assert prom.value("max(appserver_generation)") >= 1
-        assert f'appserver_build_info{{version="' in text
+        assert 'appserver_build_info{version="' in text
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
     finally:
