@@ -36,6 +36,8 @@ public final class HTTPServer: @unchecked Sendable {
     private var served = 0
     /// Ends of responses made on this thread (sync mode), written after the event-loop tick.
     private var endsAfterTick: [HTTPExchange.PendingWrite] = []
+    /// The last tick's ends while they are written: the two arrays swap, so neither is allocated again.
+    private var endsBeingWritten: [HTTPExchange.PendingWrite] = []
     private var started = 0
     /// Requests this worker takes before it retires (0: no limit); the last one closes its connection.
     private let requestLimit: Int
@@ -73,12 +75,13 @@ public final class HTTPServer: @unchecked Sendable {
         endsAfterTick.append(write)
         guard endsAfterTick.count == 1 else { return }
         eventLoop.execute { [self] in
-            let writes = endsAfterTick
-            endsAfterTick = []   // a response's end may start the next request, whose end comes in a new tick
-            for write in writes {
+            // A response's end may start the next request, whose end comes in a new tick.
+            swap(&endsAfterTick, &endsBeingWritten)
+            for write in endsBeingWritten {
                 write.exchange.connection.value.writeResponse(.buffer(write.buffer), size: write.size, end: write.end,
                                                                close: write.close, for: write.exchange)
             }
+            endsBeingWritten.removeAll(keepingCapacity: true)
         }
     }
 
