@@ -40,13 +40,18 @@ struct FirstBytes {
 final class RequestStartObserver: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    weak var connection: HTTPConnectionHandler?
+    /// Strong until `handlerRemoved` (see HTTP1RequestDecoder's).
+    var connection: HTTPConnectionHandler?
     private(set) var firstBytes = FirstBytes()
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         firstBytes.note(unwrapInboundIn(data))
         connection?.bytesArrived()
         context.fireChannelRead(data)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        connection = nil
     }
 }
 
@@ -381,6 +386,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         context.flush()
         if !end { return }
+        exchange.letObserverGo()
         server.requestFinished(exchange.request, status: responseStatus, requestBodyBytes: bodyReceived, responseBytes: responseBytes)
         responseStatus = 0
         responseBytes = 0
@@ -418,6 +424,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         deadline = nil
         machine.closed()
         current = nil
+        exchange.letObserverGo()
         server.requestFinished(exchange.request, status: 101, requestBodyBytes: 0, responseBytes: Int64(head.readableBytes))
         context.writeAndFlush(wrapOutboundOut(head), promise: nil)
         let pipeline = context.pipeline.syncOperations

@@ -125,9 +125,11 @@ public final class HTTPExchange: @unchecked Sendable {
     private let output: Monitor
     private var pendingBytes = 0      // guarded by `output`
     private var aborted = false       // guarded by `output`
-    /// Set on the I/O thread before the app sees the exchange; called there only. Weak: the observer
-    /// (the app's side of the request) holds the exchange.
-    public weak var observer: (any ExchangeObserver)?
+    /// Set on the I/O thread before the app sees the exchange; called and let go there only, once the
+    /// response's end is written, the connection upgraded or gone (`letObserverGo`, `abort`). Not weak,
+    /// though the observer (the app's side of the request) holds the exchange: a weak reference gives
+    /// the observer a side table, an allocation a request and every retain of it on the slow path.
+    public var observer: (any ExchangeObserver)?
 
     init(request: RequestInfo, body: RequestBodyStream, limits: HTTPLimits, eventLoop: any EventLoop,
          connection: NIOLoopBound<HTTPConnectionHandler>, allocator: ByteBufferAllocator, drainFlag: ServerDrainFlag) {
@@ -275,6 +277,13 @@ public final class HTTPExchange: @unchecked Sendable {
         }
         body.fail(.disconnected)
         if first { observer?.exchangeAborted() }
+        observer = nil
+    }
+
+    /// The response ended or the connection was upgraded: nothing is left to tell the observer (a
+    /// `send` never waits on a response's end, and `receive` answers `http.disconnect` after it).
+    func letObserverGo() {
+        observer = nil
     }
 }
 

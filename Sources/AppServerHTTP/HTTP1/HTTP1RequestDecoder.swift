@@ -19,7 +19,9 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
 
     /// The connection's handler, next in the pipeline: parts go to it by a direct call. Passed through
     /// the pipeline, each part was boxed in an `Any` and cast back (two dynamic casts a request).
-    private weak var connection: HTTPConnectionHandler?
+    /// Strong until `handlerRemoved`: a weak reference gives the handler a side table, which sends every
+    /// retain and release of it (~20 a request) down the runtime's slow path.
+    private var connection: HTTPConnectionHandler?
 
     init(limits: HTTP1ParserLimits, connection: HTTPConnectionHandler? = nil) {
         parser = HTTP1Parser(limits: limits)

@@ -66,9 +66,10 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     private func nextMessage() throws(PythonError) -> PyRef? {
         if disconnected || responseComplete { return try host.messages.disconnect() }
         if bodyComplete { return nil }   // waits for the client to leave or the response to end
-        let poll = exchange.body.poll(max: 1 << 20, allocator: exchange.allocator) { [weak self] in
-            guard let self else { return }
-            self.host.post(.bodyReadable(self), from: self.exchange.eventLoop)
+        // Held by the body until it ends or fails (the connection going away fails it), so not weak:
+        // a weak reference would give this object a side table (an allocation, and slow retains).
+        let poll = exchange.body.poll(max: 1 << 20, allocator: exchange.allocator) { [self] in
+            host.post(.bodyReadable(self), from: exchange.eventLoop)
         }
         switch poll {
         case .data(let buffer, let more):
