@@ -231,6 +231,14 @@ enum Python {
         if PyDict_SetItem(dict, key.pointer, value.pointer) != 0 { throw PythonError() }
     }
 
+    /// `dict.setdefault(key, value)`: inserts `value` unless `key` is there already, in one lookup;
+    /// the value now under the key, borrowed (`value` itself when it went in).
+    @inline(__always)
+    static func setDefault(_ dict: PyObjectPointer, _ key: PyObjectPointer, _ value: borrowing PyRef) throws(PythonError) -> PyObjectPointer {
+        guard let stored = PyDict_SetDefault(dict, key, value.pointer) else { throw PythonError() }
+        return stored
+    }
+
     /// `dict[key]` borrowed from the dict, or nil when missing (no exception is set then). Not
     /// PyDict_GetItem, which saves and restores the exception state on every call.
     @inline(__always)

@@ -202,17 +202,17 @@ final class EnvironConstants: @unchecked Sendable {
         default: break
         }
         guard let key = try headerKey(name) else { return }
-        if let existing = Python.item(environ, key) {
-            var length = 0
-            // Every value here was made from latin-1 bytes: one byte a character.
-            guard let pointer = appserver_latin1_view(existing, &length) else { throw PythonError.valueError("a header value is not latin-1") }
-            var joined = Array(UnsafeRawBufferPointer(start: pointer, count: length))
-            joined.append(UInt8(ascii: ","))
-            joined.append(contentsOf: value)
-            try Python.setItem(environ, key, try Python.latin1(joined))
-        } else {
-            try Python.setItem(environ, key, try Python.latin1(value))
-        }
+        // One lookup for the usual field seen once; a repeated one is joined to the first.
+        let text = try Python.latin1(value)
+        let existing = try Python.setDefault(environ, key, text)
+        guard existing != text.pointer else { return }
+        var length = 0
+        // Every value here was made from latin-1 bytes: one byte a character.
+        guard let pointer = appserver_latin1_view(existing, &length) else { throw PythonError.valueError("a header value is not latin-1") }
+        var joined = Array(UnsafeRawBufferPointer(start: pointer, count: length))
+        joined.append(UInt8(ascii: ","))
+        joined.append(contentsOf: value)
+        try Python.setItem(environ, key, try Python.latin1(joined))
     }
 
     private func setRemote(_ environ: PyObjectPointer, _ address: SocketAddress?) throws(PythonError) {
