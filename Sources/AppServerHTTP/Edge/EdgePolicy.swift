@@ -135,6 +135,7 @@ enum ForwardedHeaders {
             }
         }
         if let contradiction { return .contradictory(contradiction) }
+        if forwardedFor.isEmpty && secure == nil { return .none }   // most requests: no splitting
         var client: String?
         let hops = forwardedFor.split(separator: UInt8(ascii: ",")).map { hop -> String in
             var start = hop.startIndex, end = hop.endIndex
