@@ -125,6 +125,9 @@ public final class HTTPExchange: @unchecked Sendable {
     private let output: Monitor
     private var pendingBytes = 0      // guarded by `output`
     private var aborted = false       // guarded by `output`
+    /// `aborted`, also readable without the lock (set with it, once): the checks made for every
+    /// request (`isAborted`, a response's end) take no lock.
+    private let abortedFlag = Atomic<Bool>(false)
     /// Set on the I/O thread before the app sees the exchange; called and let go there only, once the
     /// response's end is written, the connection upgraded or gone (`letObserverGo`, `abort`). Not weak,
     /// though the observer (the app's side of the request) holds the exchange: a weak reference gives
@@ -146,7 +149,7 @@ public final class HTTPExchange: @unchecked Sendable {
     /// The server is stopping or recycling this worker: the response should close the connection.
     public var serverIsDraining: Bool { drainFlag.isDraining }
 
-    public var isAborted: Bool { output.withLock { aborted } }
+    public var isAborted: Bool { abortedFlag.load(ordering: .acquiring) }
 
     /// Answered 504 by the server because it made no progress for `timeout` seconds: the app's side
     /// should give up on it (ASGI cancels its task). Set on the I/O thread before the abort.
@@ -248,9 +251,13 @@ public final class HTTPExchange: @unchecked Sendable {
     }
 
     private func account(_ size: Int, end: Bool) throws(ExchangeError) -> Bool {
-        try output.withLock { () throws(ExchangeError) -> Bool in
+        if end {
+            // The end of a response is not waited on (nor given back): only the abort matters.
+            if isAborted { throw .disconnected }
+            return false
+        }
+        return try output.withLock { () throws(ExchangeError) -> Bool in
             if aborted { throw .disconnected }
-            if end { return false }   // the end of a response is not waited on (nor given back)
             pendingBytes += size
             return pendingBytes > limits.responseHighWater
         }
@@ -271,7 +278,10 @@ public final class HTTPExchange: @unchecked Sendable {
 
     func abort() {
         let first = output.withLock { () -> Bool in
-            defer { aborted = true }
+            defer {
+                aborted = true
+                abortedFlag.store(true, ordering: .releasing)
+            }
             output.broadcast()
             return !aborted
         }

@@ -47,8 +47,13 @@ public final class RequestBodyStream: @unchecked Sendable {
     public static let empty: RequestBodyStream = {
         let stream = RequestBodyStream(highWater: 1, lowWater: 0, expectsContinue: false, resume: {}, sendContinue: {})
         stream.finished = true
+        stream.isSharedEmpty = true
         return stream
     }()
+
+    /// This is `empty`: set before it is shared and never changed, so read without the lock. Its end
+    /// and failures change nothing; most requests (every GET) skip two lock round trips with it.
+    private var isSharedEmpty = false
 
     // MARK: I/O thread side
 
@@ -67,6 +72,7 @@ public final class RequestBodyStream: @unchecked Sendable {
     }
 
     public func finish() {
+        if isSharedEmpty { return }
         let waiter = monitor.withLock { () -> (@Sendable () -> Void)? in
             finished = true
             monitor.broadcast()
@@ -76,6 +82,7 @@ public final class RequestBodyStream: @unchecked Sendable {
     }
 
     public func fail(_ error: RequestBodyError) {
+        if isSharedEmpty { return }
         let waiter = monitor.withLock { () -> (@Sendable () -> Void)? in
             if finished && chunks.isEmpty { return nil }
             failure = error
@@ -124,10 +131,10 @@ public final class RequestBodyStream: @unchecked Sendable {
         return result
     }
 
-    public var isFinished: Bool { monitor.withLock { finished } }
+    public var isFinished: Bool { isSharedEmpty || monitor.withLock { finished } }
 
     /// The whole body is here (or it failed): reading cannot wait.
-    public var isComplete: Bool { monitor.withLock { finished || failure != nil } }
+    public var isComplete: Bool { isSharedEmpty || monitor.withLock { finished || failure != nil } }
 
     // MARK: app thread side (call without the GIL)
 
