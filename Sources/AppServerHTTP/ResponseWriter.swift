@@ -140,21 +140,48 @@ public struct ResponseWriter {
             framing = .closeDelimited
             closeConnection = true
         }
-        if !hasServer { head.writeStaticString("Server: appserver\r\n") }
-        if !hasDate { HTTPDate.current().withUnsafeBytes { writeLine("Date: ", $0) } }
+        let ending: StaticString
         if request.viaUWSGI {
             // One request a connection, always: nothing to negotiate with the front end.
             closeConnection = true
-            head.writeStaticString("\r\n")
+            ending = "\r\n"
         } else if closeConnection {
-            head.writeStaticString("Connection: close\r\n\r\n")
+            ending = "Connection: close\r\n\r\n"
         } else if request.version.minor == 0 {
-            head.writeStaticString("Connection: keep-alive\r\n\r\n")
+            ending = "Connection: keep-alive\r\n\r\n"
         } else {
-            head.writeStaticString("\r\n")
+            ending = "\r\n"
         }
+        writeTail(ending: ending)
         headSent = true
         return head
+    }
+
+    /// The head's last lines in one write (one capacity check): `Server` and `Date` unless the app
+    /// sent them, then `ending`, the Connection line if any and the blank line.
+    private mutating func writeTail(ending: StaticString) {
+        let server: StaticString = "Server: appserver\r\n"
+        let serverLength = hasServer ? 0 : server.utf8CodeUnitCount
+        let date = hasDate ? nil : HTTPDate.current()
+        let dateLength = date.map { 6 + $0.count + 2 } ?? 0   // "Date: ", the value, CRLF
+        let endingLength = ending.utf8CodeUnitCount
+        let total = serverLength + dateLength + endingLength
+        head.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+            var at = out.baseAddress!
+            if serverLength > 0 {
+                at.copyMemory(from: server.utf8Start, byteCount: serverLength)
+                at += serverLength
+            }
+            if let date {
+                at.copyMemory(from: ("Date: " as StaticString).utf8Start, byteCount: 6)
+                date.withUnsafeBytes { if let bytes = $0.baseAddress { (at + 6).copyMemory(from: bytes, byteCount: $0.count) } }
+                at.storeBytes(of: UInt8(ascii: "\r"), toByteOffset: dateLength - 2, as: UInt8.self)
+                at.storeBytes(of: UInt8(ascii: "\n"), toByteOffset: dateLength - 1, as: UInt8.self)
+                at += dateLength
+            }
+            at.copyMemory(from: ending.utf8Start, byteCount: endingLength)
+            return total
+        }
     }
 
     private mutating func writeContentLength(_ length: Int64) {
