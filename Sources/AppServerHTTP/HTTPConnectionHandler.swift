@@ -152,6 +152,12 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         context.fireChannelInactive()
     }
 
+    /// The context holds this handler: kept, it would keep the handler, itself and the pipeline alive
+    /// after the connection is gone (some 2.5 KB a connection). Nothing uses it after this.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     /// The server drains: the response in progress (or the next one) closes the connection.
     func drain() {
         if let timer = machine.drain() { arm(timer) }
@@ -545,6 +551,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .keepAlive: seconds = limits.keepAlive
         case .drainGrace: seconds = min(limits.keepAlive, limits.headerTimeout)
         }
+        guard let context else { return }
         deadline = seconds > 0 ? context.eventLoop.now + .seconds(seconds) : nil
     }
 

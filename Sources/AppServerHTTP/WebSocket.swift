@@ -189,6 +189,11 @@ final class WebSocketHandler: ChannelDuplexHandler, ServerConnection {
         context.fireChannelInactive()
     }
 
+    /// The context holds this handler (see HTTPConnectionHandler's).
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
@@ -253,13 +258,13 @@ final class WebSocketHandler: ChannelDuplexHandler, ServerConnection {
     }
 
     func resumeReading() {
-        guard readPending, !connection.readingPaused else { return }
+        guard readPending, !connection.readingPaused, let context else { return }
         readPending = false
         context.read()
     }
 
     func send(_ message: WebSocketMessage, size: Int) {
-        guard !closing else {
+        guard !closing, let context else {
             connection.didWrite(size)
             return
         }

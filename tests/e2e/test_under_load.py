@@ -1,5 +1,6 @@
 """Reloads, worker count changes and recycling under wrk load (loopback, bounded): no request may fail."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,32 @@ def test_max_requests_recycling_under_load_fails_no_request(serve):
     total, errors, non2xx, out = run_wrk(server.url + "/", 5)
     assert total > 1000 and errors == 0 and non2xx == 0, out
     assert server.log().count("Autorestarting worker") >= 2
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status.read()).group(1))
+
+
+@pytest.mark.parametrize("app,args", [("plain:app", []), ("scopeecho:app", ["--interface", "asgi"])], ids=["wsgi", "asgi"])
+def test_connections_that_come_and_go_leave_no_memory_behind(serve, app, args):
+    """Tens of thousands of one-request connections (wrk, `Connection: close`, bounded in time): the
+    worker's memory stays where the first ones left it. A connection's handler once kept itself, its
+    channel context and pipeline alive after the connection closed: 2.5 KB a connection, without end."""
+    server = serve(app, *args)
+    worker = server.workers()[0]
+
+    def churn(seconds):
+        out = subprocess.run(["wrk", "-t1", "-c16", f"-d{seconds}s", "-H", "Connection: close", server.url + "/"],
+                             capture_output=True, text=True, timeout=seconds + 30).stdout
+        return int(re.search(r"(\d+) requests in", out).group(1)), out
+
+    churn(2)   # warm-up: the allocator's pools, the caches, the interpreter's first objects
+    before = rss_kb(worker)
+    count, out = churn(3)
+    grown = rss_kb(worker) - before
+    assert count > 5000, out
+    assert grown * 1024 / count < 200, f"the worker grew by {grown} KB over {count} connections"
 
 
 def read_pid(path):
