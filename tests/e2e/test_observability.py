@@ -177,8 +177,17 @@ def test_prometheus_counts_every_request_through_a_kill_a_hup_and_a_usr2(serve, 
     socket_errors = sum(map(int, errors.groups())) if errors else 0
     try:
         server.proc.wait(20)   # the old arbiter handed over and drained
-        # The server's own count, once nothing is in flight, then the same number in Prometheus.
-        text = metrics_text(metrics_port)
+        # The server's own count, once nothing is in flight, then the same number in Prometheus. A
+        # request wrk sent just before it stopped may still be finishing: the count is read when no
+        # request is in flight and it held for half a second.
+        def settled():
+            before = metrics_text(metrics_port)
+            time.sleep(0.5)
+            after = metrics_text(metrics_port)
+            idle = sample(after, "appserver_requests_in_flight") == 0
+            same = total(before, "appserver_requests_total") == total(after, "appserver_requests_total")
+            return after if idle and same else None
+        text = wait_until(settled, timeout=15, message="the server's request count to settle")
         served = total(text, "appserver_requests_total")
         assert wrk_total > 1000 and wrk_total <= served - probes <= wrk_total + connections + socket_errors, (served, out)
         print(f"wrk counted {wrk_total} responses ({socket_errors} socket errors); the server {served}")
