@@ -120,14 +120,13 @@ public final class HTTPExchange: @unchecked Sendable {
     let connection: NIOLoopBound<HTTPConnectionHandler>
     private let drainFlag: ServerDrainFlag
 
-    /// Guards `pendingBytes` and `aborted`; shared with other exchanges (see `Monitor.striped`), so
-    /// that a request costs no mutex and condition set-up of its own.
+    /// Guards `pendingBytes` and the setting of `aborted`; shared with other exchanges (see
+    /// `Monitor.striped`), so that a request costs no mutex and condition set-up of its own.
     private let output: Monitor
     private var pendingBytes = 0      // guarded by `output`
-    private var aborted = false       // guarded by `output`
-    /// `aborted`, also readable without the lock (set with it, once): the checks made for every
-    /// request (`isAborted`, a response's end) take no lock.
-    private let abortedFlag = Atomic<Bool>(false)
+    /// Set once, with `output` held (waiters check it under the lock); read without the lock by the
+    /// checks made for every request (`isAborted`, a response's end).
+    private let aborted = Atomic<Bool>(false)
     /// Set on the I/O thread before the app sees the exchange; called and let go there only, once the
     /// response's end is written, the connection upgraded or gone (`letObserverGo`, `abort`). Not weak,
     /// though the observer (the app's side of the request) holds the exchange: a weak reference gives
@@ -149,7 +148,7 @@ public final class HTTPExchange: @unchecked Sendable {
     /// The server is stopping or recycling this worker: the response should close the connection.
     public var serverIsDraining: Bool { drainFlag.isDraining }
 
-    public var isAborted: Bool { abortedFlag.load(ordering: .acquiring) }
+    public var isAborted: Bool { aborted.load(ordering: .acquiring) }
 
     /// Answered 504 by the server because it made no progress for `timeout` seconds: the app's side
     /// should give up on it (ASGI cancels its task). Set on the I/O thread before the abort.
@@ -236,10 +235,10 @@ public final class HTTPExchange: @unchecked Sendable {
     /// Waits until the queued response bytes drained below `responseLowWater`.
     public func waitUntilDrained() throws(ExchangeError) {
         try output.withLock { () throws(ExchangeError) -> Void in
-            while pendingBytes > limits.responseLowWater && !aborted {
+            while pendingBytes > limits.responseLowWater && !isAborted {
                 output.wait()
             }
-            if aborted { throw .disconnected }
+            if isAborted { throw .disconnected }
         }
     }
 
@@ -257,7 +256,7 @@ public final class HTTPExchange: @unchecked Sendable {
             return false
         }
         return try output.withLock { () throws(ExchangeError) -> Bool in
-            if aborted { throw .disconnected }
+            if isAborted { throw .disconnected }
             pendingBytes += size
             return pendingBytes > limits.responseHighWater
         }
@@ -278,12 +277,8 @@ public final class HTTPExchange: @unchecked Sendable {
 
     func abort() {
         let first = output.withLock { () -> Bool in
-            defer {
-                aborted = true
-                abortedFlag.store(true, ordering: .releasing)
-            }
             output.broadcast()
-            return !aborted
+            return !aborted.exchange(true, ordering: .acquiringAndReleasing)
         }
         body.fail(.disconnected)
         if first { observer?.exchangeAborted() }
