@@ -551,7 +551,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .keepAlive: seconds = limits.keepAlive
         case .drainGrace: seconds = min(limits.keepAlive, limits.headerTimeout)
         }
-        guard let context else { return }
+        guard context != nil else { return }   // (not `let`: a binding costs a retain on every request)
         deadline = seconds > 0 ? context.eventLoop.now + .seconds(seconds) : nil
     }
 
