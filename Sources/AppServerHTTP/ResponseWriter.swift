@@ -93,20 +93,20 @@ public struct ResponseWriter {
             throw .invalidHeader(String(decoding: name, as: UTF8.self))
         }
         switch name.count {
-        case 4 where Self.equalsLowercased(name, "date"): hasDate = true
-        case 6 where Self.equalsLowercased(name, "server"): hasServer = true
-        case 10 where Self.equalsLowercased(name, "connection"):
+        case 4 where equalsLowercased(name, "date"): hasDate = true
+        case 6 where equalsLowercased(name, "server"): hasServer = true
+        case 10 where equalsLowercased(name, "connection"):
             // The server decides about keep-alive; the app may only ask to close.
             if Self.containsToken(value, "close") { appConnectionClose = true }
             return
-        case 10 where Self.equalsLowercased(name, "keep-alive"):
+        case 10 where equalsLowercased(name, "keep-alive"):
             return
-        case 14 where Self.equalsLowercased(name, "content-length"):
+        case 14 where equalsLowercased(name, "content-length"):
             guard let length = Self.parseLength(value) else { throw .invalidHeader("Content-Length") }
             if let declared = declaredLength, declared != length { throw .invalidHeader("Content-Length") }
             if declaredLength != nil { return }
             declaredLength = length
-        case 17 where Self.equalsLowercased(name, "transfer-encoding"):
+        case 17 where equalsLowercased(name, "transfer-encoding"):
             // Only chunked is ever used on the way out, and the server applies it itself.
             return
         default: break
@@ -262,13 +262,6 @@ public struct ResponseWriter {
     }
 
     // MARK: byte helpers
-
-    static func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
-        guard bytes.count == lower.utf8CodeUnitCount else { return false }
-        let p = lower.utf8Start
-        for i in 0..<bytes.count where bytes[i] | 0x20 != p[i] | 0x20 { return false }
-        return true
-    }
 
     static func containsToken(_ bytes: UnsafeRawBufferPointer, _ token: StaticString) -> Bool {
         String(decoding: bytes, as: UTF8.self).lowercased().split(separator: ",").contains { $0.trimmingCharacters(in: " \t") == "\(token)" }

@@ -465,16 +465,24 @@ func equals(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ text: Static
     return true
 }
 
-/// ASCII case-insensitive comparison with a lower-case literal.
-func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ lower: StaticString) -> Bool {
-    guard range.count == lower.utf8CodeUnitCount else { return false }
-    let p = lower.utf8Start
-    for (k, i) in range.enumerated() {
-        var c = bytes[i]
-        if c >= 0x41 && c <= 0x5A { c |= 0x20 }
-        if c != p[k] { return false }
+/// ASCII case-insensitive equality of `bytes` with `lower`, a lower-case name (header names, tokens).
+/// The one comparison of the server: the forms below and `RequestHeaders.equalsLowercased` call it.
+@inline(__always) func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ lower: UnsafeRawBufferPointer) -> Bool {
+    guard bytes.count == lower.count else { return false }
+    for i in 0..<bytes.count {
+        let c = bytes[i], l = lower[i]
+        // Equal, or a letter in the other case (only letters fold: `|` 0x20 alone would also match '@' to '`').
+        if c != l && (c | 0x20 != l || l &- 0x61 >= 26) { return false }
     }
     return true
+}
+
+@inline(__always) func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
+    equalsLowercased(bytes, UnsafeRawBufferPointer(start: lower.utf8Start, count: lower.utf8CodeUnitCount))
+}
+
+@inline(__always) func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ lower: StaticString) -> Bool {
+    equalsLowercased(UnsafeRawBufferPointer(rebasing: bytes[range]), lower)
 }
 
 /// The elements of a comma-separated list, without surrounding whitespace; empty elements skipped.

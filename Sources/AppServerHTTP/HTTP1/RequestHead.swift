@@ -139,13 +139,7 @@ public struct RequestHeaders: Sendable {
 
     /// Whether `bytes` equal a lower-case ASCII name, without case.
     public static func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ lower: [UInt8]) -> Bool {
-        guard bytes.count == lower.count else { return false }
-        for i in 0..<bytes.count {
-            var c = bytes[i]
-            if c >= 0x41 && c <= 0x5A { c |= 0x20 }
-            if c != lower[i] { return false }
-        }
-        return true
+        lower.withUnsafeBytes { AppServerHTTP.equalsLowercased(bytes, $0) }
     }
 }
 

@@ -260,3 +260,22 @@ extension HTTP1ParserTests {
         #expect(parse("GET") == [])   // a method on its way: wait
     }
 }
+
+@Suite struct CaseInsensitiveNameTests {
+    private func same(_ text: String, _ lower: String) -> Bool {
+        Array(text.utf8).withUnsafeBytes { RequestHeaders.equalsLowercased($0, Array(lower.utf8)) }
+    }
+
+    @Test func lettersFoldAndNothingElseDoes() {
+        #expect(same("Content-Length", "content-length"))
+        #expect(same("CONTENT-LENGTH", "content-length"))
+        #expect(same("content-length", "content-length"))
+        #expect(!same("content-lengt", "content-length"))
+        #expect(!same("content_length", "content-length"))
+        // 0x0D | 0x20 is '-', '@' | 0x20 is '`' and 0x10 | 0x20 is '0': only A-Z may differ by 0x20.
+        #expect(!same("content\rlength", "content-length"))
+        #expect(!same("@", "`"))
+        #expect(!same("1\u{10}0-continue", "100-continue"))
+        #expect(!same("[", "{"))
+    }
+}
