@@ -10,7 +10,6 @@ Usage: bench/run.sh nginx [--runs 3] [--seconds 10]"""
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ CHAINS = {
 
 def nginx_config(directory, kind, sock):
     if kind == "proxy":
-        location = f"proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $http_host;"
+        location = "proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $http_host;"
         upstream = f"upstream app {{ server unix:{sock}; keepalive 64; }}"
     elif kind == "proxy-close":
         # nginx's default: a new upstream connection for every request, as uwsgi_pass always does.

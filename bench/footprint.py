@@ -1,8 +1,6 @@
 """Footprint of one appserver worker, as ../shared/BENCHMARKS.md asks: time from start to the first
 200, worker RSS idle after boot, after 100k requests, and its growth over 1M requests (leaks)."""
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time

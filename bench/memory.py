@@ -6,7 +6,6 @@ with and without --preload, in one run. Usage: bench/run.sh memory [--workers 4]
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time

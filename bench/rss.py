@@ -3,7 +3,6 @@ request headers from bench/headers.lua, 20 response headers): RSS sampled after 
 every quarter of the way; a server that leaks shows as a line that keeps rising. One worker pinned to
 CPU 1, wrk pinned to CPU 0, as in bench.py. Prints a markdown table."""
 import argparse
-import os
 import re
 import subprocess
 import sys

@@ -23,7 +23,7 @@ def wsgi(environ, start_response):
 
 async def asgi(scope, receive, send):
     if scope["type"] == "lifespan":
-        message = await receive()
+        await receive()
         if "surrogate" in sys.argv[-1]:
             await send({"type": "lifespan.startup.failed", "message": SURROGATE})
             return

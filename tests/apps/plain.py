@@ -50,7 +50,6 @@ def meet(key, parties):
 
 def app(environ, start_response):
     path = environ["PATH_INFO"]
-    method = environ["REQUEST_METHOD"]
     if path == "/":
         return respond(start_response, b"Hello, World!")
     if path == "/pid":

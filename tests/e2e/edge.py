@@ -1,13 +1,11 @@
 """A real nginx (Debian's) in front of appserver, for the edge tests: started with a config of the
 test's on loopback and unix sockets, TLS with a self-signed certificate made here, stopped by its pid."""
 import http.client
-import os
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from conftest import free_port, terminate, wait_until

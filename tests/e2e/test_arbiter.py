@@ -1,14 +1,12 @@
 """The arbiter: worker supervision, timeouts, graceful stop, TTIN/TTOU, max-requests, boot failure."""
 import os
 import signal
-import subprocess
 import threading
 import time
 
-import pytest
 import requests
 
-from conftest import APPS, BINARY, VENV, Server, free_port, wait_until
+from conftest import APPS, Server, wait_until
 
 
 def test_killed_worker_is_replaced(serve):

@@ -53,7 +53,7 @@ def test_proxy_protocol_v1_and_v2_from_a_client(serve):
 
 
 def test_proxy_protocol_from_a_peer_not_allowed_is_refused(serve):
-    port, plain = free_port(), free_port()
+    port = free_port()
     serve("edgeasgi:app", "--proxy-protocol", "--proxy-allow-from", "127.0.0.9",
           bind=[f"127.0.0.1:{port}"], port=port, wait=False)
     # `--proxy-protocol` alone means auto, for every listener without a scheme of its own.
@@ -74,7 +74,7 @@ def can_answer_proxied(port):
 
 def test_proxy_protocol_from_nginx_stream(serve):
     port, plain = free_port(), free_port()
-    server = serve("edgeasgi:app", "--proxy-protocol", "v1", bind=[f"127.0.0.1:{port}", f"http://127.0.0.1:{plain}"], port=plain)
+    serve("edgeasgi:app", "--proxy-protocol", "v1", bind=[f"127.0.0.1:{port}", f"http://127.0.0.1:{plain}"], port=plain)
     directory = shared_dir()
     stream_port = free_port()
     nginx = Nginx(directory, stream=f"server {{ listen 127.0.0.1:{stream_port}; proxy_pass 127.0.0.1:{port}; proxy_protocol on; }}")

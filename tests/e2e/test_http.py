@@ -281,7 +281,7 @@ def test_client_gone_mid_upload_leaves_the_worker_serving(serve):
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to switch to nobody")
 def test_serves_as_an_unprivileged_user(tmp_path):
     # Run as nobody: a socket option that needs a capability once reset every connection.
-    from conftest import APPS, BINARY, VENV, free_port, wait_until
+    from conftest import APPS, BINARY, VENV, free_port
     import subprocess
     port = free_port()
     env = dict(os.environ)

@@ -18,7 +18,6 @@ import random
 import socket
 
 import h11
-import pytest
 
 SEED = int(os.environ.get("DIFFERENTIAL_SEED", "20261129"))
 COUNT = int(os.environ.get("DIFFERENTIAL_COUNT", "5000"))

@@ -142,7 +142,7 @@ def test_websockets_through_nginx(edge):
 
 def test_untrusted_peer_cannot_spoof_origin(serve):
     port = free_port()
-    server = serve("edgeasgi:app", "--forwarded-allow-ips", "127.0.0.1", port=port)
+    serve("edgeasgi:app", "--forwarded-allow-ips", "127.0.0.1", port=port)
     # From 127.0.0.5, which forwarded_allow_ips does not name: its X-Forwarded-* are not believed.
     status, _, body = fetch(port, "GET", "/whoami", tls=False,
                             headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"})
@@ -161,7 +161,7 @@ def test_untrusted_peer_cannot_spoof_origin(serve):
 
 def test_header_map_refuse(serve):
     port = free_port()
-    server = serve("edgeasgi:app", "--header-map", "refuse", port=port)
+    serve("edgeasgi:app", "--header-map", "refuse", port=port)
     status, _, _ = fetch(port, "GET", "/whoami", tls=False, headers={"X_User_Role": "x"})
     assert status == 400
     status, _, _ = fetch(port, "GET", "/whoami", tls=False, headers={"X-User-Role": "x"})
@@ -177,7 +177,7 @@ def test_unix_socket_mode_lets_nginx_in_and_umask_can_close_it(edge, serve):
     server.stop()
     # The same server with a umask that shuts other users out: nginx's www-data workers get EACCES.
     port = free_port()
-    closed = serve("edgeasgi:app", "--umask", "0o077", bind=[f"unix:{sock}", f"127.0.0.1:{port}"], port=port)
+    serve("edgeasgi:app", "--umask", "0o077", bind=[f"unix:{sock}", f"127.0.0.1:{port}"], port=port)
     assert oct(os.stat(sock).st_mode & 0o777) == "0o700"
     status, _, _ = fetch(nginx.https_port, "GET", "/whoami")
     assert status == 502
@@ -205,7 +205,6 @@ def read_pid(path):
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
 @pytest.mark.parametrize("chain", ["proxy", "uwsgi-unix"])
 def test_hup_and_usr2_under_post_load_through_nginx(edge, tmp_path, chain):
-    pidfile = nginx_dir_pid = None
     pidfile = tmp_path / "app.pid"
     server, nginx = edge("edgeasgi:app", chain, "--workers", "2", "--pid", str(pidfile), workers=2)
     # nginx's plain-http listener: what it speaks to appserver is the chain's, https is not the point here.

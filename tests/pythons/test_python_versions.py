@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import ROOT, VERSIONS, Host, e2e, interpreter
+from conftest import ROOT, VERSIONS, e2e, interpreter
 
 APPS = {
     "flask": """import os, platform, sys
