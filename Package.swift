@@ -57,6 +57,8 @@ let package = Package(
         // `python3` gives the headers only; `python3-embed` adds -lpython3.X (the shared library).
         .systemLibrary(name: "CPython", pkgConfig: pythonPkgConfig, providers: [.apt(["python3-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // glibc's <malloc.h> (mallopt), not in Swift's Glibc module.
+        .systemLibrary(name: "CMalloc"),
         // Only what Swift cannot call itself: Py_None and friends, variadic C functions.
         .target(name: "CPythonShim", dependencies: ["CPython"], cSettings: [
             .define("APPSERVER_PYTHON_EXECUTABLE", to: "\"\(pythonExecutable)\""),
@@ -90,7 +92,7 @@ let package = Package(
             .embedInCode("Glue/_appserver_hooks.py"),
         ]),
         .target(name: "AppServerArbiter", dependencies: [
-            "AppServerConfig", "AppServerSystemd", "AppServerHTTP", "AppServerPython",
+            "AppServerConfig", "AppServerSystemd", "AppServerHTTP", "AppServerPython", "CMalloc",
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -22,6 +22,7 @@ enum WorkerProcess {
         let signals = SignalPipe(handling: [SIGTERM, SIGQUIT, SIGINT, SIGHUP, SIGABRT, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU, SIGWINCH])
         let arbiter = getppid()
         ProcessTitle.set("worker", name: config.procName)
+        HeapTuning.keepFreedMemoryForReuse()
         // Hooks run here with the interpreter inherited from the arbiter, which holds their functions.
         let hooks = WorkerHooks(config: config, age: age, arbiter: arbiter)
         if hooks.run("post_fork", [hooks.server, .thisWorker(age: age, booted: false)], holdingGIL: true) != nil {
