@@ -49,9 +49,10 @@ def terminate(proc, timeout=10):
             proc.wait()
 
 
-def run_wrk(url, seconds):
-    """wrk -t2 -c64 for `seconds` (bounded): (responses, socket errors, non-2xx/3xx answers, wrk's output)."""
-    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", url], capture_output=True, text=True, timeout=seconds + 30).stdout
+def run_wrk(url, seconds, threads=2, connections=64, extra=()):
+    """wrk -t2 -c64 (or as given) for `seconds` (bounded): (responses, socket errors, non-2xx/3xx answers, wrk's output)."""
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", *extra, url],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))

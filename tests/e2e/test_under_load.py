@@ -3,7 +3,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import threading
 import time
 
@@ -51,9 +50,8 @@ def test_connections_that_come_and_go_leave_no_memory_behind(serve, app, args):
     worker = server.workers()[0]
 
     def churn(seconds):
-        out = subprocess.run(["wrk", "-t1", "-c16", f"-d{seconds}s", "-H", "Connection: close", server.url + "/"],
-                             capture_output=True, text=True, timeout=seconds + 30).stdout
-        return int(re.search(r"(\d+) requests in", out).group(1)), out
+        count, _, _, out = run_wrk(server.url + "/", seconds, threads=1, connections=16, extra=["-H", "Connection: close"])
+        return count, out
 
     churn(2)   # warm-up: the allocator's pools, the caches, the interpreter's first objects
     before = rss_kb(worker)
@@ -245,9 +243,8 @@ def test_threads_stream_without_faulting_their_buffers_back_in(serve, env, bound
     worker = server.workers()[0]
 
     def stream(seconds):
-        out = subprocess.run(["wrk", "-t1", "-c8", f"-d{seconds}s", server.url + "/stream"],
-                             capture_output=True, text=True, timeout=seconds + 30).stdout
-        return int(re.search(r"(\d+) requests in", out).group(1)), out
+        count, _, _, out = run_wrk(server.url + "/stream", seconds, threads=1, connections=8)
+        return count, out
 
     stream(1)   # warm-up: the arenas reach their working size
     before = minor_faults(worker)
