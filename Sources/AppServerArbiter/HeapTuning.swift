@@ -26,13 +26,11 @@ enum HeapTuning {
         return tunables.contains("glibc.malloc.trim_threshold") || tunables.contains("glibc.malloc.mmap_threshold")
     }
 
-    /// Applies the thresholds unless the user set them; returns whether it did.
-    @discardableResult
-    static func keepFreedMemoryForReuse(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
-        guard !userSetsThresholds(environment) else { return false }
+    /// Applies the thresholds unless the user set them.
+    static func keepFreedMemoryForReuse() {
+        guard !userSetsThresholds(ProcessInfo.processInfo.environment) else { return }
         // mallopt returns 1 on success; a refused value leaves glibc's defaults, which still work.
         _ = mallopt(M_MMAP_THRESHOLD, mmapThreshold)
         _ = mallopt(M_TRIM_THRESHOLD, trimThreshold)
-        return true
     }
 }
