@@ -346,7 +346,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         server.writeAfterTick(write)
     }
 
-    func writeResponse(_ output: ResponseOutput, size: Int, end: Bool, close: Bool, for exchange: HTTPExchange) {
+    /// `pieces` go before a `.buffer` output in the same write (uncopied body chunks and their framing).
+    func writeResponse(_ output: ResponseOutput, after pieces: [ByteBuffer]? = nil, size: Int, end: Bool, close: Bool, for exchange: HTTPExchange) {
         guard current === exchange, case .active(_, responseDone: false) = machine.phase else {
             if case .file(let fd, _, _, _, _) = output { Glibc.close(fd) }
             if !end { exchange.didWrite(size) }
@@ -367,14 +368,17 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // `HTTP/1.1 200 ...` (for the metrics and statsd).
         switch output {
         case .buffer(let buffer):
-            responseBytes += Int64(buffer.readableBytes)
-            if responseStatus == 0 { responseStatus = Self.statusCode(in: buffer) }
+            responseBytes += Int64(size)
+            if responseStatus == 0 {
+                if let first = pieces?.first { responseStatus = Self.statusCode(in: first) } else { responseStatus = Self.statusCode(in: buffer) }
+            }
         case .file(_, _, let length, let header, let trailer):
             responseBytes += length + Int64(header?.readableBytes ?? 0) + Int64(trailer?.readableBytes ?? 0)
             if responseStatus == 0 { responseStatus = header.map(Self.statusCode(in:)) ?? 0 }
         }
         switch output {
         case .buffer(let buffer):
+            if let pieces { for piece in pieces { context.write(wrapOutboundOut(piece), promise: nil) } }
             context.write(wrapOutboundOut(buffer), promise: promise)
         case .file(let fd, let offset, let length, let header, let trailer):
             if let header { context.write(wrapOutboundOut(header), promise: nil) }

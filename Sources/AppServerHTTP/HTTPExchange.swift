@@ -166,8 +166,10 @@ public final class HTTPExchange: @unchecked Sendable {
     /// Queues bytes of the response for the socket; never blocks. `end` completes the response;
     /// `close` closes the connection after it. Returns true when the caller should now
     /// `waitUntilDrained()` (more than `responseHighWater` bytes are queued), without holding the GIL.
-    public func send(_ buffer: ByteBuffer, end: Bool, close: Bool) throws(ExchangeError) -> Bool {
-        let size = buffer.readableBytes
+    /// `pieces`, when there are any, go before `buffer` in the same write (gathered by writev): a
+    /// large body chunk that was not copied, between its framing (ForeignBuffer).
+    public func send(_ buffer: ByteBuffer, after pieces: [ByteBuffer]? = nil, end: Bool, close: Bool) throws(ExchangeError) -> Bool {
+        let size = pieces.map { $0.reduce(buffer.readableBytes) { $0 + $1.readableBytes } } ?? buffer.readableBytes
         let mustWait = try account(size, end: end)
         if eventLoop.inEventLoop {
             // The app runs on the I/O thread (sync mode). A streamed chunk is written now, so the socket
@@ -175,29 +177,31 @@ public final class HTTPExchange: @unchecked Sendable {
             // tick, with the tick's other ends in one task (not from inside the app's call, where the
             // connection's next request could start), fewer, larger wake-ups under load.
             if end {
-                connection.value.writeAfterTick(PendingWrite(exchange: self, buffer: buffer, size: size, end: end, close: close))
+                connection.value.writeAfterTick(PendingWrite(exchange: self, pieces: pieces, buffer: buffer, size: size, end: end, close: close))
             } else {
-                connection.value.writeResponse(.buffer(buffer), size: size, end: end, close: close, for: self)
+                connection.value.writeResponse(.buffer(buffer), after: pieces, size: size, end: end, close: close, for: self)
             }
         } else {
             let connection = self.connection
             eventLoop.execute {
-                connection.value.writeResponse(.buffer(buffer), size: size, end: end, close: close, for: self)
+                connection.value.writeResponse(.buffer(buffer), after: pieces, size: size, end: end, close: close, for: self)
             }
         }
         return mustWait
     }
 
-    /// Accounts for `buffer` as `send` does, but leaves the write to `submit`, which takes many
+    /// Accounts for the bytes as `send` does, but leaves the write to `submit`, which takes many
     /// responses (of any exchanges of one event loop) to the I/O thread in one hop.
-    public func prepare(_ buffer: ByteBuffer, end: Bool, close: Bool) throws(ExchangeError) -> (write: PendingWrite, mustWait: Bool) {
-        let size = buffer.readableBytes
+    public func prepare(_ buffer: ByteBuffer, after pieces: [ByteBuffer]? = nil, end: Bool, close: Bool) throws(ExchangeError)
+        -> (write: PendingWrite, mustWait: Bool) {
+        let size = pieces.map { $0.reduce(buffer.readableBytes) { $0 + $1.readableBytes } } ?? buffer.readableBytes
         let mustWait = try account(size, end: end)
-        return (PendingWrite(exchange: self, buffer: buffer, size: size, end: end, close: close), mustWait)
+        return (PendingWrite(exchange: self, pieces: pieces, buffer: buffer, size: size, end: end, close: close), mustWait)
     }
 
     public struct PendingWrite: Sendable {
         let exchange: HTTPExchange
+        let pieces: [ByteBuffer]?
         let buffer: ByteBuffer
         let size: Int
         let end: Bool
@@ -208,7 +212,7 @@ public final class HTTPExchange: @unchecked Sendable {
     public static func submit(_ writes: [PendingWrite], on eventLoop: any EventLoop) {
         eventLoop.execute {
             for write in writes {
-                write.exchange.connection.value.writeResponse(.buffer(write.buffer), size: write.size, end: write.end,
+                write.exchange.connection.value.writeResponse(.buffer(write.buffer), after: write.pieces, size: write.size, end: write.end,
                                                                close: write.close, for: write.exchange)
             }
         }

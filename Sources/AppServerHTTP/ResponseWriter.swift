@@ -197,27 +197,45 @@ public struct ResponseWriter {
     /// Frames one body chunk into `out`. Returns the number of body bytes accepted.
     @discardableResult
     public mutating func appendBody(_ bytes: UnsafeRawBufferPointer, to out: inout ByteBuffer) -> Int {
-        guard !bytes.isEmpty else { return 0 }
+        let (count, crlfAfter) = frameBody(count: bytes.count, into: &out)
+        guard count > 0 else { return 0 }
+        out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[0..<count]))
+        if crlfAfter { out.writeStaticString("\r\n") }
+        return count
+    }
+
+    /// Frames one body chunk that goes out as a buffer of its own (`body`, not copied): what comes
+    /// before it is written into `out`, which then joins `pieces` with the accepted part of `body`;
+    /// `out` is left holding what follows it (a chunk's CRLF), for the next bytes of the response.
+    public mutating func appendBody(uncopied body: ByteBuffer, after out: inout ByteBuffer, into pieces: inout [ByteBuffer]) {
+        let (count, crlfAfter) = frameBody(count: body.readableBytes, into: &out)
+        guard count > 0 else { return }
+        pieces.append(out)
+        pieces.append(count == body.readableBytes ? body : body.getSlice(at: body.readerIndex, length: count)!)
+        out = ByteBufferAllocator().buffer(capacity: crlfAfter ? 64 : 0)
+        if crlfAfter { out.writeStaticString("\r\n") }
+    }
+
+    /// The framing before a body chunk of `count` bytes, written into `out`: how many of them go on
+    /// the wire (a Content-Length cuts the rest), and whether a CRLF must follow them (chunked).
+    @inline(__always)
+    private mutating func frameBody(count: Int, into out: inout ByteBuffer) -> (count: Int, crlfAfter: Bool) {
+        guard count > 0 else { return (0, false) }
         switch framing {
         case .noBody:
-            return 0
+            return (0, false)
         case .contentLength(let length):
-            let room = Int(max(0, length - bodyBytesSent))
-            let n = min(room, bytes.count)
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[0..<n]))
+            let n = min(Int(max(0, length - bodyBytesSent)), count)
             bodyBytesSent += Int64(n)
-            return n
+            return (n, false)
         case .chunked:
-            out.writeString(String(bytes.count, radix: 16))
+            out.writeString(String(count, radix: 16))
             out.writeStaticString("\r\n")
-            out.writeBytes(bytes)
-            out.writeStaticString("\r\n")
-            bodyBytesSent += Int64(bytes.count)
-            return bytes.count
+            bodyBytesSent += Int64(count)
+            return (count, true)
         case .closeDelimited:
-            out.writeBytes(bytes)
-            bodyBytesSent += Int64(bytes.count)
-            return bytes.count
+            bodyBytesSent += Int64(count)
+            return (count, false)
         }
     }
 
