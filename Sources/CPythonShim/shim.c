@@ -6,6 +6,7 @@ PyObject *appserver_none(void) { return Py_None; }
 PyObject *appserver_true(void) { return Py_True; }
 PyObject *appserver_false(void) { return Py_False; }
 int appserver_is_bytes(PyObject *o) { return PyBytes_Check(o); }
+int appserver_is_exact_bytes(PyObject *o) { return PyBytes_CheckExact(o); }
 int appserver_is_str(PyObject *o) { return PyUnicode_Check(o); }
 int appserver_is_list(PyObject *o) { return PyList_Check(o); }
 int appserver_is_tuple(PyObject *o) { return PyTuple_Check(o); }

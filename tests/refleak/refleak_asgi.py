@@ -47,6 +47,12 @@ async def app(scope, receive, send):
             await asyncio.sleep(0)
             await send({"type": "http.response.body", "body": b"chunk%d\n" % i, "more_body": True})
         await send({"type": "http.response.body"})
+    elif path == "/large":
+        # Chunks large enough to go out uncopied (the server holds each until it is written).
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for i in range(3):
+            await send({"type": "http.response.body", "body": bytes([65 + i]) * 20000, "more_body": True})
+        await send({"type": "http.response.body", "body": b"Z" * 70000})
     elif path == "/wait-disconnect":
         # The client leaves before the response: receive() ends with http.disconnect.
         while (await receive())["type"] != "http.disconnect":

@@ -30,6 +30,12 @@ def app(environ, start_response):
     if path == "/stream":
         start_response("200 OK", _headers())
         return (b"chunk%d\n" % i for i in range(5))
+    if path == "/large":
+        # Chunks large enough to go out uncopied (the server holds each until it is written).
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        if environ["QUERY_STRING"] == "list":
+            return [b"L" * 20000, b"M" * 70000]
+        return (bytes([65 + i]) * 20000 for i in range(3))
     if path == "/file":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         handle = open(_file.name, "rb")

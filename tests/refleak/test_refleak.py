@@ -124,6 +124,8 @@ def wsgi_round(server):
             headers = [("X-Multi", "a"), ("X-Multi", "b"), ("X-Latin", b"caf\xe9")]
             assert server.request("GET", f"/hello?i={i}", headers=headers) == (200, b"a,b|caf\xe9|i=%d" % i)
             assert server.get("/stream") == (200, b"".join(b"chunk%d\n" % n for n in range(5)))
+            assert server.get("/large") == (200, b"A" * 20000 + b"B" * 20000 + b"C" * 20000)
+            assert server.get("/large?list") == (200, b"L" * 20000 + b"M" * 70000)
             assert server.get("/file") == (200, b"f" * 5000)
             assert server.get("/write") == (200, b"written by write()")
             assert server.get("/excinfo") == (500, b"error page")
@@ -194,6 +196,7 @@ def asgi_round(server):
             body = chunked([b"a" * 10, b"b" * 20])
             assert server.request("POST", "/echo", body=body, headers=[("Transfer-Encoding", "chunked")])[1].endswith(b"end")
             assert server.get("/stream") == (200, b"".join(b"chunk%d\n" % n for n in range(5)))
+            assert server.get("/large") == (200, b"A" * 20000 + b"B" * 20000 + b"C" * 20000 + b"Z" * 70000)
             assert server.get("/raise")[0] == 500
             assert server.get("/bad-send")[0] == 500
             assert server.get("/nothing")[0] == 404

@@ -305,9 +305,10 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     }
 
     /// Queues a response write for the end of this turn of the loop; true when the sender should
-    /// wait for the socket to drain.
-    func queueWrite(_ exchange: HTTPExchange, _ buffer: ByteBuffer, end: Bool, close: Bool) throws(ExchangeError) -> Bool {
-        let (write, mustWait) = try exchange.prepare(buffer, end: end, close: close)
+    /// wait for the socket to drain. `pieces`, when there are any, go before `buffer` (uncopied chunks).
+    func queueWrite(_ exchange: HTTPExchange, _ buffer: ByteBuffer, after pieces: [ByteBuffer] = [], end: Bool, close: Bool) throws(ExchangeError) -> Bool {
+        BytesBuffer.releaseWritten()
+        let (write, mustWait) = try exchange.prepare(buffer, after: pieces.isEmpty ? nil : pieces, end: end, close: close)
         if outbox.isEmpty {
             outboxLoop = exchange.eventLoop
             if (try? Python.call(objects.tasks.callSoon.pointer, objects.flush.pointer)) == nil {
@@ -332,6 +333,7 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     }
 
     private func start(_ request: ASGIRequest) {
+        BytesBuffer.releaseWritten()
         let task = startTask(exchange: request.exchange, scope: { (info) throws(PythonError) -> PyRef in try objects.scope.build(info, state: objects.state.pointer) },
                              callables: request.makeCallables, finished: request.done)
         // A coroutine that ended in its first step has called `done` already: keeping its task now

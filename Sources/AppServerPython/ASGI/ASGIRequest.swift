@@ -175,10 +175,11 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
                 var view = Py_buffer()
                 guard PyObject_GetBuffer(object, &view, PyBUF_SIMPLE) == 0 else { throw PythonError() }
                 defer { PyBuffer_Release(&view) }
-                return try sendBody(UnsafeRawBufferPointer(start: view.buf, count: view.len), more: moreBody(message))
+                return try sendBody(UnsafeRawBufferPointer(start: view.buf, count: view.len), of: nil, more: moreBody(message))
             }
+            return try sendBody(UnsafeRawBufferPointer(start: body, count: length), of: object, more: moreBody(message))
         }
-        return try sendBody(UnsafeRawBufferPointer(start: body, count: length), more: moreBody(message))
+        return try sendBody(UnsafeRawBufferPointer(start: nil, count: 0), of: nil, more: moreBody(message))
     }
 
     private func moreBody(_ message: PyObjectPointer) -> Bool {
@@ -186,14 +187,20 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         return PyObject_IsTrue(more) == 1
     }
 
-    private func sendBody(_ chunk: UnsafeRawBufferPointer, more: Bool) throws(PythonError) -> PyRef {
+    /// `chunk` is the bytes of `object` when that is a bytes object (a large one goes out uncopied).
+    private func sendBody(_ chunk: UnsafeRawBufferPointer, of object: PyObjectPointer?, more: Bool) throws(PythonError) -> PyRef {
         var buffer: ByteBuffer
         if !writer.headSent {
             buffer = writer.finishHead(knownLength: more ? nil : Int64(chunk.count))
         } else {
-            buffer = exchange.allocator.buffer(capacity: chunk.count + 16)
+            buffer = exchange.allocator.buffer(capacity: chunk.count < ForeignBuffer.minimumSize ? chunk.count + 16 : 64)
         }
-        writer.appendBody(chunk, to: &buffer)
+        var pieces: [ByteBuffer] = []
+        if let object {
+            BytesBuffer.append(object, chunk, with: &writer, to: &buffer, pieces: &pieces)
+        } else {
+            writer.appendBody(chunk, to: &buffer)
+        }
         if !more {
             writer.finishBody(into: &buffer)
             completeResponse()
@@ -201,7 +208,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         if disconnected { return host.completedFuture() }
         let mustWait: Bool
         do {
-            mustWait = try host.queueWrite(exchange, buffer, end: !more, close: writer.closeConnection)
+            mustWait = try host.queueWrite(exchange, buffer, after: pieces, end: !more, close: writer.closeConnection)
         } catch {
             disconnected = true
             return host.completedFuture()

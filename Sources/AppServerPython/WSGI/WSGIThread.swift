@@ -129,6 +129,7 @@ final class WSGIThread: @unchecked Sendable {
     private func serve(_ exchange: HTTPExchange) -> Bool {
         serial += 1
         markBusy()
+        BytesBuffer.releaseWritten()
         let request = ActiveRequest(exchange: exchange, serial: serial)
         self.request = request
         defer {
@@ -189,7 +190,7 @@ final class WSGIThread: @unchecked Sendable {
     /// usually goes out as one write.
     private func sendSequence(_ result: PyObjectPointer, _ request: ActiveRequest) {
         let count = appserver_sequence_fast_size(result)
-        var total = 0
+        var total = 0, copied = 0
         for i in 0..<count {
             var length = 0
             guard appserver_bytes_view(appserver_sequence_fast_item(result, i), &length) != nil else {
@@ -197,6 +198,7 @@ final class WSGIThread: @unchecked Sendable {
                 return fail(request)
             }
             total += length
+            if length < ForeignBuffer.minimumSize { copied += length }
         }
         guard request.startResponseCalled else { return failNoStartResponse(request) }
         var buffer = request.writer.finishHead(knownLength: Int64(total))
@@ -205,19 +207,22 @@ final class WSGIThread: @unchecked Sendable {
             emit(request, buffer, end: true)
             return
         }
-        buffer.reserveCapacity(minimumWritableBytes: min(total, 1 << 20) + 16)
+        buffer.reserveCapacity(minimumWritableBytes: min(copied, 1 << 20) + 16)
+        var pieces: [ByteBuffer] = []
         for i in 0..<count {
             var length = 0
-            let bytes = appserver_bytes_view(appserver_sequence_fast_item(result, i), &length)!
-            request.writer.appendBody(UnsafeRawBufferPointer(start: bytes, count: length), to: &buffer)
+            let item = appserver_sequence_fast_item(result, i)!
+            let bytes = appserver_bytes_view(item, &length)!
+            BytesBuffer.append(item, UnsafeRawBufferPointer(start: bytes, count: length), with: &request.writer, to: &buffer, pieces: &pieces)
             if buffer.readableBytes >= 1 << 20 {
                 // The list is in memory already; on the I/O thread it is queued whole.
-                if emit(request, buffer, end: false) == .disconnected { return }
+                if emit(request, buffer, pieces, end: false) == .disconnected { return }
                 buffer = request.exchange.allocator.buffer(capacity: 0)
+                pieces = []
             }
         }
         request.writer.finishBody(into: &buffer)
-        emit(request, buffer, end: true)
+        emit(request, buffer, pieces, end: true)
     }
 
     /// Sends what the iterator yields, then ends the response. On the I/O thread, when the socket
@@ -246,15 +251,17 @@ final class WSGIThread: @unchecked Sendable {
                 continue
             }
             var buffer: ByteBuffer
+            var pieces: [ByteBuffer] = []
             if let first = held.take() {
+                let firstView = Self.bytesView(first)
                 buffer = request.writer.finishHead(knownLength: nil)
-                buffer.reserveCapacity(minimumWritableBytes: Self.bytesView(first).count + length + 32)
-                request.writer.appendBody(Self.bytesView(first), to: &buffer)
+                buffer.reserveCapacity(minimumWritableBytes: Self.copiedSize(firstView.count) + Self.copiedSize(length) + 32)
+                BytesBuffer.append(first.pointer, firstView, with: &request.writer, to: &buffer, pieces: &pieces)
             } else {
-                buffer = request.exchange.allocator.buffer(capacity: length + 16)
+                buffer = request.exchange.allocator.buffer(capacity: Self.copiedSize(length) + 16)
             }
-            request.writer.appendBody(chunk, to: &buffer)
-            switch emit(request, buffer, end: false) {
+            BytesBuffer.append(item.pointer, chunk, with: &request.writer, to: &buffer, pieces: &pieces)
+            switch emit(request, buffer, pieces, end: false) {
             case .sent: continue
             case .disconnected: return false
             case .mustWait:
@@ -272,15 +279,19 @@ final class WSGIThread: @unchecked Sendable {
         if let first = held.take() {
             let body = Self.bytesView(first)
             var buffer = request.writer.finishHead(knownLength: Int64(body.count))
-            buffer.reserveCapacity(minimumWritableBytes: body.count + 8)
-            request.writer.appendBody(body, to: &buffer)
+            buffer.reserveCapacity(minimumWritableBytes: Self.copiedSize(body.count) + 8)
+            var pieces: [ByteBuffer] = []
+            BytesBuffer.append(first.pointer, body, with: &request.writer, to: &buffer, pieces: &pieces)
             request.writer.finishBody(into: &buffer)
-            emit(request, buffer, end: true)
+            emit(request, buffer, pieces, end: true)
             return false
         }
         finishResponse(request)
         return false
     }
+
+    /// What a chunk of `count` bytes adds to the buffer it is framed into (a large one goes out uncopied).
+    private static func copiedSize(_ count: Int) -> Int { count < ForeignBuffer.minimumSize ? count : 0 }
 
     /// The bytes of a bytes object that `iterate` already checked is one; valid while it is referenced.
     private static func bytesView(_ object: borrowing PyRef) -> UnsafeRawBufferPointer {
@@ -346,19 +357,21 @@ final class WSGIThread: @unchecked Sendable {
     /// Queues bytes for the socket; waits without the GIL when too much is queued, except on the
     /// I/O thread (which cannot wait for itself), where it says so. After the end of a response
     /// nothing waits: the bytes are queued and the next request may start.
+    /// `pieces`, when there are any, go before `buffer` in one write (uncopied chunks, BytesBuffer).
     @discardableResult
-    private func emit(_ request: ActiveRequest, _ buffer: ByteBuffer, end: Bool) -> EmitResult {
+    private func emit(_ request: ActiveRequest, _ buffer: ByteBuffer, _ pieces: [ByteBuffer] = [], end: Bool) -> EmitResult {
         if request.disconnected { return .disconnected }
         if end { request.ended = true }
         do {
             let mustWait: Bool
+            let pieces = pieces.isEmpty ? nil : pieces
             if isInline && !end {
                 // On the I/O thread a chunk is written at once (a socket write): without the GIL.
                 mustWait = try GIL.released { () throws(ExchangeError) -> Bool in
-                    try request.exchange.send(buffer, end: end, close: request.writer.closeConnection)
+                    try request.exchange.send(buffer, after: pieces, end: end, close: request.writer.closeConnection)
                 }
             } else {
-                mustWait = try request.exchange.send(buffer, end: end, close: request.writer.closeConnection)
+                mustWait = try request.exchange.send(buffer, after: pieces, end: end, close: request.writer.closeConnection)
             }
             if mustWait && !end {
                 if isInline { return .mustWait }

@@ -25,6 +25,7 @@ PyObject *appserver_none(void);            // borrowed
 PyObject *appserver_true(void);            // borrowed
 PyObject *appserver_false(void);           // borrowed
 int appserver_is_bytes(PyObject *o);
+int appserver_is_exact_bytes(PyObject *o);
 int appserver_is_str(PyObject *o);
 int appserver_is_list(PyObject *o);
 int appserver_is_tuple(PyObject *o);
