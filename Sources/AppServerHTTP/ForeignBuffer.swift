@@ -55,7 +55,7 @@ public enum ForeignBuffer {
         }
     }
 
-    /// Memory lent by `wrap` and not yet given back (for tests and the metrics of a leak).
+    /// Memory lent by `wrap` and not yet given back (the tests check that it all comes back).
     public static var lentCount: Int { registry.withLock { $0.lentCount } }
 
     private struct Lent {

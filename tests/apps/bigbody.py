@@ -64,12 +64,8 @@ def wsgi(environ, start_response):
 
 
 async def asgi(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+    if scope["type"] != "http":
+        return   # no lifespan: the server goes on without it
     path, query = scope["path"], scope["query_string"].decode()
     if path in ("/", "/refs"):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
