@@ -169,7 +169,7 @@ public final class HTTPExchange: @unchecked Sendable {
     /// `pieces`, when there are any, go before `buffer` in the same write (gathered by writev): a
     /// large body chunk that was not copied, between its framing (ForeignBuffer).
     public func send(_ buffer: ByteBuffer, after pieces: [ByteBuffer]? = nil, end: Bool, close: Bool) throws(ExchangeError) -> Bool {
-        let size = pieces.map { $0.reduce(buffer.readableBytes) { $0 + $1.readableBytes } } ?? buffer.readableBytes
+        let size = Self.byteCount(buffer, after: pieces)
         let mustWait = try account(size, end: end)
         if eventLoop.inEventLoop {
             // The app runs on the I/O thread (sync mode). A streamed chunk is written now, so the socket
@@ -194,9 +194,13 @@ public final class HTTPExchange: @unchecked Sendable {
     /// responses (of any exchanges of one event loop) to the I/O thread in one hop.
     public func prepare(_ buffer: ByteBuffer, after pieces: [ByteBuffer]? = nil, end: Bool, close: Bool) throws(ExchangeError)
         -> (write: PendingWrite, mustWait: Bool) {
-        let size = pieces.map { $0.reduce(buffer.readableBytes) { $0 + $1.readableBytes } } ?? buffer.readableBytes
+        let size = Self.byteCount(buffer, after: pieces)
         let mustWait = try account(size, end: end)
         return (PendingWrite(exchange: self, pieces: pieces, buffer: buffer, size: size, end: end, close: close), mustWait)
+    }
+
+    private static func byteCount(_ buffer: ByteBuffer, after pieces: [ByteBuffer]?) -> Int {
+        pieces.map { $0.reduce(buffer.readableBytes) { $0 + $1.readableBytes } } ?? buffer.readableBytes
     }
 
     public struct PendingWrite: Sendable {

@@ -193,7 +193,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         if !writer.headSent {
             buffer = writer.finishHead(knownLength: more ? nil : Int64(chunk.count))
         } else {
-            buffer = exchange.allocator.buffer(capacity: chunk.count < ForeignBuffer.minimumSize ? chunk.count + 16 : 64)
+            buffer = exchange.allocator.buffer(capacity: (object == nil ? chunk.count : BytesBuffer.copiedSize(chunk.count)) + 16)
         }
         var pieces: [ByteBuffer] = []
         if let object {

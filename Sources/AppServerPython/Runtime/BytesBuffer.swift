@@ -23,6 +23,9 @@ enum BytesBuffer {
         writer.appendBody(uncopied: ForeignBuffer.wrap(view, owner: UInt(bitPattern: owner)), after: &out, into: &pieces)
     }
 
+    /// What a chunk of `count` bytes adds to the buffer it is framed into (a large one goes out uncopied).
+    static func copiedSize(_ count: Int) -> Int { count < ForeignBuffer.minimumSize ? count : 0 }
+
     /// Drops the references of chunks written since the last call. Needs the GIL.
     @inline(__always)
     static func releaseWritten() {

@@ -198,7 +198,7 @@ final class WSGIThread: @unchecked Sendable {
                 return fail(request)
             }
             total += length
-            if length < ForeignBuffer.minimumSize { copied += length }
+            copied += BytesBuffer.copiedSize(length)
         }
         guard request.startResponseCalled else { return failNoStartResponse(request) }
         var buffer = request.writer.finishHead(knownLength: Int64(total))
@@ -255,10 +255,10 @@ final class WSGIThread: @unchecked Sendable {
             if let first = held.take() {
                 let firstView = Self.bytesView(first)
                 buffer = request.writer.finishHead(knownLength: nil)
-                buffer.reserveCapacity(minimumWritableBytes: Self.copiedSize(firstView.count) + Self.copiedSize(length) + 32)
+                buffer.reserveCapacity(minimumWritableBytes: BytesBuffer.copiedSize(firstView.count) + BytesBuffer.copiedSize(length) + 32)
                 BytesBuffer.append(first.pointer, firstView, with: &request.writer, to: &buffer, pieces: &pieces)
             } else {
-                buffer = request.exchange.allocator.buffer(capacity: Self.copiedSize(length) + 16)
+                buffer = request.exchange.allocator.buffer(capacity: BytesBuffer.copiedSize(length) + 16)
             }
             BytesBuffer.append(item.pointer, chunk, with: &request.writer, to: &buffer, pieces: &pieces)
             switch emit(request, buffer, pieces, end: false) {
@@ -279,7 +279,7 @@ final class WSGIThread: @unchecked Sendable {
         if let first = held.take() {
             let body = Self.bytesView(first)
             var buffer = request.writer.finishHead(knownLength: Int64(body.count))
-            buffer.reserveCapacity(minimumWritableBytes: Self.copiedSize(body.count) + 8)
+            buffer.reserveCapacity(minimumWritableBytes: BytesBuffer.copiedSize(body.count) + 8)
             var pieces: [ByteBuffer] = []
             BytesBuffer.append(first.pointer, body, with: &request.writer, to: &buffer, pieces: &pieces)
             request.writer.finishBody(into: &buffer)
@@ -289,9 +289,6 @@ final class WSGIThread: @unchecked Sendable {
         finishResponse(request)
         return false
     }
-
-    /// What a chunk of `count` bytes adds to the buffer it is framed into (a large one goes out uncopied).
-    private static func copiedSize(_ count: Int) -> Int { count < ForeignBuffer.minimumSize ? count : 0 }
 
     /// The bytes of a bytes object that `iterate` already checked is one; valid while it is referenced.
     private static func bytesView(_ object: borrowing PyRef) -> UnsafeRawBufferPointer {
