@@ -307,7 +307,6 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     /// Queues a response write for the end of this turn of the loop; true when the sender should
     /// wait for the socket to drain. `pieces`, when there are any, go before `buffer` (uncopied chunks).
     func queueWrite(_ exchange: HTTPExchange, _ buffer: ByteBuffer, after pieces: [ByteBuffer] = [], end: Bool, close: Bool) throws(ExchangeError) -> Bool {
-        BytesBuffer.releaseWritten()
         let (write, mustWait) = try exchange.prepare(buffer, after: pieces.isEmpty ? nil : pieces, end: end, close: close)
         if outbox.isEmpty {
             outboxLoop = exchange.eventLoop
