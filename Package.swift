@@ -104,6 +104,7 @@ let package = Package(
         ], exclude: ["python-exports.list"], linkerSettings: [.unsafeFlags(pythonLinkFlags)]),
 
         .testTarget(name: "AppServerConfigTests", dependencies: ["AppServerConfig"]),
+        .testTarget(name: "AppServerSystemdTests", dependencies: ["AppServerSystemd"]),
         .testTarget(name: "AppServerHTTPTests", dependencies: [
             "AppServerHTTP",
             .product(name: "NIOCore", package: "swift-nio"),

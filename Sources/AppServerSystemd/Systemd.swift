@@ -52,27 +52,34 @@ public enum Systemd {
 /// watchdog pings that are sent only while the server is healthy. Does nothing outside systemd.
 public final class ServiceNotifier {
     /// Half of `WATCHDOG_USEC`, in seconds, when systemd runs a watchdog for this process.
-    public let watchdogInterval: Double?
+    public var watchdogInterval: Double? { schedule?.interval }
+    private var schedule: WatchdogSchedule?
     private var lastStatus = ""
-    private var lastWatchdog = 0.0
     public private(set) var isReady = false
 
     public init() {
         var usec: UInt64 = 0
-        watchdogInterval = sd_watchdog_enabled(0, &usec) > 0 && usec > 0 ? Double(usec) / 2e6 : nil
+        schedule = sd_watchdog_enabled(0, &usec) > 0 && usec > 0 ? WatchdogSchedule(interval: Double(usec) / 2e6) : nil
     }
 
+    /// `mainPID`: a new arbiter after USR2, whose messages count only once the old one has named it.
     public func ready(status: String, mainPID: pid_t? = nil) {
         isReady = true
         // A new arbiter's first messages may arrive before the old one named it the main process
-        // (NotifyAccess=main drops them): the status is sent again on the next round.
+        // (NotifyAccess=main drops them): the status is sent again on the next round, and so is the
+        // watchdog ping, on every round for a while (see WatchdogSchedule.tookOver).
         lastStatus = mainPID == nil ? status : ""
+        if mainPID != nil { schedule?.tookOver() }
         Systemd.notify((mainPID.map { "MAINPID=\($0)\n" } ?? "") + "READY=1\nSTATUS=\(status)")
     }
 
     /// The old arbiter, still systemd's main process, names the new one (works with NotifyAccess=main).
+    /// The same message feeds the watchdog for it: systemd does not restart the watchdog's clock when the
+    /// main process changes, and the new arbiter's own pings were dropped until now, so without it the
+    /// old arbiter's last ping could be up to a whole WatchdogSec old when the new one's first counts.
     public func handOver(to pid: pid_t) {
-        Systemd.notify("MAINPID=\(pid)\nREADY=1\nSTATUS=handed over to the new arbiter \(pid)")
+        let ping = schedule == nil ? "" : "WATCHDOG=1\n"
+        Systemd.notify("MAINPID=\(pid)\nREADY=1\n\(ping)STATUS=handed over to the new arbiter \(pid)")
     }
 
     /// A new status line (sent only when it changed).
@@ -98,8 +105,37 @@ public final class ServiceNotifier {
 
     /// Pings the watchdog when it is due and `healthy` (the loop runs and a worker is alive).
     public func watchdog(now: Double, healthy: Bool) {
-        guard let interval = watchdogInterval, healthy, now - lastWatchdog >= interval else { return }
-        lastWatchdog = now
+        guard schedule?.due(now: now, healthy: healthy) == true else { return }
         Systemd.notify("WATCHDOG=1")
+    }
+}
+
+/// When to ping systemd's watchdog: every `interval` (half of WatchdogSec) while healthy, and on every
+/// round for one interval after a new arbiter took over (USR2), because until the old arbiter names it
+/// the main process its pings are dropped (NotifyAccess=main), and it cannot tell when that happened.
+public struct WatchdogSchedule: Sendable {
+    public let interval: Double
+    private var last = -Double.infinity
+    private var eagerUntil = -Double.infinity
+    private var tookOverSinceLastRound = false
+
+    public init(interval: Double) {
+        self.interval = interval
+    }
+
+    /// Ping on every round for one interval from the next.
+    public mutating func tookOver() {
+        tookOverSinceLastRound = true
+    }
+
+    /// Whether to ping now (a round of the arbiter's loop); a ping it says yes to counts as sent.
+    public mutating func due(now: Double, healthy: Bool) -> Bool {
+        if tookOverSinceLastRound {
+            tookOverSinceLastRound = false
+            eagerUntil = now + interval
+        }
+        guard healthy, now < eagerUntil || now - last >= interval else { return false }
+        last = now
+        return true
     }
 }

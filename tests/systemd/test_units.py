@@ -216,6 +216,14 @@ def test_usr2_upgrade_moves_main_pid_without_a_restart(container):
                      and p["MainPID"] not in ("0", before["MainPID"]) and "workers serving" in p["StatusText"] and p,
                      timeout=30, message="MAINPID to move to the new arbiter")
     assert after["ActiveState"] == "active" and after["NRestarts"] == before["NRestarts"], after
+    # systemd's watchdog clock does not restart when the main process changes, and the new arbiter's
+    # pings before the hand-over were dropped (NotifyAccess=main): a ping for it must come at once, not
+    # on its next cadence (WatchdogSec / 2 = 15 s later, when the old arbiter's last ping could already
+    # be that old: the watchdog then killed an upgraded server, now and then, under load).
+    def fed_since_hand_over():
+        p = c.show("appserver.service", "MainPID", "ExecMainStartTimestampMonotonic", "WatchdogTimestampMonotonic")
+        return p["MainPID"] == after["MainPID"] and int(p["WatchdogTimestampMonotonic"]) >= int(p["ExecMainStartTimestampMonotonic"]) and p
+    wait_for(fed_since_hand_over, timeout=3, message="a watchdog ping for the new main process soon after the hand-over")
     assert requests.get(f"http://127.0.0.1:{PORT}/", timeout=10).status_code == 200
     # The old arbiter is gone; the service is still the same, now run by the new one.
     wait_for(lambda: c.run("sh", "-c", f"test ! -e /proc/{before['MainPID']}", check=False).returncode == 0,
