@@ -378,8 +378,15 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         switch output {
         case .buffer(let buffer):
-            if let pieces { for piece in pieces { context.write(wrapOutboundOut(piece), promise: nil) } }
-            context.write(wrapOutboundOut(buffer), promise: promise)
+            if let pieces {
+                // Every write costs a trip through the channel: an empty buffer after the pieces
+                // (an uncopied chunk under a Content-Length) is left out, its promise on the last piece.
+                let last = buffer.readableBytes == 0 && !pieces.isEmpty ? pieces.count - 1 : pieces.count
+                for (i, piece) in pieces.enumerated() { context.write(wrapOutboundOut(piece), promise: i == last ? promise : nil) }
+                if last == pieces.count { context.write(wrapOutboundOut(buffer), promise: promise) }
+            } else {
+                context.write(wrapOutboundOut(buffer), promise: promise)
+            }
         case .file(let fd, let offset, let length, let header, let trailer):
             if let header { context.write(wrapOutboundOut(header), promise: nil) }
             let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)

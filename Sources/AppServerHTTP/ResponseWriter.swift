@@ -205,14 +205,17 @@ public struct ResponseWriter {
     }
 
     /// Frames one body chunk that goes out as a buffer of its own (`body`, not copied): what comes
-    /// before it is written into `out`, which then joins `pieces` with the accepted part of `body`;
-    /// `out` is left holding what follows it (a chunk's CRLF), for the next bytes of the response.
+    /// before it is written into `out`, which then joins `pieces` (unless empty: every piece is a
+    /// write through the channel) with the accepted part of `body`; `out` is left holding what
+    /// follows it (a chunk's CRLF), for the next bytes of the response.
     public mutating func appendBody(uncopied body: ByteBuffer, after out: inout ByteBuffer, into pieces: inout [ByteBuffer]) {
         let (count, crlfAfter) = frameBody(count: body.readableBytes, into: &out)
         guard count > 0 else { return }
-        pieces.append(out)
+        if out.readableBytes > 0 {
+            pieces.append(out)
+            out = ByteBufferAllocator().buffer(capacity: crlfAfter ? 64 : 0)
+        }
         pieces.append(count == body.readableBytes ? body : body.getSlice(at: body.readerIndex, length: count)!)
-        out = ByteBufferAllocator().buffer(capacity: crlfAfter ? 64 : 0)
         if crlfAfter { out.writeStaticString("\r\n") }
     }
 

@@ -119,4 +119,36 @@ import Testing
         }
         #expect(released().count == 3)
     }
+
+    /// Each piece is a write through the channel: framing that is empty (every chunk after the head
+    /// under a Content-Length) is not one.
+    @Test func emptyFramingIsNoPiece() throws {
+        _ = released()
+        let (bytes, owner) = memory(20_000)
+        defer { bytes.deallocate() }
+        let head = try! RequestHead(parsing: "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        let info = RequestInfo(head: head, keepAlive: true, hasBody: false, contentLength: nil, remoteAddress: nil, localAddress: nil)
+        for known in [Int64?.none, 40_000] {
+            var writer = ResponseWriter(request: info, allocator: ByteBufferAllocator(), drain: false)
+            var status = "200 OK"
+            try status.withUTF8 { try writer.begin(status: UnsafeRawBufferPointer($0)) }
+            var out = writer.finishHead(knownLength: known)
+            var pieces: [ByteBuffer] = []
+            for _ in 0..<2 {
+                writer.appendBody(uncopied: ForeignBuffer.wrap(UnsafeRawBufferPointer(bytes), owner: owner), after: &out, into: &pieces)
+            }
+            writer.finishBody(into: &out)
+            #expect(pieces.allSatisfy { $0.readableBytes > 0 })
+            let sizes = pieces.map(\.readableBytes)
+            if known == nil {
+                // head + size line, chunk, CRLF + size line, chunk; `out` keeps the CRLF and the last chunk.
+                #expect(sizes.count == 4 && sizes[1] == 20_000 && sizes[3] == 20_000 && String(buffer: pieces[2]) == "\r\n4e20\r\n")
+                #expect(String(buffer: out) == "\r\n0\r\n\r\n")
+            } else {
+                #expect(sizes.count == 3 && sizes[1] == 20_000 && sizes[2] == 20_000)
+                #expect(out.readableBytes == 0)
+            }
+        }
+        #expect(released().count == 4)
+    }
 }
