@@ -101,6 +101,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
     /// Bytes of the current response handed to the channel (status line, headers, body), for the metrics.
     private var responseBytes: Int64 = 0
+    /// Bytes of the current response written without a promise: given back to its output budget by
+    /// the next write that carries one (see writeResponse).
+    private var unpromisedBytes = 0
     /// Signs of progress of the current request (body bytes read, response bytes written), and when the
     /// once-a-second sweep last saw their count change: counting costs less than reading a clock.
     private var progress = 0
@@ -222,6 +225,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         deadline = nil
         requestCount += 1
         bodyReceived = 0
+        unpromisedBytes = 0
         responseBytes = 0
         let lastAllowed = !server.requestStarted()
         let facts = head.parsed
@@ -353,15 +357,24 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             if !end { exchange.didWrite(size) }
             return
         }
-        // One promise, on the last piece, gives the bytes back to the exchange's output budget. The
-        // end of a response needs none: nobody waits on the exchange after it.
+        // A promise gives the bytes back to the exchange's output budget once written. Not one per
+        // chunk (each costs ~2k instructions): writes complete in order, so one on a write gives back
+        // the bytes of those before it too, and one is taken once `responseLowWater` bytes went
+        // without: less than that stays outstanding, so an app waiting to drain below it always wakes.
+        // The end of a response needs none: nobody waits on the exchange after it.
         let promise: EventLoopPromise<Void>?
+        unpromisedBytes += size
         if end {
             promise = nil
-        } else {
+            unpromisedBytes = 0
+        } else if unpromisedBytes >= limits.responseLowWater {
             let accounting = context.eventLoop.makePromise(of: Void.self)
-            accounting.futureResult.whenComplete { _ in exchange.didWrite(size) }
+            let given = unpromisedBytes
+            accounting.futureResult.whenComplete { _ in exchange.didWrite(given) }
             promise = accounting
+            unpromisedBytes = 0
+        } else {
+            promise = nil
         }
         progress &+= 1
         // The bytes for the metrics; the first bytes of a response are its status line,

@@ -50,6 +50,18 @@ def test_large_chunks_arrive_intact_under_every_framing(serve, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_many_small_chunks_past_the_output_budget_reach_a_slow_reader(serve, mode):
+    """4.8 MB in 12 KB chunks (copied), more than the 1 MiB the app may queue: it waits, and must be woken
+    although most of its writes carry no promise of their own (one per 256 KiB gives back the bytes)."""
+    server = serve(*MODES[mode])
+    sizes = [12000] * 400
+    expected = b"".join(chunk(i, size) for i, size in enumerate(sizes))
+    for length in ("exact", "none"):
+        status, _, got = slow_get(server.port, f"/body?sizes={','.join(map(str, sizes))}&length={length}&form=iter")
+        assert status == "HTTP/1.1 200 OK" and len(got) == len(expected) and got == expected, (length, len(got))
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_the_server_lets_go_of_written_chunks(serve, mode):
     server = serve(*MODES[mode])
 
