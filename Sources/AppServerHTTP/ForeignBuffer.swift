@@ -35,7 +35,7 @@ public enum ForeignBuffer {
         let storage = buffer.withVeryUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
         let offset = buffer.capacity - memory.count
         registry.withLock { registry in
-            registry.live[storage, default: Lent(owner: owner, length: memory.count, buffers: 0)].buffers += 1
+            registry.live.add(storage, owner: owner, length: memory.count)
             registry.lentCount += 1
         }
         buffer.moveWriterIndex(to: buffer.capacity)
@@ -58,14 +58,8 @@ public enum ForeignBuffer {
     /// Memory lent by `wrap` and not yet given back (the tests check that it all comes back).
     public static var lentCount: Int { registry.withLock { $0.lentCount } }
 
-    private struct Lent {
-        let owner: UInt
-        let length: Int
-        var buffers: Int
-    }
-
     private struct Registry {
-        var live: [UInt: Lent] = [:]
+        var live = LentTable()
         var released: [UInt] = []
         var lentCount = 0
     }
@@ -77,10 +71,7 @@ public enum ForeignBuffer {
     /// bytes of the storage), or nil for memory of the allocator's own (malloc'd).
     fileprivate static func giveBack(_ memory: UnsafeMutableRawPointer) -> Int? {
         registry.withLock { registry in
-            let address = UInt(bitPattern: memory)
-            guard var lent = registry.live[address] else { return nil }
-            lent.buffers -= 1
-            registry.live[address] = lent.buffers == 0 ? nil : lent
+            guard let lent = registry.live.remove(UInt(bitPattern: memory)) else { return nil }
             registry.released.append(lent.owner)
             registry.lentCount -= 1
             releasedFlag.store(true, ordering: .relaxed)
