@@ -233,6 +233,8 @@ final class WSGIThread: @unchecked Sendable {
         // framework responses) then goes out whole, with a Content-Length, in one write. It is held
         // as the app's bytes object (immutable), not copied.
         var held: PyRef?
+        // Kept across chunks: once a write has let go of it, the next chunk's pieces reuse its storage.
+        var pieces: [ByteBuffer] = []
         while let item = PyRef(newReference: PyIter_Next(iterator)) {
             var length = 0
             guard let bytes = appserver_bytes_view(item.pointer, &length) else {
@@ -251,14 +253,17 @@ final class WSGIThread: @unchecked Sendable {
                 continue
             }
             var buffer: ByteBuffer
-            var pieces: [ByteBuffer] = []
+            pieces.removeAll(keepingCapacity: true)
             if let first = held.take() {
                 let firstView = Self.bytesView(first)
                 buffer = request.writer.finishHead(knownLength: nil)
                 buffer.reserveCapacity(minimumWritableBytes: BytesBuffer.copiedSize(firstView.count) + BytesBuffer.copiedSize(length) + 32)
                 BytesBuffer.append(first.pointer, firstView, with: &request.writer, to: &buffer, pieces: &pieces)
             } else {
-                buffer = request.exchange.allocator.buffer(capacity: BytesBuffer.copiedSize(length) + 16)
+                // Room for a chunk's size line; nothing at all for a large chunk under a Content-Length
+                // (a zero capacity allocates nothing).
+                let framing = request.writer.framing == .chunked ? 16 : 0
+                buffer = request.exchange.allocator.buffer(capacity: BytesBuffer.copiedSize(length) + framing)
             }
             BytesBuffer.append(item.pointer, chunk, with: &request.writer, to: &buffer, pieces: &pieces)
             switch emit(request, buffer, pieces, end: false) {
