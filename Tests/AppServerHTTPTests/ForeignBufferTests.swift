@@ -84,17 +84,23 @@ import Testing
         #expect(released() == [owner])
     }
 
+    /// A 200 response to a GET, its head finished with the body's length `known` (nil: chunked).
+    private func headSent(knownLength known: Int64?) throws -> (ResponseWriter, ByteBuffer) {
+        let head = try RequestHead(parsing: "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        let info = RequestInfo(head: head, keepAlive: true, hasBody: false, contentLength: nil, remoteAddress: nil, localAddress: nil)
+        var writer = ResponseWriter(request: info, allocator: ByteBufferAllocator(), drain: false)
+        var status = "200 OK"
+        try status.withUTF8 { try writer.begin(status: UnsafeRawBufferPointer($0)) }
+        let out = writer.finishHead(knownLength: known)
+        return (writer, out)
+    }
+
     @Test func theSocketGetsTheMemoryBetweenItsFraming() throws {
         _ = released()
         let (bytes, owner) = memory(20_000)
         defer { bytes.deallocate() }
-        let head = try! RequestHead(parsing: "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        let info = RequestInfo(head: head, keepAlive: true, hasBody: false, contentLength: nil, remoteAddress: nil, localAddress: nil)
         for known in [Int64?.none, 20_000, 15_000] {
-            var writer = ResponseWriter(request: info, allocator: ByteBufferAllocator(), drain: false)
-            var status = "200 OK"
-            try status.withUTF8 { try writer.begin(status: UnsafeRawBufferPointer($0)) }
-            var out = writer.finishHead(knownLength: known)
+            var (writer, out) = try headSent(knownLength: known)
             var pieces: [ByteBuffer] = []
             writer.appendBody(uncopied: ForeignBuffer.wrap(UnsafeRawBufferPointer(bytes), owner: owner), after: &out, into: &pieces)
             writer.appendBody(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[0..<10]), to: &out)
@@ -126,13 +132,8 @@ import Testing
         _ = released()
         let (bytes, owner) = memory(20_000)
         defer { bytes.deallocate() }
-        let head = try! RequestHead(parsing: "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        let info = RequestInfo(head: head, keepAlive: true, hasBody: false, contentLength: nil, remoteAddress: nil, localAddress: nil)
         for known in [Int64?.none, 40_000] {
-            var writer = ResponseWriter(request: info, allocator: ByteBufferAllocator(), drain: false)
-            var status = "200 OK"
-            try status.withUTF8 { try writer.begin(status: UnsafeRawBufferPointer($0)) }
-            var out = writer.finishHead(knownLength: known)
+            var (writer, out) = try headSent(knownLength: known)
             var pieces: [ByteBuffer] = []
             for _ in 0..<2 {
                 writer.appendBody(uncopied: ForeignBuffer.wrap(UnsafeRawBufferPointer(bytes), owner: owner), after: &out, into: &pieces)
