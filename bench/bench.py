@@ -55,6 +55,7 @@ BENCHES = {
     "asgi-hello": ("asgi_hello", [], None, "asgi"),
     "fastapi-json": ("fastapi_json", [], None, "asgi"),
     "asgi-echo-4k": ("asgi_echo", ["-s", str(HERE / "post4k.lua")], 4096, "asgi"),
+    "asgi-stream-1m": ("asgi_stream", [], None, "asgi"),
     # Framework apps beyond the micro ones: what routing, middleware and request objects cost.
     "starlette-routes": ("starlette_routes", [], None, "asgi"),
     "django-wsgi": ("django_wsgi", [], None, "wsgi"),

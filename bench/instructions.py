@@ -7,7 +7,7 @@ long bounded wrk run; the figure is the difference of the worker's instructions 
 of the responses wrk counted, so the worker's start and stop cancel out.
 
 Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi-hello,asgi-hello,flask-json,fastapi-json,
-       starlette-routes,wsgi-stream,wsgi-hello-headers,asgi-hello-headers] [--seconds 8]
+       starlette-routes,wsgi-stream,asgi-stream,wsgi-hello-headers,asgi-hello-headers] [--seconds 8]
   APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
 """
 import argparse
@@ -35,6 +35,7 @@ BENCHES = {"wsgi-hello": ("wsgi_hello", "wsgi", []), "asgi-hello": ("asgi_hello"
            "starlette-routes": ("starlette_routes", "asgi", []),
            # 16 chunks of 64 KiB a response: the body's copies (or not) and the write path per chunk.
            "wsgi-stream": ("wsgi_stream", "wsgi", []),
+           "asgi-stream": ("asgi_stream", "asgi", []),
            # 24 header lines as a browser behind a proxy sends them (bench/headers.lua): the parser's share.
            "wsgi-hello-headers": ("wsgi_hello", "wsgi", ["-s", str(HERE / "headers.lua")]),
            "asgi-hello-headers": ("asgi_hello", "asgi", ["-s", str(HERE / "headers.lua")])}
