@@ -22,6 +22,9 @@ public struct ResponseWriter {
     public let request: RequestInfo
     public private(set) var statusCode = 0
     public private(set) var framing = ResponseFraming.noBody
+    /// Bytes a body chunk's framing may add to the buffer it is framed into: a chunk size line, its
+    /// CRLF and the last chunk when chunked, nothing otherwise (a capacity hint for that buffer).
+    public var framingRoom: Int { framing == .chunked ? 16 : 0 }
     public private(set) var headSent = false
     /// Body bytes the app produced and that went on the wire (after framing rules).
     public private(set) var bodyBytesSent: Int64 = 0

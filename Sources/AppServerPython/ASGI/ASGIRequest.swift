@@ -193,10 +193,9 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         if !writer.headSent {
             buffer = writer.finishHead(knownLength: more ? nil : Int64(chunk.count))
         } else {
-            // Room for a chunk's size line and the last chunk; none under a Content-Length (a large
-            // chunk then needs no buffer at all: a zero capacity allocates nothing).
-            let framing = writer.framing == .chunked ? 16 : 0
-            buffer = exchange.allocator.buffer(capacity: (object == nil ? chunk.count : BytesBuffer.copiedSize(chunk.count)) + framing)
+            // A large chunk under a Content-Length needs no buffer: a zero capacity allocates nothing.
+            let copied = object == nil ? chunk.count : BytesBuffer.copiedSize(chunk.count)
+            buffer = exchange.allocator.buffer(capacity: copied + writer.framingRoom)
         }
         var pieces: [ByteBuffer] = []
         if let object {

@@ -260,10 +260,8 @@ final class WSGIThread: @unchecked Sendable {
                 buffer.reserveCapacity(minimumWritableBytes: BytesBuffer.copiedSize(firstView.count) + BytesBuffer.copiedSize(length) + 32)
                 BytesBuffer.append(first.pointer, firstView, with: &request.writer, to: &buffer, pieces: &pieces)
             } else {
-                // Room for a chunk's size line; nothing at all for a large chunk under a Content-Length
-                // (a zero capacity allocates nothing).
-                let framing = request.writer.framing == .chunked ? 16 : 0
-                buffer = request.exchange.allocator.buffer(capacity: BytesBuffer.copiedSize(length) + framing)
+                // A large chunk under a Content-Length needs no buffer: a zero capacity allocates nothing.
+                buffer = request.exchange.allocator.buffer(capacity: BytesBuffer.copiedSize(length) + request.writer.framingRoom)
             }
             BytesBuffer.append(item.pointer, chunk, with: &request.writer, to: &buffer, pieces: &pieces)
             switch emit(request, buffer, pieces, end: false) {
