@@ -250,5 +250,6 @@ def test_threads_stream_without_faulting_their_buffers_back_in(serve, env, fault
     count, out = stream(3)
     faults = minor_faults(worker) - before
     assert count > 100, out
-    # ~100 a response when the arena is trimmed, next to none when it is not: 20 tells them apart.
-    assert (faults / count > 20) == faults_expected, f"{faults} page faults over {count} responses of 1 MiB"
+    # Trimmed, the arena faults back in 16-65 pages a response (fewer the fewer and larger the chunk
+    # buffers: 100 before chunks became single writes); kept, 0.1 at most: 2 tells them apart.
+    assert (faults / count > 2) == faults_expected, f"{faults} page faults over {count} responses of 1 MiB"
