@@ -335,7 +335,9 @@ def test_metrics_socket_from_socket_activation(tmp_path):
     try:
         wait_until(lambda: readyz(metrics_port)[0] == 200, timeout=20, message="/readyz on the passed socket")
         assert requests.get(f"http://127.0.0.1:{app_port}/", timeout=5).text == "Hello, World!"
-        assert sample(metrics_text(metrics_port), "appserver_requests_total", method="GET", status="2xx") >= 1
+        # Counted once its response is flushed: a moment after the client may already have read it.
+        wait_until(lambda: sample(metrics_text(metrics_port), "appserver_requests_total", method="GET", status="2xx") >= 1,
+                   timeout=5, message="the request to be counted")
     finally:
         proc.terminate()
         proc.wait(15)
