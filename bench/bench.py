@@ -24,20 +24,39 @@ APPSERVER = Path(os.environ.get("APPSERVER_BIN", ROOT / ".build" / "release" / "
 BASELINE = os.environ.get("APPSERVER_BASELINE", "")
 PORT = 8765
 
+
+def appserver(binary, threads=1, *extra, interface=True):
+    """An appserver entry: one worker of `binary`, `--threads threads`, the interface given (or found)."""
+    def command(iface, module):
+        return [str(binary), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1",
+                "--threads", str(threads), *(["--interface", iface] if interface else []), *extra,
+                "--chdir", str(APPS), f"{module}:app"]
+    return command, {"wsgi", "asgi"} if interface else {"wsgi"}
+
+
+def gunicorn_gthread(threads):
+    return (lambda iface, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", str(threads),
+                                   "-b", f"127.0.0.1:{PORT}", f"{module}:app"], {"wsgi"})
+
+
 # Each server: its command line for (interface, module), and the interfaces it serves.
 SERVERS = {
-    "appserver": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
-    "appserver-baseline": (lambda iface, module: [BASELINE or "/nonexistent", "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
+    "appserver": appserver(APPSERVER),
+    "appserver-baseline": appserver(BASELINE or "/nonexistent"),
     # The metrics endpoint on (the workers count every request for it), and request ids off.
-    "appserver-metrics": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--metrics-bind", f"127.0.0.1:{PORT + 1}", "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
-    "appserver-noreqid": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "1", "--interface", iface, "--request-id-header", "", "--chdir", str(APPS), f"{module}:app"], {"wsgi", "asgi"}),
-    "appserver-t2": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "2", "--chdir", str(APPS), f"{module}:app"], {"wsgi"}),
-    "appserver-t4": (lambda iface, module: [str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "4", "--chdir", str(APPS), f"{module}:app"], {"wsgi"}),
-    "appserver-baseline-t4": (lambda iface, module: [BASELINE or "/nonexistent", "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--threads", "4", "--chdir", str(APPS), f"{module}:app"], {"wsgi"}),
+    "appserver-metrics": appserver(APPSERVER, 1, "--metrics-bind", f"127.0.0.1:{PORT + 1}"),
+    "appserver-noreqid": appserver(APPSERVER, 1, "--request-id-header", ""),
+    "appserver-t2": appserver(APPSERVER, 2, interface=False),
+    "appserver-t4": appserver(APPSERVER, 4, interface=False),
+    "appserver-baseline-t4": appserver(BASELINE or "/nonexistent", 4, interface=False),
+    # Threads as many as wrk's connections: what an app that waits on I/O is given when threads are cheap.
+    "appserver-t64": appserver(APPSERVER, 64, interface=False),
+    "appserver-baseline-t64": appserver(BASELINE or "/nonexistent", 64, interface=False),
     "granian": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--runtime-threads", "2", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
     "granian-default": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
     "uvicorn": (lambda iface, module: [str(BIN / "uvicorn"), "--workers", "1", "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(PORT), f"{module}:app"], {"asgi"}),
-    "gunicorn-gthread": (lambda iface, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{PORT}", f"{module}:app"], {"wsgi"}),
+    "gunicorn-gthread": gunicorn_gthread(4),
+    "gunicorn-gthread-64": gunicorn_gthread(64),
     "gunicorn-sync": (lambda iface, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{PORT}", f"{module}:app"], {"wsgi"}),
     # Not a peer but the limit: Debian's nginx answering `return 200` on the same pinned core, no Python.
     "nginx": (lambda iface, module: nginx_command(), {"wsgi", "asgi"}),
