@@ -10,11 +10,20 @@ import NIOCore
 /// - While no app thread is active, the first request queued wakes one, once the I/O thread's event-loop
 ///   tick ends (`enqueue` says `.afterTick`): it then finds every request that tick read.
 /// - While one is active, it takes the next request itself when it finishes one. One idle thread stands
-///   by instead, in a timed wait: when the queue has had work and no thread took any for `stallDelay`,
-///   the active threads are waiting on I/O (or busy in a long call), and the one standing by takes the
-///   oldest request; another idle thread then stands by.
+///   by instead, in a timed wait, and takes the oldest request when the active threads cannot be counted
+///   on for it: when none took any for `stallDelay` (they are waiting on I/O, or busy in a long call), or
+///   when the oldest has waited `stallDelay` (`.join`): threads whose requests each wait on I/O take
+///   requests often, yet too few of them leave the rest of the queue waiting. Another idle thread then
+///   stands by.
+/// - Requests that keep the GIL busy are best run one after another by the thread that holds it. A
+///   thread that joined them waits for the GIL (CPython makes its holder give it up after 5 ms) and
+///   says so (`joinerWaitedForTheGIL`): it runs that one request and waits again, and for
+///   `gilBusyBackoff` the oldest request's wait calls no one in. Neither a thread's wall time nor its
+///   CPU time tells a wait for the GIL from a wait for I/O; the joiner's own wait for the GIL does. A
+///   thread called in by a stall stays active.
 /// Gunicorn's gthread worker hands every request to its pool at once; the requests' overlap while they
-/// wait on I/O is the same here, where a request that waits makes the next one start `stallDelay` later.
+/// wait on I/O is the same here, where a request that waits makes the next one start `stallDelay` later,
+/// and threads join one a `stallDelay` while requests keep waiting.
 public struct AppThreadQueue<Item> {
     /// A waiting app thread's state, kept by the thread across its waits.
     public struct Waiter {
@@ -22,6 +31,8 @@ public struct AppThreadQueue<Item> {
         var standsBy = false
         var seenTaken: UInt64 = 0
         var deadline = Monotonic(nanoseconds: 0)
+        /// When it began standing by.
+        var since = Monotonic(nanoseconds: 0)
         public init() {}
     }
 
@@ -29,6 +40,9 @@ public struct AppThreadQueue<Item> {
     public enum WaitStep {
         /// Run this item; `wakeAnother`: signal the condition (another idle thread is to stand by).
         case take(Item, wakeAnother: Bool)
+        /// As `take`, called in by the oldest request's wait while the active threads make progress: the
+        /// thread tells `joinerWaitedForTheGIL` if it then finds the GIL busy.
+        case join(Item, wakeAnother: Bool)
         case waitForSignal
         case waitUntil(Monotonic)
     }
@@ -48,7 +62,10 @@ public struct AppThreadQueue<Item> {
     /// already counted) does not wait for a place.
     public let maxRunning: Int
     public let stallDelay: Int64
-    private var items = CircularBuffer<(item: Item, holdsPlace: Bool)>(initialCapacity: 64)
+    /// How long a joiner's wait for the GIL keeps the oldest request's wait from calling threads in.
+    public var gilBusyBackoff: Int64 { stallDelay * 100 }
+    private var joinsByWaitAllowedFrom = Monotonic(nanoseconds: 0)
+    private var items = CircularBuffer<(item: Item, holdsPlace: Bool, queued: Monotonic)>(initialCapacity: 64)
     public private(set) var running = 0
     /// App threads between taking an item and waiting again.
     public private(set) var active = 0
@@ -71,9 +88,9 @@ public struct AppThreadQueue<Item> {
 
     private var hasWaiter: Bool { idle > 0 || standby == .present }
 
-    /// Called by the I/O thread.
-    public mutating func enqueue(_ item: Item, holdsPlace: Bool = false) -> Wake {
-        items.append((item, holdsPlace))
+    /// Called by the I/O thread; `now`: when the item was queued.
+    public mutating func enqueue(_ item: Item, holdsPlace: Bool = false, now: Monotonic) -> Wake {
+        items.append((item, holdsPlace, now))
         guard firstIsTakeable else { return .none }
         if active == 0 {
             guard hasWaiter && !wakeScheduled else { return .none }
@@ -114,6 +131,17 @@ public struct AppThreadQueue<Item> {
         return take(&asActive)
     }
 
+    /// A thread that joined (`.join`) waited `stallDelay` or more to take the GIL back: the GIL is busy
+    /// with requests on the CPU. The thread runs that one item, then waits again (`endActive`).
+    public mutating func joinerWaitedForTheGIL(now: Monotonic) {
+        joinsByWaitAllowedFrom = Monotonic(nanoseconds: now.nanoseconds + gilBusyBackoff)
+    }
+
+    /// An active thread finished its item and waits again without asking for more.
+    public mutating func endActive() {
+        active -= 1
+    }
+
     /// One step of a waiting thread, with the lock held; after a wait it calls again.
     public mutating func step(_ waiter: inout Waiter, now: Monotonic) -> WaitStep {
         if waiter.isIdle {
@@ -123,7 +151,7 @@ public struct AppThreadQueue<Item> {
         if standby == .called && !waiter.standsBy {
             standBy(&waiter, now: now)
         }
-        if firstIsTakeable {
+        if let first = items.first, first.holdsPlace || running < maxRunning {
             if active == 0 || (waiter.standsBy && taken == waiter.seenTaken && now >= waiter.deadline) {
                 let (item, wakeAnother) = take(&waiter)
                 return .take(item, wakeAnother: wakeAnother)
@@ -137,7 +165,13 @@ public struct AppThreadQueue<Item> {
                     waiter.seenTaken = taken
                     waiter.deadline = Monotonic(nanoseconds: now.nanoseconds + stallDelay)
                 }
-                return .waitUntil(waiter.deadline)
+                // The oldest has waited a delay, and so has this thread (unless the GIL was found busy).
+                let waited = max(Monotonic(nanoseconds: max(first.queued, waiter.since).nanoseconds + stallDelay), joinsByWaitAllowedFrom)
+                if now >= waited {
+                    let (item, wakeAnother) = take(&waiter)
+                    return .join(item, wakeAnother: wakeAnother)
+                }
+                return .waitUntil(min(waiter.deadline, waited))
             }
         } else if waiter.standsBy {
             standby = .none
@@ -153,6 +187,7 @@ public struct AppThreadQueue<Item> {
         waiter.standsBy = true
         waiter.seenTaken = taken
         waiter.deadline = Monotonic(nanoseconds: now.nanoseconds + stallDelay)
+        waiter.since = now
     }
 
     private mutating func take(_ waiter: inout Waiter) -> (item: Item, wakeAnother: Bool) {

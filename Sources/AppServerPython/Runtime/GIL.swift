@@ -1,3 +1,4 @@
+import AppServerHTTP
 import CPython
 
 /// The GIL, taken and given back around a body: never by hand at the call sites.
@@ -16,6 +17,16 @@ enum GIL {
         let state = PyEval_SaveThread()
         defer { PyEval_RestoreThread(state) }
         return try body()
+    }
+
+    /// As `released`, with how long taking the GIL back took (nanoseconds): as long as other threads
+    /// kept it busy.
+    static func released<T>(timingReturn body: () -> T) -> (T, waited: Int64) {
+        let state = PyEval_SaveThread()
+        let result = body()
+        let asked = Monotonic.now()
+        PyEval_RestoreThread(state)
+        return (result, Monotonic.now().nanoseconds - asked.nanoseconds)
     }
 }
 

@@ -87,8 +87,8 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         runtime.runExitFunctions()
     }
 
-    /// How long queued work may see no app thread take any before an idle thread takes it (the active
-    /// ones are then waiting on I/O): what a request behind one that waits loses (see AppThreadQueue).
+    /// How long queued work may see no app thread take any, or the oldest request wait, before an idle
+    /// thread takes it: what a request behind one that waits loses (AppThreadQueue).
     static let stallDelay: Int64 = 1_000_000
 
     public func handle(_ exchange: HTTPExchange) {
@@ -106,7 +106,7 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
     func enqueue(_ item: WorkItem, on eventLoop: any EventLoop) {
         let wake = monitor.withLock { () -> AppThreadQueue<WorkItem>.Wake in
             let isContinuation = if case .continuation = item { true } else { false }
-            let wake = queue.enqueue(item, holdsPlace: isContinuation)
+            let wake = queue.enqueue(item, holdsPlace: isContinuation, now: .now())
             if wake == .now { monitor.signal() }
             return wake
         }
@@ -119,15 +119,19 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
     }
 
     /// The next work item for an app thread: waits for one (call without the GIL), as AppThreadQueue
-    /// decides. The thread is then active until `nextForActive` returns nil.
-    func next() -> WorkItem {
+    /// decides. The thread is then active until `nextForActive` returns nil. `joined`: it was called in
+    /// while the active threads made progress (then `tookTheGILBack` says whether it goes on).
+    func next() -> (item: WorkItem, joined: Bool) {
         monitor.withLock {
             var waiter = AppThreadQueue<WorkItem>.Waiter()
             while true {
                 switch queue.step(&waiter, now: .now()) {
                 case .take(let item, let wakeAnother):
                     if wakeAnother { monitor.signal() }
-                    return item
+                    return (item, false)
+                case .join(let item, let wakeAnother):
+                    if wakeAnother { monitor.signal() }
+                    return (item, true)
                 case .waitForSignal:
                     monitor.wait()
                 case .waitUntil(let deadline):
@@ -135,6 +139,19 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// An app thread that joined (`next()`) waited `waited` nanoseconds for the GIL: true when that says
+    /// the GIL is busy with requests on the CPU; the thread then runs that item alone and waits again,
+    /// `endActive()` (AppThreadQueue.joinerWaitedForTheGIL).
+    func tookTheGILBack(after waited: Int64) -> Bool {
+        guard waited >= WSGIHost.stallDelay else { return false }
+        monitor.withLock { queue.joinerWaitedForTheGIL(now: .now()) }
+        return true
+    }
+
+    func endActive() {
+        monitor.withLock { queue.endActive() }
     }
 
     /// More work for an active app thread, without waiting; nil: it is to wait with `next()`.

@@ -81,8 +81,11 @@ final class WSGIThread: @unchecked Sendable {
         var python = PythonThreadState()
         python.enter()
         while true {
-            // Waits for work without the GIL; while work is queued, keeps it from one item to the next.
-            var item = GIL.released { host.next() }
+            // Waits for work without the GIL; while work is queued, keeps it from one item to the next,
+            // unless other threads kept the GIL busy meanwhile: then it runs this item alone.
+            let (next, waited) = GIL.released(timingReturn: { host.next() })
+            let goesOn = !next.joined || !host.tookTheGILBack(after: waited)
+            var item = next.item
             while true {
                 switch item {
                 case .request(let exchange):
@@ -91,6 +94,7 @@ final class WSGIThread: @unchecked Sendable {
                     resume(continuation)
                     host.finished()
                 }
+                guard goesOn else { host.endActive(); break }
                 guard let next = host.nextForActive() else { break }
                 item = next
             }
