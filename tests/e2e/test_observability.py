@@ -256,9 +256,15 @@ def test_status_json_and_the_status_path_agree(serve, tmp_path):
     server = serve("plain:app", "--workers", "2", "--pid", str(pidfile), "--metrics-bind", f"127.0.0.1:{metrics_port}", workers=2)
     for _ in range(5):
         requests.get(server.url + "/", timeout=5)
-    out = subprocess.run([str(BINARY), "status", "--json", "--pid", str(pidfile)], capture_output=True, text=True, timeout=10)
-    assert out.returncode == 0, out.stderr
-    status = json.loads(out.stdout)
+
+    def status_counting_all():
+        out = subprocess.run([str(BINARY), "status", "--json", "--pid", str(pidfile)], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0, out.stderr
+        status = json.loads(out.stdout)
+        # A request is counted right after its response is flushed, a moment after the client may read it.
+        return status if status["requests_total"] >= 5 else None
+
+    status = wait_until(status_counting_all, timeout=5, message="the 5 requests to be counted")
     assert status["ready"] is True and status["readiness"] == "ready" and status["pid"] == server.pid
     assert status["requests_total"] >= 5 and status["workers_desired"] == 2
     assert sorted(w["pid"] for w in status["workers"]) == sorted(server.workers())
