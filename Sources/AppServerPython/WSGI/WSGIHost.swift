@@ -120,7 +120,7 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
 
     /// The next work item for an app thread: waits for one (call without the GIL), as AppThreadQueue
     /// decides. The thread is then active until `nextForActive` returns nil. `joined`: it was called in
-    /// while the active threads made progress (then `tookTheGILBack` says whether it goes on).
+    /// while the active threads made progress (then `joinerFoundTheGILBusy` says whether it goes on).
     func next() -> (item: WorkItem, joined: Bool) {
         monitor.withLock {
             var waiter = AppThreadQueue<WorkItem>.Waiter()
@@ -141,10 +141,10 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         }
     }
 
-    /// An app thread that joined (`next()`) waited `waited` nanoseconds for the GIL: true when that says
-    /// the GIL is busy with requests on the CPU; the thread then runs that item alone and waits again,
-    /// `endActive()` (AppThreadQueue.joinerWaitedForTheGIL).
-    func tookTheGILBack(after waited: Int64) -> Bool {
+    /// An app thread that joined (`next()`) waited `waited` nanoseconds to take the GIL back: true when
+    /// that says the GIL is busy with requests on the CPU; the thread then runs that item alone and waits
+    /// again, `endActive()` (AppThreadQueue.joinerWaitedForTheGIL).
+    func joinerFoundTheGILBusy(waited: Int64) -> Bool {
         guard waited >= WSGIHost.stallDelay else { return false }
         monitor.withLock { queue.joinerWaitedForTheGIL(now: .now()) }
         return true

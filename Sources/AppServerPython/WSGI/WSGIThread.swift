@@ -84,7 +84,7 @@ final class WSGIThread: @unchecked Sendable {
             // Waits for work without the GIL; while work is queued, keeps it from one item to the next,
             // unless other threads kept the GIL busy meanwhile: then it runs this item alone.
             let (next, waited) = GIL.released(timingReturn: { host.next() })
-            let goesOn = !next.joined || !host.tookTheGILBack(after: waited)
+            let goesOn = !(next.joined && host.joinerFoundTheGILBusy(waited: waited))
             var item = next.item
             while true {
                 switch item {
