@@ -92,24 +92,24 @@ public struct ResponseWriter {
 
     /// Adds one of the app's headers. Hop-by-hop headers that the server owns are checked, not copied blindly.
     public mutating func addHeader(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) throws(ResponseHeadError) {
-        guard !name.isEmpty, name.allSatisfy(isTokenByte), !value.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) else {
+        guard isToken(name), !containsLineBreakOrNUL(value) else {
             throw .invalidHeader(String(decoding: name, as: UTF8.self))
         }
         switch name.count {
         case 4 where equalsLowercased(name, "date"): hasDate = true
         case 6 where equalsLowercased(name, "server"): hasServer = true
-        case 10 where equalsLowercased(name, "connection"):
+        case 10 where tokenEqualsLowercased(name, "connection"):
             // The server decides about keep-alive; the app may only ask to close.
             if Self.containsToken(value, "close") { appConnectionClose = true }
             return
-        case 10 where equalsLowercased(name, "keep-alive"):
+        case 10 where tokenEqualsLowercased(name, "keep-alive"):
             return
-        case 14 where equalsLowercased(name, "content-length"):
+        case 14 where tokenEqualsLowercased(name, "content-length"):
             guard let length = Self.parseLength(value) else { throw .invalidHeader("Content-Length") }
             if let declared = declaredLength, declared != length { throw .invalidHeader("Content-Length") }
             if declaredLength != nil { return }
             declaredLength = length
-        case 17 where equalsLowercased(name, "transfer-encoding"):
+        case 17 where tokenEqualsLowercased(name, "transfer-encoding"):
             // Only chunked is ever used on the way out, and the server applies it itself.
             return
         default: break

@@ -323,6 +323,9 @@ public struct HTTP1Parser: Sendable {
             return .failure(HTTP1ParseError(431, "a header field longer than \(limits.fieldSize) bytes"))
         }
         var i = line.lowerBound
+        // Eight bytes at a time while they are letters, digits and '-' (most names), then one at a time.
+        let base = bytes.baseAddress!
+        while i + 8 <= line.upperBound && isWordOfNameBytes(base.loadUnaligned(fromByteOffset: i, as: UInt64.self)) { i += 8 }
         while i < line.upperBound && isTokenByte(bytes[i]) { i += 1 }
         guard i > line.lowerBound, i < line.upperBound, bytes[i] == colon else {
             return .failure(.bad(i < line.upperBound && (bytes[i] == space || bytes[i] == tab)
@@ -333,7 +336,6 @@ public struct HTTP1Parser: Sendable {
         while i < line.upperBound && (bytes[i] == space || bytes[i] == tab) { i += 1 }
         let valueStart = i
         // Eight bytes at a time while no byte can be a control byte (most values), then one at a time.
-        let base = bytes.baseAddress!
         while i + 8 <= line.upperBound && !mayHoldControlByte(base.loadUnaligned(fromByteOffset: i, as: UInt64.self)) {
             i += 8
         }
@@ -445,17 +447,6 @@ private let cr: UInt8 = 13, lf: UInt8 = 10, space: UInt8 = 32, tab: UInt8 = 9, c
     guard from < bytes.count, let base = bytes.baseAddress,
           let found = memchr(base + from, Int32(byte), bytes.count - from) else { return nil }
     return base.distance(to: UnsafeRawPointer(found))
-}
-
-/// Whether any of the eight bytes of `word` is below 0x20 or is 0x7F (a tab, allowed in a value, is
-/// one too: the caller looks at such a word byte by byte). Exact, no false negatives: the
-/// "has a byte less than n" and "has a zero byte" tricks (each true only when such a byte exists).
-@inline(__always) func mayHoldControlByte(_ word: UInt64) -> Bool {
-    let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
-    let below20 = (word &- ones &* 0x20) & ~word & highs
-    let deletes = word ^ (ones &* 0x7F)
-    let is7F = (deletes &- ones) & ~deletes & highs
-    return (below20 | is7F) != 0
 }
 
 func equals(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ text: StaticString) -> Bool {

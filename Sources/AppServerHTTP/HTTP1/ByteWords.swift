@@ -1,0 +1,78 @@
+/// Checks of header bytes eight at a time (SWAR: one UInt64 holds eight bytes, and carry-free
+/// arithmetic tests all of them at once). Each is exact or a sufficient test whose callers fall back
+/// to a byte-by-byte check (`isTokenByte`), so a word's answer never lets a wrong byte through.
+
+private let ones: UInt64 = 0x0101_0101_0101_0101
+private let highs: UInt64 = 0x8080_8080_8080_8080
+
+/// Whether any of the eight bytes of `word` is below 0x20 or is 0x7F (a tab, allowed in a value, is
+/// one too: the caller looks at such a word byte by byte). Exact, no false negatives: the
+/// "has a byte less than n" and "has a zero byte" tricks (each true only when such a byte exists).
+@inline(__always) func mayHoldControlByte(_ word: UInt64) -> Bool {
+    let below20 = (word &- ones &* 0x20) & ~word & highs
+    let deletes = word ^ (ones &* 0x7F)
+    let is7F = (deletes &- ones) & ~deletes & highs
+    return (below20 | is7F) != 0
+}
+
+/// Whether all eight bytes of `word` are letters, digits or '-', the bytes of nearly every header
+/// name (all tchars; a false answer only sends the caller to `isTokenByte`). Exact: with every byte
+/// ASCII and at least 0x20, setting 0x20 folds upper- onto lower-case letters and maps only digits
+/// onto digits and only '-' onto '-'; a byte in [lo, hi] is one where x + (0x80 - lo) has its high
+/// bit and x + (0x7F - hi) has not, with no carry between bytes below 0x80.
+@inline(__always) func isWordOfNameBytes(_ word: UInt64) -> Bool {
+    guard word & highs == 0, (word &- ones &* 0x20) & ~word & highs == 0 else { return false }
+    let folded = word | (ones &* 0x20)
+    @inline(__always) func within(_ lo: UInt64, _ hi: UInt64) -> UInt64 {
+        (folded &+ ones &* (0x80 - lo)) & ~(folded &+ ones &* (0x7F - hi)) & highs
+    }
+    return within(0x61, 0x7A) | within(0x30, 0x39) | within(0x2D, 0x2D) == highs
+}
+
+/// Calls `check` with the offset of each eight bytes of `bytes` (at least eight), the last eight
+/// overlapping the ones before when the count is not a multiple of eight; stops at the first false.
+@inline(__always) private func allWords(_ bytes: UnsafeRawBufferPointer, _ check: (UInt64, Int) -> Bool) -> Bool {
+    let base = bytes.baseAddress!, last = bytes.count - 8
+    var offset = 0
+    while true {
+        let at = min(offset, last)
+        guard check(base.loadUnaligned(fromByteOffset: at, as: UInt64.self), at) else { return false }
+        if at == last { return true }
+        offset += 8
+    }
+}
+
+/// Whether `bytes` is a token (RFC 9110 tchar bytes, at least one): a word at a time when all are
+/// letters, digits and '-', else (and for fewer than eight bytes) byte by byte.
+@inline(__always) func isToken(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    if bytes.count >= 8 && allWords(bytes, { word, _ in isWordOfNameBytes(word) }) { return true }
+    return !bytes.isEmpty && bytes.allSatisfy(isTokenByte)
+}
+
+/// Whether `bytes` holds a CR, an LF or a NUL (what may not be in a response header's value): a word
+/// at a time, byte by byte within a word that may hold a control byte (and for fewer than eight).
+@inline(__always) func containsLineBreakOrNUL(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    @inline(__always) func isBreakOrNUL(_ c: UInt8) -> Bool { c == 13 || c == 10 || c == 0 }
+    guard bytes.count >= 8 else { return bytes.contains(where: isBreakOrNUL) }
+    return !allWords(bytes) { word, at in
+        !mayHoldControlByte(word) || !bytes[at..<(at + 8)].contains(where: isBreakOrNUL)
+    }
+}
+
+/// ASCII case-insensitive equality of a token (checked tchar bytes) with `lower`, a lower-case name
+/// of letters and '-', eight bytes at a time: setting 0x20 on a tchar gives a letter or '-' only
+/// for that letter in either case or for '-' itself, so the fold is exact for such names.
+@inline(__always) func tokenEqualsLowercased(_ token: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
+    let count = lower.utf8CodeUnitCount
+    guard token.count == count else { return false }
+    guard count >= 8 else { return equalsLowercased(token, lower) }
+    let base = token.baseAddress!, name = UnsafeRawPointer(lower.utf8Start)
+    let fold = ones &* 0x20
+    var i = 0
+    while i + 8 < count {
+        guard base.loadUnaligned(fromByteOffset: i, as: UInt64.self) | fold == name.loadUnaligned(fromByteOffset: i, as: UInt64.self) else { return false }
+        i += 8
+    }
+    // The last eight bytes, overlapping the word before when the count is not a multiple of eight.
+    return base.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self) | fold == name.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self)
+}

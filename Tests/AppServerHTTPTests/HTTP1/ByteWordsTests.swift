@@ -1,0 +1,84 @@
+import Testing
+@testable import AppServerHTTP
+
+/// The word-at-a-time checks against their byte-by-byte definitions, for every byte value in every
+/// position (a borrow or carry between bytes would show as a wrong answer next to some byte).
+@Suite struct ByteWordsTests {
+    private static func isNameByte(_ c: UInt8) -> Bool {
+        (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || (c >= 0x30 && c <= 0x39) || c == 0x2D
+    }
+
+    private static func word(_ bytes: [UInt8]) -> UInt64 {
+        bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+    }
+
+    @Test func aWordOfNameBytesIsExactlyLettersDigitsAndDash() {
+        for fill in Array("aZ0-".utf8) {
+            for position in 0..<8 {
+                for value in 0...255 {
+                    var bytes = [UInt8](repeating: fill, count: 8)
+                    bytes[position] = UInt8(value)
+                    #expect(isWordOfNameBytes(Self.word(bytes)) == Self.isNameByte(UInt8(value)), "byte \(value) at \(position)")
+                }
+            }
+        }
+    }
+
+    @Test func controlBytesAreFoundInEveryPosition() {
+        for position in 0..<8 {
+            for value in 0...255 {
+                var bytes = [UInt8](repeating: 0x41, count: 8)
+                bytes[position] = UInt8(value)
+                #expect(mayHoldControlByte(Self.word(bytes)) == (value < 0x20 || value == 0x7F), "byte \(value) at \(position)")
+            }
+        }
+    }
+
+    @Test func isTokenMatchesTheByteByByteRuleAtEveryLength() {
+        for length in 1...19 {
+            for position in 0..<length {
+                for value in 0...255 {
+                    var bytes = Array("Content-Length-X-Yz".utf8.prefix(length))
+                    bytes[position] = UInt8(value)
+                    let expected = bytes.allSatisfy(isTokenByte)
+                    bytes.withUnsafeBytes { #expect(isToken($0) == expected, "byte \(value) at \(position) of \(length)") }
+                }
+            }
+        }
+        #expect(!isToken(UnsafeRawBufferPointer(start: nil, count: 0)))
+    }
+
+    @Test func lineBreaksAndNULsAreFoundAtEveryLength() {
+        for length in 1...19 {
+            for position in 0..<length {
+                for value in 0...255 {
+                    var bytes = Array("text/html; charset=".utf8.prefix(length))
+                    bytes[position] = UInt8(value)
+                    let expected = value == 13 || value == 10 || value == 0
+                    bytes.withUnsafeBytes { #expect(containsLineBreakOrNUL($0) == expected, "byte \(value) at \(position) of \(length)") }
+                }
+            }
+        }
+        var tabbed = Array("a\tvalue with\ta tab and \u{7F}".utf8)
+        tabbed.withUnsafeMutableBytes { #expect(!containsLineBreakOrNUL(UnsafeRawBufferPointer($0))) }
+    }
+
+    @Test func tokenComparisonFoldsOnlyLetters() {
+        let names: [StaticString] = ["connection", "keep-alive", "content-length", "transfer-encoding"]
+        for name in names {
+            let lower = Array(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+            for position in lower.indices {
+                for value in 0...255 where isTokenByte(UInt8(value)) {
+                    var bytes = lower
+                    bytes[position] = UInt8(value)
+                    let expected = bytes.withUnsafeBytes { equalsLowercased($0, UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)) }
+                    bytes.withUnsafeBytes { #expect(tokenEqualsLowercased($0, name) == expected, "\(name): byte \(value) at \(position)") }
+                }
+            }
+            var upper = lower.map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }
+            upper.withUnsafeMutableBytes { #expect(tokenEqualsLowercased(UnsafeRawBufferPointer($0), name)) }
+            var shorter = Array(lower.dropLast())
+            shorter.withUnsafeMutableBytes { #expect(!tokenEqualsLowercased(UnsafeRawBufferPointer($0), name)) }
+        }
+    }
+}
