@@ -118,7 +118,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private(set) var deadline: NIODeadline?
     private var requestCount = 0
     /// The peer's and our address, read once per connection (NIO takes a lock for each read).
-    private var addresses: (remote: SocketAddress?, local: SocketAddress?)?
+    private var addresses: ConnectionAddresses?
+    /// The channel's allocator, read once (through the channel, a call and two retains a request).
+    private var allocator = ByteBufferAllocator()
     private var bodyReceived: Int64 = 0
     /// A small body is read whole before the app is called, so the app never waits for it.
     private var dispatchAtEnd = false
@@ -142,6 +144,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        allocator = context.channel.allocator
         server.register(self)
         arm(machine.opened())
     }
@@ -236,8 +239,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             return
         }
         let hasBody = facts.hasBody
-        let channel = context.channel
-        if addresses == nil { addresses = (origin.remote, origin.local) }
+        let addresses = self.addresses ?? ConnectionAddresses(remote: origin.remote, local: origin.local)
+        self.addresses = addresses
         let requestOrigin: RequestOrigin?
         if uwsgi {
             requestOrigin = origin.pendingRequestOrigin
@@ -246,7 +249,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             switch forwardedOrigin(head) {
             case .success(let found): requestOrigin = found
             case .failure(let reason):
-                logger.debug("bad request from \(addresses?.remote.logText ?? "?"): \(reason)")
+                logger.debug("bad request from \(addresses.remote.logText): \(reason)")
                 server.countRefusal(400)
                 writeErrorAndClose(.badRequest)
                 return
@@ -255,7 +258,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // A request asking for an upgrade closes after its response unless the app upgrades it.
         let keepAlive = machine.requestStarted(keepAliveRequested: facts.keepAlive && !facts.upgrade, lastAllowed: lastAllowed)
         let info = RequestInfo(head: head, keepAlive: keepAlive, hasBody: hasBody,
-                               contentLength: facts.contentLength, remoteAddress: addresses?.remote, localAddress: addresses?.local,
+                               contentLength: facts.contentLength, addresses: addresses,
                                origin: requestOrigin, viaUWSGI: uwsgi, requestIDHeader: edge.requestIDHeaderBytes)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
@@ -270,7 +273,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             body = .empty
         }
         let exchange = HTTPExchange(request: info, body: body, limits: limits, eventLoop: eventLoop, connection: loopBound,
-                                    allocator: channel.allocator, drainFlag: server.drainFlag)
+                                    allocator: allocator, drainFlag: server.drainFlag)
         current = exchange
         if hasBody && !facts.chunked && !expectsContinue && (facts.contentLength ?? 0) <= Int64(limits.bodyHighWater) {
             dispatchAtEnd = true
