@@ -43,6 +43,9 @@ CONFIGS = {
     "default": "",
     "metrics": f"--metrics-bind 127.0.0.1:{PORT + 1}",
     "no-request-id": "--request-id-header ''",
+    # App threads: the hand-offs between the I/O thread and an app thread (callgrind runs one thread
+    # at a time, so this counts their instructions, not their waits).
+    "threads-4": "--threads 4",
 }
 
 
