@@ -34,30 +34,32 @@ import Testing
         }
     }
 
-    @Test func isTokenMatchesTheByteByByteRuleAtEveryLength() {
+    /// Every prefix of `text` up to 19 bytes (below, at and over one and two words), with every byte
+    /// value put in every position of it.
+    private static func forEachVariant(of text: String, _ body: ([UInt8], _ value: UInt8, _ position: Int) -> Void) {
         for length in 1...19 {
             for position in 0..<length {
                 for value in 0...255 {
-                    var bytes = Array("Content-Length-X-Yz".utf8.prefix(length))
+                    var bytes = Array(text.utf8.prefix(length))
                     bytes[position] = UInt8(value)
-                    let expected = bytes.allSatisfy(isTokenByte)
-                    bytes.withUnsafeBytes { #expect(isToken($0) == expected, "byte \(value) at \(position) of \(length)") }
+                    body(bytes, UInt8(value), position)
                 }
             }
+        }
+    }
+
+    @Test func isTokenMatchesTheByteByByteRuleAtEveryLength() {
+        Self.forEachVariant(of: "Content-Length-X-Yz") { bytes, value, position in
+            let expected = bytes.allSatisfy(isTokenByte)
+            bytes.withUnsafeBytes { #expect(isToken($0) == expected, "byte \(value) at \(position) of \(bytes.count)") }
         }
         #expect(!isToken(UnsafeRawBufferPointer(start: nil, count: 0)))
     }
 
     @Test func lineBreaksAndNULsAreFoundAtEveryLength() {
-        for length in 1...19 {
-            for position in 0..<length {
-                for value in 0...255 {
-                    var bytes = Array("text/html; charset=".utf8.prefix(length))
-                    bytes[position] = UInt8(value)
-                    let expected = value == 13 || value == 10 || value == 0
-                    bytes.withUnsafeBytes { #expect(containsLineBreakOrNUL($0) == expected, "byte \(value) at \(position) of \(length)") }
-                }
-            }
+        Self.forEachVariant(of: "text/html; charset=") { bytes, value, position in
+            let expected = value == 13 || value == 10 || value == 0
+            bytes.withUnsafeBytes { #expect(containsLineBreakOrNUL($0) == expected, "byte \(value) at \(position) of \(bytes.count)") }
         }
         var tabbed = Array("a\tvalue with\ta tab and \u{7F}".utf8)
         tabbed.withUnsafeMutableBytes { #expect(!containsLineBreakOrNUL(UnsafeRawBufferPointer($0))) }
