@@ -144,6 +144,12 @@ def app(environ, start_response):
         f.seek(int(environ.get("QUERY_STRING") or 0))
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](f, 32768)
+    if path == "/write-then-file":
+        # Bytes from write() on their way to the I/O thread, then a file sent by sendfile after them.
+        f = open(os.environ["FILE_TO_SEND"], "rb")
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        write(b"written first:")
+        return environ["wsgi.file_wrapper"](f, 32768)
     if path == "/log":
         environ["wsgi.errors"].write("a line for wsgi.errors\n")
         return respond(start_response, b"logged")

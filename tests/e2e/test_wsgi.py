@@ -3,7 +3,9 @@ import hashlib
 import json
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from conftest import VENV, raw_request, wait_until
@@ -155,6 +157,25 @@ def test_file_wrapper_sends_the_file(serve, tmp_path):
     assert r.content == data
     r = requests.get(server.url + "/file?1000")
     assert r.content == data[1000:]
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_written_bytes_go_before_a_file_sent_after_them(serve, tmp_path, threads):
+    """write() bytes reach the I/O thread by the response outbox, the file by its own task: with app
+    threads (and 8 requests at once, so that threads post side by side) the file still comes after."""
+    data = os.urandom(256 * 1024 + 5)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    server = serve("plain:app", "--threads", threads, env={"FILE_TO_SEND": str(path)})
+
+    def fetch(_):
+        with requests.Session() as session:
+            return [session.get(server.url + "/write-then-file").content for _ in range(5)]
+
+    with ThreadPoolExecutor(8) as pool:
+        bodies = [body for batch in pool.map(fetch, range(8)) for body in batch]
+    assert len(bodies) == 40
+    assert all(body == b"written first:" + data for body in bodies)
 
 
 def test_wsgi_errors_goes_to_the_error_log(serve):

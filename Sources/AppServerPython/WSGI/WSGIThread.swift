@@ -304,8 +304,11 @@ final class WSGIThread: @unchecked Sendable {
     }
 
     /// `wsgi.file_wrapper` around a regular file: sent with sendfile(2) from its current position.
-    /// Returns false (nothing sent) when the file-like object has no usable descriptor.
+    /// Returns false (nothing sent) when the file-like object has no usable descriptor, or when the
+    /// head already went out (the app called write()): its framing may be chunked, and the wrapper's
+    /// blocks, iterated, are framed like any body.
     private func sendFile(_ wrapper: PyObjectPointer, _ request: ActiveRequest) -> Bool {
+        guard !request.writer.headSent else { return false }
         let fd: Int32
         var info = stat()
         guard let filelike = try? Python.attribute(wrapper, "filelike"),
