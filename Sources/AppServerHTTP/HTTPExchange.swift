@@ -139,6 +139,8 @@ public final class HTTPExchange: @unchecked Sendable {
     public let eventLoop: any EventLoop
     let connection: NIOLoopBound<HTTPConnectionHandler>
     private let drainFlag: ServerDrainFlag
+    /// How a response made on another thread reaches the I/O thread.
+    private let outbox: ResponseOutbox
 
     /// Guards `pendingBytes` and the setting of `aborted`; shared with other exchanges (see
     /// `Monitor.striped`), so that a request costs no mutex and condition set-up of its own.
@@ -154,7 +156,7 @@ public final class HTTPExchange: @unchecked Sendable {
     public var observer: (any ExchangeObserver)?
 
     init(request: RequestInfo, body: RequestBodyStream, limits: HTTPLimits, eventLoop: any EventLoop,
-         connection: NIOLoopBound<HTTPConnectionHandler>, allocator: ByteBufferAllocator, drainFlag: ServerDrainFlag) {
+         connection: NIOLoopBound<HTTPConnectionHandler>, allocator: ByteBufferAllocator, drainFlag: ServerDrainFlag, outbox: ResponseOutbox) {
         self.request = request
         self.body = body
         self.limits = limits
@@ -162,6 +164,7 @@ public final class HTTPExchange: @unchecked Sendable {
         self.connection = connection
         self.allocator = allocator
         self.drainFlag = drainFlag
+        self.outbox = outbox
         self.output = Monitor.striped(for: ObjectIdentifier(connection.value))
     }
 
@@ -202,10 +205,7 @@ public final class HTTPExchange: @unchecked Sendable {
                 connection.value.writeResponse(.buffer(buffer), after: pieces, size: size, end: end, close: close, for: self)
             }
         } else {
-            let connection = self.connection
-            eventLoop.execute {
-                connection.value.writeResponse(.buffer(buffer), after: pieces, size: size, end: end, close: close, for: self)
-            }
+            outbox.post(PendingWrite(exchange: self, pieces: pieces, buffer: buffer, size: size, end: end, close: close))
         }
         return mustWait
     }
@@ -232,14 +232,9 @@ public final class HTTPExchange: @unchecked Sendable {
         let close: Bool
     }
 
-    /// Writes prepared responses, in order, on `eventLoop` (the one of all their exchanges).
-    public static func submit(_ writes: [PendingWrite], on eventLoop: any EventLoop) {
-        eventLoop.execute {
-            for write in writes {
-                write.exchange.connection.value.writeResponse(.buffer(write.buffer), after: write.pieces, size: write.size, end: write.end,
-                                                               close: write.close, for: write.exchange)
-            }
-        }
+    /// Writes prepared responses, in order, on the I/O thread (of all their exchanges: one worker's).
+    public static func submit(_ writes: [PendingWrite]) {
+        writes.first?.exchange.outbox.post(contentsOf: writes)
     }
 
     /// Queues `length` bytes of an open file from `offset`, sent with sendfile(2); `fd` becomes the

@@ -27,6 +27,8 @@ public final class HTTPServer: @unchecked Sendable {
     let edge: EdgePolicy
     let logger: Logger
     public let eventLoop: any EventLoop
+    /// Responses made on app threads, on their way to `eventLoop`.
+    let outbox: ResponseOutbox
     // Touched on `eventLoop` only.
     private var listeners: [any Channel] = []
     private var connections: [ObjectIdentifier: any ServerConnection] = [:]
@@ -65,6 +67,7 @@ public final class HTTPServer: @unchecked Sendable {
         self.limits = limits
         self.edge = edge
         self.eventLoop = eventLoop
+        self.outbox = ResponseOutbox(eventLoop: eventLoop)
         self.logger = logger
         self.onRequestFinished = onRequestFinished
     }

@@ -40,7 +40,6 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     /// Responses made in this turn of the asyncio loop, taken to the I/O thread in one hop at its
     /// end (`flushOutbox`, scheduled with call_soon), rather than one hop (and wake-up) each.
     private var outbox: [HTTPExchange.PendingWrite] = []
-    private var outboxLoop: (any EventLoop)?
     /// When the loop last ran its heartbeat task (monotonic ns): a loop blocked by the app stops it,
     /// and `--timeout` then replaces the worker.
     private let lastTick = Atomic<Int64>(0)
@@ -309,10 +308,9 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     func queueWrite(_ exchange: HTTPExchange, _ buffer: ByteBuffer, after pieces: [ByteBuffer] = [], end: Bool, close: Bool) throws(ExchangeError) -> Bool {
         let (write, mustWait) = try exchange.prepare(buffer, after: pieces.isEmpty ? nil : pieces, end: end, close: close)
         if outbox.isEmpty {
-            outboxLoop = exchange.eventLoop
             if (try? Python.call(objects.tasks.callSoon.pointer, objects.flush.pointer)) == nil {
                 PyErr_Clear()
-                HTTPExchange.submit([write], on: exchange.eventLoop)
+                HTTPExchange.submit([write])
                 return mustWait
             }
         }
@@ -322,8 +320,8 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
 
     /// Takes the queued writes to the I/O thread (call before anything else goes to it directly).
     func flushOutbox() {
-        guard !outbox.isEmpty, let outboxLoop else { return }
-        HTTPExchange.submit(outbox, on: outboxLoop)
+        guard !outbox.isEmpty else { return }
+        HTTPExchange.submit(outbox)
         outbox.removeAll(keepingCapacity: true)
     }
 

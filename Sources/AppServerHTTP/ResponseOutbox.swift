@@ -1,0 +1,63 @@
+import NIOCore
+import Synchronization
+
+/// Response writes that app threads (WSGI `--threads`, ASGI's loop thread) hand to the I/O thread.
+/// One task on the event loop writes all the writes posted before it ran: a task for each write cost a
+/// closure made on the app thread and freed on the I/O thread (malloc's slow path across threads) and
+/// the loop's lock. Writes keep their order, also with the tasks an app thread queues itself after a
+/// post (a file to send, a close): the write is taken by a task queued before the post returned.
+final class ResponseOutbox: @unchecked Sendable {
+    private struct Posted {
+        var writes: [HTTPExchange.PendingWrite] = []
+        /// A task that will take `writes` is queued on the event loop.
+        var taskQueued = false
+    }
+
+    private let posted = Mutex(Posted())
+    private let eventLoop: any EventLoop
+    /// The storage of the last batch, emptied, handed back to `posted` by the next task (so neither
+    /// array is allocated again). Touched on `eventLoop` only.
+    private var spare: [HTTPExchange.PendingWrite] = []
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func post(_ write: HTTPExchange.PendingWrite) {
+        posted.withLock { posted in
+            posted.writes.append(write)
+            queueTaskIfNone(&posted)
+        }
+    }
+
+    func post(contentsOf writes: [HTTPExchange.PendingWrite]) {
+        guard !writes.isEmpty else { return }
+        posted.withLock { posted in
+            posted.writes.append(contentsOf: writes)
+            queueTaskIfNone(&posted)
+        }
+    }
+
+    /// Queues the task under the lock, so that "a task is queued" is true as soon as a post sees it: a
+    /// post that finds one and then queues a task of its own (a file, a close) queues it behind.
+    private func queueTaskIfNone(_ posted: inout Posted) {
+        guard !posted.taskQueued else { return }
+        posted.taskQueued = true
+        eventLoop.execute { self.writePosted() }
+    }
+
+    private func writePosted() {
+        var batch = spare
+        spare = []   // `batch` holds the storage alone: the app threads' appends to it must not copy it
+        posted.withLock { posted in
+            swap(&batch, &posted.writes)
+            posted.taskQueued = false
+        }
+        for write in batch {
+            write.exchange.connection.value.writeResponse(.buffer(write.buffer), after: write.pieces, size: write.size, end: write.end,
+                                                           close: write.close, for: write.exchange)
+        }
+        batch.removeAll(keepingCapacity: true)
+        spare = batch
+    }
+}
