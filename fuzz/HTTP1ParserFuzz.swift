@@ -1,5 +1,5 @@
 // libFuzzer target for HTTP1Parser (`make fuzz`; a bounded run is part of `make test`). Compiled
-// together with Sources/AppServerHTTP/HTTP1/HTTP1Parser.swift alone, with -sanitize=fuzzer,address.
+// together with Sources/AppServerHTTP/HTTP1/HTTP1Parser.swift and ByteWords.swift alone, with -sanitize=fuzzer,address.
 //
 // Beyond "no crash": the same bytes must parse to the same events whether they arrive whole, byte
 // by byte or in two pieces; every range stays inside the bytes; a Content-Length body is exactly that
