@@ -273,7 +273,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             body = .empty
         }
         let exchange = HTTPExchange(request: info, body: body, limits: limits, eventLoop: eventLoop, connection: loopBound,
-                                    allocator: allocator, drainFlag: server.drainFlag, outbox: server.outbox)
+                                    allocator: allocator, server: server.shared)
         current = exchange
         if hasBody && !facts.chunked && !expectsContinue && (facts.contentLength ?? 0) <= Int64(limits.bodyHighWater) {
             dispatchAtEnd = true

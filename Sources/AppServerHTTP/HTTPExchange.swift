@@ -138,9 +138,8 @@ public final class HTTPExchange: @unchecked Sendable {
     public let limits: HTTPLimits
     public let eventLoop: any EventLoop
     let connection: NIOLoopBound<HTTPConnectionHandler>
-    private let drainFlag: ServerDrainFlag
-    /// How a response made on another thread reaches the I/O thread.
-    private let outbox: ResponseOutbox
+    /// The server's drain flag, and the outbox by which a response made on another thread reaches the I/O thread.
+    private let server: ServerShared
 
     /// Guards `pendingBytes` and the setting of `aborted`; shared with other exchanges (see
     /// `Monitor.striped`), so that a request costs no mutex and condition set-up of its own.
@@ -156,20 +155,19 @@ public final class HTTPExchange: @unchecked Sendable {
     public var observer: (any ExchangeObserver)?
 
     init(request: RequestInfo, body: RequestBodyStream, limits: HTTPLimits, eventLoop: any EventLoop,
-         connection: NIOLoopBound<HTTPConnectionHandler>, allocator: ByteBufferAllocator, drainFlag: ServerDrainFlag, outbox: ResponseOutbox) {
+         connection: NIOLoopBound<HTTPConnectionHandler>, allocator: ByteBufferAllocator, server: ServerShared) {
         self.request = request
         self.body = body
         self.limits = limits
         self.eventLoop = eventLoop
         self.connection = connection
         self.allocator = allocator
-        self.drainFlag = drainFlag
-        self.outbox = outbox
+        self.server = server
         self.output = Monitor.striped(for: ObjectIdentifier(connection.value))
     }
 
     /// The server is stopping or recycling this worker: the response should close the connection.
-    public var serverIsDraining: Bool { drainFlag.isDraining }
+    public var serverIsDraining: Bool { server.isDraining }
 
     public var isAborted: Bool { aborted.load(ordering: .acquiring) }
 
@@ -205,7 +203,7 @@ public final class HTTPExchange: @unchecked Sendable {
                 connection.value.writeResponse(.buffer(buffer), after: pieces, size: size, end: end, close: close, for: self)
             }
         } else {
-            outbox.post(PendingWrite(exchange: self, pieces: pieces, buffer: buffer, size: size, end: end, close: close))
+            server.outbox.post(PendingWrite(exchange: self, pieces: pieces, buffer: buffer, size: size, end: end, close: close))
         }
         return mustWait
     }
@@ -232,9 +230,10 @@ public final class HTTPExchange: @unchecked Sendable {
         let close: Bool
     }
 
-    /// Writes prepared responses, in order, on the I/O thread (of all their exchanges: one worker's).
-    public static func submit(_ writes: [PendingWrite]) {
-        writes.first?.exchange.outbox.post(contentsOf: writes)
+    /// Writes prepared responses, in order, on the I/O thread (of all their exchanges: one worker's),
+    /// and leaves `writes` empty (holding reusable storage, not the writes' copies).
+    public static func submit(_ writes: inout [PendingWrite]) {
+        writes.first?.exchange.server.outbox.post(taking: &writes)
     }
 
     /// Queues `length` bytes of an open file from `offset`, sent with sendfile(2); `fd` becomes the
@@ -321,10 +320,16 @@ enum ResponseOutput {
     case file(fd: CInt, offset: Int64, length: Int64, header: ByteBuffer?, trailer: ByteBuffer?)
 }
 
-/// Set once when the worker starts draining; read by app threads for each response.
-public final class ServerDrainFlag: Sendable {
+/// What the exchanges of one server share of it, behind one reference an exchange: whether it is
+/// draining, and the outbox that takes responses made on app threads to its I/O thread.
+final class ServerShared: Sendable {
     private let draining = Atomic<Bool>(false)
-    public init() {}
-    public var isDraining: Bool { draining.load(ordering: .relaxed) }
-    func set() { draining.store(true, ordering: .relaxed) }
+    let outbox: ResponseOutbox
+
+    init(eventLoop: any EventLoop) {
+        outbox = ResponseOutbox(eventLoop: eventLoop)
+    }
+
+    var isDraining: Bool { draining.load(ordering: .relaxed) }
+    func setDraining() { draining.store(true, ordering: .relaxed) }
 }

@@ -21,14 +21,13 @@ extension ServerConnection {
 /// event loop, hands requests to the app, and drains on request.
 public final class HTTPServer: @unchecked Sendable {
     public let application: any HTTPApplication
-    public let drainFlag = ServerDrainFlag()
     let limits: HTTPLimits
     /// Whom the edge believes (PROXY headers, uwsgi packets, X-Forwarded-*), and header-name rules.
     let edge: EdgePolicy
     let logger: Logger
     public let eventLoop: any EventLoop
-    /// Responses made on app threads, on their way to `eventLoop`.
-    let outbox: ResponseOutbox
+    /// What its exchanges share: the drain flag, and the outbox of responses made on app threads.
+    let shared: ServerShared
     // Touched on `eventLoop` only.
     private var listeners: [any Channel] = []
     private var connections: [ObjectIdentifier: any ServerConnection] = [:]
@@ -67,7 +66,7 @@ public final class HTTPServer: @unchecked Sendable {
         self.limits = limits
         self.edge = edge
         self.eventLoop = eventLoop
-        self.outbox = ResponseOutbox(eventLoop: eventLoop)
+        self.shared = ServerShared(eventLoop: eventLoop)
         self.logger = logger
         self.onRequestFinished = onRequestFinished
     }
@@ -189,7 +188,7 @@ public final class HTTPServer: @unchecked Sendable {
     func requestStarted() -> Bool {
         started += 1
         if requestLimit > 0 && started >= requestLimit {
-            drainFlag.set()
+            shared.setDraining()
             return false
         }
         return true
@@ -223,7 +222,7 @@ public final class HTTPServer: @unchecked Sendable {
             let promise = self.eventLoop.makePromise(of: Void.self)
             self.drained = promise
             self.draining = true
-            self.drainFlag.set()
+            self.shared.setDraining()
             let closed = self.listeners.map { $0.close() }
             self.listeners.removeAll()
             let onAccepting = self.onAccepting

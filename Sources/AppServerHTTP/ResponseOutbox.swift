@@ -30,12 +30,20 @@ final class ResponseOutbox: @unchecked Sendable {
         }
     }
 
-    func post(contentsOf writes: [HTTPExchange.PendingWrite]) {
+    /// Posts all of `writes` and leaves it empty. Into an empty outbox the arrays trade places, so
+    /// the writes are not copied one by one (nor retained and released again).
+    func post(taking writes: inout [HTTPExchange.PendingWrite]) {
         guard !writes.isEmpty else { return }
-        posted.withLock { posted in
-            posted.writes.append(contentsOf: writes)
-            queueTaskIfNone(&posted)
+        let traded = posted.withLock { posted in
+            defer { queueTaskIfNone(&posted) }
+            guard posted.writes.isEmpty else {
+                posted.writes.append(contentsOf: writes)
+                return false
+            }
+            swap(&posted.writes, &writes)
+            return true
         }
+        if !traded { writes.removeAll(keepingCapacity: true) }
     }
 
     /// Queues the task under the lock, so that "a task is queued" is true as soon as a post sees it: a

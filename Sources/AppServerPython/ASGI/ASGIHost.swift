@@ -310,7 +310,8 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         if outbox.isEmpty {
             if (try? Python.call(objects.tasks.callSoon.pointer, objects.flush.pointer)) == nil {
                 PyErr_Clear()
-                HTTPExchange.submit([write])
+                var single = [write]
+                HTTPExchange.submit(&single)
                 return mustWait
             }
         }
@@ -320,9 +321,7 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
 
     /// Takes the queued writes to the I/O thread (call before anything else goes to it directly).
     func flushOutbox() {
-        guard !outbox.isEmpty else { return }
-        HTTPExchange.submit(outbox)
-        outbox.removeAll(keepingCapacity: true)
+        HTTPExchange.submit(&outbox)
     }
 
     func tick() {
