@@ -239,8 +239,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             return
         }
         let hasBody = facts.hasBody
-        let addresses = self.addresses ?? ConnectionAddresses(remote: origin.remote, local: origin.local)
-        self.addresses = addresses
+        let addresses: ConnectionAddresses
+        if let known = self.addresses {
+            addresses = known
+        } else {
+            addresses = ConnectionAddresses(remote: origin.remote, local: origin.local)
+            self.addresses = addresses
+        }
         let requestOrigin: RequestOrigin?
         if uwsgi {
             requestOrigin = origin.pendingRequestOrigin

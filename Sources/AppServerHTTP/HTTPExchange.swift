@@ -228,6 +228,11 @@ public final class HTTPExchange: @unchecked Sendable {
         let size: Int
         let end: Bool
         let close: Bool
+
+        /// Hands it to its connection; on the event loop.
+        func write() {
+            exchange.connection.value.writeResponse(.buffer(buffer), after: pieces, size: size, end: end, close: close, for: exchange)
+        }
     }
 
     /// Writes prepared responses, in order, on the I/O thread (of all their exchanges: one worker's),

@@ -79,10 +79,7 @@ public final class HTTPServer: @unchecked Sendable {
         eventLoop.execute { [self] in
             // A response's end may start the next request, whose end comes in a new tick.
             swap(&endsAfterTick, &endsBeingWritten)
-            for write in endsBeingWritten {
-                write.exchange.connection.value.writeResponse(.buffer(write.buffer), after: write.pieces, size: write.size, end: write.end,
-                                                               close: write.close, for: write.exchange)
-            }
+            for write in endsBeingWritten { write.write() }
             endsBeingWritten.removeAll(keepingCapacity: true)
         }
     }

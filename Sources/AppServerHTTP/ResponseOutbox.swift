@@ -61,10 +61,7 @@ final class ResponseOutbox: @unchecked Sendable {
             swap(&batch, &posted.writes)
             posted.taskQueued = false
         }
-        for write in batch {
-            write.exchange.connection.value.writeResponse(.buffer(write.buffer), after: write.pieces, size: write.size, end: write.end,
-                                                           close: write.close, for: write.exchange)
-        }
+        for write in batch { write.write() }
         batch.removeAll(keepingCapacity: true)
         spare = batch
     }
