@@ -221,7 +221,7 @@ public final class HTTPExchange: @unchecked Sendable {
         pieces.map { $0.reduce(buffer.readableBytes) { $0 + $1.readableBytes } } ?? buffer.readableBytes
     }
 
-    public struct PendingWrite: Sendable {
+    public struct PendingWrite: OutboxWrite {
         let exchange: HTTPExchange
         let pieces: [ByteBuffer]?
         let buffer: ByteBuffer
@@ -329,7 +329,7 @@ enum ResponseOutput {
 /// draining, and the outbox that takes responses made on app threads to its I/O thread.
 final class ServerShared: Sendable {
     private let draining = Atomic<Bool>(false)
-    let outbox: ResponseOutbox
+    let outbox: ResponseOutbox<HTTPExchange.PendingWrite>
 
     init(eventLoop: any EventLoop) {
         outbox = ResponseOutbox(eventLoop: eventLoop)
