@@ -3,6 +3,7 @@
 # Usage: bench/run.sh [--servers appserver,granian,...] [--benches wsgi-hello,...] [--runs 3] [--seconds 10]
 #        bench/run.sh memory [--workers 4] [--runs 3]  (PSS of the whole server, Django, vs Gunicorn)
 #        bench/run.sh instructions [--benches wsgi-hello,asgi-hello]  (callgrind: instructions per request)
+#        bench/run.sh interpreter [--apps flask_json:wsgi,...]  (callgrind: an app's loop in Debian's python3 and in the server's interpreter)
 #        bench/run.sh rss [--requests 2000000]  (the worker's RSS over two million header-heavy requests)
 #        bench/run.sh pythons [--versions 3.10,3.11,3.12,3.13]  (each CPython's build, beside Granian on that Python)
 #        bench/run.sh scaling [--servers ...] [--idle 10000]  (two workers on both cores; -c16/-c256/-c1024 and idle connections)
@@ -19,7 +20,7 @@ fi
 "$VENV/bin/pip" freeze | grep -iE '^(gunicorn|granian|uwsgi|flask|fastapi|starlette|uvicorn|uvloop|httptools)=' > bench/out.versions 2>/dev/null || true
 # A mode's script is bench/MODE.py (nginx's is behind_nginx.py); without a mode, the wrk table.
 case "${1:-}" in
-    memory|instructions|rss|pythons|scaling) mode=$1; shift; exec "$VENV/bin/python" "bench/$mode.py" "$@" ;;
+    memory|instructions|interpreter|rss|pythons|scaling) mode=$1; shift; exec "$VENV/bin/python" "bench/$mode.py" "$@" ;;
     nginx) shift; exec "$VENV/bin/python" bench/behind_nginx.py "$@" ;;
 esac
 exec "$VENV/bin/python" bench/bench.py "$@"

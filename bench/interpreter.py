@@ -1,0 +1,135 @@
+"""What the interpreter's build costs an app: the same ceiling loop (bench/interpreter_loop.py: the app
+called in a loop, no server, no sockets) under callgrind in Debian's /usr/bin/python3, the interpreter
+Gunicorn, Uvicorn and Granian run in, and in the server's own interpreter (the worker imports the loop as
+its app). Instructions a call, the difference of two loop lengths, so start-up and import cancel out.
+The server's figure from `bench/run.sh instructions` minus this loop's in the server is what the server
+itself adds to a request; this loop's two figures apart are what the interpreter's build adds.
+
+With --wall, the same loops without valgrind, each pinned to CPU 1, alternated --runs times: calls a
+second (medians), to see that the instructions are time.
+
+Usage: bench/run.sh interpreter [--apps wsgi_hello:wsgi,flask_json:wsgi,asgi_hello:asgi,...] [--wall [--runs 3]]
+"""
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from instructions import APPSERVER, PORT, answered, children, wait_port
+
+HERE = Path(__file__).resolve().parent
+APPS = HERE / "apps"
+SHORT, LONG = 1000, 3000
+DEFAULT_APPS = "wsgi_hello:wsgi,flask_json:wsgi,django_wsgi:wsgi,asgi_hello:asgi,starlette_routes:asgi,fastapi_json:asgi"
+
+
+def summary(dump):
+    return int(re.search(r"^summary:\s+(\d+)", Path(dump).read_text(errors="replace"), re.M).group(1))
+
+
+def environment(module, interface, calls):
+    return dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=f"{HERE}:{APPS}",
+                LOOP_MODULE=module, LOOP_INTERFACE=interface, LOOP_CALLS=str(calls))
+
+
+def in_python(module, interface, calls, workdir):
+    """The loop imported by the bench venv's python (Debian's /usr/bin/python3 behind a venv)."""
+    dump = os.path.join(workdir, f"python.{calls}")
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", sys.executable, "-c", "import interpreter_loop"],
+                   env=environment(module, interface, calls), cwd=APPS, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
+    return summary(dump)
+
+
+def in_server(binary, module, interface, calls, workdir):
+    """The loop imported by one worker of the server as its app; one request then shows it was loaded."""
+    pattern = os.path.join(workdir, "server.%p")
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={pattern}", str(binary), "--virtualenv", sys.prefix,
+            "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--interface", interface, "--timeout", "0",
+            "--chdir", str(HERE), "--pythonpath", str(APPS), "interpreter_loop:app"]
+    server = subprocess.Popen(argv, env=environment(module, interface, calls), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(timeout=120, port=PORT)
+        answered(timeout=1800)
+        worker = children(server.pid)[0]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    return summary(os.path.join(workdir, f"server.{worker}"))
+
+
+LOOP_RATE = re.compile(r"interpreter_loop: ([\d.]+) calls/s")
+
+
+def wall_python(module, interface, calls):
+    out = subprocess.run(["taskset", "-c", "1", sys.executable, "-c", "import interpreter_loop"], env=environment(module, interface, calls),
+                         cwd=APPS, capture_output=True, text=True, timeout=600, check=True).stderr
+    return float(LOOP_RATE.search(out).group(1))
+
+
+def wall_server(module, interface, calls):
+    argv = ["taskset", "-c", "1", str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1",
+            "--interface", interface, "--timeout", "0", "--chdir", str(HERE), "--pythonpath", str(APPS), "interpreter_loop:app"]
+    server = subprocess.Popen(argv, env=environment(module, interface, calls), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        for line in server.stderr:
+            if match := LOOP_RATE.search(line):
+                return float(match.group(1))
+            if time.time() > deadline:
+                break
+        raise RuntimeError("the worker did not report its loop")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+
+
+def wall(apps, runs, seconds=3):
+    print("| app | Debian's python3 calls/s | appserver's interpreter calls/s | python3 / appserver |")
+    print("|---|---|---|---|")
+    for entry in apps:
+        module, interface = entry.split(":")
+        calls = max(1000, int(wall_python(module, interface, 1000) * seconds))
+        python, server = [], []
+        for _ in range(runs):
+            python.append(wall_python(module, interface, calls))
+            server.append(wall_server(module, interface, calls))
+        p, a = statistics.median(python), statistics.median(server)
+        print(f"| {module} ({interface}) | {p:,.0f} | {a:,.0f} | {p / a:.3f} |", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--apps", default=DEFAULT_APPS, help="module:interface,...")
+    parser.add_argument("--wall", action="store_true", help="calls a second without valgrind instead of instructions")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    if args.wall:
+        return wall(args.apps.split(","), args.runs)
+    print("| app | Debian's python3 | appserver's interpreter | appserver / python3 |")
+    print("|---|---|---|---|")
+    for entry in args.apps.split(","):
+        module, interface = entry.split(":")
+        with tempfile.TemporaryDirectory() as workdir:
+            # valgrind 3.19 cannot read the DWARF 5 that Swift's clang writes: a copy without debug info.
+            stripped = os.path.join(workdir, "appserver")
+            subprocess.run(["objcopy", "--strip-debug", str(APPSERVER), stripped], check=True)
+            python = (in_python(module, interface, LONG, workdir) - in_python(module, interface, SHORT, workdir)) / (LONG - SHORT)
+            server = (in_server(stripped, module, interface, LONG, workdir)
+                      - in_server(stripped, module, interface, SHORT, workdir)) / (LONG - SHORT)
+        print(f"| {module} ({interface}) | {python:,.0f} | {server:,.0f} | {server / python:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The ceiling loop, run when this module is imported: an app (LOOP_MODULE, its `app`) called LOOP_CALLS
+times over the interface LOOP_INTERFACE (wsgi or asgi), a fresh environ or scope each call, no sockets.
+Then it serves that app as `app`. bench/interpreter.py imports it in Debian's python3 and in the server's
+own interpreter (as the app to serve), so the same Python code runs in both and only the interpreter's
+build differs. The loop runs on a thread of its own, where no event loop is running in either case."""
+import asyncio
+import importlib
+import io
+import os
+import sys
+import threading
+import time
+
+MODULE = os.environ["LOOP_MODULE"]
+INTERFACE = os.environ["LOOP_INTERFACE"]
+CALLS = int(os.environ["LOOP_CALLS"])
+inner = importlib.import_module(MODULE).app
+
+
+def start_response(status, headers, exc_info=None):
+    return None
+
+
+def call_wsgi():
+    environ = {
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000", "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": "wrk", "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False,
+    }
+    result = inner(environ, start_response)
+    for _ in result:
+        pass
+    if hasattr(result, "close"):
+        result.close()
+
+
+async def asgi_loop():
+    # The app's lifespan first, as a server runs it: its state goes into every scope (shallow copies).
+    state, startup, messages = {}, asyncio.Event(), asyncio.Queue()
+    messages.put_nowait({"type": "lifespan.startup"})
+
+    async def lifespan_send(message):
+        if message["type"].startswith("lifespan.startup"):
+            startup.set()
+
+    lifespan = asyncio.ensure_future(inner({"type": "lifespan", "asgi": {"version": "3.0"}, "state": state},
+                                           messages.get, lifespan_send))
+    await asyncio.wait([lifespan, asyncio.ensure_future(startup.wait())], return_when=asyncio.FIRST_COMPLETED)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    for _ in range(CALLS):
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+                 "method": "GET", "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"",
+                 "root_path": "", "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")],
+                 "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": dict(state)}
+        await inner(scope, receive, send)
+    messages.put_nowait({"type": "lifespan.shutdown"})
+    await asyncio.wait([lifespan], timeout=5)
+
+
+def run():
+    if INTERFACE == "wsgi":
+        for _ in range(CALLS):
+            call_wsgi()
+        return
+    try:   # the loop the server and the peers take when it is installed
+        import uvloop
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(asgi_loop())
+    finally:
+        loop.close()
+
+
+started = time.perf_counter()
+thread = threading.Thread(target=run)
+thread.start()
+thread.join()
+# For the wall-clock comparison (bench/interpreter.py --wall): the calls a second, on standard error.
+print(f"interpreter_loop: {CALLS / (time.perf_counter() - started):.1f} calls/s", file=sys.stderr, flush=True)
+app = inner
