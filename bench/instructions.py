@@ -90,15 +90,20 @@ def run_once(binary, extra, module, interface, load, seconds, workdir):
         answered(timeout=300)   # the worker has imported the app (a framework takes long under valgrind)
         served = wrk(seconds, load)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(120)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_valgrind(server)
     dump = os.path.join(workdir, f"callgrind.{worker}")
     text = Path(dump).read_text(errors="replace")
     return int(re.search(r"^summary:\s+(\d+)", text, re.M).group(1)), served
+
+
+def stop_valgrind(server):
+    """SIGTERM to the server under valgrind (callgrind writes its files on the way out), SIGKILL if it hangs."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(120)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def measure(binary, extra, module, interface, load, seconds, workdir):

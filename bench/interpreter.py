@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from instructions import APPSERVER, PORT, answered, children, wait_port
+from instructions import APPSERVER, PORT, answered, children, stop_valgrind, wait_port
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
@@ -59,12 +59,7 @@ def in_server(binary, module, interface, calls, workdir):
         answered(timeout=1800)
         worker = children(server.pid)[0]
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(120)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_valgrind(server)
     return summary(os.path.join(workdir, f"server.{worker}"))
 
 

@@ -5,35 +5,17 @@ own interpreter (as the app to serve), so the same Python code runs in both and 
 build differs. The loop runs on a thread of its own, where no event loop is running in either case."""
 import asyncio
 import importlib
-import io
 import os
 import sys
 import threading
 import time
 
+import ceiling
+
 MODULE = os.environ["LOOP_MODULE"]
 INTERFACE = os.environ["LOOP_INTERFACE"]
 CALLS = int(os.environ["LOOP_CALLS"])
 inner = importlib.import_module(MODULE).app
-
-
-def start_response(status, headers, exc_info=None):
-    return None
-
-
-def call_wsgi():
-    environ = {
-        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/", "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000", "HTTP_HOST": "127.0.0.1:8000",
-        "HTTP_USER_AGENT": "wrk", "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False,
-    }
-    result = inner(environ, start_response)
-    for _ in result:
-        pass
-    if hasattr(result, "close"):
-        result.close()
 
 
 async def asgi_loop():
@@ -68,7 +50,7 @@ async def asgi_loop():
 def run():
     if INTERFACE == "wsgi":
         for _ in range(CALLS):
-            call_wsgi()
+            ceiling.call(inner)
         return
     try:   # the loop the server and the peers take when it is installed
         import uvloop

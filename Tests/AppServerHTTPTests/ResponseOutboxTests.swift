@@ -6,7 +6,12 @@ import Testing
 @testable import AppServerHTTP
 
 /// The outbox between app threads and the I/O thread, with real threads posting to a real event loop.
-@Suite(.serialized) struct ResponseOutboxTests {
+@Suite(.serialized) final class ResponseOutboxTests {
+    /// The I/O thread: one event loop a test.
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    var loop: any EventLoop { group.next() }
+    deinit { try? group.syncShutdownGracefully() }
+
     /// What the event loop saw; touched on the loop only.
     final class Log: @unchecked Sendable {
         var written: [[Int]]
@@ -32,9 +37,7 @@ import Testing
     }
 
     @Test func everyWriteArrivesOnceInItsThreadsOrderAndBeforeTheTasksQueuedAfterIt() throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
-        let loop = group.next()
+        let loop = self.loop
         let threads = 4, writesEach = 20_000
         let log = Log(threads: threads)
         let outbox = ResponseOutbox<Recorded>(eventLoop: loop)
@@ -73,9 +76,7 @@ import Testing
     }
 
     @Test func aWritePostedWhileABatchIsWrittenIsTakenByTheNextTask() throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
-        let loop = group.next()
+        let loop = self.loop
         let log = Log(threads: 1)
         let outbox = ResponseOutbox<Recorded>(eventLoop: loop)
         // The loop is held busy while the first write is posted: its task is queued, not yet run.
@@ -91,9 +92,7 @@ import Testing
     /// its own task straight after, so the task must be queued before the post that queued it returns
     /// (done outside the lock, another thread's task gets ahead of it: this test then fails).
     @Test func aTaskQueuedAfterAPostRunsAfterItsWriteWhenQueueingIsSlow() throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
-        let loop = group.next()
+        let loop = self.loop
         let threads = 4, writesEach = 500
         let log = Log(threads: threads)
         let outbox = ResponseOutbox<Recorded>(eventLoop: SlowToQueue(base: loop))
