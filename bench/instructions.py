@@ -91,9 +91,12 @@ def run_once(binary, extra, module, interface, load, seconds, workdir):
         served = wrk(seconds, load)
     finally:
         stop_valgrind(server)
-    dump = os.path.join(workdir, f"callgrind.{worker}")
-    text = Path(dump).read_text(errors="replace")
-    return int(re.search(r"^summary:\s+(\d+)", text, re.M).group(1)), served
+    return summary(os.path.join(workdir, f"callgrind.{worker}")), served
+
+
+def summary(dump):
+    """The instructions a callgrind dump counted."""
+    return int(re.search(r"^summary:\s+(\d+)", Path(dump).read_text(errors="replace"), re.M).group(1))
 
 
 def stop_valgrind(server):

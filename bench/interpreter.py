@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from instructions import APPSERVER, PORT, answered, children, stop_valgrind, wait_port
+from instructions import APPSERVER, PORT, answered, children, stop_valgrind, summary, wait_port
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
@@ -29,13 +29,15 @@ SHORT, LONG = 1000, 3000
 DEFAULT_APPS = "wsgi_hello:wsgi,flask_json:wsgi,django_wsgi:wsgi,asgi_hello:asgi,starlette_routes:asgi,fastapi_json:asgi"
 
 
-def summary(dump):
-    return int(re.search(r"^summary:\s+(\d+)", Path(dump).read_text(errors="replace"), re.M).group(1))
-
-
 def environment(module, interface, calls):
     return dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=f"{HERE}:{APPS}",
                 LOOP_MODULE=module, LOOP_INTERFACE=interface, LOOP_CALLS=str(calls))
+
+
+def server_arguments(binary, interface):
+    """One worker of `binary` serving the loop module as its app."""
+    return [str(binary), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--interface", interface,
+            "--timeout", "0", "--chdir", str(HERE), "--pythonpath", str(APPS), "interpreter_loop:app"]
 
 
 def in_python(module, interface, calls, workdir):
@@ -50,9 +52,7 @@ def in_python(module, interface, calls, workdir):
 def in_server(binary, module, interface, calls, workdir):
     """The loop imported by one worker of the server as its app; one request then shows it was loaded."""
     pattern = os.path.join(workdir, "server.%p")
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={pattern}", str(binary), "--virtualenv", sys.prefix,
-            "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--interface", interface, "--timeout", "0",
-            "--chdir", str(HERE), "--pythonpath", str(APPS), "interpreter_loop:app"]
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={pattern}", *server_arguments(binary, interface)]
     server = subprocess.Popen(argv, env=environment(module, interface, calls), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(timeout=120, port=PORT)
@@ -73,8 +73,7 @@ def wall_python(module, interface, calls):
 
 
 def wall_server(module, interface, calls):
-    argv = ["taskset", "-c", "1", str(APPSERVER), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1",
-            "--interface", interface, "--timeout", "0", "--chdir", str(HERE), "--pythonpath", str(APPS), "interpreter_loop:app"]
+    argv = ["taskset", "-c", "1", *server_arguments(APPSERVER, interface)]
     server = subprocess.Popen(argv, env=environment(module, interface, calls), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, start_new_session=True)
     try:

@@ -18,6 +18,10 @@ import Testing
         /// Tasks an app thread queued after a post that ran before that post's write.
         var tasksAheadOfTheirWrite = 0
         init(threads: Int) { written = Array(repeating: [], count: threads) }
+        /// In a task an app thread queued after posting `sequence`: counts the task if that write is not done.
+        func expectWritten(thread: Int, through sequence: Int) {
+            if (written[thread].last ?? -1) < sequence { tasksAheadOfTheirWrite += 1 }
+        }
     }
 
     struct Recorded: OutboxWrite {
@@ -61,9 +65,7 @@ import Testing
                 if sequence % 100 == 0 {
                     // A task of the app thread's own after a post (a file to send, a close).
                     let last = sequence - 1
-                    loop.execute {
-                        if (log.written[thread].last ?? -1) < last { log.tasksAheadOfTheirWrite += 1 }
-                    }
+                    loop.execute { log.expectWritten(thread: thread, through: last) }
                 }
             }
         }
@@ -99,9 +101,7 @@ import Testing
         onThreads(threads) { thread in
             for sequence in 0..<writesEach {
                 outbox.post(Recorded(log: log, thread: thread, sequence: sequence))
-                loop.execute {
-                    if (log.written[thread].last ?? -1) < sequence { log.tasksAheadOfTheirWrite += 1 }
-                }
+                loop.execute { log.expectWritten(thread: thread, through: sequence) }
             }
         }
         let (written, ahead) = try loop.submit { (log.written, log.tasksAheadOfTheirWrite) }.wait()
