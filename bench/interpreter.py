@@ -13,7 +13,6 @@ Usage: bench/run.sh interpreter [--apps wsgi_hello:wsgi,flask_json:wsgi,asgi_hel
 import argparse
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import stop
 from instructions import APPSERVER, PORT, answered, children, stop_valgrind, summary, wait_port
 
 HERE = Path(__file__).resolve().parent
@@ -85,8 +85,7 @@ def wall_server(module, interface, calls):
                 break
         raise RuntimeError("the worker did not report its loop")
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
+        stop(server)
 
 
 def wall(apps, runs, seconds=3):
