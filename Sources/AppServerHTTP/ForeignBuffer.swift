@@ -21,28 +21,49 @@ import Synchronization
 /// reallocated or rebased, and `reallocate` copies lent memory out). Writing *into* its bytes
 /// (`setBytes`, `discardReadBytes`, `clear()`) would change the owner's memory: the buffers are
 /// for writing to a socket, which only reads them.
+///
+/// `deallocate` is told only a storage's start, which for lent memory is an address in memory that
+/// is not the server's: two lent memories of different sizes can give the same start (a 20,000-byte
+/// chunk whose end is 98,304 bytes before a 70,000-byte one's), and so can a block the allocator
+/// mallocs. Every storage it hands out is therefore claimed in the registry first, and a lent memory
+/// whose start is taken gets the next power of two as its capacity (a start further back).
 public enum ForeignBuffer {
     /// Below this a chunk is cheaper to copy than to send as a buffer of its own (another pending
-    /// write, an iovec, the registry's lock twice, a reference held until the write completes): 16 KiB
-    /// when lending is on. It is off (every chunk is copied) until a use-after-free is found: with it,
-    /// tests/refleak's WSGI pair (`--threads 4`, 20-70 KB chunks) crashed the debug interpreter on a
-    /// negative reference count in about one run of three; with it off, in none of 24.
-    public static let minimumSize = Int.max
+    /// write, an iovec, the registry's lock twice, a reference held until the write completes).
+    public static let minimumSize = 16 * 1024
+
+    /// The largest storage a lent memory gets (NIO's capacities are 32-bit; larger memory is copied).
+    static let largestCapacity = 1 << 31
+    /// How many larger capacities a lent memory tries when its start is taken, before being copied.
+    static let capacityTries = 8
 
     /// A buffer whose readable bytes are `memory` itself. `owner` comes back from `takeReleased()`
     /// once per call of `wrap`, after the last buffer using it is gone; until then `memory` must stay.
+    /// (In the rare case where no storage start is free, the buffer is a copy and `owner` comes back at once.)
     public static func wrap(_ memory: UnsafeRawBufferPointer, owner: UInt) -> ByteBuffer {
         precondition(memory.count > 0, "an empty buffer allocates nothing to wrap")
-        pthread_setspecific(memoryToHandOut, UnsafeMutableRawPointer(mutating: memory.baseAddress! + memory.count))
-        var buffer = allocator.buffer(capacity: memory.count)
-        let storage = buffer.withVeryUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
-        let offset = buffer.capacity - memory.count
-        registry.withLock { registry in
-            registry.live.add(storage, owner: owner, length: memory.count)
-            registry.lentCount += 1
+        precondition(owner != 0, "0 names the allocator's own blocks")
+        let end = memory.baseAddress! + memory.count
+        let smallest = 1 << (Int.bitWidth - (memory.count - 1).leadingZeroBitCount)   // NIO's power of two
+        let capacity: Int? = registry.withLock { registry in
+            var capacity = smallest
+            for _ in 0..<capacityTries where capacity <= largestCapacity && UInt(capacity) < UInt(bitPattern: end) {
+                if registry.live.claim(UInt(bitPattern: end - capacity), owner: owner, length: memory.count) {
+                    registry.lentCount += 1
+                    return capacity
+                }
+                capacity <<= 1
+            }
+            registry.released.append(owner)
+            releasedFlag.store(true, ordering: .relaxed)
+            return nil
         }
-        buffer.moveWriterIndex(to: buffer.capacity)
-        return buffer.getSlice(at: offset, length: memory.count)!
+        guard let capacity else { return ByteBuffer(bytes: memory) }
+        pthread_setspecific(memoryToHandOut, UnsafeMutableRawPointer(mutating: end))
+        var buffer = allocator.buffer(capacity: capacity)
+        precondition(buffer.capacity == capacity, "NIO rounded a capacity differently")
+        buffer.moveWriterIndex(to: capacity)
+        return buffer.getSlice(at: capacity - memory.count, length: memory.count)!
     }
 
     /// True when some wrapped memory was given back since the last `takeReleased()` (a cheap check).
@@ -70,33 +91,63 @@ public enum ForeignBuffer {
     private static let registry = Mutex(Registry())
     private static let releasedFlag = Atomic<Bool>(false)
 
-    /// Gives a storage back if it was lent: its owner is queued. Returns the lent length (the last
-    /// bytes of the storage), or nil for memory of the allocator's own (malloc'd).
+    /// Lets go of the storage at `memory`: lent memory's owner is queued and its length returned;
+    /// a block of the allocator's own is unclaimed (nil: the caller frees it).
     fileprivate static func giveBack(_ memory: UnsafeMutableRawPointer) -> Int? {
         registry.withLock { registry in
-            guard let lent = registry.live.remove(UInt(bitPattern: memory)) else { return nil }
-            registry.released.append(lent.owner)
+            guard let entry = registry.live.remove(UInt(bitPattern: memory)) else {
+                preconditionFailure("ForeignBuffer's allocator freed a storage it did not hand out")
+            }
+            guard entry.owner != 0 else { return nil }
+            registry.released.append(entry.owner)
             registry.lentCount -= 1
             releasedFlag.store(true, ordering: .relaxed)
-            return lent.length
+            return entry.length
+        }
+    }
+
+    /// The length of the lent memory whose storage starts at `memory`; nil for a block of the allocator's own.
+    fileprivate static func lentLength(_ memory: UnsafeMutableRawPointer) -> Int? {
+        registry.withLock { registry in
+            registry.live.lookUp(UInt(bitPattern: memory)).flatMap { $0.owner == 0 ? nil : $0.length }
+        }
+    }
+
+    /// A block of the allocator's own, at an address no lent storage starts at (a malloc'd block may
+    /// start where a lent storage's range begins, in memory not the server's: such a block is held
+    /// aside until a free one comes back).
+    fileprivate static func ownBlock(_ size: Int) -> UnsafeMutableRawPointer {
+        var taken: [UnsafeMutableRawPointer] = []
+        defer { for block in taken { free(block) } }
+        while true {
+            let block = malloc(max(size, 1))!
+            if registry.withLock({ $0.live.claim(UInt(bitPattern: block), owner: 0, length: 0) }) { return block }
+            taken.append(block)
         }
     }
 
     private static let allocator = ByteBufferAllocator(
         allocate: { size in
+            // The storage of `wrap` (claimed there), or one of the allocator's own (a copy of a lent buffer).
             if let end = pthread_getspecific(memoryToHandOut) {
                 pthread_setspecific(memoryToHandOut, nil)
                 return end - Int(size)
             }
-            return malloc(size)
+            return ForeignBuffer.ownBlock(Int(size))
         },
         reallocate: { memory, oldSize, newSize in
-            // A write growing a buffer whose slice starts at its storage's start (a power-of-two length):
-            // lent memory is copied out (the lent bytes, where they were), not resized.
-            guard let memory, let length = ForeignBuffer.giveBack(memory) else { return realloc(memory, newSize) }
-            let copy = malloc(newSize)!
-            let offset = Int(oldSize) - length
-            (copy + offset).copyMemory(from: memory + offset, byteCount: length)
+            // A write growing a buffer whose slice starts at its storage's start: lent memory is copied
+            // out (the lent bytes, where they were) before it is given back; a block of the allocator's
+            // own moves to a new one.
+            let copy = ForeignBuffer.ownBlock(Int(newSize))
+            guard let memory else { return copy }
+            if let length = ForeignBuffer.lentLength(memory) {
+                let offset = Int(oldSize) - length
+                (copy + offset).copyMemory(from: memory + offset, byteCount: length)
+            } else {
+                copy.copyMemory(from: memory, byteCount: Int(min(oldSize, newSize)))
+            }
+            if ForeignBuffer.giveBack(memory) == nil { free(memory) }
             return copy
         },
         deallocate: { memory in

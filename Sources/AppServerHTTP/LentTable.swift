@@ -1,8 +1,10 @@
-/// The storages ForeignBuffer lent, by address: open addressing with linear probing, a multiplicative
-/// hash and backward-shift deletion. A Dictionary's seeded SipHash and its find-then-remove cost about
-/// 1k instructions a streamed chunk (wrap, then give back); this costs a few dozen.
+/// The storages ForeignBuffer's allocator handed out, by address: open addressing with linear probing,
+/// a multiplicative hash and backward-shift deletion. A Dictionary's seeded SipHash and its
+/// find-then-remove cost about 1k instructions a streamed chunk (wrap, then give back); this costs a
+/// few dozen.
 struct LentTable {
     struct Lent: Equatable {
+        /// The owner's token of lent memory; 0 for a block of the allocator's own (malloc'd).
         let owner: UInt
         let length: Int
         /// Buffers made by `wrap` over this storage still alive (the same memory may be wrapped twice).
@@ -20,22 +22,27 @@ struct LentTable {
         entries = Array(repeating: Lent(owner: 0, length: 0, buffers: 0), count: capacity)
     }
 
-    /// One more buffer over the storage at `address` (a new entry with `owner` and `length` if none).
-    mutating func add(_ address: UInt, owner: UInt, length: Int) {
+    /// Claims the storage at `address` for `owner`'s memory of `length` bytes (owner 0: a block of the
+    /// allocator's own): a new entry, or one more buffer over the same lent memory. False when the address
+    /// is held by anything else: a storage's start is all that `deallocate` is told, so two live storages
+    /// must never share one.
+    mutating func claim(_ address: UInt, owner: UInt, length: Int) -> Bool {
         precondition(address != 0)
         if (count + 1) * 2 > keys.count { rehash(capacity: keys.count * 2) }
         let (index, found) = slot(of: address)
         if found {
+            guard owner != 0, entries[index].owner == owner, entries[index].length == length else { return false }
             entries[index].buffers += 1
         } else {
             keys[index] = address
             entries[index] = Lent(owner: owner, length: length, buffers: 1)
             count += 1
         }
+        return true
     }
 
     /// One buffer fewer over the storage at `address`: its entry as it now is (removed when no buffer is
-    /// left), or nil when the storage was not lent.
+    /// left), or nil when nothing holds that address.
     mutating func remove(_ address: UInt) -> Lent? {
         let (index, found) = slot(of: address)
         guard found else { return nil }

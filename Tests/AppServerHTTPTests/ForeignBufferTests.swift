@@ -70,6 +70,30 @@ import Testing
         #expect(released() == [] && ForeignBuffer.lentCount == 0)
     }
 
+    /// A storage starts a power of two before its lent memory ends, so a 20,000-byte memory and a
+    /// 70,000-byte one that ends 98,304 bytes after it would share a start: the second gets a larger
+    /// capacity, and each comes back to its own owner (shared, the 20,000-byte owner came back twice,
+    /// the other never: the refleak test's crash).
+    @Test func memoriesWhoseStoragesWouldStartTogetherComeBackApart() {
+        _ = released()
+        let (region, _) = memory(150_000, seed: 3)
+        defer { region.deallocate() }
+        let small = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(region)[0..<20_000])
+        let large = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(region)[48_304..<118_304])
+        #expect(small.baseAddress! + 20_000 - 32_768 == large.baseAddress! + 70_000 - 131_072)
+        var first: ByteBuffer? = ForeignBuffer.wrap(small, owner: 11)
+        var second: ByteBuffer? = ForeignBuffer.wrap(large, owner: 22)
+        #expect(first?.readableBytesView.elementsEqual(small) == true)
+        #expect(second?.readableBytesView.elementsEqual(large) == true)
+        second?.withUnsafeReadableBytes { #expect($0.baseAddress == large.baseAddress) }   // lent, not copied
+        #expect(ForeignBuffer.lentCount == 2)
+        second = nil
+        #expect(released() == [22])
+        first = nil
+        #expect(released() == [11])
+        #expect(ForeignBuffer.lentCount == 0)
+    }
+
     @Test func otherAllocationsOfItsAllocatorAreItsOwn() {
         _ = released()
         let (bytes, owner) = memory(32_768)

@@ -13,7 +13,7 @@ import Testing
             for _ in 0..<5_000 {
                 let address = pool.randomElement(using: &generator)!
                 if Bool.random(using: &generator) {
-                    table.add(address, owner: address + 1, length: Int(address))
+                    do { let claimed = table.claim(address, owner: address + 1, length: Int(address)); #expect(claimed) }
                     model[address, default: LentTable.Lent(owner: address + 1, length: Int(address), buffers: 0)].buffers += 1
                 } else {
                     var expected = model[address]
@@ -31,11 +31,29 @@ import Testing
     @Test func removingFromAClusterKeepsTheRestReachable() {
         var table = LentTable(capacity: 1024)
         let addresses = (1...300).map { UInt($0) << 20 }   // many share a home in a small table's probe runs
-        for address in addresses { table.add(address, owner: address, length: 1) }
+        for address in addresses { let claimed = table.claim(address, owner: address, length: 1); #expect(claimed) }
         for address in addresses where address % (3 << 20) == 0 { #expect(table.remove(address)?.buffers == 0) }
         for address in addresses {
             #expect((table.lookUp(address) != nil) == (address % (3 << 20) != 0))
         }
         #expect(table.remove(12_345) == nil)
+    }
+
+    /// An address holds one thing: the same lent memory again (one more buffer), never another owner's
+    /// memory, other memory of the same owner, or a block of the allocator's own.
+    @Test func anAddressIsClaimedByOneMemoryOnly() {
+        var table = LentTable(capacity: 8)
+        do { let claimed = table.claim(4096, owner: 7, length: 20_000); #expect(claimed) }
+        do { let claimed = table.claim(4096, owner: 7, length: 20_000); #expect(claimed) }
+        do { let claimed = table.claim(4096, owner: 8, length: 70_000); #expect(!claimed) }
+        do { let claimed = table.claim(4096, owner: 7, length: 70_000); #expect(!claimed) }
+        do { let claimed = table.claim(4096, owner: 0, length: 0); #expect(!claimed) }
+        #expect(table.lookUp(4096) == LentTable.Lent(owner: 7, length: 20_000, buffers: 2))
+        do { let claimed = table.claim(8192, owner: 0, length: 0); #expect(claimed) }
+        do { let claimed = table.claim(8192, owner: 0, length: 0); #expect(!claimed) }
+        do { let claimed = table.claim(8192, owner: 7, length: 20_000); #expect(!claimed) }
+        let removed = table.remove(8192)
+        #expect(removed?.owner == 0 && table.lookUp(8192) == nil)
+        do { let claimed = table.claim(8192, owner: 9, length: 1); #expect(claimed) }
     }
 }
