@@ -13,7 +13,7 @@ SWIFT_SOURCES := $(shell find Sources -type f) Package.swift
 # Exclusivity is checked at compile time; the run-time checks (in SwiftNIO too) cost ~4% of a request.
 SWIFT_RELEASE_FLAGS := -Xswiftc -enforce-exclusivity=unchecked
 
-.PHONY: run test deps venv build unit glue e2e refleak-build refleak-test python-hosts python-versions-test systemd-tests fleet-test fuzz fuzz-smoke deb bench clean
+.PHONY: run test deps venv build unit glue e2e refleak-build refleak-test refleak-stress python-hosts python-versions-test systemd-tests fleet-test fuzz fuzz-smoke deb bench clean
 
 ## Serve the example app on http://127.0.0.1:8000/
 run: deps venv build
@@ -112,6 +112,13 @@ refleak-build: $(DEBUG_BINARY)
 
 refleak-test: refleak-build venv
 	APPSERVER_DEBUG_BIN=$(CURDIR)/$(DEBUG_BINARY) $(VENV_PYTHON) -m pytest -q tests/refleak
+
+# The refleak rounds in several servers at once for a while (not in `make test`): faults that show once in
+# many runs, such as a reference released twice under --threads, show here.
+REFLEAK_STRESS_ARGS ?= --servers 6 --seconds 60
+refleak-stress: refleak-build venv
+	APPSERVER_DEBUG_BIN=$(CURDIR)/$(DEBUG_BINARY) $(VENV_PYTHON) tests/refleak/stress.py $(REFLEAK_STRESS_ARGS)
+	APPSERVER_DEBUG_BIN=$(CURDIR)/$(DEBUG_BINARY) $(VENV_PYTHON) tests/refleak/stress.py $(REFLEAK_STRESS_ARGS) --asgi
 
 # The units under a real systemd 252 booted in systemd-nspawn (the Debian root is cached in rootfs-cache/).
 systemd-tests: build venv python-hosts
