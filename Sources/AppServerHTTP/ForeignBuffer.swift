@@ -54,11 +54,16 @@ public enum ForeignBuffer {
                 }
                 capacity <<= 1
             }
-            registry.released.append(owner)
-            releasedFlag.store(true, ordering: .relaxed)
             return nil
         }
-        guard let capacity else { return ByteBuffer(bytes: memory) }
+        guard let capacity else {
+            let copy = ByteBuffer(bytes: memory)
+            registry.withLock { registry in   // copied: the owner may go at once
+                registry.released.append(owner)
+                releasedFlag.store(true, ordering: .relaxed)
+            }
+            return copy
+        }
         pthread_setspecific(memoryToHandOut, UnsafeMutableRawPointer(mutating: end))
         var buffer = allocator.buffer(capacity: capacity)
         precondition(buffer.capacity == capacity, "NIO rounded a capacity differently")

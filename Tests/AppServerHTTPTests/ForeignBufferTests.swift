@@ -94,6 +94,31 @@ import Testing
         #expect(ForeignBuffer.lentCount == 0)
     }
 
+    /// When every start a memory could take is held by other lent memory, the chunk is copied and its
+    /// owner comes back at once; the others stay lent.
+    @Test func aMemoryWithNoFreeStartIsCopied() {
+        _ = released()
+        let size = 16_384
+        let (region, _) = memory(size << ForeignBuffer.capacityTries, seed: 5)
+        defer { region.deallocate() }
+        let whole = UnsafeRawBufferPointer(region)
+        let end = whole.count
+        // Memory k (its own capacity 16 KiB) starts where the last 16 KiB's k-th larger storage would.
+        var holders: [ByteBuffer] = (0..<ForeignBuffer.capacityTries).map { k in
+            let start = end - (size << k)
+            return ForeignBuffer.wrap(UnsafeRawBufferPointer(rebasing: whole[start..<start + size]), owner: UInt(100 + k))
+        }
+        let last = UnsafeRawBufferPointer(rebasing: whole[(end - size)..<end])
+        let copied = ForeignBuffer.wrap(last, owner: 99)
+        #expect(copied.readableBytesView.elementsEqual(last))
+        copied.withUnsafeReadableBytes { #expect($0.baseAddress != last.baseAddress) }
+        #expect(released() == [99])
+        #expect(ForeignBuffer.lentCount == ForeignBuffer.capacityTries)
+        holders.removeAll()
+        #expect(released().sorted() == (0..<ForeignBuffer.capacityTries).map { UInt(100 + $0) })
+        #expect(ForeignBuffer.lentCount == 0)
+    }
+
     @Test func otherAllocationsOfItsAllocatorAreItsOwn() {
         _ = released()
         let (bytes, owner) = memory(32_768)
