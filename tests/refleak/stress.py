@@ -48,7 +48,7 @@ def main():
     parser.add_argument("--asgi", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="appserver-refleak-stress-") as workdir:
-        with concurrent.futures.ThreadPoolExecutor(args.servers) as pool:
+        with concurrent.futures.ProcessPoolExecutor(args.servers) as pool:   # clients in processes: no shared GIL
             futures = [pool.submit(run_one, i, args.seconds, args.threads, args.asgi, workdir) for i in range(args.servers)]
             results = [future.result() for future in futures]
     failed = [(i, problem) for i, (_, problem) in enumerate(results) if problem]
