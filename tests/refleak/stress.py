@@ -21,7 +21,8 @@ PER_ROUND = {False: 5, True: 30}
 
 
 def run_one(index, seconds, threads, asgi, workdir):
-    """One server looping its rounds until `seconds` pass: None when it held, else what went wrong."""
+    """One server looping its rounds until `seconds` pass: the rounds it served, and None when it held or
+    else what went wrong."""
     directory = pathlib.Path(workdir) / f"server{index}"
     directory.mkdir()
     args = ("--interface", "asgi") if asgi else ("--threads", str(threads))
