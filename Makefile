@@ -61,8 +61,8 @@ find_python = $(if $(filter $(1),$(PYTHON_VERSION)),$(PYTHON),$(firstword $(wild
 PRESENT_PYTHON_VERSIONS := $(foreach v,$(OTHER_PYTHON_VERSIONS),$(if $(call find_python,$(v)),$(v)))
 $(HOSTS)/appserver-python%: $(SWIFT_SOURCES) scripts/python-build-env
 	eval env $$(scripts/python-build-env $(call find_python,$*) $(if $(filter %d,$*),debug,$(PYTHON_LINK))) \
-		swift build -c release $(SWIFT_RELEASE_FLAGS) --scratch-path $(HOSTS_BUILD) --product appserver
-	install -D $(HOSTS_BUILD)/release/appserver $@
+		swift build -c release $(SWIFT_RELEASE_FLAGS) --scratch-path $(HOSTS_BUILD) --product appserver-embedded
+	install -D $(HOSTS_BUILD)/release/appserver-embedded $@
 python-hosts: $(PRESENT_PYTHON_VERSIONS:%=$(HOSTS)/appserver-python%)
 
 # A virtualenv of each such Python with the test apps' frameworks (Flask; FastAPI with uvloop).

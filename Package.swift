@@ -1,10 +1,16 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// The interpreter is linked in from a static libpython, the way /usr/bin/python3 has it: Debian's
-// shared libpython is position-independent code and runs the same Python about 10% slower (FastAPI
-// JSON: 44 -> 40 us a request). Extension modules (uvloop, pydantic-core, the stdlib's lib-dynload)
-// find the C API in the executable, which exports the Py* symbols (python-exports.list).
+// Two ways to run the server, the same code (AppServerCLI down):
+// - `appserver` (the default, what the .deb installs): a launcher that execs Debian's python3.X with
+//   the server in a library (libappserver-hosted.so) that a preloaded one (libappserver-preload.so)
+//   starts before python3.X's main: the apps run in python3.X's own link-time optimized CPython, which
+//   runs their Python 4.5-7% faster than any libpython we can link (bench/RESULTS.md).
+// - `appserver-embedded`: CPython linked into the executable, for the Pythons that do not host it (the
+//   other versions' builds below, and Debian's debug interpreter for tests/refleak). Statically by
+//   default, the way /usr/bin/python3 has it: Debian's shared libpython is position-independent code and
+//   runs the same Python about 10% slower. Extension modules (uvloop, pydantic-core, the stdlib's
+//   lib-dynload) find the C API in the executable, which exports the Py* symbols (python-exports.list).
 //
 // Which CPython: Debian's 3.11 unless the environment names another; `make build PYTHON=/path/to/python3.X`
 // sets these from that interpreter's sysconfig (scripts/python-build-env). One binary serves one
@@ -32,17 +38,26 @@ let pythonExecutable = environment["APPSERVER_PYTHON_EXECUTABLE"] ?? "/usr/bin/p
 let staticPython = pythonLink == "static"
 let pythonLinkFlags: [String] = staticPython ? [
     "-use-ld=lld", "-Xclang-linker", "-no-pie",
-    "-Xlinker", "--dynamic-list=\(Context.packageDirectory)/Sources/appserver/python-exports.list",
+    "-Xlinker", "--dynamic-list=\(Context.packageDirectory)/Sources/AppServerEmbedded/python-exports.list",
     "-Xlinker", "--whole-archive", pythonArchive, "-Xlinker", "--no-whole-archive",
 ] + pythonArchiveLibraries : environment["APPSERVER_PYTHON_LIBDIR"].map { ["-Xlinker", "-rpath", "-Xlinker", $0] } ?? []
 let pythonPkgConfig = staticPython ? "python-\(pythonVersion)"
     : pythonLink == "debug" ? "python-\(pythonVersion)d-embed" : "python-\(pythonVersion)-embed"
+
+// The launcher and the preloaded library are C. SwiftPM links every product with the Swift runtime;
+// without Swift's startup object nothing in them refers to it, so a static link (the .deb's) takes none
+// of it in: the hosted server has one runtime, its own. (A dynamic link still names libswiftCore.so, the
+// same one the server's library loads.)
+let withoutSwiftRuntime = ["-nostartfiles"]
 
 let package = Package(
     name: "appserver",
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "appserver", targets: ["appserver"]),
+        .library(name: "appserver-hosted", type: .dynamic, targets: ["AppServerHosted"]),
+        .library(name: "appserver-preload", type: .dynamic, targets: ["AppServerPreload"]),
+        .executable(name: "appserver-embedded", targets: ["AppServerEmbedded"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -98,10 +113,24 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .executableTarget(name: "appserver", dependencies: [
+        // The command line: the server command and the control commands, whichever way it runs.
+        .target(name: "AppServerCLI", dependencies: [
             "AppServerConfig", "AppServerArbiter", "AppServerPython",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], exclude: ["python-exports.list"], linkerSettings: [.unsafeFlags(pythonLinkFlags)]),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Hosted by python3.X: the launcher (C, no Swift), the preloaded library that takes over
+        // python3.X before its main, and the server as a library whose C API calls bind to python3.X's.
+        .executableTarget(name: "appserver", cSettings: [
+            .define("APPSERVER_PYTHON_EXECUTABLE", to: "\"\(pythonExecutable)\""),
+            .define("_FORTIFY_SOURCE", to: "2", .when(configuration: .release)),
+        ], linkerSettings: [.unsafeFlags(withoutSwiftRuntime)]),
+        .target(name: "AppServerPreload", cSettings: [.define("_FORTIFY_SOURCE", to: "2", .when(configuration: .release))],
+                linkerSettings: [.linkedLibrary("dl"), .unsafeFlags(withoutSwiftRuntime)]),
+        .target(name: "AppServerHosted", dependencies: ["AppServerCLI", "AppServerArbiter"]),
+        // CPython linked in.
+        .executableTarget(name: "AppServerEmbedded", dependencies: ["AppServerCLI"],
+                          exclude: ["python-exports.list"], linkerSettings: [.unsafeFlags(pythonLinkFlags)]),
 
         .testTarget(name: "AppServerConfigTests", dependencies: ["AppServerConfig"]),
         .testTarget(name: "AppServerSystemdTests", dependencies: ["AppServerSystemd"]),
@@ -119,7 +148,7 @@ let package = Package(
 // path: a build directory that switches interpreter would reuse the CPython module of the last one
 // (the last one's struct layouts and PY_MINOR_VERSION). A macro naming the interpreter keys it.
 let pythonModuleKey = "-DAPPSERVER_PYTHON_HOST=\"\(pythonExecutable) \(pythonLink)\""
-for target in package.targets where ["CPythonShim", "AppServerPython", "AppServerArbiter", "appserver"].contains(target.name) {
+for target in package.targets where ["CPythonShim", "AppServerPython", "AppServerArbiter", "AppServerCLI", "AppServerHosted", "AppServerEmbedded"].contains(target.name) {
     if target.name == "CPythonShim" {
         target.cSettings = (target.cSettings ?? []) + [.unsafeFlags([pythonModuleKey])]
     } else {

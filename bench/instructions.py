@@ -14,6 +14,7 @@ import argparse
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,10 +75,29 @@ def answered(timeout):
             time.sleep(0.5)
 
 
-def run_once(binary, extra, module, interface, load, seconds, workdir):
+# What the launcher (`appserver`) runs the server with, in python3.X; a build with CPython linked in
+# (appserver-embedded, or an older build as APPSERVER_BASELINE) has none beside it.
+HOSTED_LIBRARIES = ("libappserver-hosted.so", "libappserver-preload.so")
+
+
+def valgrind_copy(binary, workdir):
+    """A copy of the server that valgrind 3.19 can read (not the DWARF 5 that Swift's clang writes: debug
+    info stripped), and the valgrind options it needs: the launcher's libraries are copied beside it, and
+    valgrind follows its exec into python3.X."""
+    binary, target = Path(binary), Path(workdir) / "appserver"
+    if not (binary.parent / HOSTED_LIBRARIES[0]).exists():
+        subprocess.run(["objcopy", "--strip-debug", str(binary), str(target)], check=True)
+        return target, []
+    shutil.copy(binary, target)
+    for library in HOSTED_LIBRARIES:
+        subprocess.run(["objcopy", "--strip-debug", str(binary.parent / library), str(Path(workdir) / library)], check=True)
+    return target, ["--trace-children=yes"]
+
+
+def run_once(binary, valgrind_options, extra, module, interface, load, seconds, workdir):
     """The worker's instructions over its whole life, and the requests it served."""
     out_pattern = os.path.join(workdir, "callgrind.%p")
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_pattern}", "--dump-instr=no",
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_pattern}", "--dump-instr=no", *valgrind_options,
             str(binary), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--interface", interface,
             "--chdir", str(HERE / "apps"), *shlex.split(extra), f"{module}:app"]
     server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONHASHSEED="0"))
@@ -112,11 +132,9 @@ def stop_valgrind(server):
 def measure(binary, extra, module, interface, load, seconds, workdir):
     """Two runs, short and long: the difference of their instructions over the difference of their
     requests leaves out the start and the stop."""
-    # valgrind 3.19 cannot read the DWARF 5 that Swift's clang writes: a copy without debug info.
-    stripped = os.path.join(workdir, "appserver")
-    subprocess.run(["objcopy", "--strip-debug", str(binary), stripped], check=True)
-    short = run_once(stripped, extra, module, interface, load, max(1, seconds // 4), workdir)
-    long = run_once(stripped, extra, module, interface, load, seconds, workdir)
+    copy, options = valgrind_copy(binary, workdir)
+    short = run_once(copy, options, extra, module, interface, load, max(1, seconds // 4), workdir)
+    long = run_once(copy, options, extra, module, interface, load, seconds, workdir)
     return (long[0] - short[0]) / (long[1] - short[1]), long[1] - short[1]
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench import stop
-from instructions import APPSERVER, PORT, answered, children, stop_valgrind, summary, wait_port
+from instructions import APPSERVER, PORT, answered, children, stop_valgrind, summary, valgrind_copy, wait_port
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
@@ -49,10 +49,10 @@ def in_python(module, interface, calls, workdir):
     return summary(dump)
 
 
-def in_server(binary, module, interface, calls, workdir):
+def in_server(binary, valgrind_options, module, interface, calls, workdir):
     """The loop imported by one worker of the server as its app; one request then shows it was loaded."""
     pattern = os.path.join(workdir, "server.%p")
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={pattern}", *server_arguments(binary, interface)]
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={pattern}", *valgrind_options, *server_arguments(binary, interface)]
     server = subprocess.Popen(argv, env=environment(module, interface, calls), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(timeout=120, port=PORT)
@@ -115,12 +115,10 @@ def main():
     for entry in args.apps.split(","):
         module, interface = entry.split(":")
         with tempfile.TemporaryDirectory() as workdir:
-            # valgrind 3.19 cannot read the DWARF 5 that Swift's clang writes: a copy without debug info.
-            stripped = os.path.join(workdir, "appserver")
-            subprocess.run(["objcopy", "--strip-debug", str(APPSERVER), stripped], check=True)
+            copy, options = valgrind_copy(APPSERVER, workdir)
             python = (in_python(module, interface, LONG, workdir) - in_python(module, interface, SHORT, workdir)) / (LONG - SHORT)
-            server = (in_server(stripped, module, interface, LONG, workdir)
-                      - in_server(stripped, module, interface, SHORT, workdir)) / (LONG - SHORT)
+            server = (in_server(copy, options, module, interface, LONG, workdir)
+                      - in_server(copy, options, module, interface, SHORT, workdir)) / (LONG - SHORT)
         print(f"| {module} ({interface}) | {python:,.0f} | {server:,.0f} | {server / python:.3f} |", flush=True)
 
 

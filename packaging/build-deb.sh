@@ -2,8 +2,9 @@
 # Builds appserver_VERSION_amd64.deb into OUTDIR (default dist/):
 #   packaging/build-deb.sh [VERSION] [OUTDIR]
 # VERSION defaults to the top entry of packaging/debian/changelog; another version gets a changelog
-# entry of its own. The binary is a release build with the Swift runtime linked statically, so the
-# target machine needs no Swift; dpkg-buildpackage (dh, debhelper compat 13) packs it.
+# entry of its own. The launcher (/usr/bin/appserver) and the server's libraries (/usr/lib/appserver) are
+# a release build with the Swift runtime linked statically, so the target machine needs no Swift;
+# dpkg-buildpackage (dh, debhelper compat 13) packs them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,12 +17,14 @@ WORK=$ROOT/.build-deb
 # so building a second version recompiles one small module.
 mkdir -p "$WORK/src"
 rsync -a --delete "$ROOT/Package.swift" "$ROOT/Sources" "$ROOT/Tests" "$WORK/src/"
-cat > "$WORK/src/Sources/appserver/Version.swift" <<SWIFT
+cat > "$WORK/src/Sources/AppServerCLI/Version.swift" <<SWIFT
 /// Written by packaging/build-deb.sh.
 let appServerVersion = "$VERSION"
 SWIFT
+# --static-swift-stdlib links the runtime into executables only; -static-stdlib does it for the server's
+# library too.
 (cd "$WORK/src" && env -u PKG_CONFIG_PATH swift build -c release --scratch-path "$WORK/scratch" \
-    --static-swift-stdlib -Xswiftc -enforce-exclusivity=unchecked \
+    --static-swift-stdlib -Xswiftc -static-stdlib -Xswiftc -enforce-exclusivity=unchecked \
     -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now)
 BINARY=$WORK/scratch/release/appserver
 [ "$("$BINARY" --version)" = "$VERSION" ] || { echo "build-deb: the binary does not say $VERSION" >&2; exit 1; }
@@ -32,6 +35,7 @@ rm -rf "$WORK/pkg"
 mkdir -p "$PKG/examples" "$PKG/bash-completion"
 cp -r "$ROOT/packaging/debian" "$PKG/debian"
 cp "$BINARY" "$PKG/appserver"
+cp "$WORK/scratch/release/libappserver-hosted.so" "$WORK/scratch/release/libappserver-preload.so" "$PKG/"
 cp -r "$ROOT/systemd" "$PKG/systemd"
 cp "$ROOT/packaging/appserver.toml" "$ROOT/packaging/appserver.1" "$ROOT/README.md" "$PKG/"
 rsync -a --exclude __pycache__ --exclude '.venv*' "$ROOT/examples/hello" "$PKG/examples/"

@@ -67,10 +67,11 @@ extension Arbiter {
 }
 
 extension Upgrade {
-    /// The binary to exec: what /proc/self/exe names, without the " (deleted)" that a package upgrade
-    /// leaves on the old inode (the path then holds the new version). Not /proc/self/exe itself,
-    /// which would rename the process "exe".
+    /// The binary to exec: the launcher when python3.X hosts the server (HostedImage), else what
+    /// /proc/self/exe names, without the " (deleted)" that a package upgrade leaves on the old inode
+    /// (the path then holds the new version). Not /proc/self/exe itself, which would rename the process "exe".
     static func executablePath() -> String {
+        if let launcher = HostedImage.files?.launcher { return launcher.path }
         var buffer = [CChar](repeating: 0, count: 4096)
         let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
         guard n > 0 else { return CommandLine.arguments[0] }
@@ -78,9 +79,10 @@ extension Upgrade {
         return path.hasSuffix(" (deleted)") ? String(path.dropLast(10)) : path
     }
 
-    /// True when the file at `executablePath()` is no longer the one this process runs (a package
-    /// upgrade put a new binary there): a reload then upgrades.
+    /// True when the files this process runs are no longer the ones at their paths (a package upgrade
+    /// put new ones there): a reload then upgrades.
     static func binaryReplaced() -> Bool {
+        if let files = HostedImage.files { return files.launcher.replaced || files.library.replaced }
         var running = stat(), onDisk = stat()
         guard stat("/proc/self/exe", &running) == 0, stat(executablePath(), &onDisk) == 0 else { return false }
         return running.st_dev != onDisk.st_dev || running.st_ino != onDisk.st_ino
@@ -162,5 +164,42 @@ extension Upgrade {
     static func say(_ report: String, on fd: CInt) {
         let line = Array("\(report)\n".utf8)
         _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+}
+
+/// The files a server hosted by python3.X is made of (Sources/appserver, the launcher): /proc/self/exe
+/// names python3.X there, so the launcher (what a USR2 upgrade starts again) and the server's library
+/// are named by the launcher, and their identities taken when the server starts, to tell when a
+/// package upgrade has replaced them.
+public enum HostedImage {
+    public static let launcherVariable = "APPSERVER_LAUNCHER"
+    public static let libraryVariable = "APPSERVER_HOSTED_LIBRARY"
+
+    struct File {
+        let path: String
+        let device: UInt64
+        let inode: UInt64
+
+        init?(path: String) {
+            var info = stat()
+            guard stat(path, &info) == 0 else { return nil }
+            self.path = path
+            device = UInt64(info.st_dev)
+            inode = UInt64(info.st_ino)
+        }
+
+        /// Another file at the path now (none at all is no upgrade to make).
+        var replaced: Bool {
+            guard let now = File(path: path) else { return false }
+            return now.device != device || now.inode != inode
+        }
+    }
+
+    /// Set once, at the start of a hosted server (before any thread).
+    nonisolated(unsafe) static var files: (launcher: File, library: File)?
+
+    public static func adopt(launcher: String, library: String) {
+        guard let launcherFile = File(path: launcher), let libraryFile = File(path: library) else { return }
+        files = (launcherFile, libraryFile)
     }
 }

@@ -1,6 +1,7 @@
 """Starts the real release binary against the apps in tests/apps, on loopback ports."""
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,27 @@ ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "tests" / "apps"
 BINARY = Path(os.environ.get("APPSERVER_BIN", ROOT / ".build" / "release" / "appserver"))
 VENV = sys.prefix  # the test venv has Flask and Django
+# BINARY is the launcher: it runs the server, these libraries found beside it, in Debian's python3.11.
+SERVER_LIBRARIES = ("libappserver-hosted.so", "libappserver-preload.so")
+
+
+def install_server(directory, name="appserver"):
+    """The server as a package installs it, into `directory`: the launcher and its libraries beside it,
+    each put in place as dpkg does (a new file renamed over the old name). Returns the launcher's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for source, target in [(BINARY, name)] + [(BINARY.parent / library, library) for library in SERVER_LIBRARIES]:
+        shutil.copy(source, directory / f"{target}.new")
+        os.rename(directory / f"{target}.new", directory / target)
+    return directory / name
+
+
+def hosted_library(pid):
+    """The server library a hosted process runs (from its memory map), or None: /proc/PID/exe names
+    python3.11 there, so this is what says which files a server runs."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if line.rstrip().endswith("libappserver-hosted.so") or "libappserver-hosted.so (deleted)" in line:
+            return line.split(None, 5)[5].strip()
+    return None
 
 
 def free_port():

@@ -8,7 +8,7 @@ import threading
 import pytest
 import requests
 
-from conftest import BINARY, wait_until
+from conftest import BINARY, hosted_library, install_server, wait_until
 from test_under_load import read_pid, run_wrk, wait_gone, write_generation
 
 
@@ -91,22 +91,21 @@ def test_failed_upgrade_exits_1_and_the_old_arbiter_keeps_serving(generation_ser
 
 def test_reload_upgrades_when_the_binary_on_disk_changed(serve, tmp_path):
     """After a package upgrade replaced the binary, `reload` (the units' ExecReload) runs the new one."""
-    binary = tmp_path / "bin" / "appserver"
-    binary.parent.mkdir()
-    shutil.copy(BINARY, binary)
+    binary = install_server(tmp_path / "bin")
+    library = binary.parent / "libappserver-hosted.so"
     app_file = tmp_path / "generation.py"
     write_generation(app_file, 1)
     pidfile = tmp_path / "app.pid"
     server = serve("generation:app", "--chdir", str(tmp_path), "--pid", str(pidfile), cwd=tmp_path,
                    binary=binary)
-    # Replace it as dpkg does: a new file renamed over the old name.
-    shutil.copy(BINARY, binary.with_suffix(".new"))
-    os.rename(binary.with_suffix(".new"), binary)
+    assert hosted_library(server.pid) == str(library)
+    install_server(binary.parent)   # the package upgrade
+    assert hosted_library(server.pid) == f"{library} (deleted)"
     result = control("reload", "--pid", str(server.pid))
     assert result.returncode == 0, result
     assert "upgraded: the new arbiter" in result.stdout
     new = read_pid(pidfile)
-    assert new != server.pid and os.readlink(f"/proc/{new}/exe") == str(binary)
+    assert new != server.pid and hosted_library(new) == str(library), "the new arbiter runs the files now installed"
     assert "the binary on disk has changed" in server.log()
     assert server.proc.wait(15) == 0
     # The new arbiter runs the file now at that path: a reload is a plain reload again.

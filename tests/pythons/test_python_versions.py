@@ -140,8 +140,7 @@ def test_appserver_hands_over_to_the_build_for_the_virtualenvs_python(host, serv
     """`appserver` given a virtualenv of 3.X execs `appserver-python3.X` installed beside it or on PATH:
     the same pid serves the app on 3.X, and a USR2 upgrade starts that build again."""
     beside = tmp_path / "bin"
-    beside.mkdir()
-    shutil.copy(e2e.BINARY, beside / "appserver")
+    e2e.install_server(beside)
     shutil.copy(host.binary, beside / f"appserver-python{host.version}")
     app_file = tmp_path / "versioned.py"
     write_app(app_file, "flask", 1)
@@ -179,9 +178,8 @@ def test_appserver_hands_over_to_the_build_for_the_virtualenvs_python(host, serv
 def test_a_build_that_does_not_embed_the_python_its_name_says_is_refused_not_looped(host, tmp_path):
     """appserver-python3.X that is really the build for another version: one line, exit 2, no exec loop."""
     beside = tmp_path / "bin"
-    beside.mkdir()
-    shutil.copy(e2e.BINARY, beside / "appserver")
-    shutil.copy(e2e.BINARY, beside / f"appserver-python{host.version}")   # the Debian 3.11 build, misnamed
+    e2e.install_server(beside)
+    e2e.install_server(beside, f"appserver-python{host.version}")   # the Debian 3.11 build, misnamed
     line = refusal(beside / "appserver", host.venv)
     assert f"handed it over to {beside}/appserver-python{host.version} for Python {host.version}" in line, line
     assert "embeds Python 3.11" in line and f"make build PYTHON=python{host.version}" in line, line

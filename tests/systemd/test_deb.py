@@ -123,8 +123,9 @@ systemctl enable --now appserver.socket appserver@demo.socket""")
         assert after["MainPID"] != before[unit]["MainPID"] and after["NRestarts"] == "0" and after["ActiveState"] == "active", after
         status = c.run("appserver", "status", "--pid", after["MainPID"]).stdout
         assert f"appserver {NEW}" in status, status
-        exe = c.run("readlink", f"/proc/{after['MainPID']}/exe").stdout.strip()
-        assert exe == "/usr/bin/appserver", "the new arbiter runs the installed binary, not a deleted one"
+        maps = c.run("grep", "libappserver-hosted", f"/proc/{after['MainPID']}/maps").stdout.splitlines()
+        assert maps and all(line.endswith(" /usr/lib/appserver/libappserver-hosted.so") for line in maps), \
+            "the new arbiter runs the installed server, not a deleted one"
     assert requests.get(f"http://127.0.0.1:{PORT}/", timeout=10).text.startswith("main ")
     print(f"apt install of {NEW} under load took {took:.1f} s; wrk: " +
           "; ".join(out.splitlines()[-3].strip() for out in results.values()))

@@ -46,6 +46,8 @@ def container():
     share = Path(tempfile.mkdtemp(prefix="appserver-share-"))
     os.chmod(share, 0o755)
     shutil.copy(BINARY, share / "appserver")
+    for library in ("libappserver-hosted.so", "libappserver-preload.so"):   # the launcher's, as the .deb has them
+        shutil.copy(BINARY.parent / library, share / library)
     shutil.copytree(ROOT / "tests" / "apps", share / "apps", ignore=shutil.ignore_patterns("__pycache__"))
     (share / "apps" / "demo.py").write_text(DEMO_APP)
     shutil.copytree(ROOT / "systemd", share / "units")
@@ -59,6 +61,7 @@ def container():
     c = Container(share, share.parent / f"{share.name}.log")
     script = """set -e
 install -m 755 /mnt/share/appserver /usr/bin/appserver
+install -D -m 644 -t /usr/lib/appserver /mnt/share/libappserver-hosted.so /mnt/share/libappserver-preload.so
 cp /mnt/share/units/*.socket /mnt/share/units/*.service /etc/systemd/system/
 mkdir -p /etc/appserver /etc/systemd/system/appserver.socket.d /etc/systemd/system/appserver@demo.socket.d
 cp /mnt/share/etc/appserver.toml /mnt/share/etc/demo.toml /etc/appserver/

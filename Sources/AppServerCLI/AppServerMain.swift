@@ -74,39 +74,46 @@ enum ServerCommand {
 }
 
 /// `appserver reload|upgrade|status ...` talk to a running server; anything else starts one. (The
-/// server's positional APP argument rules out ArgumentParser's own subcommand dispatch.)
-let controlCommands: [String: ParsableCommand.Type] = [
-    "reload": ReloadCommand.self, "upgrade": UpgradeCommand.self, "status": StatusCommand.self,
-]
-let arguments = Array(CommandLine.arguments.dropFirst())
-let control: ParsableCommand.Type? = arguments.first.flatMap { controlCommands[$0] }
+/// server's positional APP argument rules out ArgumentParser's own subcommand dispatch.) Both ways of
+/// running the server call this: the launcher's (the code in a library python3.X hosts, AppServerHosted)
+/// and the binary with the interpreter linked in (AppServerEmbedded).
+public enum AppServerMain {
+    static let controlCommands: [String: ParsableCommand.Type] = [
+        "reload": ReloadCommand.self, "upgrade": UpgradeCommand.self, "status": StatusCommand.self,
+    ]
 
-// Usage errors exit with status 2 and one line, as Gunicorn's do (ArgumentParser would use 64).
-func fail(_ message: String) -> Never {
-    FileHandle.standardError.write(Data("appserver: error: \(message)\n".utf8))
-    exit(2)
-}
-guard let control else {
-    do {
-        exit(try ServerCommand.run(arguments))
-    } catch {
-        fail(error.description)
+    public static func main() -> Never {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        guard let control = arguments.first.flatMap({ controlCommands[$0] }) else {
+            do {
+                exit(try ServerCommand.run(arguments))
+            } catch {
+                fail(error.description)
+            }
+        }
+        do {
+            var command = try control.parseAsRoot(Array(arguments.dropFirst()))
+            try command.run()
+            exit(0)
+        } catch let exit as ExitCode {
+            Foundation.exit(exit.rawValue)
+        } catch {
+            let code = control.exitCode(for: error)
+            if code == .success {
+                control.exit(withError: error)   // --help
+            }
+            let message = control.message(for: error)
+            FileHandle.standardError.write(Data("appserver: error: \(message)\n".utf8))
+            if message.contains("Usage") == false && error is ValidationError == false {
+                FileHandle.standardError.write(Data("See '\(control.configuration.commandName ?? "appserver") --help'.\n".utf8))
+            }
+            Foundation.exit(2)
+        }
     }
-}
-do {
-    var command = try control.parseAsRoot(Array(arguments.dropFirst()))
-    try command.run()
-} catch let exit as ExitCode {
-    Foundation.exit(exit.rawValue)
-} catch {
-    let code = control.exitCode(for: error)
-    if code == .success {
-        control.exit(withError: error)   // --help
+
+    /// Usage errors exit with status 2 and one line, as Gunicorn's do (ArgumentParser would use 64).
+    static func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("appserver: error: \(message)\n".utf8))
+        exit(2)
     }
-    let message = control.message(for: error)
-    FileHandle.standardError.write(Data("appserver: error: \(message)\n".utf8))
-    if message.contains("Usage") == false && error is ValidationError == false {
-        FileHandle.standardError.write(Data("See '\(control.configuration.commandName ?? "appserver") --help'.\n".utf8))
-    }
-    Foundation.exit(2)
 }

@@ -1,0 +1,1 @@
+// The preloaded library has no API: its constructor is all (preload.c).

@@ -1,0 +1,59 @@
+// `appserver`: starts the server in Debian's python3.X, so that apps run in the same link-time and
+// profile-optimized interpreter as under python3 itself (and under Gunicorn, Uvicorn or Granian); an
+// interpreter linked into our own binary runs the same Python 4.5-7% slower (bench/RESULTS.md).
+//
+// It execs python3.X (same pid, arguments and inherited sockets: systemd's MAINPID and LISTEN_PID,
+// and a USR2 upgrade, see one process) with the server's two libraries from beside this file (a build
+// tree) or from ../lib/appserver (the .deb): libappserver-preload.so, preloaded, takes over before
+// python3.X's main runs and loads libappserver-hosted.so, the server. Nothing else is done here.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef APPSERVER_PYTHON_EXECUTABLE
+#error "Package.swift defines APPSERVER_PYTHON_EXECUTABLE"
+#endif
+
+static int find(const char *directory, const char *name, char *path) {
+    static const char *const places[] = {"%s/%s", "%s/../lib/appserver/%s"};
+    for (size_t i = 0; i < sizeof places / sizeof *places; i++) {
+        char candidate[PATH_MAX];
+        if (snprintf(candidate, sizeof candidate, places[i], directory, name) >= (int)sizeof candidate) continue;
+        if (realpath(candidate, path) && access(path, R_OK) == 0) return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    char self[PATH_MAX], directory[PATH_MAX], server[PATH_MAX], preload[PATH_MAX];
+    if (!realpath("/proc/self/exe", self)) {
+        fprintf(stderr, "appserver: error: cannot read /proc/self/exe: %s\n", strerror(errno));
+        return 1;
+    }
+    strcpy(directory, self);
+    *strrchr(directory, '/') = '\0';
+    if (!find(directory, "libappserver-hosted.so", server) || !find(directory, "libappserver-preload.so", preload)) {
+        fprintf(stderr, "appserver: error: the server's libraries (libappserver-hosted.so, libappserver-preload.so) "
+                        "are neither beside %s nor in %s/../lib/appserver\n", self, directory);
+        return 1;
+    }
+    // Ours first; what the user preloads (a malloc, say) stays, for the server and the app.
+    const char *before = getenv("LD_PRELOAD");
+    char *list = malloc(strlen(preload) + (before ? strlen(before) + 2 : 1));
+    if (!list) return 1;
+    strcpy(list, preload);
+    if (before && *before) { strcat(list, ":"); strcat(list, before); }
+    if (setenv("LD_PRELOAD", list, 1) || setenv("APPSERVER_HOSTED_LIBRARY", server, 1) || setenv("APPSERVER_LAUNCHER", self, 1)) {
+        fprintf(stderr, "appserver: error: cannot set the environment: %s\n", strerror(errno));
+        return 1;
+    }
+    execv(APPSERVER_PYTHON_EXECUTABLE, argv);   // argv[0] as given: ps shows the command that was run
+    fprintf(stderr, "appserver: error: cannot run %s, the Python that hosts the server: %s\n",
+            APPSERVER_PYTHON_EXECUTABLE, strerror(errno));
+    return 1;
+}
