@@ -1,0 +1,88 @@
+"""The server hosted by Debian's python3.11 (Sources/appserver, the launcher): one process that runs
+python3.11's CPython, named as the server, whose app and the app's children see the environment the
+server was given, and a launcher that says what is missing rather than failing obscurely."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from conftest import BINARY, SERVER_LIBRARIES, hosted_library, install_server
+
+APP = '''
+import json, os, subprocess, sys
+
+def app(environ, start_response):
+    child = subprocess.run(["cat", "/proc/self/maps"], capture_output=True, text=True).stdout
+    body = json.dumps({
+        "environ": {key: value for key, value in os.environ.items() if key.startswith(("APPSERVER", "LD_"))},
+        "child_maps_server": [line.split()[-1] for line in child.splitlines() if "libappserver" in line],
+        "executable": os.readlink("/proc/self/exe"),
+        "comm": open("/proc/self/comm").read().strip(),
+        "sys_executable": sys.executable,
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+'''
+
+
+def given(extra=None):
+    """The variables of interest that the server is started with (the tests' own APPSERVER_BIN, say)."""
+    environment = {**os.environ, **(extra or {})}
+    return {key: value for key, value in environment.items() if key.startswith(("APPSERVER", "LD_"))}
+
+
+def serve_probe(serve, tmp_path, env=None):
+    (tmp_path / "probe.py").write_text(APP)
+    server = serve("probe:app", "--chdir", str(tmp_path), cwd=tmp_path, env=env)
+    return server, requests.get(server.url + "/", timeout=10).json()
+
+
+def test_the_arbiter_and_workers_are_python3_11_named_appserver(serve, tmp_path):
+    server, seen = serve_probe(serve, tmp_path)
+    python = os.path.realpath("/usr/bin/python3.11")
+    for pid in [server.pid, *server.workers()]:
+        assert os.path.realpath(f"/proc/{pid}/exe") == python
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == "appserver", "ps, top and pgrep show the server's name"
+        assert hosted_library(pid) == str((BINARY.parent / "libappserver-hosted.so").resolve())
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == str(BINARY).encode(), "argv as it was run"
+    assert os.path.realpath(seen["executable"]) == python and seen["comm"] == "appserver"
+    assert seen["sys_executable"] == f"{sys.prefix}/bin/python3", "sys.executable is the virtualenv's python, as before"
+
+
+def test_the_app_and_its_children_see_the_environment_the_server_was_given(serve, tmp_path):
+    _, seen = serve_probe(serve, tmp_path)
+    assert seen["environ"] == given(), "no LD_PRELOAD, and none of the launcher's variables"
+    assert seen["child_maps_server"] == [], "a process the app starts does not load the server"
+
+
+def test_a_preload_of_the_users_stays_for_the_server_and_the_app(serve, tmp_path):
+    """LD_PRELOAD (a malloc, say) is kept: after the server's own while it starts, alone afterwards."""
+    library = next(p for p in ["/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1"] if os.path.exists(p))
+    server, seen = serve_probe(serve, tmp_path, env={"LD_PRELOAD": library})
+    assert seen["environ"] == given({"LD_PRELOAD": library})
+    maps = Path(f"/proc/{server.workers()[0]}/maps").read_text()
+    assert "libz.so.1" in maps and "libappserver-preload.so" in maps
+
+
+def test_a_launcher_without_its_libraries_says_where_it_looked(tmp_path):
+    lone = tmp_path / "bin" / "appserver"
+    lone.parent.mkdir()
+    lone.write_bytes(BINARY.read_bytes())
+    lone.chmod(0o755)
+    out = subprocess.run([str(lone), "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip() == (f"appserver: error: the server's libraries (libappserver-hosted.so, libappserver-preload.so) "
+                                  f"are neither beside {lone} nor in {lone.parent}/../lib/appserver")
+
+
+def test_the_package_layout_is_found_too(tmp_path):
+    """/usr/bin/appserver with its libraries in /usr/lib/appserver, as the .deb installs them."""
+    install_server(tmp_path / "usr" / "bin")
+    (tmp_path / "usr" / "lib" / "appserver").mkdir(parents=True)
+    for library in SERVER_LIBRARIES:
+        os.rename(tmp_path / "usr" / "bin" / library, tmp_path / "usr" / "lib" / "appserver" / library)
+    out = subprocess.run([str(tmp_path / "usr" / "bin" / "appserver"), "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == subprocess.run([str(BINARY), "--version"], capture_output=True,
+                                                                         text=True, timeout=30).stdout.strip()
