@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #ifndef APPSERVER_PYTHON_EXECUTABLE
@@ -50,6 +52,20 @@ int main(int argc, char **argv) {
     if (before && *before) { strcat(list, ":"); strcat(list, before); }
     if (setenv("LD_PRELOAD", list, 1) || setenv("APPSERVER_HOSTED_LIBRARY", server, 1) || setenv("APPSERVER_LAUNCHER", self, 1)) {
         fprintf(stderr, "appserver: error: cannot set the environment: %s\n", strerror(errno));
+        return 1;
+    }
+    // In secure-execution mode (set-user-ID, or file capabilities on either executable) the loader
+    // ignores LD_PRELOAD, and python3.X's own main would read the server's arguments: say so instead.
+    if (getauxval(AT_SECURE)) {
+        fprintf(stderr, "appserver: error: %s runs set-user-ID or with file capabilities, and then the dynamic "
+                        "loader would not preload the server into python: remove them, and take ports below "
+                        "1024 from systemd's sockets (the units do)\n", self);
+        return 1;
+    }
+    if (getxattr(APPSERVER_PYTHON_EXECUTABLE, "security.capability", NULL, 0) >= 0) {
+        fprintf(stderr, "appserver: error: %s has file capabilities (setcap), and then the dynamic loader would "
+                        "not preload the server into it: remove them (setcap -r), and take ports below 1024 from "
+                        "systemd's sockets (the units do)\n", APPSERVER_PYTHON_EXECUTABLE);
         return 1;
     }
     execv(APPSERVER_PYTHON_EXECUTABLE, argv);   // argv[0] as given: ps shows the command that was run

@@ -2,10 +2,12 @@
 python3.11's CPython, named as the server, whose app and the app's children see the environment the
 server was given, and a launcher that says what is missing rather than failing obscurely."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from conftest import BINARY, SERVER_LIBRARIES, hosted_library, install_server
@@ -86,3 +88,22 @@ def test_the_package_layout_is_found_too(tmp_path):
     out = subprocess.run([str(tmp_path / "usr" / "bin" / "appserver"), "--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.strip() == subprocess.run([str(BINARY), "--version"], capture_output=True,
                                                                          text=True, timeout=30).stdout.strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not all(map(shutil.which, ["setcap", "unshare", "mount"])),
+                    reason="needs root, setcap and unshare")
+def test_a_python3_11_with_file_capabilities_is_refused_with_one_line(tmp_path):
+    """The loader ignores LD_PRELOAD for an executable with file capabilities (setcap, a habit for port
+    80): python3.11's own main would then take the server's arguments. Checked on a copy of python3.11
+    with a capability, mounted over /usr/bin/python3.11 in a mount namespace of this test's own."""
+    python = Path(os.path.realpath("/usr/bin/python3.11"))
+    copy = tmp_path / "python3.11"
+    shutil.copy(python, copy)
+    subprocess.run(["setcap", "cap_net_bind_service+ep", str(copy)], check=True)
+    script = f"mount --bind {copy} {python} && exec {BINARY} --version"
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and out.stdout == "", out
+    assert out.stderr == ("appserver: error: /usr/bin/python3.11 has file capabilities (setcap), and then the dynamic "
+                          "loader would not preload the server into it: remove them (setcap -r), and take ports below "
+                          "1024 from systemd's sockets (the units do)\n"), out
