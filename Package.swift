@@ -13,9 +13,9 @@ import PackageDescription
 //   lib-dynload) find the C API in the executable, which exports the Py* symbols (python-exports.list).
 //
 // Which CPython: Debian's 3.11 unless the environment names another; `make build PYTHON=/path/to/python3.X`
-// sets these from that interpreter's sysconfig (scripts/python-build-env). One binary serves one
-// minor version: the C API and ABI differ from one to the next (bench/RESULTS.md says why not a
-// loadable host per version).
+// sets these from that interpreter's sysconfig (scripts/python-build-env). A build serves one minor
+// version, hosted or embedded: the C API and ABI differ from one version to the next, and the server's
+// library is compiled against one version's headers as an extension module is.
 //   APPSERVER_PYTHON_VERSION      major.minor (pkg-config's python-X.Y[-embed] gives the headers)
 //   APPSERVER_PYTHON_ARCHIVE      its libpythonX.Y.a; APPSERVER_PYTHON_ARCHIVE_LIBS what that needs
 //   APPSERVER_PYTHON_EXECUTABLE   the interpreter's python3.X, its sys.executable without a virtualenv
@@ -74,6 +74,8 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // glibc's <malloc.h> (mallopt), not in Swift's Glibc module.
         .systemLibrary(name: "CMalloc"),
+        // The launcher's, the preloaded library's and the server's shared names (a header only).
+        .systemLibrary(name: "CHostedImage"),
         // Only what Swift cannot call itself: Py_None and friends, variadic C functions.
         .target(name: "CPythonShim", dependencies: ["CPython"], cSettings: [
             .define("APPSERVER_PYTHON_EXECUTABLE", to: "\"\(pythonExecutable)\""),
@@ -107,7 +109,7 @@ let package = Package(
             .embedInCode("Glue/_appserver_hooks.py"),
         ]),
         .target(name: "AppServerArbiter", dependencies: [
-            "AppServerConfig", "AppServerSystemd", "AppServerHTTP", "AppServerPython", "CMalloc",
+            "AppServerConfig", "AppServerSystemd", "AppServerHTTP", "AppServerPython", "CMalloc", "CHostedImage",
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -124,8 +126,10 @@ let package = Package(
         .executableTarget(name: "appserver", cSettings: [
             .define("APPSERVER_PYTHON_EXECUTABLE", to: "\"\(pythonExecutable)\""),
             .define("_FORTIFY_SOURCE", to: "2", .when(configuration: .release)),
+            .headerSearchPath("../CHostedImage"),
         ], linkerSettings: [.unsafeFlags(withoutSwiftRuntime)]),
-        .target(name: "AppServerPreload", cSettings: [.define("_FORTIFY_SOURCE", to: "2", .when(configuration: .release))],
+        .target(name: "AppServerPreload", cSettings: [.define("_FORTIFY_SOURCE", to: "2", .when(configuration: .release)),
+                                                     .headerSearchPath("../CHostedImage")],
                 linkerSettings: [.linkedLibrary("dl"), .unsafeFlags(withoutSwiftRuntime)]),
         .target(name: "AppServerHosted", dependencies: ["AppServerCLI", "AppServerArbiter"]),
         // CPython linked in.
@@ -160,6 +164,7 @@ for target in package.targets where ["CPythonShim", "AppServerPython", "AppServe
 // Cross-module optimization: generic code of one module used by another (AppThreadQueue<WorkItem>,
 // Monitor.withLock) is specialized where it is used, not run unspecialized with the type's metadata
 // looked up at run time (~1k instructions a WSGI request).
-for target in package.targets where target.type == .regular || target.type == .executable {
+let cTargets: Set = ["CPythonShim", "AppServerPreload", "appserver"]
+for target in package.targets where (target.type == .regular || target.type == .executable) && !cTargets.contains(target.name) {
     target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"], .when(configuration: .release))]
 }

@@ -1,4 +1,5 @@
 import AppServerConfig
+import CHostedImage
 import Foundation
 import Logging
 
@@ -172,8 +173,8 @@ extension Upgrade {
 /// are named by the launcher, and their identities taken when the server starts, to tell when a
 /// package upgrade has replaced them.
 public enum HostedImage {
-    public static let launcherVariable = "APPSERVER_LAUNCHER"
-    public static let libraryVariable = "APPSERVER_HOSTED_LIBRARY"
+    public static let launcherVariable = APPSERVER_LAUNCHER_VARIABLE
+    public static let libraryVariable = APPSERVER_HOSTED_LIBRARY_VARIABLE
 
     struct File {
         let path: String
@@ -195,11 +196,36 @@ public enum HostedImage {
         }
     }
 
+    /// Why a hosted server cannot know its files.
+    public enum AdoptionError: Error, CustomStringConvertible {
+        case notLaunched
+        case unreadable(path: String, reason: String)
+
+        public var description: String {
+            switch self {
+            case .notLaunched:
+                "the server's library was loaded without its launcher (\(launcherVariable) and \(libraryVariable) "
+                    + "are not both set): start the server with the appserver command"
+            case let .unreadable(path, reason):
+                "cannot stat \(path): \(reason)"
+            }
+        }
+    }
+
     /// Set once, at the start of a hosted server (before any thread).
     nonisolated(unsafe) static var files: (launcher: File, library: File)?
 
-    public static func adopt(launcher: String, library: String) {
-        guard let launcherFile = File(path: launcher), let libraryFile = File(path: library) else { return }
+    /// Takes the launcher's and the library's identities when the server starts. Without them a USR2
+    /// upgrade would exec python3.X itself with the server's arguments, so a server that cannot have
+    /// them does not start.
+    public static func adopt(launcher: String?, library: String?) throws(AdoptionError) {
+        guard let launcher, let library else { throw .notLaunched }
+        guard let launcherFile = File(path: launcher) else {
+            throw .unreadable(path: launcher, reason: String(cString: strerror(errno)))
+        }
+        guard let libraryFile = File(path: library) else {
+            throw .unreadable(path: library, reason: String(cString: strerror(errno)))
+        }
         files = (launcherFile, libraryFile)
     }
 }

@@ -9,8 +9,12 @@ import Foundation
 @_cdecl("appserver_hosted_main")
 public func appserverHostedMain() -> Int32 {
     let environment = ProcessInfo.processInfo.environment
-    if let launcher = environment[HostedImage.launcherVariable], let library = environment[HostedImage.libraryVariable] {
-        HostedImage.adopt(launcher: launcher, library: library)
+    do {
+        try HostedImage.adopt(launcher: environment[HostedImage.launcherVariable],
+                              library: environment[HostedImage.libraryVariable])
+    } catch {
+        FileHandle.standardError.write(Data("appserver: error: \(error)\n".utf8))
+        return 1
     }
     unsetenv(HostedImage.launcherVariable)
     unsetenv(HostedImage.libraryVariable)

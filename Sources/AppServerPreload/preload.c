@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include "appserver_preload.h"
+#include "hosted_image.h"
 
 // Takes this library's own path out of LD_PRELOAD (what the user had there stays), so the processes
 // the app starts do not load it.
@@ -31,11 +32,11 @@ static void leave_ld_preload(void) {
 
 __attribute__((constructor))
 static void appserver_preload_take_over(void) {
-    const char *library = getenv("APPSERVER_HOSTED_LIBRARY");
+    const char *library = getenv(APPSERVER_HOSTED_LIBRARY_VARIABLE);
     if (!library || !dlsym(RTLD_DEFAULT, "Py_InitializeFromConfig")) return;
     leave_ld_preload();
     // The process is python3.X's image; ps, top and pgrep show the launcher's name, as before.
-    const char *launcher = getenv("APPSERVER_LAUNCHER");
+    const char *launcher = getenv(APPSERVER_LAUNCHER_VARIABLE);
     if (launcher) {
         const char *name = strrchr(launcher, '/');
         prctl(PR_SET_NAME, name ? name + 1 : launcher, 0, 0, 0);

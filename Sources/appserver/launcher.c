@@ -16,6 +16,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "hosted_image.h"
+
 #ifndef APPSERVER_PYTHON_EXECUTABLE
 #error "Package.swift defines APPSERVER_PYTHON_EXECUTABLE"
 #endif
@@ -39,8 +41,8 @@ int main(int argc, char **argv) {
     }
     strcpy(directory, self);
     *strrchr(directory, '/') = '\0';
-    if (!find(directory, "libappserver-hosted.so", server) || !find(directory, "libappserver-preload.so", preload)) {
-        fprintf(stderr, "appserver: error: the server's libraries (libappserver-hosted.so, libappserver-preload.so) "
+    if (!find(directory, APPSERVER_HOSTED_LIBRARY_NAME, server) || !find(directory, APPSERVER_PRELOAD_LIBRARY_NAME, preload)) {
+        fprintf(stderr, "appserver: error: the server's libraries (" APPSERVER_HOSTED_LIBRARY_NAME ", " APPSERVER_PRELOAD_LIBRARY_NAME ") "
                         "are neither beside %s nor in %s/../lib/appserver\n", self, directory);
         return 1;
     }
@@ -50,7 +52,7 @@ int main(int argc, char **argv) {
     if (!list) return 1;
     strcpy(list, preload);
     if (before && *before) { strcat(list, ":"); strcat(list, before); }
-    if (setenv("LD_PRELOAD", list, 1) || setenv("APPSERVER_HOSTED_LIBRARY", server, 1) || setenv("APPSERVER_LAUNCHER", self, 1)) {
+    if (setenv("LD_PRELOAD", list, 1) || setenv(APPSERVER_HOSTED_LIBRARY_VARIABLE, server, 1) || setenv(APPSERVER_LAUNCHER_VARIABLE, self, 1)) {
         fprintf(stderr, "appserver: error: cannot set the environment: %s\n", strerror(errno));
         return 1;
     }

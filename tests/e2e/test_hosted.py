@@ -90,6 +90,25 @@ def test_the_package_layout_is_found_too(tmp_path):
                                                                          text=True, timeout=30).stdout.strip()
 
 
+def test_the_server_library_preloaded_without_its_launcher_refuses_to_start(tmp_path):
+    """Without the launcher's path a USR2 upgrade would exec python3.11 with the server's arguments: a
+    python3.11 given the server's libraries by hand (the launcher's variable missing, or naming nothing)
+    says so instead of serving."""
+    libraries = BINARY.parent
+    base = {**os.environ, "LD_PRELOAD": str(libraries / "libappserver-preload.so"),
+            "APPSERVER_HOSTED_LIBRARY": str(libraries / "libappserver-hosted.so")}
+    base.pop("APPSERVER_LAUNCHER", None)
+    out = subprocess.run(["/usr/bin/python3.11", "--version"], env=base, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and out.stdout == "", out
+    assert out.stderr == ("appserver: error: the server's library was loaded without its launcher (APPSERVER_LAUNCHER "
+                          "and APPSERVER_HOSTED_LIBRARY are not both set): start the server with the appserver command\n")
+    gone = tmp_path / "appserver"
+    out = subprocess.run(["/usr/bin/python3.11", "--version"], env={**base, "APPSERVER_LAUNCHER": str(gone)},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and out.stdout == "", out
+    assert out.stderr == f"appserver: error: cannot stat {gone}: No such file or directory\n"
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not all(map(shutil.which, ["setcap", "unshare", "mount"])),
                     reason="needs root, setcap and unshare")
 def test_a_python3_11_with_file_capabilities_is_refused_with_one_line(tmp_path):
