@@ -224,6 +224,29 @@ import Testing
         #expect(config.bind.map(\.description) == ["0.0.0.0:9999"])   // PORT, Gunicorn's default
         #expect(config.app == "x:app")
     }
+
+    /// A HUP builds the settings again from inside `--chdir`'s directory: the paths must still mean
+    /// what they meant where the server started.
+    @Test func pathsAreFromTheStartDirectoryWhereverTheBuildRuns() throws {
+        let start = FileManager.default.temporaryDirectory.appendingPathComponent("appserver-paths-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: start + "/app", withIntermediateDirectories: true)
+        try "workers = 2\n".write(toFile: start + "/conf.toml", atomically: true, encoding: .utf8)
+        let builder = ConfigBuilder(arguments: ["-c", "conf.toml", "--chdir", "app", "--virtualenv", "../start/./venv", "x:app"],
+                                    environment: [:], baseDirectory: start,
+                                    readPythonFile: { path, _ throws(ConfigError) in throw ConfigError.configFile(path: path, reason: "unexpected") })
+        let before = FileManager.default.currentDirectoryPath
+        #expect(FileManager.default.changeCurrentDirectoryPath(start + "/app"))
+        defer { _ = FileManager.default.changeCurrentDirectoryPath(before) }
+        let config = try builder.build()
+        #expect(config.workers == 2)
+        #expect(config.configFile == start + "/conf.toml")
+        #expect(config.chdir == start + "/app")
+        #expect(config.virtualenv == URL(fileURLWithPath: start).deletingLastPathComponent().path + "/start/venv")
+        let absolute = ConfigBuilder(arguments: ["--chdir", "/srv/a/../b/", "--virtualenv", "/v", "x:app"], environment: ["VIRTUAL_ENV": "/ignored"],
+                                     baseDirectory: start, readPythonFile: { path, _ throws(ConfigError) in throw ConfigError.configFile(path: path, reason: "unexpected") })
+        let given = try absolute.build()
+        #expect(given.chdir == "/srv/b" && given.virtualenv == "/v" && given.configFile == nil)
+    }
 }
 
 @Suite struct BindAddressTests {

@@ -50,7 +50,7 @@ def test_gunicorn_conf_py_with_hooks_across_ttin_kill_hup_and_stop(tmp_path):
     try:
         server.wait_ready(workers=2)
         # ./gunicorn.conf.py was read without -c, as Gunicorn does; its raw_env reached the app.
-        assert "Config file: gunicorn.conf.py" in server.log()
+        assert f"Config file: {DROPIN / 'gunicorn.conf.py'}" in server.log()
         assert "'cpu_guess' is not a setting; ignored" in server.log()
         assert "worker_connections has no effect" in server.log()
         for path in ["/a", "/b", "/c"]:
@@ -508,3 +508,36 @@ def test_statsd_metrics_with_gunicorns_names(tmp_path):
     finally:
         server.stop()
         receiver.close()
+
+
+PROBE = '''
+import os, sys
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{sys.prefix} {os.getcwd()} {os.environ.get('FROM_CONF')}".encode()]
+'''
+
+
+@pytest.mark.parametrize("config", ["gunicorn.conf.py", "conf.toml"])
+def test_relative_paths_mean_the_start_directory_also_on_a_reload(serve, tmp_path, config):
+    """`--chdir app` with a relative config file (Gunicorn's default ./gunicorn.conf.py, or `-c conf.toml`)
+    and a relative --virtualenv: the file and the virtualenv are the ones beside where the server
+    started, before and after a HUP (which builds the settings again from inside the app's directory).
+    Before, an app without a Python config file ran without its virtualenv (sys.prefix /usr), and every
+    reload failed on the file it could no longer find."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "probe.py").write_text(PROBE)
+    (tmp_path / "venv").symlink_to(VENV)
+    conf = tmp_path / config
+    conf.write_text('raw_env = ["FROM_CONF=1"]\n')
+    given = [] if config == "gunicorn.conf.py" else ["-c", config]
+    server = serve("probe:app", *given, "--chdir", "app", cwd=tmp_path, venv="venv")
+    assert requests.get(server.url + "/", timeout=5).text == f"{tmp_path / 'venv'} {tmp_path / 'app'} 1"
+    assert f"Config file: {conf}" in server.log()
+    conf.write_text('raw_env = ["FROM_CONF=2"]\n')
+    server.signal(signal.SIGHUP)
+    wait_until(lambda: "reload done" in server.log() or "reload failed" in server.log(), timeout=30, message="the reload")
+    assert "reload failed" not in server.log(), server.log()
+    wait_until(lambda: requests.get(server.url + "/", timeout=5).text.endswith(" 2"), message="the new file's setting")
+    assert requests.get(server.url + "/", timeout=5).text == f"{tmp_path / 'venv'} {tmp_path / 'app'} 2"

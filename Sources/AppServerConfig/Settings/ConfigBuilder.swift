@@ -3,6 +3,12 @@ import Foundation
 /// Puts a configuration together from its sources, weakest first: the defaults (and Gunicorn's
 /// environment defaults, WEB_CONCURRENCY and PORT), the config file, `GUNICORN_CMD_ARGS`, then
 /// `APPSERVER_CMD_ARGS`, then the command line; `$VIRTUAL_ENV` when nothing named a virtualenv.
+///
+/// The paths read while building (the config file, Gunicorn's default ./gunicorn.conf.py) and the ones
+/// used after `--chdir` took effect (`chdir` itself, `virtualenv`) mean what they meant in the directory
+/// the server was started in (`baseDirectory`), also when a HUP builds the configuration again from
+/// inside `--chdir`'s directory. (Gunicorn makes `chdir` absolute the same way.) The other paths (log
+/// files, the pid file) are opened after `--chdir`, relative to it, as Gunicorn's are.
 public struct ConfigBuilder {
     /// What a Python config file gave: its settings (hooks as `ServerConfig.hookMarker`), and the
     /// names it defines that are no setting (Gunicorn ignores them; appserver says so).
@@ -20,11 +26,22 @@ public struct ConfigBuilder {
     public var arguments: [String]
     public var environment: [String: String]
     public var readPythonFile: PythonFileReader
+    /// Where relative paths of the command line and the environment start from.
+    public var baseDirectory: String
 
-    public init(arguments: [String], environment: [String: String], readPythonFile: @escaping PythonFileReader) {
+    public init(arguments: [String], environment: [String: String], baseDirectory: String = FileManager.default.currentDirectoryPath,
+                readPythonFile: @escaping PythonFileReader) {
         self.arguments = arguments
         self.environment = environment
+        self.baseDirectory = baseDirectory
         self.readPythonFile = readPythonFile
+    }
+
+    /// `path` from `baseDirectory` when it is relative, with `.` and `..` taken out.
+    public func resolved(_ path: String) -> String {
+        guard !path.isEmpty else { return path }
+        let base = URL(fileURLWithPath: baseDirectory, isDirectory: true)
+        return URL(fileURLWithPath: path, relativeTo: path.hasPrefix("/") ? nil : base).standardizedFileURL.path
     }
 
     /// The command line as read, for --help and --version.
@@ -63,12 +80,12 @@ public struct ConfigBuilder {
                 return nil
             }.first
         }
-        var file = given("config")
-        if file == nil, FileManager.default.fileExists(atPath: "gunicorn.conf.py") { file = "gunicorn.conf.py" }
+        var file = given("config").map { $0.hasPrefix("python:") || $0.isEmpty ? $0 : resolved($0) }
+        if file == nil, FileManager.default.fileExists(atPath: resolved("gunicorn.conf.py")) { file = resolved("gunicorn.conf.py") }
         if let file, !file.isEmpty {
             config.configFile = file
             if Self.isPython(file) {
-                let venv = given("virtualenv") ?? environment["VIRTUAL_ENV"].flatMap { $0.isEmpty ? nil : $0 }
+                let venv = (given("virtualenv") ?? environment["VIRTUAL_ENV"].flatMap { $0.isEmpty ? nil : $0 }).map(resolved)
                 let read = try readPythonFile(file, venv)
                 for name in read.unknownNames {
                     config.notes.append(.init(level: .warning, text: "config file \(file): '\(name)' is not a setting; ignored\(SettingsTable.suggestion(for: name).map { " (did you mean '\($0)'?)" } ?? "")"))
@@ -80,7 +97,7 @@ public struct ConfigBuilder {
                         throw ConfigError.configFile(path: file, reason: "\(error)")
                     }
                 }
-                if let venv, config.virtualenv != nil, config.virtualenv != venv {
+                if let venv, let fileVenv = config.virtualenv, resolved(fileVenv) != venv {
                     throw ConfigError.configFile(path: file, reason: "a Python config file runs in the app's virtualenv, so it cannot choose it: give --virtualenv on the command line or set $VIRTUAL_ENV")
                 }
             } else {
@@ -100,6 +117,9 @@ public struct ConfigBuilder {
             if let app = layer.result.app { config.app = app }
         }
         if config.virtualenv == nil, let venv = environment["VIRTUAL_ENV"], !venv.isEmpty { config.virtualenv = venv }
+        config.virtualenv = config.virtualenv.map(resolved)
+        config.configFile = config.configFile.map { $0.hasPrefix("python:") || $0.isEmpty ? $0 : resolved($0) }
+        config.chdir = config.chdir.map(resolved)
         if config.reload && config.preloadApp {
             config.notes.append(.init(level: .warning, text: "--reload with --preload: the app loaded at start is not imported again, so only changes to code imported after the fork are seen (drop --preload while developing)"))
         }

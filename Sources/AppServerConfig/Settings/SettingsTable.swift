@@ -33,7 +33,7 @@ public enum SettingsTable {
 
     static let configFile: [Setting] = [
         .optionalText("config", flags: ["-c", "--config"], .configFile, reloadable: false, metavar: "FILE",
-                      help: "A config file: Python (gunicorn.conf.py, or python:MODULE) or TOML (.toml). Default: ./gunicorn.conf.py when it exists.",
+                      help: "A config file: Python (gunicorn.conf.py, or python:MODULE) or TOML (.toml), from the directory the server starts in (also on a reload). Default: ./gunicorn.conf.py when it exists.",
                       \.configFile),
         Setting("check_config", flags: ["--check-config"], form: .flag(negatable: false), .configFile, reloadable: false,
                 help: "Check the configuration and the app's location, then exit.",
@@ -52,7 +52,7 @@ public enum SettingsTable {
                 apply: { c, v throws(ConfigError) in try c.setWorkerClass(try v.string("worker_class")) },
                 render: { $0.workerClass.map(ConfigValue.string) }),
         .choice("interface", flags: ["--interface"], .app, help: "The gateway interface: auto (ASGI for a coroutine function, else WSGI), wsgi or asgi.", \.interface),
-        .optionalText("chdir", flags: ["--chdir"], .app, metavar: "DIR", help: "Change to this directory before loading the app.", \.chdir),
+        .optionalText("chdir", flags: ["--chdir"], .app, metavar: "DIR", help: "Change to this directory (from the one the server starts in) before loading the app.", \.chdir),
         Setting("pythonpath", flags: ["--pythonpath"], form: .value(metavar: "DIRS"), .app,
                 help: "Comma-separated directories added to the Python path.",
                 apply: { c, v throws(ConfigError) in
@@ -61,7 +61,7 @@ public enum SettingsTable {
                 },
                 render: { $0.pythonpath.isEmpty ? nil : .string($0.pythonpath.joined(separator: ",")) }),
         .optionalText("virtualenv", flags: ["--virtualenv"], .app, reloadable: false, metavar: "DIR",
-                      help: "The app's virtualenv (default: $VIRTUAL_ENV); one made by another CPython is served by appserver-python3.X beside this binary or on PATH.", \.virtualenv),
+                      help: "The app's virtualenv (default: $VIRTUAL_ENV), from the directory the server starts in; one made by another CPython is served by appserver-python3.X beside this binary or on PATH.", \.virtualenv),
         Setting("raw_env", aliases: ["env"], flags: ["-e", "--env"], form: .repeated(metavar: "KEY=VALUE"), .app,
                 help: "An environment variable for the app (repeatable); a reload removes the ones the file no longer sets.",
                 apply: { c, v throws(ConfigError) in
