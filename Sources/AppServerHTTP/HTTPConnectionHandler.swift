@@ -11,6 +11,14 @@ import NIOWebSocket
 /// later from any thread through the exchange.
 public protocol HTTPApplication: AnyObject, Sendable {
     func handle(_ exchange: HTTPExchange)
+    /// An exchange that `handle` put off with `HTTPExchange.handleAfterReads()`, now that the event
+    /// loop's tick has read what it had to read. On the event loop.
+    func handleAfterReads(_ exchange: HTTPExchange)
+}
+
+extension HTTPApplication {
+    /// For an application that never puts an exchange off.
+    public func handleAfterReads(_ exchange: HTTPExchange) { handle(exchange) }
 }
 
 /// A connection's first bytes, kept to tell a user what reached the wrong kind of listener.
@@ -356,6 +364,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Queues a response's end to be written after this event-loop tick (see HTTPServer.writeAfterTick).
     func writeAfterTick(_ write: HTTPExchange.PendingWrite) {
         server.writeAfterTick(write)
+    }
+
+    /// Hands `exchange` to the application after this tick's reads (see HTTPServer.handleAfterReads).
+    func handleAfterReads(_ exchange: HTTPExchange) {
+        server.handleAfterReads(exchange)
     }
 
     /// `pieces` go before a `.buffer` output in the same write (uncopied body chunks and their framing).

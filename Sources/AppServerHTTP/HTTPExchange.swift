@@ -208,6 +208,12 @@ public final class HTTPExchange: @unchecked Sendable {
         return mustWait
     }
 
+    /// Puts the exchange off until this event-loop tick has done its reads: the application's
+    /// `handleAfterReads` then gets it, with the tick's other requests. Call on the event loop.
+    public func handleAfterReads() {
+        connection.value.handleAfterReads(self)
+    }
+
     /// Accounts for the bytes as `send` does, but leaves the write to `submit`, which takes many
     /// responses (of any exchanges of one event loop) to the I/O thread in one hop.
     public func prepare(_ buffer: ByteBuffer, after pieces: [ByteBuffer]? = nil, end: Bool, close: Bool) throws(ExchangeError)

@@ -39,6 +39,12 @@ public final class HTTPServer: @unchecked Sendable {
     private var endsAfterTick: [HTTPExchange.PendingWrite] = []
     /// The last tick's ends while they are written: the two arrays swap, so neither is allocated again.
     private var endsBeingWritten: [HTTPExchange.PendingWrite] = []
+    /// Requests the application put off until the tick's reads are done (sync mode), and the ones
+    /// being handed to it.
+    private var requestsAfterReads: [HTTPExchange] = []
+    private var requestsBeingHandled: [HTTPExchange] = []
+    /// The task that ends the tick (`endTick`) is queued.
+    private var tickEndQueued = false
     private var started = 0
     /// Requests this worker takes before it retires (0: no limit); the last one closes its connection.
     private let requestLimit: Int
@@ -75,13 +81,35 @@ public final class HTTPServer: @unchecked Sendable {
     /// not a task (a closure and the loop's lock) for each response. Called on `eventLoop`.
     func writeAfterTick(_ write: HTTPExchange.PendingWrite) {
         endsAfterTick.append(write)
-        guard endsAfterTick.count == 1 else { return }
-        eventLoop.execute { [self] in
-            // A response's end may start the next request, whose end comes in a new tick.
-            swap(&endsAfterTick, &endsBeingWritten)
-            for write in endsBeingWritten { write.write() }
-            endsBeingWritten.removeAll(keepingCapacity: true)
+        queueTickEnd()
+    }
+
+    /// Hands `exchange` to the application (`handleAfterReads`) once this tick's reads are done, with
+    /// the other requests they brought, before the tick's ends are written. Called on `eventLoop`.
+    func handleAfterReads(_ exchange: HTTPExchange) {
+        requestsAfterReads.append(exchange)
+        queueTickEnd()
+    }
+
+    private func queueTickEnd() {
+        guard !tickEndQueued else { return }
+        tickEndQueued = true
+        eventLoop.execute { [self] in endTick() }
+    }
+
+    /// The end of a tick, in one task: the requests put off until its reads were done, one after the
+    /// other, then the responses' ends (theirs among them).
+    private func endTick() {
+        while !requestsAfterReads.isEmpty {
+            swap(&requestsAfterReads, &requestsBeingHandled)
+            for exchange in requestsBeingHandled { application.handleAfterReads(exchange) }
+            requestsBeingHandled.removeAll(keepingCapacity: true)
         }
+        // A response's end may start the next request, which then waits for a new tick.
+        tickEndQueued = false
+        swap(&endsAfterTick, &endsBeingWritten)
+        for write in endsBeingWritten { write.write() }
+        endsBeingWritten.removeAll(keepingCapacity: true)
     }
 
     /// Starts accepting on listening sockets that are already bound (the fds stay open in the arbiter).
