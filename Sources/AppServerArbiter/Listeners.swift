@@ -165,6 +165,13 @@ enum Listeners {
         return "0" + String(info.st_mode & 0o777, radix: 8) + " \(owner):\(group)"
     }
 
+    /// An IPv4 or IPv6 address as text (inet_ntop).
+    private static func addressText(_ family: CInt, _ address: UnsafeRawPointer, _ capacity: Int) -> String {
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: capacity) { text in
+            inet_ntop(family, address, text.baseAddress, socklen_t(capacity)).map { String(cString: $0) } ?? "?"
+        }
+    }
+
     /// `http://HOST:PORT` or `unix:PATH` of a listening descriptor.
     static func describe(_ fd: CInt) -> String {
         var storage = sockaddr_storage()
@@ -178,18 +185,14 @@ enum Listeners {
             return withUnsafePointer(to: &storage) {
                 $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in
                     var addr = p.pointee.sin_addr
-                    var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
-                    inet_ntop(AF_INET, &addr, &text, socklen_t(text.count))
-                    return "http://\(String(cString: text)):\(UInt16(bigEndian: p.pointee.sin_port))"
+                    return "http://\(addressText(AF_INET, &addr, Int(INET_ADDRSTRLEN))):\(UInt16(bigEndian: p.pointee.sin_port))"
                 }
             }
         case AF_INET6:
             return withUnsafePointer(to: &storage) {
                 $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
                     var addr = p.pointee.sin6_addr
-                    var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-                    inet_ntop(AF_INET6, &addr, &text, socklen_t(text.count))
-                    return "http://[\(String(cString: text))]:\(UInt16(bigEndian: p.pointee.sin6_port))"
+                    return "http://[\(addressText(AF_INET6, &addr, Int(INET6_ADDRSTRLEN)))]:\(UInt16(bigEndian: p.pointee.sin6_port))"
                 }
             }
         case AF_UNIX:

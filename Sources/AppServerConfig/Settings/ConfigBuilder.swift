@@ -44,6 +44,11 @@ public struct ConfigBuilder {
         return URL(fileURLWithPath: path, relativeTo: path.hasPrefix("/") ? nil : base).standardizedFileURL.path
     }
 
+    /// A config file's path resolved; `python:module.name` names a module, not a path.
+    private func resolvedConfigFile(_ path: String) -> String {
+        path.hasPrefix("python:") ? path : resolved(path)
+    }
+
     /// The command line as read, for --help and --version.
     public func commandLine() throws(CommandLineReader.UsageError) -> CommandLineReader.Result {
         try CommandLineReader.read(arguments)
@@ -80,8 +85,9 @@ public struct ConfigBuilder {
                 return nil
             }.first
         }
-        var file = given("config").map { $0.hasPrefix("python:") || $0.isEmpty ? $0 : resolved($0) }
-        if file == nil, FileManager.default.fileExists(atPath: resolved("gunicorn.conf.py")) { file = resolved("gunicorn.conf.py") }
+        var file = given("config").map(resolvedConfigFile)
+        let gunicornDefault = resolved("gunicorn.conf.py")
+        if file == nil, FileManager.default.fileExists(atPath: gunicornDefault) { file = gunicornDefault }
         if let file, !file.isEmpty {
             config.configFile = file
             if Self.isPython(file) {
@@ -118,7 +124,7 @@ public struct ConfigBuilder {
         }
         if config.virtualenv == nil, let venv = environment["VIRTUAL_ENV"], !venv.isEmpty { config.virtualenv = venv }
         config.virtualenv = config.virtualenv.map(resolved)
-        config.configFile = config.configFile.map { $0.hasPrefix("python:") || $0.isEmpty ? $0 : resolved($0) }
+        config.configFile = config.configFile.map(resolvedConfigFile)
         config.chdir = config.chdir.map(resolved)
         if config.reload && config.preloadApp {
             config.notes.append(.init(level: .warning, text: "--reload with --preload: the app loaded at start is not imported again, so only changes to code imported after the fork are seen (drop --preload while developing)"))
