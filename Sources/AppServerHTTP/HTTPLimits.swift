@@ -21,6 +21,12 @@ public struct HTTPLimits: Sendable {
     /// Response bytes queued for the socket before the app's thread waits for them to drain.
     public var responseHighWater: Int = 1 << 20
     public var responseLowWater: Int = 256 << 10
+    /// Response bytes a TCP connection's kernel queue takes beyond what it has sent
+    /// (TCP_NOTSENT_LOWAT). Without a bound the queue grows with the send buffer's autotuning, to
+    /// megabytes a connection: many large responses at once then copy through memory the caches no
+    /// longer hold. Bytes sent and not yet acknowledged do not count, so a slow or distant client's
+    /// throughput is not limited by it.
+    public var unsentBytes: Int = 64 << 10
 
     public init(requestLine: Int = 4094, requestFields: Int = 100, requestFieldSize: Int = 8190,
                 requestBody: Int64 = 0, keepAlive: Int64 = 2, headerTimeout: Int64 = 10) {

@@ -112,12 +112,25 @@ public final class HTTPServer: @unchecked Sendable {
         endsBeingWritten.removeAll(keepingCapacity: true)
     }
 
+    /// Bounds a TCP socket's not-yet-sent queue (`HTTPLimits.unsentBytes`); unix sockets have none.
+    private func limitUnsentBytes(_ descriptor: CInt) {
+        var domain: CInt = 0
+        var size = socklen_t(MemoryLayout<CInt>.size)
+        guard getsockopt(descriptor, SOL_SOCKET, SO_DOMAIN, &domain, &size) == 0, domain == AF_INET || domain == AF_INET6 else { return }
+        var bytes = CInt(clamping: limits.unsentBytes)
+        if setsockopt(descriptor, CInt(IPPROTO_TCP), TCP_NOTSENT_LOWAT, &bytes, socklen_t(MemoryLayout<CInt>.size)) != 0 {
+            logger.warning("cannot bound the unsent bytes of a listening socket (TCP_NOTSENT_LOWAT): \(String(cString: strerror(errno)))")
+        }
+    }
+
     /// Starts accepting on listening sockets that are already bound (the fds stay open in the arbiter).
     public func serve(listeners: [ListenerOptions]) throws {
         for listener in listeners {
             // NIO takes ownership of what it is given: give it a duplicate.
             let own = dup(listener.descriptor)
             guard own >= 0 else { throw IOError(errnoCode: errno, reason: "dup") }
+            // On the listening socket: the connections it accepts inherit it, with no call each.
+            limitUnsentBytes(own)
             let channel = try ServerBootstrap(group: eventLoop)
                 .serverChannelOption(.autoRead, value: true)
                 .serverChannelOption(.maxMessagesPerRead, value: 16)

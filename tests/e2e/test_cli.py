@@ -5,6 +5,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,47 @@ def test_several_named_sockets_from_systemd(tmp_path):
         proc.terminate()
         proc.wait(15)
         log.close()
+
+
+def test_tcp_listeners_bound_the_unsent_bytes_of_their_connections(tmp_path):
+    """TCP_NOTSENT_LOWAT goes on the listening socket (connections inherit it); a unix socket has none
+    and is served as before, without a warning."""
+    tcp = socket.create_server(("127.0.0.1", 0))
+    unix_path = tmp_path / "app.sock"
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(str(unix_path))
+    unix.listen()
+    assert tcp.getsockopt(socket.IPPROTO_TCP, 25) == 0  # TCP_NOTSENT_LOWAT: unset until the server sets it
+    port = tcp.getsockname()[1]
+    # The sockets reach the server as fds 3 and 4 of a socket activation, as systemd passes them.
+    launcher = ("import os, sys\n"
+                "os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4)\n"
+                "os.environ.update(LISTEN_FDS='2', LISTEN_PID=str(os.getpid()))\n"
+                "os.execv(sys.argv[3], sys.argv[3:])\n")
+    log = open(tmp_path / "log", "w")
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launcher, str(tcp.fileno()), str(unix.fileno()), str(BINARY), "--virtualenv", VENV, "plain:app"],
+        cwd=APPS, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=(tcp.fileno(), unix.fileno()))
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=20).content == b"Hello, World!"
+        assert tcp.getsockopt(socket.IPPROTO_TCP, 25) == 64 * 1024
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(unix_path))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert b"Hello, World!" in s.recv(1000)
+        # A response larger than the bound still arrives whole.
+        big = requests.get(f"http://127.0.0.1:{port}/stream", timeout=20)
+        assert big.status_code == 200 and big.content == b"".join(bytes([65 + i % 26]) * 65536 for i in range(16))
+        assert "warning" not in (tmp_path / "log").read_text().lower()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+        tcp.close()
+        unix.close()
 
 
 def other_python():
