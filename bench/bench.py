@@ -69,6 +69,9 @@ BENCHES = {
     "flask-json": ("flask_json", [], None, "wsgi"),
     # The hello app with 24 request headers as a browser behind a proxy sends them (bench/headers.lua).
     "wsgi-hello-headers": ("wsgi_hello", ["-s", str(HERE / "headers.lua")], None, "wsgi"),
+    # A new connection for every request, as nginx's uwsgi_pass and a proxy_pass without upstream
+    # keepalive make them: what accepting, setting up and closing a connection costs.
+    "wsgi-hello-close": ("wsgi_hello", ["-H", "Connection: close"], None, "wsgi"),
     "echo-4k": ("wsgi_echo", ["-s", str(HERE / "post4k.lua")], 4096, "wsgi"),
     "stream-1m": ("wsgi_stream", [], None, "wsgi"),
     "asgi-hello": ("asgi_hello", [], None, "asgi"),

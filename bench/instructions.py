@@ -7,7 +7,7 @@ long bounded wrk run; the figure is the difference of the worker's instructions 
 of the responses wrk counted, so the worker's start and stop cancel out.
 
 Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi-hello,asgi-hello,flask-json,fastapi-json,
-       starlette-routes,wsgi-stream,asgi-stream,wsgi-hello-headers,asgi-hello-headers] [--seconds 8]
+       starlette-routes,wsgi-stream,asgi-stream,wsgi-hello-headers,asgi-hello-headers,wsgi-hello-close] [--seconds 8]
   APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
 """
 import argparse
@@ -39,7 +39,10 @@ BENCHES = {"wsgi-hello": ("wsgi_hello", "wsgi", []), "asgi-hello": ("asgi_hello"
            "asgi-stream": ("asgi_stream", "asgi", []),
            # 24 header lines as a browser behind a proxy sends them (bench/headers.lua): the parser's share.
            "wsgi-hello-headers": ("wsgi_hello", "wsgi", ["-s", str(HERE / "headers.lua")]),
-           "asgi-hello-headers": ("asgi_hello", "asgi", ["-s", str(HERE / "headers.lua")])}
+           "asgi-hello-headers": ("asgi_hello", "asgi", ["-s", str(HERE / "headers.lua")]),
+           # A connection a request (nginx's uwsgi_pass, a proxy_pass without upstream keepalive):
+           # accepting, setting up and closing a connection on top of the request.
+           "wsgi-hello-close": ("wsgi_hello", "wsgi", ["-H", "Connection: close"])}
 CONFIGS = {
     "default": "",
     "metrics": f"--metrics-bind 127.0.0.1:{PORT + 1}",

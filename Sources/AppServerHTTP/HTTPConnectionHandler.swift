@@ -23,15 +23,25 @@ extension HTTPApplication {
 
 /// A connection's first bytes, kept to tell a user what reached the wrong kind of listener.
 struct FirstBytes {
-    private var bytes: [UInt8]?
+    /// Up to six bytes, packed inline (the first in the lowest byte): noting them allocates nothing.
+    private var packed: UInt64 = 0
+    /// -1 until the first read.
+    private var count = -1
 
     mutating func note(_ buffer: ByteBuffer) {
-        if bytes == nil { bytes = buffer.getBytes(at: buffer.readerIndex, length: min(6, buffer.readableBytes)) }
+        guard count < 0 else { return }
+        count = min(6, buffer.readableBytes)
+        buffer.withUnsafeReadableBytes { raw in
+            for i in 0..<count { packed |= UInt64(raw[i]) << (8 * i) }
+        }
     }
+
+    private var bytes: [UInt8] { (0..<max(count, 0)).map { UInt8(truncatingIfNeeded: packed >> (8 * $0)) } }
 
     /// What a connection's first bytes say it was, when it was not HTTP: a hint for the log.
     var mismatchHint: String? {
-        guard let bytes, let first = bytes.first else { return nil }
+        let bytes = self.bytes
+        guard let first = bytes.first else { return nil }
         if first == 0 {
             return "a uwsgi packet reached an HTTP listener: serve uwsgi there (protocol = \"uwsgi\", or bind uwsgi://...), or use nginx's proxy_pass instead of uwsgi_pass"
         }
@@ -117,8 +127,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var progress = 0
     private var progressSeen = (count: -1, at: Monotonic(nanoseconds: 0))
     private var context: ChannelHandlerContext!
-    /// Parts of pipelined requests that arrived while an earlier one is still answered.
-    private var queued = CircularBuffer<RequestPart>()
+    /// Parts of pipelined requests that arrived while an earlier one is still answered. Most
+    /// connections never queue one: room for a request's head and end, growing when a client
+    /// pipelines more (the default, 16 parts, cost every connection an allocation eight times the size).
+    private var queued = CircularBuffer<RequestPart>(initialCapacity: 2)
     private var bodyPaused = false
     private var readPending = false
     /// When the idle or header timeout ends; checked by the server's once-a-second sweep, which is

@@ -131,11 +131,13 @@ public final class HTTPServer: @unchecked Sendable {
             guard own >= 0 else { throw IOError(errnoCode: errno, reason: "dup") }
             // On the listening socket: the connections it accepts inherit it, with no call each.
             limitUnsentBytes(own)
+            // No child channel options: each costs every connection a trip through NIO's option
+            // machinery, and TCP_NODELAY a getsockname(2) and a setsockopt(2) besides. Linux copies
+            // TCP_NODELAY from the listening socket, where ServerBootstrap sets it by default, and
+            // remote half-closure is off by default.
             let channel = try ServerBootstrap(group: eventLoop)
                 .serverChannelOption(.autoRead, value: true)
                 .serverChannelOption(.maxMessagesPerRead, value: 16)
-                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-                .childChannelOption(.allowRemoteHalfClosure, value: false)
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture { try self.configure(channel, listener: listener) }
                 }

@@ -1,9 +1,11 @@
 """The command line and config file: clear errors with exit status 2, and where sockets come from."""
+import ctypes
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -216,6 +218,39 @@ def test_tcp_listeners_bound_the_unsent_bytes_of_their_connections(tmp_path):
         log.close()
         tcp.close()
         unix.close()
+
+
+def server_end_of(pid, client):
+    """The server's end of `client`'s TCP connection (IPv4), duplicated out of process `pid` with
+    pidfd_getfd(2): a socket option the server set on it can then be read here."""
+    def hex_address(address):
+        host, port = address
+        return "%08X:%04X" % (struct.unpack("<I", socket.inet_aton(host))[0], port)
+    wanted = (hex_address(client.getpeername()), hex_address(client.getsockname()))
+    inode = next(line.split()[9] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 if tuple(line.split()[1:3]) == wanted)
+    target = next(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")
+                  if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]")
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        duplicate = libc.syscall(438, pidfd, target, 0)  # SYS_pidfd_getfd on x86-64
+        assert duplicate >= 0, os.strerror(ctypes.get_errno())
+    finally:
+        os.close(pidfd)
+    return socket.socket(fileno=duplicate)
+
+
+def test_accepted_connections_send_without_nagle_delay(serve):
+    """TCP_NODELAY is set once, on the listening socket, and every accepted connection carries it
+    (Linux copies it): a response's last small segment never waits for the client's delayed ACK."""
+    server = serve("plain:app")
+    worker = server.workers()[0]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.recv(1000).startswith(b"HTTP/1.1 200 OK")
+        with server_end_of(worker, client) as end:
+            assert end.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
 def other_python():
