@@ -170,8 +170,7 @@ public final class HTTPServer: @unchecked Sendable {
             let observer = RequestStartObserver()
             observer.connection = handler
             try sync.addHandler(observer)
-            let name = channel.localAddress.logText
-            try sync.addHandler(ByteToMessageHandler(UWSGIRequestDecoder(origin: origin, server: self, listener: name)), name: HTTPServer.decoderName)
+            try sync.addHandler(ByteToMessageHandler(UWSGIRequestDecoder(origin: origin, server: self)), name: HTTPServer.decoderName)
         }
         try sync.addHandler(handler)
     }

@@ -150,7 +150,7 @@ def test_uwsgi_environ_and_bad_packets(serve):
     # Somebody speaks HTTP to the uwsgi listener: a 400 that says what is wrong, and a warning.
     response = raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 400") and b"uwsgi_pass" in response, response
-    assert "an HTTP request reached the uwsgi listener" in server.log()
+    assert f"an HTTP request reached the uwsgi listener 127.0.0.1:{port}: point" in server.log()
     # A uwsgi packet on the HTTP listener: 400, and the log says what to change.
     response = raw_request(plain, uwsgi_packet(GOOD))
     assert response.startswith(b"HTTP/1.1 400"), response

@@ -190,13 +190,11 @@ final class UWSGIRequestDecoder: ByteToMessageDecoder {
     private var state = State.head
     private let origin: ConnectionOrigin
     private let server: HTTPServer
-    private let listener: String
     private var checkedPeer = false
 
-    init(origin: ConnectionOrigin, server: HTTPServer, listener: String) {
+    init(origin: ConnectionOrigin, server: HTTPServer) {
         self.origin = origin
         self.server = server
-        self.listener = listener
     }
 
     func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
@@ -230,7 +228,8 @@ final class UWSGIRequestDecoder: ByteToMessageDecoder {
                 return .needMoreData
             case .invalid(let failure):
                 if failure == .httpRequest {
-                    refuse(context, "an HTTP request reached the uwsgi listener \(listener): point nginx's uwsgi_pass at it (not proxy_pass), or serve HTTP there (protocol = \"http\", or bind http://...)",
+                    // The listener's address is formatted here, for the warning, rather than for every connection.
+                    refuse(context, "an HTTP request reached the uwsgi listener \(context.channel.localAddress.logText): point nginx's uwsgi_pass at it (not proxy_pass), or serve HTTP there (protocol = \"http\", or bind http://...)",
                            answer: "This address speaks the uwsgi protocol (nginx: uwsgi_pass), not HTTP.\n")
                 } else {
                     refuse(context, "a bad uwsgi packet: \(failure)", answer: nil)
