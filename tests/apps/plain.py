@@ -62,6 +62,7 @@ def app(environ, start_response):
         data["wsgi.run_once"] = environ["wsgi.run_once"]
         data["has_input"] = hasattr(environ["wsgi.input"], "read")
         data["has_errors"] = hasattr(environ["wsgi.errors"], "write")
+        data["keys"] = sorted(environ)
         data["sys.prefix"] = sys.prefix
         return respond(start_response, json.dumps(data).encode(), content_type="application/json")
     if path == "/echo":

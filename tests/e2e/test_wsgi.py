@@ -31,6 +31,18 @@ def test_environ_has_every_required_key(serve):
     assert env["wsgi.multithread"] is True and env["wsgi.multiprocess"] is True and env["wsgi.run_once"] is False
     assert env["has_input"] and env["has_errors"]
     assert os.path.realpath(env["sys.prefix"]) == os.path.realpath(VENV), "the app must run in the --virtualenv"
+    # Exactly these keys: nothing the server used to make the environ (its template is grown with a placeholder
+    # key) is left in it. The headers are requests' own, the test's two and the request id made for the request.
+    assert env["keys"] == sorted([
+        "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "RAW_URI", "CONTENT_TYPE", "SERVER_NAME", "SERVER_PORT",
+        "SERVER_PROTOCOL", "SERVER_SOFTWARE", "REMOTE_ADDR", "REMOTE_PORT", "HTTP_HOST", "HTTP_USER_AGENT", "HTTP_ACCEPT",
+        "HTTP_ACCEPT_ENCODING", "HTTP_CONNECTION", "HTTP_X_CUSTOM", "HTTP_X_REQUEST_ID", "wsgi.version", "wsgi.url_scheme",
+        "wsgi.input", "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once", "wsgi.file_wrapper",
+        "wsgi.input_terminated"])
+    # More headers than the environ's table has room for: the table grows, every one arrives.
+    many = {f"X-Field-{i}": f"value {i}" for i in range(60)}
+    env = requests.get(server.url + "/environ", headers=many).json()
+    assert all(env[f"HTTP_X_FIELD_{i}"] == f"value {i}" for i in range(60))
 
 
 def test_threads_run_requests_that_wait_side_by_side(serve):

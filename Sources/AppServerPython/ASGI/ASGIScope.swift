@@ -116,8 +116,10 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         self.rootPath = try Python.str(rootPath)
         self.rootPathBytes = Array(rootPath.utf8)
         // Every scope starts as a copy of this dict (PyDict_Copy clones the table in one piece): its
-        // keys, with the values most requests share; None where each request sets its own.
-        self.template = try PyRef.checked(appserver_dict_presized(16))
+        // keys, with the values most requests share; None where each request sets its own. Filled as any
+        // dict of str keys is (not presized), its table has CPython's str-keys layout: small enough for
+        // CPython's own allocator, where the general layout of a presized dict went to malloc.
+        self.template = try PyRef.checked(PyDict_New())
         let dict = self.template.pointer!
         func set(_ key: borrowing PyRef, _ value: PyObjectPointer) throws(PythonError) { try Python.setItem(dict, key.pointer, value) }
         templateMethod = Array("GET".utf8).withUnsafeBytes { methods.find($0) }

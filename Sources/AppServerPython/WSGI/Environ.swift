@@ -95,9 +95,7 @@ final class EnvironConstants: @unchecked Sendable {
     }
 
     private func makeTemplate() throws(PythonError) {
-        // Room for the CGI and wsgi.* keys and about twenty headers: the copies keep the table's size,
-        // and growing a dict re-hashes it.
-        template = try PyRef.checked(appserver_dict_presized(40))
+        template = try PyRef.checked(PyDict_New())
         let dict = template.pointer!
         func set(_ key: borrowing PyRef, _ value: PyObjectPointer) throws(PythonError) { try Python.setItem(dict, key.pointer, value) }
         templateMethod = Array("GET".utf8).withUnsafeBytes { methods.find($0) }
@@ -121,6 +119,10 @@ final class EnvironConstants: @unchecked Sendable {
         try set(keyRunOnce, appserver_false())
         try set(keyFileWrapper, fileWrapperClass)
         try set(keyInputTerminated, appserver_true())
+        // Room for about twenty headers: the copies keep the table's size, and a dict that grows is
+        // re-hashed into a new table. Grown from its own keys, the table keeps CPython's str-keys layout,
+        // small enough for glibc's per-thread cache: each request's copy is a cached block.
+        if appserver_dict_grow_once(dict) != 0 { throw PythonError() }
     }
 
     /// A new environ for one request; the app thread's natives read its wsgi.input.

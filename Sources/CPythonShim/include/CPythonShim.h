@@ -10,16 +10,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-/// A new dict with room for `size` entries, so that filling it does not re-hash it as it grows.
-/// CPython's _PyDict_NewPresized is private API (3.10-3.13 export it); without it, a plain dict.
-static inline PyObject *appserver_dict_presized(Py_ssize_t size) {
-#if PY_VERSION_HEX < 0x030E0000
-    return _PyDict_NewPresized(size);
-#else
-    (void)size;
-    return PyDict_New();
-#endif
-}
+/// Grows a dict's table once, so that a copy of it (PyDict_Copy clones the table) has room for about as many
+/// entries again as it holds (CPython sizes a grown table at three times the entries). The table keeps the
+/// compact layout of a dict with str keys only (3.11+: 16 bytes an entry); _PyDict_NewPresized makes the
+/// general one (24), which put the WSGI environ's table past glibc's per-thread cache (1,032 bytes), so every
+/// request's copy went through malloc's slow path. One deleted placeholder is left in the table. 0, or -1
+/// with a Python exception set.
+int appserver_dict_grow_once(PyObject *dict);
 
 PyObject *appserver_none(void);            // borrowed
 PyObject *appserver_true(void);            // borrowed
