@@ -7,7 +7,8 @@ long bounded wrk run; the figure is the difference of the worker's instructions 
 of the responses wrk counted, so the worker's start and stop cancel out.
 
 Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi-hello,asgi-hello,flask-json,fastapi-json,
-       starlette-routes,wsgi-stream,asgi-stream,wsgi-hello-headers,asgi-hello-headers,wsgi-hello-close] [--seconds 8]
+       starlette-routes,wsgi-stream,asgi-stream,wsgi-hello-headers,asgi-hello-headers,wsgi-hello-close,
+       echo-4k,asgi-echo-4k] [--seconds 8]
   APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
 """
 import argparse
@@ -42,7 +43,10 @@ BENCHES = {"wsgi-hello": ("wsgi_hello", "wsgi", []), "asgi-hello": ("asgi_hello"
            "asgi-hello-headers": ("asgi_hello", "asgi", ["-s", str(HERE / "headers.lua")]),
            # A connection a request (nginx's uwsgi_pass, a proxy_pass without upstream keepalive):
            # accepting, setting up and closing a connection on top of the request.
-           "wsgi-hello-close": ("wsgi_hello", "wsgi", ["-H", "Connection: close"])}
+           "wsgi-hello-close": ("wsgi_hello", "wsgi", ["-H", "Connection: close"]),
+           # A 4 KiB POST echoed back: the body's way in (wsgi.input, the receive message) and out.
+           "echo-4k": ("wsgi_echo", "wsgi", ["-s", str(HERE / "post4k.lua")]),
+           "asgi-echo-4k": ("asgi_echo", "asgi", ["-s", str(HERE / "post4k.lua")])}
 CONFIGS = {
     "default": "",
     "metrics": f"--metrics-bind 127.0.0.1:{PORT + 1}",

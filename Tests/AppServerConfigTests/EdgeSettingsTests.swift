@@ -44,6 +44,22 @@ import Testing
         #expect { try AddressAllowList(parsing: ["localhost"], key: "forwarded_allow_ips") } throws: { "\($0)".contains("'localhost' for 'forwarded_allow_ips'") }
     }
 
+    @Test func addressTextIsParsedFromItsBytes() {
+        #expect(AddressAllowList.parseIP("203.0.113.9") == [203, 0, 113, 9])
+        #expect(AddressAllowList.parseIP("[::1]") == [UInt8](repeating: 0, count: 15) + [1])
+        #expect(AddressAllowList.parseIP("::ffff:10.1.2.3") == [UInt8](repeating: 0, count: 10) + [0xff, 0xff, 10, 1, 2, 3])
+        #expect(AddressAllowList.parseIP("0000:0000:0000:0000:0000:ffff:255.255.255.255")?.count == 16, "45 bytes, the longest form")
+        for bad in ["", "[]", "[", "1.2.3", "1.2.3.4.5", "1.2.3.4 ", " 1.2.3.4", "[1.2.3.4]x", "::1]", "fe80::1%eth0", "localhost",
+                    "1.2.3.4\u{0}", "1.2.3.4\u{0}5", String(repeating: "1", count: 80)] {
+            #expect(AddressAllowList.parseIP(bad) == nil, "\(bad.debugDescription)")
+        }
+        let list = AddressAllowList.loopback
+        for (text, allowed) in [("127.0.0.1", true), ("::1", true), ("[::1]", true), ("127.0.0.1\u{0}", false), ("10.0.0.1", false)] {
+            var bytes = Array(text.utf8)
+            #expect(bytes.withUnsafeMutableBytes { list.allows(UnsafeRawBufferPointer($0)) } == allowed, "\(text.debugDescription)")
+        }
+    }
+
     @Test func edgeSettingsFromFileAndCommandLine() throws {
         var config = ServerConfig()
         #expect(config.forwardedAllowIPs.allows("::1") && !config.forwardedAllowIPs.allows("10.0.0.1"))

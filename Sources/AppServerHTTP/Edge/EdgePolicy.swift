@@ -136,25 +136,34 @@ enum ForwardedHeaders {
         }
         if let contradiction { return .contradictory(contradiction) }
         if forwardedFor.isEmpty && secure == nil { return .none }   // most requests: no splitting
-        var client: String?
-        let hops = forwardedFor.split(separator: UInt8(ascii: ",")).map { hop -> String in
-            var start = hop.startIndex, end = hop.endIndex
-            while start < end && (hop[start] == UInt8(ascii: " ") || hop[start] == UInt8(ascii: "\t")) { start += 1 }
-            while end > start && (hop[end - 1] == UInt8(ascii: " ") || hop[end - 1] == UInt8(ascii: "\t")) { end -= 1 }
-            return String(decoding: hop[start..<end], as: UTF8.self)
-        }
-        if var chosen = hops.first {
-            // Walk from the nearest hop: proxies we trust appended their peers; the first address we
-            // do not trust is the client. If every hop is trusted, the farthest one is.
-            for hop in hops.reversed() {
-                chosen = hop
-                if !policy.forwardedAllow.allows(Substring(hop)) { break }
-            }
-            // Only an IP address becomes the client's address (nothing else reaches REMOTE_ADDR or the log).
-            if AddressAllowList.parseIP(chosen) != nil { client = chosen }
-        }
+        let client = forwardedFor.isEmpty ? nil : forwardedFor.withUnsafeBytes { clientHop($0, allow: policy.forwardedAllow) }
         if secure == nil && client == nil { return .none }
         return .origin(isSecure: secure ?? false, client: client)
+    }
+
+    /// The client in a list of hops (comma-separated; empty elements are none, whitespace around one is
+    /// not part of it): walking from the nearest, proxies we trust appended their peers, and the first hop
+    /// we do not trust is the client; if every hop is trusted, the farthest one is. Only an IP address
+    /// becomes the client (nothing else reaches REMOTE_ADDR or the log). Read in place: no String is made
+    /// but the client's.
+    private static func clientHop(_ list: UnsafeRawBufferPointer, allow: AddressAllowList) -> String? {
+        func isBlank(_ c: UInt8) -> Bool { c == UInt8(ascii: " ") || c == UInt8(ascii: "\t") }
+        var chosen: UnsafeRawBufferPointer?
+        var end = list.count
+        while end > 0 {
+            var start = end
+            while start > 0 && list[start - 1] != UInt8(ascii: ",") { start -= 1 }
+            var first = start, last = end
+            end = start - 1   // the comma before this element (none before the first)
+            guard first < last else { continue }
+            while first < last && isBlank(list[first]) { first += 1 }
+            while last > first && isBlank(list[last - 1]) { last -= 1 }
+            let hop = UnsafeRawBufferPointer(rebasing: list[first..<last])
+            chosen = hop
+            if !allow.allows(hop) { break }
+        }
+        guard let chosen, AddressAllowList.parseIP(chosen) != nil else { return nil }
+        return String(decoding: chosen, as: UTF8.self)
     }
 }
 
