@@ -148,22 +148,21 @@ public struct HTTP1Parser: Sendable {
         // Empty lines before a request line are skipped (RFC 9112 2.2), within the head's limit.
         var start = 0
         while start + 1 < bytes.count && bytes[start] == cr && bytes[start + 1] == lf && start < 64 { start += 2 }
-        // Find the empty line that ends the head: CRLF CRLF. A bare LF anywhere is refused below.
+        // Find the empty line that ends the head: CRLF CRLF, from one LF to the next (memchr: a
+        // browser's head of 1 KiB is ~25 lines, and a byte-stepping search cost ~4 instructions a byte).
+        // A bare LF anywhere is refused below.
         var index = max(start, scanned)
         var end = -1
-        while index + 3 < bytes.count {
-            if bytes[index + 3] != lf {
-                index += bytes[index + 3] == cr ? 1 : 4
-                continue
-            }
-            if bytes[index] == cr && bytes[index + 1] == lf && bytes[index + 2] == cr {
-                end = index + 4
+        while let lineEnd = firstIndex(of: lf, in: bytes, from: index) {
+            if lineEnd - 3 >= start && bytes[lineEnd - 1] == cr && bytes[lineEnd - 2] == lf && bytes[lineEnd - 3] == cr {
+                end = lineEnd + 1
                 break
             }
-            index += 1
+            index = lineEnd + 1
         }
         if end < 0 {
-            scanned = max(start, bytes.count - 3)
+            // Every LF so far was looked at (each with the three bytes before it): the next bytes go on from here.
+            scanned = max(start, bytes.count)
             // Bytes that cannot start a request line (a TLS handshake, a uwsgi packet, binary noise)
             // are refused at once rather than waited on.
             var i = start
@@ -338,6 +337,11 @@ public struct HTTP1Parser: Sendable {
         // Eight bytes at a time while no byte can be a control byte (most values), then one at a time.
         while i + 8 <= line.upperBound && !mayHoldControlByte(base.loadUnaligned(fromByteOffset: i, as: UInt64.self)) {
             i += 8
+        }
+        // The last bytes (fewer than eight) as the line's last eight, overlapping what was checked.
+        if i < line.upperBound && line.upperBound - i < 8 && line.upperBound - 8 >= valueStart
+            && !mayHoldControlByte(base.loadUnaligned(fromByteOffset: line.upperBound - 8, as: UInt64.self)) {
+            i = line.upperBound
         }
         while i < line.upperBound {
             let c = bytes[i]

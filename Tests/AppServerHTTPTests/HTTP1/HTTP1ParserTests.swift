@@ -114,6 +114,19 @@ func parse(_ input: [UInt8], piece: Int = 0, limits: HTTP1ParserLimits = HTTP1Pa
         #expect(parse("\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n") == ["head GET / 1.1", "end"])
     }
 
+    /// The end of a head is found however its bytes arrive: in pieces of every size, so with the CRLF CRLF
+    /// split anywhere between two reads, after empty lines that are skipped, and with a bare CR LF CR
+    /// inside a value's line that is not an end.
+    @Test func theHeadsEndIsFoundInPiecesOfEverySize() {
+        let text = "\r\nGET /p HTTP/1.1\r\nHost: x\r\nUser-Agent: a value long enough to span words\r\nX: \r\n\r\n"
+            + "GET /q HTTP/1.1\r\nHost: y\r\n\r\n"
+        let whole = parse(text)
+        #expect(whole == ["head GET /p 1.1", "end", "head GET /q 1.1", "end"])
+        for piece in 1...text.utf8.count { #expect(parse(text, piece: piece) == whole, "pieces of \(piece)") }
+        #expect(parse("GET / HTTP/1.1\r\nHost: x\r\nA: b\rc\r\n\r\n") == ["error 400"])
+        #expect(parse("GET / HTTP/1.1\r\nHost: x\r\n\n\r\n\r\n") == ["error 400"], "a bare LF before the end")
+    }
+
     @Test func contentLengthWithWhitespaceKeepsItsBody() {
         for value in ["5", "5 ", " 5", "\t5\t", " \t5 \t"] {
             #expect(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\(value)\r\n\r\nhello") == ["head POST / 1.1", "body hello", "end"], "\(value.debugDescription)")
