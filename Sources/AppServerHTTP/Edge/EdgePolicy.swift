@@ -29,7 +29,13 @@ public struct EdgePolicy: Sendable {
         didSet { schemeHeaderBytes = Self.bytes(of: secureSchemeHeaders) }
     }
     /// `secureSchemeHeaders` as the bytes each request's header names and values are compared with.
-    private(set) var schemeHeaderBytes: [(name: [UInt8], secureValue: [UInt8], display: String)]
+    private(set) var schemeHeaderBytes: [(name: [UInt8], secureValue: [UInt8], display: String)] {
+        didSet { forwardedNameLengths = Self.lengths(schemeHeaderBytes.map(\.name.count) + [15]) }
+    }
+    /// The lengths of the names a trusted peer's request is read for (the scheme headers, X-Forwarded-For),
+    /// one bit each (bit 63 for 63 and longer): most of a request's headers are passed over on their
+    /// length alone.
+    private(set) var forwardedNameLengths: UInt64 = 0
     public var proxyHeaders: Bool
     public var headerMap: HeaderMapMode
     /// The request id's header name, lower case, as the bytes each request's header names are
@@ -44,6 +50,7 @@ public struct EdgePolicy: Sendable {
         self.forwardedAllow = forwardedAllow
         self.secureSchemeHeaders = secureSchemeHeaders
         self.schemeHeaderBytes = Self.bytes(of: secureSchemeHeaders)
+        self.forwardedNameLengths = Self.lengths(schemeHeaderBytes.map(\.name.count) + [15])
         self.proxyHeaders = proxyHeaders
         self.headerMap = headerMap
         self.requestIDHeaderBytes = requestIDHeader.map { Array($0.lowercased().utf8) }
@@ -51,6 +58,15 @@ public struct EdgePolicy: Sendable {
 
     private static func bytes(of headers: SecureSchemeHeaders) -> [(name: [UInt8], secureValue: [UInt8], display: String)] {
         headers.entries.map { (Array($0.name.utf8), Array($0.secureValue.utf8), $0.name) }
+    }
+
+    private static func lengths(_ counts: [Int]) -> UInt64 {
+        counts.reduce(0) { $0 | 1 << UInt64(min($1, 63)) }
+    }
+
+    /// Whether a header name of this length may be one the forwarded headers are read for.
+    @inline(__always) func mayBeForwardedName(length: Int) -> Bool {
+        forwardedNameLengths & 1 << UInt64(min(length, 63)) != 0
     }
 
     public init(config: ServerConfig) {
@@ -120,6 +136,7 @@ enum ForwardedHeaders {
         var forwardedFor: [UInt8] = []
         headers.forEach { name, value in
             let length = name.count
+            guard policy.mayBeForwardedName(length: length) else { return }
             if policy.proxyHeaders && length == 15 && RequestHeaders.equalsLowercased(name, forwardedForName) {
                 if !forwardedFor.isEmpty { forwardedFor.append(UInt8(ascii: ",")) }
                 forwardedFor.append(contentsOf: value)

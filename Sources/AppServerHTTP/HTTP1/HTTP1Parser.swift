@@ -241,6 +241,7 @@ public struct HTTP1Parser: Sendable {
         var hosts = 0
         var closeToken = false, keepAliveToken = false, upgradeToken = false, hasUpgradeField = false
         var transferCodings: [Range<Int>] = []
+        var hasTransferEncoding = false   // a Transfer-Encoding field, even one without codings
         var line = lineEnd + 1
         while line < end - 2 {
             guard let next = firstIndex(of: lf, in: bytes, from: line), next < end, bytes[next - 1] == cr else {
@@ -283,12 +284,13 @@ public struct HTTP1Parser: Sendable {
                 }
                 head.contentLength = value.reduce(Int64(0)) { $0 * 10 + Int64(bytes[$1] - 0x30) }
             case 17 where equalsLowercased(bytes, name, "transfer-encoding"):
+                hasTransferEncoding = true
                 forEachListElement(bytes, value) { transferCodings.append($0) }
             default:
                 break
             }
         }
-        if !transferCodings.isEmpty || fieldPresent(head, bytes, "transfer-encoding") {
+        if hasTransferEncoding {
             guard minor >= 1 else { return .failure(.bad("Transfer-Encoding in an HTTP/1.0 request")) }
             guard head.contentLength == nil else { return .failure(.bad("both Content-Length and Transfer-Encoding")) }
             guard let last = transferCodings.last, equalsLowercased(bytes, last, "chunked") else {
@@ -306,10 +308,6 @@ public struct HTTP1Parser: Sendable {
         if closeToken { head.keepAlive = false } else if keepAliveToken { head.keepAlive = true }
         head.upgrade = upgradeToken && hasUpgradeField
         return .success(head)
-    }
-
-    private func fieldPresent(_ head: HTTP1Head, _ bytes: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
-        head.fields.contains { equalsLowercased(bytes, Int($0.nameStart)..<Int($0.nameEnd), lower) }
     }
 
     /// One field line (without its CRLF): a token, a colon, the value between optional whitespace.

@@ -49,5 +49,11 @@ import Testing
         policy.secureSchemeHeaders = SecureSchemeHeaders(entries: [("X-Scheme", "https")])
         #expect(read([("X-Forwarded-Proto", "https")], policy: policy) == .none)
         #expect(read([("x-scheme", "https")], policy: policy) == .origin(isSecure: true, client: nil))
+        // Names are passed over on their length first: a name of 63 bytes or more shares one length bit.
+        let long = "X-" + String(repeating: "s", count: 70)
+        policy.secureSchemeHeaders = SecureSchemeHeaders(entries: [(long, "on")])
+        #expect(read([(long, "on")], policy: policy) == .origin(isSecure: true, client: nil))
+        #expect(read([(long + "t", "on"), ("X-" + String(repeating: "s", count: 61), "on")], policy: policy) == .none)
+        #expect(read([("X-Forwarded-For", "203.0.113.9")], policy: policy) == .origin(isSecure: false, client: "203.0.113.9"))
     }
 }

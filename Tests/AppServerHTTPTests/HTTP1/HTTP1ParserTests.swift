@@ -145,6 +145,10 @@ func parse(_ input: [UInt8], piece: Int = 0, limits: HTTP1ParserLimits = HTTP1Pa
         ("Transfer-Encoding: gzip, chunked", 501),
         ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", 400),
         ("Transfer-Encoding: identity", 400),
+        // A Transfer-Encoding field without codings frames nothing: refused, not read as no field.
+        ("Transfer-Encoding: ", 400),
+        ("Transfer-Encoding: ,", 400),
+        ("Content-Length: 5\r\nTransfer-Encoding: ", 400),
     ])
     func framingRefusals(fields: String, status: Int) {
         #expect(parse("POST / HTTP/1.1\r\nHost: x\r\n\(fields)\r\n\r\nhello").last == "error \(status)")
