@@ -29,6 +29,22 @@ private let highs: UInt64 = 0x8080_8080_8080_8080
     return within(0x61, 0x7A) | within(0x30, 0x39) | within(0x2D, 0x2D) == highs
 }
 
+/// The position (0 to 7, in memory order) of the first byte of `word` that is `byte`, or nil. The
+/// "has a zero byte" trick on `word ^ byte`: a borrow can mark a byte above a zero one, never below,
+/// so the lowest mark is exact.
+@inline(__always) func firstByte(_ byte: UInt8, in word: UInt64) -> Int? {
+    let zeroed = UInt64(littleEndian: word) ^ (ones &* UInt64(byte))
+    let marks = (zeroed &- ones) & ~zeroed & highs
+    return marks == 0 ? nil : marks.trailingZeroBitCount >> 3
+}
+
+/// `word`'s first `count` bytes (in memory order), the others replaced by `fill`; the bytes come back
+/// in little-endian order, which the byte-class checks do not mind.
+@inline(__always) func bytesBefore(_ count: Int, of word: UInt64, filledWith fill: UInt8) -> UInt64 {
+    let kept: UInt64 = count == 0 ? 0 : ~0 >> UInt64(64 - count * 8)
+    return UInt64(littleEndian: word) & kept | ones &* UInt64(fill) & ~kept
+}
+
 /// Calls `check` with the offset of each eight bytes of `bytes` (at least eight), the last eight
 /// overlapping the ones before when the count is not a multiple of eight; stops at the first false.
 @inline(__always) private func allWords(_ bytes: UnsafeRawBufferPointer, _ check: (UInt64, Int) -> Bool) -> Bool {

@@ -65,6 +65,29 @@ import Testing
         tabbed.withUnsafeMutableBytes { #expect(!containsLineBreakOrNUL(UnsafeRawBufferPointer($0))) }
     }
 
+    @Test func theFirstColonIsFoundInEveryPosition() {
+        for position in 0..<8 {
+            for value in 0...255 {
+                // Colons after the byte under test must not hide it; bytes before it are other values.
+                var bytes = Array("abcdefgh".utf8)
+                bytes[position] = UInt8(value)
+                for after in (position + 1)..<8 where after % 2 == 0 { bytes[after] = 0x3A }
+                let expected = bytes.firstIndex(of: 0x3A)
+                #expect(firstByte(0x3A, in: Self.word(bytes)) == expected, "byte \(value) at \(position)")
+            }
+        }
+        #expect(firstByte(0x3A, in: Self.word(Array("abcdefgh".utf8))) == nil)
+        #expect(firstByte(0x3A, in: Self.word(Array(";9:;:::;".utf8))) == 2, "neighbours of the colon's value")
+    }
+
+    @Test func bytesBeforeACountAreKeptAndTheRestFilled() {
+        let bytes = Array("Ab-0:x\u{7F}\u{80}".utf8.prefix(8))
+        for count in 0...7 {
+            let kept = Array(bytes.prefix(count)) + [UInt8](repeating: 0x61, count: 8 - count)
+            #expect(bytesBefore(count, of: Self.word(bytes), filledWith: 0x61) == Self.word(kept), "\(count) kept")
+        }
+    }
+
     @Test func tokenComparisonFoldsOnlyLetters() {
         let names: [StaticString] = ["connection", "keep-alive", "content-length", "transfer-encoding"]
         for name in names {

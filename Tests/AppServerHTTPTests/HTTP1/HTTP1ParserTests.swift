@@ -87,6 +87,35 @@ func parse(_ input: [UInt8], piece: Int = 0, limits: HTTP1ParserLimits = HTTP1Pa
         #expect(try lastFieldValue(Array("X-Empty:    \t  ".utf8)).get() == [])
     }
 
+    /// Names are read eight bytes at a time, the word with the colon at once: every byte value at every
+    /// position of names of 1 to 19 bytes gives what the byte-by-byte rule gives (a token's field, a
+    /// shorter name where the byte is a colon, else a 400).
+    @Test func everyByteAnywhereInANameIsJudgedAsTheTokenRuleSays() {
+        for length in 1...19 {
+            for position in 0..<length {
+                for byte in 0...255 {
+                    var name = [UInt8](repeating: UInt8(ascii: "n"), count: length)
+                    name[position] = UInt8(byte)
+                    let request = Array("GET / HTTP/1.1\r\nHost: x\r\n".utf8) + name + Array(": v\r\n\r\n".utf8)
+                    var parser = HTTP1Parser(limits: HTTP1ParserLimits())
+                    let (event, _) = request.withUnsafeBytes { parser.next($0) }
+                    let expectedName: [UInt8]? = name.allSatisfy(isTokenByte) ? name
+                        : byte == 0x3A && position > 0 ? Array(name[..<position]) : nil
+                    switch event {
+                    case .head(let head):
+                        let field = head.fields.last!
+                        let got = Array(request[Int(field.nameStart)..<Int(field.nameEnd)])
+                        if got != expectedName { Issue.record("byte \(byte) at \(position) of \(length): name \(got)") }
+                    case .error(let error):
+                        if expectedName != nil || error.status != 400 { Issue.record("byte \(byte) at \(position) of \(length): \(error)") }
+                    default:
+                        Issue.record("a whole head gives a head or an error: \(event)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test func tokenBytesAreExactlyRFC9110s() {
         let tchar = Set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&'*+-.^_`|~".utf8)
         for byte in 0...255 {
