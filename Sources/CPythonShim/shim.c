@@ -73,6 +73,22 @@ int appserver_dict_grow_once(PyObject *dict) {
     return result;
 }
 
+Py_ssize_t appserver_dict_room(PyObject *dict) {
+    PyObject *copy = PyDict_Copy(dict);
+    if (!copy) return -1;
+    Py_ssize_t before = dict_footprint(copy), room = -1;
+    for (Py_ssize_t i = 0; before >= 0 && i < 4096; i++) {
+        PyObject *key = PyUnicode_FromFormat("(appserver: room %zd)", i);
+        int failed = !key || PyDict_SetItem(copy, key, Py_None) < 0;
+        Py_XDECREF(key);
+        Py_ssize_t after = failed ? -1 : dict_footprint(copy);
+        if (after < 0) break;
+        if (after != before) { room = PyDict_GET_SIZE(copy) - 1; break; }
+    }
+    Py_DECREF(copy);
+    return room;
+}
+
 int appserver_is_exact_dict(PyObject *o) { return PyDict_CheckExact(o); }
 int appserver_is_dict(PyObject *o) { return PyDict_Check(o); }
 

@@ -63,6 +63,7 @@ def app(environ, start_response):
         data["has_input"] = hasattr(environ["wsgi.input"], "read")
         data["has_errors"] = hasattr(environ["wsgi.errors"], "write")
         data["keys"] = sorted(environ)
+        data["sizeof"] = sys.getsizeof(environ)
         data["sys.prefix"] = sys.prefix
         return respond(start_response, json.dumps(data).encode(), content_type="application/json")
     if path == "/echo":

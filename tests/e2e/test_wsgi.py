@@ -45,6 +45,24 @@ def test_environ_has_every_required_key(serve):
     assert all(env[f"HTTP_X_FIELD_{i}"] == f"value {i}" for i in range(60))
 
 
+def test_environs_of_requests_with_many_headers_get_room_for_them(serve):
+    """A worker whose requests keep outgrowing the environ's table makes its environs with room for them
+    (a bigger table from the start instead of one re-hashed as the headers go in); small requests and big
+    ones are served the same before and after."""
+    server = serve("plain:app")
+    with requests.Session() as session:
+        small = session.get(server.url + "/environ").json()
+        many = {f"X-Field-{i}": f"value {i}" for i in range(30)}
+        for _ in range(40):
+            env = session.get(server.url + "/environ", headers=many).json()
+            assert all(env[f"HTTP_X_FIELD_{i}"] == f"value {i}" for i in range(30))
+        after = session.get(server.url + "/environ").json()
+    assert after["keys"] == small["keys"]
+    assert after["sizeof"] > small["sizeof"], "the template did not grow"
+    # Room for the thirty headers now: their environ is no bigger than a small request's.
+    assert env["sizeof"] == after["sizeof"]
+
+
 def test_threads_run_requests_that_wait_side_by_side(serve):
     """With --threads 4, four requests that each wait for the other three inside the app all finish: a
     thread waiting on I/O does not keep the next request from another thread. Then, while three wait,

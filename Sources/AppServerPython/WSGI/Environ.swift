@@ -69,6 +69,13 @@ final class EnvironConstants: @unchecked Sendable {
     private var template: PyRef?
     /// The template's REQUEST_METHOD (GET), compared by identity to skip replacing it.
     private var templateMethod: PyObjectPointer?
+    /// Keys an environ holds before its table (the template's size) grows, and is re-hashed into a new one.
+    private var templateRoom = 0
+    /// Environs that outgrew the template's table since it was made, and the most keys one had.
+    private var outgrown = 0
+    private var mostKeys = 0
+    /// The most keys a template is made with room for (a hundred headers and the CGI keys).
+    private static let mostTemplateRoom = 160
 
     init(glue: Glue, errors sink: LogSink, multithread: Bool, multiprocess: Bool, headerMap: HeaderMapMode = .drop,
          requestIDHeader: String = "") throws(PythonError) {
@@ -94,8 +101,9 @@ final class EnvironConstants: @unchecked Sendable {
         try makeTemplate()
     }
 
-    private func makeTemplate() throws(PythonError) {
-        template = try PyRef.checked(PyDict_New())
+    /// The template: grown once from its own keys (see below), or presized for `room` keys.
+    private func makeTemplate(room: Int? = nil) throws(PythonError) {
+        template = try PyRef.checked(room.map { appserver_dict_presized($0) } ?? PyDict_New())
         let dict = template.pointer!
         func set(_ key: borrowing PyRef, _ value: PyObjectPointer) throws(PythonError) { try Python.setItem(dict, key.pointer, value) }
         templateMethod = Array("GET".utf8).withUnsafeBytes { methods.find($0) }
@@ -122,7 +130,34 @@ final class EnvironConstants: @unchecked Sendable {
         // Room for about twenty headers: the copies keep the table's size, and a dict that grows is
         // re-hashed into a new table. Grown from its own keys, the table keeps CPython's str-keys layout,
         // small enough for glibc's per-thread cache: each request's copy is a cached block.
-        if appserver_dict_grow_once(dict) != 0 { throw PythonError() }
+        if room == nil && appserver_dict_grow_once(dict) != 0 { throw PythonError() }
+        templateRoom = appserver_dict_room(dict)
+        if templateRoom < 0 { throw PythonError() }
+    }
+
+    /// A worker whose requests keep outgrowing the template's table (a browser's twenty-odd headers behind
+    /// a proxy, nginx's uwsgi_params) gets a template with room for them: re-hashing a table as it grows,
+    /// every request, costs more than copying a bigger one (which is past glibc's per-thread cache: the
+    /// grown template stays for requests that need it). It only grows, up to `mostTemplateRoom`.
+    private func noteOutgrown(keys: Int) throws(PythonError) {
+        outgrown += 1
+        mostKeys = max(mostKeys, keys)
+        guard outgrown >= 32, templateRoom < Self.mostTemplateRoom else { return }
+        outgrown = 0
+        var previous = template.take()
+        let previousRoom = templateRoom
+        do {
+            try makeTemplate(room: min(mostKeys + mostKeys / 4, Self.mostTemplateRoom))
+        } catch {
+            template = previous.take()
+            templateRoom = previousRoom
+            throw error
+        }
+        if templateRoom <= previousRoom {
+            // No presizing in this CPython (3.14): keep the template there was, and stop trying.
+            template = previous.take()
+            templateRoom = Self.mostTemplateRoom
+        }
     }
 
     /// A new environ for one request; the app thread's natives read its wsgi.input.
@@ -190,6 +225,8 @@ final class EnvironConstants: @unchecked Sendable {
                 try Python.setItem(dict, key.pointer, text.pointer)
             }
         }
+        let keys = PyDict_Size(dict)
+        if keys > templateRoom { try noteOutgrown(keys: keys) }
         return environ
     }
 

@@ -18,6 +18,21 @@
 /// with a Python exception set.
 int appserver_dict_grow_once(PyObject *dict);
 
+/// How many keys a copy of `dict` holds before its table grows: measured once, on a copy filled with str
+/// placeholder keys until its footprint changes. -1 with a Python exception set.
+Py_ssize_t appserver_dict_room(PyObject *dict);
+
+/// A new dict with room for `size` entries, so that filling it does not re-hash it as it grows (CPython's
+/// _PyDict_NewPresized, private API that 3.10-3.13 export; the general table layout). Without it, a plain dict.
+static inline PyObject *appserver_dict_presized(Py_ssize_t size) {
+#if PY_VERSION_HEX < 0x030E0000
+    return _PyDict_NewPresized(size);
+#else
+    (void)size;
+    return PyDict_New();
+#endif
+}
+
 PyObject *appserver_none(void);            // borrowed
 PyObject *appserver_true(void);            // borrowed
 PyObject *appserver_false(void);           // borrowed
