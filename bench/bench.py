@@ -75,6 +75,7 @@ BENCHES = {
     "echo-4k": ("wsgi_echo", ["-s", str(HERE / "post4k.lua")], 4096, "wsgi"),
     "stream-1m": ("wsgi_stream", [], None, "wsgi"),
     "asgi-hello": ("asgi_hello", [], None, "asgi"),
+    "asgi-hello-headers": ("asgi_hello", ["-s", str(HERE / "headers.lua")], None, "asgi"),
     "fastapi-json": ("fastapi_json", [], None, "asgi"),
     "asgi-echo-4k": ("asgi_echo", ["-s", str(HERE / "post4k.lua")], 4096, "asgi"),
     "asgi-stream-1m": ("asgi_stream", [], None, "asgi"),
