@@ -30,7 +30,7 @@ public struct EdgePolicy: Sendable {
     }
     /// `secureSchemeHeaders` as the bytes each request's header names and values are compared with.
     private(set) var schemeHeaderBytes: [(name: [UInt8], secureValue: [UInt8], display: String)] {
-        didSet { forwardedNameLengths = Self.lengths(schemeHeaderBytes.map(\.name.count) + [15]) }
+        didSet { forwardedNameLengths = Self.nameLengths(of: schemeHeaderBytes) }
     }
     /// The lengths of the names a trusted peer's request is read for (the scheme headers, X-Forwarded-For),
     /// one bit each (bit 63 for 63 and longer): most of a request's headers are passed over on their
@@ -50,7 +50,7 @@ public struct EdgePolicy: Sendable {
         self.forwardedAllow = forwardedAllow
         self.secureSchemeHeaders = secureSchemeHeaders
         self.schemeHeaderBytes = Self.bytes(of: secureSchemeHeaders)
-        self.forwardedNameLengths = Self.lengths(schemeHeaderBytes.map(\.name.count) + [15])
+        self.forwardedNameLengths = Self.nameLengths(of: schemeHeaderBytes)
         self.proxyHeaders = proxyHeaders
         self.headerMap = headerMap
         self.requestIDHeaderBytes = requestIDHeader.map { Array($0.lowercased().utf8) }
@@ -60,8 +60,9 @@ public struct EdgePolicy: Sendable {
         headers.entries.map { (Array($0.name.utf8), Array($0.secureValue.utf8), $0.name) }
     }
 
-    private static func lengths(_ counts: [Int]) -> UInt64 {
-        counts.reduce(0) { $0 | 1 << UInt64(min($1, 63)) }
+    /// `forwardedNameLengths` for these scheme headers and X-Forwarded-For.
+    private static func nameLengths(of schemeHeaders: [(name: [UInt8], secureValue: [UInt8], display: String)]) -> UInt64 {
+        (schemeHeaders.map(\.name.count) + [forwardedForName.count]).reduce(0) { $0 | 1 << UInt64(min($1, 63)) }
     }
 
     /// Whether a header name of this length may be one the forwarded headers are read for.
