@@ -457,8 +457,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // leaves the connection open: the client may be sending its next request already, which is
         // then answered with `Connection: close`.
         let request = exchange.request
-        // Only a request with a body can leave some unread: a bodyless one (most) skips the header scan.
-        let mustNotDiscard = request.hasBody && (request.headers.contains(name: "expect")
+        // A client waiting for `100 Continue` may never send the body the app left unread (the parser
+        // refuses any other expectation, and an HTTP/1.0 request's is ignored: RFC 9110 10.1.1).
+        let mustNotDiscard = request.hasBody && (request.head.parsed.expectsContinue
             || request.contentLength.map({ $0 > Int64(limits.maxBodyDiscard) }) ?? false)
         switch machine.responseEnded(close: close || !request.keepAlive, bodyPending: request.hasBody, mustNotDiscard: mustNotDiscard) {
         case .finish(let finish):

@@ -112,6 +112,30 @@ def test_expect_100_continue(serve):
         assert json.loads(body)["length"] == 5
 
 
+def test_a_body_left_unread_is_waited_for_only_when_the_client_sends_it_anyway(serve):
+    """The app answers without reading the body. A client waiting for `100 Continue` never got one and
+    may never send the body: the connection ends after the response. An HTTP/1.0 client's expectation
+    is ignored (RFC 9110 10.1.1): it sends the body, which is read and dropped, and the connection
+    serves its next request."""
+    server = serve("plain:app")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        f = s.makefile("rb")
+        status, _, body = read_response(f)
+        assert (status, body) == ("HTTP/1.1 200 OK", b"Hello, World!")
+        assert f.read() == b""   # closed, not waiting (a wait would time out here)
+    length = 300 << 10   # above the body's high water mark: the app runs before the body is read
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % length)
+        f = s.makefile("rb")
+        status, headers, body = read_response(f)
+        assert (status, body) == ("HTTP/1.0 200 OK", b"Hello, World!"), headers
+        s.sendall(b"x" * length + b"GET /pid HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        status, _, body = read_response(f)
+        assert status == "HTTP/1.0 200 OK" and body.isdigit()
+
+
 def test_100_mib_upload_streams_with_bounded_memory(serve):
     server = serve("plain:app")
     worker = server.workers()[0]
