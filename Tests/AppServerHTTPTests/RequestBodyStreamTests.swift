@@ -50,3 +50,46 @@ import Testing
         #expect(continues.load(ordering: .relaxed) == 1)
     }
 }
+
+@Suite struct BodyChunksTests {
+    /// Random appends, reads of the first buffer (whole or in part) and walks, against an array.
+    @Test func keepsBuffersInOrderAsAnArrayWould() {
+        var generator = SystemRandomNumberGenerator()
+        var chunks = BodyChunks()
+        var model: [String] = []
+        for step in 0..<20_000 {
+            switch Int.random(in: 0..<3, using: &generator) {
+            case 0:
+                chunks.append(ByteBuffer(string: "b\(step)"))
+                model.append("b\(step)")
+            case 1 where !model.isEmpty:
+                var first = chunks.first!
+                first.moveReaderIndex(forwardBy: 1)
+                if first.readableBytes == 0 {
+                    chunks.removeFirst()
+                    model.removeFirst()
+                } else {
+                    chunks.replaceFirst(with: first)
+                    model[0].removeFirst()
+                }
+            default:
+                break
+            }
+            #expect(chunks.isEmpty == model.isEmpty)
+            #expect(chunks.first.map { String(buffer: $0) } == model.first)
+            if step % 97 == 0 { #expect(chunks.map { String(buffer: $0) } == model) }
+        }
+    }
+
+    /// A body read as it arrives never empties the queue; what was read must not pile up in it.
+    @Test func readBuffersDoNotPileUpWhileTheQueueNeverEmpties() {
+        var chunks = BodyChunks()
+        chunks.append(ByteBuffer(string: "first"))
+        for step in 0..<10_000 {
+            chunks.append(ByteBuffer(string: "\(step)"))
+            chunks.removeFirst()
+            #expect(chunks.slots <= 2 * 1 + 32)
+        }
+        #expect(chunks.first.map { String(buffer: $0) } == "9999")
+    }
+}
