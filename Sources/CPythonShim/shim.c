@@ -20,6 +20,13 @@ PyObject *appserver_exc_runtime_error(void) { return PyExc_RuntimeError; }
 PyObject *appserver_exc_stop_iteration(void) { return PyExc_StopIteration; }
 int appserver_is_coroutine(PyObject *o) { return PyCoro_CheckExact(o); }
 PyObject *appserver_tuple1(PyObject *a) { return PyTuple_Pack(1, a); }
+PyObject *appserver_bare_instance(PyObject *type) {
+    PyObject *none = PyTuple_New(0);
+    if (none == NULL) return NULL;
+    PyObject *instance = PyBaseObject_Type.tp_new((PyTypeObject *)type, none, NULL);
+    Py_DECREF(none);
+    return instance;
+}
 PyObject *appserver_exc_os_error(void) { return PyExc_OSError; }
 PyObject *appserver_exc_assertion_error(void) { return PyExc_AssertionError; }
 PyObject *appserver_exc_lookup_error(void) { return PyExc_LookupError; }

@@ -66,7 +66,10 @@ def identity(glue, loop):
     async def nothing():
         pass
     coroutine = nothing()
-    task = glue["asgi"].RequestTask(coroutine, loop, None)
+    # As the server makes one (ASGITask.swift): object.__new__, then the three attributes.
+    kind = glue["asgi"].RequestTask
+    task = kind.__new__(kind)
+    task._coro, task._loop, task._context = coroutine, loop, None
     return task, coroutine
 
 

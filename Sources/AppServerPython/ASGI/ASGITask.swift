@@ -28,7 +28,12 @@ final class ASGITask: @unchecked Sendable {
         self.finished = finished
         // As asyncio.Task: each task runs in a copy of the context it was made in.
         let context = try PyRef.checked(PyContext_CopyCurrent())
-        identity = .some(try Python.call(runtime.identityType.pointer, coroutine.pointer, runtime.loop.pointer, context.pointer))
+        // A RequestTask made by object.__new__ (it has no __init__: see _appserver_asgi.py), its attributes set here.
+        let identity = try PyRef.checked(appserver_bare_instance(runtime.identityType.pointer))
+        try Python.setAttribute(identity.pointer, runtime.names.coro.pointer, coroutine.pointer)
+        try Python.setAttribute(identity.pointer, runtime.names.loop.pointer, runtime.loop.pointer)
+        try Python.setAttribute(identity.pointer, runtime.names.context.pointer, context.pointer)
+        self.identity = .some(consume identity)
         self.context = .some(consume context)
         self.coroutine = .some(consume coroutine)
     }
@@ -261,6 +266,9 @@ final class ASGITaskRuntime: @unchecked Sendable {
         let callbacks = Python.interned("_callbacks")
         let scheduleCallbacks = Python.interned("_schedule_callbacks")
         let finishedState = Python.interned("FINISHED")
+        let coro = Python.interned("_coro")
+        let loop = Python.interned("_loop")
+        let context = Python.interned("_context")
         let cancelledState = Python.interned("CANCELLED")
         let contextKeyword: PyRef
         let messageKeyword: PyRef

@@ -58,6 +58,9 @@ PyObject *appserver_exc_timeout_error(void);
 PyObject *appserver_tuple2(PyObject *a, PyObject *b);
 /// A new tuple (a,); `a` is not stolen.
 PyObject *appserver_tuple1(PyObject *a);
+/// A new instance of a Python class made by `object.__new__` alone: no `__init__` runs (its frame is about half the
+/// cost of making a request's task identity). The caller sets the attributes.
+PyObject *appserver_bare_instance(PyObject *type);
 /// A coroutine object (what an `async def` function returns).
 int appserver_is_coroutine(PyObject *o);
 /// The bytes of a str whose characters all fit in latin-1 (the WSGI "native string" rule), without
