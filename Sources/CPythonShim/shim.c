@@ -63,35 +63,40 @@ static Py_ssize_t dict_footprint(PyObject *dict) {
     return result;
 }
 
+/// Inserts str keys into `dict` one at a time until its footprint changes (its table was re-sized) or `limit`
+/// insertions went by: `reused` each time, deleted again after each insertion, or (NULL) a new key each time.
+/// 1 when the table was re-sized, 0 when not, -1 with a Python exception set.
+static int insert_until_resized(PyObject *dict, PyObject *reused, Py_ssize_t limit) {
+    Py_ssize_t before = dict_footprint(dict);
+    if (before < 0) return -1;
+    for (Py_ssize_t i = 0; i < limit; i++) {
+        PyObject *key = reused ? Py_NewRef(reused) : PyUnicode_FromFormat("(appserver: room %zd)", i);
+        int failed = !key || PyDict_SetItem(dict, key, Py_None) < 0 || (reused && PyDict_DelItem(dict, key) < 0);
+        Py_XDECREF(key);
+        if (failed) return -1;
+        Py_ssize_t after = dict_footprint(dict);
+        if (after < 0) return -1;
+        if (after != before) return 1;
+    }
+    return 0;
+}
+
 int appserver_dict_grow_once(PyObject *dict) {
     // Each insertion takes a new entry even when the key was deleted before; once none is left, the
     // next one grows the table (and drops the deleted entries). A str key keeps the str-keys layout.
     PyObject *placeholder = PyUnicode_FromString("(appserver: room for more keys)");
     if (!placeholder) return -1;
-    Py_ssize_t before = dict_footprint(dict);
-    int result = before < 0 ? -1 : 0;
-    for (Py_ssize_t i = 0; result == 0 && i <= 3 * PyDict_GET_SIZE(dict) + 8; i++) {
-        if (PyDict_SetItem(dict, placeholder, Py_None) < 0 || PyDict_DelItem(dict, placeholder) < 0) { result = -1; break; }
-        Py_ssize_t after = dict_footprint(dict);
-        if (after < 0) result = -1;
-        else if (after > before) break;
-    }
+    int result = insert_until_resized(dict, placeholder, 3 * PyDict_GET_SIZE(dict) + 9);
     Py_DECREF(placeholder);
-    return result;
+    return result < 0 ? -1 : 0;
 }
 
 Py_ssize_t appserver_dict_room(PyObject *dict) {
     PyObject *copy = PyDict_Copy(dict);
     if (!copy) return -1;
-    Py_ssize_t before = dict_footprint(copy), room = -1;
-    for (Py_ssize_t i = 0; before >= 0 && i < 4096; i++) {
-        PyObject *key = PyUnicode_FromFormat("(appserver: room %zd)", i);
-        int failed = !key || PyDict_SetItem(copy, key, Py_None) < 0;
-        Py_XDECREF(key);
-        Py_ssize_t after = failed ? -1 : dict_footprint(copy);
-        if (after < 0) break;
-        if (after != before) { room = PyDict_GET_SIZE(copy) - 1; break; }
-    }
+    int result = insert_until_resized(copy, NULL, 4096);
+    Py_ssize_t room = result == 1 ? PyDict_GET_SIZE(copy) - 1 : -1;
+    if (result == 0) PyErr_SetString(PyExc_RuntimeError, "a dict's table did not grow in 4096 insertions");
     Py_DECREF(copy);
     return room;
 }

@@ -74,6 +74,8 @@ final class EnvironConstants: @unchecked Sendable {
     /// Environs that outgrew the template's table since it was made, and the most keys one had.
     private var outgrown = 0
     private var mostKeys = 0
+    /// False once a presized template turned out no roomier (a CPython without presizing): no more tries.
+    private var templateCanGrow = true
     /// The most keys a template is made with room for (a hundred headers and the CGI keys).
     private static let mostTemplateRoom = 160
 
@@ -142,7 +144,7 @@ final class EnvironConstants: @unchecked Sendable {
     private func noteOutgrown(keys: Int) throws(PythonError) {
         outgrown += 1
         mostKeys = max(mostKeys, keys)
-        guard outgrown >= 32, templateRoom < Self.mostTemplateRoom else { return }
+        guard outgrown >= 32, templateCanGrow, templateRoom < Self.mostTemplateRoom else { return }
         outgrown = 0
         var previous = template.take()
         let previousRoom = templateRoom
@@ -156,7 +158,8 @@ final class EnvironConstants: @unchecked Sendable {
         if templateRoom <= previousRoom {
             // No presizing in this CPython (3.14): keep the template there was, and stop trying.
             template = previous.take()
-            templateRoom = Self.mostTemplateRoom
+            templateRoom = previousRoom
+            templateCanGrow = false
         }
     }
 
