@@ -21,10 +21,10 @@ PyObject *appserver_exc_stop_iteration(void) { return PyExc_StopIteration; }
 int appserver_is_coroutine(PyObject *o) { return PyCoro_CheckExact(o); }
 PyObject *appserver_tuple1(PyObject *a) { return PyTuple_Pack(1, a); }
 PyObject *appserver_bare_instance(PyObject *type) {
-    PyObject *none = PyTuple_New(0);
-    if (none == NULL) return NULL;
-    PyObject *instance = PyBaseObject_Type.tp_new((PyTypeObject *)type, none, NULL);
-    Py_DECREF(none);
+    PyObject *no_arguments = PyTuple_New(0);
+    if (no_arguments == NULL) return NULL;
+    PyObject *instance = PyBaseObject_Type.tp_new((PyTypeObject *)type, no_arguments, NULL);
+    Py_DECREF(no_arguments);
     return instance;
 }
 PyObject *appserver_exc_os_error(void) { return PyExc_OSError; }

@@ -266,10 +266,10 @@ final class ASGITaskRuntime: @unchecked Sendable {
         let callbacks = Python.interned("_callbacks")
         let scheduleCallbacks = Python.interned("_schedule_callbacks")
         let finishedState = Python.interned("FINISHED")
+        let cancelledState = Python.interned("CANCELLED")
         let coro = Python.interned("_coro")
         let loop = Python.interned("_loop")
         let context = Python.interned("_context")
-        let cancelledState = Python.interned("CANCELLED")
         let contextKeyword: PyRef
         let messageKeyword: PyRef
 
