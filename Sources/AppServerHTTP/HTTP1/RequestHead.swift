@@ -113,8 +113,6 @@ public struct RequestHeaders: Sendable {
         return found
     }
 
-    public func contains(name: String) -> Bool { first(name: name) != nil }
-
     /// Every value of a field, its comma-separated elements apart and trimmed.
     public func tokens(name: String) -> [String] {
         let wanted = Array(name.lowercased().utf8)
