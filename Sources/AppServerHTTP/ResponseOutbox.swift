@@ -10,13 +10,16 @@ protocol OutboxWrite: Sendable {
 /// One task on the event loop writes all the writes posted before it ran: a task for each write cost a
 /// closure made on the app thread and freed on the I/O thread (malloc's slow path across threads) and
 /// the loop's lock. Writes keep their order, also with the tasks an app thread queues itself after a
-/// post (a file to send, a close): the write is taken by a task queued before the post returned.
+/// post (a file to send, a close): a post returns only once a task that will take its write is queued.
 /// Generic over what it carries so that its threads can be tested without connections.
 final class ResponseOutbox<Write: OutboxWrite>: @unchecked Sendable {
     private struct Posted {
         var writes: [Write] = []
-        /// A task that will take `writes` is queued on the event loop.
+        /// A task that will take `writes` is on the event loop's queue.
         var taskQueued = false
+        /// How many times a task took `writes`: a post that queued a task reads it before and after,
+        /// and only if no task took the writes in between is its own task still to come.
+        var takes: UInt64 = 0
     }
 
     private let posted = Mutex(Posted())
@@ -30,34 +33,41 @@ final class ResponseOutbox<Write: OutboxWrite>: @unchecked Sendable {
     }
 
     func post(_ write: Write) {
-        posted.withLock { posted in
+        let takes = posted.withLock { posted -> UInt64? in
             posted.writes.append(write)
-            queueTaskIfNone(&posted)
+            return posted.taskQueued ? nil : posted.takes
         }
+        if let takes { queueTask(takenSince: takes) }
     }
 
     /// Posts all of `writes` and leaves it empty. Into an empty outbox the arrays trade places, so
     /// the writes are not copied one by one (nor retained and released again).
     func post(taking writes: inout [Write]) {
         guard !writes.isEmpty else { return }
-        let traded = posted.withLock { posted in
-            defer { queueTaskIfNone(&posted) }
+        let (traded, takes) = posted.withLock { posted -> (Bool, UInt64?) in
+            let takes = posted.taskQueued ? nil : posted.takes
             guard posted.writes.isEmpty else {
                 posted.writes.append(contentsOf: writes)
-                return false
+                return (false, takes)
             }
             swap(&posted.writes, &writes)
-            return true
+            return (true, takes)
         }
         if !traded { writes.removeAll(keepingCapacity: true) }
+        if let takes { queueTask(takenSince: takes) }
     }
 
-    /// Queues the task under the lock, so that "a task is queued" is true as soon as a post sees it: a
-    /// post that finds one and then queues a task of its own (a file, a close) queues it behind.
-    private func queueTaskIfNone(_ posted: inout Posted) {
-        guard !posted.taskQueued else { return }
-        posted.taskQueued = true
+    /// Queues a task outside the lock. Queueing wakes the event loop (an eventfd write), and the woken
+    /// I/O thread, on the core of a pinned worker, preempted the poster while it held the lock, spun on
+    /// it and slept until the poster ran again. The task counts as queued only if none took the writes
+    /// meanwhile (it may be the one that did); until then every post queues one of its own, so a post
+    /// still returns only after a task that will take its write is queued. A task that finds the
+    /// writes taken writes nothing.
+    private func queueTask(takenSince takes: UInt64) {
         eventLoop.execute { self.writePosted() }
+        posted.withLock { posted in
+            if posted.takes == takes { posted.taskQueued = true }
+        }
     }
 
     private func writePosted() {
@@ -66,6 +76,7 @@ final class ResponseOutbox<Write: OutboxWrite>: @unchecked Sendable {
         posted.withLock { posted in
             swap(&batch, &posted.writes)
             posted.taskQueued = false
+            posted.takes &+= 1
         }
         for write in batch { write.write() }
         batch.removeAll(keepingCapacity: true)

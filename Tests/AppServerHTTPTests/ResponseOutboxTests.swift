@@ -91,8 +91,9 @@ import Testing
     }
 
     /// The ordering promise under a loop slow to take a task: a post that finds a task queued may queue
-    /// its own task straight after, so the task must be queued before the post that queued it returns
-    /// (done outside the lock, another thread's task gets ahead of it: this test then fails).
+    /// its own task straight after, so a task that takes its write must be queued before it returns (a
+    /// post that saw a task about to be queued and trusted it, while another thread was still queueing
+    /// that task, lets its own task get ahead of its write: this test then fails).
     @Test func aTaskQueuedAfterAPostRunsAfterItsWriteWhenQueueingIsSlow() throws {
         let loop = self.loop
         let threads = 4, writesEach = 500
@@ -107,6 +108,43 @@ import Testing
         let (written, ahead) = try loop.submit { (log.written, log.tasksAheadOfTheirWrite) }.wait()
         #expect(written.allSatisfy { $0.elementsEqual(0..<writesEach) }, "writes per thread: \(written.map(\.count))")
         #expect(ahead == 0)
+    }
+
+    /// A task may run before the post that queued it has returned (the woken I/O thread preempts the
+    /// poster): it took the writes, so it must not count as still queued, or the next post trusts it
+    /// and its write is never taken.
+    @Test func aTaskThatRanBeforeItsPostReturnedDoesNotCountAsQueued() throws {
+        let loop = self.loop
+        let log = Log(threads: 1)
+        let outbox = ResponseOutbox<Recorded>(eventLoop: RunsBeforeReturning(base: loop))
+        for sequence in 0..<50 {
+            outbox.post(Recorded(log: log, thread: 0, sequence: sequence))
+        }
+        var batch = [Recorded(log: log, thread: 0, sequence: 50)]
+        outbox.post(taking: &batch)
+        #expect(try loop.submit { log.written[0] }.wait().elementsEqual(0...50))
+    }
+}
+
+/// An event loop whose `execute` returns only after the task ran, as when the woken loop thread runs
+/// at once on the queueing thread's core.
+final class RunsBeforeReturning: EventLoop, @unchecked Sendable {
+    let base: any EventLoop
+    init(base: any EventLoop) { self.base = base }
+    var inEventLoop: Bool { base.inEventLoop }
+    func execute(_ task: @escaping @Sendable () -> Void) {
+        let ran = DispatchSemaphore(value: 0)
+        base.execute { task(); ran.signal() }
+        ran.wait()
+    }
+    func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+        base.scheduleTask(deadline: deadline, task)
+    }
+    func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+        base.scheduleTask(in: delay, task)
+    }
+    func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable ((any Error)?) -> Void) {
+        callback(nil)
     }
 }
 
