@@ -200,7 +200,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     /// A request part from the decoder before this handler (called directly by the HTTP/1.1 one).
-    func receive(_ part: RequestPart) {
+    /// Parts are consumed on their way in: a head bound out of a borrowed part was copied, a retain of
+    /// its buffer and of its fields a request.
+    func receive(_ part: consuming RequestPart) {
         switch machine.arrival() {
         case .queue: queued.append(part)
         case .drop: break
@@ -208,8 +210,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
-    private func handle(_ part: RequestPart) {
-        switch part {
+    private func handle(_ part: consuming RequestPart) {
+        switch consume part {
         case .invalid(let error):
             refuse(error)
         case .head(let head):
@@ -244,21 +246,20 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
-    private func startRequest(_ head: RequestHead) {
+    private func startRequest(_ head: consuming RequestHead) {
         deadline = nil
         requestCount += 1
         bodyReceived = 0
         unpromisedBytes = 0
         responseBytes = 0
         let lastAllowed = !server.requestStarted()
-        let facts = head.parsed
         if let refusal = RequestHeadCheck.refusal(head, limits: limits, headerMap: edge.headerMap) {
             logger.debug("refused a request from \(addresses?.remote.logText ?? origin.remote.logText): \(refusal.reason)")
             server.countRefusal(Int(refusal.status.code))
             writeErrorAndClose(refusal.status)
             return
         }
-        let hasBody = facts.hasBody
+        let hasBody = head.parsed.hasBody
         let addresses: ConnectionAddresses
         if let known = self.addresses {
             addresses = known
@@ -281,14 +282,15 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             }
         }
         // A request asking for an upgrade closes after its response unless the app upgrades it.
-        let keepAlive = machine.requestStarted(keepAliveRequested: facts.keepAlive && !facts.upgrade, lastAllowed: lastAllowed)
-        let info = RequestInfo(head: head, keepAlive: keepAlive, hasBody: hasBody,
-                               contentLength: facts.contentLength, addresses: addresses,
+        let keepAlive = machine.requestStarted(keepAliveRequested: head.parsed.keepAlive && !head.parsed.upgrade, lastAllowed: lastAllowed)
+        let contentLength = head.parsed.contentLength, chunked = head.parsed.chunked
+        let expectsContinue = hasBody && head.parsed.expectsContinue
+        let info = RequestInfo(head: consume head, keepAlive: keepAlive, hasBody: hasBody,
+                               contentLength: contentLength, addresses: addresses,
                                origin: requestOrigin, viaUWSGI: uwsgi, requestIDHeader: edge.requestIDHeaderBytes)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         let body: RequestBodyStream
-        let expectsContinue = hasBody && facts.expectsContinue
         if hasBody {
             body = RequestBodyStream(
                 highWater: limits.bodyHighWater, lowWater: limits.bodyLowWater, expectsContinue: expectsContinue,
@@ -300,7 +302,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let exchange = HTTPExchange(request: info, body: body, limits: limits, eventLoop: eventLoop, connection: loopBound,
                                     allocator: allocator, server: server.shared)
         current = exchange
-        if hasBody && !facts.chunked && !expectsContinue && (facts.contentLength ?? 0) <= Int64(limits.bodyHighWater) {
+        if hasBody && !chunked && !expectsContinue && (contentLength ?? 0) <= Int64(limits.bodyHighWater) {
             dispatchAtEnd = true
         } else {
             server.application.handle(exchange)

@@ -51,7 +51,6 @@ public final class RequestInfo: @unchecked Sendable {
     public init(head: RequestHead, keepAlive: Bool, hasBody: Bool, contentLength: Int64?,
                 addresses: ConnectionAddresses, origin: RequestOrigin? = nil, viaUWSGI: Bool = false,
                 requestIDHeader: [UInt8]? = nil) {
-        self.head = head
         self.origin = origin
         self.viaUWSGI = viaUWSGI
         self.keepAlive = keepAlive
@@ -70,6 +69,8 @@ public final class RequestInfo: @unchecked Sendable {
             carriedRequestID = nil
             madeRequestID = 0
         }
+        // Last: the head moves in; stored first, the reads above took a copy of it (two retains).
+        self.head = head
     }
 }
 

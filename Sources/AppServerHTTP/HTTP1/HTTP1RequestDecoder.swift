@@ -51,13 +51,14 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
             var buffer = pending ?? empty
             if buffer.readableBytes == 0 && parser.isAtRequestStart { break }
             let (event, consumed) = buffer.withUnsafeReadableBytes { parser.next($0) }
-            let part: RequestPart?
-            switch event {
+            var part: RequestPart?
+            // Consumed, not borrowed: a head bound out of a borrowed event was copied (a retain of its fields).
+            switch consume event {
             case .needMore:
                 part = nil
             case .head(let head):
-                part = .head(RequestHead(bytes: buffer.getSlice(at: buffer.readerIndex, length: consumed)!, parsed: head))
                 if head.upgrade { stopAfterThisRequest = true }
+                part = .head(RequestHead(bytes: buffer.getSlice(at: buffer.readerIndex, length: consumed)!, parsed: head))
             case .body(let range):
                 part = .body(buffer.getSlice(at: buffer.readerIndex + range.lowerBound, length: range.count)!)
             case .end:
@@ -69,7 +70,7 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
             }
             buffer.moveReaderIndex(forwardBy: consumed)
             pending = buffer.readableBytes > 0 ? buffer : nil
-            if let part {
+            if let part = part.take() {
                 if let connection { connection.receive(part) } else { context.fireChannelRead(wrapInboundOut(part)) }
             } else if consumed == 0 {
                 break
