@@ -307,7 +307,7 @@ public struct HTTP1Parser: Sendable {
         if minor >= 1 && hosts == 0 { return .failure(.bad("no Host field in an HTTP/1.1 request")) }
         if closeToken { head.keepAlive = false } else if keepAliveToken { head.keepAlive = true }
         head.upgrade = upgradeToken && hasUpgradeField
-        return .success(head)
+        return .success(consume head)
     }
 
     /// One field line (without its CRLF): a token, a colon, the value between optional whitespace.

@@ -10,15 +10,24 @@ public struct RequestHead: Sendable {
     /// The head's bytes, from the request line to the empty line that ends it.
     public let bytes: ByteBuffer
     public let parsed: HTTP1Head
+    /// `parsed.fields`, kept beside it: `headers` read out of `parsed` copied the whole parsed head
+    /// (an outlined copy and a retain, twice a request); from here it is a load.
+    let fields: [HTTP1Field]
     /// The method (a token, so ASCII), as text for logs and metrics; `withMethod` for its bytes.
     public var method: String { withMethod { String(decoding: $0, as: UTF8.self) } }
     public var version: HTTPVersion { HTTPVersion(major: 1, minor: parsed.minorVersion) }
-    public var headers: RequestHeaders { RequestHeaders(bytes: bytes, fields: parsed.fields) }
+    public var headers: RequestHeaders { RequestHeaders(bytes: bytes, fields: fields) }
 
     init(bytes: ByteBuffer, parsed: HTTP1Head) {
         self.bytes = bytes
+        self.fields = Self.fields(of: parsed)
         self.parsed = parsed
     }
+
+    /// A parsed head's fields, read through a borrow: read in place, `parsed.fields` copied the whole
+    /// parsed head first (the optimizer's copy of a large struct; checked in the disassembly).
+    @inline(never)
+    private static func fields(of parsed: borrowing HTTP1Head) -> [HTTP1Field] { parsed.fields }
 
     /// Whether the method is exactly `name` (methods are case-sensitive).
     public func methodIs(_ name: StaticString) -> Bool {
