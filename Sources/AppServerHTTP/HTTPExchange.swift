@@ -51,17 +51,13 @@ public final class RequestInfo: @unchecked Sendable {
     public init(head: RequestHead, keepAlive: Bool, hasBody: Bool, contentLength: Int64?,
                 addresses: ConnectionAddresses, origin: RequestOrigin? = nil, viaUWSGI: Bool = false,
                 requestIDHeader: [UInt8]? = nil) {
-        self.origin = origin
-        self.viaUWSGI = viaUWSGI
-        self.keepAlive = keepAlive
-        self.isHead = head.methodIs("HEAD")
-        self.hasBody = hasBody
-        self.contentLength = contentLength
-        self.addresses = addresses
+        // The calls first, the stores after: a reference stored before a call was kept alive across it
+        // (a retain and a release more each).
         self.started = .now()
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         self.startedWallClock = ts
+        self.isHead = head.methodIs("HEAD")
         if let requestIDHeader {
             carriedRequestID = RequestID.carried(in: head.headers, lowercasedName: requestIDHeader)
             madeRequestID = carriedRequestID == nil ? RequestID.nextSerial() : 0
@@ -69,7 +65,13 @@ public final class RequestInfo: @unchecked Sendable {
             carriedRequestID = nil
             madeRequestID = 0
         }
-        // Last: the head moves in; stored first, the reads above took a copy of it (two retains).
+        self.origin = origin
+        self.viaUWSGI = viaUWSGI
+        self.keepAlive = keepAlive
+        self.hasBody = hasBody
+        self.contentLength = contentLength
+        self.addresses = addresses
+        // Last: the head moves in (stored first, the reads above took a copy of it).
         self.head = head
     }
 }
@@ -157,6 +159,9 @@ public final class HTTPExchange: @unchecked Sendable {
 
     init(request: RequestInfo, body: RequestBodyStream, limits: HTTPLimits, eventLoop: any EventLoop,
          connection: NIOLoopBound<HTTPConnectionHandler>, allocator: ByteBufferAllocator, server: ServerShared) {
+        // First: made after the stores below, its call kept every argument alive past its store (a
+        // retain and a release more for each of six references a request).
+        self.output = Monitor.striped(for: ObjectIdentifier(connection.value))
         self.request = request
         self.body = body
         self.limits = limits
@@ -164,7 +169,6 @@ public final class HTTPExchange: @unchecked Sendable {
         self.connection = connection
         self.allocator = allocator
         self.server = server
-        self.output = Monitor.striped(for: ObjectIdentifier(connection.value))
     }
 
     /// The server is stopping or recycling this worker: the response should close the connection.
