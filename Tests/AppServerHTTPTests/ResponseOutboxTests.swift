@@ -98,7 +98,7 @@ import Testing
         let loop = self.loop
         let threads = 4, writesEach = 500
         let log = Log(threads: threads)
-        let outbox = ResponseOutbox<Recorded>(eventLoop: SlowToQueue(base: loop))
+        let outbox = ResponseOutbox<Recorded>(eventLoop: QueueingThrough.slowToQueue(base: loop))
         onThreads(threads) { thread in
             for sequence in 0..<writesEach {
                 outbox.post(Recorded(log: log, thread: thread, sequence: sequence))
@@ -116,7 +116,7 @@ import Testing
     @Test func aTaskThatRanBeforeItsPostReturnedDoesNotCountAsQueued() throws {
         let loop = self.loop
         let log = Log(threads: 1)
-        let outbox = ResponseOutbox<Recorded>(eventLoop: RunsBeforeReturning(base: loop))
+        let outbox = ResponseOutbox<Recorded>(eventLoop: QueueingThrough.runsBeforeReturning(base: loop))
         for sequence in 0..<50 {
             outbox.post(Recorded(log: log, thread: 0, sequence: sequence))
         }
@@ -126,37 +126,36 @@ import Testing
     }
 }
 
-/// An event loop whose `execute` returns only after the task ran, as when the woken loop thread runs
-/// at once on the queueing thread's core.
-final class RunsBeforeReturning: EventLoop, @unchecked Sendable {
+/// An event loop that queues its tasks on `base` its own way (`queue`, on the queueing thread), the
+/// rest as `base` does: how the outbox's posts meet a loop that is slow to take a task, or quick.
+final class QueueingThrough: EventLoop, @unchecked Sendable {
     let base: any EventLoop
-    init(base: any EventLoop) { self.base = base }
-    var inEventLoop: Bool { base.inEventLoop }
-    func execute(_ task: @escaping @Sendable () -> Void) {
-        let ran = DispatchSemaphore(value: 0)
-        base.execute { task(); ran.signal() }
-        ran.wait()
+    let queue: @Sendable (_ base: any EventLoop, _ task: @escaping @Sendable () -> Void) -> Void
+    init(base: any EventLoop, queue: @escaping @Sendable (_ base: any EventLoop, _ task: @escaping @Sendable () -> Void) -> Void) {
+        self.base = base
+        self.queue = queue
     }
-    func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
-        base.scheduleTask(deadline: deadline, task)
-    }
-    func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
-        base.scheduleTask(in: delay, task)
-    }
-    func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable ((any Error)?) -> Void) {
-        callback(nil)
-    }
-}
 
-/// An event loop that takes its time to queue a task (on the queueing thread), then hands it on.
-final class SlowToQueue: EventLoop, @unchecked Sendable {
-    let base: any EventLoop
-    init(base: any EventLoop) { self.base = base }
-    var inEventLoop: Bool { base.inEventLoop }
-    func execute(_ task: @escaping @Sendable () -> Void) {
-        usleep(100)
-        base.execute(task)
+    /// Takes its time to queue a task, then hands it on.
+    static func slowToQueue(base: any EventLoop) -> QueueingThrough {
+        QueueingThrough(base: base) { base, task in
+            usleep(100)
+            base.execute(task)
+        }
     }
+
+    /// Returns only after the task ran, as when the woken loop thread runs at once on the queueing
+    /// thread's core.
+    static func runsBeforeReturning(base: any EventLoop) -> QueueingThrough {
+        QueueingThrough(base: base) { base, task in
+            let ran = DispatchSemaphore(value: 0)
+            base.execute { task(); ran.signal() }
+            ran.wait()
+        }
+    }
+
+    var inEventLoop: Bool { base.inEventLoop }
+    func execute(_ task: @escaping @Sendable () -> Void) { queue(base, task) }
     func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
         base.scheduleTask(deadline: deadline, task)
     }
