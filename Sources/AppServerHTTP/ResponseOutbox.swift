@@ -20,6 +20,10 @@ final class ResponseOutbox<Write: OutboxWrite>: @unchecked Sendable {
         /// How many times a task took `writes`: a post that queued a task reads it before and after,
         /// and only if no task took the writes in between is its own task still to come.
         var takes: UInt64 = 0
+
+        /// What a post that has just added writes must do: nil when a task is queued, else queue one,
+        /// with this count of takes to check against once it is queued.
+        var takesIfNoTaskQueued: UInt64? { taskQueued ? nil : takes }
     }
 
     private let posted = Mutex(Posted())
@@ -35,7 +39,7 @@ final class ResponseOutbox<Write: OutboxWrite>: @unchecked Sendable {
     func post(_ write: Write) {
         let takes = posted.withLock { posted -> UInt64? in
             posted.writes.append(write)
-            return posted.taskQueued ? nil : posted.takes
+            return posted.takesIfNoTaskQueued
         }
         if let takes { queueTask(takenSince: takes) }
     }
@@ -45,7 +49,7 @@ final class ResponseOutbox<Write: OutboxWrite>: @unchecked Sendable {
     func post(taking writes: inout [Write]) {
         guard !writes.isEmpty else { return }
         let (traded, takes) = posted.withLock { posted -> (Bool, UInt64?) in
-            let takes = posted.taskQueued ? nil : posted.takes
+            let takes = posted.takesIfNoTaskQueued
             guard posted.writes.isEmpty else {
                 posted.writes.append(contentsOf: writes)
                 return (false, takes)
