@@ -12,7 +12,7 @@ import Synchronization
 /// was made with and frees its memory through it. Buffers made here use an allocator whose
 /// `allocate` hands out the memory being wrapped (passed in a thread-local, since the allocator's
 /// functions take no context) and whose `deallocate` gives it back to its owner instead of freeing
-/// it: the owner's token is queued and `takeReleased()` returns it, on whatever thread may drop the
+/// it: the owner's token is queued and `drainReleased` hands it out, on whatever thread may drop the
 /// owner (for Python, one holding the GIL). Any other allocation through it is plain malloc.
 ///
 /// NIO rounds a storage's capacity up to a power of two, so the storage handed out *ends* where the
@@ -37,7 +37,7 @@ public enum ForeignBuffer {
     /// How many larger capacities a lent memory tries when its start is taken, before being copied.
     static let capacityTries = 8
 
-    /// A buffer whose readable bytes are `memory` itself. `owner` comes back from `takeReleased()`
+    /// A buffer whose readable bytes are `memory` itself. `owner` comes back from `drainReleased`
     /// once per call of `wrap`, after the last buffer using it is gone; until then `memory` must stay.
     /// (In the rare case where no storage start is free, the buffer is a copy and `owner` comes back at once.)
     public static func wrap(_ memory: UnsafeRawBufferPointer, owner: UInt) -> ByteBuffer {
@@ -71,16 +71,18 @@ public enum ForeignBuffer {
         return buffer.getSlice(at: capacity - memory.count, length: memory.count)!
     }
 
-    /// True when some wrapped memory was given back since the last `takeReleased()` (a cheap check).
+    /// True when some wrapped memory was given back since the last `drainReleased` (a cheap check).
     public static var hasReleased: Bool { releasedFlag.load(ordering: .relaxed) }
 
-    /// The owners of memory no buffer uses anymore, one for each `wrap` of it.
-    public static func takeReleased() -> [UInt] {
-        guard hasReleased else { return [] }
-        return registry.withLock { registry in
+    /// Calls `body` with each owner of memory no buffer uses anymore, one for each `wrap` of it, and
+    /// forgets them. `body` runs under the registry's lock (the queue keeps its storage: handing out an
+    /// array instead cost an allocation a streamed chunk): it must not make or drop a ForeignBuffer.
+    public static func drainReleased(_ body: (UInt) -> Void) {
+        guard hasReleased else { return }
+        registry.withLock { registry in
             releasedFlag.store(false, ordering: .relaxed)
-            defer { registry.released = [] }
-            return registry.released
+            for owner in registry.released { body(owner) }
+            registry.released.removeAll(keepingCapacity: true)
         }
     }
 

@@ -15,7 +15,11 @@ import Testing
         return (memory, UInt(bitPattern: memory.baseAddress))
     }
 
-    private func released() -> [UInt] { ForeignBuffer.takeReleased() }
+    private func released() -> [UInt] {
+        var owners: [UInt] = []
+        ForeignBuffer.drainReleased { owners.append($0) }
+        return owners
+    }
 
     @Test func theBufferIsTheMemoryAndGivesItBackWhenDropped() {
         _ = released()

@@ -30,8 +30,7 @@ enum BytesBuffer {
     @inline(__always)
     static func releaseWritten() {
         guard ForeignBuffer.hasReleased else { return }
-        for owner in ForeignBuffer.takeReleased() {
-            _ = PyRef(stealing: PyObjectPointer(bitPattern: owner)!)
-        }
+        // Dropping an exact bytes object frees its memory and runs no Python: safe under the registry's lock.
+        ForeignBuffer.drainReleased { owner in _ = PyRef(stealing: PyObjectPointer(bitPattern: owner)!) }
     }
 }
