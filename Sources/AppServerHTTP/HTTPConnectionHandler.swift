@@ -14,11 +14,15 @@ public protocol HTTPApplication: AnyObject, Sendable {
     /// An exchange that `handle` put off with `HTTPExchange.handleAfterReads()`, now that the event
     /// loop's tick has read what it had to read. On the event loop.
     func handleAfterReads(_ exchange: HTTPExchange)
+    /// The tick's put-off exchanges have all had `handleAfterReads`: what the application kept for
+    /// the batch (the GIL, in sync mode) can go. On the event loop.
+    func afterReadsHandled()
 }
 
 extension HTTPApplication {
     /// For an application that never puts an exchange off.
     public func handleAfterReads(_ exchange: HTTPExchange) { handle(exchange) }
+    public func afterReadsHandled() {}
 }
 
 /// A connection's first bytes, kept to tell a user what reached the wrong kind of listener.

@@ -100,10 +100,13 @@ public final class HTTPServer: @unchecked Sendable {
     /// The end of a tick, in one task: the requests put off until its reads were done, one after the
     /// other, then the responses' ends (theirs among them).
     private func endTick() {
-        while !requestsAfterReads.isEmpty {
-            swap(&requestsAfterReads, &requestsBeingHandled)
-            for exchange in requestsBeingHandled { application.handleAfterReads(exchange) }
-            requestsBeingHandled.removeAll(keepingCapacity: true)
+        if !requestsAfterReads.isEmpty {
+            repeat {
+                swap(&requestsAfterReads, &requestsBeingHandled)
+                for exchange in requestsBeingHandled { application.handleAfterReads(exchange) }
+                requestsBeingHandled.removeAll(keepingCapacity: true)
+            } while !requestsAfterReads.isEmpty
+            application.afterReadsHandled()
         }
         // A response's end may start the next request, which then waits for a new tick.
         tickEndQueued = false

@@ -10,9 +10,22 @@ import Testing
 final class EchoPathApplication: HTTPApplication, @unchecked Sendable {
     let pending = Mutex<[HTTPExchange]>([])
     var answerImmediately = true
+    /// Puts each exchange off until the tick's reads are done (as sync mode does), noting the calls.
+    var putOff = false
+    let afterReadsCalls = Mutex<[String]>([])
 
     func handle(_ exchange: HTTPExchange) {
+        if putOff { exchange.handleAfterReads(); return }
         if answerImmediately { answer(exchange) } else { pending.withLock { $0.append(exchange) } }
+    }
+
+    func handleAfterReads(_ exchange: HTTPExchange) {
+        afterReadsCalls.withLock { $0.append("after \(exchange.request.uri)") }
+        answer(exchange)
+    }
+
+    func afterReadsHandled() {
+        afterReadsCalls.withLock { $0.append("handled") }
     }
 
     func answer(_ exchange: HTTPExchange) {
@@ -82,6 +95,33 @@ func output(_ channel: EmbeddedChannel) throws -> String {
         #expect(text.hasPrefix("HTTP/1.1 \(status) "), "\(text.prefix(60))")
         #expect(text.contains("Connection: close"))
         #expect(!channel.isActive)
+    }
+
+    @Test func putOffExchangesRunAfterTheTicksReadsAndTheBatchEndsOnce() throws {
+        let app = EchoPathApplication()
+        app.putOff = true
+        let loop = EmbeddedEventLoop()
+        let server = HTTPServer(application: app, limits: HTTPLimits(), edge: EdgePolicy(), eventLoop: loop,
+                                logger: Logger(label: "test"), onRequestFinished: { _, _, _ in })
+        var channels: [EmbeddedChannel] = []
+        for path in ["/a", "/b"] {
+            let channel = EmbeddedChannel(loop: loop)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 4000)).wait()
+            try server.configureForTesting(channel)
+            try channel.writeInbound(ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n"))
+            channels.append(channel)
+        }
+        #expect(app.afterReadsCalls.withLock { $0 } == [])   // nothing ran inside the reads
+        loop.run()
+        // Both of the tick's requests, then one end of the batch (sync mode gives the GIL back there).
+        #expect(app.afterReadsCalls.withLock { $0 } == ["after /a", "after /b", "handled"])
+        #expect(try output(channels[0]).hasSuffix("/a"))
+        #expect(try output(channels[1]).hasSuffix("/b"))
+        // A tick with nothing put off ends no batch.
+        app.putOff = false
+        try channels[0].writeInbound(ByteBuffer(string: "GET /c HTTP/1.1\r\nHost: x\r\n\r\n"))
+        #expect(try output(channels[0]).hasSuffix("/c"))
+        #expect(app.afterReadsCalls.withLock { $0 }.count == 3)
     }
 
     @Test func keepAliveTimerClosesIdleConnection() throws {

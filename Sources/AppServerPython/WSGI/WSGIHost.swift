@@ -114,6 +114,11 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         }
     }
 
+    /// The I/O thread gives the GIL back once per tick, not after each request it ran.
+    public func afterReadsHandled() {
+        inlineThread?.leaveInline()
+    }
+
     /// Queues work for the app threads; called on the I/O thread (`eventLoop`).
     func enqueue(_ item: WorkItem, on eventLoop: any EventLoop) {
         let wake = monitor.withLock { () -> AppThreadQueue<WorkItem>.Wake in
