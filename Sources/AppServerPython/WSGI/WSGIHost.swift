@@ -108,7 +108,13 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
     public func handleAfterReads(_ exchange: HTTPExchange) {
         // One before it may have handed its body's iteration to an app thread: then it queues.
         if let inlineThread, monitor.withLock({ queue.claimInline() }) {
-            if !inlineThread.serveInline(exchange) { finished() }
+            if inlineThread.serveInline(exchange) {
+                // Its body's iteration went to an app thread, which needs the GIL now; the tick's other
+                // requests queue behind it (claimInline), so the I/O thread has no more Python to run.
+                inlineThread.leaveInline()
+            } else {
+                finished()
+            }
         } else {
             enqueue(.request(exchange), on: exchange.eventLoop)
         }
