@@ -379,7 +379,7 @@ final class WSGIThread: @unchecked Sendable {
             // On the I/O thread a streamed chunk is written at once, keeping the GIL: the write does not
             // block (the socket is non-blocking; a full one queues it and says mustWait), and giving the
             // GIL up and back around it cost ~350 instructions a chunk. Other Python threads get it
-            // between requests and when the interpreter's switch interval asks for it.
+            // at the tick's end (WSGIHost.afterReadsHandled) and when the switch interval asks for it.
             let mustWait = try request.exchange.send(buffer, after: pieces.isEmpty ? nil : pieces, end: end,
                                                      close: request.writer.closeConnection)
             if mustWait && !end {
