@@ -14,6 +14,7 @@ import requests
 
 from conftest import APPS, BINARY, VENV, Server, free_port, wait_until
 from test_systemd_notify import NotifySocket
+from test_under_load import read_pid
 
 DROPIN = APPS / "dropin"
 
@@ -33,15 +34,6 @@ def hook_lines(path):
 
 def counts(path):
     return Counter(line[0] for line in hook_lines(path))
-
-
-def pid_file_text(path):
-    """The pid file's text, "" while there is none: on USR2 the old arbiter renames it to .oldbin (as
-    Gunicorn does) before the new one writes its own, so it can go between an exists() and a read."""
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        return ""
 
 
 def cmdline(pid):
@@ -423,7 +415,7 @@ def test_daemon_detaches_and_writes_its_pid(tmp_path):
     result = run("-D", "--pid", str(pidfile), "--error-logfile", str(error_log), "-b", f"127.0.0.1:{port}",
                  "--virtualenv", VENV, "plain:app", timeout=30)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
-    wait_until(lambda: pid_file_text(pidfile), message="the pid file")
+    wait_until(lambda: read_pid(pidfile), message="the pid file")
     pid = int(pidfile.read_text())
     try:
         assert os.getsid(pid) != os.getsid(0), "a session of its own"
@@ -469,7 +461,9 @@ def pre_exec(server):
         aborted = hook_lines(hooks)[-1]
         assert aborted[1] == aborted[2] and int(aborted[1]) != server.pid
         server.signal(signal.SIGUSR2)
-        wait_until(lambda: pid_file_text(pidfile) not in ("", str(server.pid)), timeout=30, message="the new arbiter")
+        # None while there is no file: on USR2 the old arbiter renames it to .oldbin (as Gunicorn does)
+        # before the new one writes its own.
+        wait_until(lambda: read_pid(pidfile) not in (None, server.pid), timeout=30, message="the new arbiter")
         new = int(pidfile.read_text())
         assert ["pre_exec", str(server.pid)] in hook_lines(hooks), "pre_exec ran in the old arbiter"
         wait_until(lambda: _get(server.url + "/") is not None and server.proc.poll() is not None, timeout=30, message="the handover")
