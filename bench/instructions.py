@@ -8,8 +8,11 @@ of the responses wrk counted, so the worker's start and stop cancel out.
 
 Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi-hello,asgi-hello,flask-json,fastapi-json,
        starlette-routes,wsgi-stream,asgi-stream,wsgi-hello-headers,asgi-hello-headers,wsgi-hello-close,
-       echo-4k,asgi-echo-4k] [--seconds 8]
+       echo-4k,asgi-echo-4k] [--seconds 8] [--peers granian]
   APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
+  --peers counts a peer's worker the same way (its command from bench.py): user-space instructions only,
+  so a comparison that the machine's noise cannot move, though not one of time (the kernel's work, and
+  what threads waiting on each other cost, are not in it).
 """
 import argparse
 import os
@@ -24,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench import wait_port
+from bench import PORT as BENCH_PORT, SERVERS, wait_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -101,20 +104,29 @@ def valgrind_copy(binary, workdir):
     return target, ["--trace-children=yes"]
 
 
-def run_once(binary, valgrind_options, extra, module, interface, load, seconds, workdir):
-    """The worker's instructions over its whole life, and the requests it served."""
-    out_pattern = os.path.join(workdir, "callgrind.%p")
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_pattern}", "--dump-instr=no", *valgrind_options,
-            str(binary), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--interface", interface,
+def appserver_command(binary, extra, module, interface):
+    return [str(binary), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--interface", interface,
             "--chdir", str(HERE / "apps"), *shlex.split(extra), f"{module}:app"]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONHASHSEED="0"))
+
+
+def peer_command(peer, module, interface):
+    """bench.py's command line for the peer, on this script's port."""
+    argv = SERVERS[peer][0](interface, module)
+    argv = [str(PORT) if arg == str(BENCH_PORT) else arg.replace(f":{BENCH_PORT}", f":{PORT}") for arg in argv]
+    # A console script runs in its venv's python, which is what valgrind has to start.
+    return [sys.executable, *argv] if Path(argv[0]).read_bytes()[:2] == b"#!" else argv
+
+
+def run_once(command, valgrind_options, load, seconds, workdir, cwd=None):
+    """The worker's (the server's first child's) instructions over its whole life, and the requests it served."""
+    out_pattern = os.path.join(workdir, "callgrind.%p")
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_pattern}", "--dump-instr=no", *valgrind_options, *command]
+    server = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONHASHSEED="0"))
     try:
         wait_port(timeout=120, port=PORT)   # valgrind starts slowly
-        deadline = time.time() + 60
-        while not children(server.pid) and time.time() < deadline:
-            time.sleep(0.2)
-        worker = children(server.pid)[0]
         answered(timeout=300)   # the worker has imported the app (a framework takes long under valgrind)
+        # A server that serves from its own process (a peer with one worker may) is its own worker.
+        worker = (children(server.pid) or [server.pid])[0]
         served = wrk(seconds, load)
     finally:
         stop_valgrind(server)
@@ -136,12 +148,17 @@ def stop_valgrind(server):
         server.wait()
 
 
-def measure(binary, extra, module, interface, load, seconds, workdir):
+def measure(binary, extra, module, interface, load, seconds, workdir, peer=None):
     """Two runs, short and long: the difference of their instructions over the difference of their
-    requests leaves out the start and the stop."""
-    copy, options = valgrind_copy(binary, workdir)
-    short = run_once(copy, options, extra, module, interface, load, max(1, seconds // 4), workdir)
-    long = run_once(copy, options, extra, module, interface, load, seconds, workdir)
+    requests leaves out the start and the stop. `peer` measures that server instead of `binary`."""
+    if peer:
+        # A peer imports the app from its working directory.
+        command, options, cwd = peer_command(peer, module, interface), ["--trace-children=yes"], HERE / "apps"
+    else:
+        copy, options = valgrind_copy(binary, workdir)
+        command, cwd = appserver_command(copy, extra, module, interface), None
+    short = run_once(command, options, load, max(1, seconds // 4), workdir, cwd)
+    long = run_once(command, options, load, seconds, workdir, cwd)
     return (long[0] - short[0]) / (long[1] - short[1]), long[1] - short[1]
 
 
@@ -150,17 +167,21 @@ def main():
     parser.add_argument("--benches", default="wsgi-hello,asgi-hello")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--peers", default="", help="peers of bench.py to count too, e.g. granian")
     args = parser.parse_args()
-    configs = [(name, APPSERVER, CONFIGS[name]) for name in args.configs.split(",")]
+    configs = [(name, APPSERVER, CONFIGS[name], None) for name in args.configs.split(",") if name]
     if os.environ.get("APPSERVER_BASELINE"):
-        configs.insert(0, ("baseline", Path(os.environ["APPSERVER_BASELINE"]), ""))
+        configs.insert(0, ("baseline", Path(os.environ["APPSERVER_BASELINE"]), "", None))
+    configs += [(peer, None, "", peer) for peer in args.peers.split(",") if peer]
     print("| bench | config | instructions per request | requests measured |")
     print("|---|---|---|---|")
     for bench in args.benches.split(","):
         module, interface, load = BENCHES[bench]
-        for name, binary, extra in configs:
+        for name, binary, extra, peer in configs:
+            if peer and interface not in SERVERS[peer][1]:
+                continue
             with tempfile.TemporaryDirectory() as workdir:
-                per_request, served = measure(binary, extra, module, interface, load, args.seconds, workdir)
+                per_request, served = measure(binary, extra, module, interface, load, args.seconds, workdir, peer)
             print(f"| {bench} | {name} | {per_request:,.0f} | {served} |", flush=True)
 
 

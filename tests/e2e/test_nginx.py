@@ -17,6 +17,7 @@ import pytest
 
 from conftest import wait_until
 from edge import CLIENT, Nginx, fetch, free_port, location_proxy, location_uwsgi, shared_dir
+from test_under_load import read_pid
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"),
                                 reason="nginx not installed (make deps installs it)")
@@ -193,13 +194,6 @@ def run_wrk_post(url, seconds, script_dir):
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))
     return total, (sum(map(int, errors.groups())) if errors else 0), (int(non2xx.group(1)) if non2xx else 0), out
-
-
-def read_pid(path):
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
