@@ -226,50 +226,8 @@ public final class RequestBodyStream: @unchecked Sendable {
     }
 }
 
-/// A body's buffers not read yet, oldest first: an array and the index of its first live element.
-/// (NIO's `CircularBuffer` allocates its storage when made, through a generic path that looks up the
-/// storage's metadata at run time: ~650 instructions for every request with a body. An empty array
-/// allocates nothing until the first buffer arrives.)
-struct BodyChunks: Sequence {
-    private var items: [ByteBuffer?] = []
-    private var head = 0
-
-    var isEmpty: Bool { head == items.count }
-    /// Slots held, read ones included (for tests).
-    var slots: Int { items.count }
-    var first: ByteBuffer? { isEmpty ? nil : items[head] }
-
-    mutating func append(_ buffer: ByteBuffer) { items.append(buffer) }
-
-    mutating func replaceFirst(with buffer: ByteBuffer) { items[head] = buffer }
-
-    /// Drops the first buffer's reference at once: a body read as it streams in never empties the
-    /// array, and what was read must not stay held. The dead front is cut once it is half the array.
-    mutating func removeFirst() {
-        items[head] = nil
-        head += 1
-        if head == items.count {
-            items.removeAll(keepingCapacity: true)
-            head = 0
-        } else if head >= 16 && head * 2 >= items.count {
-            items.removeFirst(head)
-            head = 0
-        }
-    }
-
-    func makeIterator() -> Iterator { Iterator(items: items, index: head) }
-
-    struct Iterator: IteratorProtocol {
-        let items: [ByteBuffer?]
-        var index: Int
-
-        mutating func next() -> ByteBuffer? {
-            guard index < items.count else { return nil }
-            defer { index += 1 }
-            return items[index]
-        }
-    }
-}
+/// A body's buffers not read yet, oldest first.
+typealias BodyChunks = ArrayQueue<ByteBuffer>
 
 extension Monitor {
     /// Runs `body` with the lock released (called from inside `withLock`).

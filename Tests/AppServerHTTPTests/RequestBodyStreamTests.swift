@@ -51,6 +51,7 @@ import Testing
     }
 }
 
+/// ArrayQueue as a body's chunks (BodyChunks); a connection's pipelined parts use it the same way.
 @Suite struct BodyChunksTests {
     /// Random appends, reads of the first buffer (whole or in part) and walks, against an array.
     @Test func keepsBuffersInOrderAsAnArrayWould() {
