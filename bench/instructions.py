@@ -8,7 +8,7 @@ of the responses wrk counted, so the worker's start and stop cancel out.
 
 Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi-hello,asgi-hello,flask-json,fastapi-json,
        starlette-routes,wsgi-stream,asgi-stream,wsgi-hello-headers,asgi-hello-headers,wsgi-hello-close,
-       echo-4k,asgi-echo-4k] [--seconds 8] [--peers granian]
+       echo-4k,asgi-echo-4k,wsgi-hello-uwsgi] [--seconds 8] [--peers granian]
   APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
   --peers counts a peer's worker the same way (its command from bench.py): user-space instructions only,
   so a comparison that the machine's noise cannot move, though not one of time (the kernel's work, and
@@ -27,6 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import uwsgi_load
 from bench import PORT as BENCH_PORT, SERVERS, wait_port
 
 HERE = Path(__file__).resolve().parent
@@ -49,7 +50,14 @@ BENCHES = {"wsgi-hello": ("wsgi_hello", "wsgi", []), "asgi-hello": ("asgi_hello"
            "wsgi-hello-close": ("wsgi_hello", "wsgi", ["-H", "Connection: close"]),
            # A 4 KiB POST echoed back: the body's way in (wsgi.input, the receive message) and out.
            "echo-4k": ("wsgi_echo", "wsgi", ["-s", str(HERE / "post4k.lua")]),
-           "asgi-echo-4k": ("asgi_echo", "asgi", ["-s", str(HERE / "post4k.lua")])}
+           "asgi-echo-4k": ("asgi_echo", "asgi", ["-s", str(HERE / "post4k.lua")]),
+           # nginx's uwsgi_pass: a uwsgi packet on a connection of its own (bench/uwsgi_load.py, not wrk).
+           "wsgi-hello-uwsgi": ("wsgi_hello", "wsgi", [])}
+# Benches whose load goes to a second listener of another protocol (the first stays HTTP, for
+# `answered`): its arguments, and the load that counts the answers instead of wrk.
+UWSGI_PORT = PORT + 2
+LISTENERS = {"wsgi-hello-uwsgi": (["--bind", f"uwsgi://127.0.0.1:{UWSGI_PORT}"],
+                                  lambda seconds, load: uwsgi_load.run(UWSGI_PORT, seconds))}
 CONFIGS = {
     "default": "",
     "metrics": f"--metrics-bind 127.0.0.1:{PORT + 1}",
@@ -104,9 +112,9 @@ def valgrind_copy(binary, workdir):
     return target, ["--trace-children=yes"]
 
 
-def appserver_command(binary, extra, module, interface):
-    return [str(binary), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", "--workers", "1", "--interface", interface,
-            "--chdir", str(HERE / "apps"), *shlex.split(extra), f"{module}:app"]
+def appserver_command(binary, extra, module, interface, listener_arguments=()):
+    return [str(binary), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{PORT}", *listener_arguments, "--workers", "1",
+            "--interface", interface, "--chdir", str(HERE / "apps"), *shlex.split(extra), f"{module}:app"]
 
 
 def peer_command(peer, module, interface):
@@ -117,7 +125,7 @@ def peer_command(peer, module, interface):
     return [sys.executable, *argv] if Path(argv[0]).read_bytes()[:2] == b"#!" else argv
 
 
-def run_once(command, valgrind_options, load, seconds, workdir, cwd=None):
+def run_once(command, valgrind_options, load, seconds, workdir, cwd=None, loader=wrk):
     """The worker's (the server's first child's) instructions over its whole life, and the requests it served."""
     out_pattern = os.path.join(workdir, "callgrind.%p")
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_pattern}", "--dump-instr=no", *valgrind_options, *command]
@@ -127,7 +135,7 @@ def run_once(command, valgrind_options, load, seconds, workdir, cwd=None):
         answered(timeout=300)   # the worker has imported the app (a framework takes long under valgrind)
         # A server that serves from its own process (a peer with one worker may) is its own worker.
         worker = (children(server.pid) or [server.pid])[0]
-        served = wrk(seconds, load)
+        served = loader(seconds, load)
     finally:
         stop_valgrind(server)
     return summary(os.path.join(workdir, f"callgrind.{worker}")), served
@@ -148,17 +156,18 @@ def stop_valgrind(server):
         server.wait()
 
 
-def measure(binary, extra, module, interface, load, seconds, workdir, peer=None):
+def measure(binary, extra, module, interface, load, seconds, workdir, peer=None, listener=((), wrk)):
     """Two runs, short and long: the difference of their instructions over the difference of their
-    requests leaves out the start and the stop. `peer` measures that server instead of `binary`."""
+    requests leaves out the start and the stop. `peer` measures that server instead of `binary`;
+    `listener` is another listener's arguments and the load for it."""
     if peer:
         # A peer imports the app from its working directory.
         command, options, cwd = peer_command(peer, module, interface), ["--trace-children=yes"], HERE / "apps"
     else:
         copy, options = valgrind_copy(binary, workdir)
-        command, cwd = appserver_command(copy, extra, module, interface), None
-    short = run_once(command, options, load, max(1, seconds // 4), workdir, cwd)
-    long = run_once(command, options, load, seconds, workdir, cwd)
+        command, cwd = appserver_command(copy, extra, module, interface, listener[0]), None
+    short = run_once(command, options, load, max(1, seconds // 4), workdir, cwd, listener[1])
+    long = run_once(command, options, load, seconds, workdir, cwd, listener[1])
     return (long[0] - short[0]) / (long[1] - short[1]), long[1] - short[1]
 
 
@@ -178,10 +187,11 @@ def main():
     for bench in args.benches.split(","):
         module, interface, load = BENCHES[bench]
         for name, binary, extra, peer in configs:
-            if peer and interface not in SERVERS[peer][1]:
+            if peer and (interface not in SERVERS[peer][1] or bench in LISTENERS):
                 continue
             with tempfile.TemporaryDirectory() as workdir:
-                per_request, served = measure(binary, extra, module, interface, load, args.seconds, workdir, peer)
+                per_request, served = measure(binary, extra, module, interface, load, args.seconds, workdir, peer,
+                                              LISTENERS.get(bench, ((), wrk)))
             print(f"| {bench} | {name} | {per_request:,.0f} | {served} |", flush=True)
 
 
