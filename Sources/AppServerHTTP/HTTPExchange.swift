@@ -106,8 +106,9 @@ public final class RequestOrigin: Sendable {
     public let client: (host: String, port: Int)?
     /// The server's name and port as the front end saw them (uwsgi's SERVER_NAME, SERVER_PORT).
     public let server: (host: String, port: Int)?
-    /// A uwsgi packet's variables other than `HTTP_*` and `CONTENT_*`, byte for byte, in their order:
-    /// they go into the WSGI environ as they are, as uWSGI does.
+    /// A uwsgi packet's variables other than CONTENT_TYPE and CONTENT_LENGTH (which are headers of the
+    /// request), byte for byte, in their order, a repeated `HTTP_*` one joined with commas: they go into
+    /// the WSGI environ as they are, as uWSGI does.
     public let gatewayVariables: [(name: [UInt8], value: [UInt8])]
 
     public init(isSecure: Bool, client: (host: String, port: Int)?, server: (host: String, port: Int)? = nil,

@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 
 /// One uwsgi packet's head, as nginx's `uwsgi_pass` sends it: modifier1 (u8, 0 for a WSGI request),
@@ -6,12 +7,10 @@ import NIOCore
 struct UWSGIPacket {
     var variables: [(name: [UInt8], value: [UInt8])]
 
-    func value(_ name: String) -> [UInt8]? {
-        let key = Array(name.utf8)
-        return variables.first { $0.name == key }?.value
+    /// The first variable of that name (compared as bytes: no key is made for the lookup).
+    func value(_ name: StaticString) -> [UInt8]? {
+        variables.first { $0.name.elementsEqual(name) }?.value
     }
-
-    func text(_ name: String) -> String? { value(name).map { String(decoding: $0, as: UTF8.self) } }
 }
 
 /// Reads uwsgi packet heads; pure, so that every refusal is unit-tested alone.
@@ -59,6 +58,8 @@ enum UWSGIPacketParser {
         guard size <= maxVarsSize else { return .invalid(.varsTooLarge(size, limit: maxVarsSize)) }
         guard bytes.count >= 4 + size else { return .needMore }
         var variables: [(name: [UInt8], value: [UInt8])] = []
+        // nginx's uwsgi_params and a browser's headers: a few dozen variables of some 20 bytes each.
+        variables.reserveCapacity(min(size / 16, 256))
         var index = 4
         let end = 4 + size
         func field() -> [UInt8]? {
@@ -67,7 +68,8 @@ enum UWSGIPacketParser {
             index += 2
             guard index + length <= end else { return nil }
             defer { index += length }
-            return Array(bytes[index..<(index + length)])
+            // From a buffer of its own (an Array made from the slice itself goes element by element).
+            return Array(UnsafeRawBufferPointer(rebasing: bytes[index..<(index + length)]))
         }
         while index < end {
             guard variables.count < maxVariables else { return .invalid(.tooManyVariables(limit: maxVariables)) }
@@ -98,7 +100,7 @@ enum UWSGIRequest {
 
     /// Hop-by-hop headers of the client's connection to the front end: nginx took care of them (it
     /// read a chunked body whole, answered 100-continue) and they must not steer this connection.
-    private static let hopByHop: Set<String> = ["connection", "keep-alive", "transfer-encoding", "te", "expect", "upgrade", "trailer"]
+    private static let hopByHop: [StaticString] = ["connection", "keep-alive", "transfer-encoding", "te", "expect", "upgrade", "trailer"]
 
     static func make(_ packet: UWSGIPacket) throws(Failure) -> (head: RequestHead, origin: RequestOrigin) {
         guard let method = packet.value("REQUEST_METHOD"), !method.isEmpty else { throw .missing("REQUEST_METHOD") }
@@ -121,20 +123,25 @@ enum UWSGIRequest {
             target = query.isEmpty ? encoded : encoded + [UInt8(ascii: "?")] + query
         }
         guard !target.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else { throw .invalid("the request URI holds a space or a control byte") }
-        let minorVersion = packet.text("SERVER_PROTOCOL") == "HTTP/1.0" ? 0 : 1
+        let minorVersion = packet.value("SERVER_PROTOCOL")?.elementsEqual("HTTP/1.0") == true ? 0 : 1
 
         var contentLength: Int64 = 0
         var fields: [(name: [UInt8], value: [UInt8])] = []
         var gateway: [(name: [UInt8], value: [UInt8])] = []
+        fields.reserveCapacity(packet.variables.count)
+        gateway.reserveCapacity(packet.variables.count)
         var isSecure = false
-        var client: (host: String, port: Int)?
-        var server: (host: String, port: Int)?
-        var remoteAddress: String?, remotePort = 0, serverName: String?, serverPort = 0
-        let httpPrefix = Array("HTTP_".utf8)
+        var remoteAddress: [UInt8]?, remotePort = 0, serverName: [UInt8]?, serverPort = 0
+        // Names are told apart by their bytes: a String made of each name and value (to switch on)
+        // was most of what this function cost a request.
         for (name, value) in packet.variables {
-            if name.starts(with: httpPrefix) {
-                let lowered = name.dropFirst(5).map { $0 == UInt8(ascii: "_") ? UInt8(ascii: "-") : ($0 >= 65 && $0 <= 90 ? $0 + 32 : $0) }
-                guard !hopByHop.contains(String(decoding: lowered, as: UTF8.self)) else { continue }
+            if name.count > 5 && name.hasPrefix("HTTP_") {
+                var lowered = Array(name[5...])
+                for i in lowered.indices {
+                    let c = lowered[i]
+                    lowered[i] = c == UInt8(ascii: "_") ? UInt8(ascii: "-") : (c >= 65 && c <= 90 ? c + 32 : c)
+                }
+                guard !hopByHop.contains(where: { lowered.elementsEqual($0) }) else { continue }
                 // The head keeps each one as sent; the WSGI environ gets a repeated one joined (RFC 9110 5.3).
                 fields.append((lowered, value))
                 if let index = gateway.firstIndex(where: { $0.name == name }) {
@@ -144,33 +151,56 @@ enum UWSGIRequest {
                 }
                 continue
             }
-            let text = String(decoding: value, as: UTF8.self)
-            switch String(decoding: name, as: UTF8.self) {
-            case "CONTENT_TYPE":
+            switch name.count {
+            case 12 where name.elementsEqual("CONTENT_TYPE"):
                 if !value.isEmpty { fields.append((Array("content-type".utf8), value)) }
                 continue
-            case "CONTENT_LENGTH":
+            case 14 where name.elementsEqual("CONTENT_LENGTH"):
                 guard value.isEmpty || (value.count <= 18 && value.allSatisfy(isDigit)) else {
-                    throw .invalid("CONTENT_LENGTH '\(text)' is not a length")
+                    throw .invalid("CONTENT_LENGTH '\(String(decoding: value, as: UTF8.self))' is not a length")
                 }
-                contentLength = Int64(text) ?? 0
+                contentLength = value.reduce(0) { $0 * 10 + Int64($1 - 0x30) }
                 if contentLength > 0 { fields.append((Array("content-length".utf8), value)) }
                 continue
-            case "HTTPS": isSecure = isSecure || ["on", "1", "true", "yes"].contains(text.lowercased())
-            case "REQUEST_SCHEME", "UWSGI_SCHEME", "wsgi.url_scheme": isSecure = isSecure || text.lowercased() == "https"
-            case "REMOTE_ADDR": remoteAddress = text
-            case "REMOTE_PORT": remotePort = Int(text) ?? 0
-            case "SERVER_NAME": serverName = text
-            case "SERVER_PORT": serverPort = Int(text) ?? 0
+            case 5 where name.elementsEqual("HTTPS"):
+                isSecure = isSecure || ["on", "1", "true", "yes"].contains { Self.equalsLowercased(value, $0) }
+            case 14 where name.elementsEqual("REQUEST_SCHEME"), 12 where name.elementsEqual("UWSGI_SCHEME"),
+                 15 where name.elementsEqual("wsgi.url_scheme"):
+                isSecure = isSecure || Self.equalsLowercased(value, "https")
+            case 11 where name.elementsEqual("REMOTE_ADDR"): remoteAddress = value
+            case 11 where name.elementsEqual("REMOTE_PORT"): remotePort = Self.port(value)
+            case 11 where name.elementsEqual("SERVER_NAME"): serverName = value
+            case 11 where name.elementsEqual("SERVER_PORT"): serverPort = Self.port(value)
             default: break
             }
             gateway.append((name, value))
         }
-        if let remoteAddress, !remoteAddress.isEmpty { client = (remoteAddress, remotePort) }
-        if let serverName, !serverName.isEmpty { server = (serverName, serverPort) }
+        let client = remoteAddress.flatMap { $0.isEmpty ? nil : (String(decoding: $0, as: UTF8.self), remotePort) }
+        let server = serverName.flatMap { $0.isEmpty ? nil : (String(decoding: $0, as: UTF8.self), serverPort) }
         let head = RequestHead(method: method, target: target, minorVersion: minorVersion, fields: fields,
                                contentLength: contentLength > 0 ? contentLength : nil)
         return (head, RequestOrigin(isSecure: isSecure, client: client, server: server, gatewayVariables: gateway))
+    }
+
+    private static func equalsLowercased(_ bytes: [UInt8], _ lower: StaticString) -> Bool {
+        bytes.withUnsafeBytes { AppServerHTTP.equalsLowercased($0, lower) }
+    }
+
+    /// A port's digits; 0 for anything else, as for a missing one.
+    private static func port(_ bytes: [UInt8]) -> Int {
+        guard !bytes.isEmpty, bytes.count <= 5, bytes.allSatisfy(isDigit) else { return 0 }
+        return bytes.reduce(0) { $0 * 10 + Int($1 - 0x30) }
+    }
+}
+
+private extension Array where Element == UInt8 {
+    func elementsEqual(_ text: StaticString) -> Bool {
+        count == text.utf8CodeUnitCount && hasPrefix(text)
+    }
+
+    func hasPrefix(_ text: StaticString) -> Bool {
+        let length = text.utf8CodeUnitCount
+        return count >= length && withUnsafeBytes { bytes in bytes.baseAddress.map { memcmp($0, text.utf8Start, length) == 0 } ?? true }
     }
 }
 

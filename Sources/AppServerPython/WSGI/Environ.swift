@@ -55,6 +55,8 @@ final class EnvironConstants: @unchecked Sendable {
     private var methods: HeaderNameCache
     /// `HTTP_*` keys by header name as the client spelled it; bounded so odd clients cannot grow it.
     private var headerKeys = HeaderNameCache(limit: 512)
+    /// A uwsgi packet's variable names (nginx's uwsgi_params, uwsgi_param lines), likewise bounded.
+    private var gatewayKeys = HeaderNameCache(limit: 128)
     /// SERVER_NAME and SERVER_PORT made for the last Host header, and that header's bytes: a worker
     /// mostly serves one Host, so these are made once, not per request.
     private var lastHost: [UInt8] = []
@@ -224,8 +226,8 @@ final class EnvironConstants: @unchecked Sendable {
         // SERVER_NAME, HTTPS, DOCUMENT_ROOT, ...), as uWSGI does; each byte one latin-1 character.
         if let gateway = request.origin?.gatewayVariables {
             for (name, value) in gateway {
-                let key = try Python.latin1(name), text = try Python.latin1(value)
-                try Python.setItem(dict, key.pointer, text.pointer)
+                let text = try Python.latin1(value)   // bound: a temporary's reference may be dropped before the call
+                try Python.setItem(dict, try gatewayKey(name), text.pointer)
             }
         }
         let keys = PyDict_Size(dict)
@@ -298,6 +300,17 @@ final class EnvironConstants: @unchecked Sendable {
             return c
         }, as: UTF8.self)
         return try headerKeys.insert(Python.interned(text), for: name)
+    }
+
+    /// A uwsgi variable's name as the environ's key, kept: the same few names come in every packet, and
+    /// a kept str has its hash already (a new one was decoded and SipHashed for every variable).
+    private func gatewayKey(_ name: [UInt8]) throws(PythonError) -> PyObjectPointer {
+        try name.withUnsafeBytes { raw in
+            Result { () throws(PythonError) -> PyObjectPointer in
+                if let cached = gatewayKeys.find(raw) { return cached }
+                return try gatewayKeys.insert(Python.latin1(raw), for: raw)
+            }
+        }.get()
     }
 
     /// SERVER_NAME and SERVER_PORT from the Host header's bytes (as Gunicorn: the port after the last
