@@ -1,4 +1,6 @@
+#if canImport(Glibc)
 import Glibc
+#endif
 import NIOCore
 
 /// One uwsgi packet's head, as nginx's `uwsgi_pass` sends it: modifier1 (u8, 0 for a WSGI request),
