@@ -158,10 +158,10 @@ enum UWSGIRequest {
                 if !value.isEmpty { fields.append((Array("content-type".utf8), value)) }
                 continue
             case 14 where name.elementsEqual("CONTENT_LENGTH"):
-                guard value.isEmpty || (value.count <= 18 && value.allSatisfy(isDigit)) else {
+                guard let length = value.isEmpty ? 0 : Self.decimal(value, digits: 18) else {
                     throw .invalid("CONTENT_LENGTH '\(String(decoding: value, as: UTF8.self))' is not a length")
                 }
-                contentLength = value.reduce(0) { $0 * 10 + Int64($1 - 0x30) }
+                contentLength = length
                 if contentLength > 0 { fields.append((Array("content-length".utf8), value)) }
                 continue
             case 5 where name.elementsEqual("HTTPS"):
@@ -188,11 +188,14 @@ enum UWSGIRequest {
         bytes.withUnsafeBytes { AppServerHTTP.equalsLowercased($0, lower) }
     }
 
-    /// A port's digits; 0 for anything else, as for a missing one.
-    private static func port(_ bytes: [UInt8]) -> Int {
-        guard !bytes.isEmpty, bytes.count <= 5, bytes.allSatisfy(isDigit) else { return 0 }
-        return bytes.reduce(0) { $0 * 10 + Int($1 - 0x30) }
+    /// The value of 1 to `digits` decimal digits; nil for anything else.
+    private static func decimal(_ bytes: [UInt8], digits: Int) -> Int64? {
+        guard !bytes.isEmpty, bytes.count <= digits, bytes.allSatisfy(isDigit) else { return nil }
+        return bytes.reduce(0) { $0 * 10 + Int64($1 - 0x30) }
     }
+
+    /// A port's digits; 0 for anything else, as for a missing one.
+    private static func port(_ bytes: [UInt8]) -> Int { Int(decimal(bytes, digits: 5) ?? 0) }
 }
 
 private extension Array where Element == UInt8 {
