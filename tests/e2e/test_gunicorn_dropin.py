@@ -415,8 +415,7 @@ def test_daemon_detaches_and_writes_its_pid(tmp_path):
     result = run("-D", "--pid", str(pidfile), "--error-logfile", str(error_log), "-b", f"127.0.0.1:{port}",
                  "--virtualenv", VENV, "plain:app", timeout=30)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
-    wait_until(lambda: read_pid(pidfile), message="the pid file")
-    pid = int(pidfile.read_text())
+    pid = wait_until(lambda: read_pid(pidfile), message="the pid file")
     try:
         assert os.getsid(pid) != os.getsid(0), "a session of its own"
         wait_until(lambda: _get(f"http://127.0.0.1:{port}/") == "Hello, World!", message="the daemon to serve")
@@ -463,8 +462,7 @@ def pre_exec(server):
         server.signal(signal.SIGUSR2)
         # None while there is no file: on USR2 the old arbiter renames it to .oldbin (as Gunicorn does)
         # before the new one writes its own.
-        wait_until(lambda: read_pid(pidfile) not in (None, server.pid), timeout=30, message="the new arbiter")
-        new = int(pidfile.read_text())
+        new = wait_until(lambda: (pid := read_pid(pidfile)) not in (None, server.pid) and pid, timeout=30, message="the new arbiter")
         assert ["pre_exec", str(server.pid)] in hook_lines(hooks), "pre_exec ran in the old arbiter"
         wait_until(lambda: _get(server.url + "/") is not None and server.proc.poll() is not None, timeout=30, message="the handover")
     finally:
