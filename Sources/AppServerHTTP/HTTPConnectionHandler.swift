@@ -56,27 +56,6 @@ struct FirstBytes {
     }
 }
 
-/// Notices raw bytes before the uwsgi decoder sees them, so the header-read timeout starts with a
-/// request's first byte (a slow client that never finishes its head is cut off). The HTTP/1.1
-/// decoder does this itself (a handler less for every read of an HTTP connection).
-final class RequestStartObserver: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    /// Strong until `handlerRemoved` (see HTTP1RequestDecoder's).
-    var connection: HTTPConnectionHandler?
-    private(set) var firstBytes = FirstBytes()
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        firstBytes.note(unwrapInboundIn(data))
-        connection?.bytesArrived()
-        context.fireChannelRead(data)
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        connection = nil
-    }
-}
-
 /// The server's own checks of a parsed head, after the parser's RFC 9112 ones: the body limit (413)
 /// and `header_map = refuse` (400).
 enum RequestHeadCheck {
@@ -566,7 +545,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         switch machine.refused() {
         case .answerAndClose:
             let sync = context.pipeline.syncOperations
-            let firstBytes = (try? sync.handler(type: HTTP1RequestDecoder.self))?.firstBytes ?? (try? sync.handler(type: RequestStartObserver.self))?.firstBytes
+            let firstBytes = (try? sync.handler(type: HTTP1RequestDecoder.self))?.firstBytes
             if firstRequest, let hint = firstBytes?.mismatchHint {
                 server.warnRarely("mismatch", "\(hint) (peer \(peer))")
             }

@@ -106,13 +106,13 @@ public final class RequestOrigin: Sendable {
     public let client: (host: String, port: Int)?
     /// The server's name and port as the front end saw them (uwsgi's SERVER_NAME, SERVER_PORT).
     public let server: (host: String, port: Int)?
-    /// A uwsgi packet's variables other than CONTENT_TYPE and CONTENT_LENGTH (which are headers of the
-    /// request), byte for byte, in their order, a repeated `HTTP_*` one joined with commas: they go into
-    /// the WSGI environ as they are, as uWSGI does.
-    public let gatewayVariables: [(name: [UInt8], value: [UInt8])]
+    /// A uwsgi packet's variables other than CONTENT_TYPE, CONTENT_LENGTH and `HTTP_*` (which are the
+    /// request's headers), byte for byte, in their order: they go into the WSGI environ as they are, as
+    /// uWSGI does. Read in place, as a head's fields are: the packet's bytes and each one's offsets.
+    public let gatewayVariables: RequestHeaders?
 
     public init(isSecure: Bool, client: (host: String, port: Int)?, server: (host: String, port: Int)? = nil,
-                gatewayVariables: [(name: [UInt8], value: [UInt8])] = []) {
+                gatewayVariables: RequestHeaders? = nil) {
         self.isSecure = isSecure
         self.client = client
         self.server = server

@@ -151,8 +151,8 @@ public final class HTTPServer: @unchecked Sendable {
         onAccepting(true)
     }
 
-    /// A connection's pipeline: [PROXY header] -> HTTP/1 decoder, or first-byte observer -> uwsgi decoder ->
-    /// the connection handler, which takes the same request parts from either decoder.
+    /// A connection's pipeline: [PROXY header] -> HTTP/1 or uwsgi decoder -> the connection handler, which
+    /// takes the same request parts from either decoder (by a direct call).
     private func configure(_ channel: any Channel, listener: ListenerOptions) throws {
         if let metrics {
             metrics.connectionOpened()
@@ -167,13 +167,9 @@ public final class HTTPServer: @unchecked Sendable {
         switch listener.protocolName {
         case .http:
             // Bytes after a websocket upgrade request go on to the frame decoder when this one is removed.
-            // It also notices each read's bytes for the header timeout (what RequestStartObserver does for uwsgi).
             try sync.addHandler(HTTP1RequestDecoder(limits: limits.parser, connection: handler), name: HTTPServer.decoderName)
         case .uwsgi:
-            let observer = RequestStartObserver()
-            observer.connection = handler
-            try sync.addHandler(observer)
-            try sync.addHandler(ByteToMessageHandler(UWSGIRequestDecoder(origin: origin, server: self)), name: HTTPServer.decoderName)
+            try sync.addHandler(UWSGIRequestDecoder(origin: origin, server: self, connection: handler), name: HTTPServer.decoderName)
         }
         try sync.addHandler(handler)
     }

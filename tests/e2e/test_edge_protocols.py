@@ -105,7 +105,7 @@ def uwsgi_packet(variables, modifier1=0, body=b""):
 GOOD = [("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/environ?x=1"), ("PATH_INFO", "/environ"), ("QUERY_STRING", "x=1"),
         ("SERVER_PROTOCOL", "HTTP/1.1"), ("REMOTE_ADDR", "198.51.100.4"), ("REMOTE_PORT", "4444"), ("HTTPS", "on"),
         ("SERVER_NAME", "shop.example"), ("SERVER_PORT", "443"), ("HTTP_HOST", "shop.example"), ("DOCUMENT_ROOT", "/srv"),
-        ("HTTP_X_CUSTOM", "caf\xe9")]
+        ("HTTP_X_CUSTOM", "caf\xe9"), ("HTTP_X_TWICE", "a"), ("HTTP_X_TWICE", "b")]
 
 
 def test_uwsgi_environ_and_bad_packets(serve):
@@ -125,6 +125,8 @@ def test_uwsgi_environ_and_bad_packets(serve):
     assert environ["PATH_INFO"] == "/environ" and environ["QUERY_STRING"] == "x=1"
     # A header byte that is not ASCII reaches WSGI as one latin-1 character.
     assert environ["HTTP_X_CUSTOM"] == "caf\xe9", environ
+    # A header nginx passes twice is one environ value, joined (RFC 9110 5.3); the Host header is there too.
+    assert environ["HTTP_X_TWICE"] == "a,b" and environ["HTTP_HOST"] == "shop.example", environ
 
     # A body sized by CONTENT_LENGTH, and a response without a length: close-delimited, never chunked.
     response = raw_request(port, uwsgi_packet([("REQUEST_METHOD", "POST"), ("REQUEST_URI", "/stream"), ("CONTENT_LENGTH", "3")], body=b"abc"))

@@ -7,12 +7,11 @@ import NIOCore
 /// the vars block's size (u16, little-endian), modifier2 (u8), then the vars block of
 /// `u16 length, key, u16 length, value` pairs. The body follows, sized by CONTENT_LENGTH.
 struct UWSGIPacket {
-    var variables: [(name: [UInt8], value: [UInt8])]
-
-    /// The first variable of that name (compared as bytes: no key is made for the lookup).
-    func value(_ name: StaticString) -> [UInt8]? {
-        variables.first { $0.name.elementsEqual(name) }?.value
-    }
+    /// The vars block: a slice of the bytes read, not a copy.
+    let block: ByteBuffer
+    /// Where each variable's name and value are in `block`, in their order (a head's field has the
+    /// same four offsets). One array a packet: an Array for each name and value was ~36 allocations.
+    let variables: [HTTP1Field]
 }
 
 /// Reads uwsgi packet heads; pure, so that every refusal is unit-tested alone.
@@ -47,40 +46,48 @@ enum UWSGIPacketParser {
     static let maxVarsSize = 48 * 1024
     static let maxVariables = 1000
 
-    static func parse(_ bytes: UnsafeRawBufferPointer) -> Outcome {
-        guard bytes.count >= 1 else { return .needMore }
-        let modifier1 = bytes[0]
-        if modifier1 != 0 {
-            // `GET /`, `POST`, ...: an upper-case letter where modifier1 should be.
-            if modifier1 >= UInt8(ascii: "A") && modifier1 <= UInt8(ascii: "Z") { return .invalid(.httpRequest) }
-            return .invalid(.unsupportedModifier(modifier1))
+    /// The packet at the start of `buffer`'s readable bytes.
+    static func parse(_ buffer: ByteBuffer) -> Outcome {
+        buffer.withUnsafeReadableBytes { bytes in
+            guard bytes.count >= 1 else { return .needMore }
+            let modifier1 = bytes[0]
+            if modifier1 != 0 {
+                // `GET /`, `POST`, ...: an upper-case letter where modifier1 should be.
+                if modifier1 >= UInt8(ascii: "A") && modifier1 <= UInt8(ascii: "Z") { return .invalid(.httpRequest) }
+                return .invalid(.unsupportedModifier(modifier1))
+            }
+            guard bytes.count >= 4 else { return .needMore }
+            let size = Int(bytes[1]) | Int(bytes[2]) << 8
+            guard size <= maxVarsSize else { return .invalid(.varsTooLarge(size, limit: maxVarsSize)) }
+            guard bytes.count >= 4 + size else { return .needMore }
+            // Offsets are the block's own: it starts after the 4-byte header.
+            let block = UnsafeRawBufferPointer(rebasing: bytes[4..<(4 + size)])
+            var variables: [HTTP1Field] = []
+            // nginx's uwsgi_params and a browser's headers: a few dozen variables of some 20 bytes each.
+            variables.reserveCapacity(min(size / 16, 256))
+            var index = 0
+            func field() -> Range<Int>? {
+                guard index + 2 <= size else { return nil }
+                let length = Int(block[index]) | Int(block[index + 1]) << 8
+                index += 2
+                guard index + length <= size else { return nil }
+                defer { index += length }
+                return index..<(index + length)
+            }
+            while index < size {
+                guard variables.count < maxVariables else { return .invalid(.tooManyVariables(limit: maxVariables)) }
+                guard let name = field() else { return .invalid(.malformedVariables("a key runs past the block")) }
+                guard !name.isEmpty else { return .invalid(.malformedVariables("an empty key")) }
+                guard let value = field() else {
+                    let text = String(decoding: UnsafeRawBufferPointer(rebasing: block[name]), as: UTF8.self)
+                    return .invalid(.malformedVariables("the value of \(text) runs past the block"))
+                }
+                variables.append(HTTP1Field(nameStart: Int32(name.lowerBound), nameEnd: Int32(name.upperBound),
+                                            valueStart: Int32(value.lowerBound), valueEnd: Int32(value.upperBound)))
+            }
+            let packet = UWSGIPacket(block: buffer.getSlice(at: buffer.readerIndex + 4, length: size)!, variables: variables)
+            return .packet(packet, length: 4 + size)
         }
-        guard bytes.count >= 4 else { return .needMore }
-        let size = Int(bytes[1]) | Int(bytes[2]) << 8
-        guard size <= maxVarsSize else { return .invalid(.varsTooLarge(size, limit: maxVarsSize)) }
-        guard bytes.count >= 4 + size else { return .needMore }
-        var variables: [(name: [UInt8], value: [UInt8])] = []
-        // nginx's uwsgi_params and a browser's headers: a few dozen variables of some 20 bytes each.
-        variables.reserveCapacity(min(size / 16, 256))
-        var index = 4
-        let end = 4 + size
-        func field() -> [UInt8]? {
-            guard index + 2 <= end else { return nil }
-            let length = Int(bytes[index]) | Int(bytes[index + 1]) << 8
-            index += 2
-            guard index + length <= end else { return nil }
-            defer { index += length }
-            // From a buffer of its own (an Array made from the slice itself goes element by element).
-            return Array(UnsafeRawBufferPointer(rebasing: bytes[index..<(index + length)]))
-        }
-        while index < end {
-            guard variables.count < maxVariables else { return .invalid(.tooManyVariables(limit: maxVariables)) }
-            guard let name = field() else { return .invalid(.malformedVariables("a key runs past the block")) }
-            guard !name.isEmpty else { return .invalid(.malformedVariables("an empty key")) }
-            guard let value = field() else { return .invalid(.malformedVariables("the value of \(String(decoding: name, as: UTF8.self)) runs past the block")) }
-            variables.append((name, value))
-        }
-        return .packet(UWSGIPacket(variables: variables), length: end)
     }
 }
 
@@ -103,117 +110,171 @@ enum UWSGIRequest {
     /// Hop-by-hop headers of the client's connection to the front end: nginx took care of them (it
     /// read a chunked body whole, answered 100-continue) and they must not steer this connection.
     private static let hopByHop: [StaticString] = ["connection", "keep-alive", "transfer-encoding", "te", "expect", "upgrade", "trailer"]
+    private static let httpsOn: [StaticString] = ["on", "1", "true", "yes"]
 
     static func make(_ packet: UWSGIPacket) throws(Failure) -> (head: RequestHead, origin: RequestOrigin) {
-        guard let method = packet.value("REQUEST_METHOD"), !method.isEmpty else { throw .missing("REQUEST_METHOD") }
-        guard method.allSatisfy(isTokenByte) else { throw .invalid("REQUEST_METHOD is not a token") }
-        let target: [UInt8]
-        if let requestURI = packet.value("REQUEST_URI"), !requestURI.isEmpty {
-            target = requestURI
-        } else {
-            // Without REQUEST_URI: PATH_INFO is decoded already, so encode what must not stay raw.
-            let path = packet.value("PATH_INFO").flatMap { $0.isEmpty ? nil : $0 } ?? [UInt8(ascii: "/")]
-            let query = packet.value("QUERY_STRING") ?? []
-            var encoded: [UInt8] = []
-            for c in path {
-                if c > 0x20 && c < 0x7F && c != UInt8(ascii: "?") && c != UInt8(ascii: "#") && c != UInt8(ascii: "%") {
-                    encoded.append(c)
-                } else {
-                    encoded += Array(("%" + (c < 16 ? "0" : "") + String(c, radix: 16, uppercase: true)).utf8)
-                }
-            }
-            target = query.isEmpty ? encoded : encoded + [UInt8(ascii: "?")] + query
-        }
-        guard !target.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else { throw .invalid("the request URI holds a space or a control byte") }
-        let minorVersion = packet.value("SERVER_PROTOCOL")?.elementsEqual("HTTP/1.0") == true ? 0 : 1
-
-        var contentLength: Int64 = 0
-        var fields: [(name: [UInt8], value: [UInt8])] = []
-        var gateway: [(name: [UInt8], value: [UInt8])] = []
-        fields.reserveCapacity(packet.variables.count)
-        gateway.reserveCapacity(packet.variables.count)
-        var isSecure = false
-        var remoteAddress: [UInt8]?, remotePort = 0, serverName: [UInt8]?, serverPort = 0
-        // Names are told apart by their bytes: a String made of each name and value (to switch on)
-        // was most of what this function cost a request.
-        for (name, value) in packet.variables {
-            if name.count > 5 && name.hasPrefix("HTTP_") {
-                var lowered = Array(name[5...])
-                for i in lowered.indices {
-                    let c = lowered[i]
-                    lowered[i] = c == UInt8(ascii: "_") ? UInt8(ascii: "-") : (c >= 65 && c <= 90 ? c + 32 : c)
-                }
-                guard !hopByHop.contains(where: { lowered.elementsEqual($0) }) else { continue }
-                // The head keeps each one as sent; the WSGI environ gets a repeated one joined (RFC 9110 5.3).
-                fields.append((lowered, value))
-                if let index = gateway.firstIndex(where: { $0.name == name }) {
-                    gateway[index].value += [UInt8(ascii: ",")] + value
-                } else {
-                    gateway.append((name, value))
-                }
-                continue
-            }
-            switch name.count {
-            case 12 where name.elementsEqual("CONTENT_TYPE"):
-                if !value.isEmpty { fields.append((Array("content-type".utf8), value)) }
-                continue
-            case 14 where name.elementsEqual("CONTENT_LENGTH"):
-                guard let length = value.isEmpty ? 0 : Self.decimal(value, digits: 18) else {
-                    throw .invalid("CONTENT_LENGTH '\(String(decoding: value, as: UTF8.self))' is not a length")
-                }
-                contentLength = length
-                if contentLength > 0 { fields.append((Array("content-length".utf8), value)) }
-                continue
-            case 5 where name.elementsEqual("HTTPS"):
-                isSecure = isSecure || ["on", "1", "true", "yes"].contains { Self.equalsLowercased(value, $0) }
-            case 14 where name.elementsEqual("REQUEST_SCHEME"), 12 where name.elementsEqual("UWSGI_SCHEME"),
-                 15 where name.elementsEqual("wsgi.url_scheme"):
-                isSecure = isSecure || Self.equalsLowercased(value, "https")
-            case 11 where name.elementsEqual("REMOTE_ADDR"): remoteAddress = value
-            case 11 where name.elementsEqual("REMOTE_PORT"): remotePort = Self.port(value)
-            case 11 where name.elementsEqual("SERVER_NAME"): serverName = value
-            case 11 where name.elementsEqual("SERVER_PORT"): serverPort = Self.port(value)
-            default: break
-            }
-            gateway.append((name, value))
-        }
-        let client = remoteAddress.flatMap { $0.isEmpty ? nil : (String(decoding: $0, as: UTF8.self), remotePort) }
-        let server = serverName.flatMap { $0.isEmpty ? nil : (String(decoding: $0, as: UTF8.self), serverPort) }
-        let head = RequestHead(method: method, target: target, minorVersion: minorVersion, fields: fields,
-                               contentLength: contentLength > 0 ? contentLength : nil)
-        return (head, RequestOrigin(isSecure: isSecure, client: client, server: server, gatewayVariables: gateway))
+        try packet.block.withUnsafeReadableBytes { bytes in
+            Result { () throws(Failure) in try make(packet, bytes) }
+        }.get()
     }
 
-    private static func equalsLowercased(_ bytes: [UInt8], _ lower: StaticString) -> Bool {
-        bytes.withUnsafeBytes { AppServerHTTP.equalsLowercased($0, lower) }
+    /// Names are told apart by their bytes, and the head is written straight from the block: a String
+    /// of each name and value (to switch on) and an Array of each were most of what a request cost here.
+    private static func make(_ packet: UWSGIPacket, _ bytes: UnsafeRawBufferPointer) throws(Failure) -> (head: RequestHead, origin: RequestOrigin) {
+        func text(_ range: Range<Int>) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[range]) }
+        var method: Range<Int>?, requestURI: Range<Int>?, pathInfo: Range<Int>?, query: Range<Int>?, serverProtocol: Range<Int>?
+        var contentLength: Int64 = 0
+        var headerBytes = 0
+        var isSecure = false
+        var remoteAddress: Range<Int>?, remotePort = 0, serverName: Range<Int>?, serverPort = 0
+        // What is neither a header nor CONTENT_*: the CGI variables the WSGI environ takes as they are.
+        var gateway: [HTTP1Field] = []
+        gateway.reserveCapacity(packet.variables.count)
+        for variable in packet.variables {
+            let name = Int(variable.nameStart)..<Int(variable.nameEnd), value = Int(variable.valueStart)..<Int(variable.valueEnd)
+            switch name.count {
+            case 6... where isHeader(bytes, name):
+                // Written into the head below; the environ's HTTP_* come from the head's fields.
+                headerBytes += name.count + value.count
+                continue
+            case 12 where equals(bytes, name, "CONTENT_TYPE"):
+                headerBytes += name.count + value.count
+                continue
+            case 14 where equals(bytes, name, "CONTENT_LENGTH"):
+                guard let length = value.isEmpty ? 0 : decimal(text(value), digits: 18) else {
+                    throw .invalid("CONTENT_LENGTH '\(String(decoding: text(value), as: UTF8.self))' is not a length")
+                }
+                contentLength = length
+                headerBytes += name.count + value.count
+                continue
+            case 14 where equals(bytes, name, "REQUEST_METHOD"): method = method ?? value
+            case 11 where equals(bytes, name, "REQUEST_URI"): requestURI = requestURI ?? value
+            case 9 where equals(bytes, name, "PATH_INFO"): pathInfo = pathInfo ?? value
+            case 12 where equals(bytes, name, "QUERY_STRING"): query = query ?? value
+            case 15 where equals(bytes, name, "SERVER_PROTOCOL"): serverProtocol = serverProtocol ?? value
+            case 5 where equals(bytes, name, "HTTPS"):
+                isSecure = isSecure || httpsOn.contains { equalsLowercased(bytes, value, $0) }
+            case 14 where equals(bytes, name, "REQUEST_SCHEME"), 12 where equals(bytes, name, "UWSGI_SCHEME"),
+                 15 where equals(bytes, name, "wsgi.url_scheme"):
+                isSecure = isSecure || equalsLowercased(bytes, value, "https")
+            case 11 where equals(bytes, name, "REMOTE_ADDR"): remoteAddress = value
+            case 11 where equals(bytes, name, "REMOTE_PORT"): remotePort = port(text(value))
+            case 11 where equals(bytes, name, "SERVER_NAME"): serverName = value
+            case 11 where equals(bytes, name, "SERVER_PORT"): serverPort = port(text(value))
+            default: break
+            }
+            gateway.append(variable)
+        }
+        guard let method, !method.isEmpty else { throw .missing("REQUEST_METHOD") }
+        guard text(method).allSatisfy(isTokenByte) else { throw .invalid("REQUEST_METHOD is not a token") }
+        let http10 = serverProtocol.map { equals(bytes, $0, "HTTP/1.0") } ?? false
+        let targetRoom = requestURI.map { $0.count } ?? (3 * (pathInfo?.count ?? 1) + 1 + (query?.count ?? 0))
+        var head = ByteBufferAllocator().buffer(capacity: method.count + targetRoom + 13 + headerBytes + 4 * packet.variables.count + 2)
+        head.writeBytes(text(method))
+        head.writeStaticString(" ")
+        let targetStart = head.writerIndex
+        if let requestURI, !requestURI.isEmpty {
+            head.writeBytes(text(requestURI))
+        } else {
+            // Without REQUEST_URI: PATH_INFO is decoded already, so encode what must not stay raw.
+            if let pathInfo, !pathInfo.isEmpty { writeEncodedPath(text(pathInfo), to: &head) } else { head.writeStaticString("/") }
+            if let query, !query.isEmpty {
+                head.writeStaticString("?")
+                head.writeBytes(text(query))
+            }
+        }
+        let targetEnd = head.writerIndex
+        guard !head.withUnsafeReadableBytes({ $0[targetStart..<targetEnd].contains { $0 <= 0x20 || $0 == 0x7F } }) else {
+            throw .invalid("the request URI holds a space or a control byte")
+        }
+        head.writeStaticString(http10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
+        let fields = writeFields(packet.variables, bytes, to: &head)
+        head.writeStaticString("\r\n")
+        var parsed = HTTP1Head(method: 0..<method.count, target: targetStart..<targetEnd, minorVersion: http10 ? 0 : 1, fields: fields,
+                               length: head.readableBytes, keepAlive: false)
+        parsed.contentLength = contentLength > 0 ? contentLength : nil
+        let client = remoteAddress.flatMap { $0.isEmpty ? nil : (String(decoding: text($0), as: UTF8.self), remotePort) }
+        let server = serverName.flatMap { $0.isEmpty ? nil : (String(decoding: text($0), as: UTF8.self), serverPort) }
+        return (RequestHead(bytes: head, parsed: parsed),
+                RequestOrigin(isSecure: isSecure, client: client, server: server, gatewayVariables: RequestHeaders(bytes: packet.block, fields: gateway)))
+    }
+
+    /// `HTTP_` and at least one byte more.
+    private static func isHeader(_ bytes: UnsafeRawBufferPointer, _ name: Range<Int>) -> Bool {
+        name.count > 5 && equals(bytes, name.lowerBound..<(name.lowerBound + 5), "HTTP_")
+    }
+
+    /// The head's fields, in the packet's order: each `HTTP_*` variable (lower-cased, '_' to '-', as
+    /// sent but for the client's hop-by-hop ones), CONTENT_TYPE and CONTENT_LENGTH when they say something.
+    private static func writeFields(_ variables: [HTTP1Field], _ bytes: UnsafeRawBufferPointer, to head: inout ByteBuffer) -> [HTTP1Field] {
+        var fields: [HTTP1Field] = []
+        fields.reserveCapacity(variables.count)
+        for variable in variables {
+            let name = Int(variable.nameStart)..<Int(variable.nameEnd), value = Int(variable.valueStart)..<Int(variable.valueEnd)
+            let nameStart = head.writerIndex
+            if isHeader(bytes, name) {
+                let count = name.count - 5
+                head.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { out in
+                    for i in 0..<count {
+                        let c = bytes[name.lowerBound + 5 + i]
+                        out[i] = c == UInt8(ascii: "_") ? UInt8(ascii: "-") : (c >= 65 && c <= 90 ? c + 32 : c)
+                    }
+                    return count
+                }
+                let nameEnd = head.writerIndex
+                if head.withUnsafeReadableBytes({ written in hopByHop.contains { equals(written, nameStart..<nameEnd, $0) } }) {
+                    head.moveWriterIndex(to: nameStart)
+                    continue
+                }
+            } else if name.count == 12 && equals(bytes, name, "CONTENT_TYPE") && !value.isEmpty {
+                head.writeStaticString("content-type")
+            } else if name.count == 14 && equals(bytes, name, "CONTENT_LENGTH"), let length = decimal(UnsafeRawBufferPointer(rebasing: bytes[value]), digits: 18), length > 0 {
+                head.writeStaticString("content-length")
+            } else {
+                continue
+            }
+            let nameEnd = head.writerIndex
+            head.writeStaticString(": ")
+            let valueStart = head.writerIndex
+            head.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[value]))
+            fields.append(HTTP1Field(nameStart: Int32(nameStart), nameEnd: Int32(nameEnd), valueStart: Int32(valueStart), valueEnd: Int32(head.writerIndex)))
+            head.writeStaticString("\r\n")
+        }
+        return fields
+    }
+
+    /// A decoded path made a request target again: bytes that are not visible ASCII, and `?`, `#`, `%`, as `%XX`.
+    private static func writeEncodedPath(_ path: UnsafeRawBufferPointer, to head: inout ByteBuffer) {
+        let hex: StaticString = "0123456789ABCDEF"
+        for c in path {
+            if c > 0x20 && c < 0x7F && c != UInt8(ascii: "?") && c != UInt8(ascii: "#") && c != UInt8(ascii: "%") {
+                head.writeInteger(c)
+            } else {
+                head.writeInteger(UInt8(ascii: "%"))
+                head.writeInteger(hex.utf8Start[Int(c >> 4)])
+                head.writeInteger(hex.utf8Start[Int(c & 0xF)])
+            }
+        }
     }
 
     /// The value of 1 to `digits` decimal digits; nil for anything else.
-    private static func decimal(_ bytes: [UInt8], digits: Int) -> Int64? {
+    private static func decimal(_ bytes: UnsafeRawBufferPointer, digits: Int) -> Int64? {
         guard !bytes.isEmpty, bytes.count <= digits, bytes.allSatisfy(isDigit) else { return nil }
         return bytes.reduce(0) { $0 * 10 + Int64($1 - 0x30) }
     }
 
     /// A port's digits; 0 for anything else, as for a missing one.
-    private static func port(_ bytes: [UInt8]) -> Int { Int(decimal(bytes, digits: 5) ?? 0) }
-}
-
-private extension Array where Element == UInt8 {
-    func elementsEqual(_ text: StaticString) -> Bool {
-        count == text.utf8CodeUnitCount && hasPrefix(text)
-    }
-
-    func hasPrefix(_ text: StaticString) -> Bool {
-        let length = text.utf8CodeUnitCount
-        return count >= length && withUnsafeBytes { bytes in bytes.baseAddress.map { memcmp($0, text.utf8Start, length) == 0 } ?? true }
-    }
+    private static func port(_ bytes: UnsafeRawBufferPointer) -> Int { Int(decimal(bytes, digits: 5) ?? 0) }
 }
 
 /// Turns the bytes of a uwsgi listener's connection into the request parts the connection handler
 /// takes from the HTTP decoder (head, body, end), and leaves the packet's origin on the connection.
 /// Refusals (a bad packet, an HTTP request, a peer not in uwsgi_allow_ips) are logged and end the
-/// connection; one that reads as HTTP is answered with a 400 saying what to change.
-final class UWSGIRequestDecoder: ByteToMessageDecoder {
+/// connection; one that reads as HTTP is answered with a 400 saying what to change. Parts go to the
+/// connection handler by a direct call, and each read starts the header timeout, as the HTTP/1.1
+/// decoder does (a ByteToMessageHandler and a handler to notice reads were ~4k instructions a connection).
+final class UWSGIRequestDecoder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
     typealias InboundOut = RequestPart
 
     private enum State {
@@ -223,84 +284,103 @@ final class UWSGIRequestDecoder: ByteToMessageDecoder {
     }
 
     private var state = State.head
+    /// Bytes received and not yet decoded.
+    private var pending: ByteBuffer?
     private let origin: ConnectionOrigin
     private let server: HTTPServer
+    /// Strong until `handlerRemoved` (see HTTP1RequestDecoder's).
+    private var connection: HTTPConnectionHandler?
     private var checkedPeer = false
+    private var removed = false
 
-    init(origin: ConnectionOrigin, server: HTTPServer) {
+    init(origin: ConnectionOrigin, server: HTTPServer, connection: HTTPConnectionHandler?) {
         self.origin = origin
         self.server = server
+        self.connection = connection
     }
 
-    func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        connection?.bytesArrived()
         if !checkedPeer {
             checkedPeer = true
             if !server.edge.uwsgiAllow.allows(origin.socketPeer) {
                 refuse(context, "a uwsgi connection from \(origin.socketPeer.logText), which uwsgi_allow_ips does not name", answer: nil)
-                return .needMoreData
             }
         }
-        switch state {
-        case .refused:
-            buffer.moveReaderIndex(to: buffer.writerIndex)
-            return .needMoreData
-        case .body(let remaining):
-            let n = Int(min(remaining, Int64(buffer.readableBytes)))
-            guard n > 0 else { return .needMoreData }
-            let slice = buffer.readSlice(length: n)!
-            context.fireChannelRead(wrapInboundOut(.body(slice)))
-            if remaining - Int64(n) == 0 {
-                state = .head
-                context.fireChannelRead(wrapInboundOut(.end))
-            } else {
-                state = .body(remaining: remaining - Int64(n))
-            }
-            return .continue
-        case .head:
-            let outcome = buffer.withUnsafeReadableBytes { UWSGIPacketParser.parse($0) }
-            switch outcome {
-            case .needMore:
-                return .needMoreData
-            case .invalid(let failure):
-                if failure == .httpRequest {
+        if case .refused = state { return }
+        if pending == nil || pending!.readableBytes == 0 {
+            pending = incoming
+        } else {
+            pending!.writeBuffer(&incoming)
+        }
+        decode(context: context)
+    }
+
+    private func decode(context: ChannelHandlerContext) {
+        while !removed, var buffer = pending, buffer.readableBytes > 0 {
+            switch state {
+            case .refused:
+                pending = nil
+            case .body(let remaining):
+                let n = Int(min(remaining, Int64(buffer.readableBytes)))
+                let slice = buffer.readSlice(length: n)!
+                pending = buffer.readableBytes > 0 ? buffer : nil
+                state = remaining == Int64(n) ? .head : .body(remaining: remaining - Int64(n))
+                deliver(.body(slice), context)
+                if remaining == Int64(n) { deliver(.end, context) }
+            case .head:
+                switch UWSGIPacketParser.parse(buffer) {
+                case .needMore:
+                    return
+                case .invalid(.httpRequest):
                     // The listener's address is formatted here, for the warning, rather than for every connection.
                     refuse(context, "an HTTP request reached the uwsgi listener \(context.channel.localAddress.logText): point nginx's uwsgi_pass at it (not proxy_pass), or serve HTTP there (protocol = \"http\", or bind http://...)",
                            answer: "This address speaks the uwsgi protocol (nginx: uwsgi_pass), not HTTP.\n")
-                } else {
+                case .invalid(let failure):
                     refuse(context, "a bad uwsgi packet: \(failure)", answer: nil)
+                case .packet(let packet, let length):
+                    buffer.moveReaderIndex(forwardBy: length)
+                    pending = buffer.readableBytes > 0 ? buffer : nil
+                    let request: (head: RequestHead, origin: RequestOrigin)
+                    do {
+                        request = try UWSGIRequest.make(packet)
+                    } catch {
+                        refuse(context, "a bad uwsgi packet: \(error)", answer: "Bad uwsgi packet: \(error).\n")
+                        return
+                    }
+                    origin.pendingRequestOrigin = request.origin
+                    let bodyLength = request.head.parsed.contentLength
+                    if let bodyLength { state = .body(remaining: bodyLength) }
+                    deliver(.head(request.head), context)
+                    if bodyLength == nil { deliver(.end, context) }
                 }
-                return .needMoreData
-            case .packet(let packet, let length):
-                buffer.moveReaderIndex(forwardBy: length)
-                let request: (head: RequestHead, origin: RequestOrigin)
-                do {
-                    request = try UWSGIRequest.make(packet)
-                } catch {
-                    refuse(context, "a bad uwsgi packet: \(error)", answer: "Bad uwsgi packet: \(error).\n")
-                    return .needMoreData
-                }
-                origin.pendingRequestOrigin = request.origin
-                context.fireChannelRead(wrapInboundOut(.head(request.head)))
-                if let length = request.head.parsed.contentLength {
-                    state = .body(remaining: length)
-                } else {
-                    context.fireChannelRead(wrapInboundOut(.end))
-                }
-                return .continue
             }
         }
     }
 
-    func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        if case .head = state, buffer.readableBytes > 0 {
-            server.logger.debug("a uwsgi connection closed in the middle of a packet's head (\(buffer.readableBytes) bytes)")
+    private func deliver(_ part: consuming RequestPart, _ context: ChannelHandlerContext) {
+        guard !removed else { return }
+        if let connection { connection.receive(part) } else { context.fireChannelRead(wrapInboundOut(part)) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .head = state, let rest = pending, rest.readableBytes > 0 {
+            server.logger.debug("a uwsgi connection closed in the middle of a packet's head (\(rest.readableBytes) bytes)")
         }
-        buffer.moveReaderIndex(to: buffer.writerIndex)
-        return .needMoreData
+        pending = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        removed = true
+        connection = nil
+        pending = nil
     }
 
     private func refuse(_ context: ChannelHandlerContext, _ reason: String, answer: String?) {
         state = .refused
+        pending = nil
         server.warnRarely("uwsgi", "\(reason) (peer \(origin.socketPeer.logText))")
         guard let answer else {
             context.close(promise: nil)

@@ -63,36 +63,6 @@ public struct RequestHead: Sendable {
             throw HTTP1ParseError(400, "not a whole request head")
         }
     }
-
-    /// A head made from parts that were parsed elsewhere (a uwsgi packet's variables): written out as
-    /// HTTP/1.1 bytes, the values exactly as given.
-    init(method: [UInt8], target: [UInt8], minorVersion: Int, fields: [(name: [UInt8], value: [UInt8])], contentLength: Int64?) {
-        var buffer = ByteBuffer()
-        buffer.reserveCapacity(method.count + target.count + 16 + fields.reduce(0) { $0 + $1.name.count + $1.value.count + 4 })
-        buffer.writeBytes(method)
-        buffer.writeStaticString(" ")
-        let targetStart = buffer.writerIndex
-        buffer.writeBytes(target)
-        let targetEnd = buffer.writerIndex
-        buffer.writeStaticString(minorVersion == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
-        var ranges: [HTTP1Field] = []
-        ranges.reserveCapacity(fields.count)
-        for (name, value) in fields {
-            let nameStart = buffer.writerIndex
-            buffer.writeBytes(name)
-            let nameEnd = buffer.writerIndex
-            buffer.writeStaticString(": ")
-            let valueStart = buffer.writerIndex
-            buffer.writeBytes(value)
-            ranges.append(HTTP1Field(nameStart: Int32(nameStart), nameEnd: Int32(nameEnd), valueStart: Int32(valueStart), valueEnd: Int32(buffer.writerIndex)))
-            buffer.writeStaticString("\r\n")
-        }
-        buffer.writeStaticString("\r\n")
-        var head = HTTP1Head(method: 0..<method.count, target: targetStart..<targetEnd, minorVersion: minorVersion, fields: ranges,
-                             length: buffer.readableBytes, keepAlive: false)
-        head.contentLength = contentLength
-        self.init(bytes: buffer, parsed: head)
-    }
 }
 
 /// The fields of a request head, read in place.

@@ -224,12 +224,10 @@ final class EnvironConstants: @unchecked Sendable {
         }
         // A uwsgi packet's CGI variables go in as nginx sent them (SCRIPT_NAME, PATH_INFO, REMOTE_ADDR,
         // SERVER_NAME, HTTPS, DOCUMENT_ROOT, ...), as uWSGI does; each byte one latin-1 character.
-        if let gateway = request.origin?.gatewayVariables {
-            for (name, value) in gateway {
-                let text = try Python.latin1(value)   // bound: a temporary's reference may be dropped before the call
-                try Python.setItem(dict, try gatewayKey(name), text.pointer)
-            }
-        }
+        try request.origin?.gatewayVariables?.forEach(raising: { (name, value) throws(PythonError) in
+            let text = try Python.latin1(value)   // bound: a temporary's reference may be dropped before the call
+            try Python.setItem(dict, try gatewayKey(name), text.pointer)
+        })
         let keys = PyDict_Size(dict)
         if keys > templateRoom { try noteOutgrown(keys: keys) }
         return environ
@@ -304,13 +302,9 @@ final class EnvironConstants: @unchecked Sendable {
 
     /// A uwsgi variable's name as the environ's key, kept: the same few names come in every packet, and
     /// a kept str has its hash already (a new one was decoded and SipHashed for every variable).
-    private func gatewayKey(_ name: [UInt8]) throws(PythonError) -> PyObjectPointer {
-        try name.withUnsafeBytes { raw in
-            Result { () throws(PythonError) -> PyObjectPointer in
-                if let cached = gatewayKeys.find(raw) { return cached }
-                return try gatewayKeys.insert(Python.latin1(raw), for: raw)
-            }
-        }.get()
+    private func gatewayKey(_ name: UnsafeRawBufferPointer) throws(PythonError) -> PyObjectPointer {
+        if let cached = gatewayKeys.find(name) { return cached }
+        return try gatewayKeys.insert(Python.latin1(name), for: name)
     }
 
     /// SERVER_NAME and SERVER_PORT from the Host header's bytes (as Gunicorn: the port after the last
