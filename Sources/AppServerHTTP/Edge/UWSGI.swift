@@ -131,7 +131,7 @@ enum UWSGIRequest {
         var gateway: [HTTP1Field] = []
         gateway.reserveCapacity(packet.variables.count)
         for variable in packet.variables {
-            let name = Int(variable.nameStart)..<Int(variable.nameEnd), value = Int(variable.valueStart)..<Int(variable.valueEnd)
+            let name = variable.name, value = variable.value
             switch name.count {
             case 6... where isHeader(bytes, name):
                 // Written into the head below; the environ's HTTP_* come from the head's fields.
@@ -210,7 +210,7 @@ enum UWSGIRequest {
         var fields: [HTTP1Field] = []
         fields.reserveCapacity(variables.count)
         for variable in variables {
-            let name = Int(variable.nameStart)..<Int(variable.nameEnd), value = Int(variable.valueStart)..<Int(variable.valueEnd)
+            let name = variable.name, value = variable.value
             let nameStart = head.writerIndex
             if isHeader(bytes, name) {
                 let count = name.count - 5

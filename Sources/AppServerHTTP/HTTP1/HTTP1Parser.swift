@@ -42,6 +42,9 @@ public struct HTTP1Field: Equatable, Sendable {
     public var nameEnd: Int32
     public var valueStart: Int32
     public var valueEnd: Int32
+
+    var name: Range<Int> { Int(nameStart)..<Int(nameEnd) }
+    var value: Range<Int> { Int(valueStart)..<Int(valueEnd) }
 }
 
 /// A parsed request head: offsets into its bytes, and what the server must know to frame and route it.
@@ -257,8 +260,7 @@ public struct HTTP1Parser: Sendable {
             if limits.fieldCount > 0 && head.fields.count > limits.fieldCount {
                 return .failure(HTTP1ParseError(431, "more than \(limits.fieldCount) header fields"))
             }
-            let name = Int(field.nameStart)..<Int(field.nameEnd)
-            let value = Int(field.valueStart)..<Int(field.valueEnd)
+            let name = field.name, value = field.value
             switch name.count {
             case 4 where equalsLowercased(bytes, name, "host"):
                 hosts += 1
@@ -411,7 +413,7 @@ public struct HTTP1Parser: Sendable {
             if limits.fieldCount > 0 && count + 1 > limits.fieldCount {
                 return fail(HTTP1ParseError(431, "more than \(limits.fieldCount) trailer fields"))
             }
-            let name = Int(field.nameStart)..<Int(field.nameEnd)
+            let name = field.name
             for forbidden in Self.forbiddenTrailers where equalsLowercased(bytes, name, forbidden) {
                 return fail(.bad("a trailer field that may not be a trailer (\(forbidden))"))
             }
