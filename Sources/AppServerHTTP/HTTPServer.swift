@@ -138,11 +138,16 @@ public final class HTTPServer: @unchecked Sendable {
             // machinery, and TCP_NODELAY a getsockname(2) and a setsockopt(2) besides. Linux copies
             // TCP_NODELAY from the listening socket, where ServerBootstrap sets it by default, and
             // remote half-closure is off by default.
+            // The acceptor takes each connection before ServerBootstrap's own accept handler would.
             let channel = try ServerBootstrap(group: eventLoop)
                 .serverChannelOption(.autoRead, value: true)
                 .serverChannelOption(.maxMessagesPerRead, value: 16)
-                .childChannelInitializer { [self] channel in
-                    channel.eventLoop.makeCompletedFuture { try self.configure(channel, listener: listener) }
+                .serverChannelInitializer { [self] server in
+                    server.eventLoop.makeCompletedFuture {
+                        try server.pipeline.syncOperations.addHandler(ConnectionAcceptor(logger: logger) { [self] connection in
+                            try configure(connection, listener: listener)
+                        })
+                    }
                 }
                 .withBoundSocket(own)
                 .wait()
