@@ -18,15 +18,26 @@ MODES = {"wsgi": ("bigbody:wsgi",), "wsgi-threads": ("bigbody:wsgi", "--threads"
          "asgi": ("bigbody:asgi", "--interface", "asgi")}
 
 
-def slow_get(port, target):
-    """GET with a small receive buffer, read only after a pause: the response queues in the server."""
+def slow_get(port, target, version="1.1", close=False):
+    """GET with a small receive buffer, read only after a pause: the response queues in the server.
+    With `close`, the request asks for `Connection: close`: the body is read to the end of the
+    connection when it has no length, and the connection must end right after the response."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.settimeout(30)
         s.connect(("127.0.0.1", port))
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        connection = "Connection: close\r\n" if close else ""
+        s.sendall(f"GET {target} HTTP/{version}\r\nHost: x\r\n{connection}\r\n".encode())
         time.sleep(0.3)
-        return read_response(s.makefile("rb"))
+        reader = s.makefile("rb")
+        status, headers, body = read_response(reader)
+        if close:
+            rest = reader.read()
+            if "content-length" in headers or "transfer-encoding" in headers:
+                assert rest == b"", f"{len(rest)} bytes after the response"
+            else:
+                body = rest
+        return status, headers, body
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -47,6 +58,24 @@ def test_large_chunks_arrive_intact_under_every_framing(serve, mode):
     assert got == chunk(0, 300000)
     log = server.log()
     assert "Error" not in log, log
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_response_that_closes_its_connection_reaches_a_slow_reader_whole(serve, mode):
+    """The connection closes only once all of the response has left the server: with the reader
+    paused, most of it is still waiting in the server when the response ends (the case of every
+    request nginx's uwsgi_pass sends, and of a proxy_pass without upstream keep-alive)."""
+    server = serve(*MODES[mode])
+    sizes = [65536, 300000] * 4
+    expected = b"".join(chunk(i, size) for i, size in enumerate(sizes))
+    target = f"/body?sizes={','.join(map(str, sizes))}&form=iter"
+    for version, length in [("1.1", "exact"), ("1.1", "none"), ("1.0", "exact"), ("1.0", "none")]:
+        status, headers, got = slow_get(server.port, f"{target}&length={length}", version=version, close=True)
+        assert status.endswith("200 OK") and len(got) == len(expected) and got == expected, (version, length, len(got))
+    # Small responses close at once (nothing waits in the server): each still arrives whole.
+    for _ in range(5):
+        status, _, got = slow_get(server.port, "/body?sizes=100&length=exact&form=iter", close=True)
+        assert got == chunk(0, 100)
 
 
 @pytest.mark.parametrize("mode", MODES)
