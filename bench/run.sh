@@ -7,6 +7,7 @@
 #        bench/run.sh rss [--requests 2000000]  (the worker's RSS over two million header-heavy requests)
 #        bench/run.sh pythons [--versions 3.10,3.11,3.12,3.13]  (each CPython's build, beside Granian on that Python)
 #        bench/run.sh scaling [--servers ...] [--idle 10000]  (two workers on both cores; -c16/-c256/-c1024 and idle connections)
+#        bench/run.sh cpu [--benches wsgi-hello-close,wsgi-hello-uwsgi] [--rounds 5]  (the worker's CPU time a request, vs APPSERVER_BASELINE)
 #        bench/run.sh nginx [--chains appserver-http,appserver-uwsgi,...] [--runs 3] [--seconds 10]  (chains behind nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ fi
 "$VENV/bin/pip" freeze | grep -iE '^(gunicorn|granian|uwsgi|flask|fastapi|starlette|uvicorn|uvloop|httptools)=' > bench/out.versions 2>/dev/null || true
 # A mode's script is bench/MODE.py (nginx's is behind_nginx.py); without a mode, the wrk table.
 case "${1:-}" in
-    memory|instructions|interpreter|rss|pythons|scaling) mode=$1; shift; exec "$VENV/bin/python" "bench/$mode.py" "$@" ;;
+    memory|instructions|interpreter|rss|pythons|scaling|cpu) mode=$1; shift; exec "$VENV/bin/python" "bench/$mode.py" "$@" ;;
     nginx) shift; exec "$VENV/bin/python" bench/behind_nginx.py "$@" ;;
 esac
 exec "$VENV/bin/python" bench/bench.py "$@"

@@ -1,0 +1,92 @@
+"""The worker's CPU time a request, user and system apart (/proc/PID/stat over the measured run), for
+this build and APPSERVER_BASELINE alternated, one worker pinned to CPU 1 and the load on CPU 0.
+
+Where the load's own core is the bound (a connection a request: wrk's connect and the handshake's
+softirq work), req/s cannot show a change in the server's cost, and on a noisy machine it moves more
+than the change; the worker's CPU a request shows what the server spends, kernel work included (which
+callgrind's instruction counts leave out). Prints each round and the medians."""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import bench
+import instructions
+import uwsgi_load
+
+TICKS = os.sysconf("SC_CLK_TCK")
+UWSGI_PORT = bench.PORT + 2
+
+
+def cpu_seconds(pid):
+    """User and system seconds of a process so far (all its threads)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def worker_of(server):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.1)
+    raise RuntimeError("no worker")
+
+
+def measure(binary, bench_name, seconds):
+    """(user us, system us) a request and req/s for one run of `binary`."""
+    module, interface, wrk_extra = instructions.BENCHES[bench_name]
+    uwsgi = bench_name in instructions.LISTENERS
+    argv = [str(binary), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{bench.PORT}", "--workers", "1",
+            "--interface", interface, "--chdir", str(bench.APPS), f"{module}:app"]
+    if uwsgi:
+        argv[5:5] = ["--bind", f"uwsgi://127.0.0.1:{UWSGI_PORT}"]
+    server = bench.start("appserver", "wsgi-hello", argv=argv)
+    try:
+        worker = worker_of(server)
+
+        def load(duration):
+            if uwsgi:
+                return uwsgi_load.run(UWSGI_PORT, duration)
+            result = bench.run_wrk(f"http://127.0.0.1:{bench.PORT}/", duration, wrk_extra)
+            return result["rps"] * duration
+
+        # `taskset` pins the server; the load runs on CPU 0 (wrk is pinned by run_wrk, this process here).
+        os.sched_setaffinity(0, {0})
+        load(1)   # warm-up
+        before = cpu_seconds(worker)
+        requests = load(seconds)
+        after = cpu_seconds(worker)
+    finally:
+        bench.stop(server)
+    return ((after[0] - before[0]) / requests * 1e6, (after[1] - before[1]) / requests * 1e6, requests / seconds)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--benches", default="wsgi-hello-close")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args()
+    builds = [("this build", bench.APPSERVER)]
+    if bench.BASELINE:
+        builds.insert(0, ("baseline", bench.BASELINE))
+    print("| bench | build | user us / request | system us / request | req/s | rounds (user+system) |")
+    print("|---|---|---|---|---|---|")
+    for bench_name in args.benches.split(","):
+        results = {name: [] for name, _ in builds}
+        for _ in range(args.rounds):
+            for name, binary in builds:
+                results[name].append(measure(binary, bench_name, args.seconds))
+        for name, _ in builds:
+            runs = results[name]
+            user, system, rps = (statistics.median(r[i] for r in runs) for i in range(3))
+            rounds = ", ".join(f"{r[0] + r[1]:.1f}" for r in runs)
+            print(f"| {bench_name} | {name} | {user:.1f} | {system:.1f} | {rps:.0f} | {rounds} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
