@@ -110,13 +110,20 @@ public final class RequestOrigin: Sendable {
     /// request's headers), byte for byte, in their order: they go into the WSGI environ as they are, as
     /// uWSGI does. Read in place, as a head's fields are: the packet's bytes and each one's offsets.
     public let gatewayVariables: RequestHeaders?
+    /// REMOTE_ADDR and REMOTE_PORT are both among `gatewayVariables` (which the environ takes last):
+    /// what it would set them to from `client` or the connection is replaced, so it is not made.
+    public let gatewayHasRemote: Bool
+    /// SERVER_NAME and SERVER_PORT are both among `gatewayVariables`, as REMOTE_* above.
+    public let gatewayHasServer: Bool
 
     public init(isSecure: Bool, client: (host: String, port: Int)?, server: (host: String, port: Int)? = nil,
-                gatewayVariables: RequestHeaders? = nil) {
+                gatewayVariables: RequestHeaders? = nil, gatewayHasRemote: Bool = false, gatewayHasServer: Bool = false) {
         self.isSecure = isSecure
         self.client = client
         self.server = server
         self.gatewayVariables = gatewayVariables
+        self.gatewayHasRemote = gatewayVariables != nil && gatewayHasRemote
+        self.gatewayHasServer = gatewayVariables != nil && gatewayHasServer
     }
 }
 

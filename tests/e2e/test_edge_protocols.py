@@ -127,6 +127,18 @@ def test_uwsgi_environ_and_bad_packets(serve):
     assert environ["HTTP_X_CUSTOM"] == "caf\xe9", environ
     # A header nginx passes twice is one environ value, joined (RFC 9110 5.3); the Host header is there too.
     assert environ["HTTP_X_TWICE"] == "a,b" and environ["HTTP_HOST"] == "shop.example", environ
+    assert environ["REMOTE_PORT"] == "4444", environ
+    # Half of a pair given: the packet's half as it is, the other from the client or the Host header;
+    # none given: the connection's peer, and the Host header.
+    for variables, expected in [
+            ([("REMOTE_ADDR", "198.51.100.9"), ("SERVER_NAME", "other.example"), ("HTTP_HOST", "shop.example:8080")],
+             {"REMOTE_ADDR": "198.51.100.9", "REMOTE_PORT": "0", "SERVER_NAME": "other.example", "SERVER_PORT": "8080"}),
+            ([("REMOTE_PORT", "5555"), ("SERVER_PORT", "8443"), ("HTTP_HOST", "shop.example:8080")],
+             {"REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "5555", "SERVER_NAME": "shop.example", "SERVER_PORT": "8443"}),
+            ([("HTTP_HOST", "shop.example:8080")], {"REMOTE_ADDR": "127.0.0.1", "SERVER_NAME": "shop.example", "SERVER_PORT": "8080"})]:
+        response = raw_request(port, uwsgi_packet([("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/environ"), *variables]))
+        got = json.loads(response.partition(b"\r\n\r\n")[2])
+        assert {key: got[key] for key in expected} == expected, (variables, got)
 
     # A body sized by CONTENT_LENGTH, and a response without a length: close-delimited, never chunked.
     response = raw_request(port, uwsgi_packet([("REQUEST_METHOD", "POST"), ("REQUEST_URI", "/stream"), ("CONTENT_LENGTH", "3")], body=b"abc"))

@@ -127,6 +127,7 @@ enum UWSGIRequest {
         var headerBytes = 0
         var isSecure = false
         var remoteAddress: Range<Int>?, remotePort = 0, serverName: Range<Int>?, serverPort = 0
+        var remotePortGiven = false, serverPortGiven = false
         // What is neither a header nor CONTENT_*: the CGI variables the WSGI environ takes as they are.
         var gateway: [HTTP1Field] = []
         gateway.reserveCapacity(packet.variables.count)
@@ -158,9 +159,9 @@ enum UWSGIRequest {
                  15 where equals(bytes, name, "wsgi.url_scheme"):
                 isSecure = isSecure || equalsLowercased(bytes, value, "https")
             case 11 where equals(bytes, name, "REMOTE_ADDR"): remoteAddress = value
-            case 11 where equals(bytes, name, "REMOTE_PORT"): remotePort = port(text(value))
+            case 11 where equals(bytes, name, "REMOTE_PORT"): remotePort = port(text(value)); remotePortGiven = true
             case 11 where equals(bytes, name, "SERVER_NAME"): serverName = value
-            case 11 where equals(bytes, name, "SERVER_PORT"): serverPort = port(text(value))
+            case 11 where equals(bytes, name, "SERVER_PORT"): serverPort = port(text(value)); serverPortGiven = true
             default: break
             }
             gateway.append(variable)
@@ -196,7 +197,8 @@ enum UWSGIRequest {
         let client = remoteAddress.flatMap { $0.isEmpty ? nil : (String(decoding: text($0), as: UTF8.self), remotePort) }
         let server = serverName.flatMap { $0.isEmpty ? nil : (String(decoding: text($0), as: UTF8.self), serverPort) }
         return (RequestHead(bytes: head, parsed: parsed),
-                RequestOrigin(isSecure: isSecure, client: client, server: server, gatewayVariables: RequestHeaders(bytes: packet.block, fields: gateway)))
+                RequestOrigin(isSecure: isSecure, client: client, server: server, gatewayVariables: RequestHeaders(bytes: packet.block, fields: gateway),
+                              gatewayHasRemote: remoteAddress != nil && remotePortGiven, gatewayHasServer: serverName != nil && serverPortGiven))
     }
 
     /// `HTTP_` and at least one byte more.
@@ -206,39 +208,50 @@ enum UWSGIRequest {
 
     /// The head's fields, in the packet's order: each `HTTP_*` variable (lower-cased, '_' to '-', as
     /// sent but for the client's hop-by-hop ones), CONTENT_TYPE and CONTENT_LENGTH when they say something.
+    /// Each line is written by one copy into room checked once (a ByteBuffer write of each of its four
+    /// pieces checked capacity and uniqueness for each: half of what a field cost here).
     private static func writeFields(_ variables: [HTTP1Field], _ bytes: UnsafeRawBufferPointer, to head: inout ByteBuffer) -> [HTTP1Field] {
         var fields: [HTTP1Field] = []
         fields.reserveCapacity(variables.count)
+        let source = bytes.baseAddress!
         for variable in variables {
             let name = variable.name, value = variable.value
-            let nameStart = head.writerIndex
+            let fixedName: StaticString
             if isHeader(bytes, name) {
-                let count = name.count - 5
-                head.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { out in
-                    for i in 0..<count {
-                        let c = bytes[name.lowerBound + 5 + i]
-                        out[i] = c == UInt8(ascii: "_") ? UInt8(ascii: "-") : (c >= 65 && c <= 90 ? c + 32 : c)
-                    }
-                    return count
-                }
-                let nameEnd = head.writerIndex
-                if head.withUnsafeReadableBytes({ written in hopByHop.contains { equals(written, nameStart..<nameEnd, $0) } }) {
-                    head.moveWriterIndex(to: nameStart)
-                    continue
-                }
+                fixedName = ""
             } else if name.count == 12 && equals(bytes, name, "CONTENT_TYPE") && !value.isEmpty {
-                head.writeStaticString("content-type")
+                fixedName = "content-type"
             } else if name.count == 14 && equals(bytes, name, "CONTENT_LENGTH"), let length = decimal(UnsafeRawBufferPointer(rebasing: bytes[value]), digits: 18), length > 0 {
-                head.writeStaticString("content-length")
+                fixedName = "content-length"
             } else {
                 continue
             }
-            let nameEnd = head.writerIndex
-            head.writeStaticString(": ")
-            let valueStart = head.writerIndex
-            head.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[value]))
-            fields.append(HTTP1Field(nameStart: Int32(nameStart), nameEnd: Int32(nameEnd), valueStart: Int32(valueStart), valueEnd: Int32(head.writerIndex)))
-            head.writeStaticString("\r\n")
+            let nameCount = fixedName.utf8CodeUnitCount > 0 ? fixedName.utf8CodeUnitCount : name.count - 5
+            let lineStart = head.writerIndex
+            let written = head.writeWithUnsafeMutableBytes(minimumWritableBytes: nameCount + 2 + value.count + 2) { out in
+                let base = out.baseAddress!
+                if fixedName.utf8CodeUnitCount > 0 {
+                    base.copyMemory(from: fixedName.utf8Start, byteCount: nameCount)
+                } else {
+                    for i in 0..<nameCount {
+                        let c = source.load(fromByteOffset: name.lowerBound + 5 + i, as: UInt8.self)
+                        base.storeBytes(of: c == UInt8(ascii: "_") ? UInt8(ascii: "-") : (c >= 65 && c <= 90 ? c + 32 : c), toByteOffset: i, as: UInt8.self)
+                    }
+                    let written = UnsafeRawBufferPointer(start: base, count: nameCount)
+                    // Not committed: the writer index stays where it was.
+                    if hopByHop.contains(where: { equals(written, 0..<nameCount, $0) }) { return 0 }
+                }
+                base.storeBytes(of: UInt8(ascii: ":"), toByteOffset: nameCount, as: UInt8.self)
+                base.storeBytes(of: UInt8(ascii: " "), toByteOffset: nameCount + 1, as: UInt8.self)
+                (base + nameCount + 2).copyMemory(from: source + value.lowerBound, byteCount: value.count)
+                base.storeBytes(of: UInt8(ascii: "\r"), toByteOffset: nameCount + 2 + value.count, as: UInt8.self)
+                base.storeBytes(of: UInt8(ascii: "\n"), toByteOffset: nameCount + 3 + value.count, as: UInt8.self)
+                return nameCount + 4 + value.count
+            }
+            guard written > 0 else { continue }
+            let valueStart = lineStart + nameCount + 2
+            fields.append(HTTP1Field(nameStart: Int32(lineStart), nameEnd: Int32(lineStart + nameCount),
+                                     valueStart: Int32(valueStart), valueEnd: Int32(valueStart + value.count)))
         }
         return fields
     }

@@ -190,7 +190,8 @@ final class EnvironConstants: @unchecked Sendable {
         })
         if request.version.minor == 0 { try set(keyServerProtocol, protocol10) }
 
-        var hostSeen = false
+        // SERVER_NAME and SERVER_PORT a uwsgi packet gives replace these (its variables go in last).
+        var hostSeen = request.origin?.gatewayHasServer ?? false
         try request.headers.forEach(raising: { (name, value) throws(PythonError) in
             if !hostSeen && name.count == 4 && RequestHeaders.equalsLowercased(name, hostName) && !value.isEmpty {
                 hostSeen = true
@@ -209,7 +210,9 @@ final class EnvironConstants: @unchecked Sendable {
             })
             try Python.setItem(dict, key, value)
         }
-        if let client = request.origin?.client {
+        if request.origin?.gatewayHasRemote == true {
+            // Set below, from the packet's REMOTE_ADDR and REMOTE_PORT as they are.
+        } else if let client = request.origin?.client {
             // A trusted proxy's X-Forwarded-For, or the REMOTE_ADDR of a uwsgi packet.
             try set(keyRemoteAddr, try Python.latin1(Substring(client.host)))
             if client.port == 0 { try set(keyRemotePort, zeroPort) } else { try set(keyRemotePort, try Python.latin1(Substring(String(client.port)))) }
