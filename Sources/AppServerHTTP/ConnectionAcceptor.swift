@@ -15,7 +15,10 @@ import NIOCore
 /// The registration is the one `ClientBootstrap.withConnectedSocket` uses for a socket that is already
 /// connected (`registerAlreadyConfigured0`: register, then become active, which fires `channelActive`
 /// and starts reading), reached through `_channelCore` because NIO has no other public way to
-/// register an accepted channel without its accept handler.
+/// register an accepted channel without its accept handler. One difference: that call treats a
+/// failed `epoll_ctl(EPOLL_CTL_ADD)` as fatal (ENOMEM, or ENOSPC past `fs.epoll.max_user_watches`),
+/// where the accept handler's path closed the one connection; NIO holds those to be fatal, and the
+/// arbiter replaces a worker that dies.
 final class ConnectionAcceptor: ChannelInboundHandler {
     typealias InboundIn = any Channel
 
