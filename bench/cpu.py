@@ -8,13 +8,12 @@ callgrind's instruction counts leave out). Prints each round and the medians."""
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 import bench
 import instructions
 import uwsgi_load
+from footprint import worker_of
 
 TICKS = os.sysconf("SC_CLK_TCK")
 UWSGI_PORT = bench.PORT + 2
@@ -24,16 +23,6 @@ def cpu_seconds(pid):
     """User and system seconds of a process so far (all its threads)."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(fields[11]) / TICKS, int(fields[12]) / TICKS
-
-
-def worker_of(server):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        children = open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.1)
-    raise RuntimeError("no worker")
 
 
 def measure(binary, bench_name, seconds):
@@ -46,7 +35,7 @@ def measure(binary, bench_name, seconds):
         argv[5:5] = ["--bind", f"uwsgi://127.0.0.1:{UWSGI_PORT}"]
     server = bench.start("appserver", "wsgi-hello", argv=argv)
     try:
-        worker = worker_of(server)
+        worker = worker_of(server.pid)
 
         def load(duration):
             if uwsgi:
