@@ -237,9 +237,9 @@ enum UWSGIRequest {
                         let c = source.load(fromByteOffset: name.lowerBound + 5 + i, as: UInt8.self)
                         base.storeBytes(of: c == UInt8(ascii: "_") ? UInt8(ascii: "-") : (c >= 65 && c <= 90 ? c + 32 : c), toByteOffset: i, as: UInt8.self)
                     }
-                    let written = UnsafeRawBufferPointer(start: base, count: nameCount)
+                    let lowered = UnsafeRawBufferPointer(start: base, count: nameCount)
                     // Not committed: the writer index stays where it was.
-                    if hopByHop.contains(where: { equals(written, 0..<nameCount, $0) }) { return 0 }
+                    if hopByHop.contains(where: { equals(lowered, 0..<nameCount, $0) }) { return 0 }
                 }
                 base.storeBytes(of: UInt8(ascii: ":"), toByteOffset: nameCount, as: UInt8.self)
                 base.storeBytes(of: UInt8(ascii: " "), toByteOffset: nameCount + 1, as: UInt8.self)

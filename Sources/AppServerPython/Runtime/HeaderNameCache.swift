@@ -39,7 +39,7 @@ struct HeaderNameCache: ~Copyable {
     /// a lookup's cost. Under eight bytes the name is one word, from two overlapping loads (4 to 7 bytes)
     /// or its first, middle and last bytes (1 to 3), which tells apart names of one length; the length
     /// is mixed in first.
-    @inline(__always) static func hash(_ name: UnsafeRawBufferPointer) -> UInt32 {
+    @inline(__always) private static func hash(_ name: UnsafeRawBufferPointer) -> UInt32 {
         let count = name.count
         guard let base = name.baseAddress, count > 0 else { return 0 }
         let multiplier: UInt64 = 0x9E37_79B9_7F4A_7C15

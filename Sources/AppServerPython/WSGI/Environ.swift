@@ -190,16 +190,17 @@ final class EnvironConstants: @unchecked Sendable {
         })
         if request.version.minor == 0 { try set(keyServerProtocol, protocol10) }
 
-        // SERVER_NAME and SERVER_PORT a uwsgi packet gives replace these (its variables go in last).
-        var hostSeen = request.origin?.gatewayHasServer ?? false
+        // SERVER_NAME and SERVER_PORT from the Host header or the connection, unless a uwsgi packet gives
+        // both (its variables go in last).
+        var serverNameSet = request.origin?.gatewayHasServer ?? false
         try request.headers.forEach(raising: { (name, value) throws(PythonError) in
-            if !hostSeen && name.count == 4 && RequestHeaders.equalsLowercased(name, hostName) && !value.isEmpty {
-                hostSeen = true
+            if !serverNameSet && name.count == 4 && RequestHeaders.equalsLowercased(name, hostName) && !value.isEmpty {
+                serverNameSet = true
                 try setServerName(dict, host: value)
             }
             try setHeader(dict, name: name, value: value)
         })
-        if !hostSeen { try setServerName(dict, local: request.localAddress) }
+        if !serverNameSet { try setServerName(dict, local: request.localAddress) }
 
         if request.requestIDMade, let key = requestIDKey.pointer {
             // Made here: the app sees it as the header, as if the front end had sent it.
