@@ -153,23 +153,29 @@ public struct AddressAllowList: Equatable, Sendable, CustomStringConvertible {
     /// Whether an IP address (4 or 16 bytes, network order) is allowed. An IPv4-mapped IPv6 address
     /// (a dual-stack `[::]` listener's IPv4 peer) counts as its IPv4 address.
     public func allows(addressBytes: [UInt8]) -> Bool {
+        addressBytes.withUnsafeBytes { allows(addressBytes: $0) }
+    }
+
+    /// The same for the bytes where they lie (a socket address's, read once a connection): no array made.
+    public func allows(addressBytes: UnsafeRawBufferPointer) -> Bool {
         if allowsAny { return true }
         var bytes = addressBytes
         if bytes.count == 16 && bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff {
-            bytes = Array(bytes[12...])
+            bytes = UnsafeRawBufferPointer(rebasing: bytes[12...])
         }
-        return networks.contains { network in
-            guard network.address.count == bytes.count else { return false }
+        for network in networks where network.address.count == bytes.count {
             var remaining = network.prefixLength
             var index = 0
+            var matches = true
             while remaining > 0 {
                 let mask: UInt8 = remaining >= 8 ? 0xff : ~(0xff >> UInt8(remaining))
-                if (network.address[index] & mask) != (bytes[index] & mask) { return false }
+                if (network.address[index] & mask) != (bytes[index] & mask) { matches = false; break }
                 remaining -= 8
                 index += 1
             }
-            return true
+            if matches { return true }
         }
+        return false
     }
 
     /// Whether a textual IP address is allowed (false for anything that is not an IP address).

@@ -1,4 +1,5 @@
 import AppServerConfig
+import NIOCore
 import NIOHTTP1
 import Testing
 @testable import AppServerHTTP
@@ -42,6 +43,22 @@ import Testing
         #expect(read([("X-Forwarded-For", "203.0.113.9, \t ,127.0.0.1")]) == .none, "a blank hop is not trusted, nor an address")
         policy.proxyHeaders = false
         #expect(read([("X-Forwarded-For", "203.0.113.9")], policy: policy) == .none)
+    }
+
+    /// A peer's socket address is checked from its bytes: IPv4, IPv6, an IPv4-mapped IPv6 peer (a
+    /// dual-stack listener's) as its IPv4 address, and any unix-socket peer.
+    @Test func peersAreCheckedByTheirSocketAddress() throws {
+        let list = try AddressAllowList(parsing: ["127.0.0.1,10.0.0.0/8,fd00::/8"], key: "k")
+        #expect(list.allows(try SocketAddress(ipAddress: "127.0.0.1", port: 1)))
+        #expect(!list.allows(try SocketAddress(ipAddress: "127.0.0.2", port: 1)))
+        #expect(list.allows(try SocketAddress(ipAddress: "10.255.0.1", port: 1)))
+        #expect(list.allows(try SocketAddress(ipAddress: "fd12::7", port: 1)))
+        #expect(!list.allows(try SocketAddress(ipAddress: "::1", port: 1)))
+        #expect(list.allows(try SocketAddress(ipAddress: "::ffff:10.1.2.3", port: 1)))
+        #expect(!list.allows(try SocketAddress(ipAddress: "::ffff:11.1.2.3", port: 1)))
+        #expect(list.allows(try SocketAddress(unixDomainSocketPath: "/run/app.sock")))
+        #expect(!list.allows(nil as SocketAddress?))
+        #expect(try AddressAllowList(parsing: ["*"], key: "k").allows(try SocketAddress(ipAddress: "198.51.100.7", port: 1)))
     }
 
     @Test func customSchemeHeaders() {
