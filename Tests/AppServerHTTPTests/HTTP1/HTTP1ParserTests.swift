@@ -61,6 +61,29 @@ func parse(_ input: [UInt8], piece: Int = 0, limits: HTTP1ParserLimits = HTTP1Pa
         }
     }
 
+    /// A Host's reg-name takes exactly RFC 3986's bytes (unreserved, '%', sub-delims), each of the 256
+    /// tried before and after a port; a Host of anything else is a 400.
+    @Test func everyByteOfAHostNameIsCheckedAgainstTheRFC() throws {
+        let allowed = Set(Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=".utf8))
+        for byte in UInt8(0)...UInt8(255) where byte != UInt8(ascii: ":") {
+            for (before, after) in [("a", "b"), ("", ":80")] {
+                // A space or tab first is the field's leading whitespace, not part of the Host.
+                if before.isEmpty && (byte == 0x20 || byte == 0x09) { continue }
+                let request = Array("GET / HTTP/1.1\r\nHost: \(before)".utf8) + [byte] + Array("\(after)\r\n\r\n".utf8)
+                var parser = HTTP1Parser(limits: HTTP1ParserLimits())
+                let (event, _) = request.withUnsafeBytes { parser.next($0) }
+                switch event {
+                case .head: #expect(allowed.contains(byte), "byte \(byte) was taken in a Host")
+                case .error(let error):
+                    // A control byte or a space may be refused as a bad field value before the Host check.
+                    #expect(!allowed.contains(byte), "byte \(byte) was refused in a Host")
+                    #expect(error.status == 400)
+                default: Issue.record("a whole head gives a head or an error: \(event)")
+                }
+            }
+        }
+    }
+
     /// Values are checked eight bytes at a time: every control byte at every position of a long value
     /// is still refused, and what is allowed (tab, obs-text) is kept, with the whitespace around cut.
     @Test func everyControlByteAnywhereInAValueIsRefused() throws {
