@@ -39,6 +39,11 @@ def gunicorn_gthread(threads):
                                    "-b", f"127.0.0.1:{PORT}", f"{module}:app"], {"wsgi"})
 
 
+def uwsgi(threads):
+    return (lambda iface, module: [str(BIN / "uwsgi"), "--http11-socket", f"127.0.0.1:{PORT}", "--master", "--processes", "1",
+                                   "--threads", str(threads), "--module", f"{module}:app", "--disable-logging", "--need-app"], {"wsgi"})
+
+
 # Each server: its command line for (interface, module), and the interfaces it serves.
 SERVERS = {
     "appserver": appserver(APPSERVER),
@@ -60,7 +65,11 @@ SERVERS = {
     "gunicorn-sync": (lambda iface, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{PORT}", f"{module}:app"], {"wsgi"}),
     # Not a peer but the limit: Debian's nginx answering `return 200` on the same pinned core, no Python.
     "nginx": (lambda iface, module: nginx_command(), {"wsgi", "asgi"}),
-    "uwsgi": (lambda iface, module: [str(BIN / "uwsgi"), "--http11-socket", f"127.0.0.1:{PORT}", "--master", "--processes", "1", "--threads", "4", "--module", f"{module}:app", "--disable-logging", "--need-app"], {"wsgi"}),
+    # A uWSGI thread keeps one keep-alive connection as long as the client does: with 4 threads, 4 of
+    # wrk's 64 connections are served and 60 wait in the accept queue, uncounted by wrk. Its req/s is a
+    # throughput figure; its latencies compare only as uwsgi-t64's (a thread for every connection).
+    "uwsgi": uwsgi(4),
+    "uwsgi-t64": uwsgi(64),
 }
 
 # Each bench: (module in apps/, extra wrk arguments, request body size, interface).
@@ -135,19 +144,20 @@ def command(server, bench):
     return argv if Path(argv[0]).exists() else None
 
 
-def start(server, bench, argv=None, cpus="1"):
+def start(server, bench, argv=None, cpus="1", port=PORT):
     """Starts the server (its command for the bench unless `argv` is given) pinned to `cpus` (None: not
-    pinned), waits for its port and checks its answer; None when it does not serve the bench."""
+    pinned), waits for its port (`argv`'s own, when it binds another) and checks its answer; None when it
+    does not serve the bench."""
     argv = argv or command(server, bench)
     if argv is None:
         return None
     pin = ["taskset", "-c", cpus] if cpus else []
     proc = subprocess.Popen([*pin, *argv], cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(APPS)}, start_new_session=True)
-    wait_port()
+    wait_port(port=port)
     # Check the answer before measuring: a fast wrong answer is no result.
     data = b"a" * 4096 if BENCHES[bench][2] else None
-    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{PORT}/", data=data), timeout=5) as r:
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/", data=data), timeout=5) as r:
         assert r.status == 200, r.status
         r.read()
     return proc

@@ -8,15 +8,12 @@ callgrind's instruction counts leave out). Prints each round and the medians."""
 import argparse
 import os
 import statistics
-import sys
 
 import bench
 import instructions
-import uwsgi_load
 from footprint import worker_of
 
 TICKS = os.sysconf("SC_CLK_TCK")
-UWSGI_PORT = bench.PORT + 2
 
 
 def cpu_seconds(pid):
@@ -28,19 +25,17 @@ def cpu_seconds(pid):
 def measure(binary, bench_name, seconds):
     """(user us, system us) a request and req/s for one run of `binary`."""
     module, interface, wrk_extra = instructions.BENCHES[bench_name]
-    uwsgi = bench_name in instructions.LISTENERS
-    argv = [str(binary), "--virtualenv", sys.prefix, "--bind", f"127.0.0.1:{bench.PORT}", "--workers", "1",
-            "--interface", interface, "--chdir", str(bench.APPS), f"{module}:app"]
-    if uwsgi:
-        argv[5:5] = ["--bind", f"uwsgi://127.0.0.1:{UWSGI_PORT}"]
-    server = bench.start("appserver", "wsgi-hello", argv=argv)
+    # The command and listeners of `bench/run.sh instructions`, on its ports.
+    listener, listener_load = instructions.LISTENERS.get(bench_name, ((), None))
+    argv = instructions.appserver_command(binary, "", module, interface, listener)
+    server = bench.start("appserver", "wsgi-hello", argv=argv, port=instructions.PORT)
     try:
         worker = worker_of(server.pid)
 
         def load(duration):
-            if uwsgi:
-                return uwsgi_load.run(UWSGI_PORT, duration)
-            result = bench.run_wrk(f"http://127.0.0.1:{bench.PORT}/", duration, wrk_extra)
+            if listener_load:
+                return listener_load(duration, None)
+            result = bench.run_wrk(f"http://127.0.0.1:{instructions.PORT}/", duration, wrk_extra)
             return result["rps"] * duration
 
         # `taskset` pins the server; the load runs on CPU 0 (wrk is pinned by run_wrk, this process here).
