@@ -529,11 +529,14 @@ private func isHost(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> Boo
     return true
 }
 
-/// A reg-name byte: unreserved, '%' (of pct-encoded) or a sub-delim; one bit of a 128-bit table, as
-/// `isTokenByte` (a switch over the ranges and the 16 other bytes cost ~200 instructions a Host field).
-@inline(__always) private func isRegNameByte(_ c: UInt8) -> Bool {
-    let below64: UInt64 = 0x2BFF_7FF2_0000_0000, from64: UInt64 = 0x47FF_FFFE_87FF_FFFE
-    return c < 64 ? (below64 >> c) & 1 != 0 : c < 128 ? (from64 >> (c - 64)) & 1 != 0 : false
+private func isRegNameByte(_ c: UInt8) -> Bool {
+    switch c {
+    case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
+    case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"),
+         UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"),
+         UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="): return true
+    default: return false
+    }
 }
 
 /// scheme "://" ... (RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )).
