@@ -271,8 +271,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let info = RequestInfo(head: consume head, keepAlive: keepAlive, hasBody: hasBody,
                                contentLength: contentLength, addresses: addresses,
                                origin: requestOrigin, viaUWSGI: uwsgi, requestIDHeader: edge.requestIDHeaderBytes)
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
         let body: RequestBodyStream
         if hasBody {
             body = RequestBodyStream(

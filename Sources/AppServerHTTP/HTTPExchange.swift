@@ -169,7 +169,9 @@ public final class HTTPExchange: @unchecked Sendable {
          connection: NIOLoopBound<HTTPConnectionHandler>, allocator: ByteBufferAllocator, server: ServerShared) {
         // First: made after the stores below, its call kept every argument alive past its store (a
         // retain and a release more for each of six references a request).
-        self.output = Monitor.striped(for: ObjectIdentifier(connection.value))
+        // Striped by the request's object, not the connection's: `connection.value` checks the thread
+        // and retains the handler, for an address that spreads no better.
+        self.output = Monitor.striped(for: ObjectIdentifier(request))
         self.request = request
         self.body = body
         self.limits = limits
