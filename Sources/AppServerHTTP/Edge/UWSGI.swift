@@ -126,8 +126,8 @@ enum UWSGIRequest {
         var contentLength: Int64 = 0
         var headerBytes = 0
         var isSecure = false
-        var remoteAddress: Range<Int>?, remotePort = 0, serverName: Range<Int>?, serverPort = 0
-        var remotePortGiven = false, serverPortGiven = false
+        // nil until the packet gives them (a pair given whole is the environ's as it is).
+        var remoteAddress: Range<Int>?, remotePort: Int?, serverName: Range<Int>?, serverPort: Int?
         // What is neither a header nor CONTENT_*: the CGI variables the WSGI environ takes as they are.
         var gateway: [HTTP1Field] = []
         gateway.reserveCapacity(packet.variables.count)
@@ -159,9 +159,9 @@ enum UWSGIRequest {
                  15 where equals(bytes, name, "wsgi.url_scheme"):
                 isSecure = isSecure || equalsLowercased(bytes, value, "https")
             case 11 where equals(bytes, name, "REMOTE_ADDR"): remoteAddress = value
-            case 11 where equals(bytes, name, "REMOTE_PORT"): remotePort = port(text(value)); remotePortGiven = true
+            case 11 where equals(bytes, name, "REMOTE_PORT"): remotePort = port(text(value))
             case 11 where equals(bytes, name, "SERVER_NAME"): serverName = value
-            case 11 where equals(bytes, name, "SERVER_PORT"): serverPort = port(text(value)); serverPortGiven = true
+            case 11 where equals(bytes, name, "SERVER_PORT"): serverPort = port(text(value))
             default: break
             }
             gateway.append(variable)
@@ -194,11 +194,11 @@ enum UWSGIRequest {
         var parsed = HTTP1Head(method: 0..<method.count, target: targetStart..<targetEnd, minorVersion: http10 ? 0 : 1, fields: fields,
                                length: head.readableBytes, keepAlive: false)
         parsed.contentLength = contentLength > 0 ? contentLength : nil
-        let client = remoteAddress.flatMap { $0.isEmpty ? nil : (String(decoding: text($0), as: UTF8.self), remotePort) }
-        let server = serverName.flatMap { $0.isEmpty ? nil : (String(decoding: text($0), as: UTF8.self), serverPort) }
+        let client = remoteAddress.flatMap { $0.isEmpty ? nil : (String(decoding: text($0), as: UTF8.self), remotePort ?? 0) }
+        let server = serverName.flatMap { $0.isEmpty ? nil : (String(decoding: text($0), as: UTF8.self), serverPort ?? 0) }
         return (RequestHead(bytes: head, parsed: parsed),
                 RequestOrigin(isSecure: isSecure, client: client, server: server, gatewayVariables: RequestHeaders(bytes: packet.block, fields: gateway),
-                              gatewayHasRemote: remoteAddress != nil && remotePortGiven, gatewayHasServer: serverName != nil && serverPortGiven))
+                              gatewayHasRemote: remoteAddress != nil && remotePort != nil, gatewayHasServer: serverName != nil && serverPort != nil))
     }
 
     /// `HTTP_` and at least one byte more.
@@ -216,9 +216,10 @@ enum UWSGIRequest {
         let source = bytes.baseAddress!
         for variable in variables {
             let name = variable.name, value = variable.value
-            let fixedName: StaticString
+            // The name written as it is (CONTENT_*), or nil for an HTTP_* name written lower-cased.
+            let fixedName: StaticString?
             if isHeader(bytes, name) {
-                fixedName = ""
+                fixedName = nil
             } else if name.count == 12 && equals(bytes, name, "CONTENT_TYPE") && !value.isEmpty {
                 fixedName = "content-type"
             } else if name.count == 14 && equals(bytes, name, "CONTENT_LENGTH"), let length = decimal(UnsafeRawBufferPointer(rebasing: bytes[value]), digits: 18), length > 0 {
@@ -226,11 +227,11 @@ enum UWSGIRequest {
             } else {
                 continue
             }
-            let nameCount = fixedName.utf8CodeUnitCount > 0 ? fixedName.utf8CodeUnitCount : name.count - 5
+            let nameCount = fixedName?.utf8CodeUnitCount ?? name.count - 5
             let lineStart = head.writerIndex
             let written = head.writeWithUnsafeMutableBytes(minimumWritableBytes: nameCount + 2 + value.count + 2) { out in
                 let base = out.baseAddress!
-                if fixedName.utf8CodeUnitCount > 0 {
+                if let fixedName {
                     base.copyMemory(from: fixedName.utf8Start, byteCount: nameCount)
                 } else {
                     for i in 0..<nameCount {
