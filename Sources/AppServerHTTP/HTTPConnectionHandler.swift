@@ -417,6 +417,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 if last == pieces.count { context.write(wrapOutboundOut(buffer), promise: promise) }
             } else {
                 context.write(wrapOutboundOut(buffer), promise: promise)
+                // A response's last buffer is kept for a next head (NIO most often lets it go in the
+                // flush below). Not one after pieces: it holds their framing, they may be an app's memory.
+                if end { server.shared.responseBuffers.give(buffer) }
             }
         case .file(let fd, let offset, let length, let header, let trailer):
             if let header { context.write(wrapOutboundOut(header), promise: nil) }

@@ -181,6 +181,12 @@ public final class HTTPExchange: @unchecked Sendable {
         self.server = server
     }
 
+    /// A buffer for the response's head: an earlier response's, given back once written
+    /// (ResponseBufferPool), or an empty one.
+    public func responseBuffer() -> ByteBuffer {
+        server.responseBuffers.take() ?? allocator.buffer(capacity: 0)
+    }
+
     /// The server is stopping or recycling this worker: the response should close the connection.
     public var serverIsDraining: Bool { server.isDraining }
 
@@ -347,10 +353,12 @@ enum ResponseOutput {
 }
 
 /// What the exchanges of one server share of it, behind one reference an exchange: whether it is
-/// draining, and the outbox that takes responses made on app threads to its I/O thread.
+/// draining, the outbox that takes responses made on app threads to its I/O thread, and the written
+/// responses' buffers kept for the next heads.
 final class ServerShared: Sendable {
     private let draining = Atomic<Bool>(false)
     let outbox: ResponseOutbox<HTTPExchange.PendingWrite>
+    let responseBuffers = ResponseBufferPool()
 
     init(eventLoop: any EventLoop) {
         outbox = ResponseOutbox(eventLoop: eventLoop)

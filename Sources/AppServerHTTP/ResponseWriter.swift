@@ -39,10 +39,16 @@ public struct ResponseWriter {
     private var appConnectionClose = false
 
     public init(request: RequestInfo, allocator: ByteBufferAllocator, drain: Bool) {
+        // Capacity 0 does not allocate: `begin` does, once the head is known to be needed.
+        self.init(request: request, recycling: allocator.buffer(capacity: 0), drain: drain)
+    }
+
+    /// `buffer` becomes the head's (cleared by `begin`): one of an earlier response's
+    /// (HTTPExchange.responseBuffer), whose storage `begin` reuses when no one else holds it.
+    public init(request: RequestInfo, recycling buffer: ByteBuffer, drain: Bool) {
         self.request = request
         self.closeConnection = !request.keepAlive || drain
-        // Capacity 0 does not allocate: `begin` does, once the head is known to be needed.
-        self.head = allocator.buffer(capacity: 0)
+        self.head = buffer
     }
 
     /// Starts the head with the app's status line text, e.g. `200 OK`.

@@ -112,3 +112,61 @@ private extension ResponseWriter {
         #expect(throws: ResponseHeadError.self) { try writer.add("Content-Length", "abc") }
     }
 }
+
+/// Written responses' buffers reused for later heads (ResponseBufferPool): the storage is reused only
+/// when nothing else holds it, so the bytes of a buffer still being written never change.
+@Suite struct ResponseBufferPoolTests {
+    let allocator = ByteBufferAllocator()
+
+    /// Where a buffer's bytes live.
+    private func address(_ buffer: ByteBuffer) -> UnsafeRawPointer {
+        buffer.withVeryUnsafeBytes { UnsafeRawPointer($0.baseAddress!) }
+    }
+
+    private func response(_ writer: inout ResponseWriter, _ body: String) throws -> ByteBuffer {
+        try writer.begin("200 OK")
+        try writer.add("Content-Type", "text/plain")
+        var out = writer.finishHead(knownLength: Int64(body.utf8.count))
+        writer.body(body, into: &out)
+        writer.finishBody(into: &out)
+        return out
+    }
+
+    @Test func aWrittenBufferThatNoOneHoldsIsTheNextHeadsStorage() throws {
+        let pool = ResponseBufferPool()
+        var first = ResponseWriter(request: request(), allocator: allocator, drain: false)
+        var written = try response(&first, "first")
+        let storage = address(written)
+        pool.give(written)
+        written = ByteBuffer()   // the write let it go: the pool's copy is the only one
+        var second = ResponseWriter(request: request(), recycling: try #require(pool.take()), drain: false)
+        let out = try response(&second, "second")
+        #expect(address(out) == storage)
+        #expect(text(out).hasPrefix("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"))
+        #expect(text(out).hasSuffix("\r\n\r\nsecond"))
+        #expect(pool.take() == nil)
+    }
+
+    @Test func aBufferStillHeldElsewhereIsNeitherOverwrittenNorReused() throws {
+        let pool = ResponseBufferPool()
+        var first = ResponseWriter(request: request(), allocator: allocator, drain: false)
+        let inFlight = try response(&first, "first")   // NIO still writing it
+        let before = text(inFlight)
+        pool.give(inFlight)
+        var second = ResponseWriter(request: request(), recycling: try #require(pool.take()), drain: false)
+        let out = try response(&second, "second")
+        #expect(text(inFlight) == before)
+        #expect(address(out) != address(inFlight))
+        #expect(text(out).hasSuffix("\r\n\r\nsecond"))
+    }
+
+    @Test func keepsOnlyBuffersOfAHeadsSizeAndAtMostItsCount() {
+        let pool = ResponseBufferPool()
+        pool.give(allocator.buffer(capacity: 64))                       // too small to hold a head
+        pool.give(allocator.buffer(capacity: ForeignBuffer.minimumSize)) // a lent chunk's size
+        #expect(pool.count == 0)
+        for _ in 0..<(ResponseBufferPool.maximumCount + 5) { pool.give(allocator.buffer(capacity: 512)) }
+        #expect(pool.count == ResponseBufferPool.maximumCount)
+        #expect(ResponseBufferPool.keptCapacities.upperBound < ForeignBuffer.minimumSize)
+    }
+}

@@ -29,7 +29,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     init(host: ASGIHost, exchange: HTTPExchange) {
         self.host = host
         self.exchange = exchange
-        self.writer = ResponseWriter(request: exchange.request, allocator: exchange.allocator, drain: exchange.serverIsDraining)
+        self.writer = ResponseWriter(request: exchange.request, recycling: exchange.responseBuffer(), drain: exchange.serverIsDraining)
     }
 
     // MARK: ExchangeObserver (I/O thread)

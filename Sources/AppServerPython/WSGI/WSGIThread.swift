@@ -21,7 +21,7 @@ final class ActiveRequest {
     init(exchange: HTTPExchange, serial: Int) {
         self.exchange = exchange
         self.serial = serial
-        self.writer = ResponseWriter(request: exchange.request, allocator: exchange.allocator, drain: exchange.serverIsDraining)
+        self.writer = ResponseWriter(request: exchange.request, recycling: exchange.responseBuffer(), drain: exchange.serverIsDraining)
     }
 }
 
