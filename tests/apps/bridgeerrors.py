@@ -48,6 +48,21 @@ async def asgi(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": [("x", "1")]})
     elif path == "/status-str":
         await send({"type": "http.response.start", "status": "200"})
+    elif path == "/body-first":
+        await send({"type": "http.response.body", "body": b"early"})
+    elif path == "/start-twice":
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.start", "status": 200})
+    elif path == "/unknown-type":
+        await send({"type": "http.response.bogus"})
+    elif path == "/built-types":
+        # Types made at run time: equal characters in other objects than the interned ones (and than
+        # a literal's), one of them a str subclass.
+        class Text(str):
+            pass
+        await send({"type": ".".join(["http", "response", "start"]), "status": 200, "headers": []})
+        await send({"type": Text("http.response." + "body"), "body": b"built"})
+        return
     elif path == "/not-awaitable":
         return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})

@@ -35,12 +35,23 @@ def test_wsgi_bad_values_raise_in_the_app(serve, path, message):
     ("/header-triple", "each response header must be a [name, value] pair of bytes"),
     ("/header-str", "response header names and values must be bytes"),
     ("/status-str", "TypeError"),
+    ("/body-first", "http.response.body sent before http.response.start"),
+    ("/start-twice", "http.response.start sent twice"),
+    ("/unknown-type", "unexpected ASGI message type 'http.response.bogus' for an http scope"),
 ])
 def test_asgi_bad_messages_raise_in_the_app(serve, path, message):
     server = serve("bridgeerrors:asgi", "--interface", "asgi")
     assert requests.get(server.url + path, timeout=10).status_code == 500
     assert requests.get(server.url + "/", timeout=10).text == "fine"
     assert message in server.log() and "Exception in ASGI application" in server.log()
+    no_crash(server)
+
+
+def test_asgi_message_types_are_told_by_their_characters(serve):
+    """Types an app builds at run time (not the interned objects, one a str subclass) are the same types."""
+    server = serve("bridgeerrors:asgi", "--interface", "asgi")
+    response = requests.get(server.url + "/built-types", timeout=10)
+    assert (response.status_code, response.text) == (200, "built")
     no_crash(server)
 
 

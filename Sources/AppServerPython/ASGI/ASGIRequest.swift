@@ -112,7 +112,12 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         guard appserver_is_dict(message) != 0 else { throw PythonError.typeError("send() takes an ASGI message dict") }
         let messages = host.messages
         guard let type = Python.item(message, messages.type.pointer) else { throw PythonError.valueError("an ASGI message needs a 'type'") }
-        // The two types of every response are told without making a String of them.
+        // The two types of every response are told without making a String of them, the one the
+        // response expects next first (each message then costs one comparison).
+        if !responseStarted && messages.isType(type, messages.httpResponseStart) {
+            try startResponse(message)
+            return host.completedFuture()
+        }
         if messages.isType(type, messages.httpResponseBody) {
             guard responseStarted else { throw PythonError.runtimeError("http.response.body sent before http.response.start") }
             if responseComplete {
@@ -122,9 +127,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
             return try sendBody(message)
         }
         if messages.isType(type, messages.httpResponseStart) {
-            if responseStarted { throw PythonError.runtimeError("http.response.start sent twice") }
-            try startResponse(message)
-            return host.completedFuture()
+            throw PythonError.runtimeError("http.response.start sent twice")
         }
         switch try Python.string(type) {
         case "http.response.trailers":
