@@ -126,7 +126,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
             }
             return try sendBody(message)
         }
-        if messages.isType(type, messages.httpResponseStart) {
+        if responseStarted && messages.isType(type, messages.httpResponseStart) {
             throw PythonError.runtimeError("http.response.start sent twice")
         }
         switch try Python.string(type) {
