@@ -11,6 +11,9 @@ public struct AccessLogRecord {
     public var responseBytes: Int64
     public var responseHeaders: [(name: String, value: String)]
     public var finished: Monotonic
+    /// The wall-clock time the request started: the wall clock now, less the time it took (as the
+    /// monotonic clock measured it).
+    public var startedWallClock: timespec
 
     public init(request: RequestInfo, status: Int, responseBytes: Int64, responseHeaders: [(name: String, value: String)], finished: Monotonic) {
         self.request = request
@@ -18,6 +21,10 @@ public struct AccessLogRecord {
         self.responseBytes = responseBytes
         self.responseHeaders = responseHeaders
         self.finished = finished
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let started = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec) - max(0, finished.nanoseconds - request.started.nanoseconds)
+        startedWallClock = timespec(tv_sec: Int(started / 1_000_000_000), tv_nsec: Int(started % 1_000_000_000))
     }
 }
 
@@ -107,7 +114,7 @@ public struct AccessLogFormatter: Sendable {
         case "h": return r.request.origin?.client?.host ?? Self.host(r.request.remoteAddress)
         case "l": return "-"
         case "u": return Self.basicAuthUser(r.request.headers.first(name: "authorization")) ?? "-"
-        case "t": return Self.clfTime(r.request.startedWallClock)
+        case "t": return Self.clfTime(r.startedWallClock)
         case "r": return "\(r.request.method) \(uri) HTTP/\(r.request.version.major).\(r.request.version.minor)"
         case "m": return r.request.method
         case "U": return String(uri[..<(query ?? uri.endIndex)])
@@ -132,7 +139,7 @@ public struct AccessLogFormatter: Sendable {
     static let numericAtoms: Set<String> = ["s", "B", "T", "M", "D", "L"]
 
     private func jsonLine(_ record: AccessLogRecord) -> String {
-        var line = "{\"time\":" + Self.isoTime(record.request.startedWallClock).doubleQuotedEscaped
+        var line = "{\"time\":" + Self.isoTime(record.startedWallClock).doubleQuotedEscaped
         for name in Self.jsonAtoms {
             let value = atom(name, record)
             line += ",\"" + name + "\":"

@@ -116,9 +116,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var queued = ArrayQueue<RequestPart>()
     private var bodyPaused = false
     private var readPending = false
-    /// When the idle or header timeout ends; checked by the server's once-a-second sweep, which is
-    /// far cheaper than scheduling and cancelling a timer for every request.
-    private(set) var deadline: NIODeadline?
+    /// The idle or header timeout; dated and checked by the server's once-a-second sweep, which is
+    /// far cheaper than scheduling and cancelling a timer (or reading the clock) for every request.
+    var deadline = SweptDeadline()
     private var requestCount = 0
     /// The peer's and our address, read once per connection (NIO takes a lock for each read).
     private var addresses: ConnectionAddresses?
@@ -153,7 +153,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        deadline = nil
+        deadline.clear()
         current?.abort()
         current = nil
         machine.closed()
@@ -230,7 +230,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func startRequest(_ head: consuming RequestHead) {
-        deadline = nil
+        deadline.clear()
         requestCount += 1
         bodyReceived = 0
         unpromisedBytes = 0
@@ -473,7 +473,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             webSocket.delegate?.webSocketClosed(code: 1006, reason: "")
             return
         }
-        deadline = nil
+        deadline.clear()
         machine.closed()
         current = nil
         exchange.letObserverGo()
@@ -534,7 +534,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         current?.abort()
         current = nil
         machine.answeredWithError()
-        deadline = nil
+        deadline.clear()
         context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
     }
 
@@ -576,7 +576,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         current?.abort()
         current = nil
         machine.closed()
-        deadline = nil
+        deadline.clear()
         // Nothing waiting in the channel (the common case: the response went to the kernel at its
         // flush): close now, without the empty write below and its future (~4k instructions, paid by
         // every connection nginx's uwsgi_pass opens).
@@ -602,8 +602,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .keepAlive: seconds = limits.keepAlive
         case .drainGrace: seconds = min(limits.keepAlive, limits.headerTimeout)
         }
-        guard context != nil else { return }   // (not `let`: a binding costs a retain on every request)
-        deadline = seconds > 0 ? context.eventLoop.now + .seconds(seconds) : nil
+        deadline.arm(seconds: seconds)
     }
 
     /// A request the app has made no progress on for `seconds` (its body all read, its response not
@@ -632,7 +631,6 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// Called by the server's sweep when `deadline` has passed.
     func deadlinePassed() {
-        deadline = nil
         switch machine.deadlinePassed() {
         case .none: break
         case .close: close()

@@ -30,9 +30,10 @@ public final class RequestInfo: @unchecked Sendable {
     public let origin: RequestOrigin?
     /// The request came as a uwsgi packet: its response is never chunked and closes the connection.
     public let viaUWSGI: Bool
-    /// When the head was complete, for the access log's request time (set once, before sharing).
+    /// When the head was complete, for the request time (set once, before sharing). Its wall-clock
+    /// time, for the access log, is worked out when a line is written (AccessLogRecord): a second
+    /// clock read every request, for a log most servers do not keep.
     public internal(set) var started: Monotonic
-    public let startedWallClock: timespec
     /// The request id (RequestID): the one the request carried, or the serial of one made here (0: none).
     private let carriedRequestID: String?
     public let madeRequestID: UInt64
@@ -54,9 +55,6 @@ public final class RequestInfo: @unchecked Sendable {
         // The calls first, the stores after: a reference stored before a call was kept alive across it
         // (a retain and a release more each).
         self.started = .now()
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        self.startedWallClock = ts
         self.isHead = head.methodIs("HEAD")
         if let requestIDHeader {
             carriedRequestID = RequestID.carried(in: head.headers, lowercasedName: requestIDHeader)

@@ -5,7 +5,8 @@ import NIOPosix
 
 /// A connection the server tracks: for its timeouts (a once-a-second sweep) and for draining.
 protocol ServerConnection: AnyObject {
-    var deadline: NIODeadline? { get }
+    /// Its idle, header or closing timeout, dated and checked by the sweep.
+    var deadline: SweptDeadline { get set }
     func deadlinePassed()
     func drain()
     /// Called by the once-a-second sweep: answer 504 if the request in progress made no progress
@@ -242,7 +243,7 @@ public final class HTTPServer: @unchecked Sendable {
         let now = eventLoop.now
         let monotonic = Monotonic.now()
         for handler in connections.values {
-            if let deadline = handler.deadline, deadline <= now { handler.deadlinePassed() }
+            if handler.deadline.sweep(now: now) { handler.deadlinePassed() }
             if stuckRequestTimeout > 0 { handler.checkStuck(seconds: stuckRequestTimeout, now: monotonic) }
         }
     }

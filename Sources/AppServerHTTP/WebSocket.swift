@@ -166,7 +166,7 @@ final class WebSocketHandler: ChannelDuplexHandler, ServerConnection {
     private var closing = false
     private var reported = false
     private var readPending = false
-    private(set) var deadline: NIODeadline?
+    var deadline = SweptDeadline()
 
     init(connection: WebSocketConnection, server: HTTPServer) {
         self.connection = connection
@@ -286,7 +286,7 @@ final class WebSocketHandler: ChannelDuplexHandler, ServerConnection {
         payload.writeInteger(UInt16(clamping: code))
         payload.writeString(String(reason.utf8.prefix(123)) ?? "")
         context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)), promise: nil)
-        deadline = context.eventLoop.now + .seconds(5)
+        deadline.arm(seconds: 5)
     }
 
     private func report(code: Int, reason: String) {
@@ -304,7 +304,6 @@ final class WebSocketHandler: ChannelDuplexHandler, ServerConnection {
     }
 
     func deadlinePassed() {
-        deadline = nil
         context?.close(promise: nil)
     }
 }

@@ -60,4 +60,19 @@ import Testing
         let formatter = AccessLogFormatter(format: "%({x-request-id}i)s", requestIDHeader: "X-Request-ID")
         #expect(formatter.format(AccessLogRecord(request: made, status: 200, responseBytes: 0, responseHeaders: [], finished: .now())) == made.requestID)
     }
+
+    @Test func theStartTimeIsTheWallClockLessTheRequestTime() throws {
+        let head = try RequestHead(parsing: "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        let info = RequestInfo(head: head, keepAlive: true, hasBody: false, contentLength: nil, remoteAddress: nil, localAddress: nil)
+        let finished = Monotonic.now()
+        info.started = Monotonic(nanoseconds: finished.nanoseconds - 90 * 1_000_000_000)   // a 90-second request
+        var before = timespec()
+        clock_gettime(CLOCK_REALTIME, &before)
+        let record = AccessLogRecord(request: info, status: 200, responseBytes: 0, responseHeaders: [], finished: finished)
+        var after = timespec()
+        clock_gettime(CLOCK_REALTIME, &after)
+        let started = record.startedWallClock
+        #expect(started.tv_nsec >= 0 && started.tv_nsec < 1_000_000_000)
+        #expect(started.tv_sec >= before.tv_sec - 90 - 1 && started.tv_sec <= after.tv_sec - 90)
+    }
 }

@@ -241,6 +241,21 @@ def test_header_timeout_answers_408_to_a_slow_client(serve):
     assert requests.get(server.url + "/").status_code == 200
 
 
+def test_a_slow_head_on_a_kept_connection_gets_the_header_timeout_not_the_keep_alive_one(serve):
+    # The header timeout starts with the first bytes of each head, the second request's too: a
+    # client that idles within the keep-alive timeout, then trickles a head, is answered 408.
+    server = serve("plain:app", "--header-timeout", "1", "--keep-alive", "30")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        f = s.makefile("rb")
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(f)[2] == b"Hello, World!"
+        time.sleep(1.5)   # idle, under keep-alive: the connection stays
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        started = time.monotonic()
+        assert f.read().startswith(b"HTTP/1.1 408")   # and closed
+        assert time.monotonic() - started < 8   # not the 30 s keep-alive timeout
+
+
 def test_idle_keep_alive_connection_is_closed(serve):
     server = serve("plain:app", "--keep-alive", "1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
