@@ -1,4 +1,5 @@
 #include "CPythonShim.h"
+#include <structmember.h>
 #include <string.h>
 #include <stdlib.h>
 
@@ -130,4 +131,17 @@ int appserver_init_python(const char *program_name, char **error) {
     if (PyStatus_Exception(status)) return fail(status, &config, error);
     PyConfig_Clear(&config);
     return 0;
+}
+
+Py_ssize_t appserver_slot_offset(PyObject *type, PyObject *name) {
+    if (!PyType_Check(type)) return -1;
+    PyObject *descriptor = PyObject_GetAttr(type, name);   // a member descriptor gives itself for its type
+    if (descriptor == NULL) { PyErr_Clear(); return -1; }
+    Py_ssize_t offset = -1;
+    if (Py_IS_TYPE(descriptor, &PyMemberDescr_Type) && PyDescr_TYPE(descriptor) == (PyTypeObject *)type) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
+        if (member->type == T_OBJECT_EX && !(member->flags & READONLY) && member->offset > 0) offset = member->offset;
+    }
+    Py_DECREF(descriptor);
+    return offset;
 }

@@ -66,10 +66,11 @@ def identity(glue, loop):
     async def nothing():
         pass
     coroutine = nothing()
-    # As the server makes one (ASGITask.swift): object.__new__, then the three attributes.
+    # As the server makes one (ASGITask.swift): object.__new__, then the slots.
     kind = glue["asgi"].RequestTask
     task = kind.__new__(kind)
     task._coro, task._loop, task._context = coroutine, loop, None
+    task._state, task._must_cancel, task._callbacks = "PENDING", False, None
     return task, coroutine
 
 
@@ -84,6 +85,18 @@ def test_request_task_cancel_marks_and_counts(glue, loop_parts):
     assert task.cancel() is False and task.cancelled() and task.done()
     with pytest.raises(asyncio.CancelledError):
         task.result()
+    coroutine.close()
+
+
+def test_request_task_takes_weak_references_and_other_attributes(glue, loop_parts):
+    # Slots keep what the server reaches by offset; libraries still key tasks weakly (anyio's task
+    # states) and may hang their own attributes on them.
+    import weakref
+    task, coroutine = identity(glue, loop_parts[0])
+    states = weakref.WeakKeyDictionary({task: "state"})
+    task.library_mark = 1
+    assert states[task] == "state" and task.library_mark == 1
+    assert task.get_context() is None and not task._must_cancel and task._callbacks is None
     coroutine.close()
 
 

@@ -28,11 +28,15 @@ final class ASGITask: @unchecked Sendable {
         self.finished = finished
         // As asyncio.Task: each task runs in a copy of the context it was made in.
         let context = try PyRef.checked(PyContext_CopyCurrent())
-        // A RequestTask made by object.__new__ (it has no __init__: see _appserver_asgi.py), its attributes set here.
+        // A RequestTask made by object.__new__ (it has no __init__: see _appserver_asgi.py), its slots set here.
         let identity = try PyRef.checked(appserver_bare_instance(runtime.identityType.pointer))
-        try Python.setAttribute(identity.pointer, runtime.names.coro.pointer, coroutine.pointer)
-        try Python.setAttribute(identity.pointer, runtime.names.loop.pointer, runtime.loop.pointer)
-        try Python.setAttribute(identity.pointer, runtime.names.context.pointer, context.pointer)
+        let slots = runtime.slots
+        appserver_slot_set(identity.pointer, slots.coro, coroutine.pointer)
+        appserver_slot_set(identity.pointer, slots.loop, runtime.loop.pointer)
+        appserver_slot_set(identity.pointer, slots.context, context.pointer)
+        appserver_slot_set(identity.pointer, slots.state, runtime.names.pendingState.pointer)
+        appserver_slot_set(identity.pointer, slots.mustCancel, appserver_false())
+        appserver_slot_set(identity.pointer, slots.callbacks, appserver_none())
         self.identity = .some(consume identity)
         self.context = .some(consume context)
         self.coroutine = .some(consume coroutine)
@@ -65,7 +69,7 @@ final class ASGITask: @unchecked Sendable {
             setAttribute(identity, runtime.names.futWaiter, appserver_none())
         }
         // Nobody can have cancelled the task before its first step: nothing else has it yet.
-        if !enteringContext && Python.flag(identity, runtime.names.mustCancel.pointer) {
+        if !enteringContext && runtime.mustCancel(identity) {
             if thrown.pointer.map({ PyErr_GivenExceptionMatches($0, runtime.cancelledError.pointer) == 0 }) ?? true {
                 let message = try? Python.attribute(identity, runtime.names.cancelMessage.pointer)
                 guard let cancelled = try? runtime.makeCancelledError(message: message.pointer) else {
@@ -74,7 +78,7 @@ final class ASGITask: @unchecked Sendable {
                 }
                 thrown = .some(consume cancelled)
             }
-            setAttribute(identity, runtime.names.mustCancel, appserver_false())
+            appserver_slot_set(identity, runtime.slots.mustCancel, appserver_false())
         }
 
         if enteringContext && PyContext_Enter(context) != 0 {
@@ -112,7 +116,7 @@ final class ASGITask: @unchecked Sendable {
         switch status {
         case PYGEN_RETURN:
             // Cancelled just before it returned: asyncio marks the task cancelled all the same.
-            finish(with: nil, cancelled: Python.flag(identity, runtime.names.mustCancel.pointer))
+            finish(with: nil, cancelled: runtime.mustCancel(identity))
         case PYGEN_NEXT:
             if let result { suspend(on: result.pointer) }
         default:
@@ -163,10 +167,10 @@ final class ASGITask: @unchecked Sendable {
         setAttribute(identity, runtime.names.futWaiter, yielded)
         waiting = true
         // Cancelled during the step that has just ended: cancel what it now waits for.
-        if Python.flag(identity, runtime.names.mustCancel.pointer) {
+        if runtime.mustCancel(identity) {
             let message = (try? Python.attribute(identity, runtime.names.cancelMessage.pointer)) ?? PyRef.noneObject
             if let cancelled = try? Python.callMethod(yielded, runtime.names.cancel.pointer, message.pointer, keywords: runtime.names.messageKeyword.pointer) {
-                if cancelled.pointer == appserver_true() { setAttribute(identity, runtime.names.mustCancel, appserver_false()) }
+                if cancelled.pointer == appserver_true() { appserver_slot_set(identity, runtime.slots.mustCancel, appserver_false()) }
             } else {
                 PyErr_Clear()
             }
@@ -210,12 +214,11 @@ final class ASGITask: @unchecked Sendable {
     /// functions' capsule.
     private func finish(with exception: consuming PyRef?, cancelled: Bool) {
         guard let identity = identity.take() else { return }
-        setAttribute(identity.pointer, runtime.names.state, cancelled ? runtime.names.cancelledState.pointer : runtime.names.finishedState.pointer)
+        appserver_slot_set(identity.pointer, runtime.slots.state, cancelled ? runtime.names.cancelledState.pointer : runtime.names.finishedState.pointer)
         if waiting { setAttribute(identity.pointer, runtime.names.futWaiter, appserver_none()) }
-        if let callbacks = try? Python.attribute(identity.pointer, runtime.names.callbacks.pointer), callbacks.pointer != appserver_none() {
-            _ = try? Python.callMethod(identity.pointer, runtime.names.scheduleCallbacks.pointer)
+        if let callbacks = appserver_slot_get(identity.pointer, runtime.slots.callbacks), callbacks != appserver_none() {
+            if (try? Python.callMethod(identity.pointer, runtime.names.scheduleCallbacks.pointer)) == nil { PyErr_Clear() }
         }
-        PyErr_Clear()
         coroutine = nil
         context = nil
         wakeUpFunction = nil
@@ -249,6 +252,26 @@ final class ASGITaskRuntime: @unchecked Sendable {
     private let enterTask: PyRef
     private let leaveTask: PyRef
     let names: Names
+    let slots: Slots
+
+    /// Where a RequestTask keeps what is set or read on every request: its slots' offsets.
+    struct Slots {
+        let coro, loop, context, state, mustCancel, callbacks: Int
+
+        init(of type: PyObjectPointer, names: Names) throws(PythonError) {
+            func offset(_ name: borrowing PyRef) throws(PythonError) -> Int {
+                let offset = appserver_slot_offset(type, name.pointer)
+                guard offset > 0 else { throw .runtimeError("RequestTask has no slot \(Python.repr(name.pointer)) (_appserver_asgi.py)") }
+                return offset
+            }
+            coro = try offset(names.coro)
+            loop = try offset(names.loop)
+            context = try offset(names.context)
+            state = try offset(names.state)
+            mustCancel = try offset(names.mustCancel)
+            callbacks = try offset(names.callbacks)
+        }
+    }
 
     final class Names: @unchecked Sendable {
         let futureBlocking = Python.interned("_asyncio_future_blocking")
@@ -264,6 +287,7 @@ final class ASGITaskRuntime: @unchecked Sendable {
         let futWaiter = Python.interned("_fut_waiter")
         let state = Python.interned("_state")
         let callbacks = Python.interned("_callbacks")
+        let pendingState = Python.interned("PENDING")
         let scheduleCallbacks = Python.interned("_schedule_callbacks")
         let finishedState = Python.interned("FINISHED")
         let cancelledState = Python.interned("CANCELLED")
@@ -288,8 +312,15 @@ final class ASGITaskRuntime: @unchecked Sendable {
         cancelledError = try Python.attribute(exceptions.pointer, "CancelledError")
         callSoon = try Python.attribute(loop, "call_soon")
         names = try Names()
+        slots = try Slots(of: identityType, names: names)
         self.loop = PyRef(retaining: loop)
         self.identityType = PyRef(retaining: identityType)
+    }
+
+    /// The identity's `_must_cancel` (cancel() set it).
+    func mustCancel(_ identity: PyObjectPointer) -> Bool {
+        guard let value = appserver_slot_get(identity, slots.mustCancel) else { return false }
+        return value == appserver_true() || (value != appserver_false() && PyObject_IsTrue(value) == 1)
     }
 
     /// `asyncio._enter_task(loop, identity)`: false with the exception set.
