@@ -20,8 +20,13 @@ async def current_task():
     same.append(task is asyncio.current_task())
     await asyncio.sleep(0.01)         # a future: the next step comes from its done callback
     same.append(task is asyncio.current_task())
+    # Between the task's steps no task is current: a plain callback of the loop sees none.
+    outside = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(lambda: outside.set_result(asyncio.current_task()))
+    between = await outside
     return {"has_task": task is not None, "same": same, "name": task.get_name(), "done": task.done(),
-            "coro": type(task.get_coro()).__name__, "stack": len(task.get_stack()) > 0, "repr": repr(task)[:40]}
+            "coro": type(task.get_coro()).__name__, "stack": len(task.get_stack()) > 0, "repr": repr(task)[:40],
+            "between_steps": repr(between)}
 
 
 @app.get("/sync")

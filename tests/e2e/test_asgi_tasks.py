@@ -26,6 +26,7 @@ def test_current_task_is_one_identity_across_awaits(server):
     assert body["has_task"] and body["same"] == [True, True, True]
     assert body["name"].startswith("appserver-request-") and body["done"] is False
     assert body["coro"] == "coroutine" and body["stack"] and body["repr"].startswith("<RequestTask appserver-request-")
+    assert body["between_steps"] == "None"
 
 
 def test_sync_endpoints_in_anyio_threads_run_concurrently(server):
