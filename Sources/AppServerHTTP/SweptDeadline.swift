@@ -7,8 +7,8 @@ import NIOCore
 /// two of which were some 130 instructions a request. It fires as early and as late as a deadline
 /// dated when armed: at the sweep `seconds` after the first sweep that follows the arming, i.e.
 /// between `seconds` and `seconds` + 1 s after it.
-struct SweptDeadline: Equatable {
-    private enum State: Equatable {
+struct SweptDeadline {
+    private enum State {
         case off
         /// Armed, not yet seen by a sweep.
         case armed(seconds: Int64)
@@ -25,8 +25,6 @@ struct SweptDeadline: Equatable {
     mutating func clear() {
         state = .off
     }
-
-    var isArmed: Bool { state != .off }
 
     /// The sweep at `now`: dates a timeout armed since the last sweep; returns true, and clears it,
     /// when a dated one has passed.

@@ -317,10 +317,15 @@ final class ASGITaskRuntime: @unchecked Sendable {
         self.identityType = PyRef(retaining: identityType)
     }
 
-    /// The identity's `_must_cancel` (cancel() set it).
+    /// The identity's `_must_cancel` (cancel() set it); an unset slot, or a value whose truth
+    /// raises, counts as false (the error is cleared).
     func mustCancel(_ identity: PyObjectPointer) -> Bool {
         guard let value = appserver_slot_get(identity, slots.mustCancel) else { return false }
-        return value == appserver_true() || (value != appserver_false() && PyObject_IsTrue(value) == 1)
+        if value == appserver_true() { return true }
+        if value == appserver_false() { return false }
+        let truth = PyObject_IsTrue(value)
+        if truth < 0 { PyErr_Clear() }
+        return truth == 1
     }
 
     /// `asyncio._enter_task(loop, identity)`: false with the exception set.

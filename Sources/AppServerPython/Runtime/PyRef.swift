@@ -248,12 +248,6 @@ enum Python {
         return nil
     }
 
-    /// The attribute is true (an error counts as false and is cleared).
-    static func flag(_ object: PyObjectPointer, _ name: PyObjectPointer) -> Bool {
-        guard let value = PyRef(newReference: PyObject_GetAttr(object, name)) else { PyErr_Clear(); return false }
-        return PyObject_IsTrue(value.pointer) == 1
-    }
-
     // MARK: conversions (errors are Python exceptions, never traps)
 
     /// A str's text; a str that cannot be UTF-8 (a lone surrogate) raises UnicodeEncodeError.
