@@ -13,6 +13,11 @@ Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi
   --peers counts a peer's worker the same way (its command from bench.py): user-space instructions only,
   so a comparison that the machine's noise cannot move, though not one of time (the kernel's work, and
   what threads waiting on each other cost, are not in it).
+
+The last column, requests a wait (the worker's calls of epoll_wait and epoll_pwait, differenced the same
+way), says how many requests one turn of the event loops carried: a loop turn costs a few hundred
+instructions of its own, so two builds' counts compare only between runs that batched alike (the same
+build's count moves by ~1% between a run at 2 requests a wait and one at 4).
 """
 import argparse
 import os
@@ -138,12 +143,34 @@ def run_once(command, valgrind_options, load, seconds, workdir, cwd=None, loader
         served = loader(seconds, load)
     finally:
         stop_valgrind(server)
-    return summary(os.path.join(workdir, f"callgrind.{worker}")), served
+    dump = Path(workdir) / f"callgrind.{worker}"
+    return summary(dump), served, waits(dump)
 
 
 def summary(dump):
     """The instructions a callgrind dump counted."""
     return int(re.search(r"^summary:\s+(\d+)", Path(dump).read_text(errors="replace"), re.M).group(1))
+
+
+WAIT_FUNCTIONS = {"epoll_wait", "epoll_pwait"}
+
+
+def waits(dump):
+    """How often the dump's process called epoll_wait or epoll_pwait (its event loops' turns). Callgrind's
+    format names a function once, `cfn=(id) name`, then by `(id)` alone; each call site's `calls=N` line
+    follows its `cfn=` line."""
+    names, callee, count = {}, None, 0
+    with open(dump, errors="replace") as lines:
+        for line in lines:
+            if line.startswith(("fn=(", "cfn=(")):
+                ident, _, name = line.partition("=")[2].partition(")")
+                if name.strip():
+                    names[ident] = name.strip()
+                if line.startswith("cfn="):
+                    callee = names.get(ident)
+            elif line.startswith("calls=") and callee in WAIT_FUNCTIONS:
+                count += int(line[6:].split()[0])
+    return count
 
 
 def stop_valgrind(server):
@@ -168,7 +195,8 @@ def measure(binary, extra, module, interface, load, seconds, workdir, peer=None,
         command, cwd = appserver_command(copy, extra, module, interface, listener[0]), None
     short = run_once(command, options, load, max(1, seconds // 4), workdir, cwd, listener[1])
     long = run_once(command, options, load, seconds, workdir, cwd, listener[1])
-    return (long[0] - short[0]) / (long[1] - short[1]), long[1] - short[1]
+    served, turns = long[1] - short[1], long[2] - short[2]
+    return (long[0] - short[0]) / served, served, served / turns if turns > 0 else float("nan")
 
 
 def main():
@@ -182,17 +210,17 @@ def main():
     if os.environ.get("APPSERVER_BASELINE"):
         configs.insert(0, ("baseline", Path(os.environ["APPSERVER_BASELINE"]), "", None))
     configs += [(peer, None, "", peer) for peer in args.peers.split(",") if peer]
-    print("| bench | config | instructions per request | requests measured |")
-    print("|---|---|---|---|")
+    print("| bench | config | instructions per request | requests measured | requests a wait |")
+    print("|---|---|---|---|---|")
     for bench in args.benches.split(","):
         module, interface, load = BENCHES[bench]
         for name, binary, extra, peer in configs:
             if peer and (interface not in SERVERS[peer][1] or bench in LISTENERS):
                 continue
             with tempfile.TemporaryDirectory() as workdir:
-                per_request, served = measure(binary, extra, module, interface, load, args.seconds, workdir, peer,
+                per_request, served, batch = measure(binary, extra, module, interface, load, args.seconds, workdir, peer,
                                               LISTENERS.get(bench, ((), wrk)))
-            print(f"| {bench} | {name} | {per_request:,.0f} | {served} |", flush=True)
+            print(f"| {bench} | {name} | {per_request:,.0f} | {served} | {batch:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
