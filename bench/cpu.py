@@ -4,7 +4,9 @@ this build and APPSERVER_BASELINE alternated, one worker pinned to CPU 1 and the
 Where the load's own core is the bound (a connection a request: wrk's connect and the handshake's
 softirq work), req/s cannot show a change in the server's cost, and on a noisy machine it moves more
 than the change; the worker's CPU a request shows what the server spends, kernel work included (which
-callgrind's instruction counts leave out). Prints each round and the medians."""
+callgrind's instruction counts leave out). Prints each round and the medians, and the same split by
+thread: the I/O thread (SwiftNIO's event loop, `NIO-ELT-*`: the socket reads and writes, whose kernel
+work is most of a small request's) and the others (the app's: the Python thread or threads)."""
 import argparse
 import os
 import statistics
@@ -17,9 +19,24 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid):
-    """User and system seconds of a process so far (all its threads)."""
+    """User and system seconds so far of a process (all its threads) or of a thread (/proc/PID/task/TID)."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def cpu_by_thread_kind(pid):
+    """User and system seconds so far of the process's I/O thread and of its other threads, apart."""
+    kinds = {"io": [0.0, 0.0], "app": [0.0, 0.0]}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = open(f"/proc/{pid}/task/{task}/comm").read()
+            user, system = cpu_seconds(f"{pid}/task/{task}")
+        except FileNotFoundError:
+            continue   # a thread that ended in between
+        kind = kinds["io" if name.startswith("NIO-ELT") else "app"]
+        kind[0] += user
+        kind[1] += system
+    return kinds
 
 
 def measure(binary, bench_name, seconds):
@@ -41,12 +58,14 @@ def measure(binary, bench_name, seconds):
         # `taskset` pins the server; the load runs on CPU 0 (wrk is pinned by run_wrk, this process here).
         os.sched_setaffinity(0, {0})
         load(1)   # warm-up
-        before = cpu_seconds(worker)
+        before, threads_before = cpu_seconds(worker), cpu_by_thread_kind(worker)
         requests = load(seconds)
-        after = cpu_seconds(worker)
+        after, threads_after = cpu_seconds(worker), cpu_by_thread_kind(worker)
     finally:
         bench.stop(server)
-    return ((after[0] - before[0]) / requests * 1e6, (after[1] - before[1]) / requests * 1e6, requests / seconds)
+    per_request = lambda a, b: (a - b) / requests * 1e6
+    by_thread = [per_request(threads_after[kind][i], threads_before[kind][i]) for kind in ("io", "app") for i in (0, 1)]
+    return (per_request(after[0], before[0]), per_request(after[1], before[1]), requests / seconds, *by_thread)
 
 
 def main():
@@ -58,8 +77,9 @@ def main():
     builds = [("this build", bench.APPSERVER)]
     if bench.BASELINE:
         builds.insert(0, ("baseline", bench.BASELINE))
-    print("| bench | build | user us / request | system us / request | req/s | rounds (user+system) |")
-    print("|---|---|---|---|---|---|")
+    print("| bench | build | user us / request | system us / request | req/s | rounds (user+system) "
+          "| I/O thread user / system us | other threads user / system us |")
+    print("|---|---|---|---|---|---|---|---|")
     for bench_name in args.benches.split(","):
         results = {name: [] for name, _ in builds}
         for _ in range(args.rounds):
@@ -67,9 +87,11 @@ def main():
                 results[name].append(measure(binary, bench_name, args.seconds))
         for name, _ in builds:
             runs = results[name]
-            user, system, rps = (statistics.median(r[i] for r in runs) for i in range(3))
+            user, system, rps, io_user, io_system, app_user, app_system = (
+                statistics.median(r[i] for r in runs) for i in range(7))
             rounds = ", ".join(f"{r[0] + r[1]:.1f}" for r in runs)
-            print(f"| {bench_name} | {name} | {user:.1f} | {system:.1f} | {rps:.0f} | {rounds} |", flush=True)
+            print(f"| {bench_name} | {name} | {user:.1f} | {system:.1f} | {rps:.0f} | {rounds} "
+                  f"| {io_user:.1f} / {io_system:.1f} | {app_user:.1f} / {app_system:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
