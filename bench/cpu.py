@@ -6,7 +6,10 @@ softirq work), req/s cannot show a change in the server's cost, and on a noisy m
 than the change; the worker's CPU a request shows what the server spends, kernel work included (which
 callgrind's instruction counts leave out). Prints each round and the medians, and the same split by
 thread: the I/O thread (SwiftNIO's event loop, `NIO-ELT-*`: the socket reads and writes, whose kernel
-work is most of a small request's) and the others (the app's: the Python thread or threads)."""
+work is most of a small request's) and the others (the app's: the Python thread or threads).
+`--peers granian` measures a peer's worker the same way (its command from bench.py, all its threads
+counted as "other"): the CPU a request is the per-core cost that req/s shows only when the machine is
+quiet, and it moves less from run to run."""
 import argparse
 import os
 import statistics
@@ -39,20 +42,24 @@ def cpu_by_thread_kind(pid):
     return kinds
 
 
-def measure(binary, bench_name, seconds):
-    """(user us, system us) a request and req/s for one run of `binary`."""
+def measure(binary, bench_name, seconds, peer=None):
+    """(user us, system us) a request and req/s for one run of `binary` (or of bench.py's `peer`), and
+    the same split by thread kind."""
     module, interface, wrk_extra = instructions.BENCHES[bench_name]
     # The command and listeners of `bench/run.sh instructions`, on its ports.
     listener, listener_load = instructions.LISTENERS.get(bench_name, ((), None))
-    argv = instructions.appserver_command(binary, "", module, interface, listener)
-    server = bench.start("appserver", "wsgi-hello", argv=argv, port=instructions.PORT)
+    if peer:
+        server, port = bench.start(peer, bench_name), bench.PORT
+    else:
+        argv = instructions.appserver_command(binary, "", module, interface, listener)
+        server, port = bench.start("appserver", "wsgi-hello", argv=argv, port=instructions.PORT), instructions.PORT
     try:
         worker = worker_of(server.pid)
 
         def load(duration):
             if listener_load:
                 return listener_load(duration, None)
-            result = bench.run_wrk(f"http://127.0.0.1:{instructions.PORT}/", duration, wrk_extra)
+            result = bench.run_wrk(f"http://127.0.0.1:{port}/", duration, wrk_extra)
             return result["rps"] * duration
 
         # `taskset` pins the server; the load runs on CPU 0 (wrk is pinned by run_wrk, this process here).
@@ -73,19 +80,23 @@ def main():
     parser.add_argument("--benches", default="wsgi-hello-close")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--peers", default="", help="peers of bench.py to measure too, e.g. granian")
     args = parser.parse_args()
-    builds = [("this build", bench.APPSERVER)]
+    builds = [("this build", bench.APPSERVER, None)]
     if bench.BASELINE:
-        builds.insert(0, ("baseline", bench.BASELINE))
+        builds.insert(0, ("baseline", bench.BASELINE, None))
+    builds += [(peer, None, peer) for peer in args.peers.split(",") if peer]
     print("| bench | build | user us / request | system us / request | req/s | rounds (user+system) "
           "| I/O thread user / system us | other threads user / system us |")
     print("|---|---|---|---|---|---|---|---|")
     for bench_name in args.benches.split(","):
-        results = {name: [] for name, _ in builds}
+        interface = instructions.BENCHES[bench_name][1]
+        here = [build for build in builds if not build[2] or interface in bench.SERVERS[build[2]][1]]
+        results = {name: [] for name, _, _ in here}
         for _ in range(args.rounds):
-            for name, binary in builds:
-                results[name].append(measure(binary, bench_name, args.seconds))
-        for name, _ in builds:
+            for name, binary, peer in here:
+                results[name].append(measure(binary, bench_name, args.seconds, peer))
+        for name, _, _ in here:
             runs = results[name]
             user, system, rps, io_user, io_system, app_user, app_system = (
                 statistics.median(r[i] for r in runs) for i in range(7))
