@@ -8,15 +8,15 @@ callgrind's instruction counts leave out). Prints each round and the medians, an
 thread: the I/O thread (SwiftNIO's event loop, `NIO-ELT-*`: the socket reads and writes, whose kernel
 work is most of a small request's) and the others (the app's: the Python thread or threads).
 `--peers granian` measures a peer's worker the same way (its command from bench.py, all its threads
-counted as "other"): the CPU a request is the per-core cost that req/s shows only when the machine is
-quiet, and it moves less from run to run."""
+counted as "other"): the CPU a request is the per-core cost, time spent rather than req/s. The thread
+columns count the threads alive at the end; a thread that ended during the run (Granian's come and go) is
+in the process's total only."""
 import argparse
 import os
 import statistics
 
 import bench
 import instructions
-from footprint import worker_of
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -54,7 +54,9 @@ def measure(binary, bench_name, seconds, peer=None):
         argv = instructions.appserver_command(binary, "", module, interface, listener)
         server, port = bench.start("appserver", "wsgi-hello", argv=argv, port=instructions.PORT), instructions.PORT
     try:
-        worker = worker_of(server.pid)
+        # The server is up and answered (bench.start): its worker is its first child, or the server
+        # itself when it serves from its own process (Uvicorn with one worker).
+        worker = (instructions.children(server.pid) or [server.pid])[0]
 
         def load(duration):
             if listener_load:
