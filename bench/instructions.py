@@ -16,8 +16,9 @@ Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi
 
 The last column, requests a wait (the worker's calls of epoll_wait and epoll_pwait, differenced the same
 way), says how many requests one turn of the event loops carried: a loop turn costs a few hundred
-instructions of its own, so two builds' counts compare only between runs that batched alike (the same
-build's count moves by ~1% between a run at 2 requests a wait and one at 4).
+instructions of its own, so two builds' counts compare only between runs that batched alike (a run
+whose worker served half as many requests counted a few hundred more a WSGI hello request: RESULTS.md,
+twenty-fourth pass).
 """
 import argparse
 import os
