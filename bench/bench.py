@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,6 +174,18 @@ def stop(proc):
     time.sleep(0.5)
 
 
+def ceiling_calls(module, body, interface):
+    """The app's calls a second in bench/ceiling.py's loop (ceiling_asgi.py's for ASGI), pinned to the
+    servers' core; None when the loop printed no figure."""
+    measure = HERE / ("ceiling_asgi.py" if interface == "asgi" else "ceiling.py")
+    out = subprocess.run(["taskset", "-c", "1", sys.executable, str(measure), str(APPS), module] + ([str(body)] if body else []),
+                         capture_output=True, text=True).stdout.strip()
+    try:
+        return float(out)
+    except ValueError:
+        return None
+
+
 def wrk(bench, seconds):
     return run_wrk(f"http://127.0.0.1:{PORT}/", seconds, BENCHES[bench][1])
 
@@ -216,39 +229,48 @@ def main():
     rows = []
     for bench in args.benches.split(","):
         module, _, body, interface = BENCHES[bench]
-        measure = HERE / ("ceiling_asgi.py" if interface == "asgi" else "ceiling.py")
-        ceiling = subprocess.run(["taskset", "-c", "1", sys.executable, str(measure), str(APPS), module] + ([str(body)] if body else []),
-                                 capture_output=True, text=True).stdout.strip()
         results = {s: [] for s in servers}
+        ceilings = []
         for run in range(args.runs):
+            # The ceiling is measured again each round, next to the runs it is the ceiling of: this
+            # machine's speed moves by a quarter within minutes, and a single ceiling taken at the
+            # start made the efficiency column read whatever the first seconds were.
+            ceilings.append(ceiling_calls(module, body, interface))
             for server in servers:
                 proc = start(server, bench)
                 if proc is None:
                     continue
                 try:
                     wrk(bench, 2)  # warm-up
-                    results[server].append(wrk(bench, args.seconds))
+                    results[server].append(dict(wrk(bench, args.seconds), ceiling=ceilings[-1]))
                 finally:
                     stop(proc)
+        ceiling = statistics.median(ceilings) if all(ceilings) else None
         for server in servers:
             if not results[server]:
                 continue
             runs = results[server]
             median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-            rows.append((bench, server, median, sum(r["errors"] for r in runs), sum(r["non2xx"] for r in runs), ceiling))
+            # Efficiency run by run (a run's req/s over its own round's ceiling), then the median.
+            efficiency = statistics.median(r["rps"] / r["ceiling"] for r in runs) if ceiling else None
+            rows.append((bench, server, median, sum(r["errors"] for r in runs), sum(r["non2xx"] for r in runs), ceiling, efficiency))
             print(f"{bench:12} {server:18} {median['rps']:>10.0f} r/s  p50 {median['p50']:.2f} ms  p99 {median['p99']:.2f} ms  "
-                  f"errors {rows[-1][3]} non2xx {rows[-1][4]}  runs {[round(r['rps']) for r in runs]}", flush=True)
+                  f"errors {rows[-1][3]} non2xx {rows[-1][4]}  runs {[round(r['rps']) for r in runs]}"
+                  + (f"  ceilings {[round(c) for c in ceilings]}" if ceiling else ""), flush=True)
     print()
-    print("| app | server | req/s (median of %d) | p50 ms | p99 ms | vs best peer | socket errors / non-2xx | ceiling calls/s | efficiency |" % args.runs)
+    print("| app | server | req/s (median of %d) | p50 ms | p99 ms | vs best peer | socket errors / non-2xx "
+          "| ceiling calls/s (median) | efficiency (median of the runs') |" % args.runs)
     print("|---|---|---|---|---|---|---|---|---|")
     for bench in args.benches.split(","):
         bench_rows = [r for r in rows if r[0] == bench]
         peers = [r[2]["rps"] for r in bench_rows if not r[1].startswith("appserver") and r[1] != "nginx"]
         best_peer = max(peers) if peers else None
-        for _, server, m, errors, non2xx, ceiling in bench_rows:
+        for _, server, m, errors, non2xx, ceiling, efficiency in bench_rows:
             ratio = f"{m['rps'] / best_peer:.2f}x" if best_peer else "-"
-            eff = f"{m['rps'] / float(ceiling):.0%}" if ceiling else "-"
-            print(f"| {bench} | {server} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {ratio} | {errors} / {non2xx} | {ceiling} | {eff} |")
+            eff = f"{efficiency:.0%}" if efficiency else "-"
+            print(f"| {bench} | {server} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {ratio} | {errors} / {non2xx} "
+                  f"| {ceiling:.0f} | {eff} |" if ceiling else
+                  f"| {bench} | {server} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {ratio} | {errors} / {non2xx} | - | - |")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ work is most of a small request's) and the others (the app's: the Python thread 
 `--peers granian` measures a peer's worker the same way (its command from bench.py, all its threads
 counted as "other"): the CPU a request is the per-core cost, time spent rather than req/s. The thread
 columns count the threads alive at the end; a thread that ended during the run (Granian's come and go) is
-in the process's total only."""
+in the process's total only. `--ceiling` runs bench.py's ceiling loop each round too, on the same core:
+the app's CPU a call with no server, and each build's efficiency by CPU against it."""
 import argparse
 import os
 import statistics
@@ -83,6 +84,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--peers", default="", help="peers of bench.py to measure too, e.g. granian")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="each round, also the app's ceiling loop (bench.py's) on the same core: its CPU a call "
+                             "over each build's CPU a request is the efficiency by CPU, round by round")
     args = parser.parse_args()
     builds = [("this build", bench.APPSERVER, None)]
     if bench.BASELINE:
@@ -95,7 +99,12 @@ def main():
         interface = instructions.BENCHES[bench_name][1]
         here = [build for build in builds if not build[2] or interface in bench.SERVERS[build[2]][1]]
         results = {name: [] for name, _, _ in here}
+        ceilings = []   # us a call
         for _ in range(args.rounds):
+            if args.ceiling and bench_name in bench.BENCHES:
+                module, _, body, _ = bench.BENCHES[bench_name]
+                calls = bench.ceiling_calls(module, body, interface)
+                ceilings.append(1e6 / calls if calls else None)
             for name, binary, peer in here:
                 results[name].append(measure(binary, bench_name, args.seconds, peer))
         for name, _, _ in here:
@@ -105,6 +114,13 @@ def main():
             rounds = ", ".join(f"{r[0] + r[1]:.1f}" for r in runs)
             print(f"| {bench_name} | {name} | {user:.1f} | {system:.1f} | {rps:.0f} | {rounds} "
                   f"| {io_user:.1f} / {io_system:.1f} | {app_user:.1f} / {app_system:.1f} |", flush=True)
+        if ceilings and all(ceilings):
+            # The loop runs alone on its core, so its wall clock a call is its CPU a call.
+            shares = {name: statistics.median(c / (r[0] + r[1]) for c, r in zip(ceilings, results[name]))
+                      for name, _, _ in here}
+            print(f"  {bench_name}: ceiling {statistics.median(ceilings):.1f} us a call (rounds "
+                  + ", ".join(f"{c:.1f}" for c in ceilings) + "); efficiency by CPU (median of the rounds'): "
+                  + ", ".join(f"{name} {share:.0%}" for name, share in shares.items()), flush=True)
 
 
 if __name__ == "__main__":

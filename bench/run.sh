@@ -7,7 +7,7 @@
 #        bench/run.sh rss [--requests 2000000]  (the worker's RSS over two million header-heavy requests)
 #        bench/run.sh pythons [--versions 3.10,3.11,3.12,3.13]  (each CPython's build, beside Granian on that Python)
 #        bench/run.sh scaling [--servers ...] [--idle 10000]  (two workers on both cores; -c16/-c256/-c1024 and idle connections)
-#        bench/run.sh cpu [--benches wsgi-hello-close,wsgi-hello-uwsgi] [--rounds 5] [--peers granian]  (the worker's CPU time a request by thread, vs APPSERVER_BASELINE and peers)
+#        bench/run.sh cpu [--benches wsgi-hello-close,wsgi-hello-uwsgi] [--rounds 5] [--peers granian] [--ceiling]  (the worker's CPU time a request by thread, vs APPSERVER_BASELINE and peers; --ceiling: efficiency by CPU against the app-call ceiling)
 #        bench/run.sh nginx [--chains appserver-http,appserver-uwsgi,...] [--runs 3] [--seconds 10]  (chains behind nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
