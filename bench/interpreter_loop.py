@@ -11,6 +11,7 @@ import threading
 import time
 
 import ceiling
+import ceiling_asgi
 
 MODULE = os.environ["LOOP_MODULE"]
 INTERFACE = os.environ["LOOP_INTERFACE"]
@@ -20,16 +21,7 @@ inner = importlib.import_module(MODULE).app
 
 async def asgi_loop():
     # The app's lifespan first, as a server runs it: its state goes into every scope (shallow copies).
-    state, startup, messages = {}, asyncio.Event(), asyncio.Queue()
-    messages.put_nowait({"type": "lifespan.startup"})
-
-    async def lifespan_send(message):
-        if message["type"].startswith("lifespan.startup"):
-            startup.set()
-
-    lifespan = asyncio.ensure_future(inner({"type": "lifespan", "asgi": {"version": "3.0"}, "state": state},
-                                           messages.get, lifespan_send))
-    await asyncio.wait([lifespan, asyncio.ensure_future(startup.wait())], return_when=asyncio.FIRST_COMPLETED)
+    state, shutdown = await ceiling_asgi.start_lifespan(inner)
 
     async def receive():
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -38,13 +30,8 @@ async def asgi_loop():
         pass
 
     for _ in range(CALLS):
-        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-                 "method": "GET", "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"",
-                 "root_path": "", "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")],
-                 "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": dict(state)}
-        await inner(scope, receive, send)
-    messages.put_nowait({"type": "lifespan.shutdown"})
-    await asyncio.wait([lifespan], timeout=5)
+        await inner(ceiling_asgi.scope(state), receive, send)
+    await shutdown()
 
 
 def run():
