@@ -267,10 +267,9 @@ def main():
         best_peer = max(peers) if peers else None
         for _, server, m, errors, non2xx, ceiling, efficiency in bench_rows:
             ratio = f"{m['rps'] / best_peer:.2f}x" if best_peer else "-"
-            eff = f"{efficiency:.0%}" if efficiency else "-"
+            calls, eff = (f"{ceiling:.0f}", f"{efficiency:.0%}") if ceiling else ("-", "-")
             print(f"| {bench} | {server} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {ratio} | {errors} / {non2xx} "
-                  f"| {ceiling:.0f} | {eff} |" if ceiling else
-                  f"| {bench} | {server} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {ratio} | {errors} / {non2xx} | - | - |")
+                  f"| {calls} | {eff} |")
 
 
 if __name__ == "__main__":
