@@ -55,9 +55,7 @@ def measure(binary, bench_name, seconds, peer=None):
         argv = instructions.appserver_command(binary, "", module, interface, listener)
         server, port = bench.start("appserver", "wsgi-hello", argv=argv, port=instructions.PORT), instructions.PORT
     try:
-        # The server is up and answered (bench.start): its worker is its first child, or the server
-        # itself when it serves from its own process (Uvicorn with one worker).
-        worker = (instructions.children(server.pid) or [server.pid])[0]
+        worker = instructions.worker_of(server.pid)   # the server is up and answered (bench.start)
 
         def load(duration):
             if listener_load:

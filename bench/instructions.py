@@ -81,6 +81,12 @@ def children(pid):
         return []
 
 
+def worker_of(pid):
+    """The process serving the requests of a server that answered: its first child, or the server
+    itself when it serves from its own process (a peer with one worker may, Uvicorn does)."""
+    return (children(pid) or [pid])[0]
+
+
 def wrk(seconds, extra=()):
     out = subprocess.run(["wrk", "-t1", "-c4", f"-d{seconds}s", *extra, f"http://127.0.0.1:{PORT}/"], capture_output=True, text=True,
                          timeout=seconds + 60).stdout
@@ -139,8 +145,7 @@ def run_once(command, valgrind_options, load, seconds, workdir, cwd=None, loader
     try:
         wait_port(timeout=120, port=PORT)   # valgrind starts slowly
         answered(timeout=300)   # the worker has imported the app (a framework takes long under valgrind)
-        # A server that serves from its own process (a peer with one worker may) is its own worker.
-        worker = (children(server.pid) or [server.pid])[0]
+        worker = worker_of(server.pid)
         served = loader(seconds, load)
     finally:
         stop_valgrind(server)
