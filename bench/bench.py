@@ -93,10 +93,16 @@ BENCHES = {
     "starlette-routes": ("starlette_routes", [], None, "asgi"),
     "django-wsgi": ("django_wsgi", [], None, "wsgi"),
     "django-asgi": ("django_asgi", [], None, "asgi"),
+    # A framework-length call (~45 us of counting) that touches almost no memory: with fastapi-json and
+    # flask-json, it tells the cost of a slower request rate from that of a large app's caches.
+    "wsgi-spin": ("wsgi_spin", [], None, "wsgi"),
+    "asgi-spin": ("asgi_spin", [], None, "asgi"),
     # 5 ms of waiting per request: what threads (--threads 4, gthread 4) and an event loop must overlap.
     "wsgi-sleep": ("wsgi_sleep", [], None, "wsgi"),
     "asgi-sleep": ("asgi_sleep", [], None, "asgi"),
 }
+# Benches run only when named (`--benches`): they explain the others' figures rather than compare servers.
+DIAGNOSTIC_BENCHES = {"wsgi-spin", "asgi-spin"}
 # The benches nginx's `return 200` stands beside (it answers the same bytes as the hello apps).
 LIMIT_BENCHES = {"wsgi-hello", "asgi-hello"}
 NGINX_CONFIG = """worker_processes 1;
@@ -221,7 +227,7 @@ def rss_kib(pid):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--servers", default="appserver,granian,uvicorn,gunicorn-gthread,uwsgi")
-    parser.add_argument("--benches", default=",".join(BENCHES))
+    parser.add_argument("--benches", default=",".join(b for b in BENCHES if b not in DIAGNOSTIC_BENCHES))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
