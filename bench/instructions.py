@@ -8,7 +8,7 @@ of the responses wrk counted, so the worker's start and stop cancel out.
 
 Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi-hello,asgi-hello,flask-json,fastapi-json,
        starlette-routes,wsgi-stream,asgi-stream,wsgi-hello-headers,asgi-hello-headers,wsgi-hello-close,
-       echo-4k,asgi-echo-4k,wsgi-hello-uwsgi] [--seconds 8] [--peers granian]
+       echo-4k,asgi-echo-4k,wsgi-hello-uwsgi] [--seconds 8] [--peers granian] [--connections 4] [--cache]
   APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
   --peers counts a peer's worker the same way (its command from bench.py): user-space instructions only,
   so a comparison that the machine's noise cannot move, though not one of time (the kernel's work, and
@@ -19,6 +19,15 @@ way), says how many requests one turn of the event loops carried: a loop turn co
 instructions of its own, so two builds' counts compare only between runs that batched alike (a run
 whose worker served half as many requests counted a few hundred more a WSGI hello request: RESULTS.md,
 twenty-fourth pass).
+
+--cache turns on callgrind's cache simulation, sized as this machine's caches (sysfs) with its L2 as the
+last level: the L1 instruction, L1 data and L2 misses a request, and a table of them by object file (the
+server's library, the Swift runtime, python3.X, libc, the app's extension modules). A request's misses are
+what it costs beyond its instructions when something large runs beside it: the same server code misses
+more beside Flask than beside a hello app. The simulation is user space only (the kernel's work and what
+it evicts are not in it) and has no prefetcher, so it counts misses, not their time. Use it with
+--connections 64, the batches of the wrk tables (a turn of the loop then carries dozens of requests).
+`bench/run.sh interpreter --cache` counts the app's loop alone the same way.
 """
 import argparse
 import os
@@ -89,8 +98,8 @@ def worker_of(pid):
     return (children(pid) or [pid])[0]
 
 
-def wrk(seconds, extra=()):
-    out = subprocess.run(["wrk", "-t1", "-c4", f"-d{seconds}s", *extra, f"http://127.0.0.1:{PORT}/"], capture_output=True, text=True,
+def wrk(seconds, extra=(), connections=4):
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *extra, f"http://127.0.0.1:{PORT}/"], capture_output=True, text=True,
                          timeout=seconds + 60).stdout
     return int(re.search(r"(\d+) requests in", out).group(1))
 
@@ -140,7 +149,8 @@ def peer_command(peer, module, interface):
 
 
 def run_once(command, valgrind_options, load, seconds, workdir, cwd=None, loader=wrk):
-    """The worker's (the server's first child's) instructions over its whole life, and the requests it served."""
+    """The worker's (the server's first child's) instructions over its whole life, the requests it served,
+    its loop turns and, with the cache simulation on, its costs by object."""
     out_pattern = os.path.join(workdir, "callgrind.%p")
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_pattern}", "--dump-instr=no", *valgrind_options, *command]
     server = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONHASHSEED="0"))
@@ -152,12 +162,79 @@ def run_once(command, valgrind_options, load, seconds, workdir, cwd=None, loader
     finally:
         stop_valgrind(server)
     dump = Path(workdir) / f"callgrind.{worker}"
-    return summary(dump), served, waits(dump)
+    return summary(dump), served, waits(dump), costs_by_object(dump) if "--cache-sim=yes" in valgrind_options else {}
 
 
 def summary(dump):
     """The instructions a callgrind dump counted."""
     return int(re.search(r"^summary:\s+(\d+)", Path(dump).read_text(errors="replace"), re.M).group(1))
+
+
+def cache_options():
+    """Callgrind's cache simulation sized as this machine's caches: its L1 instruction and data caches, and
+    its L2 as the simulated last level (a miss there goes to the shared L3, or memory)."""
+    levels = {}
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        read = lambda name: (index / name).read_text().strip()
+        size = int(read("size").rstrip("K")) * 1024
+        levels[(int(read("level")), read("type"))] = f"{size},{read('ways_of_associativity')},{read('coherency_line_size')}"
+    return ["--cache-sim=yes", f"--I1={levels[(1, 'Instruction')]}", f"--D1={levels[(1, 'Data')]}", f"--LL={levels[(2, 'Unified')]}"]
+
+
+# Callgrind's event names, and the columns made of them.
+CACHE_COLUMNS = {"instructions": ("Ir",), "L1i misses": ("I1mr",), "L1d misses": ("D1mr", "D1mw"),
+                 "L2 misses": ("ILmr", "DLmr", "DLmw")}
+
+
+def costs_by_object(dump):
+    """A dump's self cost by object file: {file name: {event: count}}. In callgrind's format `ob=(id) name`
+    or `cob=(id) name` names an object the first time and `(id)` alone repeats it; a cost line is a line
+    number and the counts of the `events:` line, and the cost line after a `calls=` line is that call's
+    inclusive cost, not the function's own."""
+    events, names, totals, current, after_call = [], {}, {}, None, False
+    with open(dump, errors="replace") as lines:
+        for line in lines:
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith(("ob=", "cob=")):
+                ident, _, name = line.partition("=")[2].partition(")")
+                if name.strip():
+                    names[ident] = Path(name.strip()).name
+                if line.startswith("ob="):
+                    current = totals.setdefault(names[ident], [0] * len(events))
+            elif line.startswith("calls="):
+                after_call = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                if after_call:
+                    after_call = False
+                    continue
+                for position, count in enumerate(line.split()[1:]):
+                    current[position] += int(count)
+    return {name: dict(zip(events, counts)) for name, counts in totals.items()}
+
+
+def cache_columns(by_object):
+    """The CACHE_COLUMNS of an object's (or a sum's) events."""
+    return {column: sum(by_object.get(event, 0) for event in events) for column, events in CACHE_COLUMNS.items()}
+
+
+def per_request(long, short, served):
+    """By object, the CACHE_COLUMNS of a long run minus a short one, over the requests between them."""
+    return {name: {column: (value - cache_columns(short.get(name, {}))[column]) / served
+                   for column, value in cache_columns(events).items()}
+            for name, events in long.items()}
+
+
+def cache_table(label, objects, unit="request"):
+    """Prints the by-object cache figures, the objects with the most instructions first."""
+    print(f"\n{label}, a {unit}:\n")
+    print("| object | " + " | ".join(CACHE_COLUMNS) + " |")
+    print("|---|" + "---|" * len(CACHE_COLUMNS))
+    rows = sorted(objects.items(), key=lambda item: -item[1]["instructions"])
+    for name, columns in rows:
+        if columns["instructions"] >= 50:
+            print(f"| {name} | " + " | ".join(f"{value:,.1f}" for value in columns.values()) + " |")
+    print("| all | " + " | ".join(f"{sum(c[column] for _, c in rows):,.1f}" for column in CACHE_COLUMNS) + " |", flush=True)
 
 
 WAIT_FUNCTIONS = {"epoll_wait", "epoll_pwait"}
@@ -191,20 +268,24 @@ def stop_valgrind(server):
         server.wait()
 
 
-def measure(binary, extra, module, interface, load, seconds, workdir, peer=None, listener=((), wrk)):
+def measure(binary, extra, module, interface, load, seconds, workdir, peer=None, listener=((), wrk), cache=()):
     """Two runs, short and long: the difference of their instructions over the difference of their
     requests leaves out the start and the stop. `peer` measures that server instead of `binary`;
-    `listener` is another listener's arguments and the load for it."""
+    `listener` is another listener's arguments and the load for it; `cache`, cache_options() or none.
+    Returns the instructions a request, the requests measured, the requests a loop turn, and the cache
+    figures a request by object (empty without `cache`)."""
     if peer:
         # A peer imports the app from its working directory.
         command, options, cwd = peer_command(peer, module, interface), ["--trace-children=yes"], HERE / "apps"
     else:
         copy, options = valgrind_copy(binary, workdir)
         command, cwd = appserver_command(copy, extra, module, interface, listener[0]), None
+    options = [*options, *cache]
     short = run_once(command, options, load, max(1, seconds // 4), workdir, cwd, listener[1])
     long = run_once(command, options, load, seconds, workdir, cwd, listener[1])
     served, turns = long[1] - short[1], long[2] - short[2]
-    return (long[0] - short[0]) / served, served, served / turns if turns > 0 else float("nan")
+    return ((long[0] - short[0]) / served, served, served / turns if turns > 0 else float("nan"),
+            per_request(long[3], short[3], served))
 
 
 def main():
@@ -213,22 +294,34 @@ def main():
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--peers", default="", help="peers of bench.py to count too, e.g. granian")
+    parser.add_argument("--connections", type=int, default=4, help="wrk's connections (the uwsgi load has its own)")
+    parser.add_argument("--cache", action="store_true", help="simulate this machine's caches: misses a request, by object")
     args = parser.parse_args()
+    cache = cache_options() if args.cache else []
     configs = [(name, APPSERVER, CONFIGS[name], None) for name in args.configs.split(",") if name]
     if os.environ.get("APPSERVER_BASELINE"):
         configs.insert(0, ("baseline", Path(os.environ["APPSERVER_BASELINE"]), "", None))
     configs += [(peer, None, "", peer) for peer in args.peers.split(",") if peer]
-    print("| bench | config | instructions per request | requests measured | requests a wait |")
-    print("|---|---|---|---|---|")
+    extra_columns = list(CACHE_COLUMNS)[1:] if cache else []
+    print("| bench | config | instructions per request | requests measured | requests a wait |"
+          + "".join(f" {column} a request |" for column in extra_columns))
+    print("|---|---|---|---|---|" + "---|" * len(extra_columns))
+    breakdowns = []
     for bench in args.benches.split(","):
         module, interface, load = BENCHES[bench]
         for name, binary, extra, peer in configs:
             if peer and (interface not in SERVERS[peer][1] or bench in LISTENERS):
                 continue
+            loader = lambda seconds, load: wrk(seconds, load, args.connections)
             with tempfile.TemporaryDirectory() as workdir:
-                per_request, served, batch = measure(binary, extra, module, interface, load, args.seconds, workdir, peer,
-                                              LISTENERS.get(bench, ((), wrk)))
-            print(f"| {bench} | {name} | {per_request:,.0f} | {served} | {batch:.1f} |", flush=True)
+                instructions, served, batch, objects = measure(binary, extra, module, interface, load, args.seconds, workdir, peer,
+                                                               LISTENERS.get(bench, ((), loader)), cache)
+            misses = [sum(columns[column] for columns in objects.values()) for column in extra_columns]
+            print(f"| {bench} | {name} | {instructions:,.0f} | {served} | {batch:.1f} |"
+                  + "".join(f" {value:,.1f} |" for value in misses), flush=True)
+            breakdowns.append((f"{bench}, {name}", objects))
+    for label, objects in breakdowns if cache else ():
+        cache_table(label, objects)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,12 @@ itself adds to a request; this loop's two figures apart are what the interpreter
 With --wall, the same loops without valgrind, each pinned to CPU 1, alternated --runs times: calls a
 second (medians), to see that the instructions are time.
 
-Usage: bench/run.sh interpreter [--apps wsgi_hello:wsgi,flask_json:wsgi,asgi_hello:asgi,...] [--wall [--runs 3]]
+With --cache, the loop in python3 under callgrind's cache simulation (bench/instructions.py --cache):
+the misses a call by object file, to set beside the server's a request (`bench/run.sh instructions
+--cache --connections 64`): what the same app's code misses more when a server's code and the other
+requests of a loop turn run between its calls.
+
+Usage: bench/run.sh interpreter [--apps wsgi_hello:wsgi,flask_json:wsgi,asgi_hello:asgi,...] [--wall [--runs 3]] [--cache]
 """
 import argparse
 import os
@@ -21,7 +26,8 @@ import time
 from pathlib import Path
 
 from bench import stop
-from instructions import APPSERVER, PORT, answered, children, stop_valgrind, summary, valgrind_copy, wait_port
+from instructions import (APPSERVER, PORT, answered, cache_options, cache_table, children, costs_by_object, per_request,
+                          stop_valgrind, summary, valgrind_copy, wait_port)
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
@@ -40,13 +46,14 @@ def server_arguments(binary, interface):
             "--timeout", "0", "--chdir", str(HERE), "--pythonpath", str(APPS), "interpreter_loop:app"]
 
 
-def in_python(module, interface, calls, workdir):
-    """The loop imported by the bench venv's python (Debian's /usr/bin/python3 behind a venv)."""
+def in_python(module, interface, calls, workdir, cache=()):
+    """The loop imported by the bench venv's python (Debian's /usr/bin/python3 behind a venv): its
+    instructions, or with `cache` (cache_options()) its costs by object."""
     dump = os.path.join(workdir, f"python.{calls}")
-    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", sys.executable, "-c", "import interpreter_loop"],
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", *cache, sys.executable, "-c", "import interpreter_loop"],
                    env=environment(module, interface, calls), cwd=APPS, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
-    return summary(dump)
+    return costs_by_object(dump) if cache else summary(dump)
 
 
 def in_server(binary, valgrind_options, module, interface, calls, workdir):
@@ -107,9 +114,17 @@ def main():
     parser.add_argument("--apps", default=DEFAULT_APPS, help="module:interface,...")
     parser.add_argument("--wall", action="store_true", help="calls a second without valgrind instead of instructions")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cache", action="store_true", help="the python3 loop's cache misses a call, by object")
     args = parser.parse_args()
     if args.wall:
         return wall(args.apps.split(","), args.runs)
+    if args.cache:
+        for entry in args.apps.split(","):
+            module, interface = entry.split(":")
+            with tempfile.TemporaryDirectory() as workdir:
+                short, long = (in_python(module, interface, calls, workdir, cache_options()) for calls in (SHORT, LONG))
+            cache_table(f"{module} ({interface}) in a loop in python3", per_request(long, short, LONG - SHORT), unit="call")
+        return
     print("| app | Debian's python3 | appserver's interpreter | appserver / python3 |")
     print("|---|---|---|---|")
     for entry in args.apps.split(","):
