@@ -319,8 +319,9 @@ def main():
             misses = [sum(columns[column] for columns in objects.values()) for column in extra_columns]
             print(f"| {bench} | {name} | {instructions:,.0f} | {served} | {batch:.1f} |"
                   + "".join(f" {value:,.1f} |" for value in misses), flush=True)
-            breakdowns.append((f"{bench}, {name}", objects))
-    for label, objects in breakdowns if cache else ():
+            if cache:
+                breakdowns.append((f"{bench}, {name}", objects))
+    for label, objects in breakdowns:
         cache_table(label, objects)
 
 
