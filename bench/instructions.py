@@ -8,7 +8,7 @@ of the responses wrk counted, so the worker's start and stop cancel out.
 
 Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi-hello,asgi-hello,flask-json,fastapi-json,
        starlette-routes,wsgi-stream,asgi-stream,wsgi-hello-headers,asgi-hello-headers,wsgi-hello-close,
-       echo-4k,asgi-echo-4k,wsgi-hello-uwsgi] [--seconds 8] [--peers granian] [--connections 4] [--cache]
+       echo-4k,asgi-echo-4k,wsgi-hello-uwsgi] [--seconds 8] [--peers granian] [--connections 4] [--cache] [--functions N]
   APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
   --peers counts a peer's worker the same way (its command from bench.py): user-space instructions only,
   so a comparison that the machine's noise cannot move, though not one of time (the kernel's work, and
@@ -19,6 +19,12 @@ way), says how many requests one turn of the event loops carried: a loop turn co
 instructions of its own, so two builds' counts compare only between runs that batched alike (a run
 whose worker served half as many requests counted a few hundred more a WSGI hello request: RESULTS.md,
 twenty-fourth pass).
+
+--functions N splits a request's instructions by whose code they are (owner_of: the server's Swift modules,
+SwiftNIO, the standard library's generics specialized in the server, the Swift runtime's retain and release,
+CPython), with the calls of retain and release each owner's code made, and lists the N functions outside
+CPython with the most instructions of their own and the N that call retain and release most: where the
+server's part of a request is, and how much of it the server's own modules could cut at all.
 
 --cache turns on callgrind's cache simulation, sized as this machine's caches (sysfs) with its L2 as the
 last level: the L1 instruction, L1 data and L2 misses a request, and a table of them by object file (the
@@ -148,9 +154,9 @@ def peer_command(peer, module, interface):
     return [sys.executable, *argv] if Path(argv[0]).read_bytes()[:2] == b"#!" else argv
 
 
-def run_once(command, valgrind_options, load, seconds, workdir, cwd=None, loader=wrk):
+def run_once(command, valgrind_options, load, seconds, workdir, cwd=None, loader=wrk, by_function=False):
     """The worker's (the server's first child's) instructions over its whole life, the requests it served,
-    its loop turns and, with the cache simulation on, its costs by object."""
+    its loop turns and its costs by object with the cache simulation on, by function with `by_function`."""
     out_pattern = os.path.join(workdir, "callgrind.%p")
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_pattern}", "--dump-instr=no", *valgrind_options, *command]
     server = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONHASHSEED="0"))
@@ -162,7 +168,8 @@ def run_once(command, valgrind_options, load, seconds, workdir, cwd=None, loader
     finally:
         stop_valgrind(server)
     dump = Path(workdir) / f"callgrind.{worker}"
-    return summary(dump), served, waits(dump), costs_by_object(dump) if "--cache-sim=yes" in valgrind_options else {}
+    wanted = by_function or "--cache-sim=yes" in valgrind_options
+    return summary(dump), served, waits(dump), costs_by_object(dump, by_function) if wanted else {}
 
 
 def summary(dump):
@@ -186,27 +193,54 @@ CACHE_COLUMNS = {"instructions": ("Ir",), "L1i misses": ("I1mr",), "L1d misses":
                  "L2 misses": ("ILmr", "DLmr", "DLmw")}
 
 
-def costs_by_object(dump):
-    """A dump's self cost by object file: {file name: {event: count}}. In callgrind's format `ob=(id) name`
-    or `cob=(id) name` names an object the first time and `(id)` alone repeats it; a cost line is a line
-    number and the counts of the `events:` line, and the cost line after a `calls=` line is that call's
-    inclusive cost, not the function's own."""
-    events, names, totals, current, after_call = [], {}, {}, None, False
+# The Swift runtime's reference counting entry points, whose calls --functions counts by caller.
+RETAIN_RELEASE = re.compile(r"^swift_(unknownObject|bridgeObject|nonatomic_)?(retain|release)(_n)?$")
+RETAINS, RETAIN_COST = "retain/release calls", "retain/release Ir"
+
+
+def costs_by_object(dump, by_function=False):
+    """A dump's self cost by object file: {file name: {event: count}}, or with `by_function` by object and
+    function: {(file name, function): {event: count}}, where each function also has the calls it made to
+    retain and release (RETAINS) and their inclusive instructions (RETAIN_COST: a release that frees an
+    object includes its freeing). In callgrind's format `ob=(id) name` or `cob=(id) name` names an object the
+    first time and `(id)` alone repeats it, and `fn=`/`cfn=` functions the same way (`ob=` and `fn=` say
+    whose the cost lines after them are, `cfn=` which function the next `calls=` line calls); a cost line
+    is a line number and the counts of the `events:` line, and the cost line after a `calls=N` line is those
+    calls' inclusive cost, not the function's own. A name's `'2` (callgrind's recursion depth) is dropped."""
+    events, objects, functions, totals, current, owner, callee, calls = [], {}, {}, {}, None, None, None, None
+    compressed = lambda line: line.partition("=")[2].partition(")")
     with open(dump, errors="replace") as lines:
         for line in lines:
             if line.startswith("events:"):
                 events = line.split()[1:]
+                extra = [RETAINS, RETAIN_COST] if by_function else []
+                width, instructions = len(events) + len(extra), events.index("Ir")
+                events += extra
             elif line.startswith(("ob=", "cob=")):
-                ident, _, name = line.partition("=")[2].partition(")")
+                ident, _, name = compressed(line)
                 if name.strip():
-                    names[ident] = Path(name.strip()).name
+                    objects[ident] = Path(name.strip()).name
                 if line.startswith("ob="):
-                    current = totals.setdefault(names[ident], [0] * len(events))
+                    owner = objects[ident]
+                    if not by_function:
+                        current = totals.setdefault(owner, [0] * width)
+            elif by_function and line.startswith(("fn=", "cfn=")):
+                ident, _, name = compressed(line)
+                if name.strip():
+                    functions[ident] = name.strip().split("'")[0]
+                if line.startswith("fn="):
+                    current = totals.setdefault((owner, functions[ident]), [0] * width)
+                else:
+                    callee = functions[ident]
             elif line.startswith("calls="):
-                after_call = True
+                calls = int(line[6:].split()[0])
             elif line[:1].isdigit() or line[:1] in "+-*":
-                if after_call:
-                    after_call = False
+                if calls is not None:
+                    counts = line.split()[1:]
+                    if by_function and RETAIN_RELEASE.match(callee or "") and len(counts) > instructions:
+                        current[-2] += calls
+                        current[-1] += int(counts[instructions])
+                    calls = None
                     continue
                 for position, count in enumerate(line.split()[1:]):
                     current[position] += int(count)
@@ -225,6 +259,22 @@ def per_request(long, short, served):
             for name, events in long.items()}
 
 
+def difference(long, short, served):
+    """Each key's events, a long run's minus a short one's, over the requests between them."""
+    return {key: {event: (value - short.get(key, {}).get(event, 0)) / served for event, value in events.items()}
+            for key, events in long.items()}
+
+
+def by_object(functions):
+    """Events by (object, function) summed by object."""
+    objects = {}
+    for (obj, _), columns in functions.items():
+        total = objects.setdefault(obj, dict.fromkeys(columns, 0.0))
+        for column, value in columns.items():
+            total[column] += value
+    return objects
+
+
 def cache_table(label, objects, unit="request"):
     """Prints the by-object cache figures, the objects with the most instructions first."""
     print(f"\n{label}, a {unit}:\n")
@@ -235,6 +285,77 @@ def cache_table(label, objects, unit="request"):
         if columns["instructions"] >= 50:
             print(f"| {name} | " + " | ".join(f"{value:,.1f}" for value in columns.values()) + " |")
     print("| all | " + " | ".join(f"{sum(c[column] for _, c in rows):,.1f}" for column in CACHE_COLUMNS) + " |", flush=True)
+
+
+# The server's own objects in valgrind_copy's work directory: the launcher's copy and its libraries.
+SERVER_OBJECTS = ("appserver", *HOSTED_LIBRARIES)
+
+
+def owner_of(obj, function):
+    """Whose code a function is: in the server's objects, the Swift module its mangled name starts with
+    (`$s13AppServerHTTP...`; SwiftNIO's modules as one), the standard library's generics specialized there
+    (`$sS...`, `$ss...`), or the C shims; in the Swift runtime, retain and release apart from the rest;
+    CPython as one (the app's Python and the C API the server calls to build a scope or an environ)."""
+    if obj in SERVER_OBJECTS:
+        module = re.match(r"\$s(\d+)", function)
+        if module:
+            name = function[module.end():module.end() + int(module.group(1))]
+            return "SwiftNIO" if name.startswith(("NIO", "_NIO", "CNIO")) else name
+        if function.startswith("$s"):
+            return "Swift standard library (specialized in the server)"
+        if function.startswith(("c_nio_", "CNIO")):
+            return "SwiftNIO"
+        return "C in the server (CPythonShim, preload)" if function.startswith("appserver_") else "other code in the server"
+    if obj == "libswiftCore.so":
+        retain = any(word in function for word in ("retain", "release", "Retain", "Release", "Increment", "Decrement"))
+        return "Swift runtime: retain and release" if retain else "Swift runtime: the rest"
+    if obj.startswith(("python3", "libpython3")):
+        return "CPython"
+    return obj
+
+
+def demangled(names):
+    """Swift names as `swift demangle --simplified` prints them (the names as they are without it)."""
+    tool = shutil.which("swift-demangle") or shutil.which("swift")
+    if not tool or not names:
+        return {name: name for name in names}
+    argv = [tool] if tool.endswith("swift-demangle") else [tool, "demangle"]
+    out = subprocess.run([*argv, "--simplified", "--compact"], input="\n".join(names), capture_output=True, text=True)
+    lines = out.stdout.splitlines()
+    return dict(zip(names, lines)) if out.returncode == 0 and len(lines) == len(names) else {name: name for name in names}
+
+
+def owner_tables(label, functions, count):
+    """Prints a request's instructions by owner (owner_of), with the calls of retain and release by the owner
+    of the function that made them; then the `count` functions outside CPython with the most instructions of
+    their own, and the `count` that made the most calls of retain and release."""
+    owners = {}
+    for (obj, function), events in functions.items():
+        row = owners.setdefault(owner_of(obj, function), [0.0, 0.0, 0.0])
+        for position, event in enumerate(("Ir", RETAINS, RETAIN_COST)):
+            row[position] += events.get(event, 0)
+    total = sum(row[0] for row in owners.values())
+    print(f"\n{label}, a request by owner: its instructions, and the calls of retain and release its code made\n"
+          "(their instructions include what a release frees):\n")
+    print("| owner | instructions | share | retain/release calls | their instructions |")
+    print("|---|---|---|---|---|")
+    for key, (own, retains, cost) in sorted(owners.items(), key=lambda item: -item[1][0]):
+        if own >= 50 or retains >= 1:
+            print(f"| {key} | {own:,.0f} | {own / total:.1%} | {retains:,.1f} | {cost:,.0f} |")
+    print(f"| all | {total:,.0f} | | {sum(row[1] for row in owners.values()):,.1f} | |")
+    outside = [(events.get("Ir", 0), events.get(RETAINS, 0), obj, function) for (obj, function), events in functions.items()
+               if owner_of(obj, function) != "CPython"]
+    by_own = sorted(outside, reverse=True)[:count]
+    by_retains = sorted(outside, key=lambda row: -row[1])[:count]
+    names = demangled(sorted({function for *_, function in by_own + by_retains}))
+    for rows, what in ((by_own, "the most instructions of their own"), (by_retains, "the most calls of retain and release")):
+        print(f"\n{label}, the {count} functions outside CPython with {what}:\n")
+        print("| function | owner | instructions a request | retain/release calls |")
+        print("|---|---|---|---|")
+        for own, retains, obj, function in rows:
+            name = names[function].replace("|", "\\|")
+            print(f"| `{name[:110]}` | {owner_of(obj, function)} | {own:,.1f} | {retains:,.1f} |")
+    print(flush=True)
 
 
 WAIT_FUNCTIONS = {"epoll_wait", "epoll_pwait"}
@@ -268,12 +389,12 @@ def stop_valgrind(server):
         server.wait()
 
 
-def measure(binary, extra, module, interface, load, seconds, workdir, peer=None, listener=((), wrk), cache=()):
+def measure(binary, extra, module, interface, load, seconds, workdir, peer=None, listener=((), wrk), cache=(), by_function=False):
     """Two runs, short and long: the difference of their instructions over the difference of their
     requests leaves out the start and the stop. `peer` measures that server instead of `binary`;
     `listener` is another listener's arguments and the load for it; `cache`, cache_options() or none.
     Returns the instructions a request, the requests measured, the requests a loop turn, and the cache
-    figures a request by object (empty without `cache`)."""
+    figures a request by object, or by object and function with `by_function` (empty without either)."""
     if peer:
         # A peer imports the app from its working directory.
         command, options, cwd = peer_command(peer, module, interface), ["--trace-children=yes"], HERE / "apps"
@@ -281,11 +402,11 @@ def measure(binary, extra, module, interface, load, seconds, workdir, peer=None,
         copy, options = valgrind_copy(binary, workdir)
         command, cwd = appserver_command(copy, extra, module, interface, listener[0]), None
     options = [*options, *cache]
-    short = run_once(command, options, load, max(1, seconds // 4), workdir, cwd, listener[1])
-    long = run_once(command, options, load, seconds, workdir, cwd, listener[1])
+    short = run_once(command, options, load, max(1, seconds // 4), workdir, cwd, listener[1], by_function)
+    long = run_once(command, options, load, seconds, workdir, cwd, listener[1], by_function)
     served, turns = long[1] - short[1], long[2] - short[2]
     return ((long[0] - short[0]) / served, served, served / turns if turns > 0 else float("nan"),
-            per_request(long[3], short[3], served))
+            (difference if by_function else per_request)(long[3], short[3], served))
 
 
 def main():
@@ -296,6 +417,8 @@ def main():
     parser.add_argument("--peers", default="", help="peers of bench.py to count too, e.g. granian")
     parser.add_argument("--connections", type=int, default=4, help="wrk's connections (the uwsgi load has its own)")
     parser.add_argument("--cache", action="store_true", help="simulate this machine's caches: misses a request, by object")
+    parser.add_argument("--functions", type=int, default=0, metavar="N",
+                        help="a request's instructions by owner (the server's modules, SwiftNIO, the runtime, CPython) and the top N functions")
     args = parser.parse_args()
     cache = cache_options() if args.cache else []
     configs = [(name, APPSERVER, CONFIGS[name], None) for name in args.configs.split(",") if name]
@@ -314,15 +437,18 @@ def main():
                 continue
             loader = lambda seconds, load: wrk(seconds, load, args.connections)
             with tempfile.TemporaryDirectory() as workdir:
-                instructions, served, batch, objects = measure(binary, extra, module, interface, load, args.seconds, workdir, peer,
-                                                               LISTENERS.get(bench, ((), loader)), cache)
+                instructions, served, batch, costs = measure(binary, extra, module, interface, load, args.seconds, workdir, peer,
+                                                             LISTENERS.get(bench, ((), loader)), cache, args.functions > 0)
+            objects = {obj: cache_columns(events) for obj, events in by_object(costs).items()} if args.functions else costs
             misses = [sum(columns[column] for columns in objects.values()) for column in extra_columns]
             print(f"| {bench} | {name} | {instructions:,.0f} | {served} | {batch:.1f} |"
                   + "".join(f" {value:,.1f} |" for value in misses), flush=True)
-            if cache:
-                breakdowns.append((f"{bench}, {name}", objects))
-    for label, objects in breakdowns:
-        cache_table(label, objects)
+            breakdowns.append((f"{bench}, {name}", objects, costs))
+    for label, objects, costs in breakdowns:
+        if cache:
+            cache_table(label, objects)
+        if args.functions:
+            owner_tables(label, costs, args.functions)
 
 
 if __name__ == "__main__":
