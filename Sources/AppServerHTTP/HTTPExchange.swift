@@ -15,6 +15,7 @@ public final class RequestInfo: @unchecked Sendable {
     /// The target as text, for logs (`head.withTarget` for its exact bytes).
     public var uri: String { head.uri }
     public var version: HTTPVersion { head.version }
+    /// A copy (a retain of the head's bytes and fields); a request's hot path reads `head.headers` in place.
     public var headers: RequestHeaders { head.headers }
     /// The client allows another request on this connection after this one.
     public let keepAlive: Bool

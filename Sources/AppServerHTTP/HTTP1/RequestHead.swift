@@ -7,20 +7,21 @@ import NIOHTTP1
 /// A request head as the client sent it: its bytes, and where the method, target and fields are in
 /// them. Nothing is decoded on the way: WSGI and ASGI get the exact bytes (latin-1 for WSGI).
 public struct RequestHead: Sendable {
-    /// The head's bytes, from the request line to the empty line that ends it.
-    public let bytes: ByteBuffer
+    /// The head's bytes (`headers.bytes`, from the request line to the empty line that ends it) and
+    /// where its fields are in them. Stored, not made when asked for: a RequestHeaders made from the
+    /// head's bytes and fields cost a retain and a release of each every time it was read (12 calls
+    /// of the runtime a WSGI hello request); a stored one is lent to the callee as it is.
+    public let headers: RequestHeaders
     public let parsed: HTTP1Head
-    /// `parsed.fields`, kept beside it: `headers` read out of `parsed` copied the whole parsed head
-    /// (an outlined copy and a retain, twice a request); from here it is a load.
-    let fields: [HTTP1Field]
+    public var bytes: ByteBuffer { headers.bytes }
     /// The method (a token, so ASCII), as text for logs and metrics; `withMethod` for its bytes.
     public var method: String { withMethod { String(decoding: $0, as: UTF8.self) } }
     public var version: HTTPVersion { HTTPVersion(major: 1, minor: parsed.minorVersion) }
-    public var headers: RequestHeaders { RequestHeaders(bytes: bytes, fields: fields) }
 
     init(bytes: ByteBuffer, parsed: HTTP1Head) {
-        self.bytes = bytes
-        self.fields = Self.fields(of: parsed)
+        // `parsed.fields` kept beside the bytes: read out of `parsed` for each use, it copied the whole
+        // parsed head (an outlined copy and a retain); from here it is a load.
+        self.headers = RequestHeaders(bytes: bytes, fields: Self.fields(of: parsed))
         self.parsed = parsed
     }
 
@@ -37,13 +38,13 @@ public struct RequestHead: Sendable {
     /// The method's bytes (no String is made for each request).
     @inlinable
     public func withMethod<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try bytes.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[parsed.method])) }
+        try headers.bytes.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[parsed.method])) }
     }
 
     /// The request target's bytes.
     @inlinable   // specialized where it is called: a generic call here cost a metadata lookup a request
     public func withTarget<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try bytes.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[parsed.target])) }
+        try headers.bytes.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[parsed.target])) }
     }
 
     /// The target as text, for logs (bytes that are not UTF-8 are replaced).
@@ -67,7 +68,7 @@ public struct RequestHead: Sendable {
 
 /// The fields of a request head, read in place.
 public struct RequestHeaders: Sendable {
-    let bytes: ByteBuffer
+    @usableFromInline let bytes: ByteBuffer
     let fields: [HTTP1Field]
 
     public var count: Int { fields.count }

@@ -218,12 +218,11 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     /// `[(name, value), ...]` as bytes, names lower case. A request id made here is one more header,
     /// as if the front end had sent it (it replaces one that was not a plausible id).
     private func headerList(_ request: RequestInfo) throws(PythonError) -> PyRef {
-        let headers = request.headers
         let madeID = request.requestIDMade ? request.madeRequestID : nil
-        let capacity = headers.count + (madeID == nil ? 0 : 1)
+        let capacity = request.head.headers.count + (madeID == nil ? 0 : 1)
         let list = try PyRef.checked(PyList_New(capacity))
         var index = 0
-        try headers.forEach(raising: { (name, value) throws(PythonError) in
+        try request.head.headers.forEach(raising: { (name, value) throws(PythonError) in
             if madeID != nil && RequestHeaders.equalsLowercased(name, requestIDHeader) { return }
             // header_map = drop: a name with '_' is left out (frameworks map header names to
             // CGI-style keys too, where X_User would pass for X-User).

@@ -193,7 +193,7 @@ final class EnvironConstants: @unchecked Sendable {
         // SERVER_NAME and SERVER_PORT from the Host header or the connection, unless a uwsgi packet gives
         // both (its variables go in last).
         var serverNameSet = request.origin?.gatewayHasServer ?? false
-        try request.headers.forEach(raising: { (name, value) throws(PythonError) in
+        try request.head.headers.forEach(raising: { (name, value) throws(PythonError) in
             if !serverNameSet && name.count == 4 && RequestHeaders.equalsLowercased(name, hostName) && !value.isEmpty {
                 serverNameSet = true
                 try setServerName(dict, host: value)
