@@ -252,17 +252,15 @@ def cache_columns(by_object):
     return {column: sum(by_object.get(event, 0) for event in events) for column, events in CACHE_COLUMNS.items()}
 
 
-def per_request(long, short, served):
-    """By object, the CACHE_COLUMNS of a long run minus a short one, over the requests between them."""
-    return {name: {column: (value - cache_columns(short.get(name, {}))[column]) / served
-                   for column, value in cache_columns(events).items()}
-            for name, events in long.items()}
-
-
 def difference(long, short, served):
     """Each key's events, a long run's minus a short one's, over the requests between them."""
     return {key: {event: (value - short.get(key, {}).get(event, 0)) / served for event, value in events.items()}
             for key, events in long.items()}
+
+
+def per_request(long, short, served):
+    """By object, the CACHE_COLUMNS of a long run minus a short one, over the requests between them."""
+    return {name: cache_columns(events) for name, events in difference(long, short, served).items()}
 
 
 def by_object(functions):
