@@ -48,7 +48,8 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
 
     private func decode(context: ChannelHandlerContext) {
         while !removed, !failed, !upgradeRequested {
-            var buffer = pending ?? empty
+            // Moved out and back (not copied): a copy is a retain and a release of its storage a part.
+            var buffer = pending.take() ?? empty
             if buffer.readableBytes == 0 && parser.isAtRequestStart { break }
             let (event, consumed) = buffer.withUnsafeReadableBytes { parser.next($0) }
             var part: RequestPart?
@@ -69,7 +70,7 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
                 part = .invalid(error)
             }
             buffer.moveReaderIndex(forwardBy: consumed)
-            pending = buffer.readableBytes > 0 ? buffer : nil
+            if buffer.readableBytes > 0 { pending = consume buffer }
             if let part = part.take() {
                 if let connection { connection.receive(part) } else { context.fireChannelRead(wrapInboundOut(part)) }
             } else if consumed == 0 {

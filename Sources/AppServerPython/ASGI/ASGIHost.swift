@@ -243,14 +243,17 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         }
         let request = ASGIRequest(host: self, exchange: exchange)
         exchange.observer = request
-        post(.request(request), from: exchange.eventLoop)
+        post(.request(consume request), from: exchange.eventLoop)   // the event takes the local's reference
     }
 
     /// Queues an event for the loop thread. From the I/O thread (`ioLoop`), the wake-up waits for
     /// the end of the current tick, so that the events of one tick share it.
-    func post(_ event: Event, from ioLoop: (any EventLoop)? = nil) {
+    func post(_ event: consuming Event, from ioLoop: (any EventLoop)? = nil) {
+        // Moved into the queue (a closure cannot consume what it captures, but it can take it out of
+        // an optional): a copy there was a retain, and the caller's release of its own.
+        var taken = Optional(event)
         let wake = queueLock.withLock { () -> Bool in
-            events.append(event)
+            events.append(taken.take()!)
             if wakeScheduled { return false }
             if let ioLoop, ioLoop.inEventLoop {
                 wakeScheduled = true

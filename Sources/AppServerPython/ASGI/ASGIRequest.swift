@@ -26,9 +26,11 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     /// The future of a `send()` that waits for the socket to drain.
     private var pendingSend = PendingFuture()
 
-    init(host: ASGIHost, exchange: HTTPExchange) {
-        self.host = host
-        self.exchange = exchange
+    /// Borrowing: the host is not retained (unowned), the exchange once, for its store. Owned parameters
+    /// (an init's default) cost the caller a retain and a release of each around the call.
+    init(host: borrowing ASGIHost, exchange: borrowing HTTPExchange) {
+        self.host = copy host
+        self.exchange = copy exchange
         self.writer = ResponseWriter(request: exchange.request, recycling: exchange.responseBuffer(), drain: exchange.serverIsDraining)
     }
 

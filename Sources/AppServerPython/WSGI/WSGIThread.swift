@@ -18,8 +18,9 @@ final class ActiveRequest {
     var disconnected = false
     var logHeaders: [(name: String, value: String)] = []
 
-    init(exchange: HTTPExchange, serial: Int) {
-        self.exchange = exchange
+    /// Borrowing: an owned parameter (an init's default) cost the caller a retain and a release around the call.
+    init(exchange: borrowing HTTPExchange, serial: Int) {
+        self.exchange = copy exchange
         self.serial = serial
         self.writer = ResponseWriter(request: exchange.request, recycling: exchange.responseBuffer(), drain: exchange.serverIsDraining)
     }
