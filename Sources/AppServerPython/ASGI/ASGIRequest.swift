@@ -7,9 +7,10 @@ import NIOCore
 /// this object through a capsule) and the state between them. Made on the I/O thread; everything
 /// else happens on the loop thread with the GIL, except the observer calls, which only post events.
 final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
-    /// unowned(unsafe): the host lives as long as the worker process; a checked unowned reference
-    /// cost an atomic retain and release at each use, several a request.
-    unowned(unsafe) let host: ASGIHost
+    /// Strong, though the host lives as long as the worker process: one retain and one release a
+    /// request. A checked unowned reference cost an atomic retain and release at each use, and so did an
+    /// unowned(unsafe) one at each method call on it (made strong for the call), several a request.
+    let host: ASGIHost
     let exchange: HTTPExchange
     private var writer: ResponseWriter
     private var responseStarted = false

@@ -10,9 +10,9 @@ import NIOCore
 final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Sendable {
     private enum State { case connecting, open, closed }
 
-    /// unowned(unsafe): the host lives as long as the worker process; a checked unowned reference
-    /// cost an atomic retain and release at each use, several a request.
-    unowned(unsafe) let host: ASGIHost
+    /// Strong (the host lives as long as the worker process): a checked unowned reference cost an
+    /// atomic retain and release at each use, and an unowned(unsafe) one at each method call on it.
+    let host: ASGIHost
     let exchange: HTTPExchange
     private var state = State.connecting
     private var connectSent = false

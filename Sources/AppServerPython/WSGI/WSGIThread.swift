@@ -29,9 +29,10 @@ final class ActiveRequest {
 /// One Python thread of a worker, running one request at a time from start to end: the environ,
 /// the app call, the body iteration, `close()`, the access log line.
 final class WSGIThread: @unchecked Sendable {
-    /// unowned(unsafe): the host lives as long as the worker process; a checked unowned reference
-    /// cost an atomic retain and release at each use, several a request.
-    unowned(unsafe) let host: WSGIHost
+    /// Strong (the host lives as long as the worker process: the cycle with its list of threads is
+    /// never broken, and need not be): a checked unowned reference cost an atomic retain and release at
+    /// each use, and an unowned(unsafe) one at each method call on it.
+    let host: WSGIHost
     let index: Int
     private(set) var request: ActiveRequest?
     private var serial = 0
