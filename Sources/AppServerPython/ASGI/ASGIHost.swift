@@ -79,8 +79,11 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     private var objects: LoopObjects!
     /// The keys and constant values of ASGI messages (made with the GIL, when the host is).
     let messages: ASGIMessages
-    /// The future already done: what `send` returns when nothing has to wait (a new reference).
-    func completedFuture() -> PyRef { objects.done.copy() }
+    /// The future already done: what `send` returns when nothing has to wait (a new reference). Read
+    /// through a plain pointer (`objects.done` owns it): through `objects`, a var, each call retained
+    /// and released it, twice a request.
+    func completedFuture() -> PyRef { PyRef(retaining: donePointer!) }
+    private var donePointer: PyObjectPointer?
     /// Where the glue's messages go (lifespan shutdown problems).
     private lazy var glueLog = LogSink { [logger] level, text in
         switch level {
@@ -203,6 +206,7 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
                   let done = PyTuple_GetItem(made.pointer, 2) else { throw PythonError.typeError("asgi_new_loop returned no (loop, name, done)") }
             loopName = try Python.string(name)
             objects = try LoopObjects(loop: PyRef(retaining: loop), done: PyRef(retaining: done), host: self, log: LogSink.leveled.bind(to: glueLog))
+            donePointer = objects.done.pointer
         } catch {
             return .failure(.importFailed("cannot start the ASGI event loop:\n\(PythonError.fetchText() ?? "?")"))
         }
