@@ -27,8 +27,8 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     /// The future of a `send()` that waits for the socket to drain.
     private var pendingSend = PendingFuture()
 
-    /// Borrowing: the host is not retained (unowned), the exchange once, for its store. Owned parameters
-    /// (an init's default) cost the caller a retain and a release of each around the call.
+    /// Borrowing: each is retained once, for its store. Owned parameters (an init's default) cost the
+    /// caller a retain and a release of each around the call besides.
     init(host: borrowing ASGIHost, exchange: borrowing HTTPExchange) {
         self.host = copy host
         self.exchange = copy exchange
