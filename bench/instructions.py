@@ -9,6 +9,7 @@ of the responses wrk counted, so the worker's start and stop cancel out.
 Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi-hello,asgi-hello,flask-json,fastapi-json,
        starlette-routes,wsgi-stream,asgi-stream,wsgi-hello-headers,asgi-hello-headers,wsgi-hello-close,
        echo-4k,asgi-echo-4k,wsgi-hello-uwsgi] [--seconds 8] [--peers granian] [--connections 4] [--cache] [--functions N]
+       [--sites N]
   APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
   --peers counts a peer's worker the same way (its command from bench.py): user-space instructions only,
   so a comparison that the machine's noise cannot move, though not one of time (the kernel's work, and
@@ -34,6 +35,14 @@ more beside Flask than beside a hello app. The simulation is user space only (th
 it evicts are not in it) and has no prefetcher, so it counts misses, not their time. Use it with
 --connections 64, the batches of the wrk tables (a turn of the loop then carries dozens of requests).
 `bench/run.sh interpreter --cache` counts the app's loop alone the same way.
+
+--sites N goes one step further than --functions: for the N functions of the server's objects (its modules,
+SwiftNIO, the generics specialized in it) that call retain and release most, each call site with its calls a
+request and where it is in the source, the inlined frames innermost first (llvm-symbolizer on the unstripped
+build: the copy valgrind runs has no debug info). A site is one `call swift_retain` instruction; several sites
+on one line are the same value retained more than once, or several values. It names the line that asked for a
+retain or release the code did not need (a local kept to the end of its scope, an owned argument, a method
+called through an `unowned(unsafe)` reference), which is where the thirty-first pass's cuts were found.
 """
 import argparse
 import os
@@ -154,11 +163,15 @@ def peer_command(peer, module, interface):
     return [sys.executable, *argv] if Path(argv[0]).read_bytes()[:2] == b"#!" else argv
 
 
-def run_once(command, valgrind_options, load, seconds, workdir, cwd=None, loader=wrk, by_function=False):
+def run_once(command, valgrind_options, load, seconds, workdir, cwd=None, loader=wrk, by_function=False, sites=False):
     """The worker's (the server's first child's) instructions over its whole life, the requests it served,
-    its loop turns and its costs by object with the cache simulation on, by function with `by_function`."""
+    its loop turns, its costs by object with the cache simulation on, by function with `by_function`, and
+    with `sites` the call sites of retain and release in the server's objects (call_sites)."""
     out_pattern = os.path.join(workdir, "callgrind.%p")
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_pattern}", "--dump-instr=no", *valgrind_options, *command]
+    # With `sites` a cost line's one position is its instruction's address, written in full (not relative to
+    # the line before), instead of its source line: costs_by_object reads either alike.
+    dump_options = ["--dump-instr=yes", "--dump-line=no", "--compress-pos=no"] if sites else ["--dump-instr=no"]
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_pattern}", *dump_options, *valgrind_options, *command]
     server = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONHASHSEED="0"))
     try:
         wait_port(timeout=120, port=PORT)   # valgrind starts slowly
@@ -169,7 +182,8 @@ def run_once(command, valgrind_options, load, seconds, workdir, cwd=None, loader
         stop_valgrind(server)
     dump = Path(workdir) / f"callgrind.{worker}"
     wanted = by_function or "--cache-sim=yes" in valgrind_options
-    return summary(dump), served, waits(dump), costs_by_object(dump, by_function) if wanted else {}
+    return (summary(dump), served, waits(dump), costs_by_object(dump, by_function) if wanted else {},
+            call_sites(dump) if sites else {})
 
 
 def summary(dump):
@@ -356,6 +370,103 @@ def owner_tables(label, functions, count):
     print(flush=True)
 
 
+def call_sites(dump):
+    """The calls of retain and release that the server's objects made, by site: {(object, function, address,
+    callee): calls}. Read from a dump written with --dump-instr=yes --dump-line=no --compress-pos=no, where
+    the cost line after a `calls=` line starts with the address of the call instruction."""
+    objects, functions, sites = {}, {}, {}
+    owner = function = callee = calls = None
+    compressed = lambda line: line.partition("=")[2].partition(")")
+    with open(dump, errors="replace") as lines:
+        for line in lines:
+            if line.startswith(("ob=", "cob=")):
+                ident, _, name = compressed(line)
+                if name.strip():
+                    objects[ident] = Path(name.strip()).name
+                if line.startswith("ob="):
+                    owner = objects[ident]
+            elif line.startswith(("fn=", "cfn=")):
+                ident, _, name = compressed(line)
+                if name.strip():
+                    functions[ident] = name.strip().split("'")[0]
+                if line.startswith("fn="):
+                    function = functions[ident]
+                else:
+                    callee = functions[ident]
+            elif line.startswith("calls="):
+                calls = int(line[6:].split()[0])
+            elif calls is not None and line[:2] == "0x":
+                if owner in SERVER_OBJECTS and RETAIN_RELEASE.match(callee or ""):
+                    key = (owner, function, int(line.split()[0], 16), callee)
+                    sites[key] = sites.get(key, 0) + calls
+                calls = None
+    return sites
+
+
+def symbolizer():
+    """The toolchain's llvm-symbolizer (it reads what its compiler wrote), else Debian's."""
+    swift = shutil.which("swift")
+    beside = Path(os.path.realpath(swift)).parent / "llvm-symbolizer" if swift else None
+    return str(beside) if beside and beside.exists() else shutil.which("llvm-symbolizer")
+
+
+def source_frames(binary, addresses, back=160):
+    """Each address's frames as llvm-symbolizer gives them, innermost (inlined) first: {address: (exact,
+    [(function, file:line)])}. `binary` is the unstripped build (its debug info). Most retains and releases
+    are the compiler's own and have no line (`<compiler-generated>:0`): such a site gets the frames of the
+    nearest address up to `back` bytes before it that has one, the code it follows, and `exact` False."""
+    tool = symbolizer()
+    if not tool or not addresses:
+        return {}
+    queries = [address - offset for address in addresses for offset in range(back + 1)]
+    out = subprocess.run([tool, f"--obj={binary}", "--inlining", "--functions=linkage"],
+                         input="\n".join(hex(query) for query in queries), capture_output=True, text=True).stdout
+    blocks = out.strip("\n").split("\n\n")
+    frames = {}
+    for index, address in enumerate(addresses):
+        for offset in range(back + 1):
+            lines = blocks[index * (back + 1) + offset].splitlines()
+            chain = [(lines[i], lines[i + 1].rsplit(":", 1)[0]) for i in range(0, len(lines) - 1, 2)]
+            if chain and not chain[0][1].endswith(":0"):
+                frames[address] = (offset == 0, chain)
+                break
+    return frames
+
+
+def sites_tables(label, sites, binary, count):
+    """Prints, for the `count` functions of the server's objects that made the most calls of retain and
+    release, each site that made at least 0.5 a request: the callee, the calls a request, and the source
+    lines from the innermost inlined function out to the function itself."""
+    totals = {}
+    for (obj, function, address, callee), calls in sites.items():
+        totals[(obj, function)] = totals.get((obj, function), 0.0) + calls
+    top = sorted(totals, key=lambda key: -totals[key])[:count]
+    originals = {"appserver": Path(binary), **{library: Path(binary).parent / library for library in HOSTED_LIBRARIES}}
+    frames = {}
+    for obj in {obj for obj, _ in top}:
+        addresses = sorted({address for (o, f, address, calls) in sites if o == obj and (o, f) in top})
+        frames.update({(obj, address): found for address, found in source_frames(originals[obj], addresses).items()})
+    names = demangled(sorted({name for _, chain in frames.values() for name, _ in chain} | {f for _, f in top}))
+    short = lambda path: re.sub(r"^.*/(Sources|\.build/checkouts)/", "", path)
+    print(f"\n{label}, the {count} functions of the server's objects that call retain and release most, by call site\n"
+          "(source: the inlined frames, innermost first, then the function's own line; `after` when the site has\n"
+          "no line of its own, the compiler's, and the line is of the code just before it):\n")
+    print("| function | site | callee | calls a request | source |")
+    print("|---|---|---|---|---|")
+    for obj, function in top:
+        rows = sorted(((address, callee, calls) for (o, f, address, callee), calls in sites.items()
+                       if (o, f) == (obj, function) and calls >= 0.5), key=lambda row: row[0])
+        name = names.get(function, function).replace("|", "\\|")
+        print(f"| `{name[:100]}` | | | {totals[(obj, function)]:,.1f} | |")
+        for address, callee, calls in rows:
+            exact, chain = frames.get((obj, address), (True, []))
+            inner = [f"{names.get(frame, frame)[:60]} ({short(place)})" for frame, place in chain[:-1]]
+            own = short(chain[-1][1]) if chain else "?"
+            source = ("" if exact else "after ") + " < ".join([*inner, own]).replace("|", "\\|")
+            print(f"| | {hex(address)} | {callee} | {calls:,.2f} | {source} |")
+    print(flush=True)
+
+
 WAIT_FUNCTIONS = {"epoll_wait", "epoll_pwait"}
 
 
@@ -387,12 +498,14 @@ def stop_valgrind(server):
         server.wait()
 
 
-def measure(binary, extra, module, interface, load, seconds, workdir, peer=None, listener=((), wrk), cache=(), by_function=False):
+def measure(binary, extra, module, interface, load, seconds, workdir, peer=None, listener=((), wrk), cache=(), by_function=False,
+            sites=False):
     """Two runs, short and long: the difference of their instructions over the difference of their
     requests leaves out the start and the stop. `peer` measures that server instead of `binary`;
     `listener` is another listener's arguments and the load for it; `cache`, cache_options() or none.
     Returns the instructions a request, the requests measured, the requests a loop turn, and the cache
-    figures a request by object, or by object and function with `by_function` (empty without either)."""
+    figures a request by object, or by object and function with `by_function` (empty without either), and
+    with `sites` the calls of retain and release a request by site (call_sites)."""
     if peer:
         # A peer imports the app from its working directory.
         command, options, cwd = peer_command(peer, module, interface), ["--trace-children=yes"], HERE / "apps"
@@ -400,11 +513,12 @@ def measure(binary, extra, module, interface, load, seconds, workdir, peer=None,
         copy, options = valgrind_copy(binary, workdir)
         command, cwd = appserver_command(copy, extra, module, interface, listener[0]), None
     options = [*options, *cache]
-    short = run_once(command, options, load, max(1, seconds // 4), workdir, cwd, listener[1], by_function)
-    long = run_once(command, options, load, seconds, workdir, cwd, listener[1], by_function)
+    short = run_once(command, options, load, max(1, seconds // 4), workdir, cwd, listener[1], by_function, sites)
+    long = run_once(command, options, load, seconds, workdir, cwd, listener[1], by_function, sites)
     served, turns = long[1] - short[1], long[2] - short[2]
     return ((long[0] - short[0]) / served, served, served / turns if turns > 0 else float("nan"),
-            (difference if by_function else per_request)(long[3], short[3], served))
+            (difference if by_function else per_request)(long[3], short[3], served),
+            {key: (calls - short[4].get(key, 0)) / served for key, calls in long[4].items()})
 
 
 def main():
@@ -417,6 +531,8 @@ def main():
     parser.add_argument("--cache", action="store_true", help="simulate this machine's caches: misses a request, by object")
     parser.add_argument("--functions", type=int, default=0, metavar="N",
                         help="a request's instructions by owner (the server's modules, SwiftNIO, the runtime, CPython) and the top N functions")
+    parser.add_argument("--sites", type=int, default=0, metavar="N",
+                        help="the call sites of retain and release, with their source lines, in the N server functions that call them most")
     args = parser.parse_args()
     cache = cache_options() if args.cache else []
     configs = [(name, APPSERVER, CONFIGS[name], None) for name in args.configs.split(",") if name]
@@ -435,18 +551,21 @@ def main():
                 continue
             loader = lambda seconds, load: wrk(seconds, load, args.connections)
             with tempfile.TemporaryDirectory() as workdir:
-                instructions, served, batch, costs = measure(binary, extra, module, interface, load, args.seconds, workdir, peer,
-                                                             LISTENERS.get(bench, ((), loader)), cache, args.functions > 0)
+                instructions, served, batch, costs, sites = measure(binary, extra, module, interface, load, args.seconds, workdir,
+                                                                    peer, LISTENERS.get(bench, ((), loader)), cache,
+                                                                    args.functions > 0, args.sites > 0 and not peer)
             objects = {obj: cache_columns(events) for obj, events in by_object(costs).items()} if args.functions else costs
             misses = [sum(columns[column] for columns in objects.values()) for column in extra_columns]
             print(f"| {bench} | {name} | {instructions:,.0f} | {served} | {batch:.1f} |"
                   + "".join(f" {value:,.1f} |" for value in misses), flush=True)
-            breakdowns.append((f"{bench}, {name}", objects, costs))
-    for label, objects, costs in breakdowns:
+            breakdowns.append((f"{bench}, {name}", objects, costs, sites, binary))
+    for label, objects, costs, sites, binary in breakdowns:
         if cache:
             cache_table(label, objects)
         if args.functions:
             owner_tables(label, costs, args.functions)
+        if args.sites and binary:
+            sites_tables(label, sites, binary, args.sites)
 
 
 if __name__ == "__main__":

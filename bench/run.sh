@@ -2,7 +2,7 @@
 # The benchmark harness: a bench venv from Debian's python3 with the peers, then bench.py.
 # Usage: bench/run.sh [--servers appserver,granian,...] [--benches wsgi-hello,...] [--runs 3] [--seconds 10]
 #        bench/run.sh memory [--workers 4] [--runs 3]  (PSS of the whole server, Django, vs Gunicorn)
-#        bench/run.sh instructions [--benches wsgi-hello,asgi-hello] [--peers granian] [--connections 64] [--cache] [--functions 30]  (callgrind: instructions, requests a loop turn, cache misses by object file, instructions by owner and function)
+#        bench/run.sh instructions [--benches wsgi-hello,asgi-hello] [--peers granian] [--connections 64] [--cache] [--functions 30] [--sites 12]  (callgrind: instructions, requests a loop turn, cache misses by object file, instructions by owner and function, retain/release call sites by source line)
 #        bench/run.sh interpreter [--apps flask_json:wsgi,...] [--cache]  (callgrind: an app's loop in Debian's python3 and in the server's interpreter)
 #        bench/run.sh rss [--requests 2000000]  (the worker's RSS over two million header-heavy requests)
 #        bench/run.sh pythons [--versions 3.10,3.11,3.12,3.13]  (each CPython's build, beside Granian on that Python)
