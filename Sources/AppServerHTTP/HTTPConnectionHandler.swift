@@ -77,10 +77,12 @@ enum RequestHeadCheck {
 /// handler carries them out on the channel. The bytes of a response are made by `ResponseWriter` on
 /// the app's thread.
 final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler, ServerConnection {
-    typealias InboundIn = RequestPart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// Turns the connection's bytes into request parts (HTTP/1.1 or uwsgi), which come back to `receive`.
+    private let decoder: any RequestDecoder
     private let server: HTTPServer
     private let limits: HTTPLimits
     private let logger: Logger
@@ -133,6 +135,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let edge: EdgePolicy
 
     init(server: HTTPServer, limits: HTTPLimits, logger: Logger, origin: ConnectionOrigin, uwsgi: Bool) {
+        self.decoder = uwsgi ? UWSGIRequestDecoder(origin: origin, server: server) : HTTP1RequestDecoder(limits: limits.parser)
         self.server = server
         self.edge = server.edge
         self.limits = limits
@@ -153,6 +156,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        decoder.connectionClosed()
         deadline.clear()
         current?.abort()
         current = nil
@@ -162,9 +166,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     /// The context holds this handler: kept, it would keep the handler, itself and the pipeline alive
-    /// after the connection is gone (some 2.5 KB a connection). Nothing uses it after this.
+    /// after the connection is gone (some 2.5 KB a connection). Nothing uses it after this. After a
+    /// websocket upgrade, what the client sent after its request goes on to the frame decoder.
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        if let rest = decoder.detach() { context.fireChannelRead(NIOAny(rest)) }
     }
 
     /// The server drains: the response in progress (or the next one) closes the connection.
@@ -174,17 +180,22 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     // MARK: reading
 
-    func bytesArrived() {
+    private func bytesArrived() {
         if let timer = machine.bytesArrived() { arm(timer) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        receive(unwrapInboundIn(data))
+        // Bytes arrived: the header timeout starts with a request's first byte.
+        bytesArrived()
+        decoder.received(unwrapInboundIn(data), context: context, connection: self)
     }
 
-    /// A request part from the decoder before this handler (called directly by the HTTP/1.1 one).
-    /// Parts are consumed on their way in: a head bound out of a borrowed part was copied, a retain of
-    /// its buffer and of its fields a request.
+    /// Not passed on: only the pipeline's tail is after this handler, and it does nothing with it (the
+    /// channel reads again by itself). After an upgrade this handler is gone and the frame handlers get it.
+    func channelReadComplete(context: ChannelHandlerContext) {}
+
+    /// A request part from the decoder. Parts are consumed on their way in: a head bound out of a
+    /// borrowed part was copied, a retain of its buffer and of its fields a request.
     func receive(_ part: consuming RequestPart) {
         switch machine.arrival() {
         case .queue: queued.append(part)
@@ -491,9 +502,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                                                                 maxAccumulatedFrameSize: limit))
             try pipeline.addHandler(WebSocketHandler(connection: webSocket, server: server))
             server.unregister(self)
-            // The HTTP decoder goes last: what the client sent after its request reaches the frame decoder.
+            // Removed after the frame handlers are in: what the client sent after its request reaches
+            // the frame decoder (handlerRemoved).
             pipeline.removeHandler(context: context, promise: nil)
-            pipeline.removeHandler(name: HTTPServer.decoderName, promise: nil)
         } catch {
             logger.error("websocket upgrade failed: \(error)")
             context.close(promise: nil)
@@ -550,9 +561,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let firstRequest = requestCount == 0
         switch machine.refused() {
         case .answerAndClose:
-            let sync = context.pipeline.syncOperations
-            let firstBytes = (try? sync.handler(type: HTTP1RequestDecoder.self))?.firstBytes
-            if firstRequest, let hint = firstBytes?.mismatchHint {
+            if firstRequest, let hint = decoder.mismatchHint {
                 server.warnRarely("mismatch", "\(hint) (peer \(peer))")
             }
             logger.debug("refused a request from \(peer): \(error)")

@@ -157,8 +157,8 @@ public final class HTTPServer: @unchecked Sendable {
         onAccepting(true)
     }
 
-    /// A connection's pipeline: [PROXY header] -> HTTP/1 or uwsgi decoder -> the connection handler, which
-    /// takes the same request parts from either decoder (by a direct call).
+    /// A connection's pipeline: [PROXY header] -> the connection handler, which turns bytes into request
+    /// parts with its listener's decoder (HTTP/1.1 or uwsgi, called directly: see RequestDecoder).
     private func configure(_ channel: any Channel, listener: ListenerOptions) throws {
         if let metrics {
             metrics.connectionOpened()
@@ -169,13 +169,6 @@ public final class HTTPServer: @unchecked Sendable {
         let sync = channel.pipeline.syncOperations
         if listener.proxyProtocol != .off {
             try sync.addHandler(ProxyProtocolHandler(mode: listener.proxyProtocol, origin: origin, server: self))
-        }
-        switch listener.protocolName {
-        case .http:
-            // Bytes after a websocket upgrade request go on to the frame decoder when this one is removed.
-            try sync.addHandler(HTTP1RequestDecoder(limits: limits.parser, connection: handler), name: HTTPServer.decoderName)
-        case .uwsgi:
-            try sync.addHandler(UWSGIRequestDecoder(origin: origin, server: self, connection: handler), name: HTTPServer.decoderName)
         }
         try sync.addHandler(handler)
     }
@@ -209,8 +202,6 @@ public final class HTTPServer: @unchecked Sendable {
     func countRefusal(_ status: Int) {
         metrics?.refused(status: status)
     }
-
-    static let decoderName = "http-request-decoder"
 
     func register(_ handler: any ServerConnection) {
         if sweep == nil {

@@ -284,13 +284,10 @@ enum UWSGIRequest {
 /// Turns the bytes of a uwsgi listener's connection into the request parts the connection handler
 /// takes from the HTTP decoder (head, body, end), and leaves the packet's origin on the connection.
 /// Refusals (a bad packet, an HTTP request, a peer not in uwsgi_allow_ips) are logged and end the
-/// connection; one that reads as HTTP is answered with a 400 saying what to change. Parts go to the
-/// connection handler by a direct call, and each read starts the header timeout, as the HTTP/1.1
-/// decoder does (a ByteToMessageHandler and a handler to notice reads were ~4k instructions a connection).
-final class UWSGIRequestDecoder: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = RequestPart
-
+/// connection; one that reads as HTTP is answered with a 400 saying what to change. As the HTTP/1.1
+/// decoder, it is the connection handler's, not a pipeline handler (a ByteToMessageHandler and a handler
+/// to notice reads were ~4k instructions a connection).
+final class UWSGIRequestDecoder: RequestDecoder {
     private enum State {
         case head
         case body(remaining: Int64)
@@ -302,20 +299,19 @@ final class UWSGIRequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
     private var pending: ByteBuffer?
     private let origin: ConnectionOrigin
     private let server: HTTPServer
-    /// Strong until `handlerRemoved` (see HTTP1RequestDecoder's).
-    private var connection: HTTPConnectionHandler?
     private var checkedPeer = false
-    private var removed = false
+    private var detached = false
 
-    init(origin: ConnectionOrigin, server: HTTPServer, connection: HTTPConnectionHandler?) {
+    init(origin: ConnectionOrigin, server: HTTPServer) {
         self.origin = origin
         self.server = server
-        self.connection = connection
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        connection?.bytesArrived()
+    /// None: the packet parser tells an HTTP request on this listener itself (and answers it).
+    var mismatchHint: String? { nil }
+
+    func received(_ bytes: consuming ByteBuffer, context: ChannelHandlerContext, connection: HTTPConnectionHandler) {
+        var incoming = bytes
         if !checkedPeer {
             checkedPeer = true
             if !server.edge.uwsgiAllow.allows(origin.socketPeer) {
@@ -328,11 +324,11 @@ final class UWSGIRequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
         } else {
             pending!.writeBuffer(&incoming)
         }
-        decode(context: context)
+        decode(context, connection)
     }
 
-    private func decode(context: ChannelHandlerContext) {
-        while !removed, var buffer = pending, buffer.readableBytes > 0 {
+    private func decode(_ context: ChannelHandlerContext, _ connection: HTTPConnectionHandler) {
+        while !detached, var buffer = pending, buffer.readableBytes > 0 {
             switch state {
             case .refused:
                 pending = nil
@@ -341,8 +337,8 @@ final class UWSGIRequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
                 let slice = buffer.readSlice(length: n)!
                 pending = buffer.readableBytes > 0 ? buffer : nil
                 state = remaining == Int64(n) ? .head : .body(remaining: remaining - Int64(n))
-                deliver(.body(slice), context)
-                if remaining == Int64(n) { deliver(.end, context) }
+                deliver(.body(slice), connection)
+                if remaining == Int64(n) { deliver(.end, connection) }
             case .head:
                 switch UWSGIPacketParser.parse(buffer) {
                 case .needMore:
@@ -366,30 +362,30 @@ final class UWSGIRequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
                     origin.pendingRequestOrigin = request.origin
                     let bodyLength = request.head.parsed.contentLength
                     if let bodyLength { state = .body(remaining: bodyLength) }
-                    deliver(.head(request.head), context)
-                    if bodyLength == nil { deliver(.end, context) }
+                    deliver(.head(request.head), connection)
+                    if bodyLength == nil { deliver(.end, connection) }
                 }
             }
         }
     }
 
-    private func deliver(_ part: consuming RequestPart, _ context: ChannelHandlerContext) {
-        guard !removed else { return }
-        if let connection { connection.receive(part) } else { context.fireChannelRead(wrapInboundOut(part)) }
+    private func deliver(_ part: consuming RequestPart, _ connection: HTTPConnectionHandler) {
+        guard !detached else { return }
+        connection.receive(part)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    func connectionClosed() {
         if case .head = state, let rest = pending, rest.readableBytes > 0 {
             server.logger.debug("a uwsgi connection closed in the middle of a packet's head (\(rest.readableBytes) bytes)")
         }
         pending = nil
-        context.fireChannelInactive()
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        removed = true
-        connection = nil
+    /// uwsgi has no upgrades: nothing is handed on.
+    func detach() -> ByteBuffer? {
+        detached = true
         pending = nil
+        return nil
     }
 
     private func refuse(_ context: ChannelHandlerContext, _ reason: String, answer: String?) {

@@ -3,11 +3,8 @@ import NIOCore
 /// Turns a connection's bytes into request parts with `HTTP1Parser`: heads as their own bytes (no
 /// copy), body bytes as slices of what was read, refusals as `.invalid` parts for the connection
 /// handler to answer. After a request that asks for an upgrade it parses nothing more: the bytes that
-/// follow belong to the new protocol, and go on to it when this handler is removed.
-final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = RequestPart
-
+/// follow belong to the new protocol, and go on to it when the connection's handler leaves.
+final class HTTP1RequestDecoder: RequestDecoder {
     private var parser: HTTP1Parser
     /// Bytes received and not yet parsed.
     private var pending: ByteBuffer?
@@ -15,27 +12,19 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
     private var stopAfterThisRequest = false
     private let empty = ByteBuffer()
     private var failed = false
-    private var removed = false
+    private var detached = false
 
-    /// The connection's handler, next in the pipeline: parts go to it by a direct call. Passed through
-    /// the pipeline, each part was boxed in an `Any` and cast back (two dynamic casts a request).
-    /// Strong until `handlerRemoved`: a weak reference gives the handler a side table, which sends every
-    /// retain and release of it (~20 a request) down the runtime's slow path.
-    private var connection: HTTPConnectionHandler?
-
-    init(limits: HTTP1ParserLimits, connection: HTTPConnectionHandler? = nil) {
+    init(limits: HTTP1ParserLimits) {
         parser = HTTP1Parser(limits: limits)
-        self.connection = connection
     }
 
-    /// The connection's first bytes, for a hint when they were not HTTP.
-    private(set) var firstBytes = FirstBytes()
+    private var firstBytes = FirstBytes()
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        // Bytes arrived: the header timeout starts with a request's first byte.
+    var mismatchHint: String? { firstBytes.mismatchHint }
+
+    func received(_ bytes: consuming ByteBuffer, context: ChannelHandlerContext, connection: HTTPConnectionHandler) {
+        var incoming = bytes
         firstBytes.note(incoming)
-        connection?.bytesArrived()
         guard !failed else { return }
         if pending == nil || pending!.readableBytes == 0 {
             pending = incoming
@@ -43,11 +32,11 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
             pending!.writeBuffer(&incoming)
         }
         guard !upgradeRequested else { return }
-        decode(context: context)
+        decode(connection)
     }
 
-    private func decode(context: ChannelHandlerContext) {
-        while !removed, !failed, !upgradeRequested {
+    private func decode(_ connection: HTTPConnectionHandler) {
+        while !detached, !failed, !upgradeRequested {
             // Moved out and back (not copied): a copy is a retain and a release of its storage a part.
             var buffer = pending.take() ?? empty
             if buffer.readableBytes == 0 && parser.isAtRequestStart { break }
@@ -72,7 +61,7 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
             buffer.moveReaderIndex(forwardBy: consumed)
             if buffer.readableBytes > 0 { pending = consume buffer }
             if let part = part.take() {
-                if let connection { connection.receive(part) } else { context.fireChannelRead(wrapInboundOut(part)) }
+                connection.receive(part)
             } else if consumed == 0 {
                 break
             }
@@ -85,14 +74,13 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
         }
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        removed = true
-        connection = nil
-        // After an upgrade: what the client sent after its request is the new protocol's (the
-        // handlers of which come next in the pipeline). Otherwise the connection is going away.
-        if upgradeRequested, let rest = pending, rest.readableBytes > 0 {
-            pending = nil
-            context.fireChannelRead(NIOAny(rest))
-        }
+    func connectionClosed() {}
+
+    func detach() -> ByteBuffer? {
+        detached = true
+        // After an upgrade: what the client sent after its request is the new protocol's. Otherwise
+        // the connection is going away.
+        guard upgradeRequested, let rest = pending.take(), rest.readableBytes > 0 else { return nil }
+        return rest
     }
 }
