@@ -384,7 +384,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// `pieces` go before a `.buffer` output in the same write (uncopied body chunks and their framing).
     func writeResponse(_ output: ResponseOutput, after pieces: [ByteBuffer]? = nil, size: Int, end: Bool, close: Bool, for exchange: HTTPExchange) {
-        guard current === exchange, case .active(_, responseDone: false) = machine.phase else {
+        // The context read once: each read of the stored one is a retain and a release (three a response).
+        guard current === exchange, case .active(_, responseDone: false) = machine.phase, let context else {
             if case .file(let fd, _, _, _, _) = output { Glibc.close(fd) }
             if !end { exchange.didWrite(size) }
             return
