@@ -256,14 +256,14 @@ public final class HTTPExchange: @unchecked Sendable {
         let close: Bool
 
         /// Hands it to its connection; on the event loop.
-        func write() {
+        consuming func write() {
             exchange.connection.value.writeResponse(.buffer(buffer), after: pieces, size: size, end: end, close: close, for: exchange)
         }
     }
 
     /// Writes prepared responses, in order, on the I/O thread (of all their exchanges: one worker's),
     /// and leaves `writes` empty (holding reusable storage, not the writes' copies).
-    public static func submit(_ writes: inout [PendingWrite]) {
+    public static func submit(_ writes: inout MoveOutArray<PendingWrite>) {
         writes.first?.exchange.server.outbox.post(taking: &writes)
     }
 

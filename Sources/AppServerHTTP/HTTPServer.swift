@@ -37,13 +37,13 @@ public final class HTTPServer: @unchecked Sendable {
     private var drained: EventLoopPromise<Void>?
     private var served = 0
     /// Ends of responses made on this thread (sync mode), written after the event-loop tick.
-    private var endsAfterTick: [HTTPExchange.PendingWrite] = []
+    private var endsAfterTick = MoveOutArray<HTTPExchange.PendingWrite>()
     /// The last tick's ends while they are written: the two arrays swap, so neither is allocated again.
-    private var endsBeingWritten: [HTTPExchange.PendingWrite] = []
+    private var endsBeingWritten = MoveOutArray<HTTPExchange.PendingWrite>()
     /// Requests the application put off until the tick's reads are done (sync mode), and the ones
     /// being handed to it.
-    private var requestsAfterReads: [HTTPExchange] = []
-    private var requestsBeingHandled: [HTTPExchange] = []
+    private var requestsAfterReads = MoveOutArray<HTTPExchange>()
+    private var requestsBeingHandled = MoveOutArray<HTTPExchange>()
     /// The task that ends the tick (`endTick`) is queued.
     private var tickEndQueued = false
     private var started = 0
@@ -104,16 +104,14 @@ public final class HTTPServer: @unchecked Sendable {
         if !requestsAfterReads.isEmpty {
             repeat {
                 swap(&requestsAfterReads, &requestsBeingHandled)
-                for exchange in requestsBeingHandled { application.handleAfterReads(exchange) }
-                requestsBeingHandled.removeAll(keepingCapacity: true)
+                requestsBeingHandled.drain { application.handleAfterReads($0) }
             } while !requestsAfterReads.isEmpty
             application.afterReadsHandled()
         }
         // A response's end may start the next request, which then waits for a new tick.
         tickEndQueued = false
         swap(&endsAfterTick, &endsBeingWritten)
-        for write in endsBeingWritten { write.write() }
-        endsBeingWritten.removeAll(keepingCapacity: true)
+        endsBeingWritten.drain { $0.write() }
     }
 
     /// Bounds a TCP socket's not-yet-sent queue (`HTTPLimits.unsentBytes`); unix sockets have none.

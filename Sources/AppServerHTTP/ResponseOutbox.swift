@@ -3,7 +3,8 @@ import Synchronization
 
 /// A write an app thread hands to the I/O thread; `write()` runs on the event loop.
 protocol OutboxWrite: Sendable {
-    func write()
+    /// Consuming: the batch hands each write over moved, and the write moves its buffers on.
+    consuming func write()
 }
 
 /// Response writes that app threads (WSGI `--threads`, ASGI's loop thread) hand to the I/O thread.
@@ -14,7 +15,7 @@ protocol OutboxWrite: Sendable {
 /// Generic over what it carries so that its threads can be tested without connections.
 final class ResponseOutbox<Write: OutboxWrite>: @unchecked Sendable {
     private struct Posted {
-        var writes: [Write] = []
+        var writes = MoveOutArray<Write>()
         /// A task that will take `writes` is on the event loop's queue.
         var taskQueued = false
         /// How many times a task took `writes`: a post that queued a task reads it before and after,
@@ -30,7 +31,7 @@ final class ResponseOutbox<Write: OutboxWrite>: @unchecked Sendable {
     private let eventLoop: any EventLoop
     /// The storage of the last batch, emptied, handed back to `posted` by the next task (so neither
     /// array is allocated again). Touched on `eventLoop` only.
-    private var spare: [Write] = []
+    private var spare = MoveOutArray<Write>()
 
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
@@ -45,19 +46,13 @@ final class ResponseOutbox<Write: OutboxWrite>: @unchecked Sendable {
     }
 
     /// Posts all of `writes` and leaves it empty. Into an empty outbox the arrays trade places, so
-    /// the writes are not copied one by one (nor retained and released again).
-    func post(taking writes: inout [Write]) {
+    /// the writes are not moved one by one.
+    func post(taking writes: inout MoveOutArray<Write>) {
         guard !writes.isEmpty else { return }
-        let (traded, takes) = posted.withLock { posted -> (Bool, UInt64?) in
-            let takes = posted.takesIfNoTaskQueued
-            guard posted.writes.isEmpty else {
-                posted.writes.append(contentsOf: writes)
-                return (false, takes)
-            }
-            swap(&posted.writes, &writes)
-            return (true, takes)
+        let takes = posted.withLock { posted -> UInt64? in
+            posted.writes.append(takingAllOf: &writes)
+            return posted.takesIfNoTaskQueued
         }
-        if !traded { writes.removeAll(keepingCapacity: true) }
         if let takes { queueTask(takenSince: takes) }
     }
 
@@ -75,15 +70,14 @@ final class ResponseOutbox<Write: OutboxWrite>: @unchecked Sendable {
     }
 
     private func writePosted() {
-        var batch = spare
-        spare = []   // `batch` holds the storage alone: the app threads' appends to it must not copy it
+        var batch = MoveOutArray<Write>()
+        swap(&batch, &spare)   // `batch` holds the storage alone: the app threads' appends to it must not copy it
         posted.withLock { posted in
             swap(&batch, &posted.writes)
             posted.taskQueued = false
             posted.takes &+= 1
         }
-        for write in batch { write.write() }
-        batch.removeAll(keepingCapacity: true)
+        batch.drain { $0.write() }
         spare = batch
     }
 }

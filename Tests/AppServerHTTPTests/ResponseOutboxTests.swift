@@ -47,7 +47,7 @@ import Testing
         let outbox = ResponseOutbox<Recorded>(eventLoop: loop)
 
         onThreads(threads) { thread in
-            var batch: [Recorded] = []
+            var batch = MoveOutArray<Recorded>()
             var sequence = 0
             while sequence < writesEach {
                 if sequence % 7 == 3 {
@@ -120,7 +120,8 @@ import Testing
         for sequence in 0..<50 {
             outbox.post(Recorded(log: log, thread: 0, sequence: sequence))
         }
-        var batch = [Recorded(log: log, thread: 0, sequence: 50)]
+        var batch = MoveOutArray<Recorded>()
+        batch.append(Recorded(log: log, thread: 0, sequence: 50))
         outbox.post(taking: &batch)
         #expect(try loop.submit { log.written[0] }.wait().elementsEqual(0...50))
     }

@@ -39,7 +39,7 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     private var wakeScheduled = false             // guarded by `queueLock`
     /// Responses made in this turn of the asyncio loop, taken to the I/O thread in one hop at its
     /// end (`flushOutbox`, scheduled with call_soon), rather than one hop (and wake-up) each.
-    private var outbox: [HTTPExchange.PendingWrite] = []
+    private var outbox = MoveOutArray<HTTPExchange.PendingWrite>()
     /// When the loop last ran its heartbeat task (monotonic ns): a loop blocked by the app stops it,
     /// and `--timeout` then replaces the worker.
     private let lastTick = Atomic<Int64>(0)
@@ -317,7 +317,8 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         if outbox.isEmpty {
             if (try? Python.call(objects.tasks.callSoon.pointer, objects.flush.pointer)) == nil {
                 PyErr_Clear()
-                var single = [write]
+                var single = MoveOutArray<HTTPExchange.PendingWrite>()
+                single.append(write)
                 HTTPExchange.submit(&single)
                 return mustWait
             }
