@@ -212,52 +212,74 @@ RETAIN_RELEASE = re.compile(r"^swift_(unknownObject|bridgeObject|nonatomic_)?(re
 RETAINS, RETAIN_COST = "retain/release calls", "retain/release Ir"
 
 
+def named(line, names, clean=lambda name: name):
+    """The object or function a `key=(id) name` line names, remembered in `names` under its id, or a
+    `key=(id)` line repeats: callgrind spells a name out the first time only. `clean` shapes a new name."""
+    ident, _, name = line.partition("=")[2].partition(")")
+    if name.strip():
+        names[ident] = clean(name.strip())
+    return names[ident]
+
+
+def object_name(path):
+    return Path(path).name
+
+
+def function_name(name):
+    """A function's name without callgrind's recursion depth (`'2`)."""
+    return name.split("'")[0]
+
+
+def cost_lines(dump):
+    """A callgrind dump's cost lines with whose they are: yields (object, function, call, fields), where
+    `fields` are the line's position and counts, and `call` is (callee, count) when the line is the
+    inclusive cost of that many calls (the line after a `calls=N` line), None when it is the function's
+    own. The `events:` line's names come first, as (None, None, None, names). In callgrind's format
+    `ob=` and `fn=` say whose the cost lines after them are, and `cob=`/`cfn=` what the next `calls=`
+    line calls."""
+    objects, functions = {}, {}
+    owner = function = callee = calls = None
+    with open(dump, errors="replace") as lines:
+        for line in lines:
+            if line.startswith("events:"):
+                yield None, None, None, line.split()[1:]
+            elif line.startswith(("ob=", "cob=")):
+                name = named(line, objects, object_name)
+                if line.startswith("ob="):
+                    owner = name
+            elif line.startswith(("fn=", "cfn=")):
+                name = named(line, functions, function_name)
+                if line.startswith("fn="):
+                    function = name
+                else:
+                    callee = name
+            elif line.startswith("calls="):
+                calls = int(line[6:].split()[0])
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                yield owner, function, (callee, calls) if calls is not None else None, line.split()
+                calls = None
+
+
 def costs_by_object(dump, by_function=False):
     """A dump's self cost by object file: {file name: {event: count}}, or with `by_function` by object and
     function: {(file name, function): {event: count}}, where each function also has the calls it made to
     retain and release (RETAINS) and their inclusive instructions (RETAIN_COST: a release that frees an
-    object includes its freeing). In callgrind's format `ob=(id) name` or `cob=(id) name` names an object the
-    first time and `(id)` alone repeats it, and `fn=`/`cfn=` functions the same way (`ob=` and `fn=` say
-    whose the cost lines after them are, `cfn=` which function the next `calls=` line calls); a cost line
-    is a line number and the counts of the `events:` line, and the cost line after a `calls=N` line is those
-    calls' inclusive cost, not the function's own. A name's `'2` (callgrind's recursion depth) is dropped."""
-    events, objects, functions, totals, current, owner, callee, calls = [], {}, {}, {}, None, None, None, None
-    compressed = lambda line: line.partition("=")[2].partition(")")
-    with open(dump, errors="replace") as lines:
-        for line in lines:
-            if line.startswith("events:"):
-                events = line.split()[1:]
-                extra = [RETAINS, RETAIN_COST] if by_function else []
-                width, instructions = len(events) + len(extra), events.index("Ir")
-                events += extra
-            elif line.startswith(("ob=", "cob=")):
-                ident, _, name = compressed(line)
-                if name.strip():
-                    objects[ident] = Path(name.strip()).name
-                if line.startswith("ob="):
-                    owner = objects[ident]
-                    if not by_function:
-                        current = totals.setdefault(owner, [0] * width)
-            elif by_function and line.startswith(("fn=", "cfn=")):
-                ident, _, name = compressed(line)
-                if name.strip():
-                    functions[ident] = name.strip().split("'")[0]
-                if line.startswith("fn="):
-                    current = totals.setdefault((owner, functions[ident]), [0] * width)
-                else:
-                    callee = functions[ident]
-            elif line.startswith("calls="):
-                calls = int(line[6:].split()[0])
-            elif line[:1].isdigit() or line[:1] in "+-*":
-                if calls is not None:
-                    counts = line.split()[1:]
-                    if by_function and RETAIN_RELEASE.match(callee or "") and len(counts) > instructions:
-                        current[-2] += calls
-                        current[-1] += int(counts[instructions])
-                    calls = None
-                    continue
-                for position, count in enumerate(line.split()[1:]):
-                    current[position] += int(count)
+    object includes its freeing). A cost line is a position (a source line, or an address) and the counts
+    of the `events:` line."""
+    events, totals, width, instructions = [], {}, 0, 0
+    for owner, function, call, fields in cost_lines(dump):
+        if owner is None:
+            events = fields + ([RETAINS, RETAIN_COST] if by_function else [])
+            width, instructions = len(events), events.index("Ir")
+            continue
+        row = totals.setdefault((owner, function) if by_function else owner, [0] * width)
+        counts = fields[1:]
+        if call is None:
+            for position, count in enumerate(counts):
+                row[position] += int(count)
+        elif by_function and RETAIN_RELEASE.match(call[0] or "") and len(counts) > instructions:
+            row[-2] += call[1]
+            row[-1] += int(counts[instructions])
     return {name: dict(zip(events, counts)) for name, counts in totals.items()}
 
 
@@ -374,32 +396,11 @@ def call_sites(dump):
     """The calls of retain and release that the server's objects made, by site: {(object, function, address,
     callee): calls}. Read from a dump written with --dump-instr=yes --dump-line=no --compress-pos=no, where
     the cost line after a `calls=` line starts with the address of the call instruction."""
-    objects, functions, sites = {}, {}, {}
-    owner = function = callee = calls = None
-    compressed = lambda line: line.partition("=")[2].partition(")")
-    with open(dump, errors="replace") as lines:
-        for line in lines:
-            if line.startswith(("ob=", "cob=")):
-                ident, _, name = compressed(line)
-                if name.strip():
-                    objects[ident] = Path(name.strip()).name
-                if line.startswith("ob="):
-                    owner = objects[ident]
-            elif line.startswith(("fn=", "cfn=")):
-                ident, _, name = compressed(line)
-                if name.strip():
-                    functions[ident] = name.strip().split("'")[0]
-                if line.startswith("fn="):
-                    function = functions[ident]
-                else:
-                    callee = functions[ident]
-            elif line.startswith("calls="):
-                calls = int(line[6:].split()[0])
-            elif calls is not None and line[:2] == "0x":
-                if owner in SERVER_OBJECTS and RETAIN_RELEASE.match(callee or ""):
-                    key = (owner, function, int(line.split()[0], 16), callee)
-                    sites[key] = sites.get(key, 0) + calls
-                calls = None
+    sites = {}
+    for owner, function, call, fields in cost_lines(dump):
+        if call and owner in SERVER_OBJECTS and RETAIN_RELEASE.match(call[0] or "") and fields[0].startswith("0x"):
+            key = (owner, function, int(fields[0], 16), call[0])
+            sites[key] = sites.get(key, 0) + call[1]
     return sites
 
 
@@ -471,21 +472,8 @@ WAIT_FUNCTIONS = {"epoll_wait", "epoll_pwait"}
 
 
 def waits(dump):
-    """How often the dump's process called epoll_wait or epoll_pwait (its event loops' turns). Callgrind's
-    format names a function once, `cfn=(id) name`, then by `(id)` alone; each call site's `calls=N` line
-    follows its `cfn=` line."""
-    names, callee, count = {}, None, 0
-    with open(dump, errors="replace") as lines:
-        for line in lines:
-            if line.startswith(("fn=(", "cfn=(")):
-                ident, _, name = line.partition("=")[2].partition(")")
-                if name.strip():
-                    names[ident] = name.strip()
-                if line.startswith("cfn="):
-                    callee = names.get(ident)
-            elif line.startswith("calls=") and callee in WAIT_FUNCTIONS:
-                count += int(line[6:].split()[0])
-    return count
+    """How often the dump's process called epoll_wait or epoll_pwait (its event loops' turns)."""
+    return sum(call[1] for _, _, call, _ in cost_lines(dump) if call and call[0] in WAIT_FUNCTIONS)
 
 
 def stop_valgrind(server):
