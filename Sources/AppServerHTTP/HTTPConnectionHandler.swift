@@ -422,6 +422,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             responseBytes += length + Int64(header?.readableBytes ?? 0) + Int64(trailer?.readableBytes ?? 0)
             if responseStatus == 0 { responseStatus = header.map(Self.statusCode(in:)) ?? 0 }
         }
+        var flushed = false
         switch output {
         case .buffer(let buffer):
             if let pieces {
@@ -431,9 +432,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 for (i, piece) in pieces.enumerated() { context.write(wrapOutboundOut(piece), promise: i == last ? promise : nil) }
                 if last == pieces.count { context.write(wrapOutboundOut(buffer), promise: promise) }
             } else {
-                context.write(wrapOutboundOut(buffer), promise: promise)
-                // A response's last buffer is kept for a next head (NIO most often lets it go in the
-                // flush below). Not one after pieces: it holds their framing, they may be an app's memory.
+                // Written and flushed in one pass down the pipeline: a flush of its own is a second.
+                context.writeAndFlush(wrapOutboundOut(buffer), promise: promise)
+                flushed = true
+                // A response's last buffer is kept for a next head (NIO most often let it go in that
+                // flush). Not one after pieces: it holds their framing, they may be an app's memory.
                 if end { server.shared.responseBuffers.give(buffer) }
             }
         case .file(let fd, let offset, let length, let header, let trailer):
@@ -450,7 +453,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 context.write(NIOAny(IOData.fileRegion(region)), promise: filePromise)
             }
         }
-        context.flush()
+        if !flushed { context.flush() }
         if !end { return }
         exchange.letObserverGo()
         server.requestFinished(exchange.request, status: responseStatus, requestBodyBytes: bodyReceived, responseBytes: responseBytes)
