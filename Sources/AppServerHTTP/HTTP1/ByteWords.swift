@@ -15,6 +15,16 @@ private let highs: UInt64 = 0x8080_8080_8080_8080
     return (below20 | is7F) != 0
 }
 
+/// A mark (the byte's high bit) on the first byte of `word`, in memory order, that is below 0x20 or
+/// is 0x7F, and maybe on bytes after it (a borrow carries upward only), none when there is no such
+/// byte: the lowest mark is exact, so `trailingZeroBitCount >> 3` is that byte's position.
+@inline(__always) func controlByteMarks(_ word: UInt64) -> UInt64 {
+    let bytes = UInt64(littleEndian: word)
+    let below20 = (bytes &- ones &* 0x20) & ~bytes & highs
+    let deletes = bytes ^ (ones &* 0x7F)
+    return below20 | (deletes &- ones) & ~deletes & highs
+}
+
 /// Whether all eight bytes of `word` are letters, digits or '-', the bytes of nearly every header
 /// name (all tchars; a false answer only sends the caller to `isTokenByte`). Exact: with every byte
 /// ASCII and at least 0x20, setting 0x20 folds upper- onto lower-case letters and maps only digits

@@ -24,6 +24,30 @@ import Testing
         }
     }
 
+    /// The first control byte's position from its lowest mark, with two bytes of every value in every
+    /// pair of positions over fillers that a borrow could turn (0x20, 0x80, 0x7E, 0xFF): a mark
+    /// carried up from a lower byte must never come before the first true one.
+    @Test func theFirstControlBytesPositionIsExact() {
+        var wrong = 0
+        for fill: UInt8 in [0x41, 0x20, 0x80, 0x7E, 0xFF] {
+            for first in 0..<8 {
+                for second in first..<8 {
+                    for a in 0...255 {
+                        for b in stride(from: 0, through: 255, by: first == second ? 256 : 1) {
+                            var bytes = [UInt8](repeating: fill, count: 8)
+                            bytes[first] = UInt8(a)
+                            bytes[second] = first == second ? UInt8(a) : UInt8(b)
+                            let expected = bytes.firstIndex { $0 < 0x20 || $0 == 0x7F }
+                            let marks = controlByteMarks(Self.word(bytes))
+                            if (marks == 0 ? nil : marks.trailingZeroBitCount >> 3) != expected { wrong += 1 }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(wrong == 0)
+    }
+
     @Test func controlBytesAreFoundInEveryPosition() {
         for position in 0..<8 {
             for value in 0...255 {

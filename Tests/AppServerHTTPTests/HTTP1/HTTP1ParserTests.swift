@@ -348,3 +348,89 @@ extension HTTP1ParserTests {
         #expect(!same("[", "{"))
     }
 }
+
+/// A head that came whole is read in one pass (each line's end found by reading it); any other goes
+/// the way that finds the head's end first. The two must read every head alike: the one-pass way
+/// accepts exactly the heads the other accepts, and reads them to the same offsets.
+@Suite struct OnePassHeadTests {
+    /// The two ways on one head: nil for a refusal (the one-pass way's refusals only send the parser
+    /// the other way, so their reasons do not count), else the head read.
+    private func bothWays(_ bytes: [UInt8], limits: HTTP1ParserLimits = HTTP1ParserLimits()) -> (onePass: HTTP1Head?, twoPass: HTTP1Head?) {
+        let parser = HTTP1Parser(limits: limits)
+        return bytes.withUnsafeBytes { raw in
+            // The end as the other way finds it: the first CRLF CRLF.
+            let end = (0..<max(0, raw.count - 3)).first { raw[$0] == 13 && raw[$0 + 1] == 10 && raw[$0 + 2] == 13 && raw[$0 + 3] == 10 }.map { $0 + 4 }
+            let twoPass = end.flatMap { try? parser.readHead(raw, from: 0, end: $0).get() }
+            return (try? parser.readHead(raw, from: 0, end: nil).get(), twoPass)
+        }
+    }
+
+    /// Field lines that together hold what each way looks at: names a word long and longer, a colon in
+    /// and past the first word, values a word long and not, whitespace either side, tabs, bytes above
+    /// 0x7F; and lines either way refuses (control bytes, a bare CR or LF, no colon, a space before it,
+    /// obs-fold, a name that is not a token).
+    private static let lines: [[UInt8]] = [
+        "Host: example.com", "X: y", "Accept: text/html,application/xhtml+xml;q=0.9", "A-Longer-Name-Here: v",
+        "Abcdefg: 12345678", "Abcdefgh: 1234567", "Abcdefghi:12345678", "Cookie:   a=b; c=d   ", "Empty:", "Empty2:   ",
+        "Tabbed:\tx\ty\t", "Content-Length: 5", "Transfer-Encoding: chunked", "Connection: close", "Connection: keep-alive",
+        "Expect: 100-continue", "Upgrade: websocket", "Name_With_Underscore: v", "!#$%&'*+-.^_`|~: odd but a token",
+        "Bad Name: v", "Bad: a\u{7F}b", "Bad: a\u{01}b", "NoColon", " folded", "\tfolded", "Name :v", ": no name",
+        "Dots.And.More.Dots.Here: 1", "Exactly-8:", "Seven-7: abcdefg",
+    ].map { Array($0.utf8) } + [
+        Array("Latin: caf".utf8) + [0xE9], Array("High: ".utf8) + [0xFF, 0x80, 0xC3, 0xA9], Array("BareCR: a".utf8) + [13] + Array("b".utf8),
+        Array("BareLF: a".utf8) + [10] + Array("b".utf8), Array("CRCR: a".utf8) + [13],
+    ]
+
+    @Test func everyHeadOfTheseLinesIsReadAlikeBothWays() {
+        var generator = SplitMix64(seed: 0x5EED)
+        var accepted = 0, total = 0
+        for _ in 0..<4000 {
+            var head = Array((generator.next() % 8 == 0 ? "GET / HTTP/1.0\r\n" : "GET /path?q=1 HTTP/1.1\r\nHost: h\r\n").utf8)
+            for _ in 0..<Int(generator.next() % 6) {
+                head += Self.lines[Int(generator.next() % UInt64(Self.lines.count))] + [13, 10]
+            }
+            head += [13, 10]
+            // Sometimes cut short, sometimes with the next request's bytes after it.
+            switch generator.next() % 8 {
+            case 0: head.removeLast(Int(generator.next() % UInt64(head.count)))
+            case 1: head += Array("POST / HTTP/1.1\r\n".utf8)
+            default: break
+            }
+            let (onePass, twoPass) = bothWays(head)
+            #expect(onePass == twoPass, "\(String(decoding: head, as: UTF8.self).debugDescription)")
+            total += 1
+            if twoPass != nil { accepted += 1 }
+        }
+        // Both kinds were there: heads each way accepts and heads it refuses.
+        #expect(accepted > total / 10 && accepted < total * 9 / 10)
+    }
+
+    @Test func aHeadReadInOnePassHasItsLengthAndFields() throws {
+        let text = "GET / HTTP/1.1\r\nHost: a\r\nX-Long-Header-Name: a value longer than a word\t \r\n\r\nNEXT"
+        let head = try #require(bothWays(Array(text.utf8)).onePass)
+        #expect(head.length == text.utf8.count - 4)
+        #expect(head.fields.count == 2)
+        #expect(head.fields[1].valueEnd - head.fields[1].valueStart == Int32("a value longer than a word".utf8.count))
+    }
+
+    @Test func aFieldPastItsSizeLimitIsLeftToTheOtherWay() {
+        var limits = HTTP1ParserLimits()
+        limits.fieldSize = 10
+        let (onePass, twoPass) = bothWays(Array("GET / HTTP/1.1\r\nHost: a-long-host\r\n\r\n".utf8), limits: limits)
+        #expect(onePass == nil && twoPass == nil)
+        #expect(parse("GET / HTTP/1.1\r\nHost: a-long-host\r\n\r\n", limits: limits) == ["error 431"])
+    }
+}
+
+/// A small seeded generator (SplitMix64), so the generated heads are the same on every run.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
