@@ -348,17 +348,8 @@ public struct HTTP1Parser: Sendable {
         if limits.fieldSize > 0 && line.count > limits.fieldSize {
             return .failure(HTTP1ParseError(431, "a header field longer than \(limits.fieldSize) bytes"))
         }
-        var i = line.lowerBound
-        // Eight bytes at a time while they are letters, digits and '-' (most names), then one at a time.
+        var i = tokenEnd(bytes, from: line.lowerBound, bound: line.upperBound)
         let base = bytes.baseAddress!
-        while i + 8 <= line.upperBound {
-            let word = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-            if isWordOfNameBytes(word) { i += 8; continue }
-            // The word with the colon: the bytes before it checked at once (the rest set to 'a').
-            if let colonAt = firstByte(colon, in: word), isWordOfNameBytes(bytesBefore(colonAt, of: word, filledWith: 0x61)) { i += colonAt }
-            break
-        }
-        while i < line.upperBound && isTokenByte(bytes[i]) { i += 1 }
         guard i > line.lowerBound, i < line.upperBound, bytes[i] == colon else {
             return .failure(.bad(i < line.upperBound && (bytes[i] == space || bytes[i] == tab)
                                  ? "whitespace between a field name and its colon" : "a field name that is not a token"))
@@ -386,6 +377,27 @@ public struct HTTP1Parser: Sendable {
         return .success(HTTP1Field(nameStart: Int32(line.lowerBound), nameEnd: Int32(nameEnd), valueStart: Int32(valueStart), valueEnd: Int32(valueEnd)))
     }
 
+    /// Where the token that starts at `start` ends (at `bound` at most): a field name's end, where its
+    /// colon should be. Eight bytes at a time while they are letters, digits and '-' (most names), then
+    /// one at a time. The word with the colon is looked for first: most names end in their first or
+    /// second word, and the whole-word check on that word (~27 instructions) could only fail; the bytes
+    /// before the colon are checked at once (the rest set to 'a').
+    @inline(__always) private func tokenEnd(_ bytes: UnsafeRawBufferPointer, from start: Int, bound: Int) -> Int {
+        let base = bytes.baseAddress!
+        var i = start
+        while i + 8 <= bound {
+            let word = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            if let colonAt = firstByte(colon, in: word) {
+                if isWordOfNameBytes(bytesBefore(colonAt, of: word, filledWith: 0x61)) { i += colonAt }
+                break
+            }
+            guard isWordOfNameBytes(word) else { break }
+            i += 8
+        }
+        while i < bound && isTokenByte(bytes[i]) { i += 1 }
+        return i
+    }
+
     /// One field line read from `start` to its CRLF, the line's end found on the way (the other way
     /// finds it first with memchr, then reads the line): the name as `readField` reads it, then the value
     /// a word at a time up to its first byte below 0x20 or 0x7F, which on a well-formed line is the CR
@@ -395,19 +407,7 @@ public struct HTTP1Parser: Sendable {
     /// Int32.max long: the caller checks.)
     private func readFieldInOnePass(_ bytes: UnsafeRawBufferPointer, from start: Int) -> (field: HTTP1Field, next: Int)? {
         let base = bytes.baseAddress!, count = bytes.count
-        var i = start
-        // The word with the colon is looked for first: most names end in their first or second word,
-        // and the whole-word check on that word (~27 instructions) could only fail.
-        while i + 8 <= count {
-            let word = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-            if let colonAt = firstByte(colon, in: word) {
-                if isWordOfNameBytes(bytesBefore(colonAt, of: word, filledWith: 0x61)) { i += colonAt }
-                break
-            }
-            guard isWordOfNameBytes(word) else { break }
-            i += 8
-        }
-        while i < count && isTokenByte(bytes[i]) { i += 1 }
+        var i = tokenEnd(bytes, from: start, bound: count)
         guard i > start, i < count, bytes[i] == colon else { return nil }
         let nameEnd = i
         i += 1
