@@ -9,10 +9,7 @@ private let highs: UInt64 = 0x8080_8080_8080_8080
 /// one too: the caller looks at such a word byte by byte). Exact, no false negatives: the
 /// "has a byte less than n" and "has a zero byte" tricks (each true only when such a byte exists).
 @inline(__always) func mayHoldControlByte(_ word: UInt64) -> Bool {
-    let below20 = (word &- ones &* 0x20) & ~word & highs
-    let deletes = word ^ (ones &* 0x7F)
-    let is7F = (deletes &- ones) & ~deletes & highs
-    return (below20 | is7F) != 0
+    controlByteMarks(word) != 0
 }
 
 /// A mark (the byte's high bit) on the first byte of `word`, in memory order, that is below 0x20 or
