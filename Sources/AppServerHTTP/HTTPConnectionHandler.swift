@@ -553,7 +553,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         current = nil
         machine.answeredWithError()
         deadline.clear()
-        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlushThenClose(wrapOutboundOut(buffer))
     }
 
     /// Bytes the decoder refuses: before a request is being answered, a 4xx (or 501/505) with
@@ -601,9 +601,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             return
         }
         // Writes complete in order: closing after an empty one lets a response in flight go out whole.
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
-            context.close(promise: nil)
-        }
+        context.writeAndFlushThenClose(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)))
     }
 
     /// The connection is on its way out (closed, or closing after an error answer): nothing more is sent.

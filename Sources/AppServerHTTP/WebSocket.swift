@@ -218,8 +218,7 @@ final class WebSocketHandler: ChannelDuplexHandler, ServerConnection {
                 closing = true
                 var echo = context.channel.allocator.buffer(capacity: 2)
                 if code != 1005 { echo.writeInteger(UInt16(code)) }
-                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: echo)))
-                    .whenComplete { _ in context.close(promise: nil) }
+                context.writeAndFlushThenClose(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: echo)))
             }
         default:
             break
@@ -242,8 +241,7 @@ final class WebSocketHandler: ChannelDuplexHandler, ServerConnection {
             closing = true
             var payload = context.channel.allocator.buffer(capacity: 2)
             payload.writeInteger(UInt16(code))
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)))
-                .whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlushThenClose(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)))
         } else {
             context.close(promise: nil)
         }

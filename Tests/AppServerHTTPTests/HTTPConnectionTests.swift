@@ -90,7 +90,7 @@ func output(_ channel: EmbeddedChannel) throws -> String {
         var limits = HTTPLimits()
         limits.requestBody = 1000
         let channel = try makeChannel(EchoPathApplication(), limits: limits)
-        try? channel.writeInbound(ByteBuffer(string: request))
+        _ = try? channel.writeInbound(ByteBuffer(string: request))
         let text = try output(channel)
         #expect(text.hasPrefix("HTTP/1.1 \(status) "), "\(text.prefix(60))")
         #expect(text.contains("Connection: close"))

@@ -398,6 +398,6 @@ final class UWSGIRequestDecoder: RequestDecoder {
         }
         var buffer = context.channel.allocator.buffer(capacity: 256)
         buffer.writeString("HTTP/1.1 400 Bad Request\r\nServer: appserver\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: \(answer.utf8.count)\r\n\r\n\(answer)")
-        context.writeAndFlush(NIOAny(buffer)).whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlushThenClose(NIOAny(buffer))
     }
 }
