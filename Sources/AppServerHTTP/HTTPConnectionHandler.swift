@@ -135,7 +135,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let edge: EdgePolicy
 
     init(server: HTTPServer, limits: HTTPLimits, logger: Logger, origin: ConnectionOrigin, uwsgi: Bool) {
-        self.decoder = uwsgi ? UWSGIRequestDecoder(origin: origin, server: server) : HTTP1RequestDecoder(limits: limits.parser)
+        if uwsgi {
+            self.decoder = UWSGIRequestDecoder(origin: origin, server: server)
+        } else {
+            var parserLimits = limits.parser
+            parserLimits.watchedNames = server.edge.watchedFieldNames
+            self.decoder = HTTP1RequestDecoder(limits: parserLimits)
+        }
         self.server = server
         self.edge = server.edge
         self.limits = limits

@@ -9,9 +9,10 @@ public enum RequestID {
     static let maxLength = 200
 
     /// The id a request carries in the header `lowercasedName`, if it is 1 to 200 visible ASCII characters.
+    /// (The name is one of the parser's watched names: `EdgePolicy.watchedFieldNames`.)
     static func carried(in headers: RequestHeaders, lowercasedName: [UInt8]) -> String? {
         var found: String?
-        headers.forEach { name, value in
+        headers.forEachWatched { name, value in
             guard found == nil, name.count == lowercasedName.count, RequestHeaders.equalsLowercased(name, lowercasedName), value.count > 0, value.count <= maxLength,
                   value.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return }
             found = String(decoding: value, as: UTF8.self)

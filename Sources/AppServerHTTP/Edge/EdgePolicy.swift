@@ -30,17 +30,18 @@ public struct EdgePolicy: Sendable {
     }
     /// `secureSchemeHeaders` as the bytes each request's header names and values are compared with.
     private(set) var schemeHeaderBytes: [(name: [UInt8], secureValue: [UInt8], display: String)] {
-        didSet { forwardedNameLengths = Self.nameLengths(of: schemeHeaderBytes) }
+        didSet { watchedFieldNames = Self.watched(schemeHeaderBytes, requestIDHeaderBytes) }
     }
-    /// The lengths of the names a trusted peer's request is read for (the scheme headers, X-Forwarded-For),
-    /// one bit each (bit 63 for 63 and longer): most of a request's headers are passed over on their
-    /// length alone.
-    private(set) var forwardedNameLengths: UInt64 = 0
     public var proxyHeaders: Bool
     public var headerMap: HeaderMapMode
     /// The request id's header name, lower case, as the bytes each request's header names are
     /// compared with; nil: no request ids.
-    public var requestIDHeaderBytes: [UInt8]?
+    public var requestIDHeaderBytes: [UInt8]? {
+        didSet { watchedFieldNames = Self.watched(schemeHeaderBytes, requestIDHeaderBytes) }
+    }
+    /// The names the server reads from a request's fields (the scheme headers, X-Forwarded-For, the
+    /// request id's): the parser notes which fields may have them, and only those are read for them.
+    public private(set) var watchedFieldNames = WatchedFieldNames.all
 
     public init(uwsgiAllow: AddressAllowList = .loopback, proxyAllow: AddressAllowList = .loopback,
                 forwardedAllow: AddressAllowList = .loopback, secureSchemeHeaders: SecureSchemeHeaders = .gunicornDefault,
@@ -50,24 +51,19 @@ public struct EdgePolicy: Sendable {
         self.forwardedAllow = forwardedAllow
         self.secureSchemeHeaders = secureSchemeHeaders
         self.schemeHeaderBytes = Self.bytes(of: secureSchemeHeaders)
-        self.forwardedNameLengths = Self.nameLengths(of: schemeHeaderBytes)
         self.proxyHeaders = proxyHeaders
         self.headerMap = headerMap
         self.requestIDHeaderBytes = requestIDHeader.map { Array($0.lowercased().utf8) }
+        self.watchedFieldNames = Self.watched(schemeHeaderBytes, requestIDHeaderBytes)
     }
 
     private static func bytes(of headers: SecureSchemeHeaders) -> [(name: [UInt8], secureValue: [UInt8], display: String)] {
         headers.entries.map { (Array($0.name.utf8), Array($0.secureValue.utf8), $0.name) }
     }
 
-    /// `forwardedNameLengths` for these scheme headers and X-Forwarded-For.
-    private static func nameLengths(of schemeHeaders: [(name: [UInt8], secureValue: [UInt8], display: String)]) -> UInt64 {
-        (schemeHeaders.map(\.name.count) + [forwardedForName.count]).reduce(0) { $0 | 1 << UInt64(min($1, 63)) }
-    }
-
-    /// Whether a header name of this length may be one the forwarded headers are read for.
-    @inline(__always) func mayBeForwardedName(length: Int) -> Bool {
-        forwardedNameLengths & 1 << UInt64(min(length, 63)) != 0
+    private static func watched(_ schemeHeaders: [(name: [UInt8], secureValue: [UInt8], display: String)],
+                                _ requestIDHeader: [UInt8]?) -> WatchedFieldNames {
+        WatchedFieldNames(schemeHeaders.map(\.name) + [forwardedForName] + (requestIDHeader.map { [$0] } ?? []))
     }
 
     public init(config: ServerConfig) {
@@ -126,9 +122,8 @@ enum ForwardedHeaders {
         var contradiction: String?
         // Every X-Forwarded-For field's value, in order, joined with commas: one list of hops.
         var forwardedFor: [UInt8] = []
-        headers.forEach { name, value in
+        headers.forEachWatched { name, value in
             let length = name.count
-            guard policy.mayBeForwardedName(length: length) else { return }
             if policy.proxyHeaders && length == 15 && RequestHeaders.equalsLowercased(name, forwardedForName) {
                 if !forwardedFor.isEmpty { forwardedFor.append(UInt8(ascii: ",")) }
                 forwardedFor.append(contentsOf: value)

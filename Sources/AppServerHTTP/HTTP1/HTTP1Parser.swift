@@ -17,6 +17,8 @@ public struct HTTP1ParserLimits: Sendable, Equatable {
     public var chunkExtensions = 4096
     /// A whole head, request line and fields; past it 431.
     public var headSize = 64 * 1024
+    /// The names whose fields the head notes in `watchedFields` (the server's own readers of fields).
+    public var watchedNames = WatchedFieldNames.all
 
     public init() {}
 }
@@ -63,6 +65,9 @@ public struct HTTP1Head: Equatable, Sendable {
     public var expectsContinue = false
     /// `Connection: upgrade` and an `Upgrade` field.
     public var upgrade = false
+    /// Bit i: field i's name may be one of the parser's `watchedNames` (bit 63: field 63 or any after it).
+    /// A field whose bit is clear is none of them.
+    public var watchedFields = UInt64.max
     public var hasBody: Bool { chunked || (contentLength ?? 0) > 0 }
 }
 
@@ -255,6 +260,7 @@ public struct HTTP1Parser: Sendable {
         var head = HTTP1Head(method: method, target: target, minorVersion: min(minor, 1), fields: [], length: end,
                              keepAlive: minor >= 1)
         head.fields.reserveCapacity(8)
+        head.watchedFields = 0
         var hosts = 0
         var closeToken = false, keepAliveToken = false, upgradeToken = false, hasUpgradeField = false
         var transferCodings: [Range<Int>] = []
@@ -287,6 +293,9 @@ public struct HTTP1Parser: Sendable {
                 return .failure(HTTP1ParseError(431, "more than \(limits.fieldCount) header fields"))
             }
             let name = field.name, value = field.value
+            if limits.watchedNames.mayContain(length: name.count, first: bytes[name.lowerBound], last: bytes[name.upperBound - 1]) {
+                head.watchedFields |= 1 << UInt64(min(head.fields.count - 1, 63))
+            }
             switch name.count {
             case 4 where equalsLowercased(bytes, name, "host"):
                 hosts += 1

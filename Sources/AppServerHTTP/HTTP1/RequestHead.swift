@@ -21,7 +21,7 @@ public struct RequestHead: Sendable {
     init(bytes: ByteBuffer, parsed: HTTP1Head) {
         // `parsed.fields` kept beside the bytes: read out of `parsed` for each use, it copied the whole
         // parsed head (an outlined copy and a retain); from here it is a load.
-        self.headers = RequestHeaders(bytes: bytes, fields: Self.fields(of: parsed))
+        self.headers = RequestHeaders(bytes: bytes, fields: Self.fields(of: parsed), watched: parsed.watchedFields)
         self.parsed = parsed
     }
 
@@ -51,9 +51,9 @@ public struct RequestHead: Sendable {
     public var uri: String { withTarget { String(decoding: $0, as: UTF8.self) } }
 
     /// Parses a whole head (tests, and requests made by the server itself).
-    public init(parsing text: String) throws {
+    public init(parsing text: String, limits: HTTP1ParserLimits = HTTP1ParserLimits()) throws {
         var buffer = ByteBuffer(string: text)
-        var parser = HTTP1Parser(limits: HTTP1ParserLimits())
+        var parser = HTTP1Parser(limits: limits)
         let (event, consumed) = buffer.withUnsafeReadableBytes { parser.next($0) }
         switch event {
         case .head(let head):
@@ -70,8 +70,40 @@ public struct RequestHead: Sendable {
 public struct RequestHeaders: Sendable {
     @usableFromInline let bytes: ByteBuffer
     let fields: [HTTP1Field]
+    /// The fields that may have one of the parser's watched names (`HTTP1Head.watchedFields`).
+    let watched: UInt64
+
+    init(bytes: ByteBuffer, fields: [HTTP1Field], watched: UInt64 = .max) {
+        self.bytes = bytes
+        self.fields = fields
+        self.watched = watched
+    }
 
     public var count: Int { fields.count }
+
+    /// The fields the parser noted as maybe having a watched name (`HTTP1ParserLimits.watchedNames`), in
+    /// order: every field with such a name, and maybe a few others. The server's readers of X-Forwarded-*
+    /// and the request id pass over a browser's twenty-odd other fields this way.
+    func forEachWatched(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Void) {
+        guard watched != 0 else { return }
+        bytes.withUnsafeReadableBytes { raw in
+            func visit(_ field: HTTP1Field) {
+                body(UnsafeRawBufferPointer(rebasing: raw[field.name]), UnsafeRawBufferPointer(rebasing: raw[field.value]))
+            }
+            var rest = watched
+            while rest != 0 {
+                let index = rest.trailingZeroBitCount
+                rest &= rest &- 1
+                // Bits past the last field (`.max`: a head that says nothing of its fields) end the walk.
+                guard index < fields.count else { return }
+                if index < 63 {
+                    visit(fields[index])
+                } else {
+                    fields[63...].forEach(visit)   // bit 63 stands for field 63 and every one after it
+                }
+            }
+        }
+    }
 
     /// Each field's name and value bytes, in order (the names as the client spelled them).
     public func forEach(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Void) rethrows {

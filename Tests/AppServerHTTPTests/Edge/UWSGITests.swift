@@ -58,6 +58,14 @@ func gatewayVariables(_ origin: RequestOrigin) -> [(name: String, value: [UInt8]
         #expect(!names.contains("CONTENT_LENGTH") && !names.contains("HTTP_HOST") && !names.contains("HTTP_CONNECTION"))
     }
 
+    /// A uwsgi head is not the HTTP parser's: its every field is read for the request id.
+    @Test func aRequestIDComesThroughAPacket() throws {
+        let bytes = uwsgiPacket(nginx + [("HTTP_X_REQUEST_ID", "id-from-nginx")], body: "{}")
+        guard case .packet(let packet, _) = parse(bytes) else { Issue.record("not parsed"); return }
+        let request = try UWSGIRequest.make(packet)
+        #expect(RequestID.carried(in: request.head.headers, lowercasedName: Array("x-request-id".utf8)) == "id-from-nginx")
+    }
+
     @Test func headerBytesStayExactAndRepeatsJoin() throws {
         var bytes = uwsgiPacket([("REQUEST_METHOD", "GET"), ("HTTP_X_A", "1"), ("HTTP_X_A", "2")])
         // A value with a byte that is not UTF-8 (latin-1 e-acute), as nginx passes it on.
