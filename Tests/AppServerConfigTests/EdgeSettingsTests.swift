@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import AppServerConfig
 
@@ -42,6 +45,39 @@ import Testing
         #expect(try !AddressAllowList(parsing: [""], key: "k").allows("127.0.0.1"))
         #expect { try AddressAllowList(parsing: ["10.0.0.0/33"], key: "proxy_allow_ips") } throws: { "\($0)".contains("from 0 to 32") }
         #expect { try AddressAllowList(parsing: ["localhost"], key: "forwarded_allow_ips") } throws: { "\($0)".contains("'localhost' for 'forwarded_allow_ips'") }
+    }
+
+    /// The dotted quad is read by hand: it takes and refuses what inet_pton(AF_INET) does, over texts made
+    /// of digits and dots (leading zeros, numbers past 255, parts missing or too many) and a few others.
+    @Test func ipv4TextIsReadAsInetPtonReadsIt() {
+        var state: UInt64 = 0x5EED
+        func next() -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return state >> 33
+        }
+        let alphabet = Array("0123456789.".utf8) + Array("0123456789.".utf8) + Array(" x-+".utf8)   // no ':', which is IPv6's
+        var accepted = 0
+        for index in 0..<20000 {
+            var text: [UInt8]
+            if index % 2 == 0 {
+                // Near-addresses: 3 to 5 numbers of 0 to 3 digits.
+                text = []
+                for part in 0..<Int(3 + next() % 3) {
+                    if part > 0 { text.append(UInt8(ascii: ".")) }
+                    if next() % 10 == 0 { text.append(UInt8(ascii: "0")) }   // a leading zero, or a part of "0"
+                    text += Array(String(next() % 300).utf8).prefix(Int(next() % 4))
+                }
+            } else {
+                text = (0..<Int(next() % 17)).map { _ in alphabet[Int(next() % UInt64(alphabet.count))] }
+            }
+            var parsed = in_addr()
+            let expected: [UInt8]? = (String(decoding: text, as: UTF8.self).withCString { inet_pton(AF_INET, $0, &parsed) } == 1)
+                ? withUnsafeBytes(of: &parsed) { Array($0) } : nil
+            let got = text.withUnsafeBytes { AddressAllowList.parseIP($0) }
+            #expect(got == expected, "\(String(decoding: text, as: UTF8.self).debugDescription)")
+            if expected != nil { accepted += 1 }
+        }
+        #expect(accepted > 300, "too few texts were addresses to tell anything")
     }
 
     @Test func addressTextIsParsedFromItsBytes() {

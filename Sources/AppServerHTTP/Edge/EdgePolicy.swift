@@ -166,7 +166,7 @@ enum ForwardedHeaders {
             chosen = hop
             if !allow.allows(hop) { break }
         }
-        guard let chosen, AddressAllowList.parseIP(chosen) != nil else { return nil }
+        guard let chosen, IPAddressBytes(parsing: chosen) != nil else { return nil }
         return String(decoding: chosen, as: UTF8.self)
     }
 }
