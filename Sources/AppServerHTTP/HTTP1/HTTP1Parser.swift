@@ -45,8 +45,8 @@ public struct HTTP1Field: Equatable, Sendable {
     public var valueStart: Int32
     public var valueEnd: Int32
 
-    var name: Range<Int> { Int(nameStart)..<Int(nameEnd) }
-    var value: Range<Int> { Int(valueStart)..<Int(valueEnd) }
+    @usableFromInline var name: Range<Int> { Int(nameStart)..<Int(nameEnd) }
+    @usableFromInline var value: Range<Int> { Int(valueStart)..<Int(valueEnd) }
 }
 
 /// A parsed request head: offsets into its bytes, and what the server must know to frame and route it.

@@ -69,7 +69,7 @@ public struct RequestHead: Sendable {
 /// The fields of a request head, read in place.
 public struct RequestHeaders: Sendable {
     @usableFromInline let bytes: ByteBuffer
-    let fields: [HTTP1Field]
+    @usableFromInline let fields: [HTTP1Field]
     /// The fields that may have one of the parser's watched names (`HTTP1Head.watchedFields`).
     let watched: UInt64
 
@@ -105,13 +105,23 @@ public struct RequestHeaders: Sendable {
         }
     }
 
-    /// Each field's name and value bytes, in order (the names as the client spelled them).
-    public func forEach(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Void) rethrows {
-        try bytes.withUnsafeReadableBytes { raw in
+    /// Each field's name and value bytes, in order (the names as the client spelled them); the first
+    /// error the body throws ends the walk and is thrown. Inlined where it is called (the environ's and
+    /// the scope's headers): called through a closure and a thunk, a field cost ~40 instructions more.
+    @inlinable
+    public func forEach<Failure: Error>(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws(Failure) -> Void) throws(Failure) {
+        var failure: Failure?
+        bytes.withUnsafeReadableBytes { raw in
             for field in fields {
-                try body(UnsafeRawBufferPointer(rebasing: raw[field.name]), UnsafeRawBufferPointer(rebasing: raw[field.value]))
+                do throws(Failure) {
+                    try body(UnsafeRawBufferPointer(rebasing: raw[field.name]), UnsafeRawBufferPointer(rebasing: raw[field.value]))
+                } catch {
+                    failure = error
+                    return
+                }
             }
         }
+        if let failure { throw failure }
     }
 
     /// The first value of a field (name compared without case), as text for logs and handshakes.

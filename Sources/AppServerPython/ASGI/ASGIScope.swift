@@ -222,7 +222,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         let capacity = request.head.headers.count + (madeID == nil ? 0 : 1)
         let list = try PyRef.checked(PyList_New(capacity))
         var index = 0
-        try request.head.headers.forEach(raising: { (name, value) throws(PythonError) in
+        try request.head.headers.forEach({ (name, value) throws(PythonError) in
             if madeID != nil && RequestHeaders.equalsLowercased(name, requestIDHeader) { return }
             // header_map = drop: a name with '_' is left out (frameworks map header names to
             // CGI-style keys too, where X_User would pass for X-User).

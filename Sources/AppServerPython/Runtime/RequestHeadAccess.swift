@@ -1,7 +1,7 @@
 import AppServerHTTP
 
-// The request head's byte accessors rethrow untyped errors; these let a body raise a Python exception
-// (PythonError) through them without making those hot, cross-module accessors generic.
+// The request head's target accessor rethrows untyped errors; this lets a body raise a Python exception
+// (PythonError) through it. (RequestHeaders.forEach throws its body's error type itself.)
 
 extension RequestHead {
     func withTarget<T>(raising body: (UnsafeRawBufferPointer) throws(PythonError) -> T) throws(PythonError) -> T {
@@ -11,16 +11,5 @@ extension RequestHead {
         })
         guard !failed, let result else { throw PythonError() }
         return result
-    }
-}
-
-extension RequestHeaders {
-    func forEach(raising body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws(PythonError) -> Void) throws(PythonError) {
-        var failed = false
-        forEach({ name, value in
-            guard !failed else { return }
-            do { try body(name, value) } catch { failed = true }
-        })
-        if failed { throw PythonError() }
     }
 }

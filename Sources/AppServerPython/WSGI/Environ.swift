@@ -193,7 +193,7 @@ final class EnvironConstants: @unchecked Sendable {
         // SERVER_NAME and SERVER_PORT from the Host header or the connection, unless a uwsgi packet gives
         // both (its variables go in last).
         var serverNameSet = request.origin?.gatewayHasServer ?? false
-        try request.head.headers.forEach(raising: { (name, value) throws(PythonError) in
+        try request.head.headers.forEach({ (name, value) throws(PythonError) in
             if !serverNameSet && name.count == 4 && RequestHeaders.equalsLowercased(name, hostName) && !value.isEmpty {
                 serverNameSet = true
                 try setServerName(dict, host: value)
@@ -228,7 +228,7 @@ final class EnvironConstants: @unchecked Sendable {
         }
         // A uwsgi packet's CGI variables go in as nginx sent them (SCRIPT_NAME, PATH_INFO, REMOTE_ADDR,
         // SERVER_NAME, HTTPS, DOCUMENT_ROOT, ...), as uWSGI does; each byte one latin-1 character.
-        try request.origin?.gatewayVariables?.forEach(raising: { (name, value) throws(PythonError) in
+        try request.origin?.gatewayVariables?.forEach({ (name, value) throws(PythonError) in
             let text = try Python.latin1(value)   // bound: a temporary's reference may be dropped before the call
             try Python.setItem(dict, try gatewayKey(name), text.pointer)
         })

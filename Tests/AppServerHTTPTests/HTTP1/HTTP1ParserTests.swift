@@ -434,3 +434,24 @@ struct SplitMix64 {
         return z ^ (z >> 31)
     }
 }
+
+@Suite struct RequestHeadersTests {
+    struct Stop: Error, Equatable { var at: String }
+
+    /// A body's error ends the walk and comes out as it was thrown (its type kept: no `any Error`).
+    @Test func aThrownErrorEndsTheWalk() throws {
+        let head = try RequestHead(parsing: "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n")
+        var seen: [String] = []
+        #expect(throws: Stop(at: "B")) {
+            try head.headers.forEach { (name, _) throws(Stop) in
+                let text = String(decoding: name, as: UTF8.self)
+                seen.append(text)
+                if text == "B" { throw Stop(at: text) }
+            }
+        }
+        #expect(seen == ["Host", "A", "B"])
+        var all: [String] = []
+        head.headers.forEach { name, value in all.append(String(decoding: name, as: UTF8.self) + "=" + String(decoding: value, as: UTF8.self)) }
+        #expect(all == ["Host=h", "A=1", "B=2", "C=3"])
+    }
+}
