@@ -188,7 +188,12 @@ public struct AddressAllowList: Equatable, Sendable, CustomStringConvertible {
     public func allows(_ text: UnsafeRawBufferPointer) -> Bool {
         if allowsAny { return true }
         guard let address = IPAddressBytes(parsing: text) else { return false }
-        return address.withUnsafeBytes { allows(addressBytes: $0) }
+        return allows(address)
+    }
+
+    /// Whether a parsed address is allowed.
+    public func allows(_ address: IPAddressBytes) -> Bool {
+        allowsAny || address.withUnsafeBytes { allows(addressBytes: $0) }
     }
 
     /// The bytes of an IPv4 or IPv6 address in text form (no zone; `[...]` around it is taken off), or nil.

@@ -148,11 +148,12 @@ enum ForwardedHeaders {
     /// The client in a list of hops (comma-separated; empty elements are none, whitespace around one is
     /// not part of it): walking from the nearest, proxies we trust appended their peers, and the first hop
     /// we do not trust is the client; if every hop is trusted, the farthest one is. Only an IP address
-    /// becomes the client (nothing else reaches REMOTE_ADDR or the log). Read in place: no String is made
-    /// but the client's.
+    /// becomes the client (nothing else reaches REMOTE_ADDR or the log). Read in place, each hop parsed
+    /// once: no String is made but the client's.
     private static func clientHop(_ list: UnsafeRawBufferPointer, allow: AddressAllowList) -> String? {
         func isBlank(_ c: UInt8) -> Bool { c == UInt8(ascii: " ") || c == UInt8(ascii: "\t") }
         var chosen: UnsafeRawBufferPointer?
+        var chosenIsAddress = false
         var end = list.count
         while end > 0 {
             var start = end
@@ -163,10 +164,13 @@ enum ForwardedHeaders {
             while first < last && isBlank(list[first]) { first += 1 }
             while last > first && isBlank(list[last - 1]) { last -= 1 }
             let hop = UnsafeRawBufferPointer(rebasing: list[first..<last])
+            let address = IPAddressBytes(parsing: hop)
             chosen = hop
-            if !allow.allows(hop) { break }
+            chosenIsAddress = address != nil
+            // `*` trusts every hop, an address or not: the farthest is the client (if it is an address).
+            guard allow.allowsAny || address.map({ allow.allows($0) }) == true else { break }
         }
-        guard let chosen, IPAddressBytes(parsing: chosen) != nil else { return nil }
+        guard let chosen, chosenIsAddress else { return nil }
         return String(decoding: chosen, as: UTF8.self)
     }
 }

@@ -40,6 +40,12 @@ import Testing
                 == .origin(isSecure: false, client: "203.0.113.9"))
         // Every hop trusted: the farthest.
         #expect(read([("X-Forwarded-For", "10.0.0.1, 10.0.0.2")], policy: policy) == .origin(isSecure: false, client: "10.0.0.1"))
+        // A hop that is no address is not trusted, and not the client; `*` trusts every hop, whatever it is.
+        #expect(read([("X-Forwarded-For", "1.1.1.1, unknown, 10.0.0.5")], policy: policy) == .none)
+        var any = EdgePolicy()
+        any.forwardedAllow = try AddressAllowList(parsing: ["*"], key: "k")
+        #expect(read([("X-Forwarded-For", "1.1.1.1, unknown, 10.0.0.5")], policy: any) == .origin(isSecure: false, client: "1.1.1.1"))
+        #expect(read([("X-Forwarded-For", "unknown, 10.0.0.5")], policy: any) == .none)
         // Not an IP address: not taken.
         #expect(read([("X-Forwarded-For", "<script>")]) == .none)
         // Whitespace around a hop is not part of it; empty elements are no hops.
