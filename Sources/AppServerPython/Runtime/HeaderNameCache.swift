@@ -1,7 +1,5 @@
+import AppServerHTTP
 import CPython
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Objects a worker keeps by a name's own bytes (WSGI's `HTTP_*` keys, ASGI's lower-cased names, methods),
 /// found without making a String of the name: a request with two dozen headers looked each up by a
@@ -81,7 +79,7 @@ struct HeaderNameCache: ~Copyable {
 
     @inline(__always) private func matches(_ slot: Slot, _ name: UnsafeRawBufferPointer) -> Bool {
         guard let base = name.baseAddress, name.count > 0 else { return true }
-        return names.withUnsafeBytes { memcmp($0.baseAddress! + Int(slot.start), base, name.count) == 0 }
+        return names.withUnsafeBytes { bytesEqual($0.baseAddress! + Int(slot.start), base, count: name.count) }
     }
 
     /// Keeps `object` for `name`; returns it borrowed. Past the probe bound it is kept (the pointer must

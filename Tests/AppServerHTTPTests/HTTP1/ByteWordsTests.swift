@@ -4,6 +4,22 @@ import Testing
 /// The word-at-a-time checks against their byte-by-byte definitions, for every byte value in every
 /// position (a borrow or carry between bytes would show as a wrong answer next to some byte).
 @Suite struct ByteWordsTests {
+    /// Equal runs of every length from 0 to 40, and the same with one byte changed at each position.
+    @Test func bytesEqualFindsADifferenceAnywhere() {
+        for count in 0...40 {
+            let a = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            #expect(a.withUnsafeBytes { x in a.withUnsafeBytes { y in bytesEqual(x.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, y.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, count: count) } })
+            for position in 0..<count {
+                for flip: UInt8 in [0x01, 0x80, 0x20] {
+                    var b = a
+                    b[position] ^= flip
+                    let equal = a.withUnsafeBytes { x in b.withUnsafeBytes { y in bytesEqual(x.baseAddress!, y.baseAddress!, count: count) } }
+                    #expect(!equal, "length \(count), byte \(position)")
+                }
+            }
+        }
+    }
+
     private static func isNameByte(_ c: UInt8) -> Bool {
         (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || (c >= 0x30 && c <= 0x39) || c == 0x2D
     }
