@@ -87,12 +87,14 @@ glue: venv
 e2e: build venv
 	APPSERVER_BIN=$(CURDIR)/$(BINARY) $(VENV_PYTHON) -m pytest -q tests/e2e
 
-# The HTTP/1.1 request parser under libFuzzer (with AddressSanitizer): the parser's two files (its
-# byte-word checks are ByteWords.swift) and the target in fuzz/, compiled alone in seconds. `make test` runs it for FUZZ_SECONDS; `make fuzz` for longer.
+# The HTTP/1.1 request parser under libFuzzer (with AddressSanitizer): the parser's three files (its
+# byte-word checks are ByteWords.swift, the names it notes fields for WatchedFieldNames.swift) and the
+# target in fuzz/, compiled alone in seconds. `make test` runs it for FUZZ_SECONDS; `make fuzz` for longer.
 FUZZER := .build-fuzz/http1-parser-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_LONG_SECONDS ?= 1800
-$(FUZZER): Sources/AppServerHTTP/HTTP1/HTTP1Parser.swift Sources/AppServerHTTP/HTTP1/ByteWords.swift fuzz/HTTP1ParserFuzz.swift
+$(FUZZER): Sources/AppServerHTTP/HTTP1/HTTP1Parser.swift Sources/AppServerHTTP/HTTP1/ByteWords.swift \
+		Sources/AppServerHTTP/HTTP1/WatchedFieldNames.swift fuzz/HTTP1ParserFuzz.swift
 	mkdir -p .build-fuzz
 	swiftc -O -sanitize=fuzzer,address -parse-as-library $^ -o $@ 2>&1 | grep -v "Cannot export local symbol" || true
 	test -x $@

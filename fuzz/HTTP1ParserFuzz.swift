@@ -1,17 +1,23 @@
 // libFuzzer target for HTTP1Parser (`make fuzz`; a bounded run is part of `make test`). Compiled
-// together with Sources/AppServerHTTP/HTTP1/HTTP1Parser.swift and ByteWords.swift alone, with -sanitize=fuzzer,address.
+// together with Sources/AppServerHTTP/HTTP1/HTTP1Parser.swift, ByteWords.swift and WatchedFieldNames.swift alone,
+// with -sanitize=fuzzer,address.
 //
 // Beyond "no crash": the same bytes must parse to the same events whether they arrive whole, byte
 // by byte or in two pieces; every range stays inside the bytes; a Content-Length body is exactly that
-// long; the parser always consumes or asks for more (no loop without progress).
+// long; the parser always consumes or asks for more (no loop without progress); every field with one of
+// the watched names (the edge's defaults) is noted as watched.
 
 struct Outcome: Equatable {
     var events: [String] = []
     var body: [UInt8] = []
 }
 
+let watchedNames = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-protocol", "x-forwarded-ssl", "x-request-id"].map { Array($0.utf8) }
+
 func run(_ input: UnsafeRawBufferPointer, pieces: (Int) -> Int) -> Outcome {
-    var parser = HTTP1Parser()
+    var limits = HTTP1ParserLimits()
+    limits.watchedNames = WatchedFieldNames(watchedNames)
+    var parser = HTTP1Parser(limits: limits)
     var pending: [UInt8] = []
     var offered = 0
     var outcome = Outcome()
@@ -32,10 +38,14 @@ func run(_ input: UnsafeRawBufferPointer, pieces: (Int) -> Int) -> Outcome {
             continue
         case .head(let head):
             precondition(head.length == consumed && head.method.upperBound <= consumed && head.target.upperBound <= consumed)
-            for field in head.fields {
+            for (index, field) in head.fields.enumerated() {
                 precondition(field.nameStart < field.nameEnd && field.nameEnd < field.valueStart + 1 && field.valueStart <= field.valueEnd && Int(field.valueEnd) <= consumed)
+                let name = pending[field.name].map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
+                if watchedNames.contains(name) {
+                    precondition(head.watchedFields & 1 << UInt64(min(index, 63)) != 0, "a watched field not noted")
+                }
             }
-            outcome.events.append("head \(head.method) \(head.target) \(head.minorVersion) \(head.fields.count) \(String(describing: head.contentLength)) \(head.chunked) \(head.keepAlive)")
+            outcome.events.append("head \(head.method) \(head.target) \(head.minorVersion) \(head.fields.count) \(String(describing: head.contentLength)) \(head.chunked) \(head.keepAlive) \(head.watchedFields)")
             expectedBody = head.chunked ? nil : (head.contentLength ?? 0)
             bodyLength = 0
         case .body(let range):
