@@ -12,7 +12,7 @@ public enum RequestID {
     /// (The name is one of the parser's watched names: `EdgePolicy.watchedFieldNames`.)
     static func carried(in headers: RequestHeaders, lowercasedName: [UInt8]) -> String? {
         var found: String?
-        headers.forEachWatched { name, value in
+        headers.forEachWatched { _, name, value in
             guard found == nil, name.count == lowercasedName.count, RequestHeaders.equalsLowercased(name, lowercasedName), value.count > 0, value.count <= maxLength,
                   value.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return }
             found = String(decoding: value, as: UTF8.self)

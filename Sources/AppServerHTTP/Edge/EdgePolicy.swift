@@ -120,13 +120,21 @@ enum ForwardedHeaders {
         var secure: Bool?
         var schemeHeader: String?
         var contradiction: String?
-        // Every X-Forwarded-For field's value, in order, joined with commas: one list of hops.
-        var forwardedFor: [UInt8] = []
-        headers.forEachWatched { name, value in
+        // The X-Forwarded-For fields are one list of hops. Nearly always there is one field, read where it
+        // is; two or more are joined with commas, in order, into `joinedForwardedFor`.
+        var forwardedForFields = 0, firstForwardedFor = 0
+        var joinedForwardedFor: [UInt8] = []
+        headers.forEachWatched { index, name, value in
             let length = name.count
             if policy.proxyHeaders && length == 15 && RequestHeaders.equalsLowercased(name, forwardedForName) {
-                if !forwardedFor.isEmpty { forwardedFor.append(UInt8(ascii: ",")) }
-                forwardedFor.append(contentsOf: value)
+                forwardedForFields += 1
+                if forwardedForFields == 1 {
+                    firstForwardedFor = index
+                } else {
+                    if forwardedForFields == 2 { headers.withValue(ofField: firstForwardedFor) { joinedForwardedFor.append(contentsOf: $0) } }
+                    joinedForwardedFor.append(UInt8(ascii: ","))
+                    joinedForwardedFor.append(contentsOf: value)
+                }
                 return
             }
             for entry in policy.schemeHeaderBytes where entry.name.count == length && RequestHeaders.equalsLowercased(name, entry.name) {
@@ -139,8 +147,13 @@ enum ForwardedHeaders {
             }
         }
         if let contradiction { return .contradictory(contradiction) }
-        if forwardedFor.isEmpty && secure == nil { return .none }   // most requests: no splitting
-        let client = forwardedFor.isEmpty ? nil : forwardedFor.withUnsafeBytes { clientHop($0, allow: policy.forwardedAllow) }
+        if forwardedForFields == 0 && secure == nil { return .none }   // most requests: no splitting
+        let client: String?
+        switch forwardedForFields {
+        case 0: client = nil
+        case 1: client = headers.withValue(ofField: firstForwardedFor) { clientHop($0, allow: policy.forwardedAllow) }
+        default: client = joinedForwardedFor.withUnsafeBytes { clientHop($0, allow: policy.forwardedAllow) }
+        }
         if secure == nil && client == nil { return .none }
         return .origin(isSecure: secure ?? false, client: client)
     }

@@ -82,13 +82,14 @@ public struct RequestHeaders: Sendable {
     public var count: Int { fields.count }
 
     /// The fields the parser noted as maybe having a watched name (`HTTP1ParserLimits.watchedNames`), in
-    /// order: every field with such a name, and maybe a few others. The server's readers of X-Forwarded-*
-    /// and the request id pass over a browser's twenty-odd other fields this way.
-    func forEachWatched(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Void) {
+    /// order, with their index: every field with such a name, and maybe a few others. The server's readers
+    /// of X-Forwarded-* and the request id pass over a browser's twenty-odd other fields this way.
+    func forEachWatched(_ body: (_ index: Int, _ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Void) {
         guard watched != 0 else { return }
         bytes.withUnsafeReadableBytes { raw in
-            func visit(_ field: HTTP1Field) {
-                body(UnsafeRawBufferPointer(rebasing: raw[field.name]), UnsafeRawBufferPointer(rebasing: raw[field.value]))
+            func visit(_ index: Int) {
+                let field = fields[index]
+                body(index, UnsafeRawBufferPointer(rebasing: raw[field.name]), UnsafeRawBufferPointer(rebasing: raw[field.value]))
             }
             var rest = watched
             while rest != 0 {
@@ -97,12 +98,17 @@ public struct RequestHeaders: Sendable {
                 // Bits past the last field (`.max`: a head that says nothing of its fields) end the walk.
                 guard index < fields.count else { return }
                 if index < 63 {
-                    visit(fields[index])
+                    visit(index)
                 } else {
-                    fields[63...].forEach(visit)   // bit 63 stands for field 63 and every one after it
+                    (63..<fields.count).forEach(visit)   // bit 63 stands for field 63 and every one after it
                 }
             }
         }
+    }
+
+    /// The value of the field at `index` (as `forEachWatched` numbers them).
+    func withValue<Result>(ofField index: Int, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        bytes.withUnsafeReadableBytes { body(UnsafeRawBufferPointer(rebasing: $0[fields[index].value])) }
     }
 
     /// Each field's name and value bytes, in order (the names as the client spelled them); the first

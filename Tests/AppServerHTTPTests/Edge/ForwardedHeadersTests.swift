@@ -38,6 +38,10 @@ import Testing
         #expect(read([("X-Forwarded-For", "1.1.1.1, 203.0.113.9, 10.0.0.5")], policy: policy) == .origin(isSecure: false, client: "203.0.113.9"))
         #expect(read([("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-For", "203.0.113.9, 10.0.0.5")], policy: policy)
                 == .origin(isSecure: false, client: "203.0.113.9"))
+        // Three fields, the first one empty: one list, in order.
+        #expect(read([("X-Forwarded-For", ""), ("x-forwarded-for", "203.0.113.9"), ("X-Forwarded-For", "10.0.0.5, 10.0.0.6")], policy: policy)
+                == .origin(isSecure: false, client: "203.0.113.9"))
+        #expect(read([("X-Forwarded-For", "")]) == .none)
         // Every hop trusted: the farthest.
         #expect(read([("X-Forwarded-For", "10.0.0.1, 10.0.0.2")], policy: policy) == .origin(isSecure: false, client: "10.0.0.1"))
         // A hop that is no address is not trusted, and not the client; `*` trusts every hop, whatever it is.

@@ -61,12 +61,15 @@ import Testing
             let text = "GET / HTTP/1.1\r\nHost: h\r\n" + lines.map { "\($0.0): \($0.1)\r\n" }.joined() + "\r\n"
             let head = try RequestHead(parsing: text, limits: limits)
             var all: [String] = [], visited: [String] = []
+            var index = 0
             head.headers.forEach { name, value in
-                if Self.proxyNames.contains(String(decoding: name, as: UTF8.self).lowercased()) { all.append(String(decoding: value, as: UTF8.self)) }
+                if Self.proxyNames.contains(String(decoding: name, as: UTF8.self).lowercased()) { all.append("\(index) " + String(decoding: value, as: UTF8.self)) }
+                index += 1
             }
-            head.headers.forEachWatched { name, value in
+            head.headers.forEachWatched { index, name, value in
                 if Self.proxyNames.contains(String(decoding: name, as: UTF8.self).lowercased()) {
-                    visited.append(String(decoding: value, as: UTF8.self))
+                    visited.append("\(index) " + String(decoding: value, as: UTF8.self))
+                    #expect(head.headers.withValue(ofField: index) { Array($0) } == Array(value))
                 } else {
                     visitedOthers += 1
                 }
@@ -81,7 +84,7 @@ import Testing
     @Test func aParserToldNothingNotesEveryField() throws {
         let head = try RequestHead(parsing: "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nX-Request-ID: abc\r\n\r\n")
         var names: [String] = []
-        head.headers.forEachWatched { name, _ in names.append(String(decoding: name, as: UTF8.self)) }
+        head.headers.forEachWatched { _, name, _ in names.append(String(decoding: name, as: UTF8.self)) }
         #expect(names == ["Host", "A", "X-Request-ID"])
         #expect(RequestID.carried(in: head.headers, lowercasedName: Array("x-request-id".utf8)) == "abc")
     }
