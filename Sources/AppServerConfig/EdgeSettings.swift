@@ -209,7 +209,7 @@ public struct AddressAllowList: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// An IP address's bytes (4 or 16, network order) held inline: an X-Forwarded-For hop is read twice a
+/// An IP address's bytes (4 or 16, network order) held inline: an X-Forwarded-For hop is read for every
 /// request behind a proxy, and an array of its bytes was a malloc and a free each time.
 public struct IPAddressBytes: Sendable {
     private var storage: (UInt64, UInt64) = (0, 0)
