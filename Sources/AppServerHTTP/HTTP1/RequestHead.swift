@@ -41,10 +41,18 @@ public struct RequestHead: Sendable {
         try headers.bytes.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[parsed.method])) }
     }
 
-    /// The request target's bytes.
+    /// The request target's bytes; an error the body throws is thrown, with its type (the scope's and the
+    /// environ's path raise PythonError through it, with no wrapper closure and result optional).
     @inlinable   // specialized where it is called: a generic call here cost a metadata lookup a request
-    public func withTarget<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try headers.bytes.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[parsed.target])) }
+    public func withTarget<Result, Failure: Error>(_ body: (UnsafeRawBufferPointer) throws(Failure) -> Result) throws(Failure) -> Result {
+        let outcome: Swift.Result<Result, Failure> = headers.bytes.withUnsafeReadableBytes { raw in
+            do throws(Failure) {
+                return .success(try body(UnsafeRawBufferPointer(rebasing: raw[parsed.target])))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try outcome.get()
     }
 
     /// The target as text, for logs (bytes that are not UTF-8 are replaced).

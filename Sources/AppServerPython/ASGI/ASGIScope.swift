@@ -178,7 +178,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
             try set(keyMethod, try Python.str(request.method))
         }
 
-        try request.head.withTarget(raising: { (target) throws(PythonError) in
+        try request.head.withTarget({ (target) throws(PythonError) in
             let (path, query) = splitTarget(target)
             let pathView = UnsafeRawBufferPointer(rebasing: target[path])
             if rootPathBytes.isEmpty && !pathView.isEmpty && !pathView.contains(UInt8(ascii: "%")) {

@@ -180,7 +180,7 @@ final class EnvironConstants: @unchecked Sendable {
 
         // PATH_INFO is the path's bytes after percent-decoding, read as latin-1 (PEP 3333); every
         // other value is the request's own bytes, each one latin-1 character.
-        try request.head.withTarget(raising: { (target) throws(PythonError) in
+        try request.head.withTarget({ (target) throws(PythonError) in
             let (path, query) = splitTarget(target)
             try set(keyPathInfo, try percentDecodedLatin1(UnsafeRawBufferPointer(rebasing: target[path])))
             if !query.isEmpty {
