@@ -32,6 +32,20 @@ static int find(const char *directory, const char *name, char *path) {
     return 0;
 }
 
+// A larger per-thread malloc cache (hosted_image.h says why), unless the user chose its size.
+static int add_tcache_tunable(void) {
+    const char *tunables = getenv("GLIBC_TUNABLES");
+    if (tunables && strstr(tunables, APPSERVER_TCACHE_TUNABLE_NAME "=")) return 1;
+    char *before = malloc(tunables ? strlen(tunables) + 2 : 1);
+    char *added = malloc(sizeof APPSERVER_TCACHE_TUNABLE + (tunables ? strlen(tunables) + 1 : 0));
+    if (!before || !added) return 0;
+    strcpy(before, tunables ? "=" : "");
+    strcpy(added, APPSERVER_TCACHE_TUNABLE);
+    if (tunables) strcat(before, tunables);
+    if (tunables && *tunables) { strcat(added, ":"); strcat(added, tunables); }
+    return setenv(APPSERVER_TUNABLES_BEFORE_VARIABLE, before, 1) == 0 && setenv("GLIBC_TUNABLES", added, 1) == 0;
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     char self[PATH_MAX], directory[PATH_MAX], server[PATH_MAX], preload[PATH_MAX];
@@ -52,7 +66,8 @@ int main(int argc, char **argv) {
     if (!list) return 1;
     strcpy(list, preload);
     if (before && *before) { strcat(list, ":"); strcat(list, before); }
-    if (setenv("LD_PRELOAD", list, 1) || setenv(APPSERVER_HOSTED_LIBRARY_VARIABLE, server, 1) || setenv(APPSERVER_LAUNCHER_VARIABLE, self, 1)) {
+    if (setenv("LD_PRELOAD", list, 1) || setenv(APPSERVER_HOSTED_LIBRARY_VARIABLE, server, 1) || setenv(APPSERVER_LAUNCHER_VARIABLE, self, 1)
+        || !add_tcache_tunable()) {
         fprintf(stderr, "appserver: error: cannot set the environment: %s\n", strerror(errno));
         return 1;
     }

@@ -18,7 +18,7 @@ import json, os, subprocess, sys
 def app(environ, start_response):
     child = subprocess.run(["cat", "/proc/self/maps"], capture_output=True, text=True).stdout
     body = json.dumps({
-        "environ": {key: value for key, value in os.environ.items() if key.startswith(("APPSERVER", "LD_"))},
+        "environ": {key: value for key, value in os.environ.items() if key.startswith(("APPSERVER", "LD_", "GLIBC_"))},
         "child_maps_server": [line.split()[-1] for line in child.splitlines() if "libappserver" in line],
         "executable": os.readlink("/proc/self/exe"),
         "comm": open("/proc/self/comm").read().strip(),
@@ -32,7 +32,7 @@ def app(environ, start_response):
 def given(extra=None):
     """The variables of interest that the server is started with (the tests' own APPSERVER_BIN, say)."""
     environment = {**os.environ, **(extra or {})}
-    return {key: value for key, value in environment.items() if key.startswith(("APPSERVER", "LD_"))}
+    return {key: value for key, value in environment.items() if key.startswith(("APPSERVER", "LD_", "GLIBC_"))}
 
 
 def serve_probe(serve, tmp_path, env=None):
@@ -66,6 +66,34 @@ def test_a_preload_of_the_users_stays_for_the_server_and_the_app(serve, tmp_path
     assert seen["environ"] == given({"LD_PRELOAD": library})
     maps = Path(f"/proc/{server.workers()[0]}/maps").read_text()
     assert "libz.so.1" in maps and "libappserver-preload.so" in maps
+
+
+def exec_environment(pid):
+    """The environment a process was exec'd with (what glibc read its tunables from)."""
+    return dict(entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry)
+
+
+@pytest.mark.parametrize("users, execd", [
+    (None, "glibc.malloc.tcache_count=64"),
+    ("", "glibc.malloc.tcache_count=64"),
+    # glibc ends each tunable's value in place as it reads them: the environment a process was exec'd with
+    # shows the first one alone (ours, put first).
+    ("glibc.malloc.trim_threshold=9000000", "glibc.malloc.tcache_count=64"),
+    ("glibc.malloc.tcache_count=3", "glibc.malloc.tcache_count=3"),
+], ids=["unset", "empty", "other-tunables", "users-own-size"])
+def test_malloc_caches_more_blocks_a_thread_unless_the_user_chose_and_the_app_sees_the_users_tunables(serve, tmp_path, monkeypatch,
+                                                                                                     users, execd):
+    """The launcher adds a larger per-thread malloc cache to GLIBC_TUNABLES (hosted_image.h says why), which
+    glibc reads at exec; the app and its children see the variable as the server was given it."""
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    env = {} if users is None else {"GLIBC_TUNABLES": users}
+    server, seen = serve_probe(serve, tmp_path, env=env)
+    for pid in [server.pid, *server.workers()]:
+        execd_with = exec_environment(pid)
+        assert execd_with.get("GLIBC_TUNABLES") == execd
+        assert execd_with.get("APPSERVER_GLIBC_TUNABLES_BEFORE") == (None if users and "tcache_count" in users else
+                                                                    "" if users is None else f"={users}")
+    assert seen["environ"] == given({} if users is None else {"GLIBC_TUNABLES": users})
 
 
 def test_a_launcher_without_its_libraries_says_where_it_looked(tmp_path):
