@@ -73,16 +73,18 @@ def exec_environment(pid):
     return dict(entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry)
 
 
-@pytest.mark.parametrize("users, execd", [
-    (None, "glibc.malloc.tcache_count=64"),
-    ("", "glibc.malloc.tcache_count=64"),
+# users: GLIBC_TUNABLES as the server is given it (None: unset); execd: as each process was exec'd with it;
+# before: what the launcher noted it was, for the preloaded library to put back (None: nothing noted).
+@pytest.mark.parametrize("users, execd, before", [
+    (None, "glibc.malloc.tcache_count=64", ""),
+    ("", "glibc.malloc.tcache_count=64", "="),
     # glibc ends each tunable's value in place as it reads them: the environment a process was exec'd with
     # shows the first one alone (ours, put first).
-    ("glibc.malloc.trim_threshold=9000000", "glibc.malloc.tcache_count=64"),
-    ("glibc.malloc.tcache_count=3", "glibc.malloc.tcache_count=3"),
+    ("glibc.malloc.trim_threshold=9000000", "glibc.malloc.tcache_count=64", "=glibc.malloc.trim_threshold=9000000"),
+    ("glibc.malloc.tcache_count=3", "glibc.malloc.tcache_count=3", None),
 ], ids=["unset", "empty", "other-tunables", "users-own-size"])
 def test_malloc_caches_more_blocks_a_thread_unless_the_user_chose_and_the_app_sees_the_users_tunables(serve, tmp_path, monkeypatch,
-                                                                                                     users, execd):
+                                                                                                     users, execd, before):
     """The launcher adds a larger per-thread malloc cache to GLIBC_TUNABLES (hosted_image.h says why), which
     glibc reads at exec; the app and its children see the variable as the server was given it."""
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
@@ -91,8 +93,7 @@ def test_malloc_caches_more_blocks_a_thread_unless_the_user_chose_and_the_app_se
     for pid in [server.pid, *server.workers()]:
         execd_with = exec_environment(pid)
         assert execd_with.get("GLIBC_TUNABLES") == execd
-        assert execd_with.get("APPSERVER_GLIBC_TUNABLES_BEFORE") == (None if users and "tcache_count" in users else
-                                                                    "" if users is None else f"={users}")
+        assert execd_with.get("APPSERVER_GLIBC_TUNABLES_BEFORE") == before
     assert seen["environ"] == given({} if users is None else {"GLIBC_TUNABLES": users})
 
 
