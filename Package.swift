@@ -133,7 +133,7 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("dl"), .unsafeFlags(withoutSwiftRuntime)]),
         .target(name: "AppServerHosted", dependencies: ["AppServerCLI", "AppServerArbiter"]),
         // CPython linked in.
-        .executableTarget(name: "AppServerEmbedded", dependencies: ["AppServerCLI"],
+        .executableTarget(name: "AppServerEmbedded", dependencies: ["AppServerCLI", "CHostedImage"],
                           exclude: ["python-exports.list"], linkerSettings: [.unsafeFlags(pythonLinkFlags)]),
 
         .testTarget(name: "AppServerConfigTests", dependencies: ["AppServerConfig"]),

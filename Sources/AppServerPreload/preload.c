@@ -30,21 +30,12 @@ static void leave_ld_preload(void) {
     free(copy);
 }
 
-// Puts GLIBC_TUNABLES back as it was before the launcher added the malloc cache's size: glibc read it
-// at exec, and the processes the app starts get the user's own.
-static void restore_glibc_tunables(void) {
-    const char *before = getenv(APPSERVER_TUNABLES_BEFORE_VARIABLE);
-    if (!before) return;
-    if (*before == '=') setenv("GLIBC_TUNABLES", before + 1, 1); else unsetenv("GLIBC_TUNABLES");
-    unsetenv(APPSERVER_TUNABLES_BEFORE_VARIABLE);
-}
-
 __attribute__((constructor))
 static void appserver_preload_take_over(void) {
     const char *library = getenv(APPSERVER_HOSTED_LIBRARY_VARIABLE);
     if (!library || !dlsym(RTLD_DEFAULT, "Py_InitializeFromConfig")) return;
     leave_ld_preload();
-    restore_glibc_tunables();
+    appserver_restore_glibc_tunables();   // the app's processes get the user's own
     // The process is python3.X's image; ps, top and pgrep show the launcher's name, as before.
     const char *launcher = getenv(APPSERVER_LAUNCHER_VARIABLE);
     if (launcher) {

@@ -32,28 +32,6 @@ static int find(const char *directory, const char *name, char *path) {
     return 0;
 }
 
-// `first`, then `rest` after a colon when there is any (a new string, or NULL when out of memory).
-static char *put_first(const char *first, const char *rest) {
-    char *list = malloc(strlen(first) + (rest ? strlen(rest) + 2 : 1));
-    if (!list) return NULL;
-    strcpy(list, first);
-    if (rest && *rest) { strcat(list, ":"); strcat(list, rest); }
-    return list;
-}
-
-// A larger per-thread malloc cache (hosted_image.h says why), unless the user chose its size.
-static int add_tcache_tunable(void) {
-    const char *tunables = getenv("GLIBC_TUNABLES");
-    if (tunables && strstr(tunables, APPSERVER_TCACHE_TUNABLE_NAME "=")) return 1;
-    char *added = put_first(APPSERVER_TCACHE_TUNABLE, tunables);
-    // What it was: `=value`, or empty for unset.
-    char *before = malloc(tunables ? strlen(tunables) + 2 : 1);
-    if (!added || !before) return 0;
-    strcpy(before, tunables ? "=" : "");
-    if (tunables) strcat(before, tunables);
-    return setenv(APPSERVER_TUNABLES_BEFORE_VARIABLE, before, 1) == 0 && setenv("GLIBC_TUNABLES", added, 1) == 0;
-}
-
 int main(int argc, char **argv) {
     (void)argc;
     char self[PATH_MAX], directory[PATH_MAX], server[PATH_MAX], preload[PATH_MAX];
@@ -68,11 +46,12 @@ int main(int argc, char **argv) {
                         "are neither beside %s nor in %s/../lib/appserver\n", self, directory);
         return 1;
     }
-    // Ours first; what the user preloads (a malloc, say) stays, for the server and the app.
-    char *list = put_first(preload, getenv("LD_PRELOAD"));
+    // Ours first; what the user preloads (a malloc, say) stays, for the server and the app. A larger
+    // per-thread malloc cache (hosted_image.h says why), unless the user chose its size.
+    char *list = appserver_put_first(preload, getenv("LD_PRELOAD"));
     if (!list) return 1;
     if (setenv("LD_PRELOAD", list, 1) || setenv(APPSERVER_HOSTED_LIBRARY_VARIABLE, server, 1) || setenv(APPSERVER_LAUNCHER_VARIABLE, self, 1)
-        || !add_tcache_tunable()) {
+        || appserver_add_tcache_tunable() < 0) {
         fprintf(stderr, "appserver: error: cannot set the environment: %s\n", strerror(errno));
         return 1;
     }

@@ -38,6 +38,69 @@ def hosted_library(pid):
     return None
 
 
+# A WSGI app (no dependencies: any Python's virtualenv serves it) that reports what the server's
+# environment left it: the variables of interest, whether a child maps the server, the executable.
+ENVIRONMENT_PROBE = '''
+import json, os, subprocess, sys
+
+def app(environ, start_response):
+    child = subprocess.run(["cat", "/proc/self/maps"], capture_output=True, text=True).stdout
+    body = json.dumps({
+        "environ": {key: value for key, value in os.environ.items() if key.startswith(("APPSERVER", "LD_", "GLIBC_"))},
+        "child_maps_server": [line.split()[-1] for line in child.splitlines() if "libappserver" in line],
+        "executable": os.readlink("/proc/self/exe"),
+        "comm": open("/proc/self/comm").read().strip(),
+        "sys_executable": sys.executable,
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+'''
+
+
+def given(extra=None):
+    """The variables of interest that the server is started with (the tests' own APPSERVER_BIN, say)."""
+    environment = {**os.environ, **(extra or {})}
+    return {key: value for key, value in environment.items() if key.startswith(("APPSERVER", "LD_", "GLIBC_"))}
+
+
+def serve_probe(serve, tmp_path, env=None, **kwargs):
+    """A server of ENVIRONMENT_PROBE (`kwargs`: serve's binary, venv), and what the probe answered."""
+    import requests
+    (tmp_path / "probe.py").write_text(ENVIRONMENT_PROBE)
+    server = serve("probe:app", "--chdir", str(tmp_path), cwd=tmp_path, env=env, **kwargs)
+    return server, requests.get(server.url + "/", timeout=10).json()
+
+
+def exec_environment(pid):
+    """The environment a process was exec'd with (what glibc read its tunables from)."""
+    return dict(entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry)
+
+
+# The larger malloc cache (hosted_image.h), in GLIBC_TUNABLES as a server is given it, `users` (None: unset):
+# `execd`, as each of its processes was exec'd with it; `before`, what the launcher (or the embedded build)
+# noted it was, to be put back for the app (None: nothing noted).
+TCACHE_CASES = [
+    (None, "glibc.malloc.tcache_count=64", ""),
+    ("", "glibc.malloc.tcache_count=64", "="),
+    # glibc ends each tunable's value in place as it reads them: the environment a process was exec'd with
+    # shows the first one alone (ours, put first).
+    ("glibc.malloc.trim_threshold=9000000", "glibc.malloc.tcache_count=64", "=glibc.malloc.trim_threshold=9000000"),
+    ("glibc.malloc.tcache_count=3", "glibc.malloc.tcache_count=3", None),
+]
+TCACHE_CASE_IDS = ["unset", "empty", "other-tunables", "users-own-size"]
+
+
+def check_malloc_cache(serve, tmp_path, users, execd, before, **kwargs):
+    """Serves the probe given GLIBC_TUNABLES `users` (one of TCACHE_CASES; `kwargs`: serve's binary, venv):
+    the arbiter and the workers were exec'd with `execd`, and the app sees the variable as it was given."""
+    server, seen = serve_probe(serve, tmp_path, env={} if users is None else {"GLIBC_TUNABLES": users}, **kwargs)
+    for pid in [server.pid, *server.workers()]:
+        execd_with = exec_environment(pid)
+        assert execd_with.get("GLIBC_TUNABLES") == execd
+        assert execd_with.get("APPSERVER_GLIBC_TUNABLES_BEFORE") == before
+    assert seen["environ"] == given({} if users is None else {"GLIBC_TUNABLES": users})
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

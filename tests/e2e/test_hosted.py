@@ -8,37 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 
-from conftest import BINARY, SERVER_LIBRARIES, hosted_library, install_server
-
-APP = '''
-import json, os, subprocess, sys
-
-def app(environ, start_response):
-    child = subprocess.run(["cat", "/proc/self/maps"], capture_output=True, text=True).stdout
-    body = json.dumps({
-        "environ": {key: value for key, value in os.environ.items() if key.startswith(("APPSERVER", "LD_", "GLIBC_"))},
-        "child_maps_server": [line.split()[-1] for line in child.splitlines() if "libappserver" in line],
-        "executable": os.readlink("/proc/self/exe"),
-        "comm": open("/proc/self/comm").read().strip(),
-        "sys_executable": sys.executable,
-    }).encode()
-    start_response("200 OK", [("Content-Type", "application/json")])
-    return [body]
-'''
-
-
-def given(extra=None):
-    """The variables of interest that the server is started with (the tests' own APPSERVER_BIN, say)."""
-    environment = {**os.environ, **(extra or {})}
-    return {key: value for key, value in environment.items() if key.startswith(("APPSERVER", "LD_", "GLIBC_"))}
-
-
-def serve_probe(serve, tmp_path, env=None):
-    (tmp_path / "probe.py").write_text(APP)
-    server = serve("probe:app", "--chdir", str(tmp_path), cwd=tmp_path, env=env)
-    return server, requests.get(server.url + "/", timeout=10).json()
+from conftest import (BINARY, SERVER_LIBRARIES, TCACHE_CASE_IDS, TCACHE_CASES, check_malloc_cache, given, hosted_library,
+                      install_server, serve_probe)
 
 
 def test_the_arbiter_and_workers_are_python3_11_named_appserver(serve, tmp_path):
@@ -68,33 +40,13 @@ def test_a_preload_of_the_users_stays_for_the_server_and_the_app(serve, tmp_path
     assert "libz.so.1" in maps and "libappserver-preload.so" in maps
 
 
-def exec_environment(pid):
-    """The environment a process was exec'd with (what glibc read its tunables from)."""
-    return dict(entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry)
-
-
-# users: GLIBC_TUNABLES as the server is given it (None: unset); execd: as each process was exec'd with it;
-# before: what the launcher noted it was, for the preloaded library to put back (None: nothing noted).
-@pytest.mark.parametrize("users, execd, before", [
-    (None, "glibc.malloc.tcache_count=64", ""),
-    ("", "glibc.malloc.tcache_count=64", "="),
-    # glibc ends each tunable's value in place as it reads them: the environment a process was exec'd with
-    # shows the first one alone (ours, put first).
-    ("glibc.malloc.trim_threshold=9000000", "glibc.malloc.tcache_count=64", "=glibc.malloc.trim_threshold=9000000"),
-    ("glibc.malloc.tcache_count=3", "glibc.malloc.tcache_count=3", None),
-], ids=["unset", "empty", "other-tunables", "users-own-size"])
+@pytest.mark.parametrize("users, execd, before", TCACHE_CASES, ids=TCACHE_CASE_IDS)
 def test_malloc_caches_more_blocks_a_thread_unless_the_user_chose_and_the_app_sees_the_users_tunables(serve, tmp_path, monkeypatch,
                                                                                                      users, execd, before):
     """The launcher adds a larger per-thread malloc cache to GLIBC_TUNABLES (hosted_image.h says why), which
     glibc reads at exec; the app and its children see the variable as the server was given it."""
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    env = {} if users is None else {"GLIBC_TUNABLES": users}
-    server, seen = serve_probe(serve, tmp_path, env=env)
-    for pid in [server.pid, *server.workers()]:
-        execd_with = exec_environment(pid)
-        assert execd_with.get("GLIBC_TUNABLES") == execd
-        assert execd_with.get("APPSERVER_GLIBC_TUNABLES_BEFORE") == before
-    assert seen["environ"] == given({} if users is None else {"GLIBC_TUNABLES": users})
+    check_malloc_cache(serve, tmp_path, users, execd, before)
 
 
 def test_a_launcher_without_its_libraries_says_where_it_looked(tmp_path):

@@ -136,9 +136,21 @@ def test_the_build_checks_the_interpreter_it_is_given(tmp_path):
     assert out.returncode != 0 and "appserver serves CPython 3.10 to 3.13" in out.stderr, out
 
 
-def test_appserver_hands_over_to_the_build_for_the_virtualenvs_python(host, serve, tmp_path):
+@pytest.mark.parametrize("users, execd, before", e2e.TCACHE_CASES, ids=e2e.TCACHE_CASE_IDS)
+def test_the_build_execs_itself_with_a_larger_malloc_cache_and_the_app_sees_the_users_tunables(host, serve, tmp_path, monkeypatch,
+                                                                                               users, execd, before):
+    """With no launcher to add the per-thread malloc cache's size (hosted_image.h), which glibc reads only at
+    exec, the build execs itself once with it: as tests/e2e checks of the launcher, the user's own size
+    wins, and the app and its children see GLIBC_TUNABLES as the server was given it."""
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    e2e.check_malloc_cache(serve, tmp_path, users, execd, before, binary=host.binary, venv=host.venv)
+
+
+def test_appserver_hands_over_to_the_build_for_the_virtualenvs_python(host, serve, tmp_path, monkeypatch):
     """`appserver` given a virtualenv of 3.X execs `appserver-python3.X` installed beside it or on PATH:
-    the same pid serves the app on 3.X, and a USR2 upgrade starts that build again."""
+    the same pid serves the app on 3.X, with the malloc cache's size (the launcher's was put back before
+    the handover: the build adds its own), and a USR2 upgrade starts that build again."""
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     beside = tmp_path / "bin"
     e2e.install_server(beside)
     shutil.copy(host.binary, beside / f"appserver-python{host.version}")
@@ -152,6 +164,8 @@ def test_appserver_hands_over_to_the_build_for_the_virtualenvs_python(host, serv
     assert {a["arbiter"] for a in served} == {server.pid}, "the process started is the one that serves"
     assert os.readlink(f"/proc/{server.pid}/exe") == str(beside / f"appserver-python{host.version}")
     assert "APPSERVER_PYTHON_HANDOVER" not in served[0]["environ"], "the app's environment is as it was given"
+    assert not {"GLIBC_TUNABLES", "APPSERVER_GLIBC_TUNABLES_BEFORE"} & set(served[0]["environ"])
+    assert e2e.exec_environment(server.pid).get("GLIBC_TUNABLES") == "glibc.malloc.tcache_count=64"
 
     os.kill(server.pid, signal.SIGUSR2)
     assert server.proc.wait(20) == 0, "the old arbiter hands over and exits"
@@ -159,6 +173,7 @@ def test_appserver_hands_over_to_the_build_for_the_virtualenvs_python(host, serv
     try:
         assert {a["python"].rsplit(".", 1)[0] for a in answers(server, 3)} == {host.version}
         assert os.readlink(f"/proc/{new}/exe") == str(beside / f"appserver-python{host.version}")
+        assert e2e.exec_environment(new).get("GLIBC_TUNABLES") == "glibc.malloc.tcache_count=64"
     finally:
         os.kill(new, signal.SIGTERM)
         deadline = time.monotonic() + 20
