@@ -48,14 +48,20 @@ public enum RequestID {
     }()
     private static let counter = Atomic<Int>(0)
 
-    @inline(__always) private static func writeHex(_ value: UInt64, to digits: UnsafeMutablePointer<UInt8>) {
-        var rest = value
-        var index = 15
-        while index >= 0 {
-            let digit = UInt8(truncatingIfNeeded: rest & 15)
-            digits[index] = digit &+ (digit < 10 ? 48 : 87)
-            rest >>= 4
-            index -= 1
+    /// `value` as 16 lower-case hex digits, most significant first: each half's eight nibbles spread to
+    /// a byte each and turned to digits eight at a time (a digit's loop was ~120 instructions a request).
+    @inline(__always) static func writeHex(_ value: UInt64, to digits: UnsafeMutablePointer<UInt8>) {
+        @inline(__always) func eightDigits(_ half: UInt64) -> UInt64 {
+            var spread = (half | half << 16) & 0x0000_FFFF_0000_FFFF
+            spread = (spread | spread << 8) & 0x00FF_00FF_00FF_00FF
+            spread = (spread | spread << 4) & 0x0F0F_0F0F_0F0F_0F0F   // byte k: nibble k, the lowest first
+            // 0x01 in each byte whose nibble is 10 or more: there, 'a' - 10 rather than '0'.
+            let letters = ((spread &+ 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101
+            return spread &+ 0x3030_3030_3030_3030 &+ letters &* 39
         }
+        // Big-endian: the most significant nibble's digit (the word's top byte) goes first in memory.
+        let raw = UnsafeMutableRawPointer(digits)
+        raw.storeBytes(of: eightDigits(value >> 32).bigEndian, as: UInt64.self)
+        raw.storeBytes(of: eightDigits(value & 0xFFFF_FFFF).bigEndian, toByteOffset: 8, as: UInt64.self)
     }
 }
