@@ -139,11 +139,12 @@ HOSTED_LIBRARIES = ("libappserver-hosted.so", "libappserver-preload.so")
 def valgrind_copy(binary, workdir):
     """A copy of the server that valgrind 3.19 can read (not the DWARF 5 that Swift's clang writes: debug
     info stripped), and the valgrind options it needs: the launcher's libraries are copied beside it, and
-    valgrind follows its exec into python3.X."""
+    valgrind follows its exec into python3.X (an embedded build's exec of itself, for the malloc cache's
+    size, the same way)."""
     binary, target = Path(binary), Path(workdir) / "appserver"
     if not (binary.parent / HOSTED_LIBRARIES[0]).exists():
         subprocess.run(["objcopy", "--strip-debug", str(binary), str(target)], check=True)
-        return target, []
+        return target, ["--trace-children=yes"]
     shutil.copy(binary, target)
     for library in HOSTED_LIBRARIES:
         subprocess.run(["objcopy", "--strip-debug", str(binary.parent / library), str(Path(workdir) / library)], check=True)
