@@ -46,12 +46,11 @@ int main(int argc, char **argv) {
                         "are neither beside %s nor in %s/../lib/appserver\n", self, directory);
         return 1;
     }
-    // Ours first; what the user preloads (a malloc, say) stays, for the server and the app. A larger
-    // per-thread malloc cache (hosted_image.h says why), unless the user chose its size.
+    // Ours first; what the user preloads (a malloc, say) stays, for the server and the app.
     char *list = appserver_put_first(preload, getenv("LD_PRELOAD"));
     if (!list) return 1;
     if (setenv("LD_PRELOAD", list, 1) || setenv(APPSERVER_HOSTED_LIBRARY_VARIABLE, server, 1) || setenv(APPSERVER_LAUNCHER_VARIABLE, self, 1)
-        || appserver_add_tcache_tunable() < 0) {
+        || appserver_add_tcache_tunable() < 0) {   // the larger malloc cache (hosted_image.h), unless the user chose its size
         fprintf(stderr, "appserver: error: cannot set the environment: %s\n", strerror(errno));
         return 1;
     }

@@ -93,12 +93,13 @@ TCACHE_CASE_IDS = ["unset", "empty", "other-tunables", "users-own-size"]
 def check_malloc_cache(serve, tmp_path, users, execd, before, **kwargs):
     """Serves the probe given GLIBC_TUNABLES `users` (one of TCACHE_CASES; `kwargs`: serve's binary, venv):
     the arbiter and the workers were exec'd with `execd`, and the app sees the variable as it was given."""
-    server, seen = serve_probe(serve, tmp_path, env={} if users is None else {"GLIBC_TUNABLES": users}, **kwargs)
+    env = {} if users is None else {"GLIBC_TUNABLES": users}
+    server, seen = serve_probe(serve, tmp_path, env=env, **kwargs)
     for pid in [server.pid, *server.workers()]:
         execd_with = exec_environment(pid)
         assert execd_with.get("GLIBC_TUNABLES") == execd
         assert execd_with.get("APPSERVER_GLIBC_TUNABLES_BEFORE") == before
-    assert seen["environ"] == given({} if users is None else {"GLIBC_TUNABLES": users})
+    assert seen["environ"] == given(env)
 
 
 def free_port():
