@@ -34,9 +34,9 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     private var events: [Event] = []              // guarded by `queueLock`
     private let wakeRead: CInt
     private let wakeWrite: CInt
-    /// A wake-up of the loop is already scheduled at the end of the I/O thread's current tick: all
-    /// the events of one tick (say, every request read in one pass) cost one wake-up.
-    private var wakeScheduled = false             // guarded by `queueLock`
+    /// Whether a wake-up of the loop is on its way (WakeUpLatch): all the events of one tick (say,
+    /// every request read in one pass), and those queued before the loop takes them, share one.
+    private var wake = WakeUpLatch()              // guarded by `queueLock`
     /// Responses made in this turn of the asyncio loop, taken to the I/O thread in one hop at its
     /// end (`flushOutbox`, scheduled with call_soon), rather than one hop (and wake-up) each.
     private var outbox = MoveOutArray<HTTPExchange.PendingWrite>()
@@ -250,27 +250,27 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         post(.request(consume request), from: exchange.eventLoop)   // the event takes the local's reference
     }
 
-    /// Queues an event for the loop thread. From the I/O thread (`ioLoop`), the wake-up waits for
-    /// the end of the current tick, so that the events of one tick share it.
+    /// Queues an event for the loop thread, waking it unless a wake-up is on its way. From the I/O
+    /// thread (`ioLoop`), the wake-up waits for the end of the current tick, so that the events of one
+    /// tick share it.
     func post(_ event: consuming Event, from ioLoop: (any EventLoop)? = nil) {
         // Moved into the queue (a closure cannot consume what it captures, but it can take it out of
         // an optional): a copy there was a retain, and the caller's release of its own.
         var taken = Optional(event)
-        let wake = queueLock.withLock { () -> Bool in
+        let onIOThread = ioLoop?.inEventLoop ?? false
+        let action = queueLock.withLock { () -> WakeUpLatch.Action in
             events.append(taken.take()!)
-            if wakeScheduled { return false }
-            if let ioLoop, ioLoop.inEventLoop {
-                wakeScheduled = true
-                ioLoop.execute { self.wakeNow() }
-                return false
-            }
-            return events.count == 1
+            return wake.queued(onIOThread: onIOThread)
         }
-        if wake { writeWakeByte() }
+        switch action {
+        case .none: break
+        case .writeNow: writeWakeByte()
+        case .writeAfterTick: ioLoop?.execute { self.wakeAfterTick() }   // onIOThread: ioLoop is there
+        }
     }
 
-    private func wakeNow() {
-        queueLock.withLock { wakeScheduled = false }
+    private func wakeAfterTick() {
+        queueLock.withLock { wake.tickEnded() }
         writeWakeByte()
     }
 
@@ -283,9 +283,11 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
 
     /// The loop's reader callback on the wake-up pipe: takes every queued event.
     func wakeUp() {
+        // The pipe holds one byte a wake-up (WakeUpLatch), so one read nearly always empties it.
         var sink = [UInt8](repeating: 0, count: 256)
-        while read(wakeRead, &sink, sink.count) > 0 {}
+        while read(wakeRead, &sink, sink.count) == sink.count {}
         let batch = queueLock.withLock { () -> [Event] in
+            wake.taking()
             defer { events.removeAll(keepingCapacity: true) }
             return events
         }
