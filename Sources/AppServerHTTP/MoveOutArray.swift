@@ -24,7 +24,16 @@ public struct MoveOutArray<Element> {
     /// Hands each element to `body` in order, moved out of the array, and leaves the array empty with
     /// its storage kept. `body` must not touch this array.
     public mutating func drain(_ body: (consuming Element) -> Void) {
-        for index in items.indices { body(items[index].take()!) }
+        // Through the storage's pointer: `items[index].take()` copied the element out (a retain of
+        // each of its references) and then released the slot's.
+        items.withUnsafeMutableBufferPointer { slots in
+            guard let base = slots.baseAddress else { return }
+            for index in slots.indices {
+                let element = (base + index).move()
+                (base + index).initialize(to: nil)
+                if let element { body(element) }
+            }
+        }
         items.removeAll(keepingCapacity: true)
     }
 
