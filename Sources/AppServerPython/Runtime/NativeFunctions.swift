@@ -79,22 +79,21 @@ enum NativeFunctions {
     static func run<Owner: AnyObject>(_ capsule: PyObjectPointer?, _ args: UnsafePointer<PyObjectPointer?>?, _ count: Py_ssize_t,
                                       as type: Owner.Type,
                                       _ body: (Owner, NativeArguments) throws(PythonError) -> PyRef) -> PyObjectPointer? {
-        guard let owner = owner(capsule, as: type) else {
+        // The object the bound function's capsule holds (an `OwnerCapsule<Owner>`, by construction).
+        guard let capsule, let pointer = PyCapsule_GetPointer(capsule, nil) else {
             PyErr_SetString(appserver_exc_runtime_error(), "a native function of the server lost its owner")
             return nil
         }
-        do {
-            return try body(owner, NativeArguments(base: args, count: count)).take()
-        } catch {
-            return nil
+        // Borrowed, not retained: the capsule keeps it alive, and the function being called (which
+        // holds the capsule) is held by its caller until the call returns. A retain and a release
+        // are two locked instructions, ~10 ns; `send` alone is called twice a request.
+        return Unmanaged<Owner>.fromOpaque(pointer)._withUnsafeGuaranteedRef { owner in
+            do {
+                return try body(owner, NativeArguments(base: args, count: count)).take()
+            } catch {
+                return nil
+            }
         }
-    }
-
-    /// The object a bound function's capsule holds (an `OwnerCapsule<Owner>`, by construction).
-    @inline(__always)
-    static func owner<Owner: AnyObject>(_ capsule: PyObjectPointer?, as type: Owner.Type) -> Owner? {
-        guard let capsule, let pointer = PyCapsule_GetPointer(capsule, nil) else { return nil }
-        return Unmanaged<Owner>.fromOpaque(pointer).takeUnretainedValue()
     }
 }
 
