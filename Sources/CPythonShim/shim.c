@@ -30,7 +30,6 @@ PyObject *appserver_bare_instance(PyObject *type) {
 }
 PyObject *appserver_exc_os_error(void) { return PyExc_OSError; }
 PyObject *appserver_exc_assertion_error(void) { return PyExc_AssertionError; }
-PyObject *appserver_exc_lookup_error(void) { return PyExc_LookupError; }
 PyObject *appserver_exc_timeout_error(void) { return PyExc_TimeoutError; }
 PyObject *appserver_tuple2(PyObject *a, PyObject *b) {
     PyObject *t = PyTuple_New(2);

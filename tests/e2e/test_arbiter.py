@@ -129,6 +129,20 @@ def test_app_import_error_stops_the_arbiter_with_the_error(tmp_path):
     server.stop()
 
 
+def test_a_key_error_while_importing_is_a_failed_import_with_its_traceback(tmp_path):
+    """A setting missing from the environment (`os.environ["SETTING"]` in the app's module) fails the
+    import, exit status 3, with the traceback; a KeyError is a LookupError, which must not be taken for
+    "no such app" (status 4, the last line only)."""
+    (tmp_path / "needs_setting.py").write_text('import os\nSETTING = os.environ["E2E_UNSET_SETTING"]\napp = None\n')
+    server = Server("needs_setting:app", "--pythonpath", str(tmp_path), tmp_path=tmp_path)
+    assert server.proc.wait(30) == 3
+    log = server.log()
+    assert "Exception in worker process while importing 'needs_setting':\nTraceback" in log, log
+    assert 'SETTING = os.environ["E2E_UNSET_SETTING"]' in log and "KeyError: 'E2E_UNSET_SETTING'" in log, log
+    assert "Worker failed to boot: the app failed to import" in log, log
+    server.stop()
+
+
 def test_missing_callable_exits_4(tmp_path):
     server = Server("plain:nothing_here", tmp_path=tmp_path)
     assert server.proc.wait(30) == 4

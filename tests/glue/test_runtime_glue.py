@@ -59,9 +59,20 @@ def test_load_app_calls_a_factory_with_literal_arguments(glue, app_module):
     ("not_callable()", "Factory 'not_callable' in 'glue_test_app' is not callable."),
 ])
 def test_load_app_errors_say_what_is_wrong(glue, app_module, attribute, message):
-    with pytest.raises(LookupError) as raised:
+    with pytest.raises(glue["runtime"].AppNotFound) as raised:
         glue["runtime"].load_app(app_module, attribute)
     assert str(raised.value) == message
+
+
+def test_a_lookup_error_of_the_apps_own_is_not_a_missing_app(glue, tmp_path, monkeypatch):
+    """`os.environ["SETTING"]` failing in the app's module is a failed import (its traceback told), not
+    "no such app"."""
+    (tmp_path / "glue_keyerror_app.py").write_text('import os\nSETTING = os.environ["GLUE_TEST_UNSET_SETTING"]\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyError) as raised:
+        glue["runtime"].load_app("glue_keyerror_app", "app")
+    assert not isinstance(raised.value, glue["runtime"].AppNotFound)
+    sys.modules.pop("glue_keyerror_app", None)
 
 
 def test_import_errors_propagate(glue):

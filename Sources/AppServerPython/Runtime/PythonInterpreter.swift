@@ -137,11 +137,11 @@ public enum PythonInterpreter {
             let module = try Python.str(reference.module), callable = try Python.str(reference.callable)
             return try Python.call(glue.function(glue.runtime, "load_app"), module.pointer, callable.pointer)
         } catch {
-            let isLookup = PyErr_ExceptionMatches(appserver_exc_lookup_error()) != 0
+            let notFound = PyErr_ExceptionMatches(glue.function(glue.runtime, "AppNotFound")) != 0
             let text = PythonError.fetchText() ?? "unknown error"
-            if isLookup, let last = text.split(separator: "\n").last {
-                let message = last.hasPrefix("LookupError: ") ? String(last.dropFirst(13)) : String(last)
-                throw .notFound(message)
+            if notFound, let last = text.split(separator: "\n").last {
+                // `_appserver_runtime.AppNotFound: Failed to find attribute 'app' in 'hello'.`
+                throw .notFound(String(last.split(separator: ": ", maxSplits: 1).last ?? last))
             }
             throw .importFailed("Exception in worker process while importing '\(reference.module)':\n\(text)")
         }

@@ -52,7 +52,6 @@ PyObject *appserver_exc_runtime_error(void);
 PyObject *appserver_exc_stop_iteration(void);
 PyObject *appserver_exc_os_error(void);
 PyObject *appserver_exc_assertion_error(void);
-PyObject *appserver_exc_lookup_error(void);
 PyObject *appserver_exc_timeout_error(void);
 /// Builds a tuple (a, b) of new references stolen from the arguments.
 PyObject *appserver_tuple2(PyObject *a, PyObject *b);
