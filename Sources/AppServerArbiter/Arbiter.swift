@@ -518,6 +518,9 @@ public final class Arbiter {
             let pid = wait4(-1, &status, WNOHANG, &usage)
             if pid <= 0 { return }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
+            if let words = worker.slot.lastWords.heard() {
+                logger.log(level: words.level, "Worker (pid:\(pid)): \(words.message)", metadata: [ErrorLogHandler.journalOnly: ["worker_pid": "\(pid)"]])
+            }
             requestsOfExitedWorkers += worker.slot.requests.load(ordering: .relaxed)
             statsd?.workerExited(pid: pid, slot: worker.slot)
             let exited = (status & 0x7f) == 0

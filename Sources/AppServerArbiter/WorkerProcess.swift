@@ -25,32 +25,28 @@ enum WorkerProcess {
         HeapTuning.keepFreedMemoryForReuse()
         // Hooks run here with the interpreter inherited from the arbiter, which holds their functions.
         let hooks = WorkerHooks(config: config, age: age, arbiter: arbiter)
-        if hooks.run("post_fork", [hooks.server, .thisWorker(age: age, booted: false)], holdingGIL: true) != nil {
-            logger.error("Exception in worker process: the post_fork hook failed (see above)")
-            _exit(bootErrorStatus)
+        if let traceback = hooks.run("post_fork", [hooks.server, .thisWorker(age: age, booted: false)], holdingGIL: true, logged: false) {
+            exit(bootErrorStatus, "Exception in worker process: the post_fork hook failed:\n\(traceback)", slot)
         }
-        switchUser(config, logger: logger)
+        switchUser(config, slot)
 
         let runtime: PythonRuntime
         do {
             runtime = try PythonRuntime(config: config, logger: logger)
         } catch {
-            logger.error("\(error.description)")
-            _exit(error.exitStatus)
+            exit(error.exitStatus, error.description, slot)
         }
         runtime.sendWSGIErrors { errorLog.write($0) }
         let accessWriter = accessLog.map { AccessLogWriter(format: config.accessLogformat, requestIDHeader: config.requestIDHeader, file: $0) }
         let host = runtime.makeHost(config: config, logger: logger, accessLog: accessWriter)
-        if hooks.run("post_worker_init", [.thisWorker(age: age, booted: true)], holdingGIL: true) != nil {
-            logger.error("Exception in worker process: the post_worker_init hook failed (see above)")
-            _exit(bootErrorStatus)
+        if let traceback = hooks.run("post_worker_init", [.thisWorker(age: age, booted: true)], holdingGIL: true, logged: false) {
+            exit(bootErrorStatus, "Exception in worker process: the post_worker_init hook failed:\n\(traceback)", slot)
         }
         runtime.releaseMainThread()
         do {
             try host.start()
         } catch {
-            logger.error("\(error.description)")
-            _exit(error.exitStatus)
+            exit(error.exitStatus, error.description, slot)
         }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -80,8 +76,7 @@ enum WorkerProcess {
         do {
             try server.serve(listeners: listeners.map { $0.options(config) })
         } catch {
-            logger.error("worker cannot serve the listening sockets: \(error)")
-            _exit(1)
+            exit(1, "worker cannot serve the listening sockets: \(error)", slot)
         }
         // The heartbeat: now, or the last progress of the oldest request still running.
         eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(500)) { _ in
@@ -98,19 +93,18 @@ enum WorkerProcess {
         while true {
             switch signals.next() {
             case SIGTERM, SIGHUP:
-                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger, hooks: hooks)
+                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger, hooks: hooks, slot: slot)
             case SIGQUIT:
                 // Gunicorn's worker_int: the worker was told to stop by INT or QUIT.
                 hooks.run("worker_int", [.thisWorker(age: age, booted: true)])
-                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger, hooks: hooks)
+                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger, hooks: hooks, slot: slot)
             case SIGINT:
                 hooks.run("worker_int", [.thisWorker(age: age, booted: true)])
                 hooks.run("worker_exit", [hooks.server, .thisWorker(age: age, booted: true)])
                 _exit(0)
             case SIGABRT:
-                logger.critical("worker timed out: a request made no progress for \(config.timeout) s; exiting")
                 hooks.run("worker_abort", [.thisWorker(age: age, booted: true)])
-                _exit(1)
+                exit(1, "worker timed out: a request made no progress for \(config.timeout) s; exiting", slot, level: .critical)
             case SIGUSR1:
                 errorLog.reopen()
                 accessLog?.reopen()
@@ -124,29 +118,34 @@ enum WorkerProcess {
     /// Becomes the configured `user` and `group` before any of the app's code runs (Gunicorn's
     /// `set_owner_process`): the group first, while still allowed to, and the supplementary groups
     /// of the arbiter's user are left behind. A worker that cannot switch exits: it must not serve as root.
-    private static func switchUser(_ config: ServerConfig, logger: Logger) {
+    private static func switchUser(_ config: ServerConfig, _ slot: WorkerSlot) {
         guard let gid = config.group ?? config.user?.primaryGroup else { return }
         if geteuid() == 0 {
             if let user = config.user, config.initgroups {
-                guard Glibc.initgroups(user.name, gid) == 0 else { fail("initgroups(\(user.name))", logger) }
+                guard Glibc.initgroups(user.name, gid) == 0 else { fail("initgroups(\(user.name))", slot) }
             } else {
                 var groups = [gid]
-                guard setgroups(1, &groups) == 0 else { fail("setgroups(\(gid))", logger) }
+                guard setgroups(1, &groups) == 0 else { fail("setgroups(\(gid))", slot) }
             }
         }
-        if getegid() != gid { guard setgid(gid) == 0 else { fail("setgid(\(gid))", logger) } }
+        if getegid() != gid { guard setgid(gid) == 0 else { fail("setgid(\(gid))", slot) } }
         if let user = config.user, geteuid() != user.uid {
-            guard setuid(user.uid) == 0 else { fail("setuid(\(user.name))", logger) }
+            guard setuid(user.uid) == 0 else { fail("setuid(\(user.name))", slot) }
         }
     }
 
-    private static func fail(_ call: String, _ logger: Logger) -> Never {
-        logger.error("worker cannot switch to the configured user and group: \(call) failed: \(String(cString: strerror(errno)))")
-        _exit(bootErrorStatus)
+    private static func fail(_ call: String, _ slot: WorkerSlot) -> Never {
+        exit(bootErrorStatus, "worker cannot switch to the configured user and group: \(call) failed: \(String(cString: strerror(errno)))", slot)
+    }
+
+    /// Leaves why this worker cannot go on for the arbiter to log (see `LastWords`), and exits.
+    private static func exit(_ status: Int32, _ message: String, _ slot: WorkerSlot, level: Logger.Level = .error) -> Never {
+        slot.lastWords.say(level, message)
+        _exit(status)
     }
 
     /// Stops accepting, lets requests in flight finish (up to `timeout` seconds), then exits.
-    private static func stopGracefully(server: HTTPServer, host: any AppHost, timeout: Int, logger: Logger, hooks: WorkerHooks) -> Never {
+    private static func stopGracefully(server: HTTPServer, host: any AppHost, timeout: Int, logger: Logger, hooks: WorkerHooks, slot: WorkerSlot) -> Never {
         logger.info("Worker exiting (pid: \(getpid()))")
         let done = Monitor()
         let finished = OnceFlag()
@@ -162,12 +161,10 @@ enum WorkerProcess {
                 done.wait(deadline: deadline)
             }
         }
-        if finished.isSet {
-            host.stop(timeout: timeout)
-        } else {
-            logger.warning("graceful timeout (\(timeout) s) reached with requests still running; exiting")
-        }
+        let timedOut = !finished.isSet
+        if !timedOut { host.stop(timeout: timeout) }
         hooks.run("worker_exit", [hooks.server, .thisWorker(age: hooks.age, booted: true)])
+        if timedOut { exit(0, "graceful timeout (\(timeout) s) reached with requests still running; exiting", slot, level: .warning) }
         _exit(0)
     }
 }
@@ -191,12 +188,13 @@ struct WorkerHooks {
 
     var server: ServerHooks.Argument { .server(pid: arbiter, workers: workers) }
 
-    /// Runs the hook; returns its traceback if it raised. `holdingGIL`: the caller has the GIL already.
+    /// Runs the hook; returns its traceback if it raised. `holdingGIL`: the caller has the GIL already;
+    /// `logged: false`: the caller logs the traceback.
     @discardableResult
-    func run(_ name: String, _ arguments: [ServerHooks.Argument], holdingGIL: Bool = false) -> String? {
+    func run(_ name: String, _ arguments: [ServerHooks.Argument], holdingGIL: Bool = false, logged: Bool = true) -> String? {
         guard defined.contains(name) else { return nil }
-        if holdingGIL { return ServerHooks.call(name, arguments) }
-        return ServerHooks.withGIL { ServerHooks.call(name, arguments) }
+        if holdingGIL { return ServerHooks.call(name, arguments, logged: logged) }
+        return ServerHooks.withGIL { ServerHooks.call(name, arguments, logged: logged) }
     }
 }
 

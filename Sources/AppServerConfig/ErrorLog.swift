@@ -92,16 +92,23 @@ public struct ErrorLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// Metadata under this key are fields of the journal entry only, which its text says already:
+    /// `["journal": ["worker_pid": "812"]]`.
+    public static let journalOnly = "journal"
+
     public func log(event: LogEvent) {
         LogCounters.count(event.level)
         var text = "\(event.message)"
-        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        var merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        let journalOnly = merged.removeValue(forKey: Self.journalOnly)
         if file.isJournal, let send = JournalFields.send {
             // One journal entry with fields (`journalctl WORKER_PID=812`, `REQUEST_ID=...`), the
             // traceback in the same MESSAGE; the stream below if the journal refuses it.
             var fields = [("MESSAGE", "[\(getpid())] [\(Self.name(event.level))] \(text)"), ("PRIORITY", String(Self.syslogPriority(event.level))),
                           ("SYSLOG_IDENTIFIER", "appserver")] + JournalFields.processFields
-            for (key, value) in merged.sorted(by: { $0.key < $1.key }) { fields.append((JournalFields.fieldName(key), "\(value)")) }
+            var entryFields = merged
+            if case .dictionary(let only)? = journalOnly { entryFields.merge(only) { $1 } }
+            for (key, value) in entryFields.sorted(by: { $0.key < $1.key }) { fields.append((JournalFields.fieldName(key), "\(value)")) }
             if send(fields) { return }
         }
         if !merged.isEmpty {

@@ -1,5 +1,6 @@
 """The arbiter: worker supervision, timeouts, graceful stop, TTIN/TTOU, max-requests, boot failure."""
 import os
+import re
 import signal
 import threading
 import time
@@ -126,6 +127,10 @@ def test_app_import_error_stops_the_arbiter_with_the_error(tmp_path):
     assert "ModuleNotFoundError: No module named 'this_module_does_not_exist'" in log
     assert "Worker failed to boot" in log
     assert log.count("Booting worker") <= 2, "the arbiter must not respawn in a loop"
+    # The worker's last words, logged by the arbiter when it reaps the worker (a journal entry of a
+    # process that exited at once could be filed under no unit).
+    told = re.search(r"\[(\d+)\] \[ERROR\] Worker \(pid:(\d+)\): Exception in worker process while importing 'broken':\n", log)
+    assert told and told[1] == str(server.proc.pid) and told[2] != told[1], log
     server.stop()
 
 

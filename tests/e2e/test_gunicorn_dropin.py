@@ -461,6 +461,9 @@ def pre_exec(server):
         wait_until(lambda: counts(hooks)["worker_abort"] == 1, timeout=20, message="worker_abort after the timeout")
         aborted = hook_lines(hooks)[-1]
         assert aborted[1] == aborted[2] and int(aborted[1]) != server.pid
+        # Its last words, told by the arbiter once it reaped the worker.
+        wait_until(lambda: f"[{server.pid}] [CRITICAL] Worker (pid:{aborted[1]}): worker timed out: a request made no progress"
+                   in server.log(), message="the aborted worker's last words")
         server.signal(signal.SIGUSR2)
         # None while there is no file: on USR2 the old arbiter renames it to .oldbin (as Gunicorn does)
         # before the new one writes its own.
@@ -472,6 +475,18 @@ def pre_exec(server):
         if new:
             os.kill(new, signal.SIGTERM)
             wait_until(lambda: not Path(f"/proc/{new}").exists(), message="the new arbiter to stop")
+
+
+def test_a_failing_post_fork_hook_stops_the_server_with_its_traceback(tmp_path):
+    config = tmp_path / "failing.conf.py"
+    config.write_text('def post_fork(server, worker):\n    raise RuntimeError("no database here")\n')
+    server = Server("plain:app", "-c", str(config), "-w", "1", tmp_path=tmp_path)
+    assert server.proc.wait(30) == 3
+    log = server.log()
+    told = f"[{server.pid}] [ERROR] Worker (pid:"
+    assert told in log and "): Exception in worker process: the post_fork hook failed:\nTraceback" in log.split(told, 1)[1], log
+    assert log.count("RuntimeError: no database here") == 1, "the traceback once, in the worker's last words\n" + log
+    server.stop()
 
 
 def test_statsd_metrics_with_gunicorns_names(tmp_path):

@@ -15,7 +15,7 @@ import requests
 from nspawn import ROOT, Container, wait_for
 
 BINARY = Path(os.environ.get("APPSERVER_BIN", ROOT / ".build" / "release" / "appserver"))
-PORT, DEMO_PORT = 18080, 18081
+PORT, DEMO_PORT, LASTWORDS_PORT = 18080, 18081, 18083
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-nspawn") is None or os.geteuid() != 0,
                                 reason="needs root and systemd-nspawn (apt: systemd-container debootstrap)")
@@ -29,6 +29,12 @@ graceful_timeout = 10
 
 DEMO_CONFIG = """app = "demo:application"
 chdir = "/mnt/share/apps"
+"""
+
+# Its app file is the test's to change (a reload whose new app cannot import).
+LASTWORDS_CONFIG = """app = "lastwords:application"
+chdir = "/mnt/share/apps"
+workers = 2
 """
 
 DEMO_APP = """def application(environ, start_response):
@@ -56,6 +62,8 @@ def container():
     (share / "etc" / "demo.toml").write_text(DEMO_CONFIG)
     (share / "etc" / "port.conf").write_text(socket_drop_in(PORT))
     (share / "etc" / "demo-port.conf").write_text(socket_drop_in(DEMO_PORT))
+    (share / "etc" / "lastwords.toml").write_text(LASTWORDS_CONFIG)
+    (share / "etc" / "lastwords-port.conf").write_text(socket_drop_in(LASTWORDS_PORT))
     for path in share.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() or path.name == "appserver" else 0o644)
     c = Container(share, share.parent / f"{share.name}.log")
@@ -64,9 +72,11 @@ install -m 755 /mnt/share/appserver /usr/bin/appserver
 install -D -m 644 -t /usr/lib/appserver /mnt/share/libappserver-hosted.so /mnt/share/libappserver-preload.so
 cp /mnt/share/units/*.socket /mnt/share/units/*.service /etc/systemd/system/
 mkdir -p /etc/appserver /etc/systemd/system/appserver.socket.d /etc/systemd/system/appserver@demo.socket.d
-cp /mnt/share/etc/appserver.toml /mnt/share/etc/demo.toml /etc/appserver/
+mkdir -p /etc/systemd/system/appserver@lastwords.socket.d
+cp /mnt/share/etc/appserver.toml /mnt/share/etc/demo.toml /mnt/share/etc/lastwords.toml /etc/appserver/
 cp /mnt/share/etc/port.conf /etc/systemd/system/appserver.socket.d/port.conf
 cp /mnt/share/etc/demo-port.conf /etc/systemd/system/appserver@demo.socket.d/port.conf
+cp /mnt/share/etc/lastwords-port.conf /etc/systemd/system/appserver@lastwords.socket.d/port.conf
 systemctl daemon-reload
 """
     c.run("sh", "-c", script)
@@ -114,6 +124,43 @@ def test_templated_instance_serves_its_own_app(container):
                      and "workers serving" in p["StatusText"] and p, message="the demo instance's status")
     assert props["ActiveState"] == "active"
     c.run("systemctl", "stop", "appserver@demo.service", "appserver@demo.socket")
+
+
+def test_a_failed_reloads_traceback_is_in_the_units_journal_when_journald_lags(container):
+    """A reload whose new app cannot import: its workers fail at once. journald files a native entry
+    under a unit by reading the sender's /proc when it gets to the entry, so a worker's own traceback,
+    read after the worker exited, would be filed under no unit and missing from `journalctl -u` (a failed
+    rollout under load said nothing of why). Here journald is held (SIGSTOP) through the whole reload:
+    the traceback must still be in the unit's journal, told by the arbiter with the worker's WORKER_PID."""
+    c = container
+    app = c.share / "apps" / "lastwords.py"
+    app.write_text(DEMO_APP)
+    c.run("systemctl", "start", "appserver@lastwords.socket")
+    c.run("systemctl", "start", "appserver@lastwords.service")
+    main_pid = wait_for(lambda: (p := c.show("appserver@lastwords.service", "MainPID", "StatusText"))
+                        and "workers serving" in p["StatusText"] and p["MainPID"], message="the instance ready")
+    app.write_text('import os\nGREETING = os.environ["LASTWORDS_GREETING"]\n' + DEMO_APP)
+
+    def reload_failed():
+        status = c.run("appserver", "status", "--json", "--pid", main_pid, check=False, timeout=10)
+        return status.returncode == 0 and "reload failed" in str(json.loads(status.stdout).get("last_error"))
+
+    c.run("systemctl", "kill", "--signal=SIGSTOP", "systemd-journald.service")
+    try:
+        c.run("systemctl", "kill", "--kill-who=main", "--signal=SIGHUP", "appserver@lastwords.service")
+        wait_for(reload_failed, timeout=30, message="the reload to fail")
+    finally:
+        c.run("systemctl", "kill", "--signal=SIGCONT", "systemd-journald.service")
+    c.run("journalctl", "--sync")
+    assert requests.get(f"http://127.0.0.1:{LASTWORDS_PORT}/", timeout=10).content == b"demo instance", "the old workers serve on"
+    journal = c.run("journalctl", "-u", "appserver@lastwords.service", "-o", "json", "--no-pager").stdout
+    entries = [json.loads(line) for line in journal.splitlines() if line.strip()]
+    told = [e for e in entries if "KeyError: 'LASTWORDS_GREETING'" in str(e.get("MESSAGE"))]
+    assert told, "\n".join(str(e.get("MESSAGE"))[:200] for e in entries[-30:])
+    assert all(e["PRIORITY"] == "3" and e["_PID"] == main_pid and e["WORKER_PID"] != main_pid for e in told), told
+    assert str(told[0]["MESSAGE"]).startswith(f"[{main_pid}] [ERROR] Worker (pid:{told[0]['WORKER_PID']}): Exception in worker process"), told[0]
+    assert any("reload failed: the new app did not boot" in str(e.get("MESSAGE")) for e in entries)
+    c.run("systemctl", "stop", "appserver@lastwords.service", "appserver@lastwords.socket")
 
 
 def test_stop_lets_a_slow_request_finish(container):

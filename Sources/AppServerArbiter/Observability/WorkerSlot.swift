@@ -1,3 +1,4 @@
+import AppServerConfig
 import AppServerHTTP
 import Atomics
 import Foundation
@@ -5,10 +6,12 @@ import Foundation
 /// A few words of memory shared between the arbiter and one worker (an anonymous shared mapping made
 /// before fork): the worker's heartbeat, whether it booted and accepts, how many requests it served,
 /// and (for statsd) how many with each status and in each duration bucket. The arbiter reads them
-/// without any message passing, so a worker stuck anywhere still shows as stuck.
+/// without any message passing, so a worker stuck anywhere still shows as stuck. After them, the
+/// worker's last words.
 final class WorkerSlot: @unchecked Sendable {
     private let memory: UnsafeMutableRawPointer
-    private static let size = 8192
+    private static let wordsSize = 8192
+    private static let size = wordsSize + LastWords.capacity
     /// Status codes 100 to 599, a counter each, from word 4.
     private static let statusBase = 4
     private static let statusCount = 500
@@ -28,6 +31,8 @@ final class WorkerSlot: @unchecked Sendable {
     /// What the metrics endpoint publishes, after the statsd counters.
     let metrics: WorkerMetrics
     private static let metricsBase = durationBase + durationBuckets
+    /// Why the worker exited, when it says so.
+    let lastWords: LastWords
 
     init() {
         guard let memory = mmap(nil, Self.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0), memory != MAP_FAILED else {
@@ -41,7 +46,8 @@ final class WorkerSlot: @unchecked Sendable {
         requests = UnsafeAtomic(at: words + 2)
         accepting = UnsafeAtomic(at: words + 3)
         metrics = WorkerMetrics(memory: UnsafeMutableRawPointer(words + Self.metricsBase))
-        precondition((Self.metricsBase + WorkerMetrics.wordCount) * 8 <= Self.size, "the worker slot is too small")
+        lastWords = LastWords(memory: memory + Self.wordsSize)
+        precondition((Self.metricsBase + WorkerMetrics.wordCount) * 8 <= Self.wordsSize, "the worker slot is too small")
         heartbeat.store(MonotonicClock.nanoseconds(), ordering: .relaxed)
     }
 

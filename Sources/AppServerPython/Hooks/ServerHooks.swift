@@ -54,9 +54,10 @@ public enum ServerHooks {
         GIL.with(body)
     }
 
-    /// Runs a hook if the config file defines it; returns the traceback when it raised (logged too).
+    /// Runs a hook if the config file defines it; returns the traceback when it raised (logged too,
+    /// unless `logged` is false).
     @discardableResult
-    public static func call(_ name: String, _ arguments: [Argument]) -> String? {
+    public static func call(_ name: String, _ arguments: [Argument], logged: Bool = true) -> String? {
         guard has(name), let glue = PythonInterpreter.glue else { return nil }
         do {
             let args = try Python.tuple(count: arguments.count + 1) { (index) throws(PythonError) -> PyRef in
@@ -66,7 +67,7 @@ public enum ServerHooks {
             return nil
         } catch {
             let text = PythonError.fetchText() ?? "unknown error"
-            logger.error("Exception in \(name) hook:\n\(text)")
+            if logged { logger.error("Exception in \(name) hook:\n\(text)") }
             return text
         }
     }
