@@ -26,7 +26,7 @@ enum WorkerProcess {
         // Hooks run here with the interpreter inherited from the arbiter, which holds their functions.
         let hooks = WorkerHooks(config: config, age: age, arbiter: arbiter)
         if let traceback = hooks.run("post_fork", [hooks.server, .thisWorker(age: age, booted: false)], holdingGIL: true, logged: false) {
-            exit(bootErrorStatus, "Exception in worker process: the post_fork hook failed:\n\(traceback)", slot)
+            exit(bootErrorStatus, saying: "Exception in worker process: the post_fork hook failed:\n\(traceback)", in: slot)
         }
         switchUser(config, slot)
 
@@ -34,19 +34,19 @@ enum WorkerProcess {
         do {
             runtime = try PythonRuntime(config: config, logger: logger)
         } catch {
-            exit(error.exitStatus, error.description, slot)
+            exit(error.exitStatus, saying: error.description, in: slot)
         }
         runtime.sendWSGIErrors { errorLog.write($0) }
         let accessWriter = accessLog.map { AccessLogWriter(format: config.accessLogformat, requestIDHeader: config.requestIDHeader, file: $0) }
         let host = runtime.makeHost(config: config, logger: logger, accessLog: accessWriter)
         if let traceback = hooks.run("post_worker_init", [.thisWorker(age: age, booted: true)], holdingGIL: true, logged: false) {
-            exit(bootErrorStatus, "Exception in worker process: the post_worker_init hook failed:\n\(traceback)", slot)
+            exit(bootErrorStatus, saying: "Exception in worker process: the post_worker_init hook failed:\n\(traceback)", in: slot)
         }
         runtime.releaseMainThread()
         do {
             try host.start()
         } catch {
-            exit(error.exitStatus, error.description, slot)
+            exit(error.exitStatus, saying: error.description, in: slot)
         }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -76,7 +76,7 @@ enum WorkerProcess {
         do {
             try server.serve(listeners: listeners.map { $0.options(config) })
         } catch {
-            exit(1, "worker cannot serve the listening sockets: \(error)", slot)
+            exit(1, saying: "worker cannot serve the listening sockets: \(error)", in: slot)
         }
         // The heartbeat: now, or the last progress of the oldest request still running.
         eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(500)) { _ in
@@ -104,7 +104,7 @@ enum WorkerProcess {
                 _exit(0)
             case SIGABRT:
                 hooks.run("worker_abort", [.thisWorker(age: age, booted: true)])
-                exit(1, "worker timed out: a request made no progress for \(config.timeout) s; exiting", slot, level: .critical)
+                exit(1, saying: "worker timed out: a request made no progress for \(config.timeout) s; exiting", in: slot, level: .critical)
             case SIGUSR1:
                 errorLog.reopen()
                 accessLog?.reopen()
@@ -135,11 +135,11 @@ enum WorkerProcess {
     }
 
     private static func fail(_ call: String, _ slot: WorkerSlot) -> Never {
-        exit(bootErrorStatus, "worker cannot switch to the configured user and group: \(call) failed: \(String(cString: strerror(errno)))", slot)
+        exit(bootErrorStatus, saying: "worker cannot switch to the configured user and group: \(call) failed: \(String(cString: strerror(errno)))", in: slot)
     }
 
     /// Leaves why this worker cannot go on for the arbiter to log (see `LastWords`), and exits.
-    private static func exit(_ status: Int32, _ message: String, _ slot: WorkerSlot, level: Logger.Level = .error) -> Never {
+    private static func exit(_ status: Int32, saying message: String, in slot: WorkerSlot, level: Logger.Level = .error) -> Never {
         slot.lastWords.say(level, message)
         _exit(status)
     }
@@ -164,7 +164,7 @@ enum WorkerProcess {
         let timedOut = !finished.isSet
         if !timedOut { host.stop(timeout: timeout) }
         hooks.run("worker_exit", [hooks.server, .thisWorker(age: hooks.age, booted: true)])
-        if timedOut { exit(0, "graceful timeout (\(timeout) s) reached with requests still running; exiting", slot, level: .warning) }
+        if timedOut { exit(0, saying: "graceful timeout (\(timeout) s) reached with requests still running; exiting", in: slot, level: .warning) }
         _exit(0)
     }
 }
