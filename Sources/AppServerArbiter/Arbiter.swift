@@ -94,7 +94,7 @@ public final class Arbiter {
         self.accessLog = accessLog
         self.workerCount = config.workers
         self.reloadConfig = reloadConfig
-        if Systemd.journalIsRunning { JournalFields.send = { Systemd.journalSend($0) } }
+        if errorLog.isJournal, let journal = JournalSocket() { JournalFields.send = { journal.send($0) } }
         JournalFields.processFields = [("ARBITER_PID", String(getpid()))]
     }
 

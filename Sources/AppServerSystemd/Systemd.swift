@@ -25,22 +25,6 @@ public enum Systemd {
         return result
     }
 
-    /// Whether journald's socket is there (sd_journal_sendv reports success without it).
-    public static var journalIsRunning: Bool { access("/run/systemd/journal/socket", F_OK) == 0 }
-
-    /// One journal entry of `KEY=value` fields (values may hold newlines); true if the journal took it.
-    public static func journalSend(_ fields: [(String, String)]) -> Bool {
-        let entries = fields.map { field -> (UnsafeMutableRawPointer, Int) in
-            let bytes = Array("\(field.0)=\(field.1)".utf8)
-            let memory = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes.count), alignment: 1)
-            memory.copyMemory(from: bytes, byteCount: bytes.count)
-            return (memory, bytes.count)
-        }
-        defer { for entry in entries { entry.0.deallocate() } }
-        let vectors = entries.map { iovec(iov_base: $0.0, iov_len: $0.1) }
-        return sd_journal_sendv(vectors, Int32(vectors.count)) == 0
-    }
-
     /// Sends a notification (`READY=1`, `STATUS=...`) when NOTIFY_SOCKET is set; a no-op otherwise.
     @discardableResult
     public static func notify(_ state: String) -> Bool {

@@ -2,4 +2,3 @@
 #pragma clang module import SwiftGlibc
 #endif
 #include <systemd/sd-daemon.h>
-#include <systemd/sd-journal.h>

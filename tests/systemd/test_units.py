@@ -163,6 +163,34 @@ def test_a_failed_reloads_traceback_is_in_the_units_journal_when_journald_lags(c
     c.run("systemctl", "stop", "appserver@lastwords.service", "appserver@lastwords.socket")
 
 
+def test_a_stalled_journald_does_not_stall_the_server(container):
+    """journald held (SIGSTOP): its socket queue takes ten datagrams of every sender, and a sender that
+    waits for room (as sd_journal_sendv does) would stop the worker at its next error line. The server
+    answers on, each answer logging a traceback, and once journald runs again every one of them is in
+    the unit's journal (those the queue could not take went through the stream)."""
+    c = container
+    start_ready(c)
+    main_pid = c.show("appserver.service", "MainPID")["MainPID"]
+    codes = []
+    c.run("systemctl", "kill", "--signal=SIGSTOP", "systemd-journald.service")
+    try:
+        for i in range(30):
+            codes.append(requests.get(f"http://127.0.0.1:{PORT}/error", headers={"X-Request-ID": f"stalled-{i}"}, timeout=10).status_code)
+        arbiter = c.run("appserver", "status", "--json", "--pid", main_pid, check=False, timeout=10)
+    finally:
+        c.run("systemctl", "kill", "--signal=SIGCONT", "systemd-journald.service")
+    assert codes == [500] * 30
+    assert arbiter.returncode == 0 and json.loads(arbiter.stdout)["pid"] == int(main_pid), "the arbiter answers too"
+    c.run("journalctl", "--sync")
+    journal = c.run("journalctl", "-u", "appserver.service", "-o", "json", "--no-pager").stdout
+    told = set()
+    for entry in (json.loads(line) for line in journal.splitlines() if line.strip()):
+        message = str(entry.get("MESSAGE"))
+        if "Error handling request /error" in message:
+            told.add(entry.get("REQUEST_ID") or message.split("request_id=", 1)[-1].split()[0])
+    assert told >= {f"stalled-{i}" for i in range(30)}, sorted(told)
+
+
 def test_stop_lets_a_slow_request_finish(container):
     c = container
     c.run("systemctl", "start", "appserver.socket")
