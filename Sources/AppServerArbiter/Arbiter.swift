@@ -584,7 +584,9 @@ public final class Arbiter {
             return
         }
         guard stopping == nil else { return }
-        logger.error("Worker failed to boot: \(code == WorkerProcess.appLoadErrorStatus ? "the app could not be loaded" : "the app failed to import") (the error is above); shutting down")
+        // Status 3 is any boot error (Gunicorn's): the import, a post_fork hook, the user switch. The
+        // worker's last words, logged just above, say which.
+        logger.error("Worker failed to boot: \(code == WorkerProcess.appLoadErrorStatus ? "the app could not be loaded" : "the worker could not start the app") (the reason is above); shutting down")
         exitStatus = code
         stop(.fast)
     }

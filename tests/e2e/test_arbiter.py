@@ -144,7 +144,7 @@ def test_a_key_error_while_importing_is_a_failed_import_with_its_traceback(tmp_p
     log = server.log()
     assert "Exception in worker process while importing 'needs_setting':\nTraceback" in log, log
     assert 'SETTING = os.environ["E2E_UNSET_SETTING"]' in log and "KeyError: 'E2E_UNSET_SETTING'" in log, log
-    assert "Worker failed to boot: the app failed to import" in log, log
+    assert "Worker failed to boot: the worker could not start the app (the reason is above)" in log, log
     server.stop()
 
 

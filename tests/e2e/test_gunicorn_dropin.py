@@ -486,6 +486,7 @@ def test_a_failing_post_fork_hook_stops_the_server_with_its_traceback(tmp_path):
     told = f"[{server.pid}] [ERROR] Worker (pid:"
     assert told in log and "): Exception in worker process: the post_fork hook failed:\nTraceback" in log.split(told, 1)[1], log
     assert log.count("RuntimeError: no database here") == 1, "the traceback once, in the worker's last words\n" + log
+    assert log.index("RuntimeError: no database here") < log.index("Worker failed to boot: the worker could not start the app"), log
     server.stop()
 
 
