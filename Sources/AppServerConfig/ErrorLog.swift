@@ -174,7 +174,7 @@ extension ServerConfig.LogLevel {
 /// Error-log lines by level, of every process of the server: a few words of memory shared across fork
 /// (made by the arbiter before its first worker), for statsd's `gunicorn.log.*` counters.
 /// Structured fields of error-log entries sent to the journal (under systemd, when stderr is its
-/// stream). The sender is installed where libsystemd is linked (sd_journal_sendv).
+/// stream). The sender is installed by the arbiter (AppServerSystemd's JournalSocket).
 public enum JournalFields {
     /// Sends one entry; false if the journal did not take it.
     nonisolated(unsafe) public static var send: (@Sendable ([(String, String)]) -> Bool)?
