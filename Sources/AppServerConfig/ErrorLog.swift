@@ -171,8 +171,6 @@ extension ServerConfig.LogLevel {
     }
 }
 
-/// Error-log lines by level, of every process of the server: a few words of memory shared across fork
-/// (made by the arbiter before its first worker), for statsd's `gunicorn.log.*` counters.
 /// Structured fields of error-log entries sent to the journal (under systemd, when stderr is its
 /// stream). The sender is installed by the arbiter (AppServerSystemd's JournalSocket).
 public enum JournalFields {
@@ -189,6 +187,8 @@ public enum JournalFields {
     }
 }
 
+/// Error-log lines by level, of every process of the server: a few words of memory shared across fork
+/// (made by the arbiter before its first worker), for statsd's `gunicorn.log.*` counters.
 public enum LogCounters {
     public struct Counts: Equatable, Sendable {
         public var critical: Int64 = 0
