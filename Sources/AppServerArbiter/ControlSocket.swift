@@ -1,3 +1,4 @@
+import AppServerSystemd
 import Foundation
 
 /// The arbiter's control socket, through which `appserver reload|upgrade|status --pid PID` asks for
@@ -15,17 +16,10 @@ public enum ControlProtocol {
 
     static func name(pid: pid_t) -> String { "appserver-control-\(pid)" }
 
-    /// An abstract `sockaddr_un` (leading NUL, not NUL-terminated) and its length.
-    static func address(pid: pid_t) -> (sockaddr_un, socklen_t) {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(name(pid: pid).utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { path in
-            path[0] = 0
-            for (index, byte) in bytes.enumerated() { path[index + 1] = byte }
-        }
-        let length = MemoryLayout<sa_family_t>.size + 1 + bytes.count
-        return (address, socklen_t(length))
+    /// The abstract address of the arbiter `pid`'s control socket.
+    static func address(pid: pid_t) -> UnixSocketAddress {
+        // The name is ~30 bytes, well inside the 107 an address holds.
+        UnixSocketAddress(abstract: name(pid: pid))!
     }
 
     /// `struct ucred` (Glibc's module hides it without _GNU_SOURCE): three 32-bit ids, in this order.
@@ -60,11 +54,7 @@ final class ControlSocket {
     init(pid: pid_t) throws(ControlSocketError) {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw ControlSocketError(operation: "socket") }
-        var (address, length) = ControlProtocol.address(pid: pid)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        guard bound == 0, listen(fd, 16) == 0 else {
+        guard ControlProtocol.address(pid: pid).withSockaddr({ bind(fd, $0, $1) }) == 0, listen(fd, 16) == 0 else {
             let error = ControlSocketError(operation: "bind")
             close(fd)
             throw error
@@ -152,11 +142,7 @@ public enum ControlClient {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        var (address, length) = ControlProtocol.address(pid: pid)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
-        }
-        guard connected == 0 else {
+        guard ControlProtocol.address(pid: pid).withSockaddr({ connect(fd, $0, $1) }) == 0 else {
             let reason = errno == ECONNREFUSED ? "no appserver arbiter with pid \(pid) is listening for control requests"
                 : String(cString: strerror(errno))
             throw Failure(description: kill(pid, 0) != 0 && errno == ESRCH ? "no process with pid \(pid)" : reason)

@@ -118,13 +118,8 @@ enum Listeners {
 
     private static func bindUnix(_ path: String, backlog: Int, umask mask: mode_t,
                                  owner: (uid: uid_t?, gid: gid_t?)) throws(ListenerError) -> Listener {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard path.utf8.count < capacity else { throw .bind("unix:\(path)", "the path is longer than \(capacity - 1) bytes") }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: path.utf8)
-            raw[path.utf8.count] = 0
+        guard let address = UnixSocketAddress(path: path) else {
+            throw .bind("unix:\(path)", path.isEmpty ? "the path is empty" : "the path is longer than \(UnixSocketAddress.capacity) bytes")
         }
         // A socket file left by a server that died is replaced; any other file is not touched.
         var info = stat()
@@ -137,9 +132,7 @@ enum Listeners {
         // The socket file's mode comes from the umask at bind time (Gunicorn's `umask`, default 0), so
         // that a proxy running as another user (nginx's www-data) can connect.
         let previousMask = Glibc.umask(mask)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let bound = address.withSockaddr { Glibc.bind(fd, $0, $1) }
         Glibc.umask(previousMask)
         // The workers' user and group own it, as in Gunicorn (`user`, `group`).
         if bound == 0, owner.uid != nil || owner.gid != nil,

@@ -16,13 +16,8 @@ import AppServerSystemd
         let journald = socket(AF_UNIX, CInt(SOCK_DGRAM.rawValue), 0)
         #expect(journald >= 0)
         defer { close(journald); unlink(path) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(journald, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        #expect(bound == 0)
+        let address = try #require(UnixSocketAddress(path: path))
+        #expect(address.withSockaddr { bind(journald, $0, $1) } == 0)
         let journal = try #require(JournalSocket(path: path))
         let taken = (0..<200).map { journal.send([("MESSAGE", "entry \($0)")]) }
         #expect(taken.first == true && taken.contains(false), "some taken, then refused without waiting")
