@@ -529,6 +529,42 @@ def test_statsd_metrics_with_gunicorns_names(tmp_path):
         receiver.close()
 
 
+def test_statsd_over_a_unix_socket_that_appears_late_and_comes_back(tmp_path):
+    """`--statsd-host unix:PATH` where no statsd listens yet: the server says so and sends once the
+    socket appears, and again after statsd starts anew on a new socket file. Before, the socket was
+    connected once at start, so a statsd that started after the server never got a metric."""
+    import socket as socketlib
+    path = tmp_path / "statsd.sock"
+    server = Server("plain:app", "-w", "1", "--statsd-host", f"unix:{path}", tmp_path=tmp_path)
+    try:
+        server.wait_ready(workers=1)
+        assert f"statsd: {path} is not there yet; sending once it appears" in server.log()
+        for attempt in range(2):
+            receiver = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+            receiver.bind(str(path))
+            receiver.settimeout(10)
+            try:
+                assert requests.get(server.url + "/", timeout=5).status_code == 200
+                lines = []
+                wait_until(lambda: lines.extend(receiver.recv(65536).decode().split("\n")) or
+                           any(line.startswith("gunicorn.requests:") for line in lines), message=f"metrics, statsd {attempt + 1}")
+                assert "gunicorn.workers:1|g" in lines
+            finally:
+                receiver.close()
+                path.unlink()
+    finally:
+        server.stop()
+
+
+def test_a_statsd_socket_path_too_long_is_refused_with_a_clear_error(tmp_path):
+    server = Server("plain:app", "-w", "1", "--statsd-host", "unix:/" + "s" * 107, tmp_path=tmp_path)
+    try:
+        server.wait_ready(workers=1)
+        assert "statsd: unix:/" + "s" * 107 + ": a socket path is 1 to 107 bytes; no metrics are sent" in server.log()
+    finally:
+        server.stop()
+
+
 PROBE = '''
 import os, sys
 

@@ -1,4 +1,5 @@
 import AppServerConfig
+import AppServerSystemd
 import Foundation
 import Logging
 
@@ -10,6 +11,8 @@ import Logging
 /// `gunicorn.log.critical|error|warning` (counters of error-log lines of every process).
 final class StatsdSender {
     private let descriptor: CInt
+    /// A unix datagram socket's address, given with each datagram; nil for UDP (connected).
+    private var unixDestination: UnixSocketAddress?
     private let prefix: String
     private let tags: String
     private var last: [pid_t: WorkerSlot.Counts] = [:]
@@ -21,13 +24,15 @@ final class StatsdSender {
         var fd: CInt = -1
         if address.hasPrefix("unix:") || address.hasPrefix("/") {
             let path = address.hasPrefix("unix:") ? String(address.dropFirst(5)).replacingOccurrences(of: "//", with: "") : address
+            guard let destination = UnixSocketAddress(path: path) else {
+                logger.error("statsd: \(address): a socket path is 1 to \(UnixSocketAddress.capacity) bytes; no metrics are sent")
+                return nil
+            }
+            // Not connected: each datagram is addressed, so a statsd that starts later, or starts
+            // again on a new socket file, gets the next one (a connected socket would stay refused).
+            unixDestination = destination
             fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-            var addr = sockaddr_un()
-            addr.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(path.utf8.prefix(107))
-            withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
-            let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-            if ok != 0 { logger.warning("statsd: cannot reach \(address): \(String(cString: strerror(errno))); sending when it appears") }
+            if access(path, F_OK) != 0 { logger.warning("statsd: \(path) is not there yet; sending once it appears") }
         } else {
             var host = address, port = "8125"
             if let colon = address.lastIndex(of: ":"), !address.hasSuffix("]") {
@@ -108,7 +113,13 @@ final class StatsdSender {
         var packet = ""
         func flush() {
             guard !packet.isEmpty else { return }
-            _ = packet.withCString { Glibc.send(descriptor, $0, strlen($0), Int32(MSG_DONTWAIT)) }
+            _ = packet.withCString { text in
+                if let unixDestination {
+                    unixDestination.withSockaddr { sendto(descriptor, text, strlen(text), Int32(MSG_DONTWAIT), $0, $1) }
+                } else {
+                    Glibc.send(descriptor, text, strlen(text), Int32(MSG_DONTWAIT))
+                }
+            }
             packet = ""
         }
         for line in lines {
