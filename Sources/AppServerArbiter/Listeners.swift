@@ -90,6 +90,8 @@ enum Listeners {
         switch address {
         case .unix(let path):
             return try bindUnix(path, backlog: backlog, umask: mask, owner: owner)
+        case .descriptor(let fd):
+            return try adopt(fd, backlog: backlog)
         case .tcp(let host, let port):
             var hints = addrinfo()
             hints.ai_family = AF_UNSPEC
@@ -113,6 +115,49 @@ enum Listeners {
                 throw .bind(address.description, reason)
             }
             return Listener(descriptor: fd, description: describe(fd), origin: "bound")
+        }
+    }
+
+    /// A socket this process was started with (`fd://N`, from a supervisor that bound it): a bound
+    /// stream socket, listened on here if it is not yet, as Gunicorn does.
+    private static func adopt(_ fd: CInt, backlog: Int) throws(ListenerError) -> Listener {
+        let name = "fd://\(fd)"
+        let flags = fcntl(fd, F_GETFD)
+        guard flags >= 0 else { throw .bind(name, "descriptor \(fd) is not open; the process that starts appserver must pass it") }
+        // Every descriptor the server opens itself is close-on-exec, and one that came through exec
+        // cannot be: so a set flag means N was not passed, and the server's own socket took its number.
+        guard flags & FD_CLOEXEC == 0 else { throw .bind(name, "descriptor \(fd) was not passed to appserver") }
+        var type: CInt = 0, listening: CInt = 0
+        var size = socklen_t(MemoryLayout<CInt>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) == 0 else { throw .bind(name, "descriptor \(fd) is not a socket") }
+        guard type == CInt(SOCK_STREAM.rawValue) else { throw .bind(name, "descriptor \(fd) is not a stream (TCP or unix) socket") }
+        size = socklen_t(MemoryLayout<CInt>.size)
+        _ = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size)
+        if listening == 0 {
+            // listen() on an unbound socket would bind it to a random port.
+            guard isBound(fd) else { throw .bind(name, "the socket on descriptor \(fd) is not bound to an address") }
+            guard listen(fd, CInt(backlog)) == 0 else { throw .bind(name, String(cString: strerror(errno))) }
+        }
+        _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC)
+        return Listener(descriptor: fd, description: describe(fd), origin: "passed as \(name)")
+    }
+
+    /// Whether a socket has an address: a port, a path or an abstract name.
+    private static func isBound(_ fd: CInt) -> Bool {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard named == 0 else { return false }
+        switch Int32(storage.ss_family) {
+        case AF_INET, AF_INET6:
+            // sin_port and sin6_port both follow the 2-byte family.
+            return withUnsafeBytes(of: storage) { $0.load(fromByteOffset: 2, as: UInt16.self) } != 0
+        case AF_UNIX:
+            return Int(length) > MemoryLayout<sa_family_t>.size
+        default:
+            return true
         }
     }
 

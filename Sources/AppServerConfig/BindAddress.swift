@@ -1,11 +1,20 @@
-/// Where a listening socket is: a TCP host and port (IPv4, IPv6 in brackets) or a unix socket path.
+/// Where a listening socket is: a TCP host and port (IPv4, IPv6 in brackets), a unix socket path, or a
+/// socket this process was started with (Gunicorn's `fd://N`, from a supervisor that bound it).
 public enum BindAddress: Hashable, Sendable, CustomStringConvertible {
     case tcp(host: String, port: Int)
     case unix(path: String)
+    case descriptor(Int32)
 
-    /// Parses `HOST:PORT`, `[::1]:PORT`, `:PORT`, `PORT` and `unix:PATH`, as Gunicorn does.
+    /// Parses `HOST:PORT`, `[::1]:PORT`, `:PORT`, `PORT`, `unix:PATH` and `fd://N`, as Gunicorn does.
     public init(parsing text: String) throws(ConfigError) {
         let spec = text.trimmingWhitespace()
+        if spec.lowercased().hasPrefix("fd://") {
+            guard let fd = Int32(spec.dropFirst(5)), fd >= 0 else {
+                throw ConfigError.invalidValue(key: "bind", value: text, reason: "fd:// takes a descriptor number, like fd://3")
+            }
+            self = .descriptor(fd)
+            return
+        }
         if spec.hasPrefix("unix:") {
             let path = String(spec.dropFirst(5))
             guard !path.isEmpty else { throw ConfigError.invalidValue(key: "bind", value: text, reason: "a unix socket needs a path") }
@@ -47,6 +56,7 @@ public enum BindAddress: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         case .unix(let path): return "unix:\(path)"
+        case .descriptor(let fd): return "fd://\(fd)"
         }
     }
 }

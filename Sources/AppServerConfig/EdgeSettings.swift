@@ -77,8 +77,8 @@ public struct BindSpec: Hashable, Sendable, CustomStringConvertible {
         self.scheme = scheme
     }
 
-    /// Gunicorn's forms (`HOST:PORT`, `unix:PATH`, also `tcp://HOST:PORT` and `unix://PATH`), each
-    /// optionally after `http://`, `uwsgi://`, `http+proxy://` or `uwsgi+proxy://`.
+    /// Gunicorn's forms (`HOST:PORT`, `unix:PATH`, `fd://N`, also `tcp://HOST:PORT` and `unix://PATH`),
+    /// each optionally after `http://`, `uwsgi://`, `http+proxy://` or `uwsgi+proxy://`.
     public init(parsing text: String) throws(ConfigError) {
         var spec = text.trimmingWhitespace()
         var scheme: ListenerScheme?
@@ -89,6 +89,8 @@ public struct BindSpec: Hashable, Sendable, CustomStringConvertible {
                 spec = rest
             } else if prefix.lowercased() == "unix" {
                 spec = "unix:" + rest
+            } else if prefix.lowercased() == "fd" {
+                // BindAddress reads it whole.
             } else if let known = ListenerScheme(text: prefix) {
                 scheme = known
                 spec = rest.hasPrefix("unix://") ? "unix:" + rest.dropFirst(7) : rest

@@ -18,6 +18,17 @@ import Testing
         #expect { try BindSpec(parsing: "uwsgi://127.0.0.1:99999") } throws: { "\($0)".contains("uwsgi://127.0.0.1:99999") }
     }
 
+    /// Gunicorn's `fd://N`: a socket the server was started with, also behind a scheme.
+    @Test func bindSpecsNameAPassedDescriptor() throws {
+        #expect(try BindSpec(parsing: "fd://3") == BindSpec(.descriptor(3)))
+        #expect(try BindSpec(parsing: " FD://12 ").description == "fd://12")
+        #expect(try BindSpec(parsing: "uwsgi://fd://4") == BindSpec(.descriptor(4), scheme: ListenerScheme(.uwsgi)))
+        #expect(try BindSpec(parsing: "uwsgi://fd://4").description == "uwsgi://fd://4")
+        for bad in ["fd://", "fd://-1", "fd://3.0", "fd://x", "fd://99999999999"] {
+            #expect { try BindSpec(parsing: bad) } throws: { "\($0)".contains("fd:// takes a descriptor number, like fd://3") }
+        }
+    }
+
     @Test func systemdSocketNamesMaySayTheScheme() {
         #expect(ListenerScheme(socketName: "uwsgi") == ListenerScheme(.uwsgi))
         #expect(ListenerScheme(socketName: "shop.uwsgi+proxy") == ListenerScheme(.uwsgi, proxyProtocol: true))

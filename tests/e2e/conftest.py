@@ -156,7 +156,8 @@ def wait_until(predicate, timeout=15.0, interval=0.05, message="condition"):
 
 
 class Server:
-    def __init__(self, app, *args, cwd=APPS, env=None, port=None, bind=None, tmp_path=None, binary=BINARY, venv=VENV):
+    def __init__(self, app, *args, cwd=APPS, env=None, port=None, bind=None, tmp_path=None, binary=BINARY, venv=VENV,
+                 pass_fds=()):
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.url = f"http://127.0.0.1:{self.port}"
@@ -167,7 +168,8 @@ class Server:
         full_env.pop("VIRTUAL_ENV", None)
         full_env.update(env or {})
         self.log_file = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.argv, cwd=cwd, env=full_env, stdout=self.log_file, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.argv, cwd=cwd, env=full_env, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     pass_fds=pass_fds)
 
     @property
     def pid(self):

@@ -529,6 +529,76 @@ def test_statsd_metrics_with_gunicorns_names(tmp_path):
         receiver.close()
 
 
+@pytest.mark.parametrize("listening", [True, False], ids=["listening", "bound"])
+def test_bind_fd_serves_a_socket_the_supervisor_passed(tmp_path, listening):
+    """Gunicorn's `--bind fd://N`: a socket bound by the process that starts the server (a supervisor,
+    a test harness) is served as given, and listened on first if it is only bound. Before, the form
+    the help text names was refused as an unknown scheme."""
+    import socket as socketlib
+    passed = socketlib.socket(socketlib.AF_INET, socketlib.SOCK_STREAM)
+    passed.bind(("127.0.0.1", 0))
+    if listening:
+        passed.listen(16)
+    port = passed.getsockname()[1]
+    pidfile = tmp_path / "app.pid"
+    server = Server("plain:app", "-w", "2", "--pid", str(pidfile), port=port, bind=[f"fd://{passed.fileno()}"],
+                    tmp_path=tmp_path, pass_fds=(passed.fileno(),))
+    passed.close()   # the server holds its own copy
+    new = None
+    try:
+        server.wait_ready(workers=2)
+        assert f"Listening at: http://127.0.0.1:{port} ({server.pid}) [passed as fd://" in server.log(), server.log()
+        for _ in range(10):
+            assert requests.get(server.url + "/", timeout=5).status_code == 200
+        # A USR2 upgrade hands it on like any other listener.
+        server.signal(signal.SIGUSR2)
+        new = wait_until(lambda: (pid := read_pid(pidfile)) not in (None, server.pid) and pid, timeout=30, message="the new arbiter")
+        assert server.proc.wait(30) == 0
+        assert f"Listening at: http://127.0.0.1:{port} ({new}) [inherited from the previous arbiter" in server.log(), server.log()
+        assert requests.get(server.url + "/", timeout=5).status_code == 200
+    finally:
+        server.stop()
+        if new:
+            os.kill(new, signal.SIGTERM)
+            wait_until(lambda: not Path(f"/proc/{new}").exists(), message="the new arbiter to stop")
+
+
+@pytest.mark.parametrize("given, reason", [
+    ("fd://nine", "fd:// takes a descriptor number, like fd://3"),
+    ("fd://{closed}", "descriptor {closed} is not open; the process that starts appserver must pass it"),
+    ("fd://{file}", "descriptor {file} is not a socket"),
+    ("fd://{udp}", "descriptor {udp} is not a stream (TCP or unix) socket"),
+    ("fd://{unbound}", "the socket on descriptor {unbound} is not bound to an address"),
+])
+def test_bind_fd_that_is_no_bound_stream_socket_is_refused_with_the_reason(tmp_path, given, reason):
+    import socket as socketlib
+    held = {"file": open(tmp_path / "plain-file", "w"), "udp": socketlib.socket(socketlib.AF_INET, socketlib.SOCK_DGRAM),
+            "unbound": socketlib.socket(socketlib.AF_INET, socketlib.SOCK_STREAM)}
+    held["udp"].bind(("127.0.0.1", 0))
+    numbers = {name: thing.fileno() for name, thing in held.items()}
+    numbers["closed"] = 900
+    try:
+        server = Server("plain:app", bind=[given.format(**numbers)], tmp_path=tmp_path, pass_fds=tuple(numbers[n] for n in held))
+        assert server.proc.wait(30) != 0
+        assert reason.format(**numbers) in server.log(), server.log()
+        assert "Booting worker" not in server.log()
+        server.stop()
+    finally:
+        for thing in held.values():
+            thing.close()
+
+
+def test_bind_fd_not_passed_is_refused_even_where_the_servers_own_socket_took_its_number(tmp_path):
+    """Nothing passed: the low descriptors the server opens for itself (its signal pipe, control
+    socket) must not be taken for the app's socket."""
+    for fd in range(3, 10):
+        server = Server("plain:app", bind=[f"fd://{fd}"], tmp_path=tmp_path)
+        assert server.proc.wait(30) != 0
+        assert (f"cannot listen on fd://{fd}: descriptor {fd} was not passed to appserver" in server.log()
+                or f"cannot listen on fd://{fd}: descriptor {fd} is not open" in server.log()), server.log()
+        server.stop()
+
+
 def test_statsd_over_a_unix_socket_that_appears_late_and_comes_back(tmp_path):
     """`--statsd-host unix:PATH` where no statsd listens yet: the server says so and sends once the
     socket appears, and again after statsd starts anew on a new socket file. Before, the socket was
