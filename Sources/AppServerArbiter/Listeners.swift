@@ -234,12 +234,13 @@ enum Listeners {
                 }
             }
         case AF_UNIX:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_un.self, capacity: 1) { p in
-                    var path = p.pointee.sun_path
-                    let text = withUnsafeBytes(of: &path) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                    return "unix:\(text)"
-                }
+            // sun_path follows the family; its length is what getsockname says.
+            let start = MemoryLayout<sa_family_t>.size
+            return withUnsafeBytes(of: storage) { raw in
+                let path = raw[start..<max(start, Int(length))]
+                // An abstract name (a leading NUL, no file) as systemd's ListenStream= writes it: @NAME.
+                if path.first == 0 { return "unix:@" + String(decoding: path.dropFirst(), as: UTF8.self) }
+                return "unix:" + String(decoding: path.prefix { $0 != 0 }, as: UTF8.self)
             }
         default:
             return "fd \(fd)"

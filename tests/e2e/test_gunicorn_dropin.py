@@ -563,6 +563,39 @@ def test_bind_fd_serves_a_socket_the_supervisor_passed(tmp_path, listening):
             wait_until(lambda: not Path(f"/proc/{new}").exists(), message="the new arbiter to stop")
 
 
+def test_bind_fd_serves_an_abstract_unix_socket_and_names_it(tmp_path):
+    """A passed socket may have no file: an abstract unix name, logged as systemd writes it (@NAME)."""
+    import http.client
+    import socket as socketlib
+    name = f"appserver-test-{os.getpid()}-{free_port()}"
+    passed = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    passed.bind("\0" + name)
+    passed.listen(16)
+    server = Server("plain:app", bind=[f"fd://{passed.fileno()}"], tmp_path=tmp_path, pass_fds=(passed.fileno(),))
+    passed.close()
+    try:
+        wait_until(lambda: "Booting worker" in server.log(), message="the worker")
+        assert f"Listening at: unix:@{name} ({server.pid}) [passed as fd://" in server.log(), server.log()
+
+        class AbstractConnection(http.client.HTTPConnection):
+            def connect(self):
+                self.sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+                self.sock.connect("\0" + name)
+
+        def answered():
+            connection = AbstractConnection("localhost", timeout=5)
+            try:
+                connection.request("GET", "/")
+                return connection.getresponse().status == 200
+            except OSError:
+                return False
+            finally:
+                connection.close()
+        wait_until(answered, message="an answer on the abstract socket")
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("given, reason", [
     ("fd://nine", "fd:// takes a descriptor number, like fd://3"),
     ("fd://{closed}", "descriptor {closed} is not open; the process that starts appserver must pass it"),
