@@ -637,11 +637,13 @@ def test_statsd_over_a_unix_socket_that_appears_late_and_comes_back(tmp_path):
     socket appears, and again after statsd starts anew on a new socket file. Before, the socket was
     connected once at start, so a statsd that started after the server never got a metric."""
     import socket as socketlib
-    path = tmp_path / "statsd.sock"
-    server = Server("plain:app", "-w", "1", "--statsd-host", f"unix:{path}", tmp_path=tmp_path)
+    (tmp_path / "run").mkdir()
+    path = tmp_path / "run" / "statsd.sock"
+    # Gunicorn's unix:// form, and a doubled slash that is still the same directory.
+    server = Server("plain:app", "-w", "1", "--statsd-host", f"unix://{tmp_path}/run//statsd.sock", tmp_path=tmp_path)
     try:
         server.wait_ready(workers=1)
-        assert f"statsd: {path} is not there yet; sending once it appears" in server.log()
+        assert f"statsd: {tmp_path}/run//statsd.sock is not there yet; sending once it appears" in server.log()
         for attempt in range(2):
             receiver = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
             receiver.bind(str(path))

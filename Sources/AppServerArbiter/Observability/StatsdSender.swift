@@ -23,7 +23,8 @@ final class StatsdSender {
     init?(address: String, prefix: String, tags: String, logger: Logger) {
         var fd: CInt = -1
         if address.hasPrefix("unix:") || address.hasPrefix("/") {
-            let path = address.hasPrefix("unix:") ? String(address.dropFirst(5)).replacingOccurrences(of: "//", with: "") : address
+            // Gunicorn's `unix://PATH` and `unix:PATH`, or a bare path.
+            let path = address.hasPrefix("unix://") ? String(address.dropFirst(7)) : address.hasPrefix("unix:") ? String(address.dropFirst(5)) : address
             guard let destination = UnixSocketAddress(path: path) else {
                 logger.error("statsd: \(address): a socket path is 1 to \(UnixSocketAddress.capacity) bytes; no metrics are sent")
                 return nil
