@@ -12,7 +12,7 @@ import Logging
 final class StatsdSender {
     private let descriptor: CInt
     /// A unix datagram socket's address, given with each datagram; nil for UDP (connected).
-    private var unixDestination: UnixSocketAddress?
+    private let unixDestination: UnixSocketAddress?
     private let prefix: String
     private let tags: String
     private var last: [pid_t: WorkerSlot.Counts] = [:]
@@ -35,6 +35,7 @@ final class StatsdSender {
             fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
             if access(path, F_OK) != 0 { logger.warning("statsd: \(path) is not there yet; sending once it appears") }
         } else {
+            unixDestination = nil
             var host = address, port = "8125"
             if let colon = address.lastIndex(of: ":"), !address.hasSuffix("]") {
                 host = String(address[..<colon])
