@@ -119,6 +119,23 @@ import Testing
         #expect(text.contains(SettingsTable.roff()), "packaging/appserver.1 is out of date: put `appserver --settings-roff` in its OPTIONS")
     }
 
+    /// metrics_bind takes what bind takes, and says the address's own reason when it cannot.
+    @Test func metricsBindTakesBindsAddressesWithTheirReasons() throws {
+        var config = ServerConfig()
+        try config.set("metrics_bind", .string("fd://5"), source: "t")
+        #expect(config.metricsBind == .descriptor(5))
+        try config.set("metrics_bind", .string("unix:/run/m.sock"), source: "t")
+        #expect(config.metricsBind == .unix(path: "/run/m.sock"))
+        for (text, reason) in [("fd://x", "fd:// takes a descriptor number"), ("127.0.0.1:99999", "the port must be a number")] {
+            #expect {
+                try config.set("metrics_bind", .string(text), source: "t")
+            } throws: { error in
+                guard case .invalidValue(let key, let value, let said) = error as? ConfigError else { return false }
+                return key == "metrics_bind" && value == text && said.contains(reason)
+            }
+        }
+    }
+
     @Test func refusedSettingsSayWhyAndWhatInstead() throws {
         var config = ServerConfig()
         for (key, value) in [("certfile", ConfigValue.string("/etc/ssl/a.pem")), ("syslog", .boolean(true)), ("paste", .string("a.ini")),

@@ -333,13 +333,15 @@ public enum SettingsTable {
         .boolean("enable_backlog_metric", flags: ["--enable-backlog-metric"], .metrics, reloadable: false,
                  help: "Also send gunicorn.backlog, the connections waiting in the listen queues.", \.enableBacklogMetric),
         Setting("metrics_bind", flags: ["--metrics-bind"], form: .value(metavar: "ADDRESS"), .metrics, reloadable: false,
-                help: "Serve /metrics (Prometheus), /healthz and /readyz from the arbiter on HOST:PORT or unix:PATH (a systemd socket named 'metrics' serves too).",
+                help: "Serve /metrics (Prometheus), /healthz and /readyz from the arbiter on HOST:PORT, unix:PATH or fd://N (a systemd socket named 'metrics' serves too).",
                 apply: { c, v throws(ConfigError) in
                     guard let text = try v.optionalString("metrics_bind"), !text.isEmpty else { c.metricsBind = nil; return }
-                    do {
+                    do throws(ConfigError) {
                         c.metricsBind = try BindAddress(parsing: text)
                     } catch {
-                        throw ConfigError.invalidValue(key: "metrics_bind", value: text, reason: "expected HOST:PORT or unix:PATH")
+                        // The address's own reason, under this setting's name.
+                        if case .invalidValue(_, _, let reason) = error { throw ConfigError.invalidValue(key: "metrics_bind", value: text, reason: reason) }
+                        throw error
                     }
                 },
                 render: { $0.metricsBind.map { .string($0.description) } }),
