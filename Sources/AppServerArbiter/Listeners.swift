@@ -142,14 +142,19 @@ enum Listeners {
         return Listener(descriptor: fd, description: describe(fd), origin: "passed as \(name)")
     }
 
-    /// Whether a socket has an address: a port, a path or an abstract name.
-    private static func isBound(_ fd: CInt) -> Bool {
+    /// A socket's own address (getsockname) and its length; nil if it has none to tell.
+    private static func localAddress(_ fd: CInt) -> (storage: sockaddr_storage, length: socklen_t)? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let named = withUnsafeMutablePointer(to: &storage) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
-        guard named == 0 else { return false }
+        return named == 0 ? (storage, length) : nil
+    }
+
+    /// Whether a socket has an address: a port, a path or an abstract name.
+    private static func isBound(_ fd: CInt) -> Bool {
+        guard let (storage, length) = localAddress(fd) else { return false }
         switch Int32(storage.ss_family) {
         case AF_INET, AF_INET6:
             // sin_port and sin6_port both follow the 2-byte family.
@@ -212,12 +217,9 @@ enum Listeners {
 
     /// `http://HOST:PORT` or `unix:PATH` of a listening descriptor.
     static func describe(_ fd: CInt) -> String {
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let ok = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard ok == 0 else { return "fd \(fd)" }
+        guard let address = localAddress(fd) else { return "fd \(fd)" }
+        var storage = address.storage
+        let length = address.length
         switch Int32(storage.ss_family) {
         case AF_INET:
             return withUnsafePointer(to: &storage) {
