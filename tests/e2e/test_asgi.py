@@ -325,3 +325,123 @@ def test_asgi_worker_memory_stays_flat_under_load(serve, tmp_path):
     growth = rss_kib(worker) - before
     assert served > 5000, "too few requests to tell"
     assert growth * 1024 / served < 100, f"{growth} KiB more after {served} requests"
+
+
+# Path Send (http.response.pathsend): Starlette's FileResponse hands the server a path, and the
+# worker's I/O thread sends the file with sendfile(2); the app never reads it.
+
+def pathsend_files(tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "big.bin").write_bytes(os.urandom(3_000_000))
+    (files / "small.txt").write_text("hello, file\n" * 20)
+    return files
+
+
+def opened_by_python(files):
+    opened = files / "opened"
+    return opened.read_text().split() if opened.exists() else []
+
+
+def test_a_file_response_is_sent_by_path_through_middleware(serve, loop, tmp_path):
+    files = pathsend_files(tmp_path)
+    server = serve("pathsend:app", "--loop", loop, "--chdir", str(files), "--pythonpath", str(APPS), env={"FILES_DIR": str(files)})
+    assert requests.get(server.url + "/extensions").json() == ["http.response.pathsend"]
+    big = (files / "big.bin").read_bytes()
+    with requests.Session() as session:   # one keep-alive connection for all of them
+        for _ in range(3):
+            r = session.get(server.url + "/files/big.bin")
+            assert r.status_code == 200 and r.content == big
+            assert r.headers["content-length"] == str(len(big)) and r.headers["x-middleware"] == "seen"
+        # GZipMiddleware leaves a file sent by path uncompressed, and says it may vary.
+        r = session.get(server.url + "/relative/small.txt", headers={"Accept-Encoding": "gzip"})
+        assert r.status_code == 200 and r.text == "hello, file\n" * 20 and "content-encoding" not in r.headers
+        r = session.head(server.url + "/files/big.bin")
+        assert r.status_code == 200 and r.headers["content-length"] == str(len(big)) and r.content == b""
+        # A range is Starlette's to cut: it streams that part as body messages.
+        r = session.get(server.url + "/files/big.bin", headers={"Range": "bytes=1000-1999"})
+        assert r.status_code == 206 and r.content == big[1000:2000]
+        assert session.get(server.url + "/extensions").status_code == 200
+    # Only the range was read by Python; the whole files never were.
+    assert opened_by_python(files) == [str(files / "big.bin")]
+
+
+def test_no_sendfile_takes_the_extension_away(serve, tmp_path):
+    files = pathsend_files(tmp_path)
+    server = serve("pathsend:app", "--no-sendfile", env={"FILES_DIR": str(files)})
+    assert requests.get(server.url + "/extensions").json() == []
+    assert requests.get(server.url + "/files/big.bin").content == (files / "big.bin").read_bytes()
+    assert opened_by_python(files) == [str(files / "big.bin")]   # Starlette read it itself
+
+
+def test_bad_path_send_messages_get_a_clear_error_and_the_worker_serves_on(serve, tmp_path):
+    files = pathsend_files(tmp_path)
+    server = serve("pathsend:raw", env={"FILES_DIR": str(files)})
+    cases = [
+        ({"path": str(files / "missing.bin")}, "FileNotFoundError: [Errno 2] No such file or directory: '%s'" % (files / "missing.bin")),
+        ({"path": str(files)}, "IsADirectoryError: [Errno 21] Is a directory: '%s'" % files),
+        ({"path": "/dev/null"}, "OSError: [Errno 22] Invalid argument: '/dev/null'"),
+        ({"order": "before-start"}, "RuntimeError: http.response.pathsend sent before http.response.start"),
+        ({"order": "not-a-str"}, "TypeError"),
+    ]
+    for query, error in cases:
+        r = requests.get(server.url + "/", params=query)
+        assert r.status_code == 500, query
+        wait_until(lambda: error in server.log(), message=f"'{error}' in the log")
+    # After a body chunk the head is out, framed for a body of the app's: the response is cut off.
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(server.url + "/", params={"order": "after-body"})
+    wait_until(lambda: "http.response.pathsend sent after http.response.body: it must be the whole body" in server.log(),
+               message="the error for a path sent after a body")
+    # A second path after the response was whole is the app's error; the response itself went out.
+    r = requests.get(server.url + "/", params={"order": "twice"})
+    assert r.status_code == 200 and r.text == "hello, file\n" * 20
+    wait_until(lambda: "http.response.pathsend sent after the response was complete" in server.log(), message="the second path's error")
+    assert requests.get(server.url + "/").text == "hello, file\n" * 20
+    assert len(server.workers()) == 1 and server.log().count("Booting worker") == 1
+
+
+def test_a_path_sent_under_a_content_length_is_framed_by_it(serve, tmp_path):
+    files = pathsend_files(tmp_path)
+    server = serve("pathsend:raw", env={"FILES_DIR": str(files)})
+    small = (files / "small.txt").read_bytes()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        # The app says 10 bytes: 10 go, and the connection carries the next request.
+        s.sendall(b"GET /?length=10 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    first, second = data.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert b"content-length: 10\r\n" in first and first.endswith(b"\r\n\r\n" + small[:10])
+    assert second.endswith(b"\r\n\r\n" + small) and b"Content-Length: %d\r\n" % len(small) in second
+    # The app says more than the file holds: what there is goes, then the server closes the
+    # connection (the loop ends on its EOF, not the timeout), so a short body is not taken for a whole one.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET /?length=100000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert b"content-length: 100000\r\n" in data and data.endswith(b"\r\n\r\n" + small)
+
+
+def test_clients_leaving_mid_file_leave_no_descriptor_open(serve, tmp_path):
+    files = pathsend_files(tmp_path)
+    (files / "huge.bin").write_bytes(b"x" * (64 << 20))
+    server = serve("pathsend:raw", env={"FILES_DIR": str(files)})
+    worker = server.workers()[0]
+
+    def open_copies():
+        count = 0
+        for fd in os.listdir(f"/proc/{worker}/fd"):
+            try:
+                count += os.readlink(f"/proc/{worker}/fd/{fd}") == str(files / "huge.bin")
+            except OSError:
+                pass
+        return count
+
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"GET /?path=%s HTTP/1.1\r\nHost: x\r\n\r\n" % str(files / "huge.bin").encode())
+            assert s.recv(1 << 20)   # some of it, then the client goes
+    wait_until(lambda: open_copies() == 0, message="the worker to close the files of the clients that left")
+    assert requests.get(server.url + "/").text == "hello, file\n" * 20

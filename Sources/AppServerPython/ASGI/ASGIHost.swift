@@ -69,7 +69,8 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
             tasks = try ASGITaskRuntime(loop: loop.pointer, identityType: host.runtime.glue.function(host.runtime.glue.asgi, "RequestTask"))
             state = try PyRef.checked(PyDict_New())
             flush = ASGIHost.flushNative.bind(to: host)
-            scope = try ASGIScopeBuilder(rootPath: host.config.rootPath, headerMap: host.config.headerMap, requestIDHeader: host.config.requestIDHeader)
+            scope = try ASGIScopeBuilder(rootPath: host.config.rootPath, headerMap: host.config.headerMap, requestIDHeader: host.config.requestIDHeader,
+                                         pathsend: host.config.sendfile)
             self.loop = loop
             self.done = done
             self.log = log

@@ -1,6 +1,7 @@
 import AppServerHTTP
 import CPython
 import CPythonShim
+import Glibc
 import NIOCore
 
 /// One ASGI `http` request: its `receive` and `send` callables (native functions bound to
@@ -135,6 +136,14 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         switch try Python.string(type) {
         case "http.response.trailers":
             return host.completedFuture()   // trailers are not sent (HTTP/1.1 clients rarely ask for them)
+        case "http.response.pathsend" where host.config.sendfile:
+            guard responseStarted else { throw PythonError.runtimeError("http.response.pathsend sent before http.response.start") }
+            if responseComplete {
+                if disconnected { return host.completedFuture() }
+                throw PythonError.runtimeError("http.response.pathsend sent after the response was complete")
+            }
+            try sendPath(message)
+            return host.completedFuture()
         case let other:
             throw PythonError.valueError("unexpected ASGI message type '\(other)' for an http scope")
         }
@@ -223,6 +232,55 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         }
         if mustWait && more { return try pendingSend.arm(on: host) }
         return host.completedFuture()
+    }
+
+    /// `http.response.pathsend` (ASGI's Path Send extension, offered unless `--no-sendfile`): the file at
+    /// `path` is the rest of the response, sent with sendfile(2) by the I/O thread. A relative path is
+    /// the worker's working directory's, as the app's own `open` would take it. A file that cannot be
+    /// opened raises its OSError in the app before anything went out (so the client gets a 500).
+    private func sendPath(_ message: PyObjectPointer) throws(PythonError) {
+        guard let path = Python.item(message, host.messages.path.pointer) else {
+            throw PythonError.valueError("http.response.pathsend needs a 'path'")
+        }
+        guard !writer.headSent else {
+            // Its framing is set by the body that went: the file cannot be its remainder.
+            throw PythonError.runtimeError("http.response.pathsend sent after http.response.body: it must be the whole body")
+        }
+        let encoded = try PyRef.checked(PyUnicode_EncodeFSDefault(path))
+        var info = stat()
+        let fd = open(PyBytes_AsString(encoded.pointer), O_RDONLY | O_CLOEXEC | O_NOCTTY)
+        guard fd >= 0, fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            let error = fd < 0 ? errno : (info.st_mode & S_IFMT) == S_IFDIR ? EISDIR : EINVAL
+            if fd >= 0 { close(fd) }
+            errno = error
+            PyErr_SetFromErrnoWithFilenameObject(appserver_exc_os_error(), path)
+            throw PythonError()
+        }
+        if disconnected {
+            close(fd)
+            completeResponse()
+            return
+        }
+        let size = Int64(info.st_size)
+        var head = writer.finishHead(knownLength: size)
+        let length = writer.reserveFileBody(size)
+        var tail = exchange.allocator.buffer(capacity: 8)
+        writer.finishBody(into: &tail)
+        completeResponse()
+        do {
+            if length == 0 {
+                close(fd)
+                head.writeBuffer(&tail)
+                _ = try host.queueWrite(exchange, head, end: true, close: writer.closeConnection)
+            } else {
+                host.flushOutbox()   // the responses before this one go first
+                // The end of the response: nothing to wait for (the I/O thread closes the file).
+                _ = try exchange.sendFile(descriptor: fd, offset: 0, length: length, header: head,
+                                          trailer: tail.readableBytes > 0 ? tail : nil, end: true, close: writer.closeConnection)
+            }
+        } catch {
+            disconnected = true
+        }
     }
 
     /// The response is whole: a `receive` waiting for the client's departure gets `http.disconnect`

@@ -12,6 +12,7 @@ final class ASGIMessages: @unchecked Sendable {
     let moreBody = Python.interned("more_body")
     let status = Python.interned("status")
     let headers = Python.interned("headers")
+    let path = Python.interned("path")
     let httpRequest = Python.interned("http.request")
     let httpDisconnect = Python.interned("http.disconnect")
     let httpResponseStart = KnownType("http.response.start")
@@ -92,6 +93,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private let keyMethod = Python.interned("method"), keyRootPath = Python.interned("root_path"), keyPath = Python.interned("path")
     private let keyRawPath = Python.interned("raw_path"), keyQueryString = Python.interned("query_string")
     private let keyHeaders = Python.interned("headers"), keyState = Python.interned("state"), keySubprotocols = Python.interned("subprotocols")
+    private let keyExtensions = Python.interned("extensions")
     private let http = Python.interned("http")
     private let websocket = Python.interned("websocket")
     private let ws = Python.interned("ws")
@@ -101,6 +103,8 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private let version11 = Python.interned("1.1")
     private let version10 = Python.interned("1.0")
     private let asgiVersion: PyRef
+    /// `{"http.response.pathsend": {}}` when files may go out with sendfile(2), else nil (no `extensions`).
+    private let extensions: PyRef?
     private let rootPath: PyRef
     private let rootPathBytes: [UInt8]
     /// The common methods' objects, found by the method's bytes.
@@ -120,7 +124,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
     private let requestIDHeader: [UInt8]
     private let requestIDName: PyRef?
 
-    init(rootPath: String, headerMap: HeaderMapMode = .drop, requestIDHeader: String = "") throws(PythonError) {
+    init(rootPath: String, headerMap: HeaderMapMode = .drop, requestIDHeader: String = "", pathsend: Bool = true) throws(PythonError) {
         self.headerMap = headerMap
         methods = try HeaderNameCache.commonMethods()
         self.requestIDHeader = Array(requestIDHeader.lowercased().utf8)
@@ -128,6 +132,13 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         asgiVersion = try PyRef.checked(PyDict_New())
         try Python.setItem(asgiVersion.pointer, Python.interned("version"), Python.interned("3.0"))
         try Python.setItem(asgiVersion.pointer, Python.interned("spec_version"), Python.interned("2.3"))
+        if pathsend {
+            let extensions = try PyRef.checked(PyDict_New())
+            try Python.setItem(extensions.pointer, Python.interned("http.response.pathsend"), try PyRef.checked(PyDict_New()))
+            self.extensions = consume extensions
+        } else {
+            extensions = nil
+        }
         self.rootPath = try Python.str(rootPath)
         self.rootPathBytes = Array(rootPath.utf8)
         // Every scope starts as a copy of this dict (PyDict_Copy clones the table in one piece): its
@@ -148,6 +159,7 @@ final class ASGIScopeBuilder: @unchecked Sendable {
                     keyState.pointer] {
             try Python.setItem(dict, key, appserver_none())
         }
+        if extensions.pointer != nil { try set(keyExtensions, appserver_none()) }
     }
 
     /// The `websocket` scope: as `http`, without `method`, with scheme `ws` and the offered subprotocols.
@@ -156,6 +168,8 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         try Python.setItem(scope.pointer, keyType.pointer, websocket.pointer)
         try Python.setItem(scope.pointer, keyScheme.pointer, request.isSecure ? wss.pointer : ws.pointer)
         if PyDict_DelItem(scope.pointer, keyMethod.pointer) != 0 { throw PythonError() }
+        // Path Send is an http extension; a websocket has none of appserver's.
+        if extensions.pointer != nil && PyDict_DelItem(scope.pointer, keyExtensions.pointer) != 0 { throw PythonError() }
         let offered = WebSocketHandshake.subprotocols(request)
         let list = try PyRef.checked(PyList_New(offered.count))
         for (index, name) in offered.enumerated() { PyList_SetItem(list.pointer, index, try Python.str(name).take()) }
@@ -170,6 +184,8 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         let dict = scope.pointer
         func set(_ key: borrowing PyRef, _ value: borrowing PyRef) throws(PythonError) { try Python.setItem(dict, key.pointer, value.pointer) }
         try set(keyAsgi, try PyRef.checked(PyDict_Copy(asgiVersion.pointer)))
+        // A copy, as `asgi`: a middleware that adds to its request's extensions adds to no other request's.
+        if let extensions = extensions.pointer { try set(keyExtensions, try PyRef.checked(PyDict_Copy(extensions))) }
         if request.version.minor == 0 { try set(keyHTTPVersion, version10) }
         if request.isSecure { try set(keyScheme, https) }
         if let method = request.head.withMethod({ methods.find($0) }) {
