@@ -52,6 +52,8 @@ SERVERS = {
     # The metrics endpoint on (the workers count every request for it), and request ids off.
     "appserver-metrics": appserver(APPSERVER, 1, "--metrics-bind", f"127.0.0.1:{PORT + 1}"),
     "appserver-noreqid": appserver(APPSERVER, 1, "--request-id-header", ""),
+    # Files by reads and writes: no Path Send extension, so Starlette's FileResponse reads the file itself.
+    "appserver-nosendfile": appserver(APPSERVER, 1, "--no-sendfile"),
     "appserver-t2": appserver(APPSERVER, 2, interface=False),
     "appserver-t4": appserver(APPSERVER, 4, interface=False),
     "appserver-baseline-t4": appserver(BASELINE or "/nonexistent", 4, interface=False),
@@ -91,6 +93,9 @@ BENCHES = {
     "asgi-stream-1m": ("asgi_stream", [], None, "asgi"),
     # Framework apps beyond the micro ones: what routing, middleware and request objects cost.
     "starlette-routes": ("starlette_routes", [], None, "asgi"),
+    # Starlette's FileResponse: a file sent by path (Path Send) or read by the app.
+    "starlette-file-1m": ("starlette_file", [], None, "asgi"),
+    "starlette-file-16k": ("starlette_file_16k", [], None, "asgi"),
     "django-wsgi": ("django_wsgi", [], None, "wsgi"),
     "django-asgi": ("django_asgi", [], None, "asgi"),
     # A framework-length call (~45 us of counting) that touches almost no memory: with fastapi-json and
