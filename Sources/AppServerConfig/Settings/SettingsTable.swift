@@ -220,7 +220,7 @@ public enum SettingsTable {
         .inert("tmp_upload_dir", .mechanics, reason: "request bodies are streamed to the app, never stored in files",
                help: "Directory for request bodies (Gunicorn)."),
         .boolean("sendfile", flags: ["--sendfile"], negatable: true, .mechanics,
-                 help: "Send wsgi.file_wrapper files with sendfile(2) (--no-sendfile: by reads and writes).", \.sendfile),
+                 help: "Send wsgi.file_wrapper files, and files an ASGI app sends by path (Path Send), with sendfile(2) (--no-sendfile: files are read and written, and ASGI apps are not offered Path Send).", \.sendfile),
         .inert("control_socket", flags: ["--control-socket"], .mechanics,
                reason: "appserver's control socket is its own, per arbiter pid: use 'appserver reload|upgrade|status --pid PID'",
                help: "Gunicorn's control socket path."),
