@@ -97,6 +97,8 @@ CONFIGS = {
     # App threads: the hand-offs between the I/O thread and an app thread (callgrind runs one thread
     # at a time, so this counts their instructions, not their waits).
     "threads-4": "--threads 4",
+    # No Path Send: the ASGI scope without `extensions` (what offering it costs a request).
+    "no-sendfile": "--no-sendfile",
 }
 
 
