@@ -54,12 +54,8 @@ app.add_middleware(BaseHTTPMiddleware, dispatch=add_header)
 
 
 async def raw(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+    if scope["type"] != "http":
+        return   # no lifespan
     query = dict(urllib.parse.parse_qsl(scope["query_string"].decode()))
     path = query.get("path", os.path.join(FILES, "small.txt"))
     headers = [(b"content-type", b"application/octet-stream")]
