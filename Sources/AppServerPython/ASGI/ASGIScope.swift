@@ -159,7 +159,9 @@ final class ASGIScopeBuilder: @unchecked Sendable {
                     keyState.pointer] {
             try Python.setItem(dict, key, appserver_none())
         }
-        if extensions.pointer != nil { try set(keyExtensions, appserver_none()) }
+        // One dict for every request, in the template, not a copy as `asgi` is: a copy (a GC-tracked dict
+        // made and freed) cost ~600 instructions a request, 2% of an ASGI hello (RESULTS.md). Apps read it.
+        if let extensions = extensions.pointer { try set(keyExtensions, extensions) }
     }
 
     /// The `websocket` scope: as `http`, without `method`, with scheme `ws` and the offered subprotocols.
@@ -184,9 +186,6 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         let dict = scope.pointer
         func set(_ key: borrowing PyRef, _ value: borrowing PyRef) throws(PythonError) { try Python.setItem(dict, key.pointer, value.pointer) }
         try set(keyAsgi, try PyRef.checked(PyDict_Copy(asgiVersion.pointer)))
-        // One dict for every request, not a copy as `asgi` is: a copy (a GC-tracked dict made and freed)
-        // cost ~600 instructions a request, 2% of an ASGI hello (RESULTS.md). Apps and middleware read it.
-        if let extensions = extensions.pointer { try Python.setItem(dict, keyExtensions.pointer, extensions) }
         if request.version.minor == 0 { try set(keyHTTPVersion, version10) }
         if request.isSecure { try set(keyScheme, https) }
         if let method = request.head.withMethod({ methods.find($0) }) {
