@@ -353,7 +353,7 @@ def test_a_file_response_is_sent_by_path_through_middleware(serve, loop, tmp_pat
             r = session.get(server.url + "/files/big.bin")
             assert r.status_code == 200 and r.content == big
             assert r.headers["content-length"] == str(len(big)) and r.headers["x-middleware"] == "seen"
-        # GZipMiddleware leaves a file sent by path uncompressed, and says it may vary.
+        # GZipMiddleware leaves a file sent by path uncompressed.
         r = session.get(server.url + "/relative/small.txt", headers={"Accept-Encoding": "gzip"})
         assert r.status_code == 200 and r.text == "hello, file\n" * 20 and "content-encoding" not in r.headers
         r = session.head(server.url + "/files/big.bin")
