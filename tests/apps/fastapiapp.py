@@ -1,6 +1,8 @@
 """A FastAPI app for the ASGI tests: JSON, path and query parameters, uploads, streaming, background tasks."""
 import asyncio
+import itertools
 import os
+import threading
 
 from fastapi import BackgroundTasks, FastAPI, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
@@ -61,6 +63,19 @@ async def slow(s: float = 1.0):
 @app.get("/error")
 async def error():
     raise RuntimeError("boom from FastAPI")
+
+
+# A serial number a thread, the first time it runs a sync endpoint (FastAPI runs those on anyio's
+# worker threads): tells a thread kept for the next request from a new one in its place.
+_thread_serial = itertools.count(1)
+_thread_marks = threading.local()
+
+
+@app.get("/thread")
+def thread():
+    if not hasattr(_thread_marks, "serial"):
+        _thread_marks.serial = next(_thread_serial)
+    return {"serial": _thread_marks.serial, "name": threading.current_thread().name}
 
 
 @app.get("/scope")

@@ -5,6 +5,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -41,6 +42,26 @@ def test_fastapi_json_params_and_errors(serve, loop, tmp_path):
                message="the traceback in the log")
     # The worker goes on serving after an error, on a new connection.
     assert requests.get(server.url + "/").status_code == 200
+
+
+def test_sync_endpoints_keep_their_worker_threads(serve, loop, tmp_path):
+    # anyio binds its worker threads to the task that the loop runs to completion: without one, it
+    # bound each to the request's task, and every sync endpoint call started a thread of its own.
+    server = fastapi_server(serve, loop, tmp_path)
+    with requests.Session() as session:
+        first = [session.get(server.url + "/thread").json() for _ in range(20)]
+    assert {r["name"] for r in first} == {"AnyIO worker thread"}
+    assert {r["serial"] for r in first} == {1}, first
+    # Eight at once take up to eight threads; then those serve on, and no new one is started.
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda _: requests.get(server.url + "/thread").json()["serial"], range(32)))
+    assert max(together) <= 8
+    with requests.Session() as session:
+        after = {session.get(server.url + "/thread").json()["serial"] for _ in range(20)}
+    assert max(after) <= max(together), (together, after)
+    # The threads end with the loop's main task: the worker stops in time, and the server with 0.
+    server.stop()
+    assert server.proc.returncode == 0
 
 
 def test_http_scope(serve, tmp_path):

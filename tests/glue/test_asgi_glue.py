@@ -158,8 +158,8 @@ def test_lifespan_startup_and_shutdown(glue, loop_parts):
     events, logged, state = [], [], {}
     outcome = glue["asgi"].asgi_startup(loop, lifespan_app(events=events), "auto", state, lambda *a: logged.append(a))
     assert outcome == ("ok", "") and state == {"opened": True}
-    glue["asgi"].asgi_shutdown(loop, 5, lambda *a: logged.append(a))
-    loop.run_forever()   # stopped by the shutdown
+    loop.call_later(0.01, glue["asgi"].asgi_shutdown, loop, 5, lambda *a: logged.append(a))
+    glue["asgi"].asgi_serve(loop, lambda *a: logged.append(a))   # returns after the shutdown
     assert events == ["lifespan.startup", "lifespan.shutdown"] and logged == []
 
 
@@ -189,12 +189,39 @@ def test_lifespan_shutdown_failure_and_timeout_are_logged(glue, loop_parts):
     logged = []
     log = lambda *a: logged.append(a)   # noqa: E731
     assert glue["asgi"].asgi_startup(loop, lifespan_app(shutdown="failed"), "auto", {}, log)[0] == "ok"
-    glue["asgi"].asgi_shutdown(loop, 5, log)
-    loop.run_forever()
+    glue["asgi"].asgi_shutdown(loop, 5, log)   # before asgi_serve: it still ends the serving at once
+    glue["asgi"].asgi_serve(loop, log)
     assert logged == [(3, "ASGI lifespan shutdown failed: cleanup failed")]
 
     logged.clear()
     assert glue["asgi"].asgi_startup(loop, lifespan_app(shutdown="hang"), "auto", {}, log)[0] == "ok"
-    glue["asgi"].asgi_shutdown(loop, 0.1, log)
-    loop.run_forever()
+    loop.call_later(0.01, glue["asgi"].asgi_shutdown, loop, 0.1, log)
+    glue["asgi"].asgi_serve(loop, log)
     assert logged == [(2, "ASGI lifespan shutdown did not finish in 0.1 s")]
+
+
+def test_anyio_worker_threads_belong_to_the_serving_task(glue, loop_parts):
+    # Each "request" is a task of its own that ends before the next starts, as under load. anyio binds
+    # its worker threads to the task the loop runs to completion (asgi_serve's), so they outlive the
+    # requests; under run_forever it took each request's task, and its thread ended with it.
+    anyio = pytest.importorskip("anyio")
+    import threading
+    loop = loop_parts[0]
+    marks, serials = threading.local(), []
+
+    def mark():
+        if not hasattr(marks, "serial"):
+            marks.serial = len(serials) + 1
+        return marks.serial
+
+    async def request():
+        serials.append(await anyio.to_thread.run_sync(mark))
+
+    async def requests_then_shutdown():
+        for _ in range(5):
+            await loop.create_task(request())
+        glue["asgi"].asgi_shutdown(loop, 5, print)
+
+    loop.call_soon(lambda: loop.create_task(requests_then_shutdown()))
+    glue["asgi"].asgi_serve(loop, print)
+    assert serials == [1, 1, 1, 1, 1]

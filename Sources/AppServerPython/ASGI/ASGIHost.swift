@@ -186,7 +186,8 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
             lifecycle.broadcast()
         }
         guard case .success = result else { return }
-        if (try? Python.callMethod(objects.loop.pointer, "run_forever")) == nil {
+        // Until the shutdown event: one main task, which anyio takes for the root of its worker threads.
+        if (try? Python.call(runtime.glue.function(runtime.glue.asgi, "asgi_serve"), objects.loop.pointer, objects.log.pointer)) == nil {
             logger.error("the ASGI event loop failed: \(PythonError.fetchText() ?? "?")")
         }
         lifecycle.withLock {

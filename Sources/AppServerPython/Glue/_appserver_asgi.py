@@ -193,17 +193,42 @@ def asgi_startup(loop, app, mode, state, log):
     reason = lifespan.error or "the app returned without answering lifespan.startup"
     return ("unsupported" if mode == "auto" else "failed"), reason
 
-def asgi_shutdown(loop, timeout, log):
-    """Runs the lifespan shutdown (if the app took part in startup), then stops the loop."""
-    import asyncio
+# What asgi_shutdown resolves with its timeout, for asgi_serve (whichever of them comes first makes it).
+_stop_requested = None
 
-    async def stop():
+def _stop_request(loop):
+    global _stop_requested
+    if _stop_requested is None:
+        _stop_requested = loop.create_future()
+    return _stop_requested
+
+def asgi_serve(loop, log):
+    """Runs the loop, after the lifespan startup, until asgi_shutdown, then the lifespan shutdown.
+
+    The loop runs one main task, as `asyncio.run(server.serve())` does under Uvicorn, not
+    `run_forever`: anyio takes the task that `run_until_complete` runs for the root task, and binds
+    its worker threads to it (`anyio.to_thread.run_sync`, so Starlette's FileResponse, sync
+    endpoints and run_in_threadpool). With no such task it takes each request's task instead, and
+    starts a thread for every call that ends with the request."""
+    global _stop_requested
+
+    async def serve():
+        timeout = await _stop_request(loop)
         if _lifespan is not None and not _lifespan.stopped.done():
+            import asyncio
             await _lifespan.queue.put({"type": "lifespan.shutdown"})
             try:
                 await asyncio.wait_for(asyncio.shield(_lifespan.stopped), timeout)
             except asyncio.TimeoutError:
                 log(2, f"ASGI lifespan shutdown did not finish in {timeout} s")
-        loop.stop()
 
-    loop.create_task(stop())
+    try:
+        loop.run_until_complete(serve())
+    finally:
+        _stop_requested = None
+
+def asgi_shutdown(loop, timeout, log):
+    """Ends asgi_serve: the lifespan shutdown (if the app took part in startup), then the loop stops."""
+    stop = _stop_request(loop)
+    if not stop.done():
+        stop.set_result(timeout)
