@@ -89,6 +89,8 @@ BENCHES = {
     "asgi-hello": ("asgi_hello", [], None, "asgi"),
     "asgi-hello-headers": ("asgi_hello", ["-s", str(HERE / "headers.lua")], None, "asgi"),
     "fastapi-json": ("fastapi_json", [], None, "asgi"),
+    # A sync `def` endpoint: a hop to anyio's worker thread and back on every request.
+    "fastapi-sync": ("fastapi_sync", [], None, "asgi"),
     "asgi-echo-4k": ("asgi_echo", ["-s", str(HERE / "post4k.lua")], 4096, "asgi"),
     "asgi-stream-1m": ("asgi_stream", [], None, "asgi"),
     # Framework apps beyond the micro ones: what routing, middleware and request objects cost.

@@ -35,8 +35,8 @@ def cpu_by_thread_kind(pid):
         try:
             name = open(f"/proc/{pid}/task/{task}/comm").read()
             user, system = cpu_seconds(f"{pid}/task/{task}")
-        except FileNotFoundError:
-            continue   # a thread that ended in between
+        except (FileNotFoundError, ProcessLookupError):
+            continue   # a thread that ended in between (anyio's and Granian's come and go)
         kind = kinds["io" if name.startswith("NIO-ELT") else "app"]
         kind[0] += user
         kind[1] += system

@@ -68,7 +68,11 @@ PORT = 8775
 # name: (module, interface, wrk arguments)
 BENCHES = {"wsgi-hello": ("wsgi_hello", "wsgi", []), "asgi-hello": ("asgi_hello", "asgi", []),
            "flask-json": ("flask_json", "wsgi", []), "fastapi-json": ("fastapi_json", "asgi", []),
+           # A sync `def` endpoint (a hop to anyio's worker thread and back a request).
+           "fastapi-sync": ("fastapi_sync", "asgi", []),
            "starlette-routes": ("starlette_routes", "asgi", []),
+           # Starlette's FileResponse of 16 KiB: a stat on anyio's worker thread, then Path Send.
+           "starlette-file-16k": ("starlette_file_16k", "asgi", []),
            # ~45 us of counting a call, almost no memory touched (bench/apps/asgi_spin.py).
            "wsgi-spin": ("wsgi_spin", "wsgi", []), "asgi-spin": ("asgi_spin", "asgi", []),
            # 16 chunks of 64 KiB a response: the body's copies (or not) and the write path per chunk.
