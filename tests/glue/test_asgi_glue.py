@@ -153,13 +153,29 @@ def lifespan_app(startup="complete", shutdown="complete", events=None):
     return app
 
 
+def serve(glue, loop, app, mode="auto", state=None, log=print, then=None):
+    """Runs asgi_serve to its end; returns the outcomes it handed to `started`. Unless the startup
+    failed, `then()` runs (a coroutine function, default none) and the shutdown follows it."""
+    outcomes = []
+
+    async def stop_after():
+        if then is not None:
+            await then()
+        glue["asgi"].asgi_shutdown(loop, 5)
+
+    def started(outcome, text):
+        outcomes.append((outcome, text))
+        loop.create_task(stop_after())
+
+    glue["asgi"].asgi_serve(loop, app, mode, {} if state is None else state, started, log)   # returns after the shutdown
+    return outcomes
+
+
 def test_lifespan_startup_and_shutdown(glue, loop_parts):
     loop = loop_parts[0]
     events, logged, state = [], [], {}
-    outcome = glue["asgi"].asgi_startup(loop, lifespan_app(events=events), "auto", state, lambda *a: logged.append(a))
-    assert outcome == ("ok", "") and state == {"opened": True}
-    loop.call_later(0.01, glue["asgi"].asgi_shutdown, loop, 5, lambda *a: logged.append(a))
-    glue["asgi"].asgi_serve(loop, lambda *a: logged.append(a))   # returns after the shutdown
+    outcomes = serve(glue, loop, lifespan_app(events=events), state=state, log=lambda *a: logged.append(a))
+    assert outcomes == [("ok", "")] and state == {"opened": True}
     assert events == ["lifespan.startup", "lifespan.shutdown"] and logged == []
 
 
@@ -170,8 +186,8 @@ def test_lifespan_startup_and_shutdown(glue, loop_parts):
     ("on", "raise", "failed"),
 ])
 def test_lifespan_startup_outcomes(glue, loop_parts, mode, startup, expected):
-    loop = loop_parts[0]
-    status, text = glue["asgi"].asgi_startup(loop, lifespan_app(startup=startup), mode, {}, print)
+    # A failed startup ends asgi_serve by itself (serve() stops no loop here); the others serve.
+    [(status, text)] = serve(glue, loop_parts[0], lifespan_app(startup=startup), mode=mode)
     if isinstance(expected, tuple):
         assert (status, text) == expected
     else:
@@ -181,29 +197,40 @@ def test_lifespan_startup_outcomes(glue, loop_parts, mode, startup, expected):
 def test_lifespan_off_calls_nothing(glue, loop_parts):
     def app(*args):
         raise AssertionError("not called")
-    assert glue["asgi"].asgi_startup(loop_parts[0], app, "off", {}, print) == ("off", "")
+    assert serve(glue, loop_parts[0], app, mode="off") == [("off", "")]
 
 
 def test_lifespan_shutdown_failure_and_timeout_are_logged(glue, loop_parts):
     loop = loop_parts[0]
     logged = []
     log = lambda *a: logged.append(a)   # noqa: E731
-    assert glue["asgi"].asgi_startup(loop, lifespan_app(shutdown="failed"), "auto", {}, log)[0] == "ok"
-    glue["asgi"].asgi_shutdown(loop, 5, log)   # before asgi_serve: it still ends the serving at once
-    glue["asgi"].asgi_serve(loop, log)
+    assert serve(glue, loop, lifespan_app(shutdown="failed"), log=log) == [("ok", "")]
     assert logged == [(3, "ASGI lifespan shutdown failed: cleanup failed")]
 
     logged.clear()
-    assert glue["asgi"].asgi_startup(loop, lifespan_app(shutdown="hang"), "auto", {}, log)[0] == "ok"
-    loop.call_later(0.01, glue["asgi"].asgi_shutdown, loop, 0.1, log)
-    glue["asgi"].asgi_serve(loop, log)
-    assert logged == [(2, "ASGI lifespan shutdown did not finish in 0.1 s")]
+    outcomes = []
+
+    def started(outcome, text):
+        outcomes.append(outcome)
+        loop.call_later(0.01, glue["asgi"].asgi_shutdown, loop, 0.1)
+
+    glue["asgi"].asgi_serve(loop, lifespan_app(shutdown="hang"), "auto", {}, started, log)
+    assert outcomes == ["ok"] and logged == [(2, "ASGI lifespan shutdown did not finish in 0.1 s")]
+
+
+def test_a_shutdown_before_serving_still_ends_it(glue, loop_parts):
+    loop = loop_parts[0]
+    glue["asgi"].asgi_shutdown(loop, 5)
+    outcomes = []
+    glue["asgi"].asgi_serve(loop, lifespan_app(), "auto", {}, lambda *a: outcomes.append(a), print)
+    assert outcomes == [("ok", "")]
 
 
 def test_anyio_worker_threads_belong_to_the_serving_task(glue, loop_parts):
     # Each "request" is a task of its own that ends before the next starts, as under load. anyio binds
-    # its worker threads to the task the loop runs to completion (asgi_serve's), so they outlive the
-    # requests; under run_forever it took each request's task, and its thread ended with it.
+    # its worker threads to the task the loop runs to completion (asgi_serve's, which runs the lifespan
+    # startup too), so a thread outlives the startup and the requests; under run_forever it took each
+    # request's task, and its thread ended with it, and a startup of its own ended the startup's.
     anyio = pytest.importorskip("anyio")
     import threading
     loop = loop_parts[0]
@@ -214,14 +241,22 @@ def test_anyio_worker_threads_belong_to_the_serving_task(glue, loop_parts):
             marks.serial = len(serials) + 1
         return marks.serial
 
+    async def app(scope, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                serials.append(await anyio.to_thread.run_sync(mark))
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
     async def request():
         serials.append(await anyio.to_thread.run_sync(mark))
 
-    async def requests_then_shutdown():
+    async def requests():
         for _ in range(5):
             await loop.create_task(request())
-        glue["asgi"].asgi_shutdown(loop, 5, print)
 
-    loop.call_soon(lambda: loop.create_task(requests_then_shutdown()))
-    glue["asgi"].asgi_serve(loop, print)
-    assert serials == [1, 1, 1, 1, 1]
+    assert serve(glue, loop, app, then=requests) == [("ok", "")]
+    assert serials == [1, 1, 1, 1, 1, 1]

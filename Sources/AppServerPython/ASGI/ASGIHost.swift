@@ -78,6 +78,8 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     }
 
     private var objects: LoopObjects!
+    /// The loop's kind (asyncio, uvloop), for the start-up log line.
+    private var loopName = ""
     /// The keys and constant values of ASGI messages (made with the GIL, when the host is).
     let messages: ASGIMessages
     /// The future already done: what `send` returns when nothing has to wait (a new reference). Read
@@ -103,6 +105,13 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     static let flushNative = NativeFunction<ASGIHost>("flush", "flush(): this turn's responses to the I/O thread") { capsule, args, count in
         NativeFunctions.run(capsule, args, count, as: ASGIHost.self) { host, _ throws(PythonError) in
             host.flushOutbox()
+            return .noneObject
+        }
+    }
+    static let startedNative = NativeFunction<ASGIHost>("started", "started(outcome, text): the lifespan startup's outcome") { capsule, args, count in
+        NativeFunctions.run(capsule, args, count, as: ASGIHost.self) { host, arguments throws(PythonError) in
+            try arguments.expect(2...2, "started(outcome, text)")
+            host.lifespanStarted(outcome: try Python.string(arguments[0]), text: Python.displayString(arguments[1]))
             return .noneObject
         }
     }
@@ -180,15 +189,20 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         var python = PythonThreadState()
         python.enter()
         defer { python.leave() }
-        let result = prepareLoop()
-        lifecycle.withLock {
-            startup = result
-            lifecycle.broadcast()
-        }
-        guard case .success = result else { return }
-        // Until the shutdown event: one main task, which anyio takes for the root of its worker threads.
-        if (try? Python.call(runtime.glue.function(runtime.glue.asgi, "asgi_serve"), objects.loop.pointer, objects.log.pointer)) == nil {
-            logger.error("the ASGI event loop failed: \(PythonError.fetchText() ?? "?")")
+        do {
+            try makeLoop()
+            // One main task: the lifespan startup (its outcome comes back through `lifespanStarted`),
+            // serving until the shutdown event, the lifespan shutdown. anyio takes it for the root task
+            // of its worker threads.
+            let glue = runtime.glue, mode = try Python.str(config.lifespan.rawValue), started = Self.startedNative.bind(to: self)
+            _ = try Python.call(glue.function(glue.asgi, "asgi_serve"),
+                                arguments: [objects.loop.pointer, runtime.app.pointer, mode.pointer, objects.state.pointer, started.pointer, objects.log.pointer])
+            reportStartup(.failure(.startupFailed("the ASGI event loop ended before the lifespan startup did")))   // no-op after `started`
+        } catch {
+            let text = PythonError.fetchText() ?? "?"
+            if !reportStartup(.failure(.importFailed(objects == nil ? "cannot start the ASGI event loop:\n\(text)" : "ASGI lifespan startup failed:\n\(text)"))) {
+                logger.error("the ASGI event loop failed: \(text)")
+            }
         }
         lifecycle.withLock {
             loopStopped = true
@@ -196,46 +210,45 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         }
     }
 
-    /// Makes the loop and runs the lifespan startup (with the GIL, on the loop thread).
-    private func prepareLoop() -> Result<String, AppLoadError> {
+    /// Makes the loop (with the GIL, on the loop thread).
+    private func makeLoop() throws(PythonError) {
         let glue = runtime.glue
-        let loopName: String
-        do {
-            let kind = try Python.str(config.loop.rawValue), fd = try Python.int(Int(wakeRead))
-            let wakeUp = Self.wakeUpNative.bind(to: self), tick = Self.tickNative.bind(to: self)
-            let made = try Python.call(glue.function(glue.asgi, "asgi_new_loop"), arguments: [kind.pointer, fd.pointer, wakeUp.pointer, tick.pointer])
-            guard PyTuple_Size(made.pointer) == 3, let loop = PyTuple_GetItem(made.pointer, 0), let name = PyTuple_GetItem(made.pointer, 1),
-                  let done = PyTuple_GetItem(made.pointer, 2) else { throw PythonError.typeError("asgi_new_loop returned no (loop, name, done)") }
-            loopName = try Python.string(name)
-            objects = try LoopObjects(loop: PyRef(retaining: loop), done: PyRef(retaining: done), host: self, log: LogSink.leveled.bind(to: glueLog))
-            donePointer = objects.done.pointer
-        } catch {
-            return .failure(.importFailed("cannot start the ASGI event loop:\n\(PythonError.fetchText() ?? "?")"))
-        }
+        let kind = try Python.str(config.loop.rawValue), fd = try Python.int(Int(wakeRead))
+        let wakeUp = Self.wakeUpNative.bind(to: self), tick = Self.tickNative.bind(to: self)
+        let made = try Python.call(glue.function(glue.asgi, "asgi_new_loop"), arguments: [kind.pointer, fd.pointer, wakeUp.pointer, tick.pointer])
+        guard PyTuple_Size(made.pointer) == 3, let loop = PyTuple_GetItem(made.pointer, 0), let name = PyTuple_GetItem(made.pointer, 1),
+              let done = PyTuple_GetItem(made.pointer, 2) else { throw PythonError.typeError("asgi_new_loop returned no (loop, name, done)") }
+        loopName = try Python.string(name)
+        objects = try LoopObjects(loop: PyRef(retaining: loop), done: PyRef(retaining: done), host: self, log: LogSink.leveled.bind(to: glueLog))
+        donePointer = objects.done.pointer
+    }
 
-        let outcome: (status: String, text: String)
-        do {
-            let mode = try Python.str(config.lifespan.rawValue)
-            let result = try Python.call(glue.function(glue.asgi, "asgi_startup"),
-                                         arguments: [objects.loop.pointer, runtime.app.pointer, mode.pointer, objects.state.pointer, objects.log.pointer])
-            guard PyTuple_Size(result.pointer) == 2, let status = PyTuple_GetItem(result.pointer, 0), let text = PyTuple_GetItem(result.pointer, 1) else {
-                throw PythonError.typeError("asgi_startup returned no (status, text)")
-            }
-            outcome = (try Python.string(status), Python.displayString(text))
-        } catch {
-            return .failure(.importFailed("ASGI lifespan startup failed:\n\(PythonError.fetchText() ?? "?")"))
-        }
-        switch outcome.status {
+    /// The lifespan startup's outcome (ok, off, unsupported or failed), from the main task: lets `start`
+    /// return, or throw.
+    private func lifespanStarted(outcome: String, text: String) {
+        switch outcome {
         case "failed":
-            return .failure(.startupFailed("ASGI lifespan startup failed: \(outcome.text)"))
+            reportStartup(.failure(.startupFailed("ASGI lifespan startup failed: \(text)")))
+            return
         case "unsupported":
-            logger.info("ASGI 'lifespan' protocol appears unsupported (the app raised at lifespan.startup):\n\(outcome.text)")
+            logger.info("ASGI 'lifespan' protocol appears unsupported (the app raised at lifespan.startup):\n\(text)")
         case "ok":
             logger.info("ASGI lifespan startup complete")
         default:
             break
         }
-        return .success(loopName)
+        reportStartup(.success(loopName))
+    }
+
+    /// Hands the start-up's result to `start` (the first one only); false when it had one.
+    @discardableResult
+    private func reportStartup(_ result: Result<String, AppLoadError>) -> Bool {
+        lifecycle.withLock {
+            guard startup == nil else { return false }
+            startup = result
+            lifecycle.broadcast()
+            return true
+        }
     }
 
     // MARK: the I/O thread's side
@@ -306,7 +319,7 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
             case .shutdown(let timeout):
                 do {
                     let seconds = try Python.int(timeout)
-                    _ = try Python.call(runtime.glue.function(runtime.glue.asgi, "asgi_shutdown"), objects.loop.pointer, seconds.pointer, objects.log.pointer)
+                    _ = try Python.call(runtime.glue.function(runtime.glue.asgi, "asgi_shutdown"), objects.loop.pointer, seconds.pointer)
                 } catch {
                     logger.error("ASGI shutdown: \(PythonError.fetchText() ?? "?")")
                 }

@@ -170,28 +170,21 @@ class Lifespan:
         else:
             raise RuntimeError(f"unexpected ASGI lifespan message {kind!r}")
 
-_lifespan = None
-
-def asgi_startup(loop, app, mode, state, log):
-    """Runs the lifespan startup; returns (outcome, text): ok, off, unsupported or failed."""
-    global _lifespan
+async def _lifespan_startup(loop, app, mode, state, log):
+    """Runs the lifespan startup: (lifespan, outcome, text), the outcome ok, off, unsupported or
+    failed; `lifespan` is None unless the app took part (and so gets the shutdown)."""
     if mode == "off":
-        return "off", ""
+        return None, "off", ""
     lifespan = Lifespan(app, loop, state, log)
-
-    async def start():
-        loop.create_task(lifespan.main())
-        await lifespan.queue.put({"type": "lifespan.startup"})
-        await lifespan.started
-
-    loop.run_until_complete(start())
+    loop.create_task(lifespan.main())
+    await lifespan.queue.put({"type": "lifespan.startup"})
+    await lifespan.started
     if lifespan.failure is not None:
-        return "failed", lifespan.failure
+        return None, "failed", lifespan.failure
     if lifespan.answered:
-        _lifespan = lifespan
-        return "ok", ""
+        return lifespan, "ok", ""
     reason = lifespan.error or "the app returned without answering lifespan.startup"
-    return ("unsupported" if mode == "auto" else "failed"), reason
+    return None, ("unsupported" if mode == "auto" else "failed"), reason
 
 # What asgi_shutdown resolves with its timeout, for asgi_serve (whichever of them comes first makes it).
 _stop_requested = None
@@ -202,23 +195,29 @@ def _stop_request(loop):
         _stop_requested = loop.create_future()
     return _stop_requested
 
-def asgi_serve(loop, log):
-    """Runs the loop, after the lifespan startup, until asgi_shutdown, then the lifespan shutdown.
+def asgi_serve(loop, app, mode, state, started, log):
+    """A worker's whole ASGI life on its loop: the lifespan startup, whose outcome it hands to
+    `started(outcome, text)` (ok, off, unsupported or failed; on failed it returns), then serving
+    until asgi_shutdown, then the lifespan shutdown.
 
-    The loop runs one main task, as `asyncio.run(server.serve())` does under Uvicorn, not
+    The loop runs it all as one main task, as `asyncio.run(server.serve())` does under Uvicorn, not
     `run_forever`: anyio takes the task that `run_until_complete` runs for the root task, and binds
     its worker threads to it (`anyio.to_thread.run_sync`, so Starlette's FileResponse, sync
-    endpoints and run_in_threadpool). With no such task it takes each request's task instead, and
-    starts a thread for every call that ends with the request."""
+    endpoints and run_in_threadpool, in lifespan startup too). With no such task it takes each
+    request's task instead, and starts a thread for every call that ends with the request."""
     global _stop_requested
 
     async def serve():
+        lifespan, outcome, text = await _lifespan_startup(loop, app, mode, state, log)
+        started(outcome, text)
+        if outcome == "failed":
+            return
         timeout = await _stop_request(loop)
-        if _lifespan is not None and not _lifespan.stopped.done():
+        if lifespan is not None and not lifespan.stopped.done():
             import asyncio
-            await _lifespan.queue.put({"type": "lifespan.shutdown"})
+            await lifespan.queue.put({"type": "lifespan.shutdown"})
             try:
-                await asyncio.wait_for(asyncio.shield(_lifespan.stopped), timeout)
+                await asyncio.wait_for(asyncio.shield(lifespan.stopped), timeout)
             except asyncio.TimeoutError:
                 log(2, f"ASGI lifespan shutdown did not finish in {timeout} s")
 
@@ -227,7 +226,7 @@ def asgi_serve(loop, log):
     finally:
         _stop_requested = None
 
-def asgi_shutdown(loop, timeout, log):
+def asgi_shutdown(loop, timeout):
     """Ends asgi_serve: the lifespan shutdown (if the app took part in startup), then the loop stops."""
     stop = _stop_request(loop)
     if not stop.done():
