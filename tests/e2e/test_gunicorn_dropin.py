@@ -287,6 +287,18 @@ def test_hooks_that_raise(serve, tmp_path):
     assert "Exception in when_ready hook" in result.stderr and "RuntimeError: not ready at all" in result.stderr
 
 
+def test_request_hooks_of_an_asgi_app_are_warned_about(serve, tmp_path):
+    # As under Gunicorn's UvicornWorker, an ASGI request runs neither hook; the worker says so, once.
+    marker = tmp_path / "ran"
+    config = tmp_path / "hooks.py"
+    config.write_text(f"def pre_request(worker, req):\n    open({str(marker)!r}, 'a').write('pre')\n"
+                      f"def post_request(worker, req, environ, resp):\n    open({str(marker)!r}, 'a').write('post')\n")
+    server = serve("scopeecho:app", "-c", str(config))
+    assert requests.get(server.url + "/", timeout=5).status_code == 200
+    warning = "the config file's pre_request and post_request hooks do not run for an ASGI app"
+    assert server.log().count(warning) == 1 and not marker.exists()
+
+
 def test_a_slow_arbiter_hook_does_not_stall_watchdog_pings(tmp_path):
     notify = NotifySocket(tmp_path / "notify")
     config = tmp_path / "slow.py"

@@ -458,7 +458,13 @@ extension PythonRuntime {
                 PyErr_Clear()
             }
         }
-        if asgi { return ASGIHost(runtime: self, config: config, logger: logger, accessLog: accessLog) }
+        if asgi {
+            let unrun = ["pre_request", "post_request"].filter(ServerHooks.has)
+            if !unrun.isEmpty {
+                logger.warning("the config file's \(unrun.joined(separator: " and ")) hook\(unrun.count > 1 ? "s do" : " does") not run for an ASGI app (nor under Gunicorn's UvicornWorker); use an ASGI middleware")
+            }
+            return ASGIHost(runtime: self, config: config, logger: logger, accessLog: accessLog)
+        }
         wrapWithRequestHooks()
         return WSGIHost(runtime: self, config: config, logger: logger, accessLog: accessLog)
     }
