@@ -392,7 +392,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     func writeResponse(_ output: ResponseOutput, after pieces: [ByteBuffer]? = nil, size: Int, end: Bool, close: Bool, for exchange: HTTPExchange) {
         // The context read once: each read of the stored one is a retain and a release (three a response).
         guard current === exchange, case .active(_, responseDone: false) = machine.phase, let context else {
-            if case .file(let fd, _, _, _, _) = output { Glibc.close(fd) }
+            if case .file(let fd, _, _, _) = output { Glibc.close(fd) }
             if !end { exchange.didWrite(size) }
             return
         }
@@ -424,9 +424,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             if responseStatus == 0 {
                 if let first = pieces?.first { responseStatus = Self.statusCode(in: first) } else { responseStatus = Self.statusCode(in: buffer) }
             }
-        case .file(_, _, let length, let header, let trailer):
-            responseBytes += length + Int64(header?.readableBytes ?? 0) + Int64(trailer?.readableBytes ?? 0)
-            if responseStatus == 0 { responseStatus = header.map(Self.statusCode(in:)) ?? 0 }
+        case .file(_, _, let length, let header):
+            responseBytes += length + Int64(header.readableBytes)
+            if responseStatus == 0 { responseStatus = Self.statusCode(in: header) }
         }
         var flushed = false
         switch output {
@@ -445,19 +445,14 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 // flush). Not one after pieces: it holds their framing, they may be an app's memory.
                 if end { server.shared.responseBuffers.give(buffer) }
             }
-        case .file(let fd, let offset, let length, let header, let trailer):
-            if let header { context.write(wrapOutboundOut(header), promise: nil) }
+        case .file(let fd, let offset, let length, let header):
+            context.write(wrapOutboundOut(header), promise: nil)
             let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
             let region = FileRegion(fileHandle: handle, readerIndex: Int(offset), endIndex: Int(offset + length))
             let filePromise = context.eventLoop.makePromise(of: Void.self)
             filePromise.futureResult.whenComplete { _ in try? handle.close() }
-            if let trailer {
-                context.write(NIOAny(IOData.fileRegion(region)), promise: filePromise)
-                context.write(wrapOutboundOut(trailer), promise: promise)
-            } else {
-                if let promise { filePromise.futureResult.cascade(to: promise) }
-                context.write(NIOAny(IOData.fileRegion(region)), promise: filePromise)
-            }
+            if let promise { filePromise.futureResult.cascade(to: promise) }
+            context.write(NIOAny(IOData.fileRegion(region)), promise: filePromise)
         }
         if !flushed { context.flush() }
         if !end { return }

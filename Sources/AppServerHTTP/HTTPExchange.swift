@@ -267,11 +267,11 @@ public final class HTTPExchange: @unchecked Sendable {
         writes.first?.exchange.server.outbox.post(taking: &writes)
     }
 
-    /// Queues `length` bytes of an open file from `offset`, sent with sendfile(2); `fd` becomes the
-    /// I/O thread's to close. `header` goes before it and `trailer` (the end of a chunked body) after.
-    public func sendFile(descriptor fd: CInt, offset: Int64, length: Int64, header: ByteBuffer?, trailer: ByteBuffer?,
+    /// Queues `length` bytes of an open file from `offset`, sent with sendfile(2) after `header`; `fd`
+    /// becomes the I/O thread's to close.
+    public func sendFile(descriptor fd: CInt, offset: Int64, length: Int64, header: ByteBuffer,
                          end: Bool, close: Bool) throws(ExchangeError) -> Bool {
-        let size = Int(length) + (header?.readableBytes ?? 0) + (trailer?.readableBytes ?? 0)
+        let size = Int(length) + header.readableBytes
         let mustWait: Bool
         do { mustWait = try account(size, end: end) } catch {
             Glibc.close(fd)
@@ -279,7 +279,7 @@ public final class HTTPExchange: @unchecked Sendable {
         }
         let connection = self.connection
         eventLoop.execute {
-            connection.value.writeResponse(.file(fd: fd, offset: offset, length: length, header: header, trailer: trailer),
+            connection.value.writeResponse(.file(fd: fd, offset: offset, length: length, header: header),
                                            size: size, end: end, close: close, for: self)
         }
         return mustWait
@@ -348,7 +348,7 @@ public final class HTTPExchange: @unchecked Sendable {
 /// What is written for a response: bytes, or a region of a file for sendfile.
 enum ResponseOutput {
     case buffer(ByteBuffer)
-    case file(fd: CInt, offset: Int64, length: Int64, header: ByteBuffer?, trailer: ByteBuffer?)
+    case file(fd: CInt, offset: Int64, length: Int64, header: ByteBuffer)
 }
 
 /// What the exchanges of one server share of it, behind one reference an exchange: whether it is

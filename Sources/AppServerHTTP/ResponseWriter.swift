@@ -251,8 +251,21 @@ public struct ResponseWriter {
         }
     }
 
+    /// Ends the head of a response whose whole body is `available` bytes of a file, sent with
+    /// sendfile(2), and says how many of them go. The framing is always a Content-Length (the app's, or
+    /// the file's size), so nothing follows the file: an app's length below the file's cuts it short,
+    /// and one above it closes the connection after the file (as a short body does).
+    public mutating func finishFileResponse(available: Int64) -> (head: ByteBuffer, length: Int64) {
+        let head = finishHead(knownLength: available)
+        let length = reserveFileBody(available)
+        var end = ByteBuffer()
+        finishBody(into: &end)
+        assert(end.readableBytes == 0, "a file body framed by anything but a Content-Length")
+        return (head, length)
+    }
+
     /// How many bytes of a file body to send (the rest of its Content-Length), for sendfile.
-    public mutating func reserveFileBody(_ available: Int64) -> Int64 {
+    private mutating func reserveFileBody(_ available: Int64) -> Int64 {
         switch framing {
         case .noBody: return 0
         case .contentLength(let length):

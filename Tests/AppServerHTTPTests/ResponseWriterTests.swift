@@ -76,6 +76,32 @@ private extension ResponseWriter {
         #expect(short.closeConnection, "a body shorter than its Content-Length must close the connection")
     }
 
+    @Test func aFileBodyIsFramedByItsOrTheAppsContentLength() throws {
+        // The file's size when the app gave no length, on HTTP/1.1 and 1.0 alike: never chunked.
+        for version in [HTTPVersion.http1_1, .http1_0] {
+            var writer = ResponseWriter(request: request(version: version), allocator: allocator, drain: false)
+            try writer.begin("200 OK")
+            let (head, length) = writer.finishFileResponse(available: 100)
+            #expect(length == 100 && text(head).contains("Content-Length: 100\r\n") && !text(head).contains("chunked"))
+            #expect(writer.framing == .contentLength(100) && !writer.closeConnection)
+        }
+        // The app's shorter length cuts the file; a longer one sends it all, then closes.
+        var cut = ResponseWriter(request: request(), allocator: allocator, drain: false)
+        try cut.begin("200 OK")
+        try cut.add("Content-Length", "40")
+        let (cutHead, cutLength) = cut.finishFileResponse(available: 100)
+        #expect(cutLength == 40 && text(cutHead).contains("Content-Length: 40\r\n") && !cut.closeConnection)
+        var long = ResponseWriter(request: request(), allocator: allocator, drain: false)
+        try long.begin("200 OK")
+        try long.add("Content-Length", "200")
+        #expect(long.finishFileResponse(available: 100).length == 100 && long.closeConnection)
+        // HEAD: the file's length in the head, none of its bytes.
+        var head = ResponseWriter(request: request("HEAD"), allocator: allocator, drain: false)
+        try head.begin("200 OK")
+        let (headOnly, none) = head.finishFileResponse(available: 100)
+        #expect(none == 0 && text(headOnly).contains("Content-Length: 100\r\n") && text(headOnly).hasSuffix("\r\n\r\n"))
+    }
+
     @Test func headAnd204And304HaveNoBody() throws {
         var head = ResponseWriter(request: request("HEAD"), allocator: allocator, drain: false)
         try head.begin("200 OK")

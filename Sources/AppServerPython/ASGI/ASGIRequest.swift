@@ -261,22 +261,16 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
             completeResponse()
             return
         }
-        let size = Int64(info.st_size)
-        var head = writer.finishHead(knownLength: size)
-        let length = writer.reserveFileBody(size)
-        var tail = exchange.allocator.buffer(capacity: 8)
-        writer.finishBody(into: &tail)
+        let (head, length) = writer.finishFileResponse(available: Int64(info.st_size))
         completeResponse()
         do {
             if length == 0 {
                 close(fd)
-                head.writeBuffer(&tail)
                 _ = try host.queueWrite(exchange, head, end: true, close: writer.closeConnection)
             } else {
                 host.flushOutbox()   // the responses before this one go first
                 // The end of the response: nothing to wait for (the I/O thread closes the file).
-                _ = try exchange.sendFile(descriptor: fd, offset: 0, length: length, header: head,
-                                          trailer: tail.readableBytes > 0 ? tail : nil, end: true, close: writer.closeConnection)
+                _ = try exchange.sendFile(descriptor: fd, offset: 0, length: length, header: head, end: true, close: writer.closeConnection)
             }
         } catch {
             disconnected = true

@@ -334,15 +334,9 @@ final class WSGIThread: @unchecked Sendable {
             position = Int64(lseek(fd, 0, SEEK_CUR))
         }
         guard request.startResponseCalled else { failNoStartResponse(request); return true }
-        let available = max(0, Int64(info.st_size) - position)
-        let head = request.writer.finishHead(knownLength: available)
-        let length = request.writer.reserveFileBody(available)
-        var tail = request.exchange.allocator.buffer(capacity: 8)
-        request.writer.finishBody(into: &tail)
+        let (head, length) = request.writer.finishFileResponse(available: max(0, Int64(info.st_size) - position))
         if length == 0 {
-            var buffer = head
-            buffer.writeBuffer(&tail)
-            emit(request, buffer, end: true)
+            emit(request, head, end: true)
             return true
         }
         let copy = dup(fd)
@@ -350,8 +344,8 @@ final class WSGIThread: @unchecked Sendable {
         request.ended = true
         do {
             // The end of the response: nothing to wait for (see `emit`).
-            _ = try request.exchange.sendFile(descriptor: copy, offset: position, length: length, header: head,
-                                              trailer: tail.readableBytes > 0 ? tail : nil, end: true, close: request.writer.closeConnection)
+            _ = try request.exchange.sendFile(descriptor: copy, offset: position, length: length, header: head, end: true,
+                                              close: request.writer.closeConnection)
         } catch {
             request.disconnected = true
         }
