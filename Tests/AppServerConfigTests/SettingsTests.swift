@@ -177,6 +177,15 @@ import Testing
         #expect(throws: ConfigError.self) { try config.set("limit_request_line", .integer(-1), source: "t") }
     }
 
+    @Test func gunicornsOwnLoggersInLogconfigDictGetAWarning() throws {
+        var config = ServerConfig()
+        try config.set("logconfig_dict", .table(["loggers": .table(["app": .table(["level": .string("INFO")])])]), source: "t")
+        #expect(config.notes.isEmpty)
+        try config.set("logconfig_dict", .table(["loggers": .table(["gunicorn.error": .table([:]), "gunicorn.access": .table([:]), "app": .table([:])])]), source: "t")
+        #expect(config.notes.count == 1)
+        #expect(config.notes.first?.level == .warning && config.notes.first?.text.hasPrefix("logconfig_dict configures gunicorn.access, gunicorn.error: ") == true)
+    }
+
     @Test func inertSettingsAreKeptAndExplained() throws {
         var config = ServerConfig()
         try config.set("worker_connections", .integer(1000), source: "t")

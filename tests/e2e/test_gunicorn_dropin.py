@@ -380,6 +380,20 @@ def test_reload_serves_edited_code_and_survives_a_syntax_error(serve, tmp_path):
     wait_until(lambda: "page.html changed" in server.log(), timeout=15, message="the extra file")
 
 
+def test_a_logconfig_dict_for_gunicorns_loggers_is_warned_about(serve, tmp_path):
+    # Real gunicorn.conf.py files style gunicorn.error and gunicorn.access, often with a formatter class;
+    # the server's own logs are not Python loggers, and it says so rather than ignoring the styling silently.
+    config = tmp_path / "styled.py"
+    config.write_text(
+        "import logging\nclass Json(logging.Formatter):\n    pass\n"
+        "logconfig_dict = {'version': 1, 'formatters': {'json': {'()': Json}},\n"
+        "    'handlers': {'out': {'class': 'logging.StreamHandler', 'formatter': 'json'}},\n"
+        "    'loggers': {'gunicorn.error': {'handlers': ['out']}, 'gunicorn.access': {'handlers': ['out']}}}\n")
+    server = serve("plain:app", "-c", str(config))
+    assert requests.get(server.url + "/", timeout=5).text == "Hello, World!"
+    assert "[WARNING] logconfig_dict configures gunicorn.access, gunicorn.error: appserver's own error and access logs" in server.log()
+
+
 def test_capture_output_and_logconfig_dict(tmp_path):
     error_log, app_log = tmp_path / "error.log", tmp_path / "app.log"
     config = tmp_path / "logging.conf.py"

@@ -47,6 +47,13 @@ def test_logconfig_dict_with_python_objects_is_kept_raw(glue, tmp_path):
     """)
     assert dict(result["settings"])["logconfig_dict"] == {"t": {"python_objects": {"b": True}}}
     assert glue["hooks"].RAW_LOGCONFIG["filters"]["f"]["()"].__name__ == "Filter"
+    # The loggers' names still reach the server (it warns about Gunicorn's own), without their objects.
+    result = read(glue, tmp_path, """
+        import logging
+        logconfig_dict = {"filters": {"f": {"()": logging.Filter}}, "loggers": {"gunicorn.error": {"filters": ["f"]}, "app": {}}}
+    """)
+    assert glue["hooks"]._untag(dict(result["settings"])["logconfig_dict"]) == {
+        "python_objects": True, "loggers": {"gunicorn.error": {}, "app": {}}}
 
 
 def test_tags_round_trip(glue):

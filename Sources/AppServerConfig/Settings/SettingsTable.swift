@@ -287,7 +287,15 @@ public enum SettingsTable {
                 help: "A logging.config.dictConfig dictionary, applied to the app's Python logging in each worker.",
                 apply: { c, v throws(ConfigError) in
                     switch v {
-                    case .table(let entries): c.logconfigDict = entries.isEmpty ? nil : v
+                    case .table(let entries):
+                        c.logconfigDict = entries.isEmpty ? nil : v
+                        // Gunicorn's own logs are Python loggers that such a dict styles; appserver's are not.
+                        if case .table(let loggers)? = entries["loggers"] {
+                            let gunicorns = loggers.keys.filter { $0 == "gunicorn" || $0.hasPrefix("gunicorn.") }.sorted()
+                            if !gunicorns.isEmpty {
+                                c.notes.append(.init(level: .warning, text: "logconfig_dict configures \(gunicorns.joined(separator: ", ")): appserver's own error and access logs are not Python loggers, so that styles only what the app logs there (shape the server's with loglevel, errorlog, accesslog and access_log_format)"))
+                            }
+                        }
                     case .null: c.logconfigDict = nil
                     default: throw ConfigError.invalidValue(key: "logconfig_dict", value: v.text, reason: "expected a dictionary")
                     }
