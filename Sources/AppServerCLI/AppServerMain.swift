@@ -42,6 +42,10 @@ enum ServerCommand {
         try PythonHandover.execBuildForVirtualenv(of: settings)   // returns when this binary is the one to serve it
         try check(settings)
         if settings.checkConfig {
+            // What the arbiter would log at start (capped values, settings without effect, unknown names).
+            for note in settings.notes {
+                FileHandle.standardError.write(Data("appserver: \(note.level == .warning ? "warning" : "note"): \(note.text)\n".utf8))
+            }
             print("configuration OK: app \(settings.app ?? ""), \(settings.workers) workers x \(settings.threads) threads, bind \(settings.bind.map(\.description).joined(separator: ", "))")
             return 0
         }

@@ -64,8 +64,15 @@ def test_check_config_and_version(tmp_path):
     result = run("-c", str(config), "--check-config")
     assert result.returncode == 0, result.stderr
     assert "3 workers x 2 threads" in result.stdout
+    assert result.stderr == ""
     result = run("-c", str(config), "--workers", "5", "--check-config")
     assert "5 workers" in result.stdout, "the command line wins over the file"
+    # What the arbiter would log at start is said on stderr too; the check still passes.
+    result = run("-c", str(config), "--worker-connections", "50", "--limit-request-line", "16384", "--check-config")
+    assert result.returncode == 0 and "3 workers x 2 threads" in result.stdout
+    notes = result.stderr.splitlines()
+    assert len(notes) == 2 and notes[0].startswith("appserver: note: worker_connections has no effect: ")
+    assert notes[1] == "appserver: warning: limit_request_line 16384 is more than the most allowed, 8190: using 8190 (as Gunicorn does)"
     result = run("--version")
     assert result.returncode == 0 and result.stdout.strip()[0].isdigit()
     result = run("--help")
