@@ -184,6 +184,10 @@ import Testing
         try config.set("logconfig_dict", .table(["loggers": .table(["gunicorn.error": .table([:]), "gunicorn.access": .table([:]), "app": .table([:])])]), source: "t")
         #expect(config.notes.count == 1)
         #expect(config.notes.first?.level == .warning && config.notes.first?.text.hasPrefix("logconfig_dict configures gunicorn.access, gunicorn.error: ") == true)
+        // A Python file's dict holding objects JSON cannot carry comes as its loggers' names only.
+        var carried = ServerConfig()
+        try carried.set("logconfig_dict", .table(["python_objects": .boolean(true), "logger_names": .array([.string("app"), .string("gunicorn.error")])]), source: "t")
+        #expect(carried.notes.count == 1 && carried.notes.first?.text.hasPrefix("logconfig_dict configures gunicorn.error: ") == true)
     }
 
     @Test func inertSettingsAreKeptAndExplained() throws {

@@ -52,8 +52,21 @@ def test_logconfig_dict_with_python_objects_is_kept_raw(glue, tmp_path):
         import logging
         logconfig_dict = {"filters": {"f": {"()": logging.Filter}}, "loggers": {"gunicorn.error": {"filters": ["f"]}, "app": {}}}
     """)
-    assert glue["hooks"]._untag(dict(result["settings"])["logconfig_dict"]) == {
-        "python_objects": True, "loggers": {"gunicorn.error": {}, "app": {}}}
+    carried = glue["hooks"]._untag(dict(result["settings"])["logconfig_dict"])
+    assert carried == {"python_objects": True, "logger_names": ["gunicorn.error", "app"]}
+    # Under a key dictConfig ignores: applied as --print-config writes it, it configures no logger (a
+    # "loggers" entry would have taken the handlers of each it names).
+    import logging
+    hooks = glue["hooks"]
+    raw, hooks.RAW_LOGCONFIG = hooks.RAW_LOGCONFIG, None
+    logger, kept = logging.getLogger("gunicorn.error"), logging.NullHandler()
+    logger.addHandler(kept)
+    try:
+        hooks.apply_logconfig(hooks._json.dumps({k: hooks._tag(v, k) for k, v in carried.items()}), None, None)
+        assert kept in logger.handlers
+    finally:
+        hooks.RAW_LOGCONFIG = raw
+        logger.removeHandler(kept)
 
 
 def test_tags_round_trip(glue):

@@ -290,11 +290,13 @@ public enum SettingsTable {
                     case .table(let entries):
                         c.logconfigDict = entries.isEmpty ? nil : v
                         // Gunicorn's own logs are Python loggers that such a dict styles; appserver's are not.
-                        if case .table(let loggers)? = entries["loggers"] {
-                            let gunicorns = loggers.keys.filter { $0 == "gunicorn" || $0.hasPrefix("gunicorn.") }.sorted()
-                            if !gunicorns.isEmpty {
-                                c.notes.append(.init(level: .warning, text: "logconfig_dict configures \(gunicorns.joined(separator: ", ")): appserver's own error and access logs are not Python loggers, so that styles only what the app logs there (shape the server's with loglevel, errorlog, accesslog and access_log_format)"))
-                            }
+                        // (A Python file's dict that holds objects JSON cannot carry arrives as `logger_names`.)
+                        var names: [String] = []
+                        if case .table(let loggers)? = entries["loggers"] { names = Array(loggers.keys) }
+                        if case .array(let carried)? = entries["logger_names"] { names = carried.compactMap { if case .string(let name) = $0 { name } else { nil } } }
+                        let gunicorns = names.filter { $0 == "gunicorn" || $0.hasPrefix("gunicorn.") }.sorted()
+                        if !gunicorns.isEmpty {
+                            c.notes.append(.init(level: .warning, text: "logconfig_dict configures \(gunicorns.joined(separator: ", ")): appserver's own error and access logs are not Python loggers, so that styles only what the app logs there (shape the server's with loglevel, errorlog, accesslog and access_log_format)"))
                         }
                     case .null: c.logconfigDict = nil
                     default: throw ConfigError.invalidValue(key: "logconfig_dict", value: v.text, reason: "expected a dictionary")

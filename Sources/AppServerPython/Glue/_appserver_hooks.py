@@ -83,10 +83,11 @@ def read_config(location, setting_keys, hook_names, marker):
             try:
                 settings.append([key, _tag(value, key)])
             except TypeError:
-                # Objects JSON cannot carry: the server gets that it holds some, and its loggers' names.
+                # Objects JSON cannot carry: the server gets that it holds some, and its loggers' names
+                # (for its warnings; under a key dictConfig ignores, so a --print-config of it stays inert).
                 carried = {"python_objects": True}
                 if isinstance(value.get("loggers"), dict):
-                    carried["loggers"] = {str(name): {} for name in value["loggers"]}
+                    carried["logger_names"] = [str(name) for name in value["loggers"]]
                 settings.append([key, _tag(carried, key)])
         elif key in setting_keys:
             settings.append([key, {"s": marker} if callable(value) else _tag(value, key)])
