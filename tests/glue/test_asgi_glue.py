@@ -153,15 +153,16 @@ def lifespan_app(startup="complete", shutdown="complete", events=None):
     return app
 
 
-def serve(glue, loop, app, mode="auto", state=None, log=print, then=None):
+def serve(glue, loop, app, mode="auto", state=None, log=print, then=None, timeout=5):
     """Runs asgi_serve to its end; returns the outcomes it handed to `started`. Unless the startup
-    failed, `then()` runs (a coroutine function, default none) and the shutdown follows it."""
+    failed, `then()` runs (a coroutine function, default none) and the shutdown follows it, given
+    `timeout` seconds."""
     outcomes = []
 
     async def stop_after():
         if then is not None:
             await then()
-        glue["asgi"].asgi_shutdown(loop, 5)
+        glue["asgi"].asgi_shutdown(loop, timeout)
 
     def started(outcome, text):
         outcomes.append((outcome, text))
@@ -208,14 +209,8 @@ def test_lifespan_shutdown_failure_and_timeout_are_logged(glue, loop_parts):
     assert logged == [(3, "ASGI lifespan shutdown failed: cleanup failed")]
 
     logged.clear()
-    outcomes = []
-
-    def started(outcome, text):
-        outcomes.append(outcome)
-        loop.call_later(0.01, glue["asgi"].asgi_shutdown, loop, 0.1)
-
-    glue["asgi"].asgi_serve(loop, lifespan_app(shutdown="hang"), "auto", {}, started, log)
-    assert outcomes == ["ok"] and logged == [(2, "ASGI lifespan shutdown did not finish in 0.1 s")]
+    assert serve(glue, loop, lifespan_app(shutdown="hang"), log=log, timeout=0.1) == [("ok", "")]
+    assert logged == [(2, "ASGI lifespan shutdown did not finish in 0.1 s")]
 
 
 def test_a_shutdown_before_serving_still_ends_it(glue, loop_parts):
