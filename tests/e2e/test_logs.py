@@ -30,3 +30,22 @@ def test_error_log_lines_have_level_and_pid(serve):
     server = serve("plain:app", "--log-level", "debug")
     line = next(l for l in server.log().splitlines() if "Booting worker" in l)
     assert re.match(r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [+-]\d{4}\] \[\d+\] \[INFO\] Booting worker with pid: \d+$", line), line
+
+
+def test_apps_log_through_gunicorns_error_logger(serve, tmp_path):
+    """What an app logs to gunicorn.error (Flask's documented pattern takes its handlers and level) or
+    uvicorn.error lands in the server's error log, at the server's loglevel, as under Gunicorn."""
+    error_log = tmp_path / "error.log"
+    server = serve("gunicornlogger:app", "--error-logfile", str(error_log), wait=False)
+    wait_until(lambda: error_log.exists() and "ready: 1 workers booted" in error_log.read_text(), timeout=20, message="the server to boot")
+    assert requests.get(server.url + "/", timeout=5).text == "ok"
+    assert requests.get(server.url + "/fail", timeout=5).text == "handled"
+    worker = re.search(r"Booting worker with pid: (\d+)", error_log.read_text()).group(1)
+    text = wait_until(lambda: "lookup failed" in error_log.read_text() and error_log.read_text(), message="the app's lines")
+    assert re.search(rf"^\[[^]]+\] \[{worker}\] \[INFO\] index served by the Flask app$", text, re.M), text
+    assert re.search(rf"^\[[^]]+\] \[{worker}\] \[ERROR\] lookup failed in the Flask app\nTraceback .*\nKeyError: 'missing'$", text, re.M | re.S), text
+    assert "a debug detail" not in text, "below the server's loglevel (info)"
+
+    server = serve("gunicornlogger:asgi", "--log-level", "debug", "--preload")
+    assert requests.get(server.url + "/", timeout=5).text == "ok"
+    wait_until(lambda: re.search(r"\] \[\d+\] \[INFO\] served by the ASGI app$", server.log(), re.M), message="the ASGI app's line")

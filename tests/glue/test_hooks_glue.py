@@ -1,3 +1,4 @@
+import contextlib
 import json
 import textwrap
 
@@ -59,14 +60,132 @@ def test_logconfig_dict_with_python_objects_is_kept_raw(glue, tmp_path):
     import logging
     hooks = glue["hooks"]
     raw, hooks.RAW_LOGCONFIG = hooks.RAW_LOGCONFIG, None
-    logger, kept = logging.getLogger("gunicorn.error"), logging.NullHandler()
+    logger, kept = logging.getLogger("app"), logging.NullHandler()
     logger.addHandler(kept)
     try:
-        hooks.apply_logconfig(hooks._json.dumps({k: hooks._tag(v, k) for k, v in carried.items()}), None, None)
-        assert kept in logger.handlers
+        with saved_logging():
+            hooks.apply_logconfig("info", hooks._json.dumps({k: hooks._tag(v, k) for k, v in carried.items()}), None, None)
+            assert kept in logger.handlers
     finally:
         hooks.RAW_LOGCONFIG = raw
         logger.removeHandler(kept)
+
+
+@contextlib.contextmanager
+def saved_logging():
+    """Python logging is the test process's: the loggers these tests configure are put back."""
+    import logging
+    names = [None, "gunicorn.error", "gunicorn.access", "uvicorn.error", "uvicorn.access", "app", "other"]
+    saved = [(logging.getLogger(name), list(logging.getLogger(name).handlers), logging.getLogger(name).level,
+              logging.getLogger(name).propagate, logging.getLogger(name).disabled) for name in names]
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate, disabled in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate, logger.disabled = propagate, disabled
+
+
+def test_gunicorn_error_is_the_servers_error_log(glue):
+    """Apps take gunicorn.error's handlers and level (Flask's docs say so): it writes to the server's
+    error log at its loglevel, as in a Gunicorn worker; uvicorn.error too, as the UvicornWorker sets it."""
+    import logging
+    hooks = glue["hooks"]
+    said = []
+    hooks.LOG_FUNCTION = lambda level, text: said.append((level, text))
+    with saved_logging():
+        foreign = logging.NullHandler()
+        logging.getLogger("gunicorn.error").addHandler(foreign)
+        hooks.setup_server_loggers("warning")
+        hooks.setup_server_loggers("debug")   # again (a reload): still one handler of the server's
+        error = logging.getLogger("gunicorn.error")
+        assert [type(h).__name__ for h in error.handlers] == ["NullHandler", "ErrorLogHandler"]
+        assert error.level == logging.DEBUG and not error.propagate
+        app = logging.getLogger("app")
+        app.handlers, app.propagate = error.handlers, False
+        app.setLevel(error.level)
+        app.debug("d %s", 1)
+        app.info("i")
+        logging.getLogger("uvicorn.error").warning("w")
+        error.error("e")
+        error.critical("c")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            app.exception("failed")
+        assert said[:5] == [(0, "d 1"), (1, "i"), (2, "w"), (3, "e"), (4, "c")]
+        assert said[5][0] == 3 and said[5][1].startswith("failed\nTraceback") and "ValueError: boom" in said[5][1]
+        assert not logging.getLogger("gunicorn.access").propagate and not logging.getLogger("uvicorn.access").propagate
+
+
+def test_logconfig_dict_over_gunicorns_defaults(glue, capsys):
+    """Gunicorn merges the dict's top-level keys over its CONFIG_DEFAULTS: a dict without `root` logs the
+    app's INFO to stdout; where Gunicorn's merge would fail (given handlers without its console), the
+    default entry is left out instead."""
+    import logging
+    hooks = glue["hooks"]
+    hooks.RAW_LOGCONFIG = None
+    with saved_logging():
+        hooks.apply_logconfig("info", hooks._json.dumps({"loggers": hooks._tag({"other": {"level": "DEBUG"}}, "x")}), None, None)
+        logging.getLogger("app").info("to the root's console")
+        assert "[INFO] to the root's console" in capsys.readouterr().out
+        assert logging.getLogger("other").level == logging.DEBUG
+        assert [type(h).__name__ for h in logging.getLogger("gunicorn.error").handlers] == ["ErrorLogHandler"]
+    with saved_logging():
+        root_before = list(logging.getLogger().handlers)
+        given = {"handlers": {"null": {"class": "logging.NullHandler"}}, "loggers": {"other": {"handlers": ["null"]}}}
+        hooks.apply_logconfig("info", hooks._json.dumps({k: hooks._tag(v, k) for k, v in given.items()}), None, None)
+        assert logging.getLogger().handlers == root_before
+        assert [type(h).__name__ for h in logging.getLogger("other").handlers] == ["NullHandler"]
+    with saved_logging():
+        given = {"formatters": {"short": {"format": "%(message)s"}}}
+        hooks.apply_logconfig("info", hooks._json.dumps({k: hooks._tag(v, k) for k, v in given.items()}), None, None)
+        assert [type(h).__name__ for h in logging.getLogger().handlers] == ["StreamHandler"]
+
+
+def test_only_the_first_of_dict_json_and_file_applies(glue, tmp_path, capsys):
+    """Gunicorn's order: logconfig_dict, else logconfig_json, else logconfig; a fileConfig file gets
+    Gunicorn's %(here)s and %(__file__)s."""
+    import logging
+    hooks = glue["hooks"]
+    hooks.RAW_LOGCONFIG = None
+    (tmp_path / "logging.json").write_text(json.dumps({"loggers": {"other": {"level": "ERROR"}}}))
+    (tmp_path / "logging.ini").write_text(textwrap.dedent("""
+        [loggers]
+        keys=root,other
+        [handlers]
+        keys=file
+        [formatters]
+        keys=plain
+        [logger_root]
+        handlers=
+        [logger_other]
+        level=WARNING
+        handlers=file
+        qualname=other
+        propagate=0
+        [handler_file]
+        class=FileHandler
+        formatter=plain
+        args=("%(here)s/app.log",)
+        [formatter_plain]
+        format=%(name)s %(levelname)s %(message)s
+    """))
+    ini, as_json = str(tmp_path / "logging.ini"), str(tmp_path / "logging.json")
+    with saved_logging():
+        hooks.apply_logconfig("info", hooks._json.dumps({"loggers": hooks._tag({"other": {"level": "DEBUG"}}, "x")}), ini, as_json)
+        assert logging.getLogger("other").level == logging.DEBUG
+    with saved_logging():
+        hooks.apply_logconfig("info", None, ini, as_json)
+        assert logging.getLogger("other").level == logging.ERROR
+    with saved_logging():
+        hooks.apply_logconfig("info", None, ini, None)
+        other = logging.getLogger("other")
+        other.warning("into the file")
+        for handler in other.handlers:
+            handler.close()
+        assert (tmp_path / "app.log").read_text() == "other WARNING into the file\n"
 
 
 def test_tags_round_trip(glue):

@@ -3,6 +3,7 @@ semantics, and the `server`, `worker`, `req` and `resp` objects hooks receive. V
 as tagged JSON ({"i": 4}, {"s": "x"}, ...), so a bool stays a bool and an int an int. Loaded by
 appserver as the module `_appserver_hooks`."""
 import json as _json
+import logging as _logging
 import os as _os
 import sys as _sys
 import types as _types
@@ -97,6 +98,10 @@ def read_config(location, setting_keys, hook_names, marker):
     HOOKS.update(hooks)
     return _json.dumps({"settings": settings, "unknown": unknown})
 
+def _native_level(levelno):
+    """A logging level number as LOG_FUNCTION's 0 (debug) ... 4 (critical)."""
+    return 0 if levelno < 20 else 1 if levelno < 30 else 2 if levelno < 40 else 3 if levelno < 50 else 4
+
 class Log:
     """`server.log` and `worker.log`: the server's error log, with Gunicorn's logger methods."""
 
@@ -129,8 +134,7 @@ class Log:
         self._say(3, f"{msg}\n{traceback.format_exc().rstrip()}", ())
 
     def log(self, level, msg, *args, **kwargs):
-        import logging
-        self._say({logging.DEBUG: 0, logging.INFO: 1, logging.WARNING: 2, logging.ERROR: 3}.get(level, 4), msg, args)
+        self._say(_native_level(level), msg, args)
 
     def reopen_files(self):
         pass
@@ -298,21 +302,86 @@ def with_request_hooks(app):
 
     return hooked
 
-def apply_logconfig(dict_text, file_path, json_path):
-    """logconfig_dict / logconfig / logconfig_json: the app's Python logging, as Gunicorn configures it."""
+class ErrorLogHandler(_logging.Handler):
+    """What the app logs to gunicorn.error (or uvicorn.error) goes to the server's error log, as under
+    Gunicorn. No formatter by default: the error log's lines carry the time, pid and level already."""
+
+    def emit(self, record):
+        try:
+            LOG_FUNCTION(_native_level(record.levelno), self.format(record))
+        except Exception:
+            self.handleError(record)
+
+def setup_server_loggers(level):
+    """The loggers a Gunicorn worker has, which apps use (Flask's `app.logger.handlers =
+    logging.getLogger("gunicorn.error").handlers`): gunicorn.error at the server's loglevel, writing
+    to its error log, not propagating; uvicorn.error the same, as Gunicorn's UvicornWorker sets it.
+    The access loggers get no handler: appserver writes its access log itself."""
+    for name in ("gunicorn.error", "uvicorn.error"):
+        logger = _logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if getattr(handler, "_gunicorn", False):
+                logger.removeHandler(handler)
+        handler = ErrorLogHandler()
+        handler._gunicorn = True   # Gunicorn's mark for its own handlers: a later setup replaces them
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    for name in ("gunicorn.access", "uvicorn.access"):
+        logger = _logging.getLogger(name)
+        logger.setLevel(_logging.INFO)
+        logger.propagate = False
+
+def config_defaults():
+    """gunicorn.glogging.CONFIG_DEFAULTS: a logconfig_dict's or logconfig_json's top-level keys replace
+    these, so a dict that leaves out `root` or `loggers` does what it does under Gunicorn. The one
+    change: gunicorn.error's console is the server's error log."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": "INFO", "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": True, "qualname": "gunicorn.error"},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": True, "qualname": "gunicorn.access"},
+        },
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stdout"},
+            "error_console": {"()": ErrorLogHandler},
+        },
+        "formatters": {
+            "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+                        "datefmt": "[%Y-%m-%d %H:%M:%S %z]", "class": "logging.Formatter"},
+        },
+    }
+
+def over_gunicorns_defaults(given):
+    """`given` over config_defaults(), top-level key by key, as Gunicorn merges it. Where Gunicorn's
+    merge fails (given handlers or formatters that leave out the ones a default entry names: "Unable
+    to configure root logger"), that default entry is left out or its piece kept instead."""
+    defaults = config_defaults()
+    config = {**defaults, **given}
+    handlers = config.get("handlers") or {}
+    if "root" not in given and not all(name in handlers for name in defaults["root"]["handlers"]):
+        del config["root"]
+    if "loggers" not in given:
+        config["loggers"] = {name: logger for name, logger in defaults["loggers"].items()
+                             if all(handler in handlers for handler in logger["handlers"])}
+    if "handlers" not in given and "generic" not in (config.get("formatters") or {}):
+        config["formatters"] = {**(config.get("formatters") or {}), "generic": defaults["formatters"]["generic"]}
+    return config
+
+def apply_logconfig(level, dict_text, file_path, json_path):
+    """The app's Python logging as Gunicorn sets it up: its loggers, then logconfig_dict, else
+    logconfig_json, else logconfig (only one of the three applies, the first given)."""
     import logging.config
-    if RAW_LOGCONFIG is not None:
-        config = dict(RAW_LOGCONFIG)
-        config.setdefault("version", 1)
-        config.setdefault("disable_existing_loggers", False)
-        logging.config.dictConfig(config)
-    elif dict_text:
-        config = {key: _untag(value) for key, value in _json.loads(dict_text).items()}
-        config.setdefault("version", 1)
-        config.setdefault("disable_existing_loggers", False)
-        logging.config.dictConfig(config)
-    if json_path:
+    setup_server_loggers(level)
+    if RAW_LOGCONFIG is not None or dict_text:
+        given = dict(RAW_LOGCONFIG) if RAW_LOGCONFIG is not None else {key: _untag(value) for key, value in _json.loads(dict_text).items()}
+        logging.config.dictConfig(over_gunicorns_defaults(given))
+    elif json_path:
         with open(json_path) as file:
-            logging.config.dictConfig(_json.load(file))
-    if file_path:
-        logging.config.fileConfig(file_path, disable_existing_loggers=False)
+            logging.config.dictConfig(over_gunicorns_defaults(_json.load(file)))
+    elif file_path:
+        # Gunicorn's defaults for the file's %(here)s and %(__file__)s.
+        logging.config.fileConfig(file_path, defaults={"__file__": file_path, "here": _os.path.dirname(file_path)},
+                                  disable_existing_loggers=False)

@@ -147,14 +147,16 @@ public enum PythonInterpreter {
         }
     }
 
-    /// logconfig_dict, logconfig, logconfig_json: applied to the app's Python logging.
-    static func applyLogConfig(_ config: ServerConfig) throws(AppLoadError) {
-        guard config.logconfigDict != nil || config.logconfig != nil || config.logconfigJSON != nil, let glue else { return }
+    /// The app's Python logging: Gunicorn's gunicorn.error logger (to the server's error log, at
+    /// loglevel), then logconfig_dict, else logconfig_json, else logconfig.
+    static func configureLogging(_ config: ServerConfig) throws(AppLoadError) {
+        guard let glue else { return }
         do {
             func text(_ value: String?) throws(PythonError) -> PyRef { if let value { try Python.str(value) } else { .noneObject } }
             let dictText = try text(config.logconfigDict.map { ServerHooks.taggedJSON(tableOf: $0) })
+            let level = try Python.str(config.logLevel.rawValue)
             let file = try text(config.logconfig), json = try text(config.logconfigJSON)
-            _ = try Python.call(glue.function(glue.hooks, "apply_logconfig"), dictText.pointer, file.pointer, json.pointer)
+            _ = try Python.call(glue.function(glue.hooks, "apply_logconfig"), arguments: [level.pointer, dictText.pointer, file.pointer, json.pointer])
         } catch {
             throw .importFailed("the logging configuration (logconfig_dict, logconfig, logconfig_json) failed:\n\(PythonError.fetchText() ?? "?")")
         }
@@ -212,7 +214,7 @@ public enum ArbiterPython {
         defer { release() }
         PythonInterpreter.setEnvironment(config.env)
         PythonInterpreter.addSearchPaths(config.pythonpath)
-        try PythonInterpreter.applyLogConfig(config)
+        try PythonInterpreter.configureLogging(config)
         // Owned by the process from here on (workers inherit it through fork).
         PythonInterpreter.preloadedApp = try PythonInterpreter.loadApp(config).take()
         // The app's objects move to the collector's permanent generation: collections in the workers

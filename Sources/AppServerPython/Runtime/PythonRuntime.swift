@@ -45,7 +45,7 @@ public final class PythonRuntime: @unchecked Sendable {
         glue = try PythonInterpreter.start(virtualenv: config.virtualenv)
         PythonInterpreter.setEnvironment(config.env)
         PythonInterpreter.addSearchPaths(config.pythonpath)
-        try PythonInterpreter.applyLogConfig(config)
+        try PythonInterpreter.configureLogging(config)
         if let preloaded = PythonInterpreter.preloadedApp {
             app = PyRef(retaining: preloaded)
         } else {
