@@ -248,6 +248,7 @@ public struct ServerConfig: Equatable, Sendable {
                     """)
             }
         }
+        try LogConfigFiles.check(self)
         if maxRequestsJitter > 0 && maxRequests == 0 {
             throw ConfigError.invalidValue(key: "max_requests_jitter", value: "\(maxRequestsJitter)", reason: "needs max_requests")
         }

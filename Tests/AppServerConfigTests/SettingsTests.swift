@@ -190,6 +190,35 @@ import Testing
         #expect(carried.notes.count == 1 && carried.notes.first?.text.hasPrefix("logconfig_dict configures gunicorn.error: ") == true)
     }
 
+    @Test func logConfigFilesAreCheckedAndReadForGunicornsLoggers() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("appserver-logconfig-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let ini = "[loggers]\nkeys=root,gunicorn.error\n[logger_root]\nhandlers=\n[logger_gunicorn.error]\nhandlers=\nqualname = gunicorn.error\n[handlers]\nkeys=\n"
+        try ini.write(toFile: dir + "/logging.ini", atomically: true, encoding: .utf8)
+        try #"{"version": 1, "loggers": {"app": {}}}"#.write(toFile: dir + "/logging.json", atomically: true, encoding: .utf8)
+        try #"["not", "an object"]"#.write(toFile: dir + "/list.json", atomically: true, encoding: .utf8)
+        func build(_ arguments: [String]) throws -> ServerConfig {
+            try ConfigBuilder(arguments: ["--chdir", dir] + arguments + ["x:app"], environment: [:],
+                              readPythonFile: { path, _ throws(ConfigError) in throw ConfigError.configFile(path: path, reason: "unexpected") }).build()
+        }
+        #expect(LogConfigFiles.loggerNames(ini: ini) == ["gunicorn.error"])
+        // Relative to --chdir, as the workers open it; Gunicorn's own logger named in the file is warned about.
+        let fromINI = try build(["--log-config", "logging.ini"])
+        try fromINI.validate()
+        #expect(fromINI.notes.map(\.text) == [LogConfigFiles.gunicornLoggersWarning(setting: "logconfig", names: ["gunicorn.error"])!.text])
+        #expect(fromINI.notes.first?.text.hasPrefix("logconfig configures gunicorn.error: ") == true)
+        // Only the first of logconfig_json and logconfig applies: the other is named.
+        let both = try build(["--log-config", "logging.ini", "--log-config-json", "logging.json"])
+        #expect(both.notes.map(\.text) == ["logconfig not applied: logconfig_json takes precedence, as in Gunicorn"])
+        // A file that is not there, or JSON that dictConfig cannot take, stops the server before any worker.
+        for (arguments, reason) in [(["--log-config", "missing.ini"], "no such file"), (["--log-config-json", "list.json"], "not a JSON object"),
+                                    (["--log-config-json", dir], "no such file")] {
+            let config = try build(arguments)
+            #expect(throws: ConfigError.self) { try config.validate() }
+            do { try config.validate() } catch { #expect(error.description.contains(reason)) }
+        }
+    }
+
     @Test func inertSettingsAreKeptAndExplained() throws {
         var config = ServerConfig()
         try config.set("worker_connections", .integer(1000), source: "t")

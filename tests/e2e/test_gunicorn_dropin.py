@@ -2,6 +2,7 @@
 command lines and GUNICORN_CMD_ARGS, TOML 1.0 files, refused settings, --print-config, --preload,
 app factories and the --reload dev server."""
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -727,3 +728,43 @@ def test_relative_paths_mean_the_start_directory_also_on_a_reload(serve, tmp_pat
     assert "reload failed" not in server.log(), server.log()
     wait_until(lambda: requests.get(server.url + "/", timeout=5).text.endswith(" 2"), message="the new file's setting")
     assert requests.get(server.url + "/", timeout=5).text == f"{tmp_path / 'venv'} {tmp_path / 'app'} 2"
+
+
+def test_a_logconfig_file_as_gunicorn_reads_it(serve, tmp_path):
+    """--log-config: the fileConfig file gets Gunicorn's %(here)s; relative to --chdir; its styling of
+    gunicorn.error is warned about at start; a missing file stops the server before any worker."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "logging.ini").write_text(
+        "[loggers]\nkeys=root,gunicorn.error,app\n[handlers]\nkeys=file\n[formatters]\nkeys=plain\n"
+        "[logger_root]\nhandlers=\n[logger_gunicorn.error]\nhandlers=file\nqualname=gunicorn.error\npropagate=0\n"
+        "[logger_app]\nlevel=INFO\nhandlers=file\nqualname=gunicornlogger\npropagate=0\n"
+        "[handler_file]\nclass=FileHandler\nformatter=plain\nargs=('%(here)s/app.log',)\n"
+        "[formatter_plain]\nformat=STYLED %(levelname)s %(message)s\n")
+    server = serve("gunicornlogger:app", "--log-config", "conf/logging.ini", "--chdir", str(tmp_path), "--pythonpath", str(APPS))
+    assert "[WARNING] logconfig configures gunicorn.error: appserver's own error and access logs are not Python loggers" in server.log()
+    assert requests.get(server.url + "/", timeout=5).text == "ok"
+    # The Flask app took gunicorn.error's handlers at import, after the file had styled them.
+    wait_until(lambda: (conf / "app.log").exists() and "STYLED INFO index served by the Flask app" in (conf / "app.log").read_text(),
+               message="the styled line in %(here)s/app.log")
+
+    result = run("--log-config", "nowhere.ini", "--chdir", str(tmp_path), "-b", f"127.0.0.1:{free_port()}", "--virtualenv", VENV, "plain:app")
+    assert result.returncode != 0 and "Booting worker" not in result.stderr
+    assert f"invalid value 'nowhere.ini' for 'logconfig': no such file ({tmp_path}/nowhere.ini)" in result.stderr
+
+
+def test_logconfig_dict_without_root_logs_as_under_gunicorn(serve, tmp_path):
+    """Gunicorn merges logconfig_dict over its defaults: with no `root` of its own, the app's INFO goes
+    to stdout through the default console; logconfig_json given too is not applied, and is named."""
+    config = tmp_path / "conf.py"
+    unused = tmp_path / "unused.json"
+    unused.write_text('{"loggers": {"gunicornlogger": {"level": "CRITICAL"}}}')
+    config.write_text(f"logconfig_dict = {{'loggers': {{'other': {{'level': 'DEBUG'}}}}}}\nlogconfig_json = {str(unused)!r}\n")
+    (tmp_path / "rootlogger.py").write_text(
+        "import logging\ndef app(environ, start_response):\n    logging.getLogger('rootlogger').info('via the root console')\n"
+        "    start_response('200 OK', [])\n    return [b'ok']\n")
+    server = serve("rootlogger:app", "-c", str(config), "--chdir", str(tmp_path))
+    assert "[WARNING] logconfig_json not applied: logconfig_dict takes precedence, as in Gunicorn" in server.log()
+    assert requests.get(server.url + "/", timeout=5).text == "ok"
+    # Gunicorn's default console: stdout, its generic format (the server's log here holds both streams).
+    wait_until(lambda: re.search(r"^\[[^]]+\] \[\d+\] \[INFO\] via the root console$", server.log(), re.M), message="the root console's line")

@@ -126,6 +126,7 @@ public struct ConfigBuilder {
         config.virtualenv = config.virtualenv.map(resolved)
         config.configFile = config.configFile.map(resolvedConfigFile)
         config.chdir = config.chdir.map(resolved)
+        config.notes += LogConfigFiles.notes(config)
         if config.reload && config.preloadApp {
             config.notes.append(.init(level: .warning, text: "--reload with --preload: the app loaded at start is not imported again, so only changes to code imported after the fork are seen (drop --preload while developing)"))
         }

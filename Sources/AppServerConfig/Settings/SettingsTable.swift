@@ -282,9 +282,9 @@ public enum SettingsTable {
                 },
                 render: { _ in nil }),
         .optionalText("logconfig", flags: ["--log-config"], .logging, metavar: "FILE",
-                      help: "A logging.config.fileConfig file, applied to the app's Python logging in each worker.", \.logconfig),
+                      help: "A logging.config.fileConfig file for the app's Python logging in each worker (its %(here)s is the file's directory).", \.logconfig),
         Setting("logconfig_dict", form: .fileOnly, .logging,
-                help: "A logging.config.dictConfig dictionary, applied to the app's Python logging in each worker.",
+                help: "A logging.config.dictConfig dictionary for the app's Python logging in each worker, over Gunicorn's defaults; it takes precedence over logconfig_json and logconfig.",
                 apply: { c, v throws(ConfigError) in
                     switch v {
                     case .table(let entries):
@@ -294,17 +294,14 @@ public enum SettingsTable {
                         var names: [String] = []
                         if case .table(let loggers)? = entries["loggers"] { names = Array(loggers.keys) }
                         if case .array(let carried)? = entries["logger_names"] { names = carried.compactMap { if case .string(let name) = $0 { name } else { nil } } }
-                        let gunicorns = names.filter { $0 == "gunicorn" || $0.hasPrefix("gunicorn.") }.sorted()
-                        if !gunicorns.isEmpty {
-                            c.notes.append(.init(level: .warning, text: "logconfig_dict configures \(gunicorns.joined(separator: ", ")): appserver's own error and access logs are not Python loggers, so that styles only what the app logs there (shape the server's with loglevel, errorlog, accesslog and access_log_format)"))
-                        }
+                        if let warning = LogConfigFiles.gunicornLoggersWarning(setting: "logconfig_dict", names: names) { c.notes.append(warning) }
                     case .null: c.logconfigDict = nil
                     default: throw ConfigError.invalidValue(key: "logconfig_dict", value: v.text, reason: "expected a dictionary")
                     }
                 },
                 render: { $0.logconfigDict }),
         .optionalText("logconfig_json", flags: ["--log-config-json"], .logging, metavar: "FILE",
-                      help: "A JSON logging.config.dictConfig file, applied to the app's Python logging in each worker.", \.logconfigJSON),
+                      help: "A JSON logging.config.dictConfig file for the app's Python logging in each worker, over Gunicorn's defaults; it takes precedence over logconfig.", \.logconfigJSON),
         .refused("syslog", flags: ["--log-syslog"], form: .flag(negatable: false), .logging,
                  reason: "log to stderr (the default): under systemd it goes to the journal, which forwards to syslog", help: "Gunicorn's syslog switch."),
         .refused("syslog_addr", flags: ["--log-syslog-to"], .logging,
