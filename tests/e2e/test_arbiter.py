@@ -195,3 +195,21 @@ def test_hup_into_a_broken_app_keeps_the_old_workers(serve, tmp_path):
     for _ in range(10):
         assert requests.get(server.url + "/").content == b"Hello, World!"
     assert server.proc.poll() is None
+
+
+def test_reuse_port_lets_two_servers_share_a_port(serve, tmp_path):
+    """--reuse-port sets SO_REUSEPORT, as Gunicorn's does: a second server binds the same address (a
+    blue/green switch on one port) and the kernel spreads new connections over both; without it, the
+    second is refused with the reason."""
+    first = serve("plain:app", "--reuse-port")
+    (tmp_path / "refused").mkdir()
+    refused = Server("plain:app", port=first.port, tmp_path=tmp_path / "refused")
+    wait_until(lambda: refused.proc.poll() is not None, message="the server without --reuse-port to stop")
+    assert f"cannot listen on 127.0.0.1:{first.port}: Address already in use" in refused.log()
+    second = serve("plain:app", "--reuse-port", port=first.port)
+    seen = set()
+    for _ in range(200):   # a new connection each: the kernel picks a socket by the connection's hash
+        seen.add(int(requests.get(first.url + "/pid", timeout=5).text))
+        if len(seen) == 2:
+            break
+    assert seen == {first.workers()[0], second.workers()[0]}
