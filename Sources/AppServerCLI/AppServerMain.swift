@@ -19,7 +19,7 @@ enum ServerCommand {
         default: break
         }
         let builder = ConfigBuilder(arguments: arguments, environment: ProcessInfo.processInfo.environment,
-                                    readPythonFile: PythonConfigFile.read)
+                                    readPythonFile: PythonConfigFile.read, describeWorkerClass: PythonConfigFile.describeWorkerClass)
         let commandLine: CommandLineReader.Result
         do {
             commandLine = try builder.commandLine()

@@ -76,6 +76,8 @@ public struct ServerConfig: Equatable, Sendable {
     public var printConfig = false
     /// `-k` as given (its interface is in `interface`).
     public var workerClass: String? = nil
+    /// `-k` names a Python class appserver does not know by name: the builder imports it (`adoptWorkerClass`).
+    public internal(set) var workerClassToDescribe: String? = nil
     public var preloadApp = false
     public var reload = false
     public var reloadEngine = "auto"
@@ -157,24 +159,81 @@ public struct ServerConfig: Equatable, Sendable {
         }
     }
 
-    /// `-k`: Gunicorn's worker classes, as the interface they serve; gevent and eventlet are refused.
+    /// `-k`: Gunicorn's worker classes, as the interface they serve; gevent and eventlet are refused. A
+    /// Python path appserver does not know (a project's UvicornWorker subclass) waits for the builder to
+    /// describe it (`adoptWorkerClass`).
     mutating func setWorkerClass(_ name: String) throws(ConfigError) {
+        workerClassToDescribe = nil
+        if let known = try Self.interface(ofWorkerClass: name) {
+            interface = known
+        } else if Self.isPythonPath(name) {
+            workerClassToDescribe = name
+        } else {
+            throw ConfigError.invalidValue(key: "worker_class", value: name, reason: "not a worker class appserver knows: use sync, gthread (WSGI) or uvicorn.workers.UvicornWorker (ASGI)")
+        }
+        workerClass = name
+    }
+
+    /// The interface of a worker class appserver knows by name; nil for any other name.
+    static func interface(ofWorkerClass name: String) throws(ConfigError) -> Interface? {
         let short = name.hasPrefix("egg:gunicorn#") ? String(name.dropFirst("egg:gunicorn#".count)) : name
         switch short {
         case "sync", "gthread", "gunicorn.workers.sync.SyncWorker", "gunicorn.workers.gthread.ThreadWorker":
-            interface = .wsgi
+            return .wsgi
         case "uvicorn.workers.UvicornWorker", "uvicorn.workers.UvicornH11Worker", "uvicorn_worker.UvicornWorker",
-             "uvicorn_worker.UvicornH11Worker", "asgi", "gunicorn.workers.gasgi.ASGIWorker":
-            interface = .asgi
+             "uvicorn_worker.UvicornH11Worker", "uvicorn_worker._workers.UvicornWorker", "uvicorn_worker._workers.UvicornH11Worker",
+             "asgi", "gunicorn.workers.gasgi.ASGIWorker":
+            return .asgi
         case "gevent", "eventlet", "tornado", "gaiohttp", "aiohttp.GunicornWebWorker", "aiohttp.worker.GunicornWebWorker":
             throw ConfigError.refused(key: "worker_class", reason: "\(short) workers are not offered: use gthread (-k gthread --threads N) for a WSGI app that waits on I/O, or an ASGI app (-k uvicorn.workers.UvicornWorker)")
         default:
             if short.hasPrefix("gevent") || short.hasPrefix("eventlet") || short.contains("Gevent") || short.contains("Eventlet") {
                 throw ConfigError.refused(key: "worker_class", reason: "gevent and eventlet workers are not offered: use gthread (-k gthread --threads N) for a WSGI app that waits on I/O, or an ASGI app (-k uvicorn.workers.UvicornWorker)")
             }
-            throw ConfigError.invalidValue(key: "worker_class", value: name, reason: "not a worker class appserver knows: use sync, gthread (WSGI) or uvicorn.workers.UvicornWorker (ASGI)")
+            return nil
         }
-        workerClass = name
+    }
+
+    /// `package.module.Class`: dotted Python identifiers, at least a module and a name.
+    static func isPythonPath(_ name: String) -> Bool {
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count >= 2 && parts.allSatisfy { part in
+            guard let first = part.first, first == "_" || first.isLetter else { return false }
+            return part.allSatisfy { $0 == "_" || $0.isLetter || $0.isNumber }
+        }
+    }
+
+    /// Uvicorn's Config arguments a UvicornWorker subclass's CONFIG_KWARGS may set, as the setting each
+    /// is here. (Gunicorn's UvicornWorker lays CONFIG_KWARGS over the settings, so they win here too.)
+    static let uvicornConfigSettings: [String: String] = [
+        "loop": "asgi_loop", "lifespan": "asgi_lifespan", "root_path": "root_path", "ws_max_size": "ws_max_size",
+        "timeout_keep_alive": "keepalive", "limit_max_requests": "max_requests", "forwarded_allow_ips": "forwarded_allow_ips",
+    ]
+
+    /// The worker class `path` as described (with Python): the first of its bases appserver knows gives
+    /// the interface, and an ASGI worker's CONFIG_KWARGS set the settings they name.
+    mutating func adoptWorkerClass(_ path: String, bases: [String], configKwargs: [String: ConfigValue]) throws(ConfigError) {
+        var found: Interface?
+        for base in bases {
+            if let known = try Self.interface(ofWorkerClass: base) { found = known; break }
+        }
+        guard let found else {
+            throw ConfigError.invalidValue(key: "worker_class", value: path, reason: "it derives from no worker class appserver knows: use sync, gthread (WSGI) or uvicorn.workers.UvicornWorker (ASGI)")
+        }
+        interface = found
+        workerClassToDescribe = nil
+        guard found == .asgi else { return }
+        for (key, value) in configKwargs.sorted(by: { $0.key < $1.key }) {
+            if let setting = Self.uvicornConfigSettings[key] {
+                do {
+                    try set(setting, value, source: "\(path).CONFIG_KWARGS")
+                } catch {
+                    throw ConfigError.invalidValue(key: "worker_class", value: path, reason: "its CONFIG_KWARGS['\(key)']: \(error)")
+                }
+            } else if !((key == "http" || key == "ws") && value == .string("auto")) {
+                notes.append(.init(level: .info, text: "\(path).CONFIG_KWARGS['\(key)'] has no effect: a Uvicorn option appserver's own HTTP and websocket layer does not take"))
+            }
+        }
     }
 
     /// A TOML config file's settings (nested tables are values, as in Python), each with the line it

@@ -190,6 +190,44 @@ import Testing
         #expect(carried.notes.count == 1 && carried.notes.first?.text.hasPrefix("logconfig_dict configures gunicorn.error: ") == true)
     }
 
+    /// Uvicorn's docs have projects subclass UvicornWorker to set CONFIG_KWARGS: the class is described
+    /// by Python (faked here), its known base gives the interface, and CONFIG_KWARGS win over the settings.
+    @Test func aWorkerClassOfTheProjectIsDescribedAndItsConfigKwargsApplied() throws {
+        var asked: [String] = []
+        func build(_ arguments: [String], bases: [String], kwargs: [String: ConfigValue] = [:]) throws -> ServerConfig {
+            try ConfigBuilder(arguments: arguments + ["x:app"], environment: [:],
+                              readPythonFile: { path, _ throws(ConfigError) in throw ConfigError.configFile(path: path, reason: "unexpected") },
+                              describeWorkerClass: { path, _ throws(ConfigError) in
+                                  asked.append(path)
+                                  return .init(bases: bases, configKwargs: kwargs)
+                              }).build()
+        }
+        let config = try build(["-k", "proj.workers.MyWorker", "--keep-alive", "5", "--lifespan", "on"],
+                               bases: ["proj.workers.MyWorker", "uvicorn_worker._workers.UvicornWorker", "gunicorn.workers.base.Worker", "builtins.object"],
+                               kwargs: ["loop": .string("asyncio"), "lifespan": .string("off"), "timeout_keep_alive": .integer(20),
+                                        "root_path": .string("/api"), "http": .string("auto"), "server_header": .boolean(false)])
+        #expect(asked == ["proj.workers.MyWorker"])
+        #expect(config.interface == .asgi && config.workerClass == "proj.workers.MyWorker")
+        #expect(config.loop == .asyncio && config.lifespan == .off && config.keepAlive == 20 && config.rootPath == "/api")
+        #expect(config.notes.map(\.text) == ["proj.workers.MyWorker.CONFIG_KWARGS['server_header'] has no effect: a Uvicorn option appserver's own HTTP and websocket layer does not take"])
+        // A subclass of Gunicorn's sync worker is WSGI; known names never ask Python.
+        #expect(try build(["-k", "proj.Sync"], bases: ["proj.Sync", "gunicorn.workers.sync.SyncWorker"]).interface == .wsgi)
+        asked = []
+        #expect(try build(["-k", "uvicorn.workers.UvicornWorker"], bases: []).interface == .asgi && asked.isEmpty)
+        // A gevent subclass is refused as gevent is; a class of no known base, or a bad CONFIG_KWARGS value, is an error.
+        #expect(throws: ConfigError.refused(key: "worker_class", reason: "gevent and eventlet workers are not offered: use gthread (-k gthread --threads N) for a WSGI app that waits on I/O, or an ASGI app (-k uvicorn.workers.UvicornWorker)")) {
+            try build(["-k", "proj.G"], bases: ["proj.G", "gunicorn.workers.ggevent.GeventWorker"])
+        }
+        #expect(throws: ConfigError.self) { try build(["-k", "proj.Nothing"], bases: ["proj.Nothing", "builtins.object"]) }
+        do {
+            _ = try build(["-k", "proj.Bad"], bases: ["proj.Bad", "uvicorn.workers.UvicornWorker"], kwargs: ["loop": .string("trio")])
+            Issue.record("a loop appserver does not have was taken")
+        } catch {
+            #expect(String(describing: error).contains("its CONFIG_KWARGS['loop']"))
+        }
+        #expect(!ServerConfig.isPythonPath("not-a-path") && !ServerConfig.isPythonPath("Single") && ServerConfig.isPythonPath("a._b.C1"))
+    }
+
     @Test func logConfigFilesAreCheckedAndReadForGunicornsLoggers() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("appserver-logconfig-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

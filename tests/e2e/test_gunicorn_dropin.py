@@ -768,3 +768,23 @@ def test_logconfig_dict_without_root_logs_as_under_gunicorn(serve, tmp_path):
     assert requests.get(server.url + "/", timeout=5).text == "ok"
     # Gunicorn's default console: stdout, its generic format (the server's log here holds both streams).
     wait_until(lambda: re.search(r"^\[[^]]+\] \[\d+\] \[INFO\] via the root console$", server.log(), re.M), message="the root console's line")
+
+
+def test_a_projects_uvicorn_worker_subclass_with_config_kwargs(serve, tmp_path):
+    """Uvicorn's docs have projects subclass UvicornWorker to pass its options (CONFIG_KWARGS): -k names
+    the subclass, by path or as the class in a config file; its options apply, or are named when they
+    have no effect here; a class that cannot be imported stops the server with the reason."""
+    server = serve("uvicornworkers:app", "-k", "uvicornworkers.MountedWorker")
+    assert requests.get(server.url + "/", timeout=5).text == "root_path=/api loop=asyncio"
+    assert "uvicornworkers.MountedWorker.CONFIG_KWARGS['http'] has no effect" in server.log()
+    assert "the lifespan ran" not in server.log()
+
+    config = tmp_path / "conf.py"
+    config.write_text("from uvicornworkers import UvloopWorker\nworker_class = UvloopWorker\n")
+    server = serve("uvicornworkers:app", "-c", str(config))
+    assert requests.get(server.url + "/", timeout=5).text == "root_path= loop=uvloop"
+
+    result = run("-k", "uvicornworkers.Missing", "-b", f"127.0.0.1:{free_port()}", "--virtualenv", VENV, "uvicornworkers:app")
+    assert result.returncode != 0 and "Booting worker" not in result.stderr
+    assert "invalid value 'uvicornworkers.Missing' for 'worker_class'" in result.stderr
+    assert "AttributeError: module 'uvicornworkers' has no attribute 'Missing'" in result.stderr

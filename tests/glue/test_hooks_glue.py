@@ -259,3 +259,33 @@ def test_no_request_hooks_leave_the_app_alone(glue):
     def app(environ, start_response):
         return []
     assert hooks.with_request_hooks(app) is app
+
+
+def test_a_worker_class_is_described_by_its_bases_and_config_kwargs(glue, tmp_path, monkeypatch):
+    """-k names a project's subclass (Uvicorn's docs: subclass UvicornWorker to set CONFIG_KWARGS), by
+    path or, in a config file, as the class itself."""
+    hooks = glue["hooks"]
+    (tmp_path / "projworkers.py").write_text(textwrap.dedent("""
+        class Base:
+            CONFIG_KWARGS = {"loop": "auto", "http": "auto"}
+        class Mine(Base):
+            CONFIG_KWARGS = {"loop": "asyncio", "lifespan": "off", "headers": [["x-a", "1"]]}
+        not_a_class = 3
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    described = json.loads(hooks.describe_worker_class("projworkers.Mine"))
+    assert described["bases"] == ["projworkers.Mine", "projworkers.Base", "builtins.object"]
+    assert {k: hooks._untag(v) for k, v in described["config_kwargs"].items()} == {"loop": "asyncio", "lifespan": "off", "headers": [["x-a", "1"]]}
+    with pytest.raises(TypeError, match="not a class"):
+        hooks.describe_worker_class("projworkers.not_a_class")
+    with pytest.raises(AttributeError):
+        hooks.describe_worker_class("projworkers.Missing")
+    # A class defined in the config file itself: its path reaches the server, the class stays here.
+    result = read(glue, tmp_path, """
+        class LocalWorker:
+            CONFIG_KWARGS = {"root_path": "/x"}
+        worker_class = LocalWorker
+    """, keys=("worker_class",))
+    assert dict(result["settings"]) == {"worker_class": {"s": "__config__.LocalWorker"}}
+    described = json.loads(hooks.describe_worker_class("__config__.LocalWorker"))
+    assert described["bases"][0] == "__config__.LocalWorker" and hooks._untag(described["config_kwargs"]["root_path"]) == "/x"

@@ -23,18 +23,36 @@ public struct ConfigBuilder {
 
     public typealias PythonFileReader = (_ path: String, _ virtualenv: String?) throws(ConfigError) -> PythonFileSettings
 
+    /// What Python says of a worker class appserver does not know by name: the paths of the classes it
+    /// derives from (itself first) and its CONFIG_KWARGS.
+    public struct WorkerClassDescription {
+        public var bases: [String]
+        public var configKwargs: [String: ConfigValue]
+        public init(bases: [String], configKwargs: [String: ConfigValue]) {
+            self.bases = bases
+            self.configKwargs = configKwargs
+        }
+    }
+
+    public typealias WorkerClassDescriber = (_ path: String, _ config: ServerConfig) throws(ConfigError) -> WorkerClassDescription
+
     public var arguments: [String]
     public var environment: [String: String]
     public var readPythonFile: PythonFileReader
+    public var describeWorkerClass: WorkerClassDescriber
     /// Where relative paths of the command line and the environment start from.
     public var baseDirectory: String
 
     public init(arguments: [String], environment: [String: String], baseDirectory: String = FileManager.default.currentDirectoryPath,
-                readPythonFile: @escaping PythonFileReader) {
+                readPythonFile: @escaping PythonFileReader,
+                describeWorkerClass: @escaping WorkerClassDescriber = { path, _ throws(ConfigError) in
+                    throw ConfigError.invalidValue(key: "worker_class", value: path, reason: "not a worker class appserver knows")
+                }) {
         self.arguments = arguments
         self.environment = environment
         self.baseDirectory = baseDirectory
         self.readPythonFile = readPythonFile
+        self.describeWorkerClass = describeWorkerClass
     }
 
     /// `path` from `baseDirectory` when it is relative, with `.` and `..` taken out.
@@ -126,6 +144,10 @@ public struct ConfigBuilder {
         config.virtualenv = config.virtualenv.map(resolved)
         config.configFile = config.configFile.map(resolvedConfigFile)
         config.chdir = config.chdir.map(resolved)
+        if let path = config.workerClassToDescribe {
+            let described = try describeWorkerClass(path, config)
+            try config.adoptWorkerClass(path, bases: described.bases, configKwargs: described.configKwargs)
+        }
         config.notes += LogConfigFiles.notes(config)
         if config.reload && config.preloadApp {
             config.notes.append(.init(level: .warning, text: "--reload with --preload: the app loaded at start is not imported again, so only changes to code imported after the fork are seen (drop --preload while developing)"))

@@ -48,7 +48,7 @@ public enum SettingsTable {
                 help: "The app, MODULE:CALLABLE, or MODULE:FACTORY(literal args) (the command line's APP argument wins).",
                 apply: { c, v throws(ConfigError) in c.app = try v.optionalString("wsgi_app") }, render: { $0.app.map(ConfigValue.string) }),
         Setting("worker_class", flags: ["-k", "--worker-class"], .app, reloadable: true,
-                help: "Gunicorn's worker class, mapped to an interface: sync and gthread are WSGI (threads from --threads), uvicorn.workers.UvicornWorker, uvicorn_worker.UvicornWorker and asgi are ASGI.",
+                help: "Gunicorn's worker class, mapped to an interface: sync and gthread are WSGI (threads from --threads), uvicorn.workers.UvicornWorker, uvicorn_worker.UvicornWorker and asgi are ASGI; a project's subclass of one of them (module.Class) is imported for its base, and a UvicornWorker's CONFIG_KWARGS set loop, lifespan, root_path, ws_max_size, timeout_keep_alive, limit_max_requests and forwarded_allow_ips.",
                 apply: { c, v throws(ConfigError) in try c.setWorkerClass(try v.string("worker_class")) },
                 render: { $0.workerClass.map(ConfigValue.string) }),
         .choice("interface", flags: ["--interface"], .app, help: "The gateway interface: auto (ASGI for a coroutine function, else WSGI), wsgi or asgi.", \.interface),

@@ -53,6 +53,24 @@ def _untag(node):
         return {k: _untag(v) for k, v in value.items()}
     return None if kind == "n" else value
 
+# Worker classes a Python config file gave as class objects, by the path the server got for them.
+WORKER_CLASSES = {}
+
+def describe_worker_class(path):
+    """A worker class named by its dotted path that the server does not know by name (a subclass of
+    Uvicorn's worker with CONFIG_KWARGS, as Uvicorn's docs suggest): the paths of the classes it
+    derives from, itself first, and its CONFIG_KWARGS."""
+    cls = WORKER_CLASSES.get(path)
+    if cls is None:
+        import importlib
+        module_name, _, name = path.rpartition(".")
+        cls = getattr(importlib.import_module(module_name), name)
+    if not isinstance(cls, type):
+        raise TypeError(f"{path} is not a class but {cls!r}")
+    kwargs = getattr(cls, "CONFIG_KWARGS", None) or {}
+    return _json.dumps({"bases": [f"{k.__module__}.{k.__qualname__}" for k in cls.__mro__],
+                        "config_kwargs": {str(k): _tag(v, f"CONFIG_KWARGS[{k!r}]") for k, v in kwargs.items()}})
+
 def read_config(location, setting_keys, hook_names, marker):
     """Runs a Python config file as Gunicorn does; returns its settings and the names that are none."""
     if location.startswith("python:"):
@@ -72,6 +90,12 @@ def read_config(location, setting_keys, hook_names, marker):
     settings, unknown, hooks = [], [], {}
     for key, value in list(namespace.items()):
         # Gunicorn reads lower-case module-level names; modules, classes and private names are not settings.
+        if key == "worker_class" and isinstance(value, type):
+            # Gunicorn takes the class itself too: the server gets its path, and finds it here again.
+            path = f"{value.__module__}.{value.__qualname__}"
+            WORKER_CLASSES[path] = value
+            settings.append([key, {"s": path}])
+            continue
         if key.startswith("_") or key != key.lower() or isinstance(value, (_types.ModuleType, type)):
             continue
         if key in hook_names:

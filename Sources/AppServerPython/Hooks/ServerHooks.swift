@@ -144,6 +144,34 @@ public enum PythonConfigFile {
         return ConfigBuilder.PythonFileSettings(settings: entries, unknownNames: unknown)
     }
 
+    /// A worker class appserver does not know by name, imported in the arbiter's interpreter (from the
+    /// app's virtualenv): the classes it derives from and its CONFIG_KWARGS.
+    public static func describeWorkerClass(_ path: String, config: ServerConfig) throws(ConfigError) -> ConfigBuilder.WorkerClassDescription {
+        func refused(_ reason: String) -> ConfigError { .invalidValue(key: "worker_class", value: path, reason: reason) }
+        do {
+            try ArbiterPython.startHolding(virtualenv: config.virtualenv)
+        } catch {
+            throw refused(error.description)
+        }
+        defer { ArbiterPython.release() }
+        // Found where the app will be: --chdir's directory and --pythonpath (the chdir itself comes later).
+        PythonInterpreter.addSearchPaths(config.pythonpath, from: config.chdir)
+        let text: String
+        do {
+            guard let glue = PythonInterpreter.glue else { throw PythonError.runtimeError("Python is not running") }
+            let name = try Python.str(path)
+            text = try Python.string(try Python.call(glue.function(glue.hooks, "describe_worker_class"), name.pointer).pointer)
+        } catch {
+            let last = PythonError.fetchText()?.split(separator: "\n").last.map(String.init) ?? "unknown error"
+            throw refused("appserver imports a worker class it does not know by name, for the class it derives from and its CONFIG_KWARGS, and that failed: \(last)")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+              let bases = object["bases"] as? [String], let kwargs = object["config_kwargs"] as? [String: Any] else {
+            throw refused("its description could not be read")
+        }
+        return ConfigBuilder.WorkerClassDescription(bases: bases, configKwargs: kwargs.compactMapValues(untag))
+    }
+
     /// `read_config(path, setting keys, hook names, marker)` of the hooks glue: the settings as tagged JSON.
     private static func runConfigFile(_ path: String) throws(PythonError) -> String {
         guard let glue = PythonInterpreter.glue else { throw PythonError.runtimeError("Python is not running") }

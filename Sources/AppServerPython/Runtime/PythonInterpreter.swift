@@ -94,8 +94,8 @@ public enum PythonInterpreter {
 
     /// The working directory and `--pythonpath` first on sys.path, as with Gunicorn (again after a
     /// chdir: the arbiter read its config file before changing directory).
-    static func addSearchPaths(_ pythonpath: [String]) {
-        let cwd = FileManager.default.currentDirectoryPath
+    static func addSearchPaths(_ pythonpath: [String], from directory: String? = nil) {
+        let cwd = directory ?? FileManager.default.currentDirectoryPath
         let paths = [cwd] + pythonpath.map { $0.hasPrefix("/") ? $0 : cwd + "/" + $0 }
         guard let sysPath = PySys_GetObject("path") else { return }
         for (index, path) in paths.enumerated() {
