@@ -290,7 +290,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // past `handle`), and storing it was a retain here and a release at the end, for each of six.
         let info = RequestInfo(head: consume head, keepAlive: keepAlive, hasBody: hasBody,
                                contentLength: contentLength, addresses: consume addresses,
-                               origin: consume requestOrigin, viaUWSGI: uwsgi, requestIDHeader: edge.requestIDHeaderBytes)
+                               origin: consume requestOrigin, viaUWSGI: uwsgi, fromTrustedForwarder: !uwsgi && forwardedTrusted == true,
+                               requestIDHeader: edge.requestIDHeaderBytes)
         let eventLoop = context.eventLoop
         let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
         let body: RequestBodyStream

@@ -31,6 +31,9 @@ public final class RequestInfo: @unchecked Sendable {
     public let origin: RequestOrigin?
     /// The request came as a uwsgi packet: its response is never chunked and closes the connection.
     public let viaUWSGI: Bool
+    /// Its peer is in forwarded_allow_ips: the WSGI environ takes its SCRIPT_NAME header (Gunicorn's
+    /// forwarder_headers) as where the app is mounted.
+    public let fromTrustedForwarder: Bool
     /// When the head was complete, for the request time (set once, before sharing). Its wall-clock
     /// time, for the access log, is worked out when a line is written (AccessLogRecord): a second
     /// clock read every request, for a log most servers do not keep.
@@ -44,15 +47,15 @@ public final class RequestInfo: @unchecked Sendable {
 
     public convenience init(head: RequestHead, keepAlive: Bool, hasBody: Bool, contentLength: Int64?,
                             remoteAddress: SocketAddress?, localAddress: SocketAddress?, origin: RequestOrigin? = nil, viaUWSGI: Bool = false,
-                            requestIDHeader: [UInt8]? = nil) {
+                            fromTrustedForwarder: Bool = false, requestIDHeader: [UInt8]? = nil) {
         self.init(head: head, keepAlive: keepAlive, hasBody: hasBody, contentLength: contentLength,
                   addresses: ConnectionAddresses(remote: remoteAddress, local: localAddress), origin: origin, viaUWSGI: viaUWSGI,
-                  requestIDHeader: requestIDHeader)
+                  fromTrustedForwarder: fromTrustedForwarder, requestIDHeader: requestIDHeader)
     }
 
     public init(head: RequestHead, keepAlive: Bool, hasBody: Bool, contentLength: Int64?,
                 addresses: ConnectionAddresses, origin: RequestOrigin? = nil, viaUWSGI: Bool = false,
-                requestIDHeader: [UInt8]? = nil) {
+                fromTrustedForwarder: Bool = false, requestIDHeader: [UInt8]? = nil) {
         // The calls first, the stores after: a reference stored before a call was kept alive across it
         // (a retain and a release more each).
         self.started = .now()
@@ -66,6 +69,7 @@ public final class RequestInfo: @unchecked Sendable {
         }
         self.origin = origin
         self.viaUWSGI = viaUWSGI
+        self.fromTrustedForwarder = fromTrustedForwarder
         self.keepAlive = keepAlive
         self.hasBody = hasBody
         self.contentLength = contentLength

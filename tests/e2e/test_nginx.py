@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import wait_until
-from edge import CLIENT, Nginx, fetch, free_port, location_proxy, location_uwsgi, shared_dir
+from edge import CLIENT, PROXY_HEADERS, Nginx, fetch, free_port, location_proxy, location_uwsgi, shared_dir
 from test_under_load import read_pid
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"),
@@ -158,6 +158,30 @@ def test_untrusted_peer_cannot_spoof_origin(serve):
     status, _, _ = fetch(port, "GET", "/whoami", tls=False, source="127.0.0.1",
                          headers={"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "off"})
     assert status == 400
+
+
+def test_flask_mounted_under_a_prefix_by_nginx(serve):
+    """nginx mounts the app at /shop with `proxy_set_header SCRIPT_NAME /shop` (Gunicorn's
+    forwarder_headers): through TLS and a unix socket, Flask builds its URLs under /shop with https."""
+    directory = shared_dir()
+    sock = directory / "app.sock"
+    server = serve("mountedflask:app", bind=[f"unix:{sock}"], port=free_port(), wait=False)
+    wait_until(lambda: sock.exists() and "ready: 1 workers booted" in server.log(), message="the server on its socket")
+    nginx = Nginx(directory, upstreams=f"upstream app {{ server unix:{sock}; keepalive 16; }}", locations=f"""
+        location /shop/ {{
+            proxy_pass http://app;
+            {PROXY_HEADERS}
+            proxy_set_header SCRIPT_NAME /shop;
+            proxy_set_header Connection "";
+        }}""")
+    try:
+        status, _, body = fetch(nginx.https_port, "GET", "/shop/hello")
+        said = json.loads(body)
+        assert status == 200 and said["script_name"] == "/shop" and said["path_info"] == "/hello", said
+        assert said["url"] == "/shop/hello" and said["external"] == f"https://127.0.0.1:{nginx.https_port}/shop/hello", said
+    finally:
+        nginx.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_header_map_refuse(serve):

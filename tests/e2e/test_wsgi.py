@@ -234,3 +234,26 @@ def test_validator_wrapped_app_raises_nothing(serve):
     log = server.log()
     assert "Error handling request" not in log, log
     assert "AssertionError" not in log and "WSGIWarning" not in log, log
+
+
+def test_script_name_mounts_the_app_as_gunicorn_does(serve, tmp_path):
+    """SCRIPT_NAME in the server's environment (-e, or systemd's Environment=) is where the app is
+    mounted: a request's path must lie below it and PATH_INFO is the rest, so Flask's url_for includes
+    it. A trusted forwarder's SCRIPT_NAME header (nginx's proxy_set_header) says it per request; an
+    untrusted peer's is dropped as any header with '_' is."""
+    server = serve("mountedflask:app", "-e", "SCRIPT_NAME=/app/")
+    said = requests.get(server.url + "/app/hello", timeout=5).json()
+    assert said == {"script_name": "/app", "path_info": "/hello", "url": "/app/hello",
+                    "external": f"http://127.0.0.1:{server.port}/app/hello", "forwarded_script_name": None}
+    assert requests.get(server.url + "/app%2Fhello", timeout=5).status_code == 500   # not below /app as sent
+    response = requests.get(server.url + "/hello", timeout=5)
+    assert response.status_code == 500
+    wait_until(lambda: "Configuration problem: request path '/hello' is not below SCRIPT_NAME '/app'" in server.log(), message="the reason")
+    # From loopback (trusted by default): the header wins over the environment's mount.
+    said = requests.get(server.url + "/shop/hello", headers={"SCRIPT_NAME": "/shop"}, timeout=5).json()
+    assert said["script_name"] == "/shop" and said["path_info"] == "/hello" and said["url"] == "/shop/hello"
+    assert said["forwarded_script_name"] == "/shop"
+
+    untrusting = serve("mountedflask:app", "--forwarded-allow-ips", "192.0.2.1")
+    said = requests.get(untrusting.url + "/hello", headers={"SCRIPT_NAME": "/evil"}, timeout=5).json()
+    assert said["script_name"] == "" and said["path_info"] == "/hello" and said["forwarded_script_name"] is None

@@ -10,6 +10,10 @@ final class EnvironConstants: @unchecked Sendable {
     private let keyRequestMethod = Python.interned("REQUEST_METHOD")
     private let keyScriptName = Python.interned("SCRIPT_NAME")
     private let keyPathInfo = Python.interned("PATH_INFO")
+    private let keyForwardedScriptName = Python.interned("HTTP_SCRIPT_NAME")
+    private let keyForwardedPathInfo = Python.interned("HTTP_PATH_INFO")
+    private let scriptNameHeader = Array("script_name".utf8)
+    private let pathInfoHeader = Array("path_info".utf8)
     private let keyQueryString = Python.interned("QUERY_STRING")
     private let keyRawURI = Python.interned("RAW_URI")
     /// The environ key of the request id's header (HTTP_X_REQUEST_ID), for an id made here.
@@ -81,9 +85,17 @@ final class EnvironConstants: @unchecked Sendable {
     /// The most keys a template is made with room for (a hundred headers and the CGI keys).
     private static let mostTemplateRoom = 160
 
+    /// Where the app is mounted (Gunicorn's SCRIPT_NAME from the environment), without a trailing
+    /// slash; empty when it is at the root. A request's path must lie below it; PATH_INFO is the rest.
+    private let scriptName: [UInt8]
+    private let scriptNameObject: PyRef
+
     init(glue: Glue, errors sink: LogSink, multithread: Bool, multiprocess: Bool, headerMap: HeaderMapMode = .drop,
-         requestIDHeader: String = "") throws(PythonError) {
+         requestIDHeader: String = "", scriptName: String = "") throws(PythonError) {
         self.headerMap = headerMap
+        let mount = Self.mountPoint(Array(scriptName.utf8))
+        self.scriptName = mount
+        scriptNameObject = try Python.latin1(mount)
         methods = try HeaderNameCache.commonMethods()
         let one = try Python.int(1), zero = try Python.int(0)
         version = try Python.tuple(one, zero)
@@ -112,7 +124,7 @@ final class EnvironConstants: @unchecked Sendable {
         func set(_ key: borrowing PyRef, _ value: PyObjectPointer) throws(PythonError) { try Python.setItem(dict, key.pointer, value) }
         templateMethod = Array("GET".utf8).withUnsafeBytes { methods.find($0) }
         try set(keyRequestMethod, templateMethod!)
-        try set(keyScriptName, emptyString.pointer)
+        try set(keyScriptName, scriptNameObject.pointer)
         try set(keyPathInfo, emptyString.pointer)
         try set(keyQueryString, emptyString.pointer)
         try set(keyRawURI, emptyString.pointer)
@@ -178,29 +190,54 @@ final class EnvironConstants: @unchecked Sendable {
             try set(keyRequestMethod, try Python.latin1(Substring(request.method)))
         }
 
-        // PATH_INFO is the path's bytes after percent-decoding, read as latin-1 (PEP 3333); every
-        // other value is the request's own bytes, each one latin-1 character.
-        try request.head.withTarget({ (target) throws(PythonError) in
-            let (path, query) = splitTarget(target)
-            try set(keyPathInfo, try percentDecodedLatin1(UnsafeRawBufferPointer(rebasing: target[path])))
-            if !query.isEmpty {
-                try set(keyQueryString, try Python.latin1(UnsafeRawBufferPointer(rebasing: target[query])))
-            }
-            try set(keyRawURI, try Python.latin1(target))
-        })
         if request.version.minor == 0 { try set(keyServerProtocol, protocol10) }
 
         // SERVER_NAME and SERVER_PORT from the Host header or the connection, unless a uwsgi packet gives
         // both (its variables go in last).
         var serverNameSet = request.origin?.gatewayHasServer ?? false
+        var forwardedMount: [UInt8]?
+        let trusted = request.fromTrustedForwarder
         try request.head.headers.forEach({ (name, value) throws(PythonError) in
             if !serverNameSet && name.count == 4 && RequestHeaders.equalsLowercased(name, hostName) && !value.isEmpty {
                 serverNameSet = true
                 try setServerName(dict, host: value)
             }
+            // Gunicorn's forwarder_headers: from a trusted forwarder, SCRIPT_NAME (where nginx mounted the
+            // app: `proxy_set_header SCRIPT_NAME /api`) and PATH_INFO pass though their names have '_'.
+            if trusted && (name.count == 11 || name.count == 9) {
+                if RequestHeaders.equalsLowercased(name, scriptNameHeader) {
+                    forwardedMount = Self.mountPoint(Array(value))
+                    return try set(keyForwardedScriptName, try Python.latin1(value))
+                }
+                if RequestHeaders.equalsLowercased(name, pathInfoHeader) {
+                    return try set(keyForwardedPathInfo, try Python.latin1(value))
+                }
+            }
             try setHeader(dict, name: name, value: value)
         })
         if !serverNameSet { try setServerName(dict, local: request.localAddress) }
+
+        // PATH_INFO is the path's bytes after percent-decoding, read as latin-1 (PEP 3333); every
+        // other value is the request's own bytes, each one latin-1 character.
+        try request.head.withTarget({ (target) throws(PythonError) in
+            let (path, query) = splitTarget(target)
+            let pathBytes = UnsafeRawBufferPointer(rebasing: target[path])
+            let mount = forwardedMount ?? scriptName
+            if forwardedMount != nil { try set(keyScriptName, try Python.latin1(mount)) }
+            if mount.isEmpty || request.viaUWSGI {
+                // (A uwsgi packet brings its own SCRIPT_NAME and PATH_INFO, as nginx's uwsgi_param sets them.)
+                try set(keyPathInfo, try percentDecodedLatin1(pathBytes))
+            } else if let below = Self.path(pathBytes, below: mount) {
+                if below.isEmpty { try Python.setItem(dict, keyPathInfo.pointer, emptyString.pointer) } else { try set(keyPathInfo, try percentDecodedLatin1(below)) }
+            } else {
+                // Gunicorn's answer too: a 500 and the reason in the error log.
+                throw PythonError.runtimeError("Configuration problem: request path '\(String(decoding: pathBytes, as: UTF8.self))' is not below SCRIPT_NAME '\(String(decoding: mount, as: UTF8.self))'")
+            }
+            if !query.isEmpty {
+                try set(keyQueryString, try Python.latin1(UnsafeRawBufferPointer(rebasing: target[query])))
+            }
+            try set(keyRawURI, try Python.latin1(target))
+        })
 
         if request.requestIDMade, let key = requestIDKey.pointer {
             // Made here: the app sees it as the header, as if the front end had sent it.
@@ -235,6 +272,21 @@ final class EnvironConstants: @unchecked Sendable {
         let keys = PyDict_Size(dict)
         if keys > templateRoom { try noteOutgrown(keys: keys) }
         return environ
+    }
+
+    /// The path's part below a mount point (below `/api`, `/api/x` is `/x` and `/api` itself an empty
+    /// one); nil for a path elsewhere (`/other`, `/apix`).
+    static func path(_ path: UnsafeRawBufferPointer, below mount: [UInt8]) -> UnsafeRawBufferPointer? {
+        guard path.count >= mount.count, path.prefix(mount.count).elementsEqual(mount) else { return nil }
+        let rest = UnsafeRawBufferPointer(rebasing: path[mount.count...])
+        return rest.isEmpty || rest.first == UInt8(ascii: "/") ? rest : nil
+    }
+
+    /// A SCRIPT_NAME as a mount point: no trailing slash ("/" is the root, empty).
+    static func mountPoint(_ value: [UInt8]) -> [UInt8] {
+        var mount = value
+        while mount.last == UInt8(ascii: "/") { mount.removeLast() }
+        return mount
     }
 
     /// One request header into the environ: CONTENT_TYPE, CONTENT_LENGTH or HTTP_*; a repeated

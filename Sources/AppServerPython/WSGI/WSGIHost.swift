@@ -63,7 +63,8 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         do {
             self.environConstants = try EnvironConstants(glue: runtime.glue, errors: runtime.wsgiErrors, multithread: config.threads > 1,
                                                          multiprocess: config.workers > 1, headerMap: config.headerMap,
-                                                         requestIDHeader: config.requestIDHeader)
+                                                         requestIDHeader: config.requestIDHeader,
+                                                         scriptName: getenv("SCRIPT_NAME").map { String(cString: $0) } ?? "")
         } catch {
             fatalError("cannot make the WSGI environ's constants: \(PythonError.fetchText() ?? "?")")
         }
