@@ -228,6 +228,39 @@ import Testing
         #expect(!ServerConfig.isPythonPath("not-a-path") && !ServerConfig.isPythonPath("Single") && ServerConfig.isPythonPath("a._b.C1"))
     }
 
+    /// `uvicorn main:app --host ... --port ...` works as it is: Uvicorn's options become appserver's.
+    @Test func uvicornsCommandLineIsTranslated() throws {
+        func build(_ arguments: [String]) throws -> ServerConfig {
+            try ConfigBuilder(arguments: arguments, environment: [:],
+                              readPythonFile: { path, _ throws(ConfigError) in throw ConfigError.configFile(path: path, reason: "unexpected") }).build()
+        }
+        let config = try build(["main:create_app", "--factory", "--host", "0.0.0.0", "--port=9000", "--timeout-keep-alive", "7",
+                                "--limit-max-requests", "500", "--timeout-graceful-shutdown", "12", "--log-level", "trace",
+                                "--http", "h11", "--no-server-header", "--workers", "3", "--access-log"])
+        #expect(config.app == "main:create_app()")
+        #expect(config.bind.map(\.description) == ["0.0.0.0:9000"])
+        #expect(config.keepAlive == 7 && config.maxRequests == 500 && config.gracefulTimeout == 12 && config.workers == 3)
+        #expect(config.logLevel == .debug && config.accessLogfile == "-")
+        #expect(config.notes.map(\.text) == ["Uvicorn's --http has no effect: it tunes Uvicorn's own HTTP and websocket layer",
+                                             "Uvicorn's --no-server-header has no effect: it tunes Uvicorn's own HTTP and websocket layer"])
+        // Uvicorn's defaults fill in the half not given; IPv6 in brackets; --uds and --fd are binds.
+        #expect(try build(["--port", "8001", "m:app"]).bind.map(\.description) == ["127.0.0.1:8001"])
+        #expect(try UvicornCommandLine.translate(["--host", "::1"]).arguments == ["--bind", "[::1]:8000"])
+        #expect(try UvicornCommandLine.translate(["--uds", "/run/a.sock", "--fd=3"]).arguments == ["--bind", "unix:/run/a.sock", "--bind", "fd://3"])
+        #expect(try UvicornCommandLine.translate(["--log-config", "log.json", "--interface", "asgi3"]).arguments
+                    == ["--log-config-json", "log.json", "--interface", "asgi"])
+        // Gunicorn's own options pass as they are, and so does whatever follows "--".
+        #expect(try UvicornCommandLine.translate(["-w", "2", "--log-config", "log.ini", "--", "--host"]).arguments == ["-w", "2", "--log-config", "log.ini", "--", "--host"])
+        for (arguments, reason) in [(["--env-file", ".env"], "--env-file is not read"), (["--interface", "asgi2"], "ASGI 2 apps are not served"),
+                                    (["--log-config", "log.yaml"], "YAML"), (["--port"], "needs a value")] {
+            #expect(throws: CommandLineReader.UsageError.self) { try UvicornCommandLine.translate(arguments) }
+            do { _ = try UvicornCommandLine.translate(arguments) } catch { #expect(error.description.contains(reason)) }
+        }
+        #expect(throws: ConfigError.refused(key: "keyfile", reason: "TLS ends at the proxy in front (nginx, HAProxy): appserver serves plain HTTP or uwsgi behind it (README, \"Behind nginx\")")) {
+            try build(["--ssl-keyfile", "k.pem", "m:app"])
+        }
+    }
+
     @Test func logConfigFilesAreCheckedAndReadForGunicornsLoggers() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("appserver-logconfig-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

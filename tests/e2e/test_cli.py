@@ -296,3 +296,19 @@ def test_a_reload_into_a_virtualenv_of_another_python_fails_and_the_old_workers_
     wait_until(lambda: "reload failed" in server.log(), message="the reload to be refused")
     assert "made by Python 3.12" in server.log()
     assert server.workers() == [worker] and requests.get(server.url + "/", timeout=5).status_code == 200
+
+
+def test_a_uvicorn_command_line_serves_as_it_is(serve):
+    """The line a FastAPI project starts Uvicorn with works unchanged: --host/--port bind, Uvicorn's
+    names for keep-alive and max-requests are appserver's, and its HTTP-layer tuning is named as having
+    no effect here."""
+    port = free_port()
+    server = serve("fastapiapp:app", "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--proxy-headers",
+                   "--forwarded-allow-ips", "*", "--timeout-keep-alive", "9", "--http", "httptools", "--no-access-log",
+                   bind=[], port=port, workers=2)
+    assert f"Listening at: http://127.0.0.1:{port}" in server.log()
+    assert "Uvicorn's --http has no effect" in server.log()
+    assert requests.get(server.url + "/items/3", timeout=5).json() == {"id": 3, "q": None}
+    printed = subprocess.run([str(BINARY), "--host", "127.0.0.1", "--port", str(port), "--timeout-keep-alive", "9",
+                              "--limit-max-requests", "100", "--print-config", "fastapiapp:app"], capture_output=True, text=True, timeout=30)
+    assert 'bind = ["127.0.0.1:' + str(port) + '"]' in printed.stdout and "keepalive = 9" in printed.stdout and "max_requests = 100" in printed.stdout

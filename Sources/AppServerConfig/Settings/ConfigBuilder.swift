@@ -69,14 +69,24 @@ public struct ConfigBuilder {
 
     /// The command line as read, for --help and --version.
     public func commandLine() throws(CommandLineReader.UsageError) -> CommandLineReader.Result {
-        try CommandLineReader.read(arguments)
+        try readCommandLine().result
+    }
+
+    /// The command line, Uvicorn's options in it first made appserver's, and what that found worth saying.
+    private func readCommandLine() throws(CommandLineReader.UsageError) -> (result: CommandLineReader.Result, notes: [ServerConfig.Note]) {
+        let uvicorn = try UvicornCommandLine.translate(arguments)
+        var result = try CommandLineReader.read(uvicorn.arguments)
+        // Uvicorn's --factory: the app is called for the app, as MODULE:FACTORY() says it.
+        if uvicorn.factory, let app = result.app, !app.hasSuffix(")") { result.app = app + "()" }
+        return (result, uvicorn.notes)
     }
 
     public func build() throws(ConfigError) -> ServerConfig {
         let commandLine: CommandLineReader.Result
+        let commandLineNotes: [ServerConfig.Note]
         var environmentArguments: [(source: String, result: CommandLineReader.Result)] = []
         do {
-            commandLine = try CommandLineReader.read(arguments)
+            (commandLine, commandLineNotes) = try readCommandLine()
             for name in ["GUNICORN_CMD_ARGS", "APPSERVER_CMD_ARGS"] {
                 if let text = environment[name], !text.trimmingWhitespace().isEmpty {
                     do {
@@ -95,6 +105,7 @@ public struct ConfigBuilder {
 
         var config = ServerConfig()
         config.applyEnvironmentDefaults(environment)
+        config.notes += commandLineNotes
         // The file named last wins; without one, Gunicorn's default ./gunicorn.conf.py when it exists.
         /// The value the strongest layer gives a setting of the command-line kind.
         func given(_ name: String) -> String? {
