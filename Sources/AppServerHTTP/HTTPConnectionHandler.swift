@@ -59,16 +59,27 @@ struct FirstBytes {
 /// The server's own checks of a parsed head, after the parser's RFC 9112 ones: the body limit (413)
 /// and `header_map = refuse` (400).
 enum RequestHeadCheck {
-    static func refusal(_ head: RequestHead, limits: HTTPLimits, headerMap: HeaderMapMode) -> (status: HTTPResponseStatus, reason: String)? {
+    /// `fromTrustedForwarder`: SCRIPT_NAME and PATH_INFO are a trusted forwarder's to send (Gunicorn's
+    /// forwarder_headers), so they do not count as names with '_'.
+    static func refusal(_ head: RequestHead, limits: HTTPLimits, headerMap: HeaderMapMode,
+                        fromTrustedForwarder: Bool = false) -> (status: HTTPResponseStatus, reason: String)? {
         if limits.requestBody > 0, let length = head.parsed.contentLength, length > limits.requestBody {
             return (.payloadTooLarge, "a Content-Length of \(length) bytes, over limit_request_body")
         }
         if headerMap == .refuse {
             var underscore = false
-            head.headers.forEach { name, _ in if name.contains(UInt8(ascii: "_")) { underscore = true } }
+            head.headers.forEach { name, _ in
+                if name.contains(UInt8(ascii: "_")) && !(fromTrustedForwarder && isForwarderHeader(name)) { underscore = true }
+            }
             if underscore { return (.badRequest, "a header name with '_' (header_map = refuse)") }
         }
         return nil
+    }
+
+    private static let forwarderHeaders = [Array("script_name".utf8), Array("path_info".utf8)]
+
+    static func isForwarderHeader(_ name: UnsafeRawBufferPointer) -> Bool {
+        forwarderHeaders.contains { $0.count == name.count && RequestHeaders.equalsLowercased(name, $0) }
     }
 }
 
@@ -253,7 +264,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         unpromisedBytes = 0
         responseBytes = 0
         let lastAllowed = !server.requestStarted()
-        if let refusal = RequestHeadCheck.refusal(head, limits: limits, headerMap: edge.headerMap) {
+        if let refusal = RequestHeadCheck.refusal(head, limits: limits, headerMap: edge.headerMap,
+                                                  fromTrustedForwarder: edge.headerMap == .refuse && !uwsgi && trustsForwarder()) {
             logger.debug("refused a request from \(addresses?.remote.logText ?? origin.remote.logText): \(refusal.reason)")
             server.countRefusal(Int(refusal.status.code))
             writeErrorAndClose(refusal.status)
@@ -313,6 +325,14 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
+    /// The peer is in forwarded_allow_ips (asked once a connection).
+    private func trustsForwarder() -> Bool {
+        if let known = forwardedTrusted { return known }
+        let trusted = edge.forwardedAllow.allows(origin.remote)
+        forwardedTrusted = trusted
+        return trusted
+    }
+
     struct ForwardedRefusal: Error, CustomStringConvertible {
         var description: String
     }
@@ -321,8 +341,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// client; nil when nothing does, which is the common case and costs no allocation.
     private func forwardedOrigin(_ head: RequestHead) -> Result<RequestOrigin?, ForwardedRefusal> {
         let tls = origin.clientUsedTLS
-        if forwardedTrusted == nil { forwardedTrusted = edge.forwardedAllow.allows(origin.remote) }
-        guard forwardedTrusted == true else {
+        guard trustsForwarder() else {
             return .success(tls ? RequestOrigin(isSecure: true, client: nil) : nil)
         }
         switch ForwardedHeaders.read(head.headers, policy: edge) {

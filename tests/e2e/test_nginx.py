@@ -186,11 +186,16 @@ def test_flask_mounted_under_a_prefix_by_nginx(serve):
 
 def test_header_map_refuse(serve):
     port = free_port()
-    serve("edgeasgi:app", "--header-map", "refuse", port=port)
+    serve("edgeasgi:app", "--header-map", "refuse", "--forwarded-allow-ips", "127.0.0.1", port=port)
     status, _, _ = fetch(port, "GET", "/whoami", tls=False, headers={"X_User_Role": "x"})
     assert status == 400
     status, _, _ = fetch(port, "GET", "/whoami", tls=False, headers={"X-User-Role": "x"})
     assert status == 200
+    # SCRIPT_NAME is a trusted forwarder's to send (Gunicorn's forwarder_headers); from anyone else it is refused.
+    status, _, _ = fetch(port, "GET", "/whoami", tls=False, source="127.0.0.1", headers={"SCRIPT_NAME": "/shop"})
+    assert status == 200
+    status, _, _ = fetch(port, "GET", "/whoami", tls=False, headers={"SCRIPT_NAME": "/shop"})
+    assert status == 400
 
 
 def test_unix_socket_mode_lets_nginx_in_and_umask_can_close_it(edge, serve):
