@@ -150,7 +150,8 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         func set(_ key: borrowing PyRef, _ value: PyObjectPointer) throws(PythonError) { try Python.setItem(dict, key.pointer, value) }
         templateMethod = Array("GET".utf8).withUnsafeBytes { methods.find($0) }
         try set(keyType, http.pointer)
-        try set(keyAsgi, appserver_none())
+        // Shared by every request, as Granian shares it (Uvicorn makes one a request): apps read it.
+        try set(keyAsgi, asgiVersion.pointer)
         try set(keyHTTPVersion, version11.pointer)
         try set(keyScheme, http.pointer)
         try set(keyMethod, templateMethod!)
@@ -159,8 +160,8 @@ final class ASGIScopeBuilder: @unchecked Sendable {
                     keyState.pointer] {
             try Python.setItem(dict, key, appserver_none())
         }
-        // One dict for every request, in the template, not a copy as `asgi` is: a copy (a GC-tracked dict
-        // made and freed) cost ~600 instructions a request, 2% of an ASGI hello (RESULTS.md). Apps read it.
+        // One dict for every request, in the template, as `asgi`: a copy (a GC-tracked dict made and
+        // freed) cost ~600 instructions a request, 2% of an ASGI hello (RESULTS.md). Apps read it.
         if let extensions = extensions.pointer { try set(keyExtensions, extensions) }
     }
 
@@ -185,7 +186,6 @@ final class ASGIScopeBuilder: @unchecked Sendable {
         let scope = try PyRef.checked(PyDict_Copy(template.pointer!))
         let dict = scope.pointer
         func set(_ key: borrowing PyRef, _ value: borrowing PyRef) throws(PythonError) { try Python.setItem(dict, key.pointer, value.pointer) }
-        try set(keyAsgi, try PyRef.checked(PyDict_Copy(asgiVersion.pointer)))
         if request.version.minor == 0 { try set(keyHTTPVersion, version10) }
         if request.isSecure { try set(keyScheme, https) }
         if let method = request.head.withMethod({ methods.find($0) }) {
