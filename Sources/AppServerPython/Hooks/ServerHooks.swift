@@ -160,7 +160,8 @@ public enum PythonConfigFile {
         do {
             guard let glue = PythonInterpreter.glue else { throw PythonError.runtimeError("Python is not running") }
             let name = try Python.str(path)
-            text = try Python.string(try Python.call(glue.function(glue.hooks, "describe_worker_class"), name.pointer).pointer)
+            let described = try Python.call(glue.function(glue.hooks, "describe_worker_class"), name.pointer)
+            text = try Python.string(described.pointer)
         } catch {
             let last = PythonError.fetchText()?.split(separator: "\n").last.map(String.init) ?? "unknown error"
             throw refused("appserver imports a worker class it does not know by name, for the class it derives from and its CONFIG_KWARGS, and that failed: \(last)")
