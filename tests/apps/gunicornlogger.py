@@ -34,3 +34,17 @@ async def asgi(scope, receive, send):
     logging.getLogger("uvicorn.error").info("served by the ASGI app")
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+class NoHealthChecks(logging.Filter):
+    def filter(self, record):
+        return "/health" not in record.getMessage()
+
+
+def filtered(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+# What apps do to keep health checks out of Uvicorn's access log (at import, as here).
+logging.getLogger("uvicorn.access").addFilter(NoHealthChecks())

@@ -49,3 +49,15 @@ def test_apps_log_through_gunicorns_error_logger(serve, tmp_path):
     server = serve("gunicornlogger:asgi", "--log-level", "debug", "--preload")
     assert requests.get(server.url + "/", timeout=5).text == "ok"
     wait_until(lambda: re.search(r"\] \[\d+\] \[INFO\] served by the ASGI app$", server.log(), re.M), message="the ASGI app's line")
+
+
+def test_filters_on_the_access_loggers_are_said_not_to_apply(serve, tmp_path):
+    """Apps filter uvicorn.access (or gunicorn.access) to keep health checks out of the access log;
+    appserver's access log is its own, and a worker says so when there is an access log to write."""
+    access = tmp_path / "access.log"
+    server = serve("gunicornlogger:filtered", "--access-logfile", str(access))
+    assert requests.get(server.url + "/health", timeout=5).text == "ok"
+    assert "[WARNING] the app puts filters on uvicorn.access: appserver writes its access log itself" in server.log()
+    wait_until(lambda: access.exists() and "GET /health" in access.read_text(), message="the health check's line")
+    quiet = serve("gunicornlogger:filtered")
+    assert "puts filters on" not in quiet.log()

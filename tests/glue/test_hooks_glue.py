@@ -289,3 +289,15 @@ def test_a_worker_class_is_described_by_its_bases_and_config_kwargs(glue, tmp_pa
     assert dict(result["settings"]) == {"worker_class": {"s": "__config__.LocalWorker"}}
     described = json.loads(hooks.describe_worker_class("__config__.LocalWorker"))
     assert described["bases"][0] == "__config__.LocalWorker" and hooks._untag(described["config_kwargs"]["root_path"]) == "/x"
+
+
+def test_filters_on_the_access_loggers_are_found(glue):
+    import logging
+    hooks = glue["hooks"]
+    with saved_logging():
+        logging.getLogger("uvicorn.access").filters.clear()
+        logging.getLogger("gunicorn.access").filters.clear()
+        assert hooks.access_logger_filters() == []
+        logging.getLogger("uvicorn.access").addFilter(lambda record: True)
+        assert hooks.access_logger_filters() == ["uvicorn.access"]
+        logging.getLogger("uvicorn.access").filters.clear()

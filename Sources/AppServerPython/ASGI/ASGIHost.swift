@@ -458,6 +458,7 @@ extension PythonRuntime {
                 PyErr_Clear()
             }
         }
+        if accessLog != nil { warnAboutAccessLoggerFilters(logger) }
         if asgi {
             let unrun = ["pre_request", "post_request"].filter(ServerHooks.has)
             if !unrun.isEmpty {
@@ -467,5 +468,16 @@ extension PythonRuntime {
         }
         wrapWithRequestHooks()
         return WSGIHost(runtime: self, config: config, logger: logger, accessLog: accessLog)
+    }
+
+    /// Apps filter gunicorn.access or uvicorn.access to keep lines out of the access log; appserver's
+    /// access log is not written through Python's logging, and says so once a worker.
+    private func warnAboutAccessLoggerFilters(_ logger: Logger) {
+        guard let found = try? Python.call(glue.function(glue.hooks, "access_logger_filters")) else { return PyErr_Clear() }
+        let names = (0..<max(PyList_Size(found.pointer), 0)).compactMap { index in
+            PyList_GetItem(found.pointer, index).flatMap { try? Python.string($0) }
+        }
+        guard !names.isEmpty else { return }
+        logger.warning("the app puts filters on \(names.joined(separator: " and ")): appserver writes its access log itself, not through Python's logging, so they do not apply")
     }
 }

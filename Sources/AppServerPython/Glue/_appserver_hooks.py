@@ -356,6 +356,12 @@ def setup_server_loggers(level):
         logger.setLevel(_logging.INFO)
         logger.propagate = False
 
+def access_logger_filters():
+    """The access loggers the app put filters on (to keep health checks out of the access log, say):
+    appserver writes its access log itself, so they do not apply."""
+    loggers = _logging.root.manager.loggerDict
+    return [name for name in ("gunicorn.access", "uvicorn.access") if getattr(loggers.get(name), "filters", None)]
+
 def config_defaults():
     """gunicorn.glogging.CONFIG_DEFAULTS: a logconfig_dict's or logconfig_json's top-level keys replace
     these, so a dict that leaves out `root` or `loggers` does what it does under Gunicorn. The one
