@@ -69,17 +69,11 @@ enum RequestHeadCheck {
         if headerMap == .refuse {
             var underscore = false
             head.headers.forEach { name, _ in
-                if name.contains(UInt8(ascii: "_")) && !(fromTrustedForwarder && isForwarderHeader(name)) { underscore = true }
+                if name.contains(UInt8(ascii: "_")) && !(fromTrustedForwarder && ForwarderHeader.isOne(name)) { underscore = true }
             }
             if underscore { return (.badRequest, "a header name with '_' (header_map = refuse)") }
         }
         return nil
-    }
-
-    private static let forwarderHeaders = [Array("script_name".utf8), Array("path_info".utf8)]
-
-    static func isForwarderHeader(_ name: UnsafeRawBufferPointer) -> Bool {
-        forwarderHeaders.contains { $0.count == name.count && RequestHeaders.equalsLowercased(name, $0) }
     }
 }
 

@@ -104,6 +104,22 @@ extension Optional where Wrapped == SocketAddress {
     }
 }
 
+/// Gunicorn's forwarder_headers: header names with '_' that a trusted forwarder may send, lower case.
+public enum ForwarderHeader {
+    /// Where the forwarder mounted the app (nginx's `proxy_set_header SCRIPT_NAME /app`).
+    public static let scriptName = Array("script_name".utf8)
+    public static let pathInfo = Array("path_info".utf8)
+
+    /// By length first: the WSGI environ asks this of every header a trusted peer sends.
+    public static func isOne(_ name: UnsafeRawBufferPointer) -> Bool {
+        switch name.count {
+        case scriptName.count: RequestHeaders.equalsLowercased(name, scriptName)
+        case pathInfo.count: RequestHeaders.equalsLowercased(name, pathInfo)
+        default: false
+        }
+    }
+}
+
 /// What a trusted proxy's headers say about a request: the scheme (`secure_scheme_headers`) and the
 /// client (`X-Forwarded-For`, its rightmost hop that is not itself a trusted proxy). Pure: read by the
 /// connection for a request from a trusted peer, unit-tested alone.

@@ -12,8 +12,6 @@ final class EnvironConstants: @unchecked Sendable {
     private let keyPathInfo = Python.interned("PATH_INFO")
     private let keyForwardedScriptName = Python.interned("HTTP_SCRIPT_NAME")
     private let keyForwardedPathInfo = Python.interned("HTTP_PATH_INFO")
-    private let scriptNameHeader = Array("script_name".utf8)
-    private let pathInfoHeader = Array("path_info".utf8)
     private let keyQueryString = Python.interned("QUERY_STRING")
     private let keyRawURI = Python.interned("RAW_URI")
     /// The environ key of the request id's header (HTTP_X_REQUEST_ID), for an id made here.
@@ -204,14 +202,12 @@ final class EnvironConstants: @unchecked Sendable {
             }
             // Gunicorn's forwarder_headers: from a trusted forwarder, SCRIPT_NAME (where nginx mounted the
             // app: `proxy_set_header SCRIPT_NAME /api`) and PATH_INFO pass though their names have '_'.
-            if trusted && (name.count == 11 || name.count == 9) {
-                if RequestHeaders.equalsLowercased(name, scriptNameHeader) {
+            if trusted && ForwarderHeader.isOne(name) {
+                if name.count == ForwarderHeader.scriptName.count {
                     forwardedMount = Self.mountPoint(Array(value))
                     return try set(keyForwardedScriptName, try Python.latin1(value))
                 }
-                if RequestHeaders.equalsLowercased(name, pathInfoHeader) {
-                    return try set(keyForwardedPathInfo, try Python.latin1(value))
-                }
+                return try set(keyForwardedPathInfo, try Python.latin1(value))
             }
             try setHeader(dict, name: name, value: value)
         })
