@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import machine
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 APPS = HERE / "apps"
@@ -258,7 +260,10 @@ def main():
                     continue
                 try:
                     wrk(bench, 2)  # warm-up
-                    results[server].append(dict(wrk(bench, args.seconds), ceiling=ceilings[-1]))
+                    watch = machine.CoreWatch()
+                    result = wrk(bench, args.seconds)
+                    # The worse of the two measuring cores' (wrk's and the server's) steal in the run.
+                    results[server].append(dict(result, ceiling=ceilings[-1], steal=max(watch.steal().values())))
                 finally:
                     stop(proc)
         ceiling = statistics.median(ceilings) if all(ceilings) else None
@@ -269,23 +274,28 @@ def main():
             median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
             # Efficiency run by run (a run's req/s over its own round's ceiling), then the median.
             efficiency = statistics.median(r["rps"] / r["ceiling"] for r in runs) if ceiling else None
-            rows.append((bench, server, median, sum(r["errors"] for r in runs), sum(r["non2xx"] for r in runs), ceiling, efficiency))
+            rows.append((bench, server, median, sum(r["errors"] for r in runs), sum(r["non2xx"] for r in runs), ceiling, efficiency,
+                         [r["steal"] for r in runs]))
             print(f"{bench:12} {server:18} {median['rps']:>10.0f} r/s  p50 {median['p50']:.2f} ms  p99 {median['p99']:.2f} ms  "
                   f"errors {rows[-1][3]} non2xx {rows[-1][4]}  runs {[round(r['rps']) for r in runs]}"
+                  f"  steal {[round(r['steal'], 1) for r in runs]}"
                   + (f"  ceilings {[round(c) for c in ceilings]}" if ceiling else ""), flush=True)
     print()
     print("| app | server | req/s (median of %d) | p50 ms | p99 ms | vs best peer | socket errors / non-2xx "
-          "| ceiling calls/s (median) | efficiency (median of the runs') |" % args.runs)
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| ceiling calls/s (median) | efficiency (median of the runs') | steal (worst run) |" % args.runs)
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for bench in args.benches.split(","):
         bench_rows = [r for r in rows if r[0] == bench]
         peers = [r[2]["rps"] for r in bench_rows if not r[1].startswith("appserver") and r[1] != "nginx"]
         best_peer = max(peers) if peers else None
-        for _, server, m, errors, non2xx, ceiling, efficiency in bench_rows:
+        for _, server, m, errors, non2xx, ceiling, efficiency, steal in bench_rows:
             ratio = f"{m['rps'] / best_peer:.2f}x" if best_peer else "-"
             calls, eff = (f"{ceiling:.0f}", f"{efficiency:.0%}") if ceiling else ("-", "-")
             print(f"| {bench} | {server} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {ratio} | {errors} / {non2xx} "
-                  f"| {calls} | {eff} |")
+                  f"| {calls} | {eff} | {machine.steal_text(steal)} |")
+    if any(max(r[7]) > machine.NOISY_STEAL_PERCENT for r in rows):
+        print(f"\nRows marked noisy had a run with over {machine.NOISY_STEAL_PERCENT:.0f}% of a measuring core stolen by the "
+              "hypervisor (bench/machine.py): their req/s and p99 are the host's as much as the server's; run them again.")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import statistics
 
 import bench
 import instructions
+import machine
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -44,8 +45,8 @@ def cpu_by_thread_kind(pid):
 
 
 def measure(binary, bench_name, seconds, peer=None):
-    """(user us, system us) a request and req/s for one run of `binary` (or of bench.py's `peer`), and
-    the same split by thread kind."""
+    """(user us, system us) a request and req/s for one run of `binary` (or of bench.py's `peer`), the
+    same split by thread kind, and the run's steal (bench/machine.py: the worse of the two cores', percent)."""
     module, interface, wrk_extra = instructions.BENCHES[bench_name]
     # The command and listeners of `bench/run.sh instructions`, on its ports.
     listener, listener_load = instructions.LISTENERS.get(bench_name, ((), None))
@@ -67,13 +68,15 @@ def measure(binary, bench_name, seconds, peer=None):
         os.sched_setaffinity(0, {0})
         load(1)   # warm-up
         before, threads_before = cpu_seconds(worker), cpu_by_thread_kind(worker)
+        watch = machine.CoreWatch()
         requests = load(seconds)
+        steal = max(watch.steal().values())
         after, threads_after = cpu_seconds(worker), cpu_by_thread_kind(worker)
     finally:
         bench.stop(server)
     per_request = lambda a, b: (a - b) / requests * 1e6
     by_thread = [per_request(threads_after[kind][i], threads_before[kind][i]) for kind in ("io", "app") for i in (0, 1)]
-    return (per_request(after[0], before[0]), per_request(after[1], before[1]), requests / seconds, *by_thread)
+    return (per_request(after[0], before[0]), per_request(after[1], before[1]), requests / seconds, *by_thread, steal)
 
 
 def main():
@@ -91,8 +94,8 @@ def main():
         builds.insert(0, ("baseline", bench.BASELINE, None))
     builds += [(peer, None, peer) for peer in args.peers.split(",") if peer]
     print("| bench | build | user us / request | system us / request | req/s | rounds (user+system) "
-          "| I/O thread user / system us | other threads user / system us |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| I/O thread user / system us | other threads user / system us | steal (worst round) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for bench_name in args.benches.split(","):
         interface = instructions.BENCHES[bench_name][1]
         here = [build for build in builds if not build[2] or interface in bench.SERVERS[build[2]][1]]
@@ -111,7 +114,8 @@ def main():
                 statistics.median(r[i] for r in runs) for i in range(7))
             rounds = ", ".join(f"{r[0] + r[1]:.1f}" for r in runs)
             print(f"| {bench_name} | {name} | {user:.1f} | {system:.1f} | {rps:.0f} | {rounds} "
-                  f"| {io_user:.1f} / {io_system:.1f} | {app_user:.1f} / {app_system:.1f} |", flush=True)
+                  f"| {io_user:.1f} / {io_system:.1f} | {app_user:.1f} / {app_system:.1f} "
+                  f"| {machine.steal_text([r[7] for r in runs])} |", flush=True)
         if ceilings and all(ceilings):
             # The loop runs alone on its core, so its wall clock a call is its CPU a call.
             shares = {name: statistics.median(c / (r[0] + r[1]) for c, r in zip(ceilings, results[name]))
