@@ -185,13 +185,18 @@ public struct ServerConfig: Equatable, Sendable {
              "asgi", "gunicorn.workers.gasgi.ASGIWorker":
             return .asgi
         case "gevent", "eventlet", "tornado", "gaiohttp", "aiohttp.GunicornWebWorker", "aiohttp.worker.GunicornWebWorker":
-            throw ConfigError.refused(key: "worker_class", reason: "\(short) workers are not offered: use gthread (-k gthread --threads N) for a WSGI app that waits on I/O, or an ASGI app (-k uvicorn.workers.UvicornWorker)")
+            throw refusedWorkers(short)
         default:
             if short.hasPrefix("gevent") || short.hasPrefix("eventlet") || short.contains("Gevent") || short.contains("Eventlet") {
-                throw ConfigError.refused(key: "worker_class", reason: "gevent and eventlet workers are not offered: use gthread (-k gthread --threads N) for a WSGI app that waits on I/O, or an ASGI app (-k uvicorn.workers.UvicornWorker)")
+                throw refusedWorkers("gevent and eventlet")
             }
             return nil
         }
+    }
+
+    /// The refusal of a worker family appserver does not offer, with what to use instead.
+    private static func refusedWorkers(_ family: String) -> ConfigError {
+        .refused(key: "worker_class", reason: "\(family) workers are not offered: use gthread (-k gthread --threads N) for a WSGI app that waits on I/O, or an ASGI app (-k uvicorn.workers.UvicornWorker)")
     }
 
     /// `package.module.Class`: dotted Python identifiers, at least a module and a name.
