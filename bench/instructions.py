@@ -103,6 +103,8 @@ CONFIGS = {
     "threads-4": "--threads 4",
     # No Path Send: the ASGI scope without `extensions` (what offering it costs a request).
     "no-sendfile": "--no-sendfile",
+    # An access log (to /dev/null: the line's formatting and write, and the app's access logger asked).
+    "access-log": "--access-logfile /dev/null",
 }
 
 

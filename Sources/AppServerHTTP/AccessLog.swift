@@ -106,7 +106,8 @@ public struct AccessLogFormatter: Sendable {
         return line
     }
 
-    private func atom(_ name: String, _ r: AccessLogRecord) -> String {
+    /// One of Gunicorn's atoms (`h`, `r`, `s`, ...) of the record, as the line shows it.
+    public func atom(_ name: String, _ r: AccessLogRecord) -> String {
         let elapsed = r.finished.nanoseconds - r.request.started.nanoseconds
         let uri = r.request.uri
         let query = uri.firstIndex(of: "?")
@@ -135,7 +136,7 @@ public struct AccessLogFormatter: Sendable {
     }
 
     /// Gunicorn's atoms, in its documentation's order; these are numbers in JSON.
-    static let jsonAtoms = ["h", "l", "u", "t", "r", "m", "U", "q", "H", "s", "B", "b", "f", "a", "T", "M", "D", "L", "p"]
+    public static let jsonAtoms = ["h", "l", "u", "t", "r", "m", "U", "q", "H", "s", "B", "b", "f", "a", "T", "M", "D", "L", "p"]
     static let numericAtoms: Set<String> = ["s", "B", "T", "M", "D", "L"]
 
     private func jsonLine(_ record: AccessLogRecord) -> String {

@@ -51,13 +51,60 @@ def test_apps_log_through_gunicorns_error_logger(serve, tmp_path):
     wait_until(lambda: re.search(r"\] \[\d+\] \[INFO\] served by the ASGI app$", server.log(), re.M), message="the ASGI app's line")
 
 
-def test_filters_on_the_access_loggers_are_said_not_to_apply(serve, tmp_path):
-    """Apps filter uvicorn.access (or gunicorn.access) to keep health checks out of the access log;
-    appserver's access log is its own, and a worker says so when there is an access log to write."""
+def test_filters_on_the_other_interfaces_access_logger_are_said_not_to_apply(serve, tmp_path):
+    """A WSGI app's access lines go through gunicorn.access, as under Gunicorn: a filter on uvicorn.access
+    does not apply to them, and a worker says where to put it."""
     access = tmp_path / "access.log"
     server = serve("gunicornlogger:filtered", "--access-logfile", str(access))
     assert requests.get(server.url + "/health", timeout=5).text == "ok"
-    assert "[WARNING] the app puts filters on uvicorn.access: appserver writes its access log itself" in server.log()
+    assert ("[WARNING] the app puts filters on uvicorn.access, which do not apply to a WSGI app's access lines: "
+            "put them on gunicorn.access, as under Gunicorn") in server.log()
     wait_until(lambda: access.exists() and "GET /health" in access.read_text(), message="the health check's line")
     quiet = serve("gunicornlogger:filtered")
     assert "puts filters on" not in quiet.log()
+
+
+def access_lines(server, access, paths, last):
+    """Requests `paths`, then `last`, and returns the access log's lines once `last`'s is there, less those of
+    the fixture's readiness probe (`GET /`)."""
+    for path in paths + [last]:
+        assert requests.get(server.url + path, timeout=5).status_code == 200
+    lines = wait_until(lambda: access.exists() and f"GET {last} " in access.read_text() and access.read_text().splitlines(),
+                       message=f"the line of {last}")
+    return [line for line in lines if '"GET / HTTP/1.1"' not in line or last == "/"]
+
+
+def test_the_apps_access_logger_keeps_lines_out_of_the_access_log(serve, tmp_path):
+    """The recipes that keep health checks out of Gunicorn's and Uvicorn's access logs work here: a filter on
+    uvicorn.access (FastAPI, reading Uvicorn's message), on gunicorn.access (Flask, reading Gunicorn's atoms),
+    the access logger set above INFO (kept when the app is preloaded), and the lines of other paths stay."""
+    access = tmp_path / "fastapi.log"
+    server = serve("accessfilters:fastapi_app", "-k", "uvicorn.workers.UvicornWorker", "-e", "ACCESS_FILTER=uvicorn",
+                   "--access-logfile", str(access))
+    lines = access_lines(server, access, ["/health", "/items/1", "/health"], "/items/2")
+    assert [line.split('"')[1] for line in lines] == ["GET /items/1 HTTP/1.1", "GET /items/2 HTTP/1.1"], lines
+    assert "puts filters on" not in server.log()
+
+    access = tmp_path / "flask.log"
+    server = serve("accessfilters:flask_app", "-e", "ACCESS_FILTER=gunicorn", "--threads", "2", "--access-logfile", str(access))
+    lines = access_lines(server, access, ["/health", "/?a=1"], "/?a=2")
+    assert [line.split('"')[1] for line in lines] == ["GET /?a=1 HTTP/1.1", "GET /?a=2 HTTP/1.1"], lines
+
+    for preload in ([], ["--preload"]):
+        access = tmp_path / f"quiet{len(preload)}.log"
+        server = serve("accessfilters:flask_app", "-e", "ACCESS_FILTER=quiet", *preload, "--access-logfile", str(access))
+        for _ in range(3):
+            assert requests.get(server.url + "/", timeout=5).text == "index"
+        unfiltered = serve("accessfilters:flask_app", "--access-logfile", str(access) + ".control", *preload)
+        access_lines(unfiltered, tmp_path / (access.name + ".control"), [], "/")   # the control's line is written ...
+        assert not access.exists() or access.read_text() == "", access.read_text()   # ... and the quiet app's are not
+
+
+def test_an_access_filter_that_raises_leaves_the_line_and_says_why(serve, tmp_path):
+    """A filter that raises is the app's bug: the request is served, its line goes out, and the error log
+    has the traceback."""
+    access = tmp_path / "access.log"
+    server = serve("accessfilters:flask_app", "-e", "ACCESS_FILTER=broken", "--access-logfile", str(access))
+    lines = access_lines(server, access, [], "/health")
+    assert len(lines) == 1 and "GET /health" in lines[0]
+    wait_until(lambda: "ValueError: a broken access filter" in server.log(), message="the filter's traceback")

@@ -297,7 +297,75 @@ def test_filters_on_the_access_loggers_are_found(glue):
     with saved_logging():
         logging.getLogger("uvicorn.access").filters.clear()
         logging.getLogger("gunicorn.access").filters.clear()
-        assert hooks.access_logger_filters() == []
+        assert hooks.access_logger_filters(("gunicorn.access", "uvicorn.access")) == []
         logging.getLogger("uvicorn.access").addFilter(lambda record: True)
-        assert hooks.access_logger_filters() == ["uvicorn.access"]
+        assert hooks.access_logger_filters(("gunicorn.access", "uvicorn.access")) == ["uvicorn.access"]
+        assert hooks.access_logger_filters(("gunicorn.access",)) == []
         logging.getLogger("uvicorn.access").filters.clear()
+
+
+def access_atoms(**given):
+    atoms = {"h": "10.0.0.9", "l": "-", "u": "-", "t": "[07/Dec/2026:03:00:00 +0000]", "r": "GET /health?full=1 HTTP/1.1",
+             "m": "GET", "U": "/health", "q": "full=1", "H": "HTTP/1.1", "s": "200", "B": "2", "b": "2", "f": "-", "a": "kube-probe/1.29",
+             "T": "0", "M": "0", "D": "120", "L": "0.000120", "p": "<7>", "client": "10.0.0.9:51000"}
+    return {**atoms, **given}
+
+
+def test_the_access_logger_decides_as_a_gunicorn_workers_would(glue):
+    """A request's access line goes out unless the interface's access logger is disabled, above INFO, or
+    filtered; filters see a record shaped as Uvicorn's (message and args) or Gunicorn's (atoms as args,
+    the line as the message), so the recipes that keep health checks out of the log work as written."""
+    import logging
+    hooks = glue["hooks"]
+    line = '10.0.0.9 - - [07/Dec/2026:03:00:00 +0000] "GET /health?full=1 HTTP/1.1" 200 2 "-" "kube-probe/1.29" 100%'
+    with saved_logging():
+        uvicorn, gunicorn = logging.getLogger("uvicorn.access"), logging.getLogger("gunicorn.access")
+        for logger in (uvicorn, gunicorn):
+            logger.filters.clear()
+            logger.setLevel(logging.INFO)
+            logger.disabled = False
+            assert hooks.access_allowed(logger, line, access_atoms(), [])
+        seen = []
+
+        def uvicorn_recipe(record):   # FastAPI's usual one, and one that reads the path from args
+            seen.append((record.getMessage(), record.args))
+            return record.getMessage().find("/health") == -1 and record.args[2] != "/ready"
+        uvicorn.addFilter(uvicorn_recipe)
+        assert not hooks.access_allowed(uvicorn, line, access_atoms(), [])
+        assert seen[-1] == ('10.0.0.9:51000 - "GET /health?full=1 HTTP/1.1" 200', ("10.0.0.9:51000", "GET", "/health?full=1", "1.1", 200))
+        assert not hooks.access_allowed(uvicorn, line, access_atoms(U="/ready", q=""), [])
+        assert hooks.access_allowed(uvicorn, line, access_atoms(U="/items", q=""), [])
+
+        def gunicorn_recipe(record):
+            seen.append(record.getMessage())
+            return record.args["U"] != "/health" and record.args["{x-probe}i"] == "-" and record.args["nonesuch"] == "-"
+        gunicorn.addFilter(gunicorn_recipe)
+        assert not hooks.access_allowed(gunicorn, line, access_atoms(), [])
+        assert seen[-1] == line   # the line itself, its '%' kept
+        assert hooks.access_allowed(gunicorn, line, access_atoms(U="/"), [("User-Agent", "curl")])
+        assert not hooks.access_allowed(gunicorn, line, access_atoms(U="/"), [("X-Probe", "1")])
+
+        gunicorn.filters.clear()
+        gunicorn.setLevel(logging.WARNING)   # the other recipe: the access logger above INFO
+        assert not hooks.access_allowed(gunicorn, line, access_atoms(), [])
+        gunicorn.setLevel(logging.INFO)
+        gunicorn.disabled = True
+        assert not hooks.access_allowed(gunicorn, line, access_atoms(), [])
+
+
+def test_a_dict_config_leaves_uvicorns_loggers_enabled_unless_it_names_them(glue):
+    """Under Gunicorn, UvicornWorker makes uvicorn.access after the dictConfig, so the config's
+    disable_existing_loggers does not turn the ASGI access lines off; here the loggers exist before."""
+    import logging
+    hooks = glue["hooks"]
+    hooks.RAW_LOGCONFIG = None
+    given = {"disable_existing_loggers": True, "loggers": {"other": {"level": "INFO"}}}
+    with saved_logging():
+        hooks.apply_logconfig("info", hooks._json.dumps({k: hooks._tag(v, k) for k, v in given.items()}), None, None)
+        assert not logging.getLogger("uvicorn.access").disabled and not logging.getLogger("uvicorn.error").disabled
+        assert logging.getLogger("gunicorn.access").disabled   # as Gunicorn's own: it existed before
+    given = {"disable_existing_loggers": True, "loggers": {"uvicorn.access": {"level": "INFO"}}}
+    with saved_logging():
+        logging.getLogger("uvicorn.access").disabled = True
+        hooks.apply_logconfig("info", hooks._json.dumps({k: hooks._tag(v, k) for k, v in given.items()}), None, None)
+        assert not logging.getLogger("uvicorn.access").disabled and not logging.getLogger("uvicorn.error").disabled

@@ -30,6 +30,8 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     let config: ServerConfig
     let logger: Logger
     let accessLog: AccessLogWriter?
+    /// uvicorn.access, where Gunicorn's UvicornWorker has an ASGI app's access lines logged.
+    let accessGate: AccessLoggerGate?
     private let queueLock = Monitor()
     private var events: [Event] = []              // guarded by `queueLock`
     private let wakeRead: CInt
@@ -127,6 +129,7 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         self.config = config
         self.logger = logger
         self.accessLog = accessLog
+        accessGate = accessLog == nil ? nil : AccessLoggerGate(loggerName: "uvicorn.access", glue: runtime.glue)
         do {
             messages = try ASGIMessages()
         } catch {
@@ -458,7 +461,7 @@ extension PythonRuntime {
                 PyErr_Clear()
             }
         }
-        if accessLog != nil { warnAboutAccessLoggerFilters(logger) }
+        if accessLog != nil { warnAboutAccessLoggerFilters(logger, asgi: asgi) }
         if asgi {
             let unrun = ["pre_request", "post_request"].filter(ServerHooks.has)
             if !unrun.isEmpty {
@@ -470,14 +473,17 @@ extension PythonRuntime {
         return WSGIHost(runtime: self, config: config, logger: logger, accessLog: accessLog)
     }
 
-    /// Apps filter gunicorn.access or uvicorn.access to keep lines out of the access log; appserver's
-    /// access log is not written through Python's logging, and says so once a worker.
-    private func warnAboutAccessLoggerFilters(_ logger: Logger) {
-        guard let found = try? Python.call(glue.function(glue.hooks, "access_logger_filters")) else { return PyErr_Clear() }
+    /// Apps filter gunicorn.access or uvicorn.access to keep lines out of the access log. The one of the
+    /// app's interface applies (AccessLoggerGate); a filter on the other does not, as under Gunicorn, and
+    /// a worker says so once.
+    private func warnAboutAccessLoggerFilters(_ logger: Logger, asgi: Bool) {
+        let (other, applied) = asgi ? ("gunicorn.access", "uvicorn.access") : ("uvicorn.access", "gunicorn.access")
+        guard let asked = try? Python.tuple(count: 1, { _ throws(PythonError) in try Python.str(other) }),
+              let found = try? Python.call(glue.function(glue.hooks, "access_logger_filters"), asked.pointer) else { return PyErr_Clear() }
         let names = (0..<max(PyList_Size(found.pointer), 0)).compactMap { index in
             PyList_GetItem(found.pointer, index).flatMap { try? Python.string($0) }
         }
         guard !names.isEmpty else { return }
-        logger.warning("the app puts filters on \(names.joined(separator: " and ")): appserver writes its access log itself, not through Python's logging, so they do not apply")
+        logger.warning("the app puts filters on \(names.joined(separator: " and ")), which do not apply to a\(asgi ? "n ASGI" : " WSGI") app's access lines: put them on \(applied), as under Gunicorn\(asgi ? "'s UvicornWorker" : "")")
     }
 }

@@ -338,8 +338,7 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
         guard let log = host.accessLog else { return }
         let record = AccessLogRecord(request: exchange.request, status: writer.statusCode, responseBytes: writer.bodyBytesSent,
                                      responseHeaders: [], finished: .now())
-        let line = log.formatter.format(record)
-        log.file.write(log.file.isJournal ? "<6>" + line : line)
+        log.write(record, gate: host.accessGate)
     }
 }
 

@@ -249,7 +249,7 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
     private func writeAccessLog() {
         guard let log = host.accessLog else { return }
         let record = AccessLogRecord(request: exchange.request, status: statusCode, responseBytes: 0, responseHeaders: [], finished: .now())
-        let line = log.formatter.format(record)
-        log.file.write(log.file.isJournal ? "<6>" + line : line)
+        // Not gated: Uvicorn logs a websocket's acceptance to uvicorn.error, not to its access logger.
+        log.write(record, gate: nil)
     }
 }

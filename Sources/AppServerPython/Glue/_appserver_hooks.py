@@ -340,7 +340,8 @@ def setup_server_loggers(level):
     """The loggers a Gunicorn worker has, which apps use (Flask's `app.logger.handlers =
     logging.getLogger("gunicorn.error").handlers`): gunicorn.error at the server's loglevel, writing
     to its error log, not propagating; uvicorn.error the same, as Gunicorn's UvicornWorker sets it.
-    The access loggers get no handler: appserver writes its access log itself."""
+    The access loggers get no handler: appserver writes its access log itself, and asks them only
+    whether a line goes out (access_allowed)."""
     for name in ("gunicorn.error", "uvicorn.error"):
         logger = _logging.getLogger(name)
         for handler in list(logger.handlers):
@@ -353,14 +354,44 @@ def setup_server_loggers(level):
         logger.propagate = False
     for name in ("gunicorn.access", "uvicorn.access"):
         logger = _logging.getLogger(name)
-        logger.setLevel(_logging.INFO)
+        # INFO, as Gunicorn sets it; but a preloaded app's own level (WARNING: no access lines) stays
+        # when a worker sets its loggers up again, as under Gunicorn, whose workers do not.
+        if logger.level == _logging.NOTSET:
+            logger.setLevel(_logging.INFO)
         logger.propagate = False
 
-def access_logger_filters():
-    """The access loggers the app put filters on (to keep health checks out of the access log, say):
-    appserver writes its access log itself, so they do not apply."""
+def access_logger_filters(names):
+    """Those of the access loggers `names` that the app put filters on (to keep health checks out of
+    the access log, say)."""
     loggers = _logging.root.manager.loggerDict
-    return [name for name in ("gunicorn.access", "uvicorn.access") if getattr(loggers.get(name), "filters", None)]
+    return [name for name in names if getattr(loggers.get(name), "filters", None)]
+
+UVICORN_ACCESS_FORMAT = '%s - "%s %s HTTP/%s" %d'
+
+def access_allowed(logger, line, atoms, headers):
+    """Whether the access logger lets a request's line through, as the logger a Gunicorn worker logs
+    to would: not disabled, enabled for INFO, and every filter passing the record. The record has
+    the shape of the real one, since filters read it: uvicorn.access gets Uvicorn's message and
+    args (client, method, path with query, HTTP version, status); gunicorn.access gets Gunicorn's
+    atoms as args (record.args["U"]) and the line as its message (record.getMessage())."""
+    if not logger.isEnabledFor(_logging.INFO):
+        return False
+    if not logger.filters:
+        return True
+    if logger.name == "uvicorn.access":
+        args = (atoms["client"], atoms["m"], atoms["U"] + ("?" + atoms["q"] if atoms["q"] else ""), atoms["H"][5:], int(atoms["s"]))
+        record = logger.makeRecord(logger.name, _logging.INFO, "(appserver)", 0, UVICORN_ACCESS_FORMAT, args, None)
+    else:
+        safe = _SafeAtoms(atoms)
+        for name, value in headers:
+            safe["{%s}i" % name.lower()] = value
+        record = logger.makeRecord(logger.name, _logging.INFO, "(appserver)", 0, line.replace("%", "%%"), (safe,), None)
+    return bool(logger.filter(record))
+
+class _SafeAtoms(dict):
+    """Gunicorn's atoms dict: a missing atom reads as '-'."""
+    def __missing__(self, key):
+        return "-"
 
 def config_defaults():
     """gunicorn.glogging.CONFIG_DEFAULTS: a logconfig_dict's or logconfig_json's top-level keys replace
@@ -400,6 +431,17 @@ def over_gunicorns_defaults(given):
         config["formatters"] = {**(config.get("formatters") or {}), "generic": defaults["formatters"]["generic"]}
     return config
 
+def _dict_config(config):
+    """dictConfig, leaving Uvicorn's loggers enabled unless the config names them: under Gunicorn they
+    do not exist yet when its dictConfig runs (UvicornWorker makes them after), so a config's
+    `disable_existing_loggers` does not reach them, where here setup_server_loggers made them before."""
+    import logging.config
+    logging.config.dictConfig(config)
+    named = config.get("loggers") or {}
+    for name in ("uvicorn.error", "uvicorn.access"):
+        if name not in named:
+            _logging.getLogger(name).disabled = False
+
 def apply_logconfig(level, dict_text, file_path, json_path):
     """The app's Python logging as Gunicorn sets it up: its loggers, then logconfig_dict, else
     logconfig_json, else logconfig (only one of the three applies, the first given)."""
@@ -407,10 +449,10 @@ def apply_logconfig(level, dict_text, file_path, json_path):
     setup_server_loggers(level)
     if RAW_LOGCONFIG is not None or dict_text:
         given = dict(RAW_LOGCONFIG) if RAW_LOGCONFIG is not None else {key: _untag(value) for key, value in _json.loads(dict_text).items()}
-        logging.config.dictConfig(over_gunicorns_defaults(given))
+        _dict_config(over_gunicorns_defaults(given))
     elif json_path:
         with open(json_path) as file:
-            logging.config.dictConfig(over_gunicorns_defaults(_json.load(file)))
+            _dict_config(over_gunicorns_defaults(_json.load(file)))
     elif file_path:
         # Gunicorn's defaults for the file's %(here)s and %(__file__)s.
         logging.config.fileConfig(file_path, defaults={"__file__": file_path, "here": _os.path.dirname(file_path)},

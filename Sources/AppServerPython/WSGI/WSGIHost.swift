@@ -39,6 +39,8 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
     let runtime: PythonRuntime
     let logger: Logger
     let accessLog: AccessLogWriter?
+    /// gunicorn.access, where a Gunicorn worker logs a WSGI app's access lines.
+    let accessGate: AccessLoggerGate?
     let environConstants: EnvironConstants
     /// Seconds an app thread waits for request body bytes before giving up (the worker timeout).
     let bodyTimeout: Int
@@ -55,6 +57,7 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         self.runtime = runtime
         self.logger = logger
         self.accessLog = accessLog
+        accessGate = accessLog == nil ? nil : AccessLoggerGate(loggerName: "gunicorn.access", glue: runtime.glue)
         self.bodyTimeout = config.timeout
         self.sendfile = config.sendfile
         self.maxRunning = config.threads

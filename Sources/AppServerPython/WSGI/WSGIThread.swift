@@ -452,7 +452,6 @@ final class WSGIThread: @unchecked Sendable {
         let record = AccessLogRecord(request: request.exchange.request, status: request.writer.statusCode,
                                      responseBytes: request.writer.bodyBytesSent, responseHeaders: request.logHeaders,
                                      finished: .now())
-        let line = log.formatter.format(record)
-        log.file.write(log.file.isJournal ? "<6>" + line : line)
+        log.write(record, gate: host.accessGate)
     }
 }
