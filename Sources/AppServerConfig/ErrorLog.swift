@@ -63,14 +63,18 @@ public final class LogFile: Sendable {
     public func write(_ line: String) {
         var line = line
         if !line.hasSuffix("\n") { line += "\n" }
+        line.withUTF8 { write(bytes: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Writes `bytes` whole (a line with its newline), in one write(2) unless the kernel takes less.
+    public func write(bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress else { return }
         fd.withLock { fd in
-            line.withUTF8 { buf in
-                var offset = 0
-                while offset < buf.count {
-                    let n = Glibc.write(fd, buf.baseAddress! + offset, buf.count - offset)
-                    if n < 0 { if errno == EINTR { continue }; return }
-                    offset += n
-                }
+            var offset = 0
+            while offset < bytes.count {
+                let n = Glibc.write(fd, base + offset, bytes.count - offset)
+                if n < 0 { if errno == EINTR { continue }; return }
+                offset += n
             }
         }
     }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import AppServerConfig
 import NIOCore
+import Synchronization
 
 /// One finished request, as the access log sees it.
 public struct AccessLogRecord {
@@ -30,11 +31,46 @@ public struct AccessLogRecord {
 
 /// Gunicorn's access log format: `%(h)s %(l)s ...` with the same atoms, parsed once; or `json`: one
 /// JSON object a line with the atoms as keys (numbers as numbers), an ISO 8601 `time` and the `request_id`.
+/// A line is written as bytes, from the request's own bytes where it can (the target, the method, header
+/// values), with the `%(t)s` text made once a second: as Strings, with an atom's name matched and the
+/// time formatted for every line, the default format cost more than the rest of a hello request.
 public struct AccessLogFormatter: Sendable {
+    /// Gunicorn's atoms.
+    enum Atom: Sendable, Equatable {
+        case remoteAddress, ident, user, time, requestLine, method, path, query, protocolVersion, status
+        case responseBytes, responseBytesOrDash, referer, userAgent, seconds, milliseconds, microseconds, decimalSeconds, pid
+        case unknown
+
+        init(_ name: String) {
+            switch name {
+            case "h": self = .remoteAddress
+            case "l": self = .ident
+            case "u": self = .user
+            case "t": self = .time
+            case "r": self = .requestLine
+            case "m": self = .method
+            case "U": self = .path
+            case "q": self = .query
+            case "H": self = .protocolVersion
+            case "s": self = .status
+            case "B": self = .responseBytes
+            case "b": self = .responseBytesOrDash
+            case "f": self = .referer
+            case "a": self = .userAgent
+            case "T": self = .seconds
+            case "M": self = .milliseconds
+            case "D": self = .microseconds
+            case "L": self = .decimalSeconds
+            case "p": self = .pid
+            default: self = .unknown
+            }
+        }
+    }
+
     enum Piece: Equatable, Sendable {
-        case literal(String)
-        case atom(String)
-        case requestHeader(String)
+        case literal([UInt8])
+        case atom(Atom)
+        case requestHeader([UInt8])
         case responseHeader(String)
         case environment(String)
     }
@@ -44,10 +80,10 @@ public struct AccessLogFormatter: Sendable {
     public let needsResponseHeaders: Bool
     let json: Bool
     /// The request id's header (lower case): `%({x-request-id}i)s` shows an id made here too.
-    let requestIDHeader: String?
+    let requestIDHeader: [UInt8]?
 
     public init(format: String, requestIDHeader: String? = nil) {
-        self.requestIDHeader = requestIDHeader.flatMap { $0.isEmpty ? nil : $0.lowercased() }
+        self.requestIDHeader = requestIDHeader.flatMap { $0.isEmpty ? nil : Array($0.lowercased().utf8) }
         json = format.trimmingCharacters(in: " ") == "json"
         if json {
             pieces = []
@@ -66,73 +102,144 @@ public struct AccessLogFormatter: Sendable {
                 break
             }
             let name = String(afterOpen[..<close.lowerBound])
-            if !literal.isEmpty { pieces.append(.literal(literal)); literal = "" }
+            if !literal.isEmpty { pieces.append(.literal(Array(literal.utf8))); literal = "" }
             if name.hasPrefix("{"), let end = name.lastIndex(of: "}") {
                 let key = String(name[name.index(after: name.startIndex)..<end]).lowercased()
                 switch name[name.index(after: end)...] {
-                case "i": pieces.append(.requestHeader(key))
+                case "i": pieces.append(.requestHeader(Array(key.utf8)))
                 case "o": pieces.append(.responseHeader(key))
                 case "e": pieces.append(.environment(String(name[name.index(after: name.startIndex)..<end])))
-                default: pieces.append(.literal("-"))
+                default: pieces.append(.literal(Array("-".utf8)))
                 }
             } else {
-                pieces.append(.atom(name))
+                pieces.append(.atom(Atom(name)))
             }
             rest = afterOpen[close.upperBound...]
         }
         literal += rest
-        if !literal.isEmpty { pieces.append(.literal(literal.replacingOccurrences(of: "%%", with: "%"))) }
+        if !literal.isEmpty { pieces.append(.literal(Array(literal.replacingOccurrences(of: "%%", with: "%").utf8))) }
         self.pieces = pieces
         self.needsResponseHeaders = pieces.contains { if case .responseHeader = $0 { return true } else { return false } }
     }
 
     public func format(_ record: AccessLogRecord) -> String {
-        if json { return jsonLine(record) }
-        var line = ""
+        String(decoding: line(record), as: UTF8.self)
+    }
+
+    /// The record's line as bytes, without its newline.
+    public func line(_ record: AccessLogRecord) -> [UInt8] {
+        if json { return Array(jsonLine(record).utf8) }
+        var line: [UInt8] = []
+        line.reserveCapacity(256)
         for piece in pieces {
             switch piece {
-            case .literal(let text): line += text
-            case .atom(let name): line += atom(name, record)
+            case .literal(let bytes): line.append(contentsOf: bytes)
+            case .atom(let atom): append(atom, of: record, to: &line)
             case .requestHeader(let name):
                 if name == requestIDHeader, record.request.requestIDMade, let id = record.request.requestID {
-                    line += id
+                    line.append(contentsOf: id.utf8)
                 } else {
-                    line += record.request.headers.first(name: name) ?? "-"
+                    Self.appendHeader(name, of: record.request, to: &line)
                 }
-            case .responseHeader(let name): line += record.responseHeaders.first { $0.name.lowercased() == name }?.value ?? "-"
-            case .environment(let name): line += getenv(name).map { String(cString: $0) } ?? "-"
+            case .responseHeader(let name): line.append(contentsOf: (record.responseHeaders.first { $0.name.lowercased() == name }?.value ?? "-").utf8)
+            case .environment(let name): line.append(contentsOf: (getenv(name).map { String(cString: $0) } ?? "-").utf8)
             }
         }
         return line
     }
 
     /// One of Gunicorn's atoms (`h`, `r`, `s`, ...) of the record, as the line shows it.
-    public func atom(_ name: String, _ r: AccessLogRecord) -> String {
-        let elapsed = r.finished.nanoseconds - r.request.started.nanoseconds
-        let uri = r.request.uri
-        let query = uri.firstIndex(of: "?")
-        switch name {
-        case "h": return r.request.origin?.client?.host ?? Self.host(r.request.remoteAddress)
-        case "l": return "-"
-        case "u": return Self.basicAuthUser(r.request.headers.first(name: "authorization")) ?? "-"
-        case "t": return Self.clfTime(r.startedWallClock)
-        case "r": return "\(r.request.method) \(uri) HTTP/\(r.request.version.major).\(r.request.version.minor)"
-        case "m": return r.request.method
-        case "U": return String(uri[..<(query ?? uri.endIndex)])
-        case "q": return query.map { String(uri[uri.index(after: $0)...]) } ?? ""
-        case "H": return "HTTP/\(r.request.version.major).\(r.request.version.minor)"
-        case "s": return String(r.status)
-        case "B": return String(r.responseBytes)
-        case "b": return r.responseBytes > 0 ? String(r.responseBytes) : "-"
-        case "f": return r.request.headers.first(name: "referer") ?? "-"
-        case "a": return r.request.headers.first(name: "user-agent") ?? "-"
-        case "T": return String(elapsed / 1_000_000_000)
-        case "M": return String(elapsed / 1_000_000)
-        case "D": return String(elapsed / 1_000)
-        case "L": return String(format6(Double(elapsed) / 1e9))
-        case "p": return "<\(getpid())>"
-        default: return "-"
+    public func atom(_ name: String, _ record: AccessLogRecord) -> String {
+        var bytes: [UInt8] = []
+        append(Atom(name), of: record, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private func append(_ atom: Atom, of r: AccessLogRecord, to line: inout [UInt8]) {
+        let request = r.request
+        switch atom {
+        case .remoteAddress:
+            if let client = request.origin?.client {
+                line.append(contentsOf: client.host.utf8)
+            } else if let address = request.remoteAddress {
+                let before = line.count
+                withUnsafeTemporaryAllocation(byteCount: 64, alignment: 1) { buffer in
+                    line.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<address.writeIPText(into: buffer)]))
+                }
+                if line.count == before { line.append(UInt8(ascii: "-")) }   // a unix socket
+            } else {
+                line.append(UInt8(ascii: "-"))
+            }
+        case .ident, .unknown: line.append(UInt8(ascii: "-"))
+        case .user:
+            if let user = Self.basicAuthUser(request) { line.append(contentsOf: user.utf8) } else { line.append(UInt8(ascii: "-")) }
+        case .time: line.append(contentsOf: Self.clfTime(r.startedWallClock))
+        case .requestLine:
+            request.head.withMethod { line.append(contentsOf: $0) }
+            line.append(UInt8(ascii: " "))
+            request.head.withTarget { line.append(contentsOf: $0) }
+            line.append(UInt8(ascii: " "))
+            appendVersion(request, to: &line)
+        case .method: request.head.withMethod { line.append(contentsOf: $0) }
+        case .path: request.head.withTarget { target in line.append(contentsOf: target[..<(target.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex)]) }
+        case .query:
+            request.head.withTarget { target in
+                if let mark = target.firstIndex(of: UInt8(ascii: "?")) { line.append(contentsOf: target[(mark + 1)...]) }
+            }
+        case .protocolVersion: appendVersion(request, to: &line)
+        case .status: Self.appendDecimal(r.status, to: &line)
+        case .responseBytes: Self.appendDecimal(Int(r.responseBytes), to: &line)
+        case .responseBytesOrDash:
+            if r.responseBytes > 0 { Self.appendDecimal(Int(r.responseBytes), to: &line) } else { line.append(UInt8(ascii: "-")) }
+        case .referer: Self.appendHeader(Array("referer".utf8), of: request, to: &line)
+        case .userAgent: Self.appendHeader(Array("user-agent".utf8), of: request, to: &line)
+        case .seconds: Self.appendDecimal(Int(Self.elapsed(r) / 1_000_000_000), to: &line)
+        case .milliseconds: Self.appendDecimal(Int(Self.elapsed(r) / 1_000_000), to: &line)
+        case .microseconds: Self.appendDecimal(Int(Self.elapsed(r) / 1_000), to: &line)
+        case .decimalSeconds:
+            let micros = Int((Double(Self.elapsed(r)) / 1e3).rounded())
+            Self.appendDecimal(micros / 1_000_000, to: &line)
+            line.append(UInt8(ascii: "."))
+            let fraction = micros % 1_000_000
+            var digits = 6, rest = fraction
+            while rest >= 10 { digits -= 1; rest /= 10 }
+            line.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: digits - 1))
+            Self.appendDecimal(fraction, to: &line)
+        case .pid:
+            line.append(UInt8(ascii: "<"))
+            Self.appendDecimal(Int(getpid()), to: &line)
+            line.append(UInt8(ascii: ">"))
         }
+    }
+
+    private func appendVersion(_ request: RequestInfo, to line: inout [UInt8]) {
+        line.append(contentsOf: "HTTP/".utf8)
+        Self.appendDecimal(request.version.major, to: &line)
+        line.append(UInt8(ascii: "."))
+        Self.appendDecimal(request.version.minor, to: &line)
+    }
+
+    private static func elapsed(_ r: AccessLogRecord) -> Int64 { r.finished.nanoseconds - r.request.started.nanoseconds }
+
+    private static func appendDecimal(_ value: Int, to line: inout [UInt8]) {
+        if value < 0 { line.append(UInt8(ascii: "-")) }
+        withUnsafeTemporaryAllocation(byteCount: 20, alignment: 1) { buffer in
+            line.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<writeDecimal(abs(value), into: buffer)]))
+        }
+    }
+
+    /// The first value of the request's header `name` (lower case), or `-`.
+    private static func appendHeader(_ name: [UInt8], of request: RequestInfo, to line: inout [UInt8]) {
+        var found = false
+        name.withUnsafeBytes { wanted in
+            request.head.headers.forEach { fieldName, value in
+                if !found && equalsLowercased(fieldName, wanted) {
+                    found = true
+                    line.append(contentsOf: value)
+                }
+            }
+        }
+        if !found { line.append(UInt8(ascii: "-")) }
     }
 
     /// Gunicorn's atoms, in its documentation's order; these are numbers in JSON.
@@ -162,28 +269,32 @@ public struct AccessLogFormatter: Sendable {
         return formatted(wall, "%Y-%m-%dT%H:%M:%S", utc: true) + "." + String(repeating: "0", count: 3 - millis.count) + millis + "Z"
     }
 
-    private func format6(_ value: Double) -> String {
-        let micros = Int64((value * 1_000_000).rounded())
-        let fraction = String(micros % 1_000_000)
-        return "\(micros / 1_000_000)." + String(repeating: "0", count: 6 - fraction.count) + fraction
-    }
+    private static let authorization = Array("authorization".utf8)
 
-    static func host(_ address: SocketAddress?) -> String {
-        guard let address else { return "-" }
-        switch address {
-        case .unixDomainSocket: return "-"
-        default: return address.ipAddress ?? "-"
+    /// The user of a Basic `Authorization` header, if the request has one.
+    static func basicAuthUser(_ request: RequestInfo) -> String? {
+        var header: String?
+        request.head.headers.forEach { name, value in
+            if header == nil && RequestHeaders.equalsLowercased(name, authorization) {
+                header = String(decoding: value, as: UTF8.self)
+            }
         }
-    }
-
-    static func basicAuthUser(_ header: String?) -> String? {
         guard let header, header.lowercased().hasPrefix("basic "),
               let decoded = Base64.decode(String(header.dropFirst(6)).trimmingCharacters(in: " ")) else { return nil }
         return decoded.split(separator: ":", maxSplits: 1).first.map(String.init)
     }
 
-    /// `[10/Oct/2000:13:55:36 -0700]`, local time.
-    static func clfTime(_ wall: timespec) -> String { formatted(wall, "[%d/%b/%Y:%H:%M:%S %z]", utc: false) }
+    /// `[10/Oct/2000:13:55:36 -0700]`, local time: made once a second, and shared by all threads.
+    static func clfTime(_ wall: timespec) -> [UInt8] {
+        clfCache.withLock { cached in
+            if cached.second != wall.tv_sec {
+                cached = (wall.tv_sec, Array(formatted(wall, "[%d/%b/%Y:%H:%M:%S %z]", utc: false).utf8))
+            }
+            return cached.text
+        }
+    }
+
+    private static let clfCache = Mutex<(second: Int, text: [UInt8])>((-1, []))
 
     /// strftime of a wall-clock time, in UTC or local time.
     private static func formatted(_ wall: timespec, _ format: String, utc: Bool) -> String {

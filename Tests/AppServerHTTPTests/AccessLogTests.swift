@@ -30,6 +30,28 @@ import Testing
         #expect(AccessLogFormatter(format: "%(b)s").format(try record(bytes: 0)) == "-")
     }
 
+    @Test func addressesTimesAndFractionsAreWrittenAsGunicornWritesThem() throws {
+        let head = try RequestHead(parsing: "GET /a%20b?x=%41 HTTP/1.0\r\nHost: x\r\n\r\n")
+        func line(_ format: String, remote: SocketAddress?, micros: Int64 = 120, wall: Int? = nil) -> String {
+            let info = RequestInfo(head: head, keepAlive: false, hasBody: false, contentLength: nil, remoteAddress: remote, localAddress: nil)
+            info.started = Monotonic(nanoseconds: 5_000_000_000)
+            var record = AccessLogRecord(request: info, status: 404, responseBytes: 0, responseHeaders: [],
+                                         finished: Monotonic(nanoseconds: 5_000_000_000 + micros * 1_000))
+            if let wall { record.startedWallClock = timespec(tv_sec: wall, tv_nsec: 0) }
+            return AccessLogFormatter(format: format).format(record)
+        }
+        #expect(line("%(h)s|%(r)s|%(U)s|%(q)s|%(H)s|%(s)s|%(b)s|%(B)s|%(L)s|%(u)s|%(f)s", remote: try SocketAddress(ipAddress: "2001:db8::7", port: 1))
+                == "2001:db8::7|GET /a%20b?x=%41 HTTP/1.0|/a%20b|x=%41|HTTP/1.0|404|-|0|0.000120|-|-")
+        #expect(line("%(h)s %(L)s", remote: try SocketAddress(unixDomainSocketPath: "/tmp/x.sock"), micros: 1_500_000) == "- 1.500000")
+        #expect(line("%(h)s %(T)s %(M)s %(D)s", remote: nil, micros: 2_345_678) == "- 2 2345 2345678")
+        // %(t)s is made once a second: two seconds apart, two texts; the same second, the same text.
+        let first = line("%(t)s", remote: nil, wall: 1_800_000_000), again = line("%(t)s", remote: nil, wall: 1_800_000_000)
+        let next = line("%(t)s", remote: nil, wall: 1_800_000_001)
+        #expect(first == again && first != next)
+        #expect(first.range(of: #"^\[\d{2}/\w{3}/2027:\d{2}:\d{2}:00 [+-]\d{4}\]$"#, options: .regularExpression) != nil, "\(first)")
+        #expect(next.contains(":01 "))
+    }
+
     @Test func jsonHasTheAtomsAsKeysAndNumbersAsNumbers() throws {
         let line = AccessLogFormatter(format: "json", requestIDHeader: "X-Request-ID")
             .format(try record(extraHeader: "X-Request-ID: abc-123\r\n", requestIDHeader: "x-request-id"))

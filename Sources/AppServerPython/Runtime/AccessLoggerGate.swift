@@ -41,7 +41,7 @@ final class AccessLoggerGate: @unchecked Sendable {
     }
 
     /// Whether `line`, the formatted line of `record`, goes to the access log.
-    func allows(_ record: AccessLogRecord, line: String, formatter: AccessLogFormatter) -> Bool {
+    func allows(_ record: AccessLogRecord, line: [UInt8], formatter: AccessLogFormatter) -> Bool {
         if isAsSetUp() { return true }
         do {
             let atoms = try PyRef.checked(PyDict_New())
@@ -54,7 +54,7 @@ final class AccessLoggerGate: @unchecked Sendable {
                 let pair = try Python.tuple(try Python.latin1(name), try Python.latin1(value))
                 if PyList_Append(headers.pointer, pair.pointer) != 0 { throw PythonError() }
             }
-            let text = try Python.str(line)
+            let text = try Python.str(String(decoding: line, as: UTF8.self))
             let answer = try Python.call(allowed, arguments: [logger.pointer, text.pointer, atoms.pointer, headers.pointer])
             return PyObject_IsTrue(answer.pointer) == 1
         } catch {
@@ -88,8 +88,10 @@ final class AccessLoggerGate: @unchecked Sendable {
 extension AccessLogWriter {
     /// Writes the access log line of `record`, unless the app's access logger drops it. With the GIL.
     func write(_ record: AccessLogRecord, gate: AccessLoggerGate?) {
-        let line = formatter.format(record)
+        var line = formatter.line(record)
         if let gate, !gate.allows(record, line: line, formatter: formatter) { return }
-        file.write(file.isJournal ? "<6>" + line : line)
+        if file.isJournal { line.insert(contentsOf: "<6>".utf8, at: 0) }   // the journal's priority: info
+        line.append(UInt8(ascii: "\n"))
+        line.withUnsafeBytes { file.write(bytes: $0) }
     }
 }
