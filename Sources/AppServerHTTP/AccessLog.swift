@@ -102,7 +102,7 @@ public struct AccessLogFormatter: Sendable {
                 break
             }
             let name = String(afterOpen[..<close.lowerBound])
-            if !literal.isEmpty { pieces.append(.literal(Array(literal.utf8))); literal = "" }
+            if !literal.isEmpty { pieces.append(Self.literal(literal)); literal = "" }
             if name.hasPrefix("{"), let end = name.lastIndex(of: "}") {
                 let key = String(name[name.index(after: name.startIndex)..<end]).lowercased()
                 switch name[name.index(after: end)...] {
@@ -117,10 +117,13 @@ public struct AccessLogFormatter: Sendable {
             rest = afterOpen[close.upperBound...]
         }
         literal += rest
-        if !literal.isEmpty { pieces.append(.literal(Array(literal.replacingOccurrences(of: "%%", with: "%").utf8))) }
+        if !literal.isEmpty { pieces.append(Self.literal(literal)) }
         self.pieces = pieces
         self.needsResponseHeaders = pieces.contains { if case .responseHeader = $0 { return true } else { return false } }
     }
+
+    /// Text between atoms, `%%` read as `%` as Python's formatting reads it, wherever it stands.
+    private static func literal(_ text: String) -> Piece { .literal(Array(text.replacingOccurrences(of: "%%", with: "%").utf8)) }
 
     public func format(_ record: AccessLogRecord) -> String {
         String(decoding: line(record), as: UTF8.self)

@@ -28,6 +28,7 @@ import Testing
         #expect(formatter.needsResponseHeaders)
         #expect(formatter.format(try record()) == "POST|/path|q=1|HTTP/1.1|13|0|250|250000|0.250000|t-1|text/plain|-|100%")
         #expect(AccessLogFormatter(format: "%(b)s").format(try record(bytes: 0)) == "-")
+        #expect(AccessLogFormatter(format: "50%% %(s)s 100%%").format(try record()) == "50% 200 100%")
     }
 
     @Test func addressesTimesAndFractionsAreWrittenAsGunicornWritesThem() throws {

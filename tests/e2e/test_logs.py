@@ -108,3 +108,4 @@ def test_an_access_filter_that_raises_leaves_the_line_and_says_why(serve, tmp_pa
     lines = access_lines(server, access, [], "/health")
     assert len(lines) == 1 and "GET /health" in lines[0]
     wait_until(lambda: "ValueError: a broken access filter" in server.log(), message="the filter's traceback")
+    assert "[ERROR] the app's filter on gunicorn.access failed, so the access line is written:" in server.log()

@@ -129,7 +129,7 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
         self.config = config
         self.logger = logger
         self.accessLog = accessLog
-        accessGate = accessLog == nil ? nil : AccessLoggerGate(loggerName: "uvicorn.access", glue: runtime.glue)
+        accessGate = accessLog == nil ? nil : AccessLoggerGate(loggerName: "uvicorn.access", glue: runtime.glue, errorLog: logger)
         do {
             messages = try ASGIMessages()
         } catch {

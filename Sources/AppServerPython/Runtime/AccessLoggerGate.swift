@@ -1,6 +1,7 @@
 import AppServerHTTP
 import CPython
 import CPythonShim
+import Logging
 
 /// The app's say over appserver's access log, as it has over a Gunicorn worker's: the access logger a
 /// Gunicorn worker logs to (gunicorn.access for WSGI, uvicorn.access for ASGI, as Gunicorn's
@@ -11,8 +12,10 @@ import CPythonShim
 /// up (INFO, enabled, no filters), which three attribute reads a request tell. Used with the GIL,
 /// where the line is written.
 final class AccessLoggerGate: @unchecked Sendable {
-    let name: String
+    private let name: String
     private let logger: PyRef
+    /// The server's error log, for a filter that raises.
+    private let errorLog: Logger
     private let allowed: PyObjectPointer
     private let keyFilters = Python.interned("filters"), keyDisabled = Python.interned("disabled"), keyLevel = Python.interned("level")
     /// Gunicorn's atom names (`AccessLogFormatter.jsonAtoms`) as a tuple of str, for the record's args.
@@ -20,7 +23,7 @@ final class AccessLoggerGate: @unchecked Sendable {
     private let keyClient = Python.interned("client")
 
     /// With the GIL; nil when the logger cannot be had (then every line goes out).
-    init?(loggerName: String, glue: Glue) {
+    init?(loggerName: String, glue: Glue, errorLog: Logger) {
         guard let logging = try? PyRef.checked(PyImport_ImportModule("logging")),
               let getLogger = try? Python.attribute(logging.pointer, "getLogger"),
               let name = try? Python.str(loggerName),
@@ -30,6 +33,7 @@ final class AccessLoggerGate: @unchecked Sendable {
         }
         self.name = loggerName
         self.logger = logger
+        self.errorLog = errorLog
         allowed = glue.function(glue.hooks, "access_allowed")
         guard let keys = try? Python.tuple(count: AccessLogFormatter.jsonAtoms.count, { index throws(PythonError) in
             try Python.str(AccessLogFormatter.jsonAtoms[index])
@@ -58,8 +62,9 @@ final class AccessLoggerGate: @unchecked Sendable {
             let answer = try Python.call(allowed, arguments: [logger.pointer, text.pointer, atoms.pointer, headers.pointer])
             return PyObject_IsTrue(answer.pointer) == 1
         } catch {
-            // A filter that raises is the app's bug: the line goes out, and the error says why.
-            PyErr_Print()
+            // A filter that raises is the app's bug: the line goes out, and the error log says why (as
+            // Gunicorn logs an access line's exception).
+            errorLog.error("the app's filter on \(name) failed, so the access line is written:\n\(PythonError.fetchText() ?? "?")")
             return true
         }
     }

@@ -57,7 +57,7 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
         self.runtime = runtime
         self.logger = logger
         self.accessLog = accessLog
-        accessGate = accessLog == nil ? nil : AccessLoggerGate(loggerName: "gunicorn.access", glue: runtime.glue)
+        accessGate = accessLog == nil ? nil : AccessLoggerGate(loggerName: "gunicorn.access", glue: runtime.glue, errorLog: logger)
         self.bodyTimeout = config.timeout
         self.sendfile = config.sendfile
         self.maxRunning = config.threads
