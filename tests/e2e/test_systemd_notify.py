@@ -1,6 +1,7 @@
 """sd_notify and journal output, checked against a notification socket the test listens on (the
 real systemd tests boot systemd in a container)."""
 import os
+import re
 import signal
 import socket
 import struct
@@ -137,7 +138,7 @@ def test_log_lines_carry_syslog_priorities_on_the_journal(tmp_path):
         # JOURNAL_STREAM names the device and inode of stderr when stderr is the journal.
         env = dict(os.environ, JOURNAL_STREAM=f"{info.st_dev}:{info.st_ino}")
         env.pop("VIRTUAL_ENV", None)
-        proc = subprocess.Popen([str(BINARY), "--virtualenv", VENV, "--bind", f"127.0.0.1:{port}", "plain:app"],
+        proc = subprocess.Popen([str(BINARY), "--virtualenv", VENV, "--bind", f"127.0.0.1:{port}", "--access-logfile", "-", "plain:app"],
                                 cwd=APPS, env=env, stdout=f, stderr=f)
         try:
             wait_until(lambda: _ok(f"http://127.0.0.1:{port}/error"), message="a 500 from /error")
@@ -150,6 +151,9 @@ def test_log_lines_carry_syslog_priorities_on_the_journal(tmp_path):
     assert any(l.startswith("<3>[") and "[ERROR] Error handling request /error" in l for l in lines)
     traceback_lines = [l for l in lines if "Traceback" in l or "ValueError: boom" in l]
     assert traceback_lines and all(l.startswith("<3>") for l in traceback_lines), traceback_lines
+    # The access log on stdout, the same journal stream: each line whole, at info.
+    access = [l for l in lines if '"GET /error HTTP/1.1" 500' in l]
+    assert access and all(re.match(r'^<6>127\.0\.0\.1 - - \[[^]]+\] "GET /error HTTP/1\.1" 500 ', l) for l in access), access
 
 
 def _ok(url):
