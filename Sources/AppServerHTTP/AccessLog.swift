@@ -194,8 +194,8 @@ public struct AccessLogFormatter: Sendable {
         case .responseBytes: Self.appendDecimal(Int(r.responseBytes), to: &line)
         case .responseBytesOrDash:
             if r.responseBytes > 0 { Self.appendDecimal(Int(r.responseBytes), to: &line) } else { line.append(UInt8(ascii: "-")) }
-        case .referer: Self.appendHeader(Array("referer".utf8), of: request, to: &line)
-        case .userAgent: Self.appendHeader(Array("user-agent".utf8), of: request, to: &line)
+        case .referer: Self.appendHeader(Self.referer, of: request, to: &line)
+        case .userAgent: Self.appendHeader(Self.userAgent, of: request, to: &line)
         case .seconds: Self.appendDecimal(Int(Self.elapsed(r) / 1_000_000_000), to: &line)
         case .milliseconds: Self.appendDecimal(Int(Self.elapsed(r) / 1_000_000), to: &line)
         case .microseconds: Self.appendDecimal(Int(Self.elapsed(r) / 1_000), to: &line)
@@ -272,7 +272,8 @@ public struct AccessLogFormatter: Sendable {
         return formatted(wall, "%Y-%m-%dT%H:%M:%S", utc: true) + "." + String(repeating: "0", count: 3 - millis.count) + millis + "Z"
     }
 
-    private static let authorization = Array("authorization".utf8)
+    // The header names the default format reads, made once rather than for every line.
+    private static let authorization = Array("authorization".utf8), referer = Array("referer".utf8), userAgent = Array("user-agent".utf8)
 
     /// The user of a Basic `Authorization` header, if the request has one.
     static func basicAuthUser(_ request: RequestInfo) -> String? {
