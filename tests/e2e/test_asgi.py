@@ -231,6 +231,10 @@ def test_asgi_worker_obeys_max_requests_and_graceful_stop(serve, tmp_path):
     for _ in range(60):
         assert requests.get(server.url + "/").status_code == 200
     wait_until(lambda: server.workers() and server.workers() != first, message="a recycled worker")
+    # The 60th request recycled the third worker. One more request is served only once the fourth has
+    # booted, so the slow request below is accepted at once. Otherwise it can wait in the backlog while the
+    # fourth worker boots, and a stop then resets it, as Gunicorn's stop does to connections never accepted.
+    assert requests.get(server.url + "/").status_code == 200
     result = {}
     t = threading.Thread(target=lambda: result.update(r=requests.get(server.url + "/slow?s=2", timeout=20)))
     t.start()
