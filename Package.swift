@@ -140,6 +140,7 @@ let package = Package(
         .testTarget(name: "AppServerSystemdTests", dependencies: ["AppServerSystemd"]),
         .testTarget(name: "AppServerHTTPTests", dependencies: [
             "AppServerHTTP",
+            "AppServerConfig",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

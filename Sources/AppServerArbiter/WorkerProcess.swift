@@ -82,6 +82,7 @@ enum WorkerProcess {
         eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(500)) { _ in
             let now = MonotonicClock.nanoseconds()
             slot.heartbeat.store(min(now, host.stuckSince() ?? now), ordering: .relaxed)
+            accessWriter?.flush()   // lines a thread still busy with more work has gathered
             if getppid() != arbiter {
                 // Never outlive the arbiter: nobody would supervise or stop this worker.
                 logger.warning("Parent changed, shutting down: \(getpid())")
@@ -93,17 +94,19 @@ enum WorkerProcess {
         while true {
             switch signals.next() {
             case SIGTERM, SIGHUP:
-                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger, hooks: hooks, slot: slot)
+                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger, hooks: hooks, slot: slot, accessLog: accessWriter)
             case SIGQUIT:
                 // Gunicorn's worker_int: the worker was told to stop by INT or QUIT.
                 hooks.run("worker_int", [.thisWorker(age: age, booted: true)])
-                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger, hooks: hooks, slot: slot)
+                stopGracefully(server: server, host: host, timeout: config.gracefulTimeout, logger: logger, hooks: hooks, slot: slot, accessLog: accessWriter)
             case SIGINT:
                 hooks.run("worker_int", [.thisWorker(age: age, booted: true)])
                 hooks.run("worker_exit", [hooks.server, .thisWorker(age: age, booted: true)])
+                accessWriter?.flush()
                 _exit(0)
             case SIGABRT:
                 hooks.run("worker_abort", [.thisWorker(age: age, booted: true)])
+                accessWriter?.flushUnlessBusy()
                 exit(1, saying: "worker timed out: a request made no progress for \(config.timeout) s; exiting", in: slot, level: .critical)
             case SIGUSR1:
                 errorLog.reopen()
@@ -145,7 +148,8 @@ enum WorkerProcess {
     }
 
     /// Stops accepting, lets requests in flight finish (up to `timeout` seconds), then exits.
-    private static func stopGracefully(server: HTTPServer, host: any AppHost, timeout: Int, logger: Logger, hooks: WorkerHooks, slot: WorkerSlot) -> Never {
+    private static func stopGracefully(server: HTTPServer, host: any AppHost, timeout: Int, logger: Logger, hooks: WorkerHooks, slot: WorkerSlot,
+                                       accessLog: AccessLogWriter?) -> Never {
         logger.info("Worker exiting (pid: \(getpid()))")
         let done = Monitor()
         let finished = OnceFlag()
@@ -164,6 +168,7 @@ enum WorkerProcess {
         let timedOut = !finished.isSet
         if !timedOut { host.stop(timeout: timeout) }
         hooks.run("worker_exit", [hooks.server, .thisWorker(age: hooks.age, booted: true)])
+        accessLog?.flush()
         if timedOut { exit(0, saying: "graceful timeout (\(timeout) s) reached with requests still running; exiting", in: slot, level: .warning) }
         _exit(0)
     }

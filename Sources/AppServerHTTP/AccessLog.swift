@@ -131,9 +131,18 @@ public struct AccessLogFormatter: Sendable {
 
     /// The record's line as bytes, without its newline.
     public func line(_ record: AccessLogRecord) -> [UInt8] {
-        if json { return Array(jsonLine(record).utf8) }
         var line: [UInt8] = []
         line.reserveCapacity(256)
+        append(record, to: &line)
+        return line
+    }
+
+    /// Appends the record's line, without its newline, to `line`: a batch of lines being gathered.
+    public func append(_ record: AccessLogRecord, to line: inout [UInt8]) {
+        if json {
+            line.append(contentsOf: jsonLine(record).utf8)
+            return
+        }
         for piece in pieces {
             switch piece {
             case .literal(let bytes): line.append(contentsOf: bytes)
@@ -148,7 +157,6 @@ public struct AccessLogFormatter: Sendable {
             case .environment(let name): line.append(contentsOf: (getenv(name).map { String(cString: $0) } ?? "-").utf8)
             }
         }
-        return line
     }
 
     /// One of Gunicorn's atoms (`h`, `r`, `s`, ...) of the record, as the line shows it.

@@ -1,3 +1,4 @@
+import AppServerConfig
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -97,5 +98,72 @@ import Testing
         let started = record.startedWallClock
         #expect(started.tv_nsec >= 0 && started.tv_nsec < 1_000_000_000)
         #expect(started.tv_sec >= before.tv_sec - 90 - 1 && started.tv_sec <= after.tv_sec - 90)
+    }
+}
+
+@Suite struct AccessLogWriterTests {
+    func writer(_ path: String) throws -> AccessLogWriter {
+        AccessLogWriter(format: "%(m)s %(U)s %(s)s", requestIDHeader: "", file: try LogFile(path: path))
+    }
+
+    static func record(_ path: String) throws -> AccessLogRecord {
+        let info = RequestInfo(head: try RequestHead(parsing: "GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n"), keepAlive: true, hasBody: false,
+                               contentLength: nil, remoteAddress: nil, localAddress: nil)
+        return AccessLogRecord(request: info, status: 200, responseBytes: 1, responseHeaders: [], finished: .now())
+    }
+
+    func temporaryPath() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("access-\(UUID().uuidString).log").path
+    }
+
+    @Test func linesWaitForTheFlushAndGoOutInOrderWhole() throws {
+        let path = temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let log = try writer(path)
+        log.add(try Self.record("/a"))
+        log.add(line: Array("made elsewhere".utf8))
+        log.add(try Self.record("/b"))
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "")
+        log.flush()
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "GET /a 200\nmade elsewhere\nGET /b 200\n")
+        log.flush()
+        log.flushUnlessBusy()
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "GET /a 200\nmade elsewhere\nGET /b 200\n")
+    }
+
+    @Test func aFullBatchIsWrittenAtOnce() throws {
+        let path = temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let log = try writer(path)
+        let line = "GET /\(String(repeating: "x", count: 95)) 200\n"   // 106 bytes with its newline
+        var added = 0
+        while added * line.utf8.count < AccessLogWriter.batchBytes - line.utf8.count {
+            log.add(try Self.record("/" + String(repeating: "x", count: 95)))
+            added += 1
+        }
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "")
+        log.add(try Self.record("/" + String(repeating: "x", count: 95)))
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == String(repeating: line, count: added + 1))
+    }
+
+    @Test func linesAddedFromManyThreadsAreAllWrittenWhole() async throws {
+        let path = temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let log = try writer(path)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for thread in 0..<4 {
+                group.addTask {
+                    for n in 0..<2000 {
+                        log.add(try Self.record("/\(thread)-\(n)"))
+                        if n % 97 == 0 { log.flush() }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        log.flush()
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(Set(lines) == Set((0..<4).flatMap { thread in (0..<2000).map { "GET /\(thread)-\($0) 200" } }))
+        #expect(lines.count == 8000)
     }
 }

@@ -1,6 +1,8 @@
 """Error log and access log formats."""
 import re
+import threading
 
+import pytest
 import requests
 
 from conftest import wait_until
@@ -24,6 +26,45 @@ def test_access_log_custom_atoms(serve, tmp_path):
     parts = line.split(" ")
     assert parts[:8] == ["GET", "/", "a=b", "HTTP/1.1", "200", "13", "abc", "text/plain"], line
     assert re.match(r"<\d+>", parts[8]) and parts[9].isdigit()
+
+
+@pytest.mark.parametrize("app,extra", [("plain:app", []), ("plain:app", ["--threads", "4"]), ("fastapiapp:app", [])],
+                         ids=["wsgi-on-the-io-thread", "wsgi-app-threads", "asgi"])
+def test_every_request_has_one_whole_access_line_across_batches_recycling_and_stop(serve, tmp_path, app, extra):
+    """Access lines go out in batches (a tick's, an app thread's run's, a loop turn's requests in one
+    write): none is lost, doubled or torn while workers are recycled under traffic and then stopped, and
+    the last lines are written once the traffic stops, without waiting for more."""
+    access = tmp_path / "access.log"
+    server = serve(app, "--workers", "2", "--max-requests", "40", "--access-logfile", str(access), *extra,
+                   workers=2, env={"MARKER_DIR": str(tmp_path)})
+    failures = []
+
+    def client(k):
+        with requests.Session() as session:
+            for i in range(150):
+                try:
+                    if session.get(f"{server.url}/?n={k}-{i}", timeout=10).status_code != 200:
+                        failures.append(f"{k}-{i}")
+                except requests.RequestException as error:
+                    failures.append(f"{k}-{i}: {error}")
+
+    clients = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join()
+    assert not failures
+    expected = sorted(f"{k}-{i}" for k in range(4) for i in range(150))
+    whole = re.compile(r'^127\.0\.0\.1 - - \[[^]]+\] "GET /\?n=(\d+-\d+) HTTP/1\.1" 200 \d+ "-" "python-requests/[\d.]+"$')
+
+    def marked():
+        return [line for line in access.read_text().splitlines() if "?n=" in line]
+
+    wait_until(lambda: len(marked()) >= len(expected), message="every request's line, with no more traffic")
+    server.stop()
+    lines = marked()
+    assert [line for line in lines if not whole.match(line)] == []
+    assert sorted(whole.match(line).group(1) for line in lines) == expected
 
 
 def test_error_log_lines_have_level_and_pid(serve):

@@ -42,6 +42,8 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     /// Responses made in this turn of the asyncio loop, taken to the I/O thread in one hop at its
     /// end (`flushOutbox`, scheduled with call_soon), rather than one hop (and wake-up) each.
     private var outbox = MoveOutArray<HTTPExchange.PendingWrite>()
+    /// Whether `turnEnded` is scheduled (call_soon) for this turn: for its responses and access lines.
+    private var turnEndScheduled = false
     /// When the loop last ran its heartbeat task (monotonic ns): a loop blocked by the app stops it,
     /// and `--timeout` then replaces the worker.
     private let lastTick = Atomic<Int64>(0)
@@ -104,9 +106,9 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
             return .noneObject
         }
     }
-    static let flushNative = NativeFunction<ASGIHost>("flush", "flush(): this turn's responses to the I/O thread") { capsule, args, count in
+    static let flushNative = NativeFunction<ASGIHost>("flush", "flush(): this turn's responses to the I/O thread, its access lines out") { capsule, args, count in
         NativeFunctions.run(capsule, args, count, as: ASGIHost.self) { host, _ throws(PythonError) in
-            host.flushOutbox()
+            host.turnEnded()
             return .noneObject
         }
     }
@@ -334,17 +336,40 @@ public final class ASGIHost: AppHost, @unchecked Sendable {
     /// wait for the socket to drain. `pieces`, when there are any, go before `buffer` (uncopied chunks).
     func queueWrite(_ exchange: HTTPExchange, _ buffer: ByteBuffer, after pieces: [ByteBuffer] = [], end: Bool, close: Bool) throws(ExchangeError) -> Bool {
         let (write, mustWait) = try exchange.prepare(buffer, after: pieces.isEmpty ? nil : pieces, end: end, close: close)
-        if outbox.isEmpty {
-            if (try? Python.call(objects.tasks.callSoon.pointer, objects.flush.pointer)) == nil {
-                PyErr_Clear()
-                var single = MoveOutArray<HTTPExchange.PendingWrite>()
-                single.append(write)
-                HTTPExchange.submit(&single)
-                return mustWait
-            }
+        guard scheduleTurnEnd() else {
+            var single = MoveOutArray<HTTPExchange.PendingWrite>()
+            single.append(write)
+            HTTPExchange.submit(&single)
+            return mustWait
         }
         outbox.append(write)
         return mustWait
+    }
+
+    /// Adds a request's line to the access log's batch, which goes out at the end of this turn.
+    func writeAccessLine(_ record: AccessLogRecord, gate: AccessLoggerGate?) {
+        guard let accessLog else { return }
+        accessLog.write(record, gate: gate)
+        if !scheduleTurnEnd() { accessLog.flush() }
+    }
+
+    /// Schedules `turnEnded` once a turn; false when the loop would not take it (it is closing).
+    private func scheduleTurnEnd() -> Bool {
+        if turnEndScheduled { return true }
+        guard (try? Python.call(objects.tasks.callSoon.pointer, objects.flush.pointer)) != nil else {
+            PyErr_Clear()
+            return false
+        }
+        turnEndScheduled = true
+        return true
+    }
+
+    /// The end of a turn of the loop: its responses go to the I/O thread in one hop, its access lines
+    /// in one write.
+    private func turnEnded() {
+        turnEndScheduled = false
+        flushOutbox()
+        accessLog?.flush()
     }
 
     /// Takes the queued writes to the I/O thread (call before anything else goes to it directly).

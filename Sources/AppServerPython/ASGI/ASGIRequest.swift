@@ -335,10 +335,10 @@ final class ASGIRequest: ExchangeObserver, @unchecked Sendable {
     }
 
     private func writeAccessLog() {
-        guard let log = host.accessLog else { return }
+        guard host.accessLog != nil else { return }
         let record = AccessLogRecord(request: exchange.request, status: writer.statusCode, responseBytes: writer.bodyBytesSent,
                                      responseHeaders: [], finished: .now())
-        log.write(record, gate: host.accessGate)
+        host.writeAccessLine(record, gate: host.accessGate)
     }
 }
 

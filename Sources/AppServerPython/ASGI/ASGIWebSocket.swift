@@ -247,9 +247,9 @@ final class ASGIWebSocket: ExchangeObserver, WebSocketDelegate, @unchecked Senda
     }
 
     private func writeAccessLog() {
-        guard let log = host.accessLog else { return }
+        guard host.accessLog != nil else { return }
         let record = AccessLogRecord(request: exchange.request, status: statusCode, responseBytes: 0, responseHeaders: [], finished: .now())
         // Not gated: Uvicorn logs a websocket's acceptance to uvicorn.error, not to its access logger.
-        log.write(record, gate: nil)
+        host.writeAccessLine(record, gate: nil)
     }
 }

@@ -44,9 +44,9 @@ final class AccessLoggerGate: @unchecked Sendable {
         atomKeys = keys
     }
 
-    /// Whether `line`, the formatted line of `record`, goes to the access log.
+    /// Whether `line`, the formatted line of `record`, goes to the access log, when the logger is not as
+    /// set up (`isAsSetUp`): its level, `disabled` and filters decide, as for one of its own records.
     func allows(_ record: AccessLogRecord, line: [UInt8], formatter: AccessLogFormatter) -> Bool {
-        if isAsSetUp() { return true }
         do {
             let atoms = try PyRef.checked(PyDict_New())
             for (index, name) in AccessLogFormatter.jsonAtoms.enumerated() {
@@ -70,7 +70,7 @@ final class AccessLoggerGate: @unchecked Sendable {
     }
 
     /// The logger as the worker set it up: enabled, at INFO, without filters.
-    private func isAsSetUp() -> Bool {
+    func isAsSetUp() -> Bool {
         guard let filters = try? Python.attribute(logger.pointer, keyFilters.pointer),
               let disabled = try? Python.attribute(logger.pointer, keyDisabled.pointer),
               let level = try? Python.attribute(logger.pointer, keyLevel.pointer) else {
@@ -91,12 +91,15 @@ final class AccessLoggerGate: @unchecked Sendable {
 }
 
 extension AccessLogWriter {
-    /// Writes the access log line of `record`, unless the app's access logger drops it. With the GIL.
+    /// Adds the access log line of `record` to the batch, unless the app's access logger drops it. With
+    /// the GIL: the gate may ask the app's logger, which runs Python, and so never under the batch's lock
+    /// (a thread waiting for that lock with the GIL held would keep the gate's thread from finishing).
     func write(_ record: AccessLogRecord, gate: AccessLoggerGate?) {
-        var line = formatter.line(record)
-        if let gate, !gate.allows(record, line: line, formatter: formatter) { return }
-        if file.isJournal { line.insert(contentsOf: "<6>".utf8, at: 0) }   // the journal's priority: info
-        line.append(UInt8(ascii: "\n"))
-        line.withUnsafeBytes { file.write(bytes: $0) }
+        if let gate, !gate.isAsSetUp() {
+            let line = formatter.line(record)
+            if gate.allows(record, line: line, formatter: formatter) { add(line: line) }
+        } else {
+            add(record)   // straight into the batch: no array of its own
+        }
     }
 }

@@ -127,6 +127,7 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
     /// The I/O thread gives the GIL back once per tick, not after each request it ran.
     public func afterReadsHandled() {
         inlineThread?.leaveInline()
+        accessLog?.flush()   // the tick's lines, in one write
     }
 
     /// Queues work for the app threads; called on the I/O thread (`eventLoop`).
@@ -220,16 +221,5 @@ public final class WSGIHost: AppHost, @unchecked Sendable {
             if value != 0 && value < (oldest ?? .max) { oldest = value }
         }
         return oldest
-    }
-}
-
-/// Writes access log lines in the configured format.
-public final class AccessLogWriter: Sendable {
-    let formatter: AccessLogFormatter
-    let file: LogFile
-
-    public init(format: String, requestIDHeader: String, file: LogFile) {
-        self.formatter = AccessLogFormatter(format: format, requestIDHeader: requestIDHeader)
-        self.file = file
     }
 }

@@ -83,6 +83,7 @@ final class WSGIThread: @unchecked Sendable {
         var python = PythonThreadState()
         python.enter()
         while true {
+            host.accessLog?.flush()   // the lines of the requests this thread ran back to back, before it waits
             // Waits for work without the GIL; while work is queued, keeps it from one item to the next,
             // unless other threads kept the GIL busy meanwhile: then it runs this item alone.
             let (next, waited) = GIL.released(timingReturn: { host.next() })
