@@ -2,6 +2,7 @@
 servers alternated (A B A B A B), the median of three runs; prints a markdown table."""
 import argparse
 import atexit
+import json
 import os
 import re
 import shutil
@@ -37,9 +38,24 @@ def appserver(binary, threads=1, *extra, interface=True):
     return command, {"wsgi", "asgi"} if interface else {"wsgi"}
 
 
-def gunicorn_gthread(threads):
+def gunicorn_gthread(threads, *extra):
     return (lambda iface, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", str(threads),
-                                   "-b", f"127.0.0.1:{PORT}", f"{module}:app"], {"wsgi"})
+                                   "-b", f"127.0.0.1:{PORT}", *extra, f"{module}:app"], {"wsgi"})
+
+
+# The `-accesslog` servers write an access line a request to the same file on disk (nearly every
+# deployment logs its requests): appserver and Gunicorn by --access-logfile, Granian and Uvicorn through
+# Python's logging (a FileHandler on their access loggers, by --log-config).
+ACCESS_DIR = Path(tempfile.mkdtemp(prefix="bench-access-"))
+atexit.register(shutil.rmtree, ACCESS_DIR, True)
+ACCESS_LOG = str(ACCESS_DIR / "access.log")
+ACCESS_LOG_CONFIG = ACCESS_DIR / "logging.json"
+ACCESS_LOG_CONFIG.write_text(json.dumps({
+    "version": 1, "disable_existing_loggers": False,
+    "formatters": {"access": {"format": "%(message)s"}},
+    "handlers": {"access": {"class": "logging.FileHandler", "filename": ACCESS_LOG, "formatter": "access"}},
+    "loggers": {name: {"handlers": ["access"], "level": "INFO", "propagate": False} for name in ("granian.access", "uvicorn.access")},
+}))
 
 
 def uwsgi(threads):
@@ -65,6 +81,13 @@ SERVERS = {
     "granian": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--runtime-threads", "2", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
     "granian-default": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws", f"{module}:app"], {"wsgi", "asgi"}),
     "uvicorn": (lambda iface, module: [str(BIN / "uvicorn"), "--workers", "1", "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(PORT), f"{module}:app"], {"asgi"}),
+    "appserver-accesslog": appserver(APPSERVER, 1, "--access-logfile", ACCESS_LOG),
+    "appserver-baseline-accesslog": appserver(BASELINE or "/nonexistent", 1, "--access-logfile", ACCESS_LOG),
+    "granian-accesslog": (lambda iface, module: [str(BIN / "granian"), "--interface", iface, "--workers", "1", "--runtime-threads", "2", "--host", "127.0.0.1", "--port", str(PORT), "--no-ws",
+                                                 "--access-log", "--log-config", str(ACCESS_LOG_CONFIG), f"{module}:app"], {"wsgi", "asgi"}),
+    "uvicorn-accesslog": (lambda iface, module: [str(BIN / "uvicorn"), "--workers", "1", "--http", "httptools", "--loop", "uvloop", "--log-config", str(ACCESS_LOG_CONFIG),
+                                                 "--host", "127.0.0.1", "--port", str(PORT), f"{module}:app"], {"asgi"}),
+    "gunicorn-gthread-accesslog": gunicorn_gthread(4, "--access-logfile", ACCESS_LOG),
     "gunicorn-gthread": gunicorn_gthread(4),
     "gunicorn-gthread-64": gunicorn_gthread(64),
     "gunicorn-sync": (lambda iface, module: [str(BIN / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{PORT}", f"{module}:app"], {"wsgi"}),
