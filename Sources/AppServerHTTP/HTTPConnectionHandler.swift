@@ -196,6 +196,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if lingering { return }   // a client still sending after its answer: read, and thrown away
         // Bytes arrived: the header timeout starts with a request's first byte.
         bytesArrived()
         decoder.received(unwrapInboundIn(data), context: context, connection: self)
@@ -568,7 +569,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         current = nil
         machine.answeredWithError()
         deadline.clear()
-        context.writeAndFlushThenClose(wrapOutboundOut(buffer))
+        if machine.lingers {
+            closeInStages(context, after: buffer)
+        } else {
+            context.writeAndFlushThenClose(wrapOutboundOut(buffer))
+        }
     }
 
     /// Bytes the decoder refuses: before a request is being answered, a 4xx (or 501/505) with
@@ -608,6 +613,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         current = nil
         machine.closed()
         deadline.clear()
+        if machine.lingers {
+            closeInStages(context, after: context.channel.allocator.buffer(capacity: 0))
+            return
+        }
         // Nothing waiting in the channel (the common case: the response went to the kernel at its
         // flush): close now, without the empty write below and its future (~4k instructions, paid by
         // every connection nginx's uwsgi_pass opens).
@@ -621,6 +630,22 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// The connection is on its way out (closed, or closing after an error answer): nothing more is sent.
     private var closing = false
+    /// Closing in stages (`ConnectionStateMachine.lingers`): the output is closed, and what the client
+    /// still sends is read and thrown away until it closes too or the linger time is up.
+    private var lingering = false
+
+    /// How long a client that was still sending has, once answered, to stop and close its side.
+    /// Loopback and LAN clients take milliseconds; nginx's lingering_timeout is 5 s too.
+    static let lingerSeconds: Int64 = 5
+
+    private func closeInStages(_ context: ChannelHandlerContext, after answer: ByteBuffer) {
+        lingering = true
+        queued = ArrayQueue()   // parts of requests that will not be answered
+        bodyPaused = false
+        context.writeAndFlushThenCloseOutput(wrapOutboundOut(answer))
+        arm(.linger)
+        resumeReadingIfPending()
+    }
 
     // MARK: timers
 
@@ -630,6 +655,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .header: seconds = limits.headerTimeout
         case .keepAlive: seconds = limits.keepAlive
         case .drainGrace: seconds = min(limits.keepAlive, limits.headerTimeout)
+        case .linger: seconds = Self.lingerSeconds
         }
         deadline.arm(seconds: seconds)
     }
@@ -660,6 +686,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// Called by the server's sweep when `deadline` has passed.
     func deadlinePassed() {
+        if lingering {
+            context?.close(promise: nil)
+            return
+        }
         switch machine.deadlinePassed() {
         case .none: break
         case .close: close()

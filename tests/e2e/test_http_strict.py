@@ -4,6 +4,7 @@ refused request must have closed it (a 4xx with Connection: close, never a silen
 an accepted one must leave it in step (the probe is answered as a request of its own)."""
 import json
 import socket
+import time
 
 import pytest
 
@@ -154,6 +155,26 @@ def test_a_huge_chunk_extension_is_refused(server):
         conn.send(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;" + b"a" * (1 << 20) + b"\r\nhello\r\n0\r\n\r\n")
         answer = conn.response()
         assert answer is not None and answer[0] == 400 and answer[1].get("connection") == "close", answer
+        assert conn.closed()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("refused", [
+    b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;" + b"a" * 65536,   # the body's framing
+    b"GET /x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65536,                                        # the head
+], ids=["body", "head"])
+def test_a_client_still_sending_after_its_refusal_reads_the_answer(server, refused):
+    """Refused mid-request, the client keeps sending before it reads (as one uploading a body does). A
+    socket closed at once would answer those bytes with a reset, which erases the answer from the
+    client's buffers; the server closes its output first and throws away what still comes (RFC 9112 9.6)."""
+    conn = Conn(server.port)
+    try:
+        conn.send(refused)
+        time.sleep(0.5)   # the server has refused and answered meanwhile
+        conn.send(b"b" * (1 << 20))
+        answer = conn.response()
+        assert answer is not None and answer[0] in (400, 431) and answer[1].get("connection") == "close", answer
         assert conn.closed()
     finally:
         conn.close()

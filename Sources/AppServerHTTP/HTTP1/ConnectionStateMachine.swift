@@ -22,6 +22,8 @@ struct ConnectionStateMachine: Equatable {
         case keepAlive
         /// Draining: the shorter of the two, for a request that may already be on its way.
         case drainGrace
+        /// Closing in stages (`lingers`): how long what the client still sends is read and thrown away.
+        case linger
     }
 
     /// What a part of the next request does while one is being answered.
@@ -70,6 +72,12 @@ struct ConnectionStateMachine: Equatable {
     let keepAliveEnabled: Bool
     /// Unread body bytes read and thrown away to keep the connection; past this it closes instead.
     let maxBodyDiscard: Int
+    /// The connection closed while the client may still be sending (a body not read to its end, a head
+    /// begun). A socket closed with bytes unread, or sent to after it closed, answers with a reset, and
+    /// a reset can take the last response out of the client's buffers before it reads it (RFC 9112 9.6):
+    /// the handler then closes in stages, its output first, and reads and throws away what still comes
+    /// (`Timer.linger`) before it closes the socket.
+    private(set) var lingers = false
 
     init(keepAliveEnabled: Bool, maxBodyDiscard: Int) {
         self.keepAliveEnabled = keepAliveEnabled
@@ -133,7 +141,7 @@ struct ConnectionStateMachine: Equatable {
             return .awaitRequestEnd
         }
         if closeWhenDone || mustNotDiscard {
-            phase = .closed
+            closePhase()
             return .close
         }
         phase = .discarding(bytes: 0)
@@ -144,16 +152,17 @@ struct ConnectionStateMachine: Equatable {
     mutating func discarded(_ count: Int) -> Bool {
         guard case .discarding(let bytes) = phase else { return true }
         if bytes + count > maxBodyDiscard {
-            phase = .closed
+            closePhase()
             return false
         }
         phase = .discarding(bytes: bytes + count)
         return true
     }
 
+    /// The request was read to its end and answered.
     private mutating func finish() -> Finish {
         if closeWhenDone {
-            phase = .closed
+            phase = .closed   // its body's end arrived, even when the response was done first (discarding)
             return .close
         }
         phase = .idle(headStarted: false)
@@ -171,10 +180,10 @@ struct ConnectionStateMachine: Equatable {
     mutating func deadlinePassed() -> AfterTimeout {
         switch phase {
         case .discarding:
-            phase = .closed
+            closePhase()
             return .close
         case .idle(let headStarted):
-            phase = .closed
+            closePhase()
             return headStarted ? .answer408 : .close   // a head that did not arrive in time, or an idle keep-alive
         default:
             return .none
@@ -185,30 +194,41 @@ struct ConnectionStateMachine: Equatable {
     mutating func refused() -> AfterRefusal {
         switch phase {
         case .idle:
-            phase = .closed
+            closePhase()
             return .answerAndClose
         case .active(false, let responseDone):
             closeWhenDone = true
             if responseDone {
-                phase = .closed
+                closePhase()
                 return .failBodyAndClose
             }
             return .failBody
         case .closed:
             return .close
         default:
-            phase = .closed
+            closePhase()
             return .close
         }
     }
 
     /// The server answers with an error of its own and closes (a refused head, a 408).
     mutating func answeredWithError() {
-        phase = .closed
+        closePhase()
     }
 
     /// The connection is closing or closed, or was handed to another protocol (a websocket).
     mutating func closed() {
+        closePhase()
+    }
+
+    /// Every way to `.closed`: whether the client may still be sending is read from the phase it leaves.
+    private mutating func closePhase() {
+        switch phase {
+        case .idle(let headStarted): lingers = headStarted
+        case .active(let requestDone, _): lingers = !requestDone
+        case .discarding: lingers = true
+        case .closed: break
+        }
         phase = .closed
     }
 }

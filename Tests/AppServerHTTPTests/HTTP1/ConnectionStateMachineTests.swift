@@ -153,4 +153,59 @@ import Testing
         #expect(m.phase == .closed)
         do { let got = m.requestEnded(dispatchWaiting: false); #expect(got == .none) }
     }
+
+    /// A connection that closes while the client may still be sending closes in stages (RFC 9112 9.6);
+    /// one whose request was read to its end, or that sat idle, closes at once.
+    @Test func closingWhileTheClientMayStillSendLingers() {
+        // A closing answer before the body was read (a 413, or the app's own 400 after a refused chunk).
+        var answeredEarly = machine()
+        _ = answeredEarly.requestStarted(keepAliveRequested: true, lastAllowed: false)
+        do { let got = answeredEarly.responseEnded(close: true, bodyPending: true, mustNotDiscard: false); #expect(got == .close) }
+        #expect(answeredEarly.lingers)
+        // A body too large to discard.
+        var tooLarge = machine()
+        _ = tooLarge.requestStarted(keepAliveRequested: true, lastAllowed: false)
+        _ = tooLarge.responseEnded(close: false, bodyPending: true, mustNotDiscard: false)
+        do { let got = tooLarge.discarded(101); #expect(!got) }
+        #expect(tooLarge.lingers)
+        // A refused head, and a head cut short by its timeout (408).
+        var refusedHead = machine()
+        _ = refusedHead.bytesArrived()
+        do { let got = refusedHead.refused(); #expect(got == .answerAndClose) }
+        #expect(refusedHead.lingers)
+        var slowHead = machine()
+        _ = slowHead.bytesArrived()
+        do { let got = slowHead.deadlinePassed(); #expect(got == .answer408) }
+        #expect(slowHead.lingers)
+        // A refused body while the app holds the request.
+        var refusedBody = machine()
+        _ = refusedBody.requestStarted(keepAliveRequested: true, lastAllowed: false)
+        do { let got = refusedBody.refused(); #expect(got == .failBody) }
+        do { let got = refusedBody.responseEnded(close: true, bodyPending: true, mustNotDiscard: false); #expect(got == .close) }
+        #expect(refusedBody.lingers)
+
+        // Read to its end: a closing response; a body thrown away to its end.
+        var done = machine()
+        _ = done.requestStarted(keepAliveRequested: false, lastAllowed: false)
+        _ = done.requestEnded(dispatchWaiting: false)
+        _ = done.responseEnded(close: true, bodyPending: false, mustNotDiscard: false)
+        #expect(done.phase == .closed && !done.lingers)
+        var discardedWhole = machine()
+        _ = discardedWhole.requestStarted(keepAliveRequested: true, lastAllowed: true)
+        _ = discardedWhole.responseEnded(close: true, bodyPending: true, mustNotDiscard: false)
+        #expect(discardedWhole.lingers)   // closed before the body's end: the client is still sending it
+        var discarding = machine()
+        _ = discarding.requestStarted(keepAliveRequested: true, lastAllowed: false)
+        _ = discarding.responseEnded(close: false, bodyPending: true, mustNotDiscard: false)
+        _ = discarding.drain()
+        do { let got = discarding.requestEnded(dispatchWaiting: false); #expect(got == .finish(.idle(.drainGrace))) }
+        #expect(!discarding.lingers)
+        // An idle keep-alive connection timing out, and one closed by the handler between requests.
+        var idle = machine()
+        do { let got = idle.deadlinePassed(); #expect(got == .close) }
+        #expect(!idle.lingers)
+        var closedIdle = machine()
+        closedIdle.closed()
+        #expect(!closedIdle.lingers)
+    }
 }
