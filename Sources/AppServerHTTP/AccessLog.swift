@@ -67,15 +67,19 @@ public struct AccessLogFormatter: Sendable {
         }
     }
 
+    /// A piece of the format. Literal text and request header names are ranges of `text`: pieces that
+    /// hold no reference of their own are read without a retain and release each, on every line.
     enum Piece: Equatable, Sendable {
-        case literal([UInt8])
+        case literal(Range<Int>)
         case atom(Atom)
-        case requestHeader([UInt8])
+        case requestHeader(Range<Int>)
         case responseHeader(String)
         case environment(String)
     }
 
     let pieces: [Piece]
+    /// The literals' bytes (`%%` read as `%`) and the request header names (lower case), one after another.
+    let text: [UInt8]
     /// Whether the app's response headers must be kept for the log line.
     public let needsResponseHeaders: Bool
     let json: Bool
@@ -87,10 +91,19 @@ public struct AccessLogFormatter: Sendable {
         json = format.trimmingCharacters(in: " ") == "json"
         if json {
             pieces = []
+            text = []
             needsResponseHeaders = false
             return
         }
         var pieces: [Piece] = []
+        var text: [UInt8] = []
+        func bytes(_ added: some Sequence<UInt8>) -> Range<Int> {
+            let start = text.count
+            text.append(contentsOf: added)
+            return start..<text.count
+        }
+        // Text between atoms, `%%` read as `%` as Python's formatting reads it, wherever it stands.
+        func literalPiece(_ literal: String) -> Piece { .literal(bytes(literal.replacingOccurrences(of: "%%", with: "%").utf8)) }
         var literal = ""
         var rest = Substring(format)
         while let start = rest.range(of: "%(") {
@@ -102,14 +115,14 @@ public struct AccessLogFormatter: Sendable {
                 break
             }
             let name = String(afterOpen[..<close.lowerBound])
-            if !literal.isEmpty { pieces.append(Self.literal(literal)); literal = "" }
+            if !literal.isEmpty { pieces.append(literalPiece(literal)); literal = "" }
             if name.hasPrefix("{"), let end = name.lastIndex(of: "}") {
                 let key = String(name[name.index(after: name.startIndex)..<end]).lowercased()
                 switch name[name.index(after: end)...] {
-                case "i": pieces.append(.requestHeader(Array(key.utf8)))
+                case "i": pieces.append(.requestHeader(bytes(key.utf8)))
                 case "o": pieces.append(.responseHeader(key))
                 case "e": pieces.append(.environment(String(name[name.index(after: name.startIndex)..<end])))
-                default: pieces.append(.literal(Array("-".utf8)))
+                default: pieces.append(.literal(bytes("-".utf8)))
                 }
             } else {
                 pieces.append(.atom(Atom(name)))
@@ -117,13 +130,11 @@ public struct AccessLogFormatter: Sendable {
             rest = afterOpen[close.upperBound...]
         }
         literal += rest
-        if !literal.isEmpty { pieces.append(Self.literal(literal)) }
+        if !literal.isEmpty { pieces.append(literalPiece(literal)) }
         self.pieces = pieces
+        self.text = text
         self.needsResponseHeaders = pieces.contains { if case .responseHeader = $0 { return true } else { return false } }
     }
-
-    /// Text between atoms, `%%` read as `%` as Python's formatting reads it, wherever it stands.
-    private static func literal(_ text: String) -> Piece { .literal(Array(text.replacingOccurrences(of: "%%", with: "%").utf8)) }
 
     public func format(_ record: AccessLogRecord) -> String {
         String(decoding: line(record), as: UTF8.self)
@@ -143,18 +154,21 @@ public struct AccessLogFormatter: Sendable {
             line.append(contentsOf: jsonLine(record).utf8)
             return
         }
-        for piece in pieces {
-            switch piece {
-            case .literal(let bytes): line.append(contentsOf: bytes)
-            case .atom(let atom): append(atom, of: record, to: &line)
-            case .requestHeader(let name):
-                if name == requestIDHeader, record.request.requestIDMade, let id = record.request.requestID {
-                    line.append(contentsOf: id.utf8)
-                } else {
-                    Self.appendHeader(name, of: record.request, to: &line)
+        text.withUnsafeBytes { text in
+            for piece in pieces {
+                switch piece {
+                case .literal(let range): line.append(contentsOf: UnsafeRawBufferPointer(rebasing: text[range]))
+                case .atom(let atom): append(atom, of: record, to: &line)
+                case .requestHeader(let range):
+                    let name = UnsafeRawBufferPointer(rebasing: text[range])
+                    if record.request.requestIDMade, let id = record.request.requestID, requestIDHeader?.elementsEqual(name) == true {
+                        line.append(contentsOf: id.utf8)
+                    } else {
+                        Self.appendHeader(name, of: record.request, to: &line)
+                    }
+                case .responseHeader(let name): line.append(contentsOf: (record.responseHeaders.first { $0.name.lowercased() == name }?.value ?? "-").utf8)
+                case .environment(let name): line.append(contentsOf: (getenv(name).map { String(cString: $0) } ?? "-").utf8)
                 }
-            case .responseHeader(let name): line.append(contentsOf: (record.responseHeaders.first { $0.name.lowercased() == name }?.value ?? "-").utf8)
-            case .environment(let name): line.append(contentsOf: (getenv(name).map { String(cString: $0) } ?? "-").utf8)
             }
         }
     }
@@ -240,17 +254,19 @@ public struct AccessLogFormatter: Sendable {
     }
 
     /// The first value of the request's header `name` (lower case), or `-`.
-    private static func appendHeader(_ name: [UInt8], of request: RequestInfo, to line: inout [UInt8]) {
+    private static func appendHeader(_ name: UnsafeRawBufferPointer, of request: RequestInfo, to line: inout [UInt8]) {
         var found = false
-        name.withUnsafeBytes { wanted in
-            request.head.headers.forEach { fieldName, value in
-                if !found && equalsLowercased(fieldName, wanted) {
-                    found = true
-                    line.append(contentsOf: value)
-                }
+        request.head.headers.forEach { fieldName, value in
+            if !found && equalsLowercased(fieldName, name) {
+                found = true
+                line.append(contentsOf: value)
             }
         }
         if !found { line.append(UInt8(ascii: "-")) }
+    }
+
+    private static func appendHeader(_ name: [UInt8], of request: RequestInfo, to line: inout [UInt8]) {
+        name.withUnsafeBytes { appendHeader($0, of: request, to: &line) }
     }
 
     /// Gunicorn's atoms, in its documentation's order; these are numbers in JSON.
