@@ -68,6 +68,9 @@ public final class Arbiter {
     private var control: ControlSocket?
     private var reloadWaiters: [CInt] = []
     private var upgradeWaiters: [CInt] = []
+    /// Handed over: the upgrade is answered once our workers stopped accepting (or after 2 s), so
+    /// that every new connection from then on reaches the new arbiter's workers.
+    private var upgradeAnswerDue: (message: String, since: Double)?
     /// `--reload`: the app's source files, and when a change is to be reloaded (changes come in bursts).
     private var reloader: SourceWatcher?
     /// `statsd_host`: Gunicorn's metrics, from the workers' slots.
@@ -126,6 +129,7 @@ public final class Arbiter {
                 stop(.graceful)
             }
             if let stopping {
+                answerUpgradeOnceNotAccepting()
                 if workers.isEmpty { break }
                 if MonotonicClock.seconds() >= stopping.deadline { killAll(SIGKILL) }
                 continue
@@ -211,6 +215,7 @@ public final class Arbiter {
     }
 
     private func shutdown() {
+        if let upgradeAnswerDue { answer(&upgradeWaiters, ok: true, upgradeAnswerDue.message) }
         answer(&reloadWaiters, ok: false, "the server stopped before the reload finished")
         answer(&upgradeWaiters, ok: false, "the server stopped before the upgrade finished")
         control?.closeAll()
@@ -725,7 +730,7 @@ public final class Arbiter {
         self.upgrade = nil
         logger.info("the new arbiter \(pid) is ready; handing over and stopping")
         notifier.handOver(to: pid)
-        answer(&upgradeWaiters, ok: true, "upgraded: the new arbiter \(pid) is serving")
+        upgradeAnswerDue = ("upgraded: the new arbiter \(pid) is serving", MonotonicClock.seconds())
         ledger.count(ArbiterCount.upgrades)
         handedOver = true
         // The new arbiter answers on the metrics socket from now on (it waits for this mark).
@@ -734,6 +739,15 @@ public final class Arbiter {
         _ = ledger.totals(live: workers.values.map(\.slot.metrics))
         ledger.page?.markStoppedServing()
         stop(.graceful)
+    }
+
+    /// As a reload's answer waits for the old generation (see `manageWorkers`), an upgrade's waits
+    /// for this arbiter's workers to close their listeners; one too stuck to is not waited on past 2 s.
+    private func answerUpgradeOnceNotAccepting() {
+        guard let due = upgradeAnswerDue else { return }
+        guard !workers.values.contains(where: \.accepting) || MonotonicClock.seconds() - due.since >= 2 else { return }
+        answer(&upgradeWaiters, ok: true, due.message)
+        upgradeAnswerDue = nil
     }
 
     private func upgradeFailed(how: String) {
