@@ -10,7 +10,8 @@ Usage: bench/run.sh instructions [--configs default,metrics,...] [--benches wsgi
        starlette-routes,wsgi-stream,asgi-stream,wsgi-hello-headers,asgi-hello-headers,wsgi-hello-close,
        echo-4k,asgi-echo-4k,wsgi-hello-uwsgi] [--seconds 8] [--peers granian] [--connections 4] [--cache] [--functions N]
        [--sites N]
-  APPSERVER_BASELINE=/path/to/appserver adds the `baseline` config (the same arguments, another build).
+  APPSERVER_BASELINE=/path/to/appserver runs each config with that build too, first: `baseline` for default,
+  `baseline-NAME` for the others (the same arguments, another build).
   --peers counts a peer's worker the same way (its command from bench.py): user-space instructions only,
   so a comparison that the machine's noise cannot move, though not one of time (the kernel's work, and
   what threads waiting on each other cost, are not in it).
@@ -532,9 +533,11 @@ def main():
                         help="the call sites of retain and release, with their source lines, in the N server functions that call them most")
     args = parser.parse_args()
     cache = cache_options() if args.cache else []
-    configs = [(name, APPSERVER, CONFIGS[name], None) for name in args.configs.split(",") if name]
+    names = [name for name in args.configs.split(",") if name]
+    configs = [(name, APPSERVER, CONFIGS[name], None) for name in names]
     if os.environ.get("APPSERVER_BASELINE"):
-        configs.insert(0, ("baseline", Path(os.environ["APPSERVER_BASELINE"]), "", None))
+        baseline = Path(os.environ["APPSERVER_BASELINE"])
+        configs[:0] = [("baseline" if name == "default" else f"baseline-{name}", baseline, CONFIGS[name], None) for name in names]
     configs += [(peer, None, "", peer) for peer in args.peers.split(",") if peer]
     extra_columns = list(CACHE_COLUMNS)[1:] if cache else []
     print("| bench | config | instructions per request | requests measured | requests a wait |"
