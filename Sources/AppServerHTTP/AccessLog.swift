@@ -154,7 +154,8 @@ public struct AccessLogFormatter: Sendable {
             line.append(contentsOf: jsonLine(record).utf8)
             return
         }
-        text.withUnsafeBytes { text in
+        AccessLineBuilder.build(into: &line) { line in
+          text.withUnsafeBytes { text in
             for piece in pieces {
                 switch piece {
                 case .literal(let range): line.append(contentsOf: UnsafeRawBufferPointer(rebasing: text[range]))
@@ -170,35 +171,39 @@ public struct AccessLogFormatter: Sendable {
                 case .environment(let name): line.append(contentsOf: (getenv(name).map { String(cString: $0) } ?? "-").utf8)
                 }
             }
+          }
         }
     }
 
     /// One of Gunicorn's atoms (`h`, `r`, `s`, ...) of the record, as the line shows it.
     public func atom(_ name: String, _ record: AccessLogRecord) -> String {
         var bytes: [UInt8] = []
-        append(Atom(name), of: record, to: &bytes)
+        AccessLineBuilder.build(into: &bytes) { append(Atom(name), of: record, to: &$0) }
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    private func append(_ atom: Atom, of r: AccessLogRecord, to line: inout [UInt8]) {
+    private func append(_ atom: Atom, of r: AccessLogRecord, to line: inout AccessLineBuilder) {
         let request = r.request
         switch atom {
         case .remoteAddress:
             if let client = request.origin?.client {
                 line.append(contentsOf: client.host.utf8)
             } else if let address = request.remoteAddress {
-                let before = line.count
                 withUnsafeTemporaryAllocation(byteCount: 64, alignment: 1) { buffer in
-                    line.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<address.writeIPText(into: buffer)]))
+                    let length = address.writeIPText(into: buffer)
+                    if length > 0 {
+                        line.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<length]))
+                    } else {
+                        line.append(UInt8(ascii: "-"))   // a unix socket
+                    }
                 }
-                if line.count == before { line.append(UInt8(ascii: "-")) }   // a unix socket
             } else {
                 line.append(UInt8(ascii: "-"))
             }
         case .ident, .unknown: line.append(UInt8(ascii: "-"))
         case .user:
             if let user = Self.basicAuthUser(request) { line.append(contentsOf: user.utf8) } else { line.append(UInt8(ascii: "-")) }
-        case .time: line.append(contentsOf: Self.clfTime(r.startedWallClock))
+        case .time: Self.appendCLFTime(r.startedWallClock, to: &line)
         case .requestLine:
             request.head.withMethod { line.append(contentsOf: $0) }
             line.append(UInt8(ascii: " "))
@@ -212,49 +217,42 @@ public struct AccessLogFormatter: Sendable {
                 if let mark = target.firstIndex(of: UInt8(ascii: "?")) { line.append(contentsOf: target[(mark + 1)...]) }
             }
         case .protocolVersion: appendVersion(request, to: &line)
-        case .status: Self.appendDecimal(r.status, to: &line)
-        case .responseBytes: Self.appendDecimal(Int(r.responseBytes), to: &line)
+        case .status: line.appendDecimal(r.status)
+        case .responseBytes: line.appendDecimal(Int(r.responseBytes))
         case .responseBytesOrDash:
-            if r.responseBytes > 0 { Self.appendDecimal(Int(r.responseBytes), to: &line) } else { line.append(UInt8(ascii: "-")) }
+            if r.responseBytes > 0 { line.appendDecimal(Int(r.responseBytes)) } else { line.append(UInt8(ascii: "-")) }
         case .referer: Self.appendHeader(Self.referer, of: request, to: &line)
         case .userAgent: Self.appendHeader(Self.userAgent, of: request, to: &line)
-        case .seconds: Self.appendDecimal(Int(Self.elapsed(r) / 1_000_000_000), to: &line)
-        case .milliseconds: Self.appendDecimal(Int(Self.elapsed(r) / 1_000_000), to: &line)
-        case .microseconds: Self.appendDecimal(Int(Self.elapsed(r) / 1_000), to: &line)
+        case .seconds: line.appendDecimal(Int(Self.elapsed(r) / 1_000_000_000))
+        case .milliseconds: line.appendDecimal(Int(Self.elapsed(r) / 1_000_000))
+        case .microseconds: line.appendDecimal(Int(Self.elapsed(r) / 1_000))
         case .decimalSeconds:
             let micros = Int((Double(Self.elapsed(r)) / 1e3).rounded())
-            Self.appendDecimal(micros / 1_000_000, to: &line)
+            line.appendDecimal(micros / 1_000_000)
             line.append(UInt8(ascii: "."))
             let fraction = micros % 1_000_000
             var digits = 6, rest = fraction
             while rest >= 10 { digits -= 1; rest /= 10 }
-            line.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: digits - 1))
-            Self.appendDecimal(fraction, to: &line)
+            line.append(repeating: UInt8(ascii: "0"), count: digits - 1)
+            line.appendDecimal(fraction)
         case .pid:
             line.append(UInt8(ascii: "<"))
-            Self.appendDecimal(Int(getpid()), to: &line)
+            line.appendDecimal(Int(getpid()))
             line.append(UInt8(ascii: ">"))
         }
     }
 
-    private func appendVersion(_ request: RequestInfo, to line: inout [UInt8]) {
+    private func appendVersion(_ request: RequestInfo, to line: inout AccessLineBuilder) {
         line.append(contentsOf: "HTTP/".utf8)
-        Self.appendDecimal(request.version.major, to: &line)
+        line.appendDecimal(request.version.major)
         line.append(UInt8(ascii: "."))
-        Self.appendDecimal(request.version.minor, to: &line)
+        line.appendDecimal(request.version.minor)
     }
 
     private static func elapsed(_ r: AccessLogRecord) -> Int64 { r.finished.nanoseconds - r.request.started.nanoseconds }
 
-    private static func appendDecimal(_ value: Int, to line: inout [UInt8]) {
-        if value < 0 { line.append(UInt8(ascii: "-")) }
-        withUnsafeTemporaryAllocation(byteCount: 20, alignment: 1) { buffer in
-            line.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<writeDecimal(abs(value), into: buffer)]))
-        }
-    }
-
     /// The first value of the request's header `name` (lower case), or `-`.
-    private static func appendHeader(_ name: UnsafeRawBufferPointer, of request: RequestInfo, to line: inout [UInt8]) {
+    private static func appendHeader(_ name: UnsafeRawBufferPointer, of request: RequestInfo, to line: inout AccessLineBuilder) {
         var found = false
         request.head.headers.forEach { fieldName, value in
             if !found && equalsLowercased(fieldName, name) {
@@ -265,7 +263,7 @@ public struct AccessLogFormatter: Sendable {
         if !found { line.append(UInt8(ascii: "-")) }
     }
 
-    private static func appendHeader(_ name: [UInt8], of request: RequestInfo, to line: inout [UInt8]) {
+    private static func appendHeader(_ name: [UInt8], of request: RequestInfo, to line: inout AccessLineBuilder) {
         name.withUnsafeBytes { appendHeader($0, of: request, to: &line) }
     }
 
@@ -313,12 +311,12 @@ public struct AccessLogFormatter: Sendable {
     }
 
     /// `[10/Oct/2000:13:55:36 -0700]`, local time: made once a second, and shared by all threads.
-    static func clfTime(_ wall: timespec) -> [UInt8] {
+    private static func appendCLFTime(_ wall: timespec, to line: inout AccessLineBuilder) {
         clfCache.withLock { cached in
             if cached.second != wall.tv_sec {
                 cached = (wall.tv_sec, Array(formatted(wall, "[%d/%b/%Y:%H:%M:%S %z]", utc: false).utf8))
             }
-            return cached.text
+            line.append(contentsOf: cached.text)
         }
     }
 

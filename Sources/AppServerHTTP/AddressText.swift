@@ -34,6 +34,24 @@ extension SocketAddress {
 
 /// Writes a non-negative number in decimal into `buffer` (20 bytes hold any Int); returns its length.
 public func writeDecimal(_ value: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+    // Most numbers written are short (an address's octets, a status, a small body's length, a version):
+    // no loop for those.
+    let zero = UInt8(ascii: "0")
+    if value < 10 {
+        buffer[0] = zero + UInt8(truncatingIfNeeded: value)
+        return 1
+    }
+    if value < 100 {
+        buffer[0] = zero + UInt8(truncatingIfNeeded: value / 10)
+        buffer[1] = zero + UInt8(truncatingIfNeeded: value % 10)
+        return 2
+    }
+    if value < 1000 {
+        buffer[0] = zero + UInt8(truncatingIfNeeded: value / 100)
+        buffer[1] = zero + UInt8(truncatingIfNeeded: value / 10 % 10)
+        buffer[2] = zero + UInt8(truncatingIfNeeded: value % 10)
+        return 3
+    }
     var digits = 1
     var rest = value / 10
     while rest > 0 {

@@ -32,6 +32,22 @@ import Testing
         #expect(AccessLogFormatter(format: "50%% %(s)s 100%%").format(try record()) == "50% 200 100%")
     }
 
+    /// A line is made in a stack buffer of `AccessLineBuilder.stagingBytes`: what does not fit goes on
+    /// after it, in order, whichever piece crosses the edge (a literal, a header value, a number).
+    @Test func linesLongerThanTheStackBufferKeepEveryByteInOrder() throws {
+        let staging = AccessLineBuilder.stagingBytes
+        for agentLength in Array(staging - 40...staging + 2) + [3 * staging] {
+            let agent = String((0..<agentLength).map { Character(UnicodeScalar(UInt8(ascii: "a") + UInt8($0 % 26))) })
+            let format = #"%(h)s "%({x-agent}i)s" %(s)s %(b)s %(m)s tail"#
+            let line = AccessLogFormatter(format: format).format(try record(status: 503, bytes: 1_234_567, extraHeader: "X-Agent: \(agent)\r\n"))
+            #expect(line == #"10.1.2.3 ""# + agent + #"" 503 1234567 POST tail"#, "user agent of \(agentLength) bytes")
+        }
+        var batch = Array("before\n".utf8)
+        let long = try record(extraHeader: "X-Agent: \(String(repeating: "z", count: 2 * staging))\r\n")
+        AccessLogFormatter(format: "%({x-agent}i)s %(s)s").append(long, to: &batch)
+        #expect(batch == Array(("before\n" + String(repeating: "z", count: 2 * staging) + " 200").utf8), "appended after what the batch held")
+    }
+
     @Test func addressesTimesAndFractionsAreWrittenAsGunicornWritesThem() throws {
         let head = try RequestHead(parsing: "GET /a%20b?x=%41 HTTP/1.0\r\nHost: x\r\n\r\n")
         func line(_ format: String, remote: SocketAddress?, micros: Int64 = 120, wall: Int? = nil) -> String {

@@ -17,7 +17,7 @@ import Testing
     }
 
     @Test func decimals() {
-        for value in [0, 7, 9, 10, 99, 100, 8000, 65535, 1_000_000_007] {
+        for value in Array(0...1_100) + [8000, 9999, 10_000, 65535, 1_000_000_007, Int.max] {
             var storage = [UInt8](repeating: 0, count: 20)
             let length = storage.withUnsafeMutableBytes { writeDecimal(value, into: $0) }
             #expect(String(decoding: storage[..<length], as: UTF8.self) == String(value))
