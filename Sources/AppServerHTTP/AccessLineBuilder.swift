@@ -67,7 +67,7 @@ struct AccessLineBuilder: ~Copyable {
     /// `value` in decimal, written in place.
     mutating func appendDecimal(_ value: Int) {
         if value < 0 { append(UInt8(ascii: "-")) }
-        let magnitude = value == .min ? Int.max : abs(value)
+        let magnitude = abs(value)
         guard overflow.isEmpty, staging.count - count >= 20 else {
             withUnsafeTemporaryAllocation(byteCount: 20, alignment: 1) { digits in
                 overflow.append(contentsOf: UnsafeRawBufferPointer(rebasing: digits[..<writeDecimal(magnitude, into: digits)]))

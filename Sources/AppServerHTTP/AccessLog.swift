@@ -155,23 +155,23 @@ public struct AccessLogFormatter: Sendable {
             return
         }
         AccessLineBuilder.build(into: &line) { line in
-          text.withUnsafeBytes { text in
-            for piece in pieces {
-                switch piece {
-                case .literal(let range): line.append(contentsOf: UnsafeRawBufferPointer(rebasing: text[range]))
-                case .atom(let atom): append(atom, of: record, to: &line)
-                case .requestHeader(let range):
-                    let name = UnsafeRawBufferPointer(rebasing: text[range])
-                    if record.request.requestIDMade, let id = record.request.requestID, requestIDHeader?.elementsEqual(name) == true {
-                        line.append(contentsOf: id.utf8)
-                    } else {
-                        Self.appendHeader(name, of: record.request, to: &line)
+            text.withUnsafeBytes { text in
+                for piece in pieces {
+                    switch piece {
+                    case .literal(let range): line.append(contentsOf: UnsafeRawBufferPointer(rebasing: text[range]))
+                    case .atom(let atom): append(atom, of: record, to: &line)
+                    case .requestHeader(let range):
+                        let name = UnsafeRawBufferPointer(rebasing: text[range])
+                        if record.request.requestIDMade, let id = record.request.requestID, requestIDHeader?.elementsEqual(name) == true {
+                            line.append(contentsOf: id.utf8)
+                        } else {
+                            Self.appendHeader(name, of: record.request, to: &line)
+                        }
+                    case .responseHeader(let name): line.append(contentsOf: (record.responseHeaders.first { $0.name.lowercased() == name }?.value ?? "-").utf8)
+                    case .environment(let name): line.append(contentsOf: (getenv(name).map { String(cString: $0) } ?? "-").utf8)
                     }
-                case .responseHeader(let name): line.append(contentsOf: (record.responseHeaders.first { $0.name.lowercased() == name }?.value ?? "-").utf8)
-                case .environment(let name): line.append(contentsOf: (getenv(name).map { String(cString: $0) } ?? "-").utf8)
                 }
             }
-          }
         }
     }
 
